@@ -1,0 +1,18 @@
+//! The bookkeeping of each actor as a plain struct with no actix in it.
+//!
+//! Actors are thin: they receive a message, call one method here, and send
+//! what the method returns. Everything that decides — who gets a slot, who
+//! waits, when a listener pauses — lives here, where seeded random
+//! interleavings (proptest, `tests` below each module and in
+//! `tests/bookkeeping_model.rs`) check the invariants of `design.md` after
+//! every step.
+
+pub mod admission_state;
+pub mod backend_state;
+pub mod server_state;
+pub mod wait_queue;
+
+pub use admission_state::{AdmissionState, Admitted, PauseReason, Resumed};
+pub use backend_state::{BackendState, Grant, Reserved, ReserveRequest};
+pub use server_state::ServerState;
+pub use wait_queue::{QueueKey, WaitQueue};

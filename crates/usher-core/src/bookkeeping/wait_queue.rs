@@ -1,0 +1,107 @@
+//! An ordered queue of waiting sessions with removal by session id.
+//!
+//! Ordered by [`QueueKey`]: priority class first, then arrival. Issue-2
+//! sessions all have class 0 and arrive in accept order, so this is FIFO.
+//! A client that leaves is removed at once (`remove`), so `len` is always
+//! the true number of waiters and `maxqueue` counts only live ones.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::ids::SessionId;
+
+/// Position in a queue: lower keys are served first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueKey {
+    /// Priority class; lower is better. 0 for everyone until priorities exist.
+    pub class: i32,
+    /// Arrival order; the session id (accept order) keeps a redispatched
+    /// session's original place.
+    pub arrival: u64,
+}
+
+impl QueueKey {
+    pub fn fifo(session: SessionId) -> QueueKey {
+        QueueKey { class: 0, arrival: session.0 }
+    }
+}
+
+/// A waiter in a queue.
+#[derive(Debug)]
+pub struct Waiting<W> {
+    pub session: SessionId,
+    pub waiter: W,
+}
+
+#[derive(Debug)]
+pub struct WaitQueue<W> {
+    entries: BTreeMap<QueueKey, Waiting<W>>,
+    index: HashMap<SessionId, QueueKey>,
+}
+
+impl<W> Default for WaitQueue<W> {
+    fn default() -> Self {
+        WaitQueue { entries: BTreeMap::new(), index: HashMap::new() }
+    }
+}
+
+impl<W> WaitQueue<W> {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds a waiter; returns how many were already waiting (its position).
+    pub fn push(&mut self, key: QueueKey, session: SessionId, waiter: W) -> u32 {
+        let position = self.entries.len() as u32;
+        debug_assert!(!self.index.contains_key(&session), "session queued twice");
+        self.index.insert(session, key);
+        let previous = self.entries.insert(key, Waiting { session, waiter });
+        debug_assert!(previous.is_none(), "queue key reused");
+        position
+    }
+
+    pub fn head_key(&self) -> Option<QueueKey> {
+        self.entries.keys().next().copied()
+    }
+
+    pub fn pop_front(&mut self) -> Option<Waiting<W>> {
+        let (_, waiting) = self.entries.pop_first()?;
+        self.index.remove(&waiting.session);
+        Some(waiting)
+    }
+
+    pub fn remove(&mut self, session: SessionId) -> Option<W> {
+        let key = self.index.remove(&session)?;
+        self.entries.remove(&key).map(|w| w.waiter)
+    }
+
+    pub fn contains(&self, session: SessionId) -> bool {
+        self.index.contains_key(&session)
+    }
+
+    /// Waiters in service order (tests and stats).
+    pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.entries.values().map(|w| w.session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_and_removal() {
+        let mut q = WaitQueue::default();
+        for i in [3u64, 1, 2] {
+            q.push(QueueKey::fifo(SessionId(i)), SessionId(i), i);
+        }
+        assert_eq!(q.remove(SessionId(2)), Some(2));
+        assert_eq!(q.remove(SessionId(2)), None);
+        assert_eq!(q.pop_front().map(|w| w.session), Some(SessionId(1)));
+        assert_eq!(q.pop_front().map(|w| w.session), Some(SessionId(3)));
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,33 @@
+//! Configuration pipeline: layers → merged tree → one validation pass → [`Settings`].
+//!
+//! 1. [`sources`]: the embedded `configs/default.toml`, then each `-c FILE` in
+//!    order, then `USHER__SECTION__KEY` environment variables, merged key by
+//!    key with the `config` crate. Every key remembers the layer it came from.
+//! 2. [`build`]: walks the merged tree once, parses every key into its typed
+//!    knob, rejects unknown keys in core sections and checks cross references.
+//!    It never stops at the first problem: all of them are collected into
+//!    [`ConfigErrors`], each naming the key, its layer and what was expected.
+//! 3. [`settings`]: the typed result the broker runs on. It serializes back to
+//!    TOML, which is what `usher check` prints.
+
+mod build;
+mod errors;
+mod reader;
+mod sources;
+mod settings;
+
+pub use errors::{ConfigError, ConfigErrors};
+pub use settings::*;
+pub use sources::{ConfigSources, DEFAULT_TOML};
+
+/// Loads, merges and validates the layers named by `sources`.
+pub fn load(sources: &ConfigSources) -> Result<Settings, ConfigErrors> {
+    let merged = sources.merge()?;
+    build::settings(&merged)
+}
+
+/// Parses one TOML document on top of the built-in defaults (no files, no
+/// environment). Meant for tests and embedders.
+pub fn from_toml_str(toml: &str) -> Result<Settings, ConfigErrors> {
+    load(&ConfigSources::inline(toml))
+}

@@ -1,0 +1,291 @@
+//! One validation pass from the merged tree to [`Settings`].
+
+use std::collections::HashMap;
+
+use config::{Map, Value, ValueKind};
+
+use super::errors::ConfigErrors;
+use super::reader::{Report, Section};
+use super::settings::*;
+use super::sources::Merged;
+
+/// Sections whose keys are checked; `actors` is free-form for extensions.
+const SECTIONS: &[&str] = &["global", "watchdog", "log", "defaults", "frontends", "backends", "actors"];
+
+pub(super) fn settings(merged: &Merged) -> Result<Settings, ConfigErrors> {
+    let mut report = Report { origins: &merged.origins, errors: Vec::new() };
+    let root = &merged.root;
+
+    for key in root.keys() {
+        if !SECTIONS.contains(&key.as_str()) {
+            report.error(key, format!("unknown section; expected one of: {}", SECTIONS.join(", ")));
+        }
+    }
+
+    let global = global(root, &mut report);
+    let watchdog = watchdog(root, &mut report);
+    let log = log(root, &mut report);
+    let defaults = defaults(root, &mut report);
+    let backends = backends(root, &defaults, &mut report);
+    let frontends = frontends(root, &defaults, &mut report);
+    cross_check(&frontends, &backends, &mut report);
+    let actors = actors(root, &mut report);
+
+    match (global, watchdog, log) {
+        (Some(global), Some(watchdog), Some(log)) if report.errors.is_empty() => {
+            Ok(Settings { global, watchdog, log, frontends, backends, actors })
+        }
+        _ => {
+            // Entries that read the same bad default report it once each.
+            let mut seen = std::collections::HashSet::new();
+            report.errors.retain(|err| seen.insert((err.key.clone(), err.problem.clone())));
+            Err(ConfigErrors(report.errors))
+        }
+    }
+}
+
+fn global(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<GlobalSettings> {
+    let mut s = Section::new("global", root.get("global"), report);
+    let maxconn = s.u32_in("maxconn", 0, 10_000_000, report);
+    let workers = s.u32_in("workers", 0, 1024, report);
+    let grace = s.duration("grace", report);
+    let bufsize = s.u32_in("bufsize", 1024, 16 << 20, report);
+    let maxaccept = s.u32_in("maxaccept", 1, 1024, report);
+    s.finish(report);
+    Some(GlobalSettings { maxconn: maxconn?, workers: workers?, grace: grace?, bufsize: bufsize?, maxaccept: maxaccept? })
+}
+
+fn watchdog(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<WatchdogSettings> {
+    let mut s = Section::new("watchdog", root.get("watchdog"), report);
+    let maxconn_recheck = s.duration("maxconn_recheck", report);
+    let shortage_recheck = s.duration("shortage_recheck", report);
+    s.finish(report);
+    Some(WatchdogSettings { maxconn_recheck: maxconn_recheck?, shortage_recheck: shortage_recheck? })
+}
+
+fn log(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<LogSettings> {
+    let mut s = Section::new("log", root.get("log"), report);
+    let format = s.choice("format", &[("term", LogFormat::Term), ("json", LogFormat::Json)], report);
+    let level = s.choice(
+        "level",
+        &[
+            ("critical", LogLevel::Critical),
+            ("error", LogLevel::Error),
+            ("warning", LogLevel::Warning),
+            ("info", LogLevel::Info),
+            ("debug", LogLevel::Debug),
+            ("trace", LogLevel::Trace),
+        ],
+        report,
+    );
+    s.finish(report);
+    Some(LogSettings { format: format?, level: level? })
+}
+
+/// The `[defaults.*]` tables, checked for unknown kinds only; their keys are
+/// checked where entries read them (a bad default is reported under its own
+/// dotted key, `defaults.backend.retries`).
+struct Defaults {
+    frontend: Option<Value>,
+    backend: Option<Value>,
+    server: Option<Value>,
+}
+
+fn defaults(root: &Map<String, Value>, report: &mut Report<'_>) -> Defaults {
+    let s = Section::new("defaults", root.get("defaults"), report);
+    let mut out = Defaults { frontend: None, backend: None, server: None };
+    for (name, value) in s.entries() {
+        match name.as_str() {
+            "frontend" => out.frontend = Some(value),
+            "backend" => out.backend = Some(value),
+            "server" => out.server = Some(value),
+            _ => report.error(
+                &format!("defaults.{name}"),
+                "unknown defaults table; expected one of: frontend, backend, server",
+            ),
+        }
+    }
+    // Check the defaults tables on their own (unknown keys, bad values), so a
+    // bad default is reported even when no entry uses it. "missing" is fine
+    // there: defaults need not set every key.
+    let mut probe = Report { origins: report.origins, errors: Vec::new() };
+    let mut f = Section::new("defaults.frontend", out.frontend.as_ref(), &mut probe);
+    frontend_keys(&mut f, &mut probe);
+    f.finish(&mut probe);
+    let mut b = Section::new("defaults.backend", out.backend.as_ref(), &mut probe);
+    backend_keys(&mut b, &mut probe);
+    b.finish(&mut probe);
+    let mut s = Section::new("defaults.server", out.server.as_ref(), &mut probe);
+    server_keys(&mut s, &mut probe);
+    s.finish(&mut probe);
+    report.errors.extend(probe.errors.into_iter().filter(|err| !err.problem.starts_with("missing")));
+    out
+}
+
+struct FrontendKeys {
+    bind: Option<Vec<std::net::SocketAddr>>,
+    backend: Option<String>,
+    maxconn: Option<u32>,
+    backlog: Option<u32>,
+    client: Option<std::time::Duration>,
+}
+
+fn frontend_keys(s: &mut Section, report: &mut Report<'_>) -> FrontendKeys {
+    let bind = s.bind_list("bind", report);
+    let backend = s.string("backend", report);
+    let maxconn = s.u32_in("maxconn", 0, 10_000_000, report);
+    let backlog = s.u32_in("backlog", 1, 65_535, report);
+    let mut t = s.sub("timeout", report);
+    let client = t.duration("client", report);
+    t.finish(report);
+    FrontendKeys { bind, backend, maxconn, backlog, client }
+}
+
+struct BackendKeys {
+    balance: Option<Balance>,
+    maxqueue: Option<u32>,
+    retries: Option<u32>,
+    redispatch: Option<bool>,
+    queue: Option<std::time::Duration>,
+    connect: Option<std::time::Duration>,
+    server: Option<std::time::Duration>,
+}
+
+fn backend_keys(s: &mut Section, report: &mut Report<'_>) -> BackendKeys {
+    let balance = s.choice("balance", &[("roundrobin", Balance::Roundrobin)], report);
+    let maxqueue = s.u32_in("maxqueue", 0, 10_000_000, report);
+    let retries = s.u32_in("retries", 0, 100, report);
+    let redispatch = s.bool("redispatch", report);
+    let mut t = s.sub("timeout", report);
+    let queue = t.duration("queue", report);
+    let connect = t.duration("connect", report);
+    let server = t.duration("server", report);
+    t.finish(report);
+    BackendKeys { balance, maxqueue, retries, redispatch, queue, connect, server }
+}
+
+struct ServerKeys {
+    address: Option<std::net::SocketAddr>,
+    weight: Option<u32>,
+    maxconn: Option<u32>,
+    maxqueue: Option<u32>,
+}
+
+fn server_keys(s: &mut Section, report: &mut Report<'_>) -> ServerKeys {
+    let address = s.server_address("address", report);
+    let weight = s.u32_in("weight", 0, 256, report);
+    let maxconn = s.u32_in("maxconn", 0, 10_000_000, report);
+    let maxqueue = s.u32_in("maxqueue", 0, 10_000_000, report);
+    ServerKeys { address, weight, maxconn, maxqueue }
+}
+
+fn frontends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report<'_>) -> Vec<FrontendSettings> {
+    let table = Section::new("frontends", root.get("frontends"), report);
+    let mut out = Vec::new();
+    for (name, value) in table.entries() {
+        let mut s = Section::new(format!("frontends.{name}"), Some(&value), report)
+            .with_defaults("defaults.frontend", defaults.frontend.as_ref());
+        let k = frontend_keys(&mut s, report);
+        s.finish(report);
+        if let (Some(bind), Some(backend), Some(maxconn), Some(backlog), Some(client)) =
+            (k.bind, k.backend, k.maxconn, k.backlog, k.client)
+        {
+            out.push(FrontendSettings { name, bind, backend, maxconn, backlog, timeout: FrontendTimeouts { client } });
+        }
+    }
+    out
+}
+
+fn backends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report<'_>) -> Vec<BackendSettings> {
+    let table = Section::new("backends", root.get("backends"), report);
+    let mut out = Vec::new();
+    for (name, value) in table.entries() {
+        let mut s = Section::new(format!("backends.{name}"), Some(&value), report)
+            .with_defaults("defaults.backend", defaults.backend.as_ref());
+        let k = backend_keys(&mut s, report);
+        let servers = servers(&mut s, defaults, report);
+        s.finish(report);
+        if let (Some(balance), Some(maxqueue), Some(retries), Some(redispatch), Some(queue), Some(connect), Some(server)) =
+            (k.balance, k.maxqueue, k.retries, k.redispatch, k.queue, k.connect, k.server)
+        {
+            out.push(BackendSettings {
+                name,
+                balance,
+                maxqueue,
+                retries,
+                redispatch,
+                timeout: BackendTimeouts { queue, connect, server },
+                servers,
+            });
+        }
+    }
+    out
+}
+
+fn servers(backend: &mut Section, defaults: &Defaults, report: &mut Report<'_>) -> Vec<ServerSettings> {
+    let table = backend.sub("servers", report);
+    let mut out = Vec::new();
+    for (name, value) in table.entries() {
+        let mut s = Section::new(format!("{}.{name}", table.path()), Some(&value), report)
+            .with_defaults("defaults.server", defaults.server.as_ref());
+        let k = server_keys(&mut s, report);
+        s.finish(report);
+        if let (Some(address), Some(weight), Some(maxconn), Some(maxqueue)) = (k.address, k.weight, k.maxconn, k.maxqueue) {
+            out.push(ServerSettings { name, address, weight, maxconn, maxqueue });
+        }
+    }
+    out
+}
+
+fn cross_check(frontends: &[FrontendSettings], backends: &[BackendSettings], report: &mut Report<'_>) {
+    let mut bound: HashMap<std::net::SocketAddr, &str> = HashMap::new();
+    for f in frontends {
+        if !backends.iter().any(|b| b.name == f.backend) {
+            let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+            report.error(
+                &format!("frontends.{}.backend", f.name),
+                format!(
+                    "backend {:?} is not defined; expected one of the backends: {}",
+                    f.backend,
+                    if names.is_empty() { "(none defined)".to_owned() } else { names.join(", ") }
+                ),
+            );
+        }
+        for addr in &f.bind {
+            if addr.port() != 0 {
+                if let Some(other) = bound.insert(*addr, &f.name) {
+                    report.error(
+                        &format!("frontends.{}.bind", f.name),
+                        format!("address {addr} is already bound by frontend {other:?}; expected distinct addresses"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn actors(root: &Map<String, Value>, report: &mut Report<'_>) -> toml::Table {
+    match root.get("actors").map(|v| &v.kind) {
+        None | Some(ValueKind::Nil) => toml::Table::new(),
+        Some(ValueKind::Table(t)) => t.iter().map(|(k, v)| (k.clone(), to_toml(v))).collect(),
+        Some(other) => {
+            report.error("actors", format!("found {}; expected a table", super::reader::describe(other)));
+            toml::Table::new()
+        }
+    }
+}
+
+fn to_toml(v: &Value) -> toml::Value {
+    match &v.kind {
+        ValueKind::Nil => toml::Value::String(String::new()),
+        ValueKind::Boolean(b) => toml::Value::Boolean(*b),
+        ValueKind::I64(n) => toml::Value::Integer(*n),
+        ValueKind::I128(n) => toml::Value::Integer(*n as i64),
+        ValueKind::U64(n) => toml::Value::Integer(*n as i64),
+        ValueKind::U128(n) => toml::Value::Integer(*n as i64),
+        ValueKind::Float(n) => toml::Value::Float(*n),
+        ValueKind::String(s) => toml::Value::String(s.clone()),
+        ValueKind::Table(t) => toml::Value::Table(t.iter().map(|(k, v)| (k.clone(), to_toml(v))).collect()),
+        ValueKind::Array(a) => toml::Value::Array(a.iter().map(to_toml).collect()),
+    }
+}

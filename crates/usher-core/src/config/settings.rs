@@ -1,0 +1,160 @@
+//! The typed configuration the broker runs on. Every field is documented in
+//! `configs/default.toml`, which holds its default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub global: GlobalSettings,
+    pub watchdog: WatchdogSettings,
+    pub log: LogSettings,
+    /// Frontends in declaration order.
+    pub frontends: Vec<FrontendSettings>,
+    /// Backends in declaration order.
+    pub backends: Vec<BackendSettings>,
+    /// Free-form tables of extension actors, `[actors.NAME]`.
+    pub actors: toml::Table,
+}
+
+impl Settings {
+    pub fn backend(&self, name: &str) -> Option<&BackendSettings> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+
+    pub fn frontend(&self, name: &str) -> Option<&FrontendSettings> {
+        self.frontends.iter().find(|f| f.name == name)
+    }
+
+    /// The effective configuration as TOML (what `usher check` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|err| format!("# cannot render settings: {err}\n"))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GlobalSettings {
+    /// Concurrent client sessions in the process (0 = unlimited).
+    pub maxconn: u32,
+    /// Data-plane threads (0 = one per core).
+    pub workers: u32,
+    /// Time live sessions get to finish after a stop signal.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Relay buffer per direction and session, in bytes.
+    pub bufsize: u32,
+    /// Accepts in a row per listener wake-up.
+    pub maxaccept: u32,
+}
+
+impl GlobalSettings {
+    /// `workers`, with 0 resolved to the number of cores.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n as usize,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchdogSettings {
+    #[serde(with = "humantime_serde")]
+    pub maxconn_recheck: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shortage_recheck: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Term,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Critical,
+    Error,
+    Warning,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: LogLevel,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontendSettings {
+    pub name: String,
+    /// Listening addresses.
+    pub bind: Vec<SocketAddr>,
+    /// Name of the backend that serves this frontend.
+    pub backend: String,
+    /// Concurrent sessions of this frontend (0 = only the global limit).
+    pub maxconn: u32,
+    /// listen() backlog.
+    pub backlog: u32,
+    pub timeout: FrontendTimeouts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontendTimeouts {
+    /// Client-side inactivity limit while relaying (zero = none).
+    #[serde(with = "humantime_serde")]
+    pub client: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    Roundrobin,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendSettings {
+    pub name: String,
+    pub balance: Balance,
+    /// Backend queue bound (0 = unbounded).
+    pub maxqueue: u32,
+    /// Further attempts after a failed connection.
+    pub retries: u32,
+    /// Retries go to another server when there is one.
+    pub redispatch: bool,
+    pub timeout: BackendTimeouts,
+    /// Servers in declaration order.
+    pub servers: Vec<ServerSettings>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendTimeouts {
+    /// Longest wait in a queue (zero = unbounded).
+    #[serde(with = "humantime_serde")]
+    pub queue: Duration,
+    /// Limit for one connection attempt (zero = none).
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// Server-side inactivity limit while relaying (zero = none).
+    #[serde(with = "humantime_serde")]
+    pub server: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerSettings {
+    pub name: String,
+    pub address: SocketAddr,
+    pub weight: u32,
+    /// Concurrent sessions (0 = unlimited).
+    pub maxconn: u32,
+    /// Own queue bound (0 = unbounded).
+    pub maxqueue: u32,
+}

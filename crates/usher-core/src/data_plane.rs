@@ -1,0 +1,15 @@
+//! The data plane: tokio tasks on `global.workers` threads. Bytes live here
+//! only; actors see messages about slots, never data.
+//!
+//! - [`accept`]: one accept loop per listener, admitted by the watchdog.
+//! - [`session`]: one task per client: reserve → queue → connect → relay.
+//! - [`client_watch`]: notices a client leaving while it waits.
+//! - [`relay`]: byte-exact copy both ways with half-close and idle timeouts.
+
+pub mod accept;
+pub mod client_watch;
+pub mod frontend;
+pub mod relay;
+pub mod session;
+
+pub use frontend::{BackendParams, FrontendContext};

@@ -1,0 +1,111 @@
+//! The accept loop of one listener.
+//!
+//! It waits until clients are in the backlog, asks the watchdog for
+//! admission (`Admit`), and accepts at most what it was granted — so the
+//! global and frontend limits hold before `accept()` is called, and a
+//! listener at a limit simply stops polling: clients wait in the kernel
+//! backlog, nobody is accepted-then-closed. Unused credits go back at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Recipient;
+use slog::{error, warn, Logger};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
+use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
+
+use super::frontend::FrontendContext;
+use super::session;
+use crate::ids::ListenerId;
+use crate::messages::{Admit, AdmissionGuard, GiveBack};
+use crate::net::{classify_accept_error, AcceptError};
+
+pub struct AcceptLoop {
+    pub id: ListenerId,
+    pub listener: std::net::TcpListener,
+    pub front: Arc<FrontendContext>,
+    pub admit: Recipient<Admit>,
+    pub give_back: Recipient<GiveBack>,
+    pub maxaccept: u32,
+    pub shortage_recheck: Duration,
+    pub stop: CancellationToken,
+    pub log: Logger,
+}
+
+impl AcceptLoop {
+    pub async fn run(self) {
+        let address = self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        // Readiness without accepting needs AsyncFd (tokio's TcpListener can
+        // only accept). `new` is deprecated because a borrowed fd could be
+        // closed under it; here the AsyncFd owns the listener, so that cannot
+        // happen, and `register` would need `unsafe`.
+        #[allow(deprecated)]
+        let fd = match AsyncFd::new(self.listener) {
+            Ok(fd) => fd,
+            Err(err) => {
+                error!(self.log, "listener cannot be polled"; "address" => address, "error" => %err);
+                return;
+            }
+        };
+        loop {
+            let mut ready = tokio::select! {
+                r = fd.readable() => match r {
+                    Ok(ready) => ready,
+                    Err(err) => {
+                        error!(self.log, "listener poll failed"; "address" => &address, "error" => %err);
+                        return;
+                    }
+                },
+                _ = self.stop.cancelled() => return,
+            };
+
+            let (tx, rx) = oneshot::channel();
+            // One Admit in flight per listener.
+            self.admit.do_send(Admit { listener: self.id, frontend: self.front.id, want: self.maxaccept, reply: tx });
+            let granted = tokio::select! {
+                r = rx => match r { Ok(n) => n, Err(_) => return },
+                // Dropping rx: the watchdog takes back whatever it grants later.
+                _ = self.stop.cancelled() => return,
+            };
+
+            let mut used = 0;
+            let mut pause = None;
+            while used < granted {
+                match ready.try_io(|inner| inner.get_ref().accept()) {
+                    Ok(Ok((stream, client))) => {
+                        used += 1;
+                        let guard = AdmissionGuard::new(self.front.id, self.front.closed.clone());
+                        let front = self.front.clone();
+                        self.front.tracker.spawn(session::run(front, stream, client, guard));
+                    }
+                    Ok(Err(err)) => match classify_accept_error(&err) {
+                        AcceptError::WouldBlock => break,
+                        AcceptError::Transient => continue,
+                        AcceptError::Shortage => {
+                            warn!(self.log, "accept failed: resource shortage"; "address" => &address, "error" => %err);
+                            pause = Some(self.shortage_recheck);
+                            break;
+                        }
+                        AcceptError::Other => {
+                            warn!(self.log, "accept failed"; "address" => &address, "error" => %err);
+                            pause = Some(self.shortage_recheck);
+                            break;
+                        }
+                    },
+                    Err(_would_block) => break,
+                }
+            }
+            if used < granted {
+                self.give_back.do_send(GiveBack { frontend: self.front.id, credits: granted - used });
+            }
+            if let Some(pause) = pause {
+                tokio::select! {
+                    _ = sleep(pause) => {}
+                    _ = self.stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}

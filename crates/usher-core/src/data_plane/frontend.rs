@@ -1,0 +1,50 @@
+//! What every session of one frontend shares.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Recipient;
+use slog::Logger;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::extension::CheckClient;
+use crate::ids::{FrontendId, SessionId};
+use crate::messages::{CancelReserve, Reserve, SessionClosed};
+
+/// The backend settings a session needs, copied once per frontend.
+#[derive(Debug, Clone)]
+pub struct BackendParams {
+    pub name: Arc<str>,
+    pub queue_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub server_timeout: Duration,
+    pub retries: u32,
+    pub redispatch: bool,
+    pub servers: usize,
+}
+
+pub struct FrontendContext {
+    pub id: FrontendId,
+    pub name: Arc<str>,
+    pub client_timeout: Duration,
+    pub bufsize: usize,
+    pub backend: BackendParams,
+    pub reserve: Recipient<Reserve>,
+    pub cancel: Recipient<CancelReserve>,
+    pub closed: Recipient<SessionClosed>,
+    pub admission: Vec<Recipient<CheckClient>>,
+    pub log: Logger,
+    /// Cancelled when `global.grace` ran out: live sessions close.
+    pub kill: CancellationToken,
+    /// Every session task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    pub session_ids: Arc<AtomicU64>,
+}
+
+impl FrontendContext {
+    pub fn next_session(&self) -> SessionId {
+        SessionId(self.session_ids.fetch_add(1, Ordering::Relaxed))
+    }
+}

@@ -1,0 +1,236 @@
+//! One client session: admission hooks → reserve a slot (maybe queue) →
+//! connect (retries, redispatch) → relay → one access record.
+//!
+//! Every slot taken is a [`Slot`] value: dropping it releases it, so every
+//! exit path — return, `?`, timeout, kill, panic — releases exactly once.
+//! Leaving a queue is a [`QueueTicket`] value for the same reason.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Recipient;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{sleep, sleep_until, timeout, Instant};
+
+use super::client_watch::ClientWatch;
+use super::frontend::FrontendContext;
+use super::relay::{relay, RelayEnd, RelayLimits};
+use crate::bookkeeping::QueueKey;
+use crate::extension::{CheckClient, Verdict};
+use crate::ids::{ServerId, SessionId};
+use crate::logging::{AccessRecord, Termination};
+use crate::messages::{AdmissionGuard, CancelReserve, Reserve, ReserveReply, Slot, RESERVE_REPLIES};
+
+/// Longest pause before retrying a server that refused (HAProxy's turn-around).
+const MAX_TURNAROUND: Duration = Duration::from_secs(1);
+
+/// Runs one accepted client to its end and writes its access record.
+pub async fn run(front: Arc<FrontendContext>, stream: std::net::TcpStream, client: SocketAddr, admitted: AdmissionGuard) {
+    let id = front.next_session();
+    let mut record = AccessRecord::new(id.0, client, front.name.clone(), front.backend.name.clone());
+    let end = match prepare(stream) {
+        Ok(stream) => drive(&front, id, stream, &mut record).await,
+        Err(_) => Termination::ClientAbortInQueue,
+    };
+    record.write(&front.log, end);
+    drop(admitted);
+}
+
+fn prepare(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+    stream.set_nonblocking(true)?;
+    let stream = TcpStream::from_std(stream)?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+async fn drive(front: &FrontendContext, id: SessionId, mut client: TcpStream, record: &mut AccessRecord) -> Termination {
+    if let Some(end) = check_admission(front, record).await {
+        return end;
+    }
+    let mut watch = ClientWatch::new(front.bufsize);
+    let reserve_started = Instant::now();
+    let mut slot = match reserve(front, id, None, &client, &mut watch, record).await {
+        Ok(slot) => slot,
+        Err(end) => return end,
+    };
+    record.queue_ms = reserve_started.elapsed().as_millis() as i64;
+
+    let connect_started = Instant::now();
+    let mut retries_left = front.backend.retries;
+    let mut server = loop {
+        record.server = Some(slot.server.name.clone());
+        let attempt = tokio::select! {
+            r = connect(slot.server.address, front.backend.connect_timeout) => r,
+            _ = watch.gone(&client) => return Termination::ClientAbortInConnect,
+            _ = front.kill.cancelled() => return Termination::KilledInConnect,
+        };
+        let failure = match attempt {
+            Ok(server) => break server,
+            Err(failure) => failure,
+        };
+        if retries_left == 0 {
+            return failure;
+        }
+        retries_left -= 1;
+        record.retries += 1;
+        if front.backend.redispatch && front.backend.servers > 1 {
+            // Leave this server: its slot goes to the next waiter at once.
+            let avoid = slot.server.id;
+            drop(slot);
+            record.redispatched = true;
+            slot = match reserve(front, id, Some(avoid), &client, &mut watch, record).await {
+                Ok(slot) => slot,
+                Err(end) => return end,
+            };
+        } else if failure == Termination::ConnectRefused {
+            let pause = front.backend.connect_timeout.min(MAX_TURNAROUND);
+            let pause = if pause.is_zero() { MAX_TURNAROUND } else { pause };
+            tokio::select! {
+                _ = sleep(pause) => {}
+                _ = watch.gone(&client) => return Termination::ClientAbortInConnect,
+                _ = front.kill.cancelled() => return Termination::KilledInConnect,
+            }
+        }
+    };
+    record.connect_ms = connect_started.elapsed().as_millis() as i64;
+    let _ = server.set_nodelay(true);
+
+    if !watch.early.is_empty() {
+        if server.write_all(&watch.early).await.is_err() {
+            return Termination::ServerAbortInData;
+        }
+        record.bytes_from_client += watch.early.len() as u64;
+    }
+    let limits = RelayLimits {
+        client_idle: front.client_timeout,
+        server_idle: front.backend.server_timeout,
+        bufsize: front.bufsize,
+    };
+    let outcome = relay(&mut client, &mut server, watch.half_closed, limits, &front.kill).await;
+    record.bytes_from_client += outcome.from_client;
+    record.bytes_from_server += outcome.from_server;
+    drop(slot);
+    match outcome.end {
+        RelayEnd::Done => Termination::Normal,
+        RelayEnd::ClientReset => Termination::ClientAbortInData,
+        RelayEnd::ServerReset => Termination::ServerAbortInData,
+        RelayEnd::ClientIdle => Termination::ClientTimeoutInData,
+        RelayEnd::ServerIdle => Termination::ServerTimeoutInData,
+        RelayEnd::Killed => Termination::KilledInData,
+    }
+}
+
+async fn check_admission(front: &FrontendContext, record: &AccessRecord) -> Option<Termination> {
+    for checker in &front.admission {
+        let check = CheckClient { client: record.client, frontend: front.name.clone() };
+        match checker.send(check).await {
+            Ok(Verdict::Allow) => {}
+            Ok(Verdict::Deny { reason }) => {
+                slog::debug!(front.log, "client denied"; "client" => %record.client, "reason" => reason);
+                return Some(Termination::DeniedByPolicy);
+            }
+            // An admission actor that died fails closed: it was meant to filter.
+            Err(_) => return Some(Termination::DeniedByPolicy),
+        }
+    }
+    None
+}
+
+async fn connect(address: SocketAddr, limit: Duration) -> Result<TcpStream, Termination> {
+    let attempt = TcpStream::connect(address);
+    let result = if limit.is_zero() {
+        attempt.await
+    } else {
+        match timeout(limit, attempt).await {
+            Ok(result) => result,
+            Err(_) => return Err(Termination::ConnectTimeout),
+        }
+    };
+    result.map_err(|_| Termination::ConnectRefused)
+}
+
+/// Removes the session from its queue when dropped while still armed.
+struct QueueTicket {
+    session: SessionId,
+    cancel: Option<Recipient<CancelReserve>>,
+}
+
+impl QueueTicket {
+    fn disarm(&mut self) {
+        self.cancel = None;
+    }
+}
+
+impl Drop for QueueTicket {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            // do_send: Drop cannot await; one per session bounds it.
+            cancel.do_send(CancelReserve { session: self.session });
+        }
+    }
+}
+
+/// Asks the backend for a slot and waits for it, watching the client, the
+/// queue timeout and shutdown.
+async fn reserve(
+    front: &FrontendContext,
+    id: SessionId,
+    avoid: Option<ServerId>,
+    client: &TcpStream,
+    watch: &mut ClientWatch,
+    record: &mut AccessRecord,
+) -> Result<Slot, Termination> {
+    let (tx, mut rx) = mpsc::channel(RESERVE_REPLIES);
+    // do_send on the per-connection path: at most one Reserve per session
+    // is in flight, so the mailbox is bounded by live sessions.
+    front.reserve.do_send(Reserve { session: id, key: QueueKey::fifo(id), pin: None, avoid, reply: tx });
+    let mut ticket = QueueTicket { session: id, cancel: Some(front.cancel.clone()) };
+    let queue_timeout = front.backend.queue_timeout;
+    let deadline = (!queue_timeout.is_zero()).then(|| Instant::now() + queue_timeout);
+
+    loop {
+        tokio::select! {
+            reply = rx.recv() => match reply {
+                Some(ReserveReply::Queued { server_queue, position }) => {
+                    if server_queue {
+                        record.server_queue_pos = i64::from(position);
+                    } else {
+                        record.backend_queue_pos = i64::from(position);
+                    }
+                }
+                Some(ReserveReply::Granted(slot)) => {
+                    ticket.disarm();
+                    return Ok(slot);
+                }
+                Some(ReserveReply::Full) => {
+                    ticket.disarm();
+                    return Err(Termination::QueueFull);
+                }
+                Some(ReserveReply::NoServer) => {
+                    ticket.disarm();
+                    return Err(Termination::NoServer);
+                }
+                None => {
+                    ticket.disarm();
+                    return Err(Termination::Internal);
+                }
+            },
+            _ = watch.gone(client) => return Err(Termination::ClientAbortInQueue),
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                // A grant that raced the deadline is used rather than wasted.
+                while let Ok(reply) = rx.try_recv() {
+                    if let ReserveReply::Granted(slot) = reply {
+                        ticket.disarm();
+                        return Ok(slot);
+                    }
+                }
+                return Err(Termination::QueueTimeout);
+            },
+            _ = front.kill.cancelled() => return Err(Termination::KilledInQueue),
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The access record: one per session, written when it ends, message
+//! `"session"`. Field names are an API (README, "Log fields").
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use slog::{info, Logger};
+use tokio::time::Instant;
+
+use super::termination::Termination;
+
+/// Collected along a session's life, logged once at its end.
+#[derive(Debug)]
+pub struct AccessRecord {
+    pub session: u64,
+    pub client: SocketAddr,
+    pub frontend: Arc<str>,
+    pub backend: Arc<str>,
+    /// Final server, if one was reached.
+    pub server: Option<String>,
+    pub accepted: Instant,
+    /// Time spent waiting for a slot (ms); -1 if it never asked for one.
+    pub queue_ms: i64,
+    /// Time to connect to the final server, retries included (ms); -1 if never connected.
+    pub connect_ms: i64,
+    pub bytes_from_client: u64,
+    pub bytes_from_server: u64,
+    pub retries: u32,
+    pub redispatched: bool,
+    /// Sessions already waiting in the server queue when it joined (-1 = not queued there).
+    pub server_queue_pos: i64,
+    /// Sessions already waiting in the backend queue when it joined (-1 = not queued there).
+    pub backend_queue_pos: i64,
+}
+
+impl AccessRecord {
+    pub fn new(session: u64, client: SocketAddr, frontend: Arc<str>, backend: Arc<str>) -> AccessRecord {
+        AccessRecord {
+            session,
+            client,
+            frontend,
+            backend,
+            server: None,
+            accepted: Instant::now(),
+            queue_ms: -1,
+            connect_ms: -1,
+            bytes_from_client: 0,
+            bytes_from_server: 0,
+            retries: 0,
+            redispatched: false,
+            server_queue_pos: -1,
+            backend_queue_pos: -1,
+        }
+    }
+
+    pub fn write(&self, log: &Logger, end: Termination) {
+        let total_ms = self.accepted.elapsed().as_millis() as i64;
+        info!(log, "session";
+            "session" => self.session,
+            "client" => %self.client,
+            "frontend" => &*self.frontend,
+            "backend" => &*self.backend,
+            "server" => self.server.as_deref().unwrap_or("-"),
+            "queue_ms" => self.queue_ms,
+            "connect_ms" => self.connect_ms,
+            "total_ms" => total_ms,
+            "bytes_from_client" => self.bytes_from_client,
+            "bytes_from_server" => self.bytes_from_server,
+            "retries" => self.retries,
+            "redispatched" => self.redispatched,
+            "server_queue_pos" => self.server_queue_pos,
+            "backend_queue_pos" => self.backend_queue_pos,
+            "termination" => end.code(),
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! Termination codes: who ended a session × in which phase, two characters
+//! in the spirit of HAProxy's TCP log (`--`, `CQ`, `sQ`, `SC`…).
+//!
+//! First character, who: `-` nobody (normal end), `C` the client, `c` the
+//! client timeout, `S` the server (or no server), `s` a server-side timeout
+//! (queue, connect, idle), `P` a policy (an admission actor), `K` killed at
+//! shutdown when `global.grace` ran out, `I` an internal error.
+//! Second character, phase: `R` admission, `Q` queue, `C` connect, `D` data,
+//! `-` normal end.
+
+/// How a session ended. [`Termination::TABLE`] is the documented table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    Normal,
+    DeniedByPolicy,
+    ClientAbortInQueue,
+    QueueTimeout,
+    QueueFull,
+    NoServer,
+    ClientAbortInConnect,
+    ConnectRefused,
+    ConnectTimeout,
+    ClientAbortInData,
+    ClientTimeoutInData,
+    ServerAbortInData,
+    ServerTimeoutInData,
+    KilledInQueue,
+    KilledInConnect,
+    KilledInData,
+    Internal,
+}
+
+impl Termination {
+    /// Every code, its two characters and what it means (README table).
+    pub const TABLE: &'static [(Termination, &'static str, &'static str)] = &[
+        (Termination::Normal, "--", "both sides closed normally"),
+        (Termination::DeniedByPolicy, "PR", "refused by an admission actor before queueing"),
+        (Termination::ClientAbortInQueue, "CQ", "client reset, or closed without sending data, while queued"),
+        (Termination::QueueTimeout, "sQ", "timeout.queue expired while queued; the server never saw it"),
+        (Termination::QueueFull, "SQ", "the queue was at its maxqueue: refused at once"),
+        (Termination::NoServer, "SC", "no server can take it (server shown as \"-\"), or the last connect was refused"),
+        (Termination::ClientAbortInConnect, "CC", "client left while connecting to the server"),
+        (Termination::ConnectRefused, "SC", "server refused every connection attempt (retries exhausted)"),
+        (Termination::ConnectTimeout, "sC", "timeout.connect expired on the last attempt"),
+        (Termination::ClientAbortInData, "CD", "client reset while relaying"),
+        (Termination::ClientTimeoutInData, "cD", "timeout.client: client side idle while relaying"),
+        (Termination::ServerAbortInData, "SD", "server reset while relaying"),
+        (Termination::ServerTimeoutInData, "sD", "timeout.server: server side idle while relaying"),
+        (Termination::KilledInQueue, "KQ", "closed at shutdown after global.grace, while queued"),
+        (Termination::KilledInConnect, "KC", "closed at shutdown after global.grace, while connecting"),
+        (Termination::KilledInData, "KD", "closed at shutdown after global.grace, while relaying"),
+        (Termination::Internal, "IQ", "internal error: the backend actor is gone"),
+    ];
+
+    pub fn code(self) -> &'static str {
+        Self::TABLE.iter().find(|(t, _, _)| *t == self).map_or("??", |(_, code, _)| code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_two_characters() {
+        for (t, code, meaning) in Termination::TABLE {
+            assert_eq!(code.len(), 2, "{t:?}");
+            assert!(!meaning.is_empty());
+            assert_eq!(t.code(), *code);
+        }
+    }
+}

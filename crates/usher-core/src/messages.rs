@@ -1,0 +1,168 @@
+//! The messages actors exchange. Names follow the design card: `Reserve`,
+//! `Release`, `Dequeue`, plus admission and control messages.
+//!
+//! Mailbox bounds come by construction (actix's `do_send` ignores mailbox
+//! capacity): a session has at most one `Reserve` or `CancelReserve` and one
+//! `Release` in flight, a listener at most one `Admit`, and every session one
+//! `SessionClosed` — so no mailbox holds more than a few messages per live
+//! session, and live sessions are bounded by `global.maxconn`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bookkeeping::QueueKey;
+use crate::ids::{FrontendId, ListenerId, ServerId, SessionId};
+
+// === Slots ===
+
+/// What a session needs to know about the server it was seated on.
+#[derive(Debug)]
+pub struct ServerInfo {
+    pub id: ServerId,
+    pub name: String,
+    pub backend: Arc<str>,
+    pub address: SocketAddr,
+}
+
+/// A reserved slot on one server. Dropping it sends exactly one `Release` to
+/// the server that owns it, on every path: normal close, error, timeout,
+/// cancellation, task abort, panic unwinding.
+pub struct Slot {
+    pub server: Arc<ServerInfo>,
+    release: Option<Recipient<Release>>,
+}
+
+impl Slot {
+    pub(crate) fn new(server: Arc<ServerInfo>, release: Recipient<Release>) -> Slot {
+        Slot { server, release: Some(release) }
+    }
+
+    /// Takes the slot back without a `Release`: the BackendQueue reuses it
+    /// when the waiter it was sent to is gone.
+    pub(crate) fn disarm(mut self) -> Arc<ServerInfo> {
+        self.release = None;
+        self.server.clone()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            // do_send: Drop cannot await, and one Release per slot bounds it.
+            release.do_send(Release);
+        }
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").field("server", &self.server.name).finish()
+    }
+}
+
+// === Reserve ===
+
+/// Capacity of a session's reply channel: `Queued`, then the final answer.
+pub const RESERVE_REPLIES: usize = 2;
+
+/// A session asks its backend for a slot.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reserve {
+    pub session: SessionId,
+    pub key: QueueKey,
+    pub pin: Option<ServerId>,
+    pub avoid: Option<ServerId>,
+    pub reply: mpsc::Sender<ReserveReply>,
+}
+
+/// Answers to `Reserve`, at most [`RESERVE_REPLIES`] per request.
+#[derive(Debug)]
+pub enum ReserveReply {
+    /// Waiting; `position` sessions were already in the queue joined.
+    Queued { server_queue: bool, position: u32 },
+    Granted(Slot),
+    /// The queue is at its `maxqueue`.
+    Full,
+    /// No server can take it.
+    NoServer,
+}
+
+/// A queued session leaves its queue (client gone, queue timeout).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CancelReserve {
+    pub session: SessionId,
+}
+
+// === Release / Dequeue ===
+
+/// A session gives its slot back to the owning Server.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Release;
+
+/// A Server lends free slots to its BackendQueue, which hands each to the
+/// oldest waiter that can use it, or holds it.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Dequeue {
+    pub server: ServerId,
+    pub credits: u32,
+}
+
+// === Admission ===
+
+/// A listener with clients in its backlog asks for up to `want` accepts.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Admit {
+    pub listener: ListenerId,
+    pub frontend: FrontendId,
+    pub want: u32,
+    pub reply: oneshot::Sender<u32>,
+}
+
+/// Accept credits a listener did not use.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct GiveBack {
+    pub frontend: FrontendId,
+    pub credits: u32,
+}
+
+/// A session admitted on `frontend` ended.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SessionClosed {
+    pub frontend: FrontendId,
+}
+
+/// Held by every session; dropping it sends one `SessionClosed`.
+pub struct AdmissionGuard {
+    frontend: FrontendId,
+    watchdog: Recipient<SessionClosed>,
+}
+
+impl AdmissionGuard {
+    pub(crate) fn new(frontend: FrontendId, watchdog: Recipient<SessionClosed>) -> AdmissionGuard {
+        AdmissionGuard { frontend, watchdog }
+    }
+}
+
+impl Drop for AdmissionGuard {
+    fn drop(&mut self) {
+        // do_send: Drop cannot await; one per session bounds it.
+        self.watchdog.do_send(SessionClosed { frontend: self.frontend });
+    }
+}
+
+// === Control ===
+
+/// Stop accepting: the listener closes its socket.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StopAccepting;

@@ -1,0 +1,43 @@
+//! Socket helpers: binding listeners and classifying accept errors.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Binds a listening socket with `SO_REUSEADDR` and the given backlog
+/// (the kernel caps it at `net.core.somaxconn`). Non-blocking, ready for the
+/// accept loop.
+pub fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// What the accept loop does after an `accept()` error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// Nothing more in the backlog now.
+    WouldBlock,
+    /// ECONNABORTED, EINTR…: the next accept may succeed at once.
+    Transient,
+    /// EMFILE, ENFILE, ENOBUFS, ENOMEM: pause the listener, re-check later.
+    Shortage,
+    /// Anything else: log it and pause briefly.
+    Other,
+}
+
+pub fn classify_accept_error(err: &io::Error) -> AcceptError {
+    if err.kind() == io::ErrorKind::WouldBlock {
+        return AcceptError::WouldBlock;
+    }
+    match err.raw_os_error() {
+        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::ECONNRESET) => AcceptError::Transient,
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => AcceptError::Shortage,
+        _ if err.kind() == io::ErrorKind::Interrupted => AcceptError::Transient,
+        _ => AcceptError::Other,
+    }
+}
