@@ -1,1 +1,26 @@
+//! Harness for real-socket tests: brokers and backends on 127.0.0.1 port 0,
+//! bound before use and passed in (never bind-then-drop), readiness by
+//! construction (a bound listener queues clients until it is served), and a
+//! log capture that tests wait on instead of sleeping.
+//!
+//! - [`broker`]: [`TestBroker`] runs `usher_core::run` in its own actix System.
+//! - [`backend`]: [`TestBackend`] servers that record their peak concurrency.
+//! - [`logs`]: [`LogCapture`], the broker's records as key-value maps.
 
+pub mod backend;
+pub mod broker;
+pub mod logs;
+
+pub use backend::{Behavior, TestBackend};
+pub use broker::TestBroker;
+pub use logs::{LogCapture, Record};
+
+use std::time::Duration;
+
+/// Generous bound for anything a test waits for; only reached on failure.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A listener on 127.0.0.1, port 0, with a large backlog.
+pub fn listener() -> std::net::TcpListener {
+    usher_core::net::bind_listener("127.0.0.1:0".parse().expect("address"), 4096).expect("bind 127.0.0.1:0")
+}

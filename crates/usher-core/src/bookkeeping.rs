@@ -13,6 +13,6 @@ pub mod server_state;
 pub mod wait_queue;
 
 pub use admission_state::{AdmissionState, Admitted, PauseReason, Resumed};
-pub use backend_state::{BackendState, Grant, Reserved, ReserveRequest};
+pub use backend_state::{BackendState, Grant, ReserveRequest, Reserved};
 pub use server_state::ServerState;
 pub use wait_queue::{QueueKey, WaitQueue};

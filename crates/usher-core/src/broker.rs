@@ -155,7 +155,8 @@ pub async fn run(
             cancel: backend.cancel.clone(),
             closed: watchdog.clone().recipient(),
             admission: extensions.admission.clone(),
-            log: log.new(o!("frontend" => f.name.clone())),
+            // Access records name their frontend themselves.
+            log: log.clone(),
             kill: kill.clone(),
             tracker: tracker.clone(),
             session_ids: session_ids.clone(),

@@ -13,8 +13,8 @@
 mod build;
 mod errors;
 mod reader;
-mod sources;
 mod settings;
+mod sources;
 
 pub use errors::{ConfigError, ConfigErrors};
 pub use settings::*;

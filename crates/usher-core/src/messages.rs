@@ -83,7 +83,10 @@ pub struct Reserve {
 #[derive(Debug)]
 pub enum ReserveReply {
     /// Waiting; `position` sessions were already in the queue joined.
-    Queued { server_queue: bool, position: u32 },
+    Queued {
+        server_queue: bool,
+        position: u32,
+    },
     Granted(Slot),
     /// The queue is at its `maxqueue`.
     Full,

@@ -44,11 +44,7 @@ mod tests {
     use super::*;
 
     fn cands(weights: &[u32]) -> Vec<Candidate> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Candidate { id: ServerId(i), weight: w, available: true })
-            .collect()
+        weights.iter().enumerate().map(|(i, &w)| Candidate { id: ServerId(i), weight: w, available: true }).collect()
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl<W> BackendState<W> {
                 available: s.balanced() && s.has_credit() && s.queue.is_empty(),
             })
             .collect();
-        if let Some(avoid) = avoid {
+        if let Some(avoid) = avoid.filter(|a| a.0 < candidates.len()) {
             let others = candidates.iter().any(|c| c.available && c.id != avoid);
             if others {
                 candidates[avoid.0].available = false;

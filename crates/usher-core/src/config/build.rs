@@ -52,7 +52,13 @@ fn global(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<GlobalSe
     let bufsize = s.u32_in("bufsize", 1024, 16 << 20, report);
     let maxaccept = s.u32_in("maxaccept", 1, 1024, report);
     s.finish(report);
-    Some(GlobalSettings { maxconn: maxconn?, workers: workers?, grace: grace?, bufsize: bufsize?, maxaccept: maxaccept? })
+    Some(GlobalSettings {
+        maxconn: maxconn?,
+        workers: workers?,
+        grace: grace?,
+        bufsize: bufsize?,
+        maxaccept: maxaccept?,
+    })
 }
 
 fn watchdog(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<WatchdogSettings> {
@@ -205,8 +211,15 @@ fn backends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report<
         let k = backend_keys(&mut s, report);
         let servers = servers(&mut s, defaults, report);
         s.finish(report);
-        if let (Some(balance), Some(maxqueue), Some(retries), Some(redispatch), Some(queue), Some(connect), Some(server)) =
-            (k.balance, k.maxqueue, k.retries, k.redispatch, k.queue, k.connect, k.server)
+        if let (
+            Some(balance),
+            Some(maxqueue),
+            Some(retries),
+            Some(redispatch),
+            Some(queue),
+            Some(connect),
+            Some(server),
+        ) = (k.balance, k.maxqueue, k.retries, k.redispatch, k.queue, k.connect, k.server)
         {
             out.push(BackendSettings {
                 name,
@@ -230,7 +243,9 @@ fn servers(backend: &mut Section, defaults: &Defaults, report: &mut Report<'_>) 
             .with_defaults("defaults.server", defaults.server.as_ref());
         let k = server_keys(&mut s, report);
         s.finish(report);
-        if let (Some(address), Some(weight), Some(maxconn), Some(maxqueue)) = (k.address, k.weight, k.maxconn, k.maxqueue) {
+        if let (Some(address), Some(weight), Some(maxconn), Some(maxqueue)) =
+            (k.address, k.weight, k.maxconn, k.maxqueue)
+        {
             out.push(ServerSettings { name, address, weight, maxconn, maxqueue });
         }
     }

@@ -26,11 +26,7 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigErrors {
     pub fn single(key: impl Into<String>, origin: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigErrors(vec![ConfigError {
-            key: key.into(),
-            origin: origin.into(),
-            problem: problem.into(),
-        }])
+        ConfigErrors(vec![ConfigError { key: key.into(), origin: origin.into(), problem: problem.into() }])
     }
 
     /// True when some error concerns `key` (tests and tooling).

@@ -23,11 +23,7 @@ pub(super) struct Report<'a> {
 
 impl Report<'_> {
     pub fn error(&mut self, key: &str, problem: impl Into<String>) {
-        self.errors.push(ConfigError {
-            key: key.to_owned(),
-            origin: self.origins.of(key),
-            problem: problem.into(),
-        });
+        self.errors.push(ConfigError { key: key.to_owned(), origin: self.origins.of(key), problem: problem.into() });
     }
 }
 
@@ -114,7 +110,9 @@ impl Section {
 
     pub fn u32_in(&mut self, key: &'static str, min: u32, max: u32, report: &mut Report<'_>) -> Option<u32> {
         let expected = format!("an integer from {min} to {max}");
-        self.get(key, &expected, report, |v| int(v).filter(|n| (min as i128..=max as i128).contains(n)).map(|n| n as u32))
+        self.get(key, &expected, report, |v| {
+            int(v).filter(|n| (min as i128..=max as i128).contains(n)).map(|n| n as u32)
+        })
     }
 
     pub fn bool(&mut self, key: &'static str, report: &mut Report<'_>) -> Option<bool> {

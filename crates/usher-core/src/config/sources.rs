@@ -78,10 +78,8 @@ impl ConfigSources {
             match env.collect() {
                 Ok(flat) => {
                     for key in flat.keys() {
-                        let var = format!(
-                            "{ENV_PREFIX}{ENV_SEPARATOR}{}",
-                            key.to_uppercase().replace('.', ENV_SEPARATOR)
-                        );
+                        let var =
+                            format!("{ENV_PREFIX}{ENV_SEPARATOR}{}", key.to_uppercase().replace('.', ENV_SEPARATOR));
                         origins.add_path(format!("environment variable {var}"), key);
                     }
                     builder = builder.add_source(env);
@@ -96,12 +94,12 @@ impl ConfigSources {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let config = builder.build().map_err(|err| {
-            ConfigErrors::single("(merge)", "all layers", format!("layers do not merge: {err}"))
-        })?;
-        let root = config.collect().map_err(|err| {
-            ConfigErrors::single("(merge)", "all layers", format!("layers do not merge: {err}"))
-        })?;
+        let config = builder
+            .build()
+            .map_err(|err| ConfigErrors::single("(merge)", "all layers", format!("layers do not merge: {err}")))?;
+        let root = config
+            .collect()
+            .map_err(|err| ConfigErrors::single("(merge)", "all layers", format!("layers do not merge: {err}")))?;
         Ok(Merged { root, origins })
     }
 }
@@ -110,7 +108,13 @@ type Builder = config::ConfigBuilder<config::builder::DefaultState>;
 
 /// Adds one TOML layer, recording its keys; a document that does not parse
 /// is reported and skipped so the other layers are still checked.
-fn add_toml(builder: Builder, origins: &mut Origins, errors: &mut Vec<super::ConfigError>, origin: String, text: &str) -> Builder {
+fn add_toml(
+    builder: Builder,
+    origins: &mut Origins,
+    errors: &mut Vec<super::ConfigError>,
+    origin: String,
+    text: &str,
+) -> Builder {
     let layer = File::from_str(text, FileFormat::Toml);
     match layer.collect() {
         Ok(map) => {
@@ -118,17 +122,18 @@ fn add_toml(builder: Builder, origins: &mut Origins, errors: &mut Vec<super::Con
             builder.add_source(layer)
         }
         Err(err) => {
-            errors.push(super::ConfigError { key: "(document)".into(), origin, problem: format!("not valid TOML: {err}") });
+            errors.push(super::ConfigError {
+                key: "(document)".into(),
+                origin,
+                problem: format!("not valid TOML: {err}"),
+            });
             builder
         }
     }
 }
 
 fn environment() -> Environment {
-    Environment::with_prefix(ENV_PREFIX)
-        .prefix_separator(ENV_SEPARATOR)
-        .separator(ENV_SEPARATOR)
-        .try_parsing(true)
+    Environment::with_prefix(ENV_PREFIX).prefix_separator(ENV_SEPARATOR).separator(ENV_SEPARATOR).try_parsing(true)
 }
 
 /// The merged tree and the layer of each key.

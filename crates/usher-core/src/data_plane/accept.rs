@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::frontend::FrontendContext;
 use super::session;
 use crate::ids::ListenerId;
-use crate::messages::{Admit, AdmissionGuard, GiveBack};
+use crate::messages::{AdmissionGuard, Admit, GiveBack};
 use crate::net::{classify_accept_error, AcceptError};
 
 pub struct AcceptLoop {

@@ -29,7 +29,12 @@ use crate::messages::{AdmissionGuard, CancelReserve, Reserve, ReserveReply, Slot
 const MAX_TURNAROUND: Duration = Duration::from_secs(1);
 
 /// Runs one accepted client to its end and writes its access record.
-pub async fn run(front: Arc<FrontendContext>, stream: std::net::TcpStream, client: SocketAddr, admitted: AdmissionGuard) {
+pub async fn run(
+    front: Arc<FrontendContext>,
+    stream: std::net::TcpStream,
+    client: SocketAddr,
+    admitted: AdmissionGuard,
+) {
     let id = front.next_session();
     let mut record = AccessRecord::new(id.0, client, front.name.clone(), front.backend.name.clone());
     let end = match prepare(stream) {
@@ -47,7 +52,12 @@ fn prepare(stream: std::net::TcpStream) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-async fn drive(front: &FrontendContext, id: SessionId, mut client: TcpStream, record: &mut AccessRecord) -> Termination {
+async fn drive(
+    front: &FrontendContext,
+    id: SessionId,
+    mut client: TcpStream,
+    record: &mut AccessRecord,
+) -> Termination {
     if let Some(end) = check_admission(front, record).await {
         return end;
     }
@@ -196,6 +206,9 @@ async fn reserve(
         tokio::select! {
             reply = rx.recv() => match reply {
                 Some(ReserveReply::Queued { server_queue, position }) => {
+                    slog::debug!(front.log, "session queued";
+                        "session" => id.0, "queue" => if server_queue { "server" } else { "backend" },
+                        "position" => position);
                     if server_queue {
                         record.server_queue_pos = i64::from(position);
                     } else {

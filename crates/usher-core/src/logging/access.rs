@@ -55,22 +55,24 @@ impl AccessRecord {
 
     pub fn write(&self, log: &Logger, end: Termination) {
         let total_ms = self.accepted.elapsed().as_millis() as i64;
+        // slog-term prints fields last-to-first: listed in reverse so that
+        // people read them session → termination. JSON order is irrelevant.
         info!(log, "session";
-            "session" => self.session,
-            "client" => %self.client,
-            "frontend" => &*self.frontend,
-            "backend" => &*self.backend,
-            "server" => self.server.as_deref().unwrap_or("-"),
-            "queue_ms" => self.queue_ms,
-            "connect_ms" => self.connect_ms,
-            "total_ms" => total_ms,
-            "bytes_from_client" => self.bytes_from_client,
-            "bytes_from_server" => self.bytes_from_server,
-            "retries" => self.retries,
-            "redispatched" => self.redispatched,
-            "server_queue_pos" => self.server_queue_pos,
-            "backend_queue_pos" => self.backend_queue_pos,
             "termination" => end.code(),
+            "backend_queue_pos" => self.backend_queue_pos,
+            "server_queue_pos" => self.server_queue_pos,
+            "redispatched" => self.redispatched,
+            "retries" => self.retries,
+            "bytes_from_server" => self.bytes_from_server,
+            "bytes_from_client" => self.bytes_from_client,
+            "total_ms" => total_ms,
+            "connect_ms" => self.connect_ms,
+            "queue_ms" => self.queue_ms,
+            "server" => self.server.as_deref().unwrap_or("-"),
+            "backend" => &*self.backend,
+            "frontend" => &*self.frontend,
+            "client" => %self.client,
+            "session" => self.session,
         );
     }
 }

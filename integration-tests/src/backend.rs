@@ -1,0 +1,117 @@
+//! Backend servers for tests. Each counts the connections it holds at
+//! once, at the server itself, and keeps the peak.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What a test backend does with each connection.
+#[derive(Debug, Clone)]
+pub enum Behavior {
+    /// Copies everything back; on EOF, half-closes and ends.
+    Echo,
+    /// Reads the first bytes, waits `hold`, writes `reply`, closes.
+    Reply { hold: Duration, reply: &'static [u8] },
+    /// Reads until the client closes, then closes.
+    Drain,
+}
+
+#[derive(Default)]
+pub struct BackendStats {
+    pub current: AtomicU64,
+    pub peak: AtomicU64,
+    pub accepted: AtomicU64,
+    /// The first bytes of each connection, in accept order.
+    pub first_bytes: Mutex<Vec<Vec<u8>>>,
+}
+
+pub struct TestBackend {
+    pub addr: SocketAddr,
+    pub stats: Arc<BackendStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestBackend {
+    /// Starts on the current tokio runtime.
+    pub fn start(behavior: Behavior) -> TestBackend {
+        let std = crate::listener();
+        let addr = std.local_addr().expect("addr");
+        std.set_nonblocking(true).expect("nonblocking");
+        let listener = TcpListener::from_std(std).expect("tokio listener");
+        let stats = Arc::new(BackendStats::default());
+        let task = tokio::spawn(serve(listener, behavior, stats.clone()));
+        TestBackend { addr, stats, task }
+    }
+
+    pub fn peak(&self) -> u64 {
+        self.stats.peak.load(Ordering::SeqCst)
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.stats.accepted.load(Ordering::SeqCst)
+    }
+
+    pub fn current(&self) -> u64 {
+        self.stats.current.load(Ordering::SeqCst)
+    }
+
+    pub fn first_bytes(&self) -> Vec<Vec<u8>> {
+        self.stats.first_bytes.lock().expect("stats").clone()
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, behavior: Behavior, stats: Arc<BackendStats>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let now = stats.current.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.peak.fetch_max(now, Ordering::SeqCst);
+        stats.accepted.fetch_add(1, Ordering::SeqCst);
+        let stats = stats.clone();
+        let behavior = behavior.clone();
+        tokio::spawn(async move {
+            handle(stream, &behavior, &stats).await;
+            stats.current.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+async fn handle(mut stream: TcpStream, behavior: &Behavior, stats: &BackendStats) {
+    let mut buf = vec![0u8; 64 * 1024];
+    match behavior {
+        Behavior::Echo => {
+            let mut first = true;
+            loop {
+                let n = match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if first {
+                    stats.first_bytes.lock().expect("stats").push(buf[..n].to_vec());
+                    first = false;
+                }
+                if stream.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            let _ = stream.shutdown().await;
+        }
+        Behavior::Reply { hold, reply } => {
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            stats.first_bytes.lock().expect("stats").push(buf[..n].to_vec());
+            tokio::time::sleep(*hold).await;
+            let _ = stream.write_all(reply).await;
+            let _ = stream.shutdown().await;
+        }
+        Behavior::Drain => while let Ok(1..) = stream.read(&mut buf).await {},
+    }
+}

@@ -1,0 +1,69 @@
+//! A broker under test, in its own thread and actix System.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+use usher_core::{BoundListeners, Extensions, Settings};
+
+use crate::logs::LogCapture;
+
+pub struct TestBroker {
+    pub addrs: HashMap<String, Vec<SocketAddr>>,
+    pub logs: LogCapture,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestBroker {
+    /// Starts a broker on `toml` (over the built-in defaults) with one fresh
+    /// 127.0.0.1:0 listener per frontend.
+    pub fn start(toml: &str) -> TestBroker {
+        Self::start_with(toml, |_| Extensions::default())
+    }
+
+    /// Same, with extension actors built inside the broker's System.
+    pub fn start_with(toml: &str, extensions: impl FnOnce(&Settings) -> Extensions + Send + 'static) -> TestBroker {
+        let settings = usher_core::config::from_toml_str(toml).unwrap_or_else(|err| panic!("test config: {err}"));
+        let mut listeners = BoundListeners::default();
+        let mut addrs: HashMap<String, Vec<SocketAddr>> = HashMap::new();
+        for f in &settings.frontends {
+            let l = crate::listener();
+            addrs.entry(f.name.clone()).or_default().push(l.local_addr().expect("addr"));
+            listeners.insert(&f.name, l);
+        }
+        let logs = LogCapture::new();
+        let log = logs.logger();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let system = actix_rt::System::new();
+            system.block_on(async move {
+                let ext = extensions(&settings);
+                usher_core::run(settings, listeners, log, ext, async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        });
+        TestBroker { addrs, logs, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// The first listening address of `frontend`.
+    pub fn addr(&self, frontend: &str) -> SocketAddr {
+        self.addrs[frontend][0]
+    }
+
+    /// Graceful stop: stop accepting, let sessions finish for the grace.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop.take().map(|s| s.send(()));
+        let thread = self.thread.take().expect("running");
+        tokio::task::spawn_blocking(move || thread.join().expect("broker thread panicked")).await.expect("join")
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.stop.take().map(|s| s.send(()));
+    }
+}
