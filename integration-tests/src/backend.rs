@@ -18,6 +18,8 @@ pub enum Behavior {
     Reply { hold: Duration, reply: &'static [u8] },
     /// Reads until the client closes, then closes.
     Drain,
+    /// Writes `data`, half-closes, then reads until EOF into `received`.
+    SendFirst { data: Arc<Vec<u8>> },
 }
 
 #[derive(Default)]
@@ -27,6 +29,8 @@ pub struct BackendStats {
     pub accepted: AtomicU64,
     /// The first bytes of each connection, in accept order.
     pub first_bytes: Mutex<Vec<Vec<u8>>>,
+    /// Everything received by `SendFirst` connections.
+    pub received: Mutex<Vec<u8>>,
 }
 
 pub struct TestBackend {
@@ -59,6 +63,10 @@ impl TestBackend {
         self.stats.current.load(Ordering::SeqCst)
     }
 
+    pub fn received(&self) -> Vec<u8> {
+        self.stats.received.lock().expect("stats").clone()
+    }
+
     pub fn first_bytes(&self) -> Vec<Vec<u8>> {
         self.stats.first_bytes.lock().expect("stats").clone()
     }
@@ -79,13 +87,37 @@ async fn serve(listener: TcpListener, behavior: Behavior, stats: Arc<BackendStat
         let stats = stats.clone();
         let behavior = behavior.clone();
         tokio::spawn(async move {
-            handle(stream, &behavior, &stats).await;
-            stats.current.fetch_sub(1, Ordering::SeqCst);
+            let mut held = Held { stats: &stats, counted: true };
+            handle(stream, &behavior, &mut held).await;
         });
     }
 }
 
-async fn handle(mut stream: TcpStream, behavior: &Behavior, stats: &BackendStats) {
+/// One connection counted in `current`. The count drops when the server's
+/// part is over — just before it sends its final FIN — because the broker can
+/// release the slot as soon as that FIN arrives: counting until the handler
+/// returns would report an overlap the broker could not have seen.
+struct Held<'a> {
+    stats: &'a BackendStats,
+    counted: bool,
+}
+
+impl Held<'_> {
+    fn done(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.stats.current.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+async fn handle(mut stream: TcpStream, behavior: &Behavior, held: &mut Held<'_>) {
+    let stats = held.stats;
     let mut buf = vec![0u8; 64 * 1024];
     match behavior {
         Behavior::Echo => {
@@ -103,6 +135,7 @@ async fn handle(mut stream: TcpStream, behavior: &Behavior, stats: &BackendStats
                     return;
                 }
             }
+            held.done();
             let _ = stream.shutdown().await;
         }
         Behavior::Reply { hold, reply } => {
@@ -110,8 +143,20 @@ async fn handle(mut stream: TcpStream, behavior: &Behavior, stats: &BackendStats
             stats.first_bytes.lock().expect("stats").push(buf[..n].to_vec());
             tokio::time::sleep(*hold).await;
             let _ = stream.write_all(reply).await;
+            held.done();
             let _ = stream.shutdown().await;
         }
-        Behavior::Drain => while let Ok(1..) = stream.read(&mut buf).await {},
+        Behavior::Drain => {
+            while let Ok(1..) = stream.read(&mut buf).await {}
+            held.done();
+        }
+        Behavior::SendFirst { data } => {
+            if stream.write_all(data).await.is_err() || stream.shutdown().await.is_err() {
+                return;
+            }
+            let mut got = Vec::new();
+            let _ = stream.read_to_end(&mut got).await;
+            stats.received.lock().expect("stats").extend_from_slice(&got);
+        }
     }
 }

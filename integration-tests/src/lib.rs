@@ -24,3 +24,21 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 pub fn listener() -> std::net::TcpListener {
     usher_core::net::bind_listener("127.0.0.1:0".parse().expect("address"), 4096).expect("bind 127.0.0.1:0")
 }
+
+/// Connects, writes `payload`, half-closes, reads to EOF.
+pub async fn request(addr: std::net::SocketAddr, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(payload).await?;
+    stream.shutdown().await?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await?;
+    Ok(reply)
+}
+
+/// Waits (bounded by [`DEADLINE`]) until `cond` holds, checking on every
+/// broker log record; for conditions observed outside the broker (a backend
+/// counter) that move together with a log record.
+pub async fn eventually(logs: &LogCapture, what: &str, cond: impl Fn() -> bool) {
+    logs.wait_until(DEADLINE, what, |_| cond()).await;
+}

@@ -18,7 +18,7 @@ mod sources;
 
 pub use errors::{ConfigError, ConfigErrors};
 pub use settings::*;
-pub use sources::{ConfigSources, DEFAULT_TOML};
+pub use sources::{ConfigSources, EnvLayer, DEFAULT_TOML};
 
 /// Loads, merges and validates the layers named by `sources`.
 pub fn load(sources: &ConfigSources) -> Result<Settings, ConfigErrors> {

@@ -28,7 +28,13 @@ pub(super) fn settings(merged: &Merged) -> Result<Settings, ConfigErrors> {
     let defaults = defaults(root, &mut report);
     let backends = backends(root, &defaults, &mut report);
     let frontends = frontends(root, &defaults, &mut report);
-    cross_check(&frontends, &backends, &mut report);
+    // Every declared backend counts, valid or not: a frontend naming a backend
+    // that has its own errors must not also get "not defined".
+    let declared: Vec<&str> = match root.get("backends").map(|v| &v.kind) {
+        Some(ValueKind::Table(table)) => table.keys().map(String::as_str).collect(),
+        _ => Vec::new(),
+    };
+    cross_check(&frontends, &declared, &mut report);
     let actors = actors(root, &mut report);
 
     match (global, watchdog, log) {
@@ -252,17 +258,16 @@ fn servers(backend: &mut Section, defaults: &Defaults, report: &mut Report<'_>) 
     out
 }
 
-fn cross_check(frontends: &[FrontendSettings], backends: &[BackendSettings], report: &mut Report<'_>) {
+fn cross_check(frontends: &[FrontendSettings], backends: &[&str], report: &mut Report<'_>) {
     let mut bound: HashMap<std::net::SocketAddr, &str> = HashMap::new();
     for f in frontends {
-        if !backends.iter().any(|b| b.name == f.backend) {
-            let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+        if !backends.contains(&f.backend.as_str()) {
             report.error(
                 &format!("frontends.{}.backend", f.name),
                 format!(
                     "backend {:?} is not defined; expected one of the backends: {}",
                     f.backend,
-                    if names.is_empty() { "(none defined)".to_owned() } else { names.join(", ") }
+                    if backends.is_empty() { "(none defined)".to_owned() } else { backends.join(", ") }
                 ),
             );
         }

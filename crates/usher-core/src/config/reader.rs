@@ -96,7 +96,13 @@ impl Section {
         parse: impl Fn(&ValueKind) -> Option<T>,
     ) -> Option<T> {
         let Some((path, value)) = self.raw(key) else {
-            report.error(&format!("{}.{key}", self.path), format!("missing; expected {expected}"));
+            // Name the layer that declared this table: that is where the key goes.
+            let origin = report.origins.of(&self.path);
+            report.errors.push(ConfigError {
+                key: format!("{}.{key}", self.path),
+                origin,
+                problem: format!("missing; expected {expected}"),
+            });
             return None;
         };
         match parse(&value.kind) {

@@ -63,11 +63,12 @@ async fn drive(
     }
     let mut watch = ClientWatch::new(front.bufsize);
     let reserve_started = Instant::now();
-    let mut slot = match reserve(front, id, None, &client, &mut watch, record).await {
+    let reserved = reserve(front, id, None, &client, &mut watch, record).await;
+    record.queue_ms = reserve_started.elapsed().as_millis() as i64;
+    let mut slot = match reserved {
         Ok(slot) => slot,
         Err(end) => return end,
     };
-    record.queue_ms = reserve_started.elapsed().as_millis() as i64;
 
     let connect_started = Instant::now();
     let mut retries_left = front.backend.retries;
