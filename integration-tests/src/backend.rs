@@ -31,6 +31,8 @@ pub struct BackendStats {
     pub first_bytes: Mutex<Vec<Vec<u8>>>,
     /// Everything received by `SendFirst` connections.
     pub received: Mutex<Vec<u8>>,
+    /// Woken on every change above, for [`TestBackend::wait_until`].
+    changed: tokio::sync::Notify,
 }
 
 pub struct TestBackend {
@@ -63,6 +65,22 @@ impl TestBackend {
         self.stats.current.load(Ordering::SeqCst)
     }
 
+    /// Waits until `cond` holds for this backend; panics after [`crate::DEADLINE`].
+    pub async fn wait_until(&self, what: &str, cond: impl Fn(&TestBackend) -> bool) {
+        let deadline = tokio::time::Instant::now() + crate::DEADLINE;
+        loop {
+            let notified = self.stats.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if cond(self) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("timed out waiting for the backend: {what}");
+            }
+        }
+    }
+
     pub fn received(&self) -> Vec<u8> {
         self.stats.received.lock().expect("stats").clone()
     }
@@ -84,6 +102,7 @@ async fn serve(listener: TcpListener, behavior: Behavior, stats: Arc<BackendStat
         let now = stats.current.fetch_add(1, Ordering::SeqCst) + 1;
         stats.peak.fetch_max(now, Ordering::SeqCst);
         stats.accepted.fetch_add(1, Ordering::SeqCst);
+        stats.changed.notify_waiters();
         let stats = stats.clone();
         let behavior = behavior.clone();
         tokio::spawn(async move {
@@ -106,6 +125,7 @@ impl Held<'_> {
     fn done(&mut self) {
         if std::mem::take(&mut self.counted) {
             self.stats.current.fetch_sub(1, Ordering::SeqCst);
+            self.stats.changed.notify_waiters();
         }
     }
 }
@@ -157,6 +177,7 @@ async fn handle(mut stream: TcpStream, behavior: &Behavior, held: &mut Held<'_>)
             let mut got = Vec::new();
             let _ = stream.read_to_end(&mut got).await;
             stats.received.lock().expect("stats").extend_from_slice(&got);
+            stats.changed.notify_waiters();
         }
     }
 }

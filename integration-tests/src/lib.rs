@@ -35,10 +35,3 @@ pub async fn request(addr: std::net::SocketAddr, payload: &[u8]) -> std::io::Res
     stream.read_to_end(&mut reply).await?;
     Ok(reply)
 }
-
-/// Waits (bounded by [`DEADLINE`]) until `cond` holds, checking on every
-/// broker log record; for conditions observed outside the broker (a backend
-/// counter) that move together with a log record.
-pub async fn eventually(logs: &LogCapture, what: &str, cond: impl Fn() -> bool) {
-    logs.wait_until(DEADLINE, what, |_| cond()).await;
-}

@@ -1,0 +1,106 @@
+//! Issue test 8: bytes are relayed exactly both ways, with half-close in
+//! each direction; and the idle timeouts of each side.
+
+use std::sync::Arc;
+
+use integration_tests::{Behavior, TestBackend, TestBroker, DEADLINE};
+use rand::{rngs::StdRng, RngCore, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn config(server: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n{extra}\n\
+         [backends.app.servers.s1]\naddress = \"{server}\"\n"
+    )
+}
+
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    data
+}
+
+/// Client → server, then the client half-closes: the echo server sees EOF,
+/// sends everything back and half-closes; the client reads it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_half_close_relays_every_byte_both_ways() {
+    let server = TestBackend::start(Behavior::Echo);
+    let broker = TestBroker::start(&config(server.addr, ""));
+    let data = random_bytes(7, 6 * 1024 * 1024 + 123);
+
+    let stream = TcpStream::connect(broker.addr("web")).await.expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&sent).await.expect("write");
+        wr.shutdown().await.expect("half-close");
+        wr
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(DEADLINE, rd.read_to_end(&mut back)).await.expect("in time").expect("read");
+    let _wr = writer.await.expect("writer");
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "echoed bytes differ");
+
+    let record = broker.logs.wait_for("session", |_| true).await;
+    assert_eq!(record.termination(), "--");
+    assert_eq!(record.int("bytes_from_client"), data.len() as i64);
+    assert_eq!(record.int("bytes_from_server"), data.len() as i64);
+}
+
+/// Server → client first, then the server half-closes: the client reads
+/// everything and EOF, and can still send to the server afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_half_close_keeps_the_other_direction_open() {
+    let down = Arc::new(random_bytes(11, 5 * 1024 * 1024 + 7));
+    let up = random_bytes(13, 3 * 1024 * 1024 + 5);
+    let server = TestBackend::start(Behavior::SendFirst { data: down.clone() });
+    let broker = TestBroker::start(&config(server.addr, ""));
+
+    let mut client = TcpStream::connect(broker.addr("web")).await.expect("connect");
+    let mut got = Vec::new();
+    tokio::time::timeout(DEADLINE, client.read_to_end(&mut got)).await.expect("in time").expect("read");
+    assert!(got == *down, "downstream bytes differ");
+    client.write_all(&up).await.expect("write after the server's half-close");
+    client.shutdown().await.expect("half-close");
+
+    let record = broker.logs.wait_for("session", |_| true).await;
+    assert_eq!(record.termination(), "--");
+    server.wait_until("upstream bytes", |s| s.received().len() >= up.len()).await;
+    assert!(server.received() == up, "upstream bytes differ");
+    assert_eq!(record.int("bytes_from_server"), down.len() as i64);
+    assert_eq!(record.int("bytes_from_client"), up.len() as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_client_is_closed_with_cd() {
+    let server = TestBackend::start(Behavior::Drain);
+    let broker = TestBroker::start(&config(
+        server.addr,
+        "[frontends.web.timeout]\nclient = \"200ms\"\n[backends.app.timeout]\nserver = \"1h\"\n",
+    ));
+    let mut client = TcpStream::connect(broker.addr("web")).await.expect("connect");
+    client.write_all(b"x").await.expect("write");
+    let record = broker.logs.wait_for("session", |_| true).await;
+    assert_eq!(record.termination(), "cD");
+    assert!(record.int("total_ms") >= 200);
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(DEADLINE, client.read_to_end(&mut rest)).await.expect("closed").unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_server_is_closed_with_sd() {
+    let server = TestBackend::start(Behavior::Drain);
+    let broker = TestBroker::start(&config(
+        server.addr,
+        "[frontends.web.timeout]\nclient = \"1h\"\n[backends.app.timeout]\nserver = \"200ms\"\n",
+    ));
+    // The client keeps talking; the server never answers.
+    let mut client = TcpStream::connect(broker.addr("web")).await.expect("connect");
+    client.write_all(b"x").await.expect("write");
+    let record = broker.logs.wait_for("session", |_| true).await;
+    assert!(matches!(record.termination(), "sD"), "{record:?}");
+    drop(client);
+}
