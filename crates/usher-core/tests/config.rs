@@ -630,16 +630,16 @@ fn to_toml_shows_effective_values() {
         "shortage_recheck = \"100ms\"",
         "format = \"term\"",
         "level = \"info\"",
-        "name = \"web\"",
+        "[frontends.web]",
         "\"127.0.0.1:0\"",
         "backend = \"app\"",
-        "name = \"app\"",
+        "[backends.app]",
         "balance = \"roundrobin\"",
         "retries = 3",
         "redispatch = true",
         "queue = \"2s\"",
         "connect = \"5s\"",
-        "name = \"s1\"",
+        "[backends.app.servers.s1]",
         "address = \"127.0.0.1:9\"",
         "weight = 2",
     ] {
@@ -712,5 +712,17 @@ address = "127.0.0.1:9"
     // to_toml() keeps the order too.
     let text = s.to_toml();
     let pos = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle:?} missing in:\n{text}"));
-    assert!(pos("name = \"s3\"") < pos("name = \"s1\"") && pos("name = \"s1\"") < pos("name = \"s2\""), "{text}");
+    let (s3, s1, s2) =
+        (pos("[backends.second.servers.s3]"), pos("[backends.second.servers.s1]"), pos("[backends.second.servers.s2]"));
+    assert!(s3 < s1 && s1 < s2, "{text}");
+}
+
+/// `usher check` output is valid input: loading it gives the same settings.
+#[test]
+fn effective_config_round_trips() {
+    let first = usher_core::config::from_toml_str(include_str!("../../../configs/demo.toml")).expect("demo");
+    let printed = first.to_toml();
+    assert!(printed.contains("[backends.demo.servers.demo-1]"), "{printed}");
+    let second = usher_core::config::from_toml_str(&printed).expect("printed config loads");
+    assert_eq!(second.to_toml(), printed);
 }

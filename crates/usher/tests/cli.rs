@@ -137,7 +137,7 @@ fn check_good_config_prints_effective_toml() {
     for needle in [
         "maxconn = 777",
         "shortage_recheck = \"100ms\"",
-        "name = \"web\"",
+        "[frontends.web]",
         "\"127.0.0.1:0\"",
         "backend = \"app\"",
         "retries = 2",
@@ -237,7 +237,10 @@ fn check_accepts_the_demo_config() {
     let (code, stdout, stderr) = run_bounded(check(Path::new(DEMO_TOML)));
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("maxconn = 200") && stdout.contains("\"127.0.0.1:8080\""), "{stdout}");
-    assert!(stdout.contains("name = \"demo-1\"") && stdout.contains("name = \"demo-2\""), "{stdout}");
+    assert!(
+        stdout.contains("[backends.demo.servers.demo-1]") && stdout.contains("[backends.demo.servers.demo-2]"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -4,7 +4,29 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+
+/// Things configured as tables keyed by name (`[backends.app]`).
+trait Named {
+    fn name(&self) -> &str;
+}
+
+/// Renders a list of named things as the input shape, `[kind.NAME]`, in
+/// declaration order, so `usher check` output can be read back.
+fn by_name<T: Named + Serialize, S: Serializer>(items: &[T], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(items.iter().map(|item| (item.name(), item)))
+}
+
+macro_rules! named {
+    ($($t:ty),*) => {$(
+        impl Named for $t {
+            fn name(&self) -> &str {
+                &self.name
+            }
+        }
+    )*};
+}
+named!(FrontendSettings, BackendSettings, ServerSettings);
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, Serialize)]
@@ -13,8 +35,10 @@ pub struct Settings {
     pub watchdog: WatchdogSettings,
     pub log: LogSettings,
     /// Frontends in declaration order.
+    #[serde(serialize_with = "by_name")]
     pub frontends: Vec<FrontendSettings>,
     /// Backends in declaration order.
+    #[serde(serialize_with = "by_name")]
     pub backends: Vec<BackendSettings>,
     /// Free-form tables of extension actors, `[actors.NAME]`.
     pub actors: toml::Table,
@@ -94,6 +118,7 @@ pub struct LogSettings {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FrontendSettings {
+    #[serde(skip)]
     pub name: String,
     /// Listening addresses.
     pub bind: Vec<SocketAddr>,
@@ -122,6 +147,7 @@ pub enum Balance {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendSettings {
+    #[serde(skip)]
     pub name: String,
     pub balance: Balance,
     /// Backend queue bound (0 = unbounded).
@@ -132,6 +158,7 @@ pub struct BackendSettings {
     pub redispatch: bool,
     pub timeout: BackendTimeouts,
     /// Servers in declaration order.
+    #[serde(serialize_with = "by_name")]
     pub servers: Vec<ServerSettings>,
 }
 
@@ -150,6 +177,7 @@ pub struct BackendTimeouts {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerSettings {
+    #[serde(skip)]
     pub name: String,
     pub address: SocketAddr,
     pub weight: u32,
