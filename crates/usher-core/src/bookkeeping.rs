@@ -9,10 +9,18 @@
 
 pub mod admission_state;
 pub mod backend_state;
+pub mod rate;
 pub mod server_state;
+pub mod stress;
+pub mod throttle;
 pub mod wait_queue;
 
-pub use admission_state::{AdmissionState, Admitted, PauseReason, Resumed};
+pub use admission_state::{
+    AdmissionConfig, AdmissionState, Admitted, FrontendLimits, LimitHit, ListenerLimits, ListenerState, PauseReason,
+    Resumed,
+};
 pub use backend_state::{BackendState, Grant, ReserveRequest, Reserved};
 pub use server_state::ServerState;
+pub use stress::{StressChange, StressState};
+pub use throttle::WarningThrottle;
 pub use wait_queue::{QueueKey, WaitQueue};

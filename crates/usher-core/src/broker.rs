@@ -19,16 +19,37 @@ use slog::{info, o, warn, Logger};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::actors::watchdog::ListenerInfo;
+use crate::actors::watchdog::{ListenerInfo, WatchdogConfig};
 use crate::actors::{BackendQueue, Listener, ResourceWatchdog, Server};
 use crate::balance;
 use crate::bookkeeping::backend_state::ServerSetup;
+use crate::bookkeeping::{AdmissionConfig, FrontendLimits, ListenerLimits};
 use crate::config::{BackendSettings, Settings};
 use crate::data_plane::accept::AcceptLoop;
 use crate::data_plane::{BackendParams, FrontendContext};
 use crate::extension::Extensions;
+use crate::fd_budget::FdBudget;
 use crate::ids::{FrontendId, ListenerId, ServerId};
 use crate::messages::{CancelReserve, Reserve, ServerInfo, StopAccepting};
+
+/// The data-plane runtime. `run` is async, and a tokio runtime dropped in
+/// an async context panics, so every exit path — the normal end and each
+/// early `?` — shuts it down in the background instead.
+struct DataPlane(Option<tokio::runtime::Runtime>);
+
+impl DataPlane {
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0.as_ref().expect("running").handle().clone()
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
 
 /// How long killed sessions get to write their records after the grace.
 const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -104,12 +125,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let workers = settings.global.worker_threads();
-    let data_plane = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("usher-data")
-        .enable_all()
-        .build()
-        .context("cannot start the data-plane threads")?;
+    let data_plane = DataPlane(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("usher-data")
+            .enable_all()
+            .build()
+            .context("cannot start the data-plane threads")?,
+    ));
 
     // Listener ids and the watchdog first: every frontend needs its address.
     let mut plan = Vec::new();
@@ -126,12 +149,37 @@ pub async fn run(
     if let Some(name) = listeners.0.keys().next() {
         return Err(anyhow!("a listener was given for frontend {name:?}, which is not configured"));
     }
-    let frontend_maxconn: Vec<u32> = settings.frontends.iter().map(|f| f.maxconn).collect();
+    let fd_budget = FdBudget::measure().context("cannot read the fd limit")?;
+    let maxconn = fd_budget.effective_maxconn(settings.global.maxconn)?;
+    info!(log, "fd budget";
+        "nofile" => fd_budget.nofile, "hard" => fd_budget.hard, "in_use" => fd_budget.in_use,
+        "spare" => fd_budget.spare, "sessions" => fd_budget.sessions, "maxconn" => maxconn,
+        "maxconn_source" => if settings.global.maxconn == 0 { "fd budget" } else { "global.maxconn" });
+    let admission = AdmissionConfig {
+        global_maxconn: maxconn,
+        global_rate: settings.global.maxconnrate,
+        frontends: settings
+            .frontends
+            .iter()
+            .map(|f| FrontendLimits { maxconn: f.maxconn, rate: f.rate_limit })
+            .collect(),
+        listeners: plan
+            .iter()
+            .map(|(f, _, _)| ListenerLimits { frontend: *f, maxconn: settings.frontends[f.0].bind_maxconn })
+            .collect(),
+    };
     let watchdog = ResourceWatchdog::new(
-        settings.global.maxconn,
-        &frontend_maxconn,
-        infos,
-        settings.watchdog.maxconn_recheck,
+        WatchdogConfig {
+            admission,
+            listeners: infos,
+            frontend_names: settings.frontends.iter().map(|f| f.name.clone()).collect(),
+            stress_cooldowns: settings.frontends.iter().map(|f| f.stress.cooldown).collect(),
+            maxconn_recheck: settings.watchdog.maxconn_recheck,
+            shortage_recheck: settings.watchdog.shortage_recheck,
+            warn_interval: settings.watchdog.warn_interval,
+            fd_budget: Some(fd_budget),
+            maxconn_from_fd_budget: settings.global.maxconn == 0,
+        },
         log.new(o!("actor" => "watchdog")),
     )
     .start();
@@ -149,6 +197,7 @@ pub async fn run(
             id: FrontendId(i),
             name: Arc::from(f.name.as_str()),
             client_timeout: f.timeout.client,
+            stress: f.stress.timeout.clone(),
             bufsize: settings.global.bufsize as usize,
             backend: backend.params.clone(),
             reserve: backend.reserve.clone(),
@@ -172,16 +221,20 @@ pub async fn run(
             front: front.clone(),
             admit: watchdog.clone().recipient(),
             give_back: watchdog.clone().recipient(),
+            shortage: watchdog.clone().recipient(),
             maxaccept: settings.global.maxaccept,
-            shortage_recheck: settings.watchdog.shortage_recheck,
+            error_pause: settings.watchdog.shortage_recheck,
             stop: CancellationToken::new(),
             log: log.new(o!("frontend" => front.name.to_string())),
         };
-        running.push(Listener::new(accept, data_plane.handle().clone())?.start());
+        running.push(Listener::new(accept, data_plane.handle())?.start());
     }
     info!(log, "started";
         "frontends" => settings.frontends.len(), "backends" => settings.backends.len(),
-        "listeners" => running.len(), "workers" => workers, "maxconn" => settings.global.maxconn);
+        "listeners" => running.len(), "workers" => workers, "maxconn" => maxconn);
+    if settings.frontends.is_empty() {
+        warn!(log, "no frontends configured: nothing to accept");
+    }
 
     shutdown.await;
 
@@ -198,7 +251,7 @@ pub async fn run(
             warn!(log, "sessions still open after kill"; "sessions" => tracker.len());
         }
     }
-    data_plane.shutdown_background();
+    drop(data_plane);
     info!(log, "stopped");
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod broker;
 pub mod config;
 pub mod data_plane;
 pub mod extension;
+pub mod fd_budget;
 pub mod ids;
 pub mod logging;
 pub mod messages;

@@ -14,7 +14,7 @@ use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bookkeeping::QueueKey;
-use crate::ids::{FrontendId, ListenerId, ServerId, SessionId};
+use crate::ids::{ListenerId, ServerId, SessionId};
 
 // === Slots ===
 
@@ -124,42 +124,58 @@ pub struct Dequeue {
 #[rtype(result = "()")]
 pub struct Admit {
     pub listener: ListenerId,
-    pub frontend: FrontendId,
     pub want: u32,
-    pub reply: oneshot::Sender<u32>,
+    pub reply: oneshot::Sender<AdmitGrant>,
+}
+
+/// Accepts allowed now, and whether the sessions accepted with them are
+/// accepted in stress mode (and get the frontend's stress timeouts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmitGrant {
+    pub credits: u32,
+    pub stress: bool,
 }
 
 /// Accept credits a listener did not use.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct GiveBack {
-    pub frontend: FrontendId,
+    pub listener: ListenerId,
     pub credits: u32,
 }
 
-/// A session admitted on `frontend` ended.
+/// `accept()` failed for lack of fds or memory on this listener.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Shortage {
+    pub listener: ListenerId,
+    /// "process fd limit", "system fd limit" or "memory".
+    pub cause: &'static str,
+}
+
+/// A session accepted on `listener` ended.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct SessionClosed {
-    pub frontend: FrontendId,
+    pub listener: ListenerId,
 }
 
 /// Held by every session; dropping it sends one `SessionClosed`.
 pub struct AdmissionGuard {
-    frontend: FrontendId,
+    listener: ListenerId,
     watchdog: Recipient<SessionClosed>,
 }
 
 impl AdmissionGuard {
-    pub(crate) fn new(frontend: FrontendId, watchdog: Recipient<SessionClosed>) -> AdmissionGuard {
-        AdmissionGuard { frontend, watchdog }
+    pub(crate) fn new(listener: ListenerId, watchdog: Recipient<SessionClosed>) -> AdmissionGuard {
+        AdmissionGuard { listener, watchdog }
     }
 }
 
 impl Drop for AdmissionGuard {
     fn drop(&mut self) {
         // do_send: Drop cannot await; one per session bounds it.
-        self.watchdog.do_send(SessionClosed { frontend: self.frontend });
+        self.watchdog.do_send(SessionClosed { listener: self.listener });
     }
 }
 

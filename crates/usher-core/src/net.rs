@@ -25,7 +25,8 @@ pub enum AcceptError {
     /// ECONNABORTED, EINTR…: the next accept may succeed at once.
     Transient,
     /// EMFILE, ENFILE, ENOBUFS, ENOMEM: pause the listener, re-check later.
-    Shortage,
+    /// The text names the resource for the logs.
+    Shortage(&'static str),
     /// Anything else: log it and pause briefly.
     Other,
 }
@@ -36,8 +37,27 @@ pub fn classify_accept_error(err: &io::Error) -> AcceptError {
     }
     match err.raw_os_error() {
         Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::ECONNRESET) => AcceptError::Transient,
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => AcceptError::Shortage,
+        Some(libc::EMFILE) => AcceptError::Shortage("process fd limit"),
+        Some(libc::ENFILE) => AcceptError::Shortage("system fd limit"),
+        Some(libc::ENOBUFS | libc::ENOMEM) => AcceptError::Shortage("memory"),
         _ if err.kind() == io::ErrorKind::Interrupted => AcceptError::Transient,
         _ => AcceptError::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_are_classified() {
+        let os = io::Error::from_raw_os_error;
+        assert_eq!(classify_accept_error(&os(libc::EMFILE)), AcceptError::Shortage("process fd limit"));
+        assert_eq!(classify_accept_error(&os(libc::ENFILE)), AcceptError::Shortage("system fd limit"));
+        assert_eq!(classify_accept_error(&os(libc::ENOMEM)), AcceptError::Shortage("memory"));
+        assert_eq!(classify_accept_error(&os(libc::ECONNABORTED)), AcceptError::Transient);
+        assert_eq!(classify_accept_error(&os(libc::EINTR)), AcceptError::Transient);
+        assert_eq!(classify_accept_error(&os(libc::EAGAIN)), AcceptError::WouldBlock);
+        assert_eq!(classify_accept_error(&os(libc::EBADF)), AcceptError::Other);
     }
 }

@@ -120,7 +120,9 @@ fn embedded_defaults_alone_load() {
     assert!(s.backends.is_empty(), "defaults declare no backend");
     assert!(s.actors.is_empty(), "defaults declare no actor table");
 
-    assert_eq!(s.global.maxconn, 10_000);
+    assert_eq!(s.global.maxconn, 0, "0 = derived from the fd budget");
+    assert_eq!(s.global.maxconnrate, 0);
+    assert_eq!(s.watchdog.warn_interval, Duration::from_secs(60));
     assert_eq!(s.global.workers, 0);
     assert_eq!(s.global.grace, Duration::from_secs(30));
     assert_eq!(s.global.bufsize, 32_768);
@@ -578,7 +580,7 @@ fn variables_without_the_prefix_are_ignored() {
         env: vars(&[("GLOBAL__MAXCONN", "1"), ("USHERX__GLOBAL__MAXCONN", "2"), ("PATH", "/bin")]),
         ..no_layers()
     };
-    assert_eq!(ok(&sources).global.maxconn, 10_000);
+    assert_eq!(ok(&sources).global.maxconn, 0);
 }
 
 #[test]
@@ -653,7 +655,7 @@ fn to_toml_shows_effective_values() {
 #[test]
 fn to_toml_of_defaults_is_valid_toml() {
     let text = ok(&no_layers()).to_toml();
-    assert!(text.contains("maxconn = 10000"), "{text}");
+    assert!(text.contains("maxconn = 0") && text.contains("warn_interval = \"1m\""), "{text}");
     assert!(!text.starts_with("# cannot render"), "{text}");
     let _: toml::Table = text.parse().unwrap_or_else(|err| panic!("to_toml() is not TOML: {err}\n{text}"));
 }
@@ -725,4 +727,32 @@ fn effective_config_round_trips() {
     assert!(printed.contains("[backends.demo.servers.demo-1]"), "{printed}");
     let second = usher_core::config::from_toml_str(&printed).expect("printed config loads");
     assert_eq!(second.to_toml(), printed);
+}
+
+/// Issue 3 keys: their defaults, and per-frontend overrides of stress mode.
+#[test]
+fn watchdog_and_stress_keys() {
+    let s = usher_core::config::from_toml_str(
+        "[global]\nmaxconnrate = 300\n\
+         [frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\nbind_maxconn = 7\n\
+         [frontends.web.stress]\ncooldown = \"0\"\n\
+         [frontends.api]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\nrate_limit = 50\n\
+         [backends.app.servers.s1]\naddress = \"127.0.0.1:9\"\n",
+    )
+    .expect("valid");
+    assert_eq!(s.global.maxconnrate, 300);
+    let web = s.frontend("web").unwrap();
+    assert_eq!((web.bind_maxconn, web.rate_limit), (7, 0));
+    assert_eq!(web.stress.cooldown, Duration::ZERO, "stress disabled for web");
+    let api = s.frontend("api").unwrap();
+    assert_eq!(api.rate_limit, 50);
+    assert_eq!(api.stress.cooldown, Duration::from_secs(60));
+    assert_eq!(api.stress.timeout.client, Duration::from_secs(10));
+    assert_eq!(api.stress.timeout.queue, Duration::from_secs(5));
+    let err = usher_core::config::from_toml_str(
+        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n[frontends.web.stress]\ncoldown = \"1s\"\n\
+         [backends.app.servers.s1]\naddress = \"127.0.0.1:9\"\n",
+    )
+    .unwrap_err();
+    assert!(err.mentions("frontends.web.stress.coldown"), "{err}");
 }

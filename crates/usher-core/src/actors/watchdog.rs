@@ -1,25 +1,33 @@
-//! ResourceWatchdog: owns the process-wide limits — global `maxconn`, each
-//! frontend's `maxconn` — and the listeners paused on them.
+//! ResourceWatchdog: owns everything process-wide about accepting — the
+//! global count (capped by the fd budget), frontend and listener limits,
+//! connection rates, the listeners paused and why, the re-check schedule,
+//! throttled warnings and stress mode.
 //!
 //! Listeners ask for admission before accepting (`Admit`); a listener that
 //! gets nothing is paused (it stops polling its socket, clients wait in the
-//! kernel backlog) until a session ends (`SessionClosed`) or unused credits
-//! return (`GiveBack`). Resuming is event-driven; the `maxconn_recheck` tick
-//! is only a safety net and does nothing while still at the limit.
+//! kernel backlog). Count limits resume on the release itself
+//! (`SessionClosed`, `GiveBack`); rate and shortage pauses resume on a timer
+//! set for exactly when they end, and a closed session also ends a shortage
+//! pause (it freed fds). The `maxconn_recheck` tick is only a safety net
+//! and does nothing while still at a limit.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix::prelude::*;
-use slog::{info, Logger};
+use slog::{debug, info, warn, Logger};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use crate::bookkeeping::{AdmissionState, Admitted, Resumed};
-use crate::ids::ListenerId;
-use crate::messages::{Admit, GiveBack, SessionClosed};
+use crate::bookkeeping::{
+    AdmissionConfig, AdmissionState, Admitted, LimitHit, ListenerState, PauseReason, Resumed, StressChange,
+    StressState, WarningThrottle,
+};
+use crate::fd_budget::FdBudget;
+use crate::ids::{FrontendId, ListenerId};
+use crate::messages::{Admit, AdmitGrant, GiveBack, SessionClosed, Shortage};
 
-/// What the watchdog knows of a listener, for its log records.
+/// What the watchdog knows of a listener, for its log records and status.
 #[derive(Debug, Clone)]
 pub struct ListenerInfo {
     pub id: ListenerId,
@@ -27,49 +35,214 @@ pub struct ListenerInfo {
     pub address: SocketAddr,
 }
 
+/// How a watchdog is set up.
+#[derive(Debug, Clone)]
+pub struct WatchdogConfig {
+    pub admission: AdmissionConfig,
+    pub listeners: Vec<ListenerInfo>,
+    pub frontend_names: Vec<String>,
+    /// Stress cooldown per frontend (zero = no stress mode there).
+    pub stress_cooldowns: Vec<Duration>,
+    pub maxconn_recheck: Duration,
+    pub shortage_recheck: Duration,
+    pub warn_interval: Duration,
+    pub fd_budget: Option<FdBudget>,
+    /// The global limit is the fd budget (`global.maxconn = 0`).
+    pub maxconn_from_fd_budget: bool,
+}
+
+/// Counters kept by the watchdog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WatchdogCounters {
+    /// Times a count limit (global, frontend, listener) was reached.
+    pub limit_reached: u64,
+    /// Times a rate limit held a listener back.
+    pub rate_limited: u64,
+    /// Accepts that failed for lack of fds or memory.
+    pub shortages: u64,
+}
+
+/// The watchdog's report, for the stats API.
+#[derive(Debug, Clone, MessageResponse)]
+pub struct WatchdogStatus {
+    pub global_used: u32,
+    pub global_max: u32,
+    pub fd_budget: Option<FdBudget>,
+    pub listeners: Vec<ListenerStatus>,
+    /// Frontend names in stress mode.
+    pub stressed: Vec<String>,
+    pub counters: WatchdogCounters,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerStatus {
+    pub frontend: String,
+    pub address: SocketAddr,
+    /// `OPEN`, `PAUSED(reason)` or `FULL`.
+    pub state: String,
+    pub sessions: u32,
+}
+
+/// Asks for a [`WatchdogStatus`].
+#[derive(Message)]
+#[rtype(result = "WatchdogStatus")]
+pub struct GetStatus;
+
+/// A throttled warning's cause: the reason and whose limit it is.
+type Cause = (PauseReason, usize);
+
 pub struct ResourceWatchdog {
-    state: AdmissionState<oneshot::Sender<u32>>,
-    listeners: HashMap<ListenerId, ListenerInfo>,
-    recheck: Duration,
+    state: AdmissionState<oneshot::Sender<AdmitGrant>>,
+    stress: StressState,
+    warnings: WarningThrottle<Cause>,
+    counters: WatchdogCounters,
+    config: WatchdogConfig,
+    /// The timer set for the next time-based resume, if any.
+    timer: Option<(Instant, SpawnHandle)>,
     log: Logger,
 }
 
 impl ResourceWatchdog {
-    pub fn new(
-        global_maxconn: u32,
-        frontend_maxconn: &[u32],
-        listeners: Vec<ListenerInfo>,
-        recheck: Duration,
-        log: Logger,
-    ) -> ResourceWatchdog {
+    pub fn new(config: WatchdogConfig, log: Logger) -> ResourceWatchdog {
+        let now = Instant::now();
         ResourceWatchdog {
-            state: AdmissionState::new(global_maxconn, frontend_maxconn),
-            listeners: listeners.into_iter().map(|l| (l.id, l)).collect(),
-            recheck,
+            state: AdmissionState::new(&config.admission, now),
+            stress: StressState::new(&config.stress_cooldowns),
+            warnings: WarningThrottle::new(config.warn_interval),
+            counters: WatchdogCounters::default(),
+            timer: None,
+            config,
             log,
         }
     }
 
-    fn listener_kv(&self, id: ListenerId) -> (String, String) {
-        match self.listeners.get(&id) {
+    fn listener(&self, id: ListenerId) -> (String, String) {
+        match self.config.listeners.get(id.0) {
             Some(l) => (l.frontend.clone(), l.address.to_string()),
             None => (String::new(), String::new()),
         }
     }
 
+    fn grant(&self, frontend: FrontendId, credits: u32) -> AdmitGrant {
+        AdmitGrant { credits, stress: self.stress.in_stress(frontend) }
+    }
+
     /// Sends credits to resumed listeners; credits of a listener that is gone
     /// come back and may resume another one.
-    fn resume(&mut self, mut resumed: Vec<Resumed<oneshot::Sender<u32>>>) {
+    fn resume(&mut self, mut resumed: Vec<Resumed<oneshot::Sender<AdmitGrant>>>, now: Instant) {
         while let Some(r) = resumed.pop() {
-            let (frontend, address) = self.listener_kv(r.listener);
-            if r.waiter.send(r.granted).is_ok() {
-                info!(self.log, "listener resumed";
-                    "frontend" => frontend, "address" => address,
+            let grant = self.grant(r.frontend, r.granted);
+            if r.waiter.send(grant).is_ok() {
+                let (frontend, address) = self.listener(r.listener);
+                debug!(self.log, "listener resumed"; "frontend" => frontend, "address" => address,
                     "global_used" => self.state.global_used());
             } else {
-                resumed.extend(self.state.give_back(r.frontend, r.granted));
+                resumed.extend(self.state.give_back(r.listener, r.granted, now));
             }
         }
+    }
+
+    /// Turns limit hits into throttled warnings, counters and stress.
+    fn account_hits(&mut self, now: Instant) {
+        for hit in self.state.take_hits() {
+            self.warn(hit, now);
+            if let Some(StressChange::Entered(f)) = self.stress.hit(hit.frontend, now) {
+                warn!(self.log, "stress mode entered";
+                    "frontend" => &self.config.frontend_names[f.0], "cause" => hit.reason.as_str());
+            }
+        }
+        for change in self.stress.expire(now) {
+            if let StressChange::Left(f) = change {
+                info!(self.log, "stress mode left"; "frontend" => &self.config.frontend_names[f.0],
+                    "cooldown" => %humantime::format_duration(self.config.stress_cooldowns[f.0]));
+            }
+        }
+    }
+
+    fn warn(&mut self, hit: LimitHit, now: Instant) {
+        let owner = match hit.reason {
+            PauseReason::Global | PauseReason::GlobalRate => 0,
+            PauseReason::Frontend | PauseReason::FrontendRate => hit.frontend.0,
+            PauseReason::Listener | PauseReason::Shortage => hit.listener.0,
+        };
+        match hit.reason {
+            PauseReason::Shortage => self.counters.shortages += 1,
+            PauseReason::GlobalRate | PauseReason::FrontendRate => self.counters.rate_limited += 1,
+            _ => self.counters.limit_reached += 1,
+        }
+        let Some(occurrences) = self.warnings.hit((hit.reason, owner), now) else { return };
+        let (frontend, address) = self.listener(hit.listener);
+        let a = &self.config.admission;
+        match hit.reason {
+            PauseReason::Global if self.config.maxconn_from_fd_budget => warn!(self.log,
+                "process fd limit reached; new clients wait in the kernel backlog";
+                "sessions" => self.state.global_max(),
+                "nofile" => self.config.fd_budget.map_or(0, |b| b.nofile), "occurrences" => occurrences),
+            PauseReason::Global => {
+                warn!(self.log, "process reached global maxconn; new clients wait in the kernel backlog";
+                "limit" => self.state.global_max(), "occurrences" => occurrences)
+            }
+            PauseReason::Frontend => {
+                warn!(self.log, "frontend reached its limit; new clients wait in the kernel backlog";
+                "frontend" => frontend, "limit" => a.frontends[hit.frontend.0].maxconn, "occurrences" => occurrences)
+            }
+            PauseReason::Listener => {
+                warn!(self.log, "listener reached its bind_maxconn; new clients wait in the kernel backlog";
+                "frontend" => frontend, "address" => address,
+                "limit" => a.listeners[hit.listener.0].maxconn, "occurrences" => occurrences)
+            }
+            PauseReason::GlobalRate => {
+                warn!(self.log, "process reached global maxconnrate; new clients wait in the kernel backlog";
+                "rate" => a.global_rate, "occurrences" => occurrences)
+            }
+            PauseReason::FrontendRate => {
+                warn!(self.log, "frontend reached its rate_limit; new clients wait in the kernel backlog";
+                "frontend" => frontend, "rate" => a.frontends[hit.frontend.0].rate, "occurrences" => occurrences)
+            }
+            PauseReason::Shortage => warn!(self.log, "accept failed: resource shortage; listener paused";
+                "frontend" => frontend, "address" => address,
+                "recheck" => %humantime::format_duration(self.config.shortage_recheck), "occurrences" => occurrences),
+        }
+    }
+
+    /// Sets a timer for the next time-based resume or stress expiry, unless
+    /// one is already set at or before it.
+    fn schedule(&mut self, ctx: &mut Context<Self>, now: Instant) {
+        let next = [self.state.next_wakeup(now), self.stress.next_expiry()].into_iter().flatten().min();
+        let Some(next) = next else { return };
+        if let Some((at, handle)) = self.timer {
+            if at <= next {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let handle = ctx.run_later(next.saturating_duration_since(now), |act, ctx| {
+            act.timer = None;
+            act.tick(ctx);
+        });
+        self.timer = Some((next, handle));
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let resumed = self.state.recheck(now);
+        self.resume(resumed, now);
+        self.account_hits(now);
+        self.schedule(ctx, now);
+    }
+
+    /// Before handling any message: a rate or shortage pause that ended
+    /// before its timer fired is served first, so a newcomer never takes the
+    /// token a parked listener was waiting for.
+    fn before(&mut self, now: Instant) {
+        let resumed = self.state.recheck(now);
+        self.resume(resumed, now);
+    }
+
+    fn after(&mut self, ctx: &mut Context<Self>, now: Instant) {
+        self.account_hits(now);
+        self.schedule(ctx, now);
+        debug_assert_eq!(self.state.check(now), Ok(()));
     }
 }
 
@@ -78,12 +251,9 @@ impl Actor for ResourceWatchdog {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(super::MAILBOX_CAPACITY);
-        if !self.recheck.is_zero() {
-            // Safety net only: parked listeners are served on every release.
-            ctx.run_interval(self.recheck, |act, _| {
-                let resumed = act.state.recheck();
-                act.resume(resumed);
-            });
+        if !self.config.maxconn_recheck.is_zero() {
+            // Safety net only: count limits resume on every release.
+            ctx.run_interval(self.config.maxconn_recheck, |act, ctx| act.tick(ctx));
         }
     }
 }
@@ -91,41 +261,94 @@ impl Actor for ResourceWatchdog {
 impl Handler<Admit> for ResourceWatchdog {
     type Result = ();
 
-    fn handle(&mut self, msg: Admit, _: &mut Self::Context) {
-        match self.state.admit(msg.listener, msg.frontend, msg.want, msg.reply) {
+    fn handle(&mut self, msg: Admit, ctx: &mut Self::Context) {
+        let now = Instant::now();
+        self.before(now);
+        let frontend = self.state.frontend_of(msg.listener);
+        match self.state.admit(msg.listener, msg.want, msg.reply, now) {
             Admitted::Granted(n, reply) => {
-                if reply.send(n).is_err() {
-                    let resumed = self.state.give_back(msg.frontend, n);
-                    self.resume(resumed);
+                if reply.send(self.grant(frontend, n)).is_err() {
+                    let resumed = self.state.give_back(msg.listener, n, now);
+                    self.resume(resumed, now);
                 }
             }
             Admitted::Parked(reason) => {
-                let (frontend, address) = self.listener_kv(msg.listener);
-                info!(self.log, "listener paused";
+                let (frontend, address) = self.listener(msg.listener);
+                debug!(self.log, "listener paused";
                     "frontend" => frontend, "address" => address, "reason" => reason.as_str(),
-                    "global_used" => self.state.global_used(),
-                    "frontend_used" => self.state.frontend_used(msg.frontend));
+                    "global_used" => self.state.global_used());
             }
         }
-        debug_assert_eq!(self.state.check(), Ok(()));
+        self.after(ctx, now);
     }
 }
 
 impl Handler<GiveBack> for ResourceWatchdog {
     type Result = ();
 
-    fn handle(&mut self, msg: GiveBack, _: &mut Self::Context) {
-        let resumed = self.state.give_back(msg.frontend, msg.credits);
-        self.resume(resumed);
+    fn handle(&mut self, msg: GiveBack, ctx: &mut Self::Context) {
+        let now = Instant::now();
+        self.before(now);
+        let resumed = self.state.give_back(msg.listener, msg.credits, now);
+        self.resume(resumed, now);
+        self.after(ctx, now);
     }
 }
 
 impl Handler<SessionClosed> for ResourceWatchdog {
     type Result = ();
 
-    fn handle(&mut self, msg: SessionClosed, _: &mut Self::Context) {
-        let resumed = self.state.session_closed(msg.frontend);
-        self.resume(resumed);
-        debug_assert_eq!(self.state.check(), Ok(()));
+    fn handle(&mut self, msg: SessionClosed, ctx: &mut Self::Context) {
+        let now = Instant::now();
+        self.before(now);
+        let resumed = self.state.session_closed(msg.listener, now);
+        self.resume(resumed, now);
+        self.after(ctx, now);
+    }
+}
+
+impl Handler<Shortage> for ResourceWatchdog {
+    type Result = ();
+
+    fn handle(&mut self, msg: Shortage, ctx: &mut Self::Context) {
+        let now = Instant::now();
+        self.before(now);
+        self.state.shortage(msg.listener, now, self.config.shortage_recheck);
+        debug!(self.log, "accept shortage"; "cause" => msg.cause, "listener" => msg.listener.0);
+        self.after(ctx, now);
+    }
+}
+
+impl Handler<GetStatus> for ResourceWatchdog {
+    type Result = WatchdogStatus;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> WatchdogStatus {
+        let listeners = self
+            .config
+            .listeners
+            .iter()
+            .map(|l| ListenerStatus {
+                frontend: l.frontend.clone(),
+                address: l.address,
+                state: match self.state.listener_state(l.id) {
+                    ListenerState::Open => "OPEN".to_owned(),
+                    ListenerState::Full => "FULL".to_owned(),
+                    ListenerState::Paused(reason) => format!("PAUSED({})", reason.as_str()),
+                },
+                sessions: self.state.listener_used(l.id),
+            })
+            .collect();
+        let stressed = (0..self.config.frontend_names.len())
+            .filter(|&i| self.stress.in_stress(FrontendId(i)))
+            .map(|i| self.config.frontend_names[i].clone())
+            .collect();
+        WatchdogStatus {
+            global_used: self.state.global_used(),
+            global_max: self.state.global_max(),
+            fd_budget: self.config.fd_budget,
+            listeners,
+            stressed,
+            counters: self.counters,
+        }
     }
 }

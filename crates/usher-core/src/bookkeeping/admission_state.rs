@@ -1,27 +1,46 @@
-//! The ResourceWatchdog's admission bookkeeping: global and frontend
-//! `maxconn`, and the listeners paused on them.
+//! The ResourceWatchdog's admission bookkeeping: every process-wide limit on
+//! accepting — global `maxconn` (capped by the fd budget), each frontend's
+//! `maxconn` and `rate_limit`, each listener's `bind_maxconn`, the global
+//! `maxconnrate` — and the listeners paused on them.
 //!
 //! A listener that has clients waiting in its backlog asks for admission
 //! *before* it calls `accept()` (HAProxy reserves its counters before
 //! accepting too). Admission hands out credits; a credit becomes a session
 //! when a connection is accepted with it, or goes back unused. `used` counts
-//! both, so the limits hold even while credits are in flight. A listener that
-//! gets nothing is parked: it stops polling its socket and clients wait in
-//! the kernel backlog. Every closed session and every returned credit first
-//! serves parked listeners, in the order they parked — so a paused listener
-//! resumes on the release itself, not at a periodic check.
+//! both, so the limits hold even while credits are in flight. A listener
+//! that gets nothing is parked: it stops polling its socket and clients wait
+//! in the kernel backlog. Every closed session and every returned credit
+//! first serves parked listeners, in the order they parked — so a listener
+//! paused on a limit resumes on the release itself, not at a periodic check.
+//! Only time-based pauses (rate, resource shortage) wait for [`next_wakeup`].
+//!
+//! Time is passed in (`now`), so tests drive it with a fake clock.
+//!
+//! [`next_wakeup`]: AdmissionState::next_wakeup
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
+use tokio::time::Instant;
+
+use super::rate::RateLimiter;
 use crate::ids::{FrontendId, ListenerId};
 
 /// Why a listener is paused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PauseReason {
-    /// `global.maxconn` reached.
+    /// `global.maxconn`, or the fd budget, reached.
     Global,
     /// The frontend's `maxconn` reached.
     Frontend,
+    /// The listener's own `bind_maxconn` reached (HAProxy's FULL state).
+    Listener,
+    /// `global.maxconnrate` exhausted for now.
+    GlobalRate,
+    /// The frontend's `rate_limit` exhausted for now.
+    FrontendRate,
+    /// `accept()` failed for lack of fds or memory.
+    Shortage,
 }
 
 impl PauseReason {
@@ -29,7 +48,16 @@ impl PauseReason {
         match self {
             PauseReason::Global => "global maxconn",
             PauseReason::Frontend => "frontend maxconn",
+            PauseReason::Listener => "listener maxconn",
+            PauseReason::GlobalRate => "global maxconnrate",
+            PauseReason::FrontendRate => "frontend rate_limit",
+            PauseReason::Shortage => "resource shortage",
         }
+    }
+
+    /// Limits on a count (as opposed to a rate or a shortage).
+    pub fn is_count_limit(self) -> bool {
+        matches!(self, PauseReason::Global | PauseReason::Frontend | PauseReason::Listener)
     }
 }
 
@@ -50,12 +78,40 @@ impl Limit {
     }
 }
 
+/// Limits of one frontend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrontendLimits {
+    /// Concurrent sessions; 0 = unlimited.
+    pub maxconn: u32,
+    /// New sessions per second; 0 = unlimited.
+    pub rate: u32,
+}
+
+/// Limits of one listener (one bound address).
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerLimits {
+    pub frontend: FrontendId,
+    /// Concurrent sessions accepted on this address; 0 = unlimited.
+    pub maxconn: u32,
+}
+
+/// Everything the admission state is configured with.
+#[derive(Debug, Clone, Default)]
+pub struct AdmissionConfig {
+    /// Effective global limit (already capped by the fd budget); 0 = unlimited.
+    pub global_maxconn: u32,
+    /// New sessions per second in the process; 0 = unlimited.
+    pub global_rate: u32,
+    pub frontends: Vec<FrontendLimits>,
+    pub listeners: Vec<ListenerLimits>,
+}
+
 #[derive(Debug)]
 struct Parked<W> {
     listener: ListenerId,
-    frontend: FrontendId,
     want: u32,
     waiter: W,
+    reason: PauseReason,
 }
 
 /// The answer to an admission request.
@@ -63,7 +119,7 @@ struct Parked<W> {
 pub enum Admitted<W> {
     /// `n >= 1` connections may be accepted now.
     Granted(u32, W),
-    /// Nothing now; the waiter is kept and served on a later release.
+    /// Nothing now; the waiter is kept and served later.
     Parked(PauseReason),
 }
 
@@ -76,91 +132,206 @@ pub struct Resumed<W> {
     pub waiter: W,
 }
 
+/// A limit was reached (for warnings and stress mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitHit {
+    pub frontend: FrontendId,
+    pub listener: ListenerId,
+    pub reason: PauseReason,
+}
+
+/// What the watchdog reports about one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerState {
+    Open,
+    /// Parked on a process, frontend, rate or resource limit.
+    Paused(PauseReason),
+    /// At its own `bind_maxconn`.
+    Full,
+}
+
 pub struct AdmissionState<W> {
     global: Limit,
+    global_rate: RateLimiter,
     frontends: Vec<Limit>,
+    frontend_rates: Vec<RateLimiter>,
+    listeners: Vec<(FrontendId, Limit)>,
     parked: VecDeque<Parked<W>>,
+    /// Listeners paused after an accept failed for lack of resources, until.
+    shortage: HashMap<ListenerId, Instant>,
+    hits: Vec<LimitHit>,
 }
 
 impl<W> AdmissionState<W> {
-    pub fn new(global_maxconn: u32, frontend_maxconn: &[u32]) -> AdmissionState<W> {
+    pub fn new(config: &AdmissionConfig, now: Instant) -> AdmissionState<W> {
         AdmissionState {
-            global: Limit { max: global_maxconn, used: 0 },
-            frontends: frontend_maxconn.iter().map(|&max| Limit { max, used: 0 }).collect(),
+            global: Limit { max: config.global_maxconn, used: 0 },
+            global_rate: RateLimiter::new(config.global_rate, now),
+            frontends: config.frontends.iter().map(|f| Limit { max: f.maxconn, used: 0 }).collect(),
+            frontend_rates: config.frontends.iter().map(|f| RateLimiter::new(f.rate, now)).collect(),
+            listeners: config.listeners.iter().map(|l| (l.frontend, Limit { max: l.maxconn, used: 0 })).collect(),
             parked: VecDeque::new(),
+            shortage: HashMap::new(),
+            hits: Vec::new(),
         }
     }
 
-    fn room(&self, frontend: FrontendId) -> Result<u32, PauseReason> {
-        let global = self.global.free();
-        let front = self.frontends[frontend.0].free();
-        match (global, front) {
-            (0, _) => Err(PauseReason::Global),
-            (_, 0) => Err(PauseReason::Frontend),
-            (g, f) => Ok(g.min(f)),
-        }
+    pub fn frontend_of(&self, listener: ListenerId) -> FrontendId {
+        self.listeners[listener.0].0
     }
 
-    fn take(&mut self, frontend: FrontendId, n: u32) {
+    /// How many `listener` may accept now, or why none.
+    fn room(&mut self, listener: ListenerId, now: Instant) -> Result<u32, PauseReason> {
+        if self.shortage.get(&listener).is_some_and(|until| *until > now) {
+            return Err(PauseReason::Shortage);
+        }
+        let (frontend, own) = self.listeners[listener.0];
+        let checks = [
+            (self.global.free(), PauseReason::Global),
+            (self.frontends[frontend.0].free(), PauseReason::Frontend),
+            (own.free(), PauseReason::Listener),
+            (self.global_rate.available(now), PauseReason::GlobalRate),
+            (self.frontend_rates[frontend.0].available(now), PauseReason::FrontendRate),
+        ];
+        let mut room = u32::MAX;
+        for (free, reason) in checks {
+            if free == 0 {
+                return Err(reason);
+            }
+            room = room.min(free);
+        }
+        Ok(room)
+    }
+
+    fn take(&mut self, listener: ListenerId, n: u32, now: Instant) {
+        let frontend = self.frontend_of(listener);
         self.global.used += n;
         self.frontends[frontend.0].used += n;
+        self.listeners[listener.0].1.used += n;
+        self.global_rate.take(n, now);
+        self.frontend_rates[frontend.0].take(n, now);
+        // Postfix's rule: reaching a limit (count + 1 == limit) is a hit too.
+        let reached = [
+            (self.global, PauseReason::Global),
+            (self.frontends[frontend.0], PauseReason::Frontend),
+            (self.listeners[listener.0].1, PauseReason::Listener),
+        ];
+        if let Some((_, reason)) = reached.iter().find(|(l, _)| l.max > 0 && l.used >= l.max) {
+            self.hits.push(LimitHit { frontend, listener, reason: *reason });
+        }
+    }
+
+    fn untake(&mut self, listener: ListenerId, n: u32, now: Instant) {
+        let frontend = self.frontend_of(listener);
+        debug_assert!(self.global.used >= n && self.frontends[frontend.0].used >= n);
+        self.global.used = self.global.used.saturating_sub(n);
+        let f = &mut self.frontends[frontend.0];
+        f.used = f.used.saturating_sub(n);
+        let l = &mut self.listeners[listener.0].1;
+        l.used = l.used.saturating_sub(n);
+        self.global_rate.give_back(n, now);
+        self.frontend_rates[frontend.0].give_back(n, now);
     }
 
     /// A listener with clients in its backlog asks for up to `want` credits.
-    pub fn admit(&mut self, listener: ListenerId, frontend: FrontendId, want: u32, waiter: W) -> Admitted<W> {
-        match self.room(frontend) {
+    pub fn admit(&mut self, listener: ListenerId, want: u32, waiter: W, now: Instant) -> Admitted<W> {
+        match self.room(listener, now) {
             Ok(room) => {
                 let n = room.min(want.max(1));
-                self.take(frontend, n);
+                self.take(listener, n, now);
                 Admitted::Granted(n, waiter)
             }
             Err(reason) => {
-                self.parked.push_back(Parked { listener, frontend, want: want.max(1), waiter });
+                let frontend = self.frontend_of(listener);
+                if reason != PauseReason::Shortage {
+                    self.hits.push(LimitHit { frontend, listener, reason });
+                }
+                self.parked.push_back(Parked { listener, want: want.max(1), waiter, reason });
                 Admitted::Parked(reason)
             }
         }
     }
 
     /// Unused credits come back; parked listeners are served from them.
-    pub fn give_back(&mut self, frontend: FrontendId, n: u32) -> Vec<Resumed<W>> {
-        self.untake(frontend, n);
-        self.serve_parked()
+    pub fn give_back(&mut self, listener: ListenerId, n: u32, now: Instant) -> Vec<Resumed<W>> {
+        self.untake(listener, n, now);
+        self.serve_parked(now)
     }
 
-    /// A session ended; parked listeners are served from its place.
-    pub fn session_closed(&mut self, frontend: FrontendId) -> Vec<Resumed<W>> {
-        self.untake(frontend, 1);
-        self.serve_parked()
-    }
-
-    /// The periodic safety net: serves parked listeners if there is room;
-    /// does nothing while still at the limit.
-    pub fn recheck(&mut self) -> Vec<Resumed<W>> {
-        self.serve_parked()
-    }
-
-    fn untake(&mut self, frontend: FrontendId, n: u32) {
-        debug_assert!(self.global.used >= n && self.frontends[frontend.0].used >= n);
-        self.global.used = self.global.used.saturating_sub(n);
+    /// A session ended: its fds are free too, so shortage pauses end, and
+    /// parked listeners are served from its place.
+    pub fn session_closed(&mut self, listener: ListenerId, now: Instant) -> Vec<Resumed<W>> {
+        let frontend = self.frontend_of(listener);
+        debug_assert!(self.global.used >= 1 && self.frontends[frontend.0].used >= 1);
+        self.global.used = self.global.used.saturating_sub(1);
         let f = &mut self.frontends[frontend.0];
-        f.used = f.used.saturating_sub(n);
+        f.used = f.used.saturating_sub(1);
+        let l = &mut self.listeners[listener.0].1;
+        l.used = l.used.saturating_sub(1);
+        self.shortage.clear();
+        self.serve_parked(now)
     }
 
-    /// Grants to parked listeners in park order, skipping those whose
-    /// frontend is still full (one full frontend never blocks another).
-    fn serve_parked(&mut self) -> Vec<Resumed<W>> {
+    /// `accept()` on `listener` failed for lack of fds or memory: pause it
+    /// until `now + recheck` or until a session closes, whichever is first.
+    pub fn shortage(&mut self, listener: ListenerId, now: Instant, recheck: Duration) {
+        self.shortage.insert(listener, now + recheck);
+        let frontend = self.frontend_of(listener);
+        self.hits.push(LimitHit { frontend, listener, reason: PauseReason::Shortage });
+    }
+
+    /// Timers: serves parked listeners whose rate or shortage pause is over.
+    /// Does nothing for listeners still at a count limit.
+    pub fn recheck(&mut self, now: Instant) -> Vec<Resumed<W>> {
+        self.shortage.retain(|_, until| *until > now);
+        self.serve_parked(now)
+    }
+
+    /// When the next time-based pause ends (for the actor's timer).
+    pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        for p in &self.parked {
+            match p.reason {
+                PauseReason::Shortage => {
+                    if let Some(until) = self.shortage.get(&p.listener) {
+                        consider(*until);
+                    }
+                }
+                PauseReason::GlobalRate => consider(self.global_rate.next_token(now)),
+                PauseReason::FrontendRate => {
+                    let f = self.frontend_of(p.listener);
+                    consider(self.frontend_rates[f.0].next_token(now));
+                }
+                _ => {}
+            }
+        }
+        next
+    }
+
+    /// Grants to parked listeners in park order, skipping those still
+    /// blocked (one full frontend never blocks another).
+    fn serve_parked(&mut self, now: Instant) -> Vec<Resumed<W>> {
         let mut resumed = Vec::new();
         let mut i = 0;
-        while i < self.parked.len() && self.global.free() > 0 {
-            let frontend = self.parked[i].frontend;
-            match self.room(frontend) {
+        while i < self.parked.len() {
+            let listener = self.parked[i].listener;
+            match self.room(listener, now) {
                 Ok(room) => {
                     let p = self.parked.remove(i).expect("index in range");
                     let n = room.min(p.want);
-                    self.take(frontend, n);
-                    resumed.push(Resumed { listener: p.listener, frontend, granted: n, waiter: p.waiter });
+                    self.take(listener, n, now);
+                    resumed.push(Resumed {
+                        listener,
+                        frontend: self.frontend_of(listener),
+                        granted: n,
+                        waiter: p.waiter,
+                    });
                 }
-                Err(_) => i += 1,
+                Err(reason) => {
+                    self.parked[i].reason = reason;
+                    i += 1;
+                }
             }
         }
         resumed
@@ -172,20 +343,43 @@ impl<W> AdmissionState<W> {
         self.parked.remove(i).map(|p| p.waiter)
     }
 
+    /// Limits reached since the last call (for warnings and stress mode).
+    pub fn take_hits(&mut self) -> Vec<LimitHit> {
+        std::mem::take(&mut self.hits)
+    }
+
     pub fn global_used(&self) -> u32 {
         self.global.used
+    }
+
+    pub fn global_max(&self) -> u32 {
+        self.global.max
     }
 
     pub fn frontend_used(&self, frontend: FrontendId) -> u32 {
         self.frontends[frontend.0].used
     }
 
+    pub fn listener_used(&self, listener: ListenerId) -> u32 {
+        self.listeners[listener.0].1.used
+    }
+
     pub fn parked(&self) -> impl Iterator<Item = ListenerId> + '_ {
         self.parked.iter().map(|p| p.listener)
     }
 
-    /// Invariants: no limit exceeded; nobody parked while it could be served.
-    pub fn check(&self) -> Result<(), String> {
+    /// OPEN / PAUSED(reason) / FULL for one listener.
+    pub fn listener_state(&self, listener: ListenerId) -> ListenerState {
+        match self.parked.iter().find(|p| p.listener == listener) {
+            Some(p) if p.reason == PauseReason::Listener => ListenerState::Full,
+            Some(p) => ListenerState::Paused(p.reason),
+            None => ListenerState::Open,
+        }
+    }
+
+    /// Invariants: no count limit exceeded; nobody parked while it could be
+    /// served (time-based pauses excepted: they wait for `recheck`).
+    pub fn check(&mut self, now: Instant) -> Result<(), String> {
         if self.global.max > 0 && self.global.used > self.global.max {
             return Err(format!("global used {} > maxconn {}", self.global.used, self.global.max));
         }
@@ -194,9 +388,17 @@ impl<W> AdmissionState<W> {
                 return Err(format!("frontend {i} used {} > maxconn {}", f.used, f.max));
             }
         }
-        for p in &self.parked {
-            if self.room(p.frontend).is_ok() {
-                return Err(format!("listener {:?} parked while its frontend has room", p.listener));
+        for (i, (_, l)) in self.listeners.iter().enumerate() {
+            if l.max > 0 && l.used > l.max {
+                return Err(format!("listener {i} used {} > maxconn {}", l.used, l.max));
+            }
+        }
+        // Time-based pauses (rate, shortage) end at `recheck`, not at once.
+        let parked: Vec<ListenerId> =
+            self.parked.iter().filter(|p| p.reason.is_count_limit()).map(|p| p.listener).collect();
+        for listener in parked {
+            if self.room(listener, now).is_ok() {
+                return Err(format!("listener {listener:?} parked while it has room"));
             }
         }
         Ok(())
@@ -207,16 +409,85 @@ impl<W> AdmissionState<W> {
 mod tests {
     use super::*;
 
+    fn config(global: u32, frontends: &[(u32, u32)], listeners: &[(usize, u32)]) -> AdmissionConfig {
+        AdmissionConfig {
+            global_maxconn: global,
+            global_rate: 0,
+            frontends: frontends.iter().map(|&(maxconn, rate)| FrontendLimits { maxconn, rate }).collect(),
+            listeners: listeners
+                .iter()
+                .map(|&(f, maxconn)| ListenerLimits { frontend: FrontendId(f), maxconn })
+                .collect(),
+        }
+    }
+
     #[test]
     fn a_full_frontend_does_not_block_another() {
-        let mut a: AdmissionState<()> = AdmissionState::new(10, &[1, 0]);
-        assert!(matches!(a.admit(ListenerId(0), FrontendId(0), 4, ()), Admitted::Granted(1, ())));
-        assert!(matches!(a.admit(ListenerId(0), FrontendId(0), 4, ()), Admitted::Parked(PauseReason::Frontend)));
-        assert!(matches!(a.admit(ListenerId(1), FrontendId(1), 4, ()), Admitted::Granted(4, ())));
-        assert!(a.give_back(FrontendId(1), 4).is_empty());
-        let resumed = a.session_closed(FrontendId(0));
+        let t = Instant::now();
+        let mut a: AdmissionState<()> = AdmissionState::new(&config(10, &[(1, 0), (0, 0)], &[(0, 0), (1, 0)]), t);
+        assert!(matches!(a.admit(ListenerId(0), 4, (), t), Admitted::Granted(1, ())));
+        assert!(matches!(a.admit(ListenerId(0), 4, (), t), Admitted::Parked(PauseReason::Frontend)));
+        assert!(matches!(a.admit(ListenerId(1), 4, (), t), Admitted::Granted(4, ())));
+        assert!(a.give_back(ListenerId(1), 4, t).is_empty());
+        let resumed = a.session_closed(ListenerId(0), t);
         assert_eq!(resumed.len(), 1);
         assert_eq!(resumed[0].granted, 1);
-        a.check().unwrap();
+        a.check(t).unwrap();
+    }
+
+    #[test]
+    fn listener_maxconn_reports_full() {
+        let t = Instant::now();
+        let mut a: AdmissionState<()> = AdmissionState::new(&config(0, &[(0, 0)], &[(0, 2), (0, 0)]), t);
+        assert!(matches!(a.admit(ListenerId(0), 4, (), t), Admitted::Granted(2, ())));
+        assert!(matches!(a.admit(ListenerId(0), 1, (), t), Admitted::Parked(PauseReason::Listener)));
+        assert_eq!(a.listener_state(ListenerId(0)), ListenerState::Full);
+        assert!(matches!(a.admit(ListenerId(1), 4, (), t), Admitted::Granted(4, ())));
+        assert_eq!(a.session_closed(ListenerId(0), t).len(), 1);
+        assert_eq!(a.listener_state(ListenerId(0)), ListenerState::Open);
+    }
+
+    #[test]
+    fn rate_limit_parks_until_the_next_token() {
+        let t = Instant::now();
+        let mut a: AdmissionState<()> = AdmissionState::new(&config(0, &[(0, 10)], &[(0, 0)]), t);
+        assert!(matches!(a.admit(ListenerId(0), 100, (), t), Admitted::Granted(10, ())));
+        assert!(matches!(a.admit(ListenerId(0), 100, (), t), Admitted::Parked(PauseReason::FrontendRate)));
+        let wake = a.next_wakeup(t).expect("a timer");
+        assert!(wake > t && wake <= t + Duration::from_millis(102), "{:?}", wake - t);
+        assert!(a.recheck(t + Duration::from_millis(50)).is_empty());
+        let resumed = a.recheck(wake);
+        assert_eq!(resumed.len(), 1);
+        assert_eq!(resumed[0].granted, 1);
+    }
+
+    #[test]
+    fn shortage_pauses_until_recheck_or_a_release() {
+        let t = Instant::now();
+        let recheck = Duration::from_millis(100);
+        let mut a: AdmissionState<()> = AdmissionState::new(&config(0, &[(0, 0)], &[(0, 0)]), t);
+        assert!(matches!(a.admit(ListenerId(0), 1, (), t), Admitted::Granted(1, ())));
+        a.shortage(ListenerId(0), t, recheck);
+        assert!(matches!(a.admit(ListenerId(0), 4, (), t), Admitted::Parked(PauseReason::Shortage)));
+        assert_eq!(a.next_wakeup(t), Some(t + recheck));
+        assert!(a.recheck(t + Duration::from_millis(99)).is_empty());
+        assert_eq!(a.recheck(t + recheck).len(), 1);
+        // Or at once on a release.
+        a.shortage(ListenerId(0), t, recheck);
+        assert!(matches!(a.admit(ListenerId(0), 4, (), t), Admitted::Parked(PauseReason::Shortage)));
+        assert_eq!(a.session_closed(ListenerId(0), t).len(), 1);
+    }
+
+    #[test]
+    fn reaching_a_limit_is_a_hit() {
+        let t = Instant::now();
+        let mut a: AdmissionState<()> = AdmissionState::new(&config(0, &[(2, 0)], &[(0, 0)]), t);
+        assert!(matches!(a.admit(ListenerId(0), 1, (), t), Admitted::Granted(1, ())));
+        assert!(a.take_hits().is_empty());
+        assert!(matches!(a.admit(ListenerId(0), 1, (), t), Admitted::Granted(1, ())));
+        assert_eq!(
+            a.take_hits(),
+            vec![LimitHit { frontend: FrontendId(0), listener: ListenerId(0), reason: PauseReason::Frontend }]
+        );
     }
 }

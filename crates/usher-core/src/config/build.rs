@@ -53,6 +53,7 @@ pub(super) fn settings(merged: &Merged) -> Result<Settings, ConfigErrors> {
 fn global(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<GlobalSettings> {
     let mut s = Section::new("global", root.get("global"), report);
     let maxconn = s.u32_in("maxconn", 0, 10_000_000, report);
+    let maxconnrate = s.u32_in("maxconnrate", 0, 10_000_000, report);
     let workers = s.u32_in("workers", 0, 1024, report);
     let grace = s.duration("grace", report);
     let bufsize = s.u32_in("bufsize", 1024, 16 << 20, report);
@@ -60,6 +61,7 @@ fn global(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<GlobalSe
     s.finish(report);
     Some(GlobalSettings {
         maxconn: maxconn?,
+        maxconnrate: maxconnrate?,
         workers: workers?,
         grace: grace?,
         bufsize: bufsize?,
@@ -71,8 +73,13 @@ fn watchdog(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<Watchd
     let mut s = Section::new("watchdog", root.get("watchdog"), report);
     let maxconn_recheck = s.duration("maxconn_recheck", report);
     let shortage_recheck = s.duration("shortage_recheck", report);
+    let warn_interval = s.duration("warn_interval", report);
     s.finish(report);
-    Some(WatchdogSettings { maxconn_recheck: maxconn_recheck?, shortage_recheck: shortage_recheck? })
+    Some(WatchdogSettings {
+        maxconn_recheck: maxconn_recheck?,
+        shortage_recheck: shortage_recheck?,
+        warn_interval: warn_interval?,
+    })
 }
 
 fn log(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<LogSettings> {
@@ -139,7 +146,10 @@ struct FrontendKeys {
     backend: Option<String>,
     maxconn: Option<u32>,
     backlog: Option<u32>,
+    bind_maxconn: Option<u32>,
+    rate_limit: Option<u32>,
     client: Option<std::time::Duration>,
+    stress: Option<StressSettings>,
 }
 
 fn frontend_keys(s: &mut Section, report: &mut Report<'_>) -> FrontendKeys {
@@ -147,10 +157,25 @@ fn frontend_keys(s: &mut Section, report: &mut Report<'_>) -> FrontendKeys {
     let backend = s.string("backend", report);
     let maxconn = s.u32_in("maxconn", 0, 10_000_000, report);
     let backlog = s.u32_in("backlog", 1, 65_535, report);
+    let bind_maxconn = s.u32_in("bind_maxconn", 0, 10_000_000, report);
+    let rate_limit = s.u32_in("rate_limit", 0, 10_000_000, report);
     let mut t = s.sub("timeout", report);
     let client = t.duration("client", report);
     t.finish(report);
-    FrontendKeys { bind, backend, maxconn, backlog, client }
+    let mut st = s.sub("stress", report);
+    let cooldown = st.duration("cooldown", report);
+    let mut stt = st.sub("timeout", report);
+    let stress_client = stt.duration("client", report);
+    let stress_queue = stt.duration("queue", report);
+    stt.finish(report);
+    st.finish(report);
+    let stress = match (cooldown, stress_client, stress_queue) {
+        (Some(cooldown), Some(client), Some(queue)) => {
+            Some(StressSettings { cooldown, timeout: StressTimeouts { client, queue } })
+        }
+        _ => None,
+    };
+    FrontendKeys { bind, backend, maxconn, backlog, bind_maxconn, rate_limit, client, stress }
 }
 
 struct BackendKeys {
@@ -199,10 +224,28 @@ fn frontends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report
             .with_defaults("defaults.frontend", defaults.frontend.as_ref());
         let k = frontend_keys(&mut s, report);
         s.finish(report);
-        if let (Some(bind), Some(backend), Some(maxconn), Some(backlog), Some(client)) =
-            (k.bind, k.backend, k.maxconn, k.backlog, k.client)
+        if let (
+            Some(bind),
+            Some(backend),
+            Some(maxconn),
+            Some(backlog),
+            Some(bind_maxconn),
+            Some(rate_limit),
+            Some(client),
+            Some(stress),
+        ) = (k.bind, k.backend, k.maxconn, k.backlog, k.bind_maxconn, k.rate_limit, k.client, k.stress)
         {
-            out.push(FrontendSettings { name, bind, backend, maxconn, backlog, timeout: FrontendTimeouts { client } });
+            out.push(FrontendSettings {
+                name,
+                bind,
+                backend,
+                maxconn,
+                backlog,
+                bind_maxconn,
+                rate_limit,
+                timeout: FrontendTimeouts { client },
+                stress,
+            });
         }
     }
     out

@@ -61,8 +61,10 @@ impl Settings {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct GlobalSettings {
-    /// Concurrent client sessions in the process (0 = unlimited).
+    /// Concurrent client sessions in the process (0 = derived from the fd limit).
     pub maxconn: u32,
+    /// New sessions per second in the process (0 = unlimited).
+    pub maxconnrate: u32,
     /// Data-plane threads (0 = one per core).
     pub workers: u32,
     /// Time live sessions get to finish after a stop signal.
@@ -90,6 +92,8 @@ pub struct WatchdogSettings {
     pub maxconn_recheck: Duration,
     #[serde(with = "humantime_serde")]
     pub shortage_recheck: Duration,
+    #[serde(with = "humantime_serde")]
+    pub warn_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -128,7 +132,28 @@ pub struct FrontendSettings {
     pub maxconn: u32,
     /// listen() backlog.
     pub backlog: u32,
+    /// Concurrent sessions per bind address (0 = unlimited).
+    pub bind_maxconn: u32,
+    /// New sessions per second (0 = unlimited).
+    pub rate_limit: u32,
     pub timeout: FrontendTimeouts,
+    pub stress: StressSettings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StressSettings {
+    /// Time without a limit hit before stress ends (zero = stress disabled).
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    pub timeout: StressTimeouts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StressTimeouts {
+    #[serde(with = "humantime_serde")]
+    pub client: Duration,
+    #[serde(with = "humantime_serde")]
+    pub queue: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::frontend::FrontendContext;
 use super::session;
 use crate::ids::ListenerId;
-use crate::messages::{AdmissionGuard, Admit, GiveBack};
+use crate::messages::{AdmissionGuard, Admit, GiveBack, Shortage};
 use crate::net::{classify_accept_error, AcceptError};
 
 pub struct AcceptLoop {
@@ -28,8 +28,10 @@ pub struct AcceptLoop {
     pub front: Arc<FrontendContext>,
     pub admit: Recipient<Admit>,
     pub give_back: Recipient<GiveBack>,
+    pub shortage: Recipient<Shortage>,
     pub maxaccept: u32,
-    pub shortage_recheck: Duration,
+    /// Pause after an unexpected accept error.
+    pub error_pause: Duration,
     pub stop: CancellationToken,
     pub log: Logger,
 }
@@ -63,34 +65,36 @@ impl AcceptLoop {
 
             let (tx, rx) = oneshot::channel();
             // One Admit in flight per listener.
-            self.admit.do_send(Admit { listener: self.id, frontend: self.front.id, want: self.maxaccept, reply: tx });
-            let granted = tokio::select! {
-                r = rx => match r { Ok(n) => n, Err(_) => return },
+            self.admit.do_send(Admit { listener: self.id, want: self.maxaccept, reply: tx });
+            let grant = tokio::select! {
+                r = rx => match r { Ok(grant) => grant, Err(_) => return },
                 // Dropping rx: the watchdog takes back whatever it grants later.
                 _ = self.stop.cancelled() => return,
             };
 
+            let granted = grant.credits;
             let mut used = 0;
             let mut pause = None;
             while used < granted {
                 match ready.try_io(|inner| inner.get_ref().accept()) {
                     Ok(Ok((stream, client))) => {
                         used += 1;
-                        let guard = AdmissionGuard::new(self.front.id, self.front.closed.clone());
+                        let guard = AdmissionGuard::new(self.id, self.front.closed.clone());
                         let front = self.front.clone();
-                        self.front.tracker.spawn(session::run(front, stream, client, guard));
+                        self.front.tracker.spawn(session::run(front, stream, client, guard, grant.stress));
                     }
                     Ok(Err(err)) => match classify_accept_error(&err) {
                         AcceptError::WouldBlock => break,
                         AcceptError::Transient => continue,
-                        AcceptError::Shortage => {
-                            warn!(self.log, "accept failed: resource shortage"; "address" => &address, "error" => %err);
-                            pause = Some(self.shortage_recheck);
+                        AcceptError::Shortage(cause) => {
+                            // The watchdog pauses this listener (throttled
+                            // warning, stress) until a release or the re-check.
+                            self.shortage.do_send(Shortage { listener: self.id, cause });
                             break;
                         }
                         AcceptError::Other => {
                             warn!(self.log, "accept failed"; "address" => &address, "error" => %err);
-                            pause = Some(self.shortage_recheck);
+                            pause = Some(self.error_pause);
                             break;
                         }
                     },
@@ -98,7 +102,7 @@ impl AcceptLoop {
                 }
             }
             if used < granted {
-                self.give_back.do_send(GiveBack { frontend: self.front.id, credits: granted - used });
+                self.give_back.do_send(GiveBack { listener: self.id, credits: granted - used });
             }
             if let Some(pause) = pause {
                 tokio::select! {

@@ -9,6 +9,7 @@ use slog::Logger;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::StressTimeouts;
 use crate::extension::CheckClient;
 use crate::ids::{FrontendId, SessionId};
 use crate::messages::{CancelReserve, Reserve, SessionClosed};
@@ -29,6 +30,8 @@ pub struct FrontendContext {
     pub id: FrontendId,
     pub name: Arc<str>,
     pub client_timeout: Duration,
+    /// Timeouts of sessions accepted in stress mode.
+    pub stress: StressTimeouts,
     pub bufsize: usize,
     pub backend: BackendParams,
     pub reserve: Recipient<Reserve>,

@@ -10,7 +10,8 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::ReadHalf;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
@@ -67,8 +68,14 @@ impl Activity {
     }
 }
 
-async fn pump<R, W>(
-    mut from: R,
+/// Copies one direction until EOF (then half-closes `to`) or an error.
+///
+/// The buffer exists only while data is in flight: the pump waits for
+/// readability with no buffer, allocates `bufsize` (uninitialised, filled by
+/// `try_read_buf`), and frees it as soon as the socket has nothing more to
+/// read. An idle session therefore holds no relay buffer at all.
+async fn pump<W>(
+    from: ReadHalf<'_>,
     mut to: W,
     bufsize: usize,
     activity: &Activity,
@@ -77,23 +84,35 @@ async fn pump<R, W>(
     bytes: &AtomicU64,
 ) -> Result<(), PumpError>
 where
-    R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; bufsize];
+    let source: &TcpStream = from.as_ref();
+    let mut buf: Option<Vec<u8>> = None;
     loop {
-        let n = from.read(&mut buf).await.map_err(|_| PumpError::Read)?;
-        activity.touch(read_side);
-        if n == 0 {
-            return match to.shutdown().await {
-                Ok(()) => Ok(()),
-                Err(err) if err.kind() == io::ErrorKind::NotConnected => Ok(()),
-                Err(_) => Err(PumpError::Write),
-            };
+        if buf.is_none() {
+            source.readable().await.map_err(|_| PumpError::Read)?;
         }
-        to.write_all(&buf[..n]).await.map_err(|_| PumpError::Write)?;
-        activity.touch(write_side);
-        bytes.fetch_add(n as u64, Ordering::Relaxed);
+        let chunk = buf.get_or_insert_with(|| Vec::with_capacity(bufsize));
+        chunk.clear();
+        match source.try_read_buf(chunk) {
+            Ok(0) => {
+                activity.touch(read_side);
+                return match to.shutdown().await {
+                    Ok(()) => Ok(()),
+                    Err(err) if err.kind() == io::ErrorKind::NotConnected => Ok(()),
+                    Err(_) => Err(PumpError::Write),
+                };
+            }
+            Ok(n) => {
+                activity.touch(read_side);
+                to.write_all(chunk).await.map_err(|_| PumpError::Write)?;
+                activity.touch(write_side);
+                bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            // Drained: free the buffer while waiting for more.
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => buf = None,
+            Err(_) => return Err(PumpError::Read),
+        }
     }
 }
 

@@ -29,16 +29,25 @@ use crate::messages::{AdmissionGuard, CancelReserve, Reserve, ReserveReply, Slot
 const MAX_TURNAROUND: Duration = Duration::from_secs(1);
 
 /// Runs one accepted client to its end and writes its access record.
+/// `stress`: accepted while the frontend was in stress mode, so it gets the
+/// frontend's stress timeouts for its whole life.
 pub async fn run(
     front: Arc<FrontendContext>,
     stream: std::net::TcpStream,
     client: SocketAddr,
     admitted: AdmissionGuard,
+    stress: bool,
 ) {
     let id = front.next_session();
     let mut record = AccessRecord::new(id.0, client, front.name.clone(), front.backend.name.clone());
+    record.stress = stress;
+    let timeouts = if stress {
+        Timeouts { client: front.stress.client, queue: front.stress.queue }
+    } else {
+        Timeouts { client: front.client_timeout, queue: front.backend.queue_timeout }
+    };
     let end = match prepare(stream) {
-        Ok(stream) => drive(&front, id, stream, &mut record).await,
+        Ok(stream) => drive(&front, id, stream, &mut record, timeouts).await,
         Err(_) => Termination::ClientAbortInQueue,
     };
     record.write(&front.log, end);
@@ -52,18 +61,26 @@ fn prepare(stream: std::net::TcpStream) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// The timeouts one session runs with.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    client: Duration,
+    queue: Duration,
+}
+
 async fn drive(
     front: &FrontendContext,
     id: SessionId,
     mut client: TcpStream,
     record: &mut AccessRecord,
+    timeouts: Timeouts,
 ) -> Termination {
     if let Some(end) = check_admission(front, record).await {
         return end;
     }
     let mut watch = ClientWatch::new(front.bufsize);
     let reserve_started = Instant::now();
-    let reserved = reserve(front, id, None, &client, &mut watch, record).await;
+    let reserved = reserve(front, id, None, timeouts.queue, &client, &mut watch, record).await;
     record.queue_ms = reserve_started.elapsed().as_millis() as i64;
     let mut slot = match reserved {
         Ok(slot) => slot,
@@ -93,7 +110,7 @@ async fn drive(
             let avoid = slot.server.id;
             drop(slot);
             record.redispatched = true;
-            slot = match reserve(front, id, Some(avoid), &client, &mut watch, record).await {
+            slot = match reserve(front, id, Some(avoid), timeouts.queue, &client, &mut watch, record).await {
                 Ok(slot) => slot,
                 Err(end) => return end,
             };
@@ -116,11 +133,8 @@ async fn drive(
         }
         record.bytes_from_client += watch.early.len() as u64;
     }
-    let limits = RelayLimits {
-        client_idle: front.client_timeout,
-        server_idle: front.backend.server_timeout,
-        bufsize: front.bufsize,
-    };
+    let limits =
+        RelayLimits { client_idle: timeouts.client, server_idle: front.backend.server_timeout, bufsize: front.bufsize };
     let outcome = relay(&mut client, &mut server, watch.half_closed, limits, &front.kill).await;
     record.bytes_from_client += outcome.from_client;
     record.bytes_from_server += outcome.from_server;
@@ -191,6 +205,7 @@ async fn reserve(
     front: &FrontendContext,
     id: SessionId,
     avoid: Option<ServerId>,
+    queue_timeout: Duration,
     client: &TcpStream,
     watch: &mut ClientWatch,
     record: &mut AccessRecord,
@@ -200,7 +215,6 @@ async fn reserve(
     // is in flight, so the mailbox is bounded by live sessions.
     front.reserve.do_send(Reserve { session: id, key: QueueKey::fifo(id), pin: None, avoid, reply: tx });
     let mut ticket = QueueTicket { session: id, cancel: Some(front.cancel.clone()) };
-    let queue_timeout = front.backend.queue_timeout;
     let deadline = (!queue_timeout.is_zero()).then(|| Instant::now() + queue_timeout);
 
     loop {

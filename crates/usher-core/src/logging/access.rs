@@ -31,6 +31,8 @@ pub struct AccessRecord {
     pub server_queue_pos: i64,
     /// Sessions already waiting in the backend queue when it joined (-1 = not queued there).
     pub backend_queue_pos: i64,
+    /// Accepted while its frontend was in stress mode (stress timeouts).
+    pub stress: bool,
 }
 
 impl AccessRecord {
@@ -50,6 +52,7 @@ impl AccessRecord {
             redispatched: false,
             server_queue_pos: -1,
             backend_queue_pos: -1,
+            stress: false,
         }
     }
 
@@ -59,6 +62,7 @@ impl AccessRecord {
         // people read them session → termination. JSON order is irrelevant.
         info!(log, "session";
             "termination" => end.code(),
+            "stress" => self.stress,
             "backend_queue_pos" => self.backend_queue_pos,
             "server_queue_pos" => self.server_queue_pos,
             "redispatched" => self.redispatched,

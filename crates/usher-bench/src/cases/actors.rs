@@ -1,0 +1,118 @@
+//! `actors`: Reserve → grant → Release cycles per second through one
+//! BackendQueue and its Servers, in process, wired as the broker wires them
+//! (`broker.rs` `start_backend`): the actors on the actix System thread,
+//! the requesting tasks on one separate tokio worker thread, as sessions
+//! are. A granted `Slot` is dropped at once, which sends `Release`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use anyhow::anyhow;
+use tokio::sync::mpsc;
+use usher_core::actors::{BackendQueue, Server};
+use usher_core::bookkeeping::backend_state::ServerSetup;
+use usher_core::bookkeeping::QueueKey;
+use usher_core::config::Balance;
+use usher_core::ids::{ServerId, SessionId};
+use usher_core::messages::{Reserve, ReserveReply, ServerInfo, RESERVE_REPLIES};
+
+use super::{Harness, SHARED};
+use crate::proxies::ProxyKind;
+use crate::report::{CaseResult, Metric};
+
+const SERVERS: usize = 2;
+/// How long the tasks may take to finish their last cycle after the run.
+const STOP_LIMIT: Duration = Duration::from_secs(10);
+
+pub fn run(h: &Harness) -> Vec<CaseResult> {
+    let (warmup, duration) = (h.opts.warmup, h.opts.duration);
+    // (tasks, maxconn per server): always queued, then never queued.
+    [(1000, 100), (100, 1000)]
+        .into_iter()
+        .map(|(tasks, maxconn)| {
+            let title = format!(
+                "actors: {tasks} tasks cycling Reserve→grant→Release through 1 BackendQueue, \
+                 {SERVERS} Servers × maxconn {maxconn}; in process, actors on the System thread, \
+                 tasks on 1 tokio thread"
+            );
+            let metrics = vec![Metric::higher("cycles/s", 0)];
+            h.alternate("actors", title, metrics, vec![ProxyKind::Usher], |_| {
+                if h.pinned {
+                    crate::sys::pin_self(SHARED.load_cpus)?;
+                }
+                Ok(vec![cycles_per_second(tasks, maxconn, warmup, duration)?])
+            })
+        })
+        .collect()
+}
+
+fn cycles_per_second(tasks: usize, maxconn: u32, warmup: Duration, duration: Duration) -> anyhow::Result<f64> {
+    let data = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let spawner = data.handle().clone();
+    let system = actix_rt::System::new();
+    let rate = system.block_on(async move {
+        let reserve = start_backend(maxconn);
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let ids = Arc::new(AtomicU64::new(1));
+        let loops: Vec<_> = (0..tasks)
+            .map(|_| spawner.spawn(cycle(reserve.clone(), ids.clone(), done.clone(), stop.clone())))
+            .collect();
+        actix_rt::time::sleep(warmup).await;
+        let (c0, t0) = (done.load(Ordering::Relaxed), Instant::now());
+        actix_rt::time::sleep(duration).await;
+        let (c1, t1) = (done.load(Ordering::Relaxed), Instant::now());
+        stop.store(true, Ordering::Relaxed);
+        for l in loops {
+            actix_rt::time::timeout(STOP_LIMIT, l).await.map_err(|_| anyhow!("a task never got its slot"))???;
+        }
+        Ok::<_, anyhow::Error>((c1 - c0) as f64 / (t1 - t0).as_secs_f64())
+    });
+    drop(data);
+    rate
+}
+
+/// One BackendQueue and its Servers, as `broker.rs` starts them.
+fn start_backend(maxconn: u32) -> Recipient<Reserve> {
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let ctx: Context<BackendQueue> = Context::new();
+    let queue = ctx.address();
+    let mut servers = Vec::new();
+    let mut setups = Vec::new();
+    for i in 0..SERVERS {
+        let id = ServerId(i);
+        let server = Server::new(id, maxconn, queue.clone().recipient(), log.clone()).start();
+        let address: SocketAddr = ([127, 0, 0, 1], 9).into();
+        let info = Arc::new(ServerInfo { id, name: format!("s{i}"), backend: Arc::from("bench"), address });
+        servers.push((info, server.recipient()));
+        setups.push(ServerSetup { maxconn, weight: 1, maxqueue: 0 });
+    }
+    let balancer = usher_core::balance::for_kind(Balance::Roundrobin, SERVERS);
+    ctx.run(BackendQueue::new(&setups, servers, 0, balancer, log)).recipient()
+}
+
+async fn cycle(
+    reserve: Recipient<Reserve>,
+    ids: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    while !stop.load(Ordering::Relaxed) {
+        let session = SessionId(ids.fetch_add(1, Ordering::Relaxed));
+        let (reply, mut replies) = mpsc::channel(RESERVE_REPLIES);
+        reserve.do_send(Reserve { session, key: QueueKey::fifo(session), pin: None, avoid: None, reply });
+        loop {
+            match replies.recv().await {
+                Some(ReserveReply::Queued { .. }) => continue,
+                // Dropping the slot sends Release to its Server.
+                Some(ReserveReply::Granted(slot)) => break drop(slot),
+                other => return Err(anyhow!("unexpected reply to Reserve: {other:?}")),
+            }
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}

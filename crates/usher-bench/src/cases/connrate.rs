@@ -1,0 +1,39 @@
+//! `connrate`: a new TCP connection per request, small request and reply;
+//! sessions per second and p50/p99 latency (connect to the server's close).
+
+use std::time::Duration;
+
+use super::{Harness, REFERENCE};
+use crate::backends::{Backend, Behavior};
+use crate::load::{self, Sessions};
+use crate::report::{CaseResult, Metric};
+
+const CLIENTS: usize = 32;
+const REQUEST: usize = 64;
+const REPLY: usize = 64;
+const SESSION_LIMIT: Duration = Duration::from_secs(10);
+
+pub fn run(h: &Harness) -> Vec<CaseResult> {
+    let p = REFERENCE;
+    let title = format!(
+        "connrate: new connection per session, {REQUEST} B request / {REPLY} B reply, {CLIENTS} client loops; {}",
+        h.describe(&p)
+    );
+    let metrics = vec![
+        Metric::higher("sessions/s", 0),
+        Metric::lower("p50 ms", 3),
+        Metric::lower("p99 ms", 3),
+        Metric::zero("errors"),
+    ];
+    let spec = Sessions { clients: CLIENTS, request: REQUEST, reply: REPLY, slow: SESSION_LIMIT, limit: SESSION_LIMIT };
+    let result = h.alternate("connrate", title, metrics, h.proxies.clone(), |kind| {
+        let rt = h.load_runtime(&p)?;
+        let backend = Backend::start(rt.handle(), Behavior::Reply { request: REQUEST, reply: REPLY })?;
+        let proxy = h.start_proxy(kind, &[backend.addr], &h.tune(&p, 0, SESSION_LIMIT))?;
+        let w = h.window();
+        let (out, cpu) = rt.block_on(async { tokio::join!(load::sessions(proxy.addr, spec, w), proxy.cpu_during(w)) });
+        let cpu_us = cpu.map_or(f64::NAN, |c| c * 1e6 / out.count.max(1) as f64);
+        Ok(vec![out.rate(&w), out.quantile_ms(0.5), out.quantile_ms(0.99), cpu_us, out.errors as f64])
+    });
+    vec![result]
+}

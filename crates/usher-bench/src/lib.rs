@@ -1,0 +1,19 @@
+//! usher-bench: usher side by side with HAProxy and with no proxy at all
+//! (issue 6). `cargo run --release -p usher-bench -- all`.
+//!
+//! - [`cases`]: the six cases and the harness (placement, alternation, repeats).
+//! - [`proxies`]: starting usher (`serve-usher` child) and HAProxy, pinned.
+//! - [`backends`]: built-in tokio backends that count their peak concurrency.
+//! - [`load`]: the load generator and its latency histograms.
+//! - [`report`], [`targets`]: tables and the issue's targets.
+//! - [`sys`]: taskset, RLIMIT_NOFILE, /proc readings.
+
+pub mod backends;
+pub mod cases;
+pub mod load;
+pub mod proxies;
+pub mod report;
+pub mod sys;
+pub mod targets;
+
+pub use cases::{Case, Harness, Options};

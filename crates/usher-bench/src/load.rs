@@ -1,0 +1,269 @@
+//! The load generator (tokio): session loops, ping-pong connections, bulk
+//! readers and idle connections. Latencies go into HDR histograms (µs).
+//!
+//! Every run has a [`Window`]: a warm-up, then the measured interval. Only
+//! what completes inside the measured interval counts towards rates and
+//! latencies; errors and stuck sessions count over the whole run.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::{timeout, Instant};
+
+/// Limit of one ping-pong or idle-connection step before it counts as an error.
+const STEP_LIMIT: Duration = Duration::from_secs(10);
+/// Read buffer of the bulk reader.
+const BULK_READ: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub measure: Instant,
+    pub end: Instant,
+}
+
+impl Window {
+    /// Starts now: `warmup`, then `duration` measured.
+    pub fn new(warmup: Duration, duration: Duration) -> Window {
+        let measure = Instant::now() + warmup;
+        Window { measure, end: measure + duration }
+    }
+
+    fn counts(&self, t: Instant) -> bool {
+        t >= self.measure && t < self.end
+    }
+
+    pub fn seconds(&self) -> f64 {
+        (self.end - self.measure).as_secs_f64()
+    }
+}
+
+/// What one run of load produced.
+pub struct Outcome {
+    /// Operations completed in the measured interval.
+    pub count: u64,
+    /// Bytes received in the measured interval.
+    pub bytes: u64,
+    /// Failed operations (connect, reset, short reply), whole run.
+    pub errors: u64,
+    /// Sessions that failed or took at least the `slow` limit, whole run.
+    pub stuck: u64,
+    /// Latency of each counted operation, µs.
+    pub latency: Histogram<u64>,
+}
+
+impl Outcome {
+    fn new() -> Outcome {
+        let latency = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
+        Outcome { count: 0, bytes: 0, errors: 0, stuck: 0, latency }
+    }
+
+    fn record(&mut self, latency: Duration) {
+        self.count += 1;
+        self.latency.saturating_record(latency.as_micros() as u64);
+    }
+
+    fn merge(&mut self, other: Outcome) {
+        self.count += other.count;
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+        self.stuck += other.stuck;
+        self.latency.add(&other.latency).expect("same histogram bounds");
+    }
+
+    pub fn rate(&self, w: &Window) -> f64 {
+        self.count as f64 / w.seconds()
+    }
+
+    /// Latency quantile in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.latency.max() as f64 / 1000.0
+    }
+}
+
+async fn join(mut set: JoinSet<Outcome>) -> Outcome {
+    let mut total = Outcome::new();
+    while let Some(done) = set.join_next().await {
+        match done {
+            Ok(out) => total.merge(out),
+            Err(_) => total.errors += 1,
+        }
+    }
+    total
+}
+
+/// Short sessions: a new connection per request.
+#[derive(Debug, Clone, Copy)]
+pub struct Sessions {
+    pub clients: usize,
+    pub request: usize,
+    pub reply: usize,
+    /// A session taking this long is counted as stuck (the queue timeout).
+    pub slow: Duration,
+    /// A session is abandoned (and counted as stuck) after this long.
+    pub limit: Duration,
+}
+
+/// `clients` loops of connect → request → reply → server closes, until the
+/// window ends; a session started before the end is finished and counted
+/// for errors and stuck, not for rate.
+pub async fn sessions(addr: SocketAddr, spec: Sessions, w: Window) -> Outcome {
+    let mut set = JoinSet::new();
+    for _ in 0..spec.clients {
+        set.spawn(async move {
+            let mut out = Outcome::new();
+            let request = vec![b'q'; spec.request];
+            while Instant::now() < w.end {
+                let start = Instant::now();
+                let ok = matches!(timeout(spec.limit, session(addr, &request, spec.reply)).await, Ok(Ok(())));
+                let done = Instant::now();
+                let took = done - start;
+                if !ok {
+                    out.errors += 1;
+                }
+                if !ok || took >= spec.slow {
+                    out.stuck += 1;
+                }
+                if ok && w.counts(done) {
+                    out.record(took);
+                }
+                if !ok {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            out
+        });
+    }
+    join(set).await
+}
+
+async fn session(addr: SocketAddr, request: &[u8], reply: usize) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    stream.write_all(request).await?;
+    let mut buf = [0u8; 512];
+    let mut got = 0;
+    loop {
+        match stream.read(&mut buf).await? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    if got == reply {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("reply of {got} bytes, expected {reply}")))
+    }
+}
+
+/// `conns` long connections, each sending `size` bytes and reading the echo
+/// back, in a loop until the window ends.
+pub async fn pingpong(addr: SocketAddr, conns: usize, size: usize, w: Window) -> Outcome {
+    let mut set = JoinSet::new();
+    for _ in 0..conns {
+        set.spawn(async move {
+            let mut out = Outcome::new();
+            if pingpong_loop(addr, size, w, &mut out).await.is_err() {
+                out.errors += 1;
+            }
+            out
+        });
+    }
+    join(set).await
+}
+
+async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream =
+        timeout(STEP_LIMIT, TcpStream::connect(addr)).await.map_err(|_| std::io::Error::other("connect"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+async fn pingpong_loop(addr: SocketAddr, size: usize, w: Window, out: &mut Outcome) -> std::io::Result<()> {
+    let mut stream = connect(addr).await?;
+    let ping = vec![b'p'; size];
+    let mut pong = vec![0u8; size];
+    while Instant::now() < w.end {
+        let start = Instant::now();
+        timeout(STEP_LIMIT, async {
+            stream.write_all(&ping).await?;
+            stream.read_exact(&mut pong).await.map(|_| ())
+        })
+        .await
+        .map_err(|_| std::io::Error::other("round trip timed out"))??;
+        let done = Instant::now();
+        if w.counts(done) {
+            out.record(done - start);
+        }
+    }
+    Ok(())
+}
+
+/// `streams` connections reading what the server sends until the window ends.
+pub async fn bulk(addr: SocketAddr, streams: usize, w: Window) -> Outcome {
+    let mut set = JoinSet::new();
+    for _ in 0..streams {
+        set.spawn(async move {
+            let mut out = Outcome::new();
+            if bulk_read(addr, w, &mut out).await.is_err() {
+                out.errors += 1;
+            }
+            out
+        });
+    }
+    join(set).await
+}
+
+async fn bulk_read(addr: SocketAddr, w: Window, out: &mut Outcome) -> std::io::Result<()> {
+    let mut stream = connect(addr).await?;
+    let mut buf = vec![0u8; BULK_READ];
+    loop {
+        let n = timeout(STEP_LIMIT, stream.read(&mut buf)).await.map_err(|_| std::io::Error::other("stalled"))??;
+        let now = Instant::now();
+        if n == 0 {
+            return Err(std::io::Error::other("server closed"));
+        }
+        if w.counts(now) {
+            out.bytes += n as u64;
+        } else if now >= w.end {
+            return Ok(());
+        }
+    }
+}
+
+/// Opens `n` connections (at most `parallel` being set up at once), each
+/// doing one 64-byte echo round trip, and returns them open and idle.
+pub async fn open_idle(addr: SocketAddr, n: usize, parallel: usize) -> anyhow::Result<Vec<TcpStream>> {
+    let gate = Arc::new(Semaphore::new(parallel));
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let permit = gate.clone().acquire_owned().await?;
+        set.spawn(async move {
+            let _permit = permit;
+            timeout(STEP_LIMIT, async {
+                let mut stream = TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                let mut buf = [b'i'; 64];
+                stream.write_all(&buf).await?;
+                stream.read_exact(&mut buf).await?;
+                Ok::<_, std::io::Error>(stream)
+            })
+            .await
+            .map_err(|_| std::io::Error::other("idle connection set-up timed out"))?
+        });
+    }
+    let mut open = Vec::with_capacity(n);
+    while let Some(done) = set.join_next().await {
+        open.push(done??);
+    }
+    Ok(open)
+}

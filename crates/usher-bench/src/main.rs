@@ -1,0 +1,145 @@
+//! `usher-bench`: command line. `usher-bench all`, or one case by name;
+//! `--quick` for tiny runs (CI). The hidden `serve-usher --config FILE` is
+//! how the benchmark runs usher as a pinned child process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{Parser, Subcommand};
+use usher_bench::proxies::{serve_usher, ProxyKind};
+use usher_bench::{sys, targets, Case, Harness, Options};
+
+#[derive(Debug, Parser)]
+#[command(name = "usher-bench", about = "usher vs HAProxy vs no proxy, on 127.0.0.1")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Measured time of each run ("5s", "500ms").
+    #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "5s")]
+    duration: Duration,
+    /// Unmeasured warm-up at the start of each run.
+    #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "1s")]
+    warmup: Duration,
+    /// Runs of each case per proxy (alternated A B C A B C …).
+    #[arg(long, global = true, default_value_t = 3)]
+    repeats: usize,
+    /// Tiny runs (about a second each, 1 repeat, 500 idle connections), as CI runs it.
+    #[arg(long, global = true)]
+    quick: bool,
+    /// Proxies to compare, comma-separated.
+    #[arg(long, global = true, value_delimiter = ',', default_value = "usher,haproxy,direct")]
+    proxies: Vec<String>,
+    /// Do not pin with taskset.
+    #[arg(long, global = true)]
+    no_pin: bool,
+    /// Idle connections in the `idle` case.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    idle_conns: usize,
+    /// Longest wait before each run for other processes to stop using the CPUs ("0" = don't wait).
+    #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "2m")]
+    quiet_wait: Duration,
+    #[arg(long, global = true, default_value = "/usr/sbin/haproxy")]
+    haproxy: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Every case, in order.
+    All,
+    /// New TCP connection per request: sessions/s, p50/p99.
+    Connrate,
+    /// One long connection per client, ping-pong: round trips/s, p50/p99.
+    Keepalive,
+    /// Bulk transfer, 1 and 4 streams: Gbit/s, proxy CPU s/GB.
+    Throughput,
+    /// Idle connections through the proxy: proxy RSS per connection.
+    Idle,
+    /// Servers with maxconn 1 and many clients: sessions/s, waits, stuck, peak.
+    Queue,
+    /// Reserve→grant→Release cycles/s through one BackendQueue (in process).
+    Actors,
+    /// Runs usher on FILE and prints `LISTENING <addr>` (used by the bench).
+    #[command(hide = true)]
+    ServeUsher {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cases: Vec<Case> = match &cli.command {
+        Command::ServeUsher { config } => {
+            return match serve_usher(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("serve-usher: {err:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::All => Case::ALL.to_vec(),
+        Command::Connrate => vec![Case::Connrate],
+        Command::Keepalive => vec![Case::Keepalive],
+        Command::Throughput => vec![Case::Throughput],
+        Command::Idle => vec![Case::Idle],
+        Command::Queue => vec![Case::Queue],
+        Command::Actors => vec![Case::Actors],
+    };
+    match bench(&cli, &cases) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("usher-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `cases`; `false` if a run failed.
+fn bench(cli: &Cli, cases: &[Case]) -> anyhow::Result<bool> {
+    let exe = std::env::current_exe()?;
+    let mut opts = Options::new(exe);
+    opts.duration = cli.duration;
+    opts.warmup = cli.warmup;
+    opts.repeats = cli.repeats.max(1);
+    opts.pin = !cli.no_pin;
+    opts.idle_conns = cli.idle_conns.max(1);
+    opts.haproxy = cli.haproxy.clone();
+    opts.proxies = cli.proxies.iter().map(|p| ProxyKind::parse(p.trim())).collect::<anyhow::Result<_>>()?;
+    opts.quiet_wait = cli.quiet_wait;
+    if cli.quick {
+        opts = opts.quick();
+    }
+    let harness = Harness::new(opts)?;
+    print_header(&harness);
+    let mut results = Vec::new();
+    for &case in cases {
+        results.extend(harness.run(case));
+    }
+    print!("{}", targets::render(&targets::evaluate(&results)));
+    Ok(results.iter().all(|r| r.errors.is_empty()))
+}
+
+fn print_header(h: &Harness) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    println!("usher-bench {}", env!("CARGO_PKG_VERSION"));
+    println!("date:     {}", humantime::format_rfc3339_seconds(SystemTime::now()));
+    println!("command:  usher-bench {}", args.join(" "));
+    println!("machine:  {} cores, Linux {}", sys::cores(), sys::kernel());
+    println!("haproxy:  {}", h.haproxy_version.as_deref().unwrap_or("not installed"));
+    let proxies: Vec<&str> = h.proxies.iter().map(|p| p.name()).collect();
+    println!("proxies:  {} (alternated run by run)", proxies.join(", "));
+    println!(
+        "runs:     {} warm-up + {} measured, {} repeat(s){}",
+        humantime::format_duration(h.opts.warmup),
+        humantime::format_duration(h.opts.duration),
+        h.opts.repeats,
+        if h.opts.quick { " (--quick)" } else { "" }
+    );
+    println!("pinning:  {}", if h.pinned { "taskset" } else { "none" });
+    for note in &h.notes {
+        println!("note:     {note}");
+    }
+}

@@ -1,0 +1,318 @@
+//! The proxies compared: usher (this binary's hidden `serve-usher`
+//! subcommand, a child process), HAProxy (`haproxy -f FILE -db`, a child
+//! process) and `direct` (no proxy). Both proxies get the same threads,
+//! maxconn, server maxconn, timeouts and retries, and are pinned with taskset.
+
+use std::cell::Cell;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+
+/// How long a proxy may take to start listening.
+const START_LIMIT: Duration = Duration::from_secs(15);
+/// Timeouts given to both proxies (the queue timeout is per case).
+const CONNECT_TIMEOUT: &str = "5s";
+const IDLE_TIMEOUT: &str = "30s";
+const RETRIES: u32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProxyKind {
+    Usher,
+    Haproxy,
+    Direct,
+}
+
+impl ProxyKind {
+    pub const ALL: [ProxyKind; 3] = [ProxyKind::Usher, ProxyKind::Haproxy, ProxyKind::Direct];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyKind::Usher => "usher",
+            ProxyKind::Haproxy => "haproxy",
+            ProxyKind::Direct => "direct",
+        }
+    }
+
+    pub fn parse(name: &str) -> anyhow::Result<ProxyKind> {
+        ProxyKind::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| anyhow!("unknown proxy {name:?}; expected usher, haproxy or direct"))
+    }
+}
+
+/// How a proxy runs for one case.
+#[derive(Debug, Clone)]
+pub struct Tune {
+    /// usher `global.workers`, HAProxy `nbthread`.
+    pub threads: usize,
+    /// taskset CPU list for the proxy; `None` = unpinned.
+    pub cpus: Option<String>,
+    /// Global and frontend maxconn.
+    pub maxconn: u32,
+    /// Per-server maxconn; 0 = unlimited.
+    pub server_maxconn: u32,
+    pub queue_timeout: Duration,
+}
+
+/// A running proxy; killed when dropped.
+pub struct Running {
+    pub kind: ProxyKind,
+    /// Where the load goes (the backend itself for `direct`).
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    /// Where the child's total CPU seconds are added when it is stopped.
+    spent: Rc<Cell<f64>>,
+}
+
+impl Running {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.pid().and_then(|pid| crate::sys::cpu_seconds(pid).ok())
+    }
+
+    /// CPU seconds the proxy uses over the measured part of `w` (`None`
+    /// for `direct`); run it alongside the load.
+    pub async fn cpu_during(&self, w: crate::load::Window) -> Option<f64> {
+        tokio::time::sleep_until(w.measure).await;
+        let before = self.cpu_seconds();
+        tokio::time::sleep_until(w.end).await;
+        Some(self.cpu_seconds()? - before?)
+    }
+
+    pub fn rss_kib(&self) -> Option<u64> {
+        self.pid().and_then(|pid| crate::sys::rss_kib(pid).ok())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let cpu = crate::sys::cpu_seconds(child.id()).unwrap_or(0.0);
+            self.spent.set(self.spent.get() + cpu);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts proxies; `workdir` holds their config files and stderr logs.
+pub struct Launcher {
+    /// This benchmark's binary, which has the `serve-usher` subcommand.
+    pub exe: PathBuf,
+    pub haproxy: Option<PathBuf>,
+    pub workdir: PathBuf,
+    /// CPU seconds of the proxies stopped so far.
+    pub spent: Rc<Cell<f64>>,
+}
+
+impl Launcher {
+    pub fn start(&self, kind: ProxyKind, servers: &[SocketAddr], tune: &Tune, run: usize) -> anyhow::Result<Running> {
+        let stem = self.workdir.join(format!("{}-{run}", kind.name()));
+        match kind {
+            ProxyKind::Direct => {
+                let addr = *servers.first().ok_or_else(|| anyhow!("no backend"))?;
+                Ok(Running { kind, addr, child: None, spent: self.spent.clone() })
+            }
+            ProxyKind::Usher => {
+                let config = stem.with_extension("toml");
+                std::fs::write(&config, usher_toml(servers, tune))?;
+                let mut cmd = wrapped(tune, &self.exe);
+                cmd.arg("serve-usher").arg("--config").arg(&config);
+                let (child, addr) = spawn_reporting(cmd, &stem)?;
+                Ok(Running { kind, addr, child: Some(child), spent: self.spent.clone() })
+            }
+            ProxyKind::Haproxy => {
+                let exe = self.haproxy.as_ref().ok_or_else(|| anyhow!("haproxy not found"))?;
+                // HAProxy must be given its port: take a free one from the
+                // kernel and hand it over. Another process could grab it in
+                // between; this small race exists only here, in the benchmark.
+                let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+                let config = stem.with_extension("cfg");
+                std::fs::write(&config, haproxy_cfg(addr, servers, tune))?;
+                let mut cmd = wrapped(tune, exe);
+                cmd.arg("-f").arg(&config).arg("-db");
+                let child = spawn_logged(cmd, &stem, Stdio::null())?;
+                let mut running = Running { kind, addr, child: Some(child), spent: self.spent.clone() };
+                wait_accepting(&mut running, &stem)?;
+                Ok(running)
+            }
+        }
+    }
+}
+
+/// `program` under `taskset -c CPUS` when pinned, and under `setpriv
+/// --pdeathsig KILL` when available, so a proxy never outlives a killed
+/// benchmark. Both exec the next program: the pid stays the proxy's.
+fn wrapped(tune: &Tune, program: &Path) -> Command {
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(cpus) = &tune.cpus {
+        argv.extend(["taskset".into(), "-c".into(), cpus.into()]);
+    }
+    if has_setpriv() {
+        argv.extend(["setpriv".into(), "--pdeathsig".into(), "KILL".into()]);
+    }
+    argv.push(program.into());
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd
+}
+
+fn has_setpriv() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        Command::new("setpriv").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+    })
+}
+
+fn spawn_logged(mut cmd: Command, stem: &Path, stdout: Stdio) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(stem.with_extension("log"))?;
+    cmd.stdin(Stdio::null()).stdout(stdout).stderr(log);
+    cmd.spawn().with_context(|| format!("cannot start {cmd:?}"))
+}
+
+fn log_tail(stem: &Path) -> String {
+    let text = std::fs::read_to_string(stem.with_extension("log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+/// Starts a child that binds port 0 itself and prints `LISTENING <addr>`.
+fn spawn_reporting(cmd: Command, stem: &Path) -> anyhow::Result<(Child, SocketAddr)> {
+    let mut child = spawn_logged(cmd, stem, Stdio::piped())?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("LISTENING ") {
+                let _ = tx.send(addr.trim().parse::<SocketAddr>());
+                break;
+            }
+        }
+    });
+    match rx.recv_timeout(START_LIMIT) {
+        Ok(Ok(addr)) => Ok((child, addr)),
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("usher did not report its address ({other:?}); its log:\n{}", log_tail(stem))
+        }
+    }
+}
+
+/// Polls until the proxy accepts connections, or fails if it exits.
+fn wait_accepting(running: &mut Running, stem: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_LIMIT;
+    loop {
+        if let Some(child) = &mut running.child {
+            if let Some(status) = child.try_wait()? {
+                bail!("{} exited with {status}; its log:\n{}", running.kind.name(), log_tail(stem));
+            }
+        }
+        if std::net::TcpStream::connect_timeout(&running.addr, Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not listen on {}; its log:\n{}", running.kind.name(), running.addr, log_tail(stem));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn usher_toml(servers: &[SocketAddr], tune: &Tune) -> String {
+    let mut toml = format!(
+        r#"[global]
+maxconn = {maxconn}
+workers = {threads}
+grace = "1s"
+
+[log]
+level = "error"
+
+[frontends.bench]
+bind = ["127.0.0.1:0"]
+backend = "app"
+maxconn = {maxconn}
+backlog = 4096
+
+[frontends.bench.timeout]
+client = "{IDLE_TIMEOUT}"
+
+[backends.app]
+balance = "roundrobin"
+retries = {RETRIES}
+redispatch = true
+
+[backends.app.timeout]
+queue = "{queue}ms"
+connect = "{CONNECT_TIMEOUT}"
+server = "{IDLE_TIMEOUT}"
+"#,
+        maxconn = tune.maxconn,
+        threads = tune.threads,
+        queue = tune.queue_timeout.as_millis(),
+    );
+    for (i, addr) in servers.iter().enumerate() {
+        toml.push_str(&format!(
+            "\n[backends.app.servers.s{i}]\naddress = \"{addr}\"\nmaxconn = {}\n",
+            tune.server_maxconn
+        ));
+    }
+    toml
+}
+
+fn haproxy_cfg(bind: SocketAddr, servers: &[SocketAddr], tune: &Tune) -> String {
+    let mut cfg = format!(
+        "global\n    nbthread {threads}\n    maxconn {maxconn}\n\n\
+         defaults\n    mode tcp\n    maxconn {maxconn}\n    retries {RETRIES}\n    option redispatch\n    \
+         timeout connect {CONNECT_TIMEOUT}\n    timeout client {IDLE_TIMEOUT}\n    timeout server {IDLE_TIMEOUT}\n    \
+         timeout queue {queue}ms\n\n\
+         frontend bench\n    bind {bind}\n    default_backend app\n\n\
+         backend app\n    balance roundrobin\n",
+        threads = tune.threads,
+        maxconn = tune.maxconn,
+        queue = tune.queue_timeout.as_millis(),
+    );
+    for (i, addr) in servers.iter().enumerate() {
+        let limit = if tune.server_maxconn > 0 { format!(" maxconn {}", tune.server_maxconn) } else { String::new() };
+        cfg.push_str(&format!("    server s{i} {addr}{limit}\n"));
+    }
+    cfg
+}
+
+/// `haproxy -v`, first line; `None` when it cannot run.
+pub fn haproxy_version(exe: &Path) -> Option<String> {
+    let out = Command::new(exe).arg("-v").output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_owned)
+}
+
+/// The hidden `serve-usher --config FILE` subcommand: binds the frontends
+/// (port 0 allowed), prints `LISTENING <addr>` for each, and runs the
+/// broker in an actix System until killed.
+pub fn serve_usher(config: &Path) -> anyhow::Result<()> {
+    let toml = std::fs::read_to_string(config).with_context(|| format!("cannot read {}", config.display()))?;
+    let settings = usher_core::config::from_toml_str(&toml).map_err(|e| anyhow!("invalid configuration: {e}"))?;
+    let (log, _guard) = usher_core::logging::logger(&settings.log);
+    let listeners = usher_core::bind_all(&settings)?;
+    for listener in listeners.0.values().flatten() {
+        println!("LISTENING {}", listener.local_addr()?);
+    }
+    let system = actix_rt::System::new();
+    system.block_on(usher_core::run(
+        settings,
+        listeners,
+        log,
+        usher_core::Extensions::default(),
+        std::future::pending(),
+    ))
+}

@@ -1,0 +1,175 @@
+//! Results of one case variant and its table: median (min–max) per proxy,
+//! and the ratios usher/HAProxy and usher/direct.
+
+use std::fmt::Write as _;
+
+use crate::proxies::ProxyKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+    /// A count that should be zero (errors, stuck sessions).
+    Zero,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    pub name: &'static str,
+    pub better: Better,
+    pub decimals: usize,
+}
+
+impl Metric {
+    pub const fn higher(name: &'static str, decimals: usize) -> Metric {
+        Metric { name, better: Better::Higher, decimals }
+    }
+    pub const fn lower(name: &'static str, decimals: usize) -> Metric {
+        Metric { name, better: Better::Lower, decimals }
+    }
+    pub const fn zero(name: &'static str) -> Metric {
+        Metric { name, better: Better::Zero, decimals: 0 }
+    }
+}
+
+/// All runs of one case variant. A value is `NaN` where a metric does not
+/// apply to a proxy (CPU of `direct`).
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub case: &'static str,
+    pub title: String,
+    pub proxies: Vec<ProxyKind>,
+    pub metrics: Vec<Metric>,
+    pub runs: Vec<(ProxyKind, Vec<f64>)>,
+    pub errors: Vec<String>,
+    /// Remarks on the runs (other processes busy during a run).
+    pub notes: Vec<String>,
+}
+
+impl CaseResult {
+    /// Every value of `metric` for `proxy`, one per successful run.
+    pub fn values(&self, proxy: ProxyKind, metric: &str) -> Vec<f64> {
+        let Some(i) = self.metrics.iter().position(|m| m.name == metric) else { return Vec::new() };
+        self.runs.iter().filter(|(p, _)| *p == proxy).map(|(_, v)| v[i]).filter(|v| !v.is_nan()).collect()
+    }
+
+    pub fn median(&self, proxy: ProxyKind, metric: &str) -> Option<f64> {
+        median(self.values(proxy, metric))
+    }
+
+    /// median(usher) / median(other).
+    pub fn ratio(&self, other: ProxyKind, metric: &str) -> Option<f64> {
+        let (a, b) = (self.median(ProxyKind::Usher, metric)?, self.median(other, metric)?);
+        (b != 0.0).then_some(a / b)
+    }
+
+    pub fn render(&self) -> String {
+        let mut header = vec!["".to_owned()];
+        header.extend(self.proxies.iter().map(|p| p.name().to_owned()));
+        let others: Vec<ProxyKind> = [ProxyKind::Haproxy, ProxyKind::Direct]
+            .into_iter()
+            .filter(|p| self.proxies.contains(p) && self.proxies.contains(&ProxyKind::Usher))
+            .collect();
+        header.extend(others.iter().map(|p| format!("usher/{}", p.name())));
+        let mut rows = vec![header];
+        for m in &self.metrics {
+            let mut row = vec![m.name.to_owned()];
+            for &p in &self.proxies {
+                row.push(cell(&self.values(p, m.name), m.decimals));
+            }
+            for &p in &others {
+                let ratio = if m.better == Better::Zero { None } else { self.ratio(p, m.name) };
+                row.push(ratio.map_or("-".to_owned(), |r| format!("{r:.2}×")));
+            }
+            rows.push(row);
+        }
+        let mut out = format!("\n== {}\n", self.title);
+        out.push_str(&table(&rows));
+        for e in &self.errors {
+            let _ = writeln!(out, "   ! {e}");
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "   note: {n}");
+        }
+        out
+    }
+}
+
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+/// "median (min–max)", or "-" without values.
+fn cell(values: &[f64], decimals: usize) -> String {
+    let Some(mid) = median(values.to_vec()) else { return "-".to_owned() };
+    if values.len() == 1 {
+        return number(mid, decimals);
+    }
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{} ({}–{})", number(mid, decimals), number(min, decimals), number(max, decimals))
+}
+
+/// Fixed decimals; whole numbers grouped by thousands with spaces.
+pub fn number(v: f64, decimals: usize) -> String {
+    if !v.is_finite() {
+        return "-".to_owned();
+    }
+    if decimals > 0 {
+        return format!("{v:.decimals$}");
+    }
+    let digits = format!("{:.0}", v.abs());
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(' ');
+        }
+        grouped.push(c);
+    }
+    if v < 0.0 {
+        grouped.insert(0, '-');
+    }
+    grouped
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, s) in row.iter().enumerate() {
+            let pad = widths[c] - s.chars().count();
+            if c == 0 {
+                let _ = write!(line, "  {s}{}", " ".repeat(pad));
+            } else {
+                let _ = write!(line, "   {}{s}", " ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_medians() {
+        assert_eq!(number(14230.4, 0), "14 230");
+        assert_eq!(number(999.0, 0), "999");
+        assert_eq!(number(1234567.0, 0), "1 234 567");
+        assert_eq!(number(0.1234, 2), "0.12");
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
+        assert_eq!(cell(&[1.0, 3.0, 2.0], 0), "2 (1–3)");
+    }
+}

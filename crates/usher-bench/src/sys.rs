@@ -1,0 +1,134 @@
+//! The machine: CPU pinning with `taskset`, the fd limit, and a process's
+//! CPU time and RSS read from `/proc`.
+
+use std::fs;
+use std::io;
+use std::process::{Command, Stdio};
+
+/// Linux reports utime/stime in USER_HZ ticks, fixed at 100 in the ABI.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// `taskset` (util-linux) runs and there are at least 2 CPUs to split.
+pub fn can_pin() -> Result<(), String> {
+    let cores = cores();
+    if cores < 2 {
+        return Err(format!("only {cores} CPU: running unpinned"));
+    }
+    match Command::new("taskset").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(status) if status.success() => Ok(()),
+        _ => Err("taskset not found (install util-linux): running unpinned".to_owned()),
+    }
+}
+
+/// Pins every thread of this process to `cpus` (a taskset list such as
+/// "1" or "0,1"); threads created later inherit it.
+pub fn pin_self(cpus: &str) -> io::Result<()> {
+    let pid = std::process::id().to_string();
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("taskset -a -p -c {cpus} {pid} failed: {status}")))
+    }
+}
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Raises RLIMIT_NOFILE (soft and, when allowed, hard) towards `want`;
+/// children inherit it. Returns the soft limit in force.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    use rlimit::Resource;
+    let (soft, hard) = rlimit::getrlimit(Resource::NOFILE).unwrap_or((1024, 1024));
+    if soft >= want {
+        return soft;
+    }
+    if rlimit::setrlimit(Resource::NOFILE, want, want.max(hard)).is_ok() {
+        return want;
+    }
+    rlimit::increase_nofile_limit(want).unwrap_or(soft)
+}
+
+/// User + system CPU seconds of process `pid`, all threads.
+pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after "(comm)": state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| io::Error::other("bad /proc stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).ok_or_else(|| io::Error::other("bad stat"));
+    Ok((tick(11)? + tick(12)?) as f64 / TICKS_PER_SECOND)
+}
+
+/// Resident set size of process `pid`, in KiB (VmRSS).
+pub fn rss_kib(pid: u32) -> io::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| io::Error::other("no VmRSS"))
+}
+
+pub fn kernel() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into())
+}
+
+/// CPU seconds all CPUs have spent in user, nice and system time since boot.
+pub fn system_busy_seconds() -> io::Result<f64> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().filter(|l| l.starts_with("cpu ")).ok_or_else(|| io::Error::other("no cpu line"))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).take(3).filter_map(|f| f.parse().ok()).collect();
+    Ok(ticks.iter().sum::<u64>() as f64 / TICKS_PER_SECOND)
+}
+
+/// Measures how much CPU processes other than this one and its proxy used
+/// over an interval: other work on a 2-core machine ruins a benchmark.
+pub struct CpuMeter {
+    busy: f64,
+    own: f64,
+    at: std::time::Instant,
+}
+
+impl CpuMeter {
+    pub fn start() -> CpuMeter {
+        CpuMeter {
+            busy: system_busy_seconds().unwrap_or(0.0),
+            own: cpu_seconds(std::process::id()).unwrap_or(0.0),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// CPU used by everything else since `start`, as a share of one CPU
+    /// (0.5 = half a core), given what the proxy used meanwhile.
+    pub fn others(&self, proxy_cpu: f64) -> f64 {
+        let busy = system_busy_seconds().unwrap_or(0.0) - self.busy;
+        let own = cpu_seconds(std::process::id()).unwrap_or(0.0) - self.own;
+        let wall = self.at.elapsed().as_secs_f64().max(1e-3);
+        ((busy - own - proxy_cpu) / wall).max(0.0)
+    }
+}
+
+/// Waits until other processes use less than `limit` of a CPU (sampled
+/// over 300 ms), for at most `patience`. Returns the last share seen.
+pub fn wait_quiet(limit: f64, patience: std::time::Duration) -> f64 {
+    let deadline = std::time::Instant::now() + patience;
+    let mut told = false;
+    loop {
+        let meter = CpuMeter::start();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let others = meter.others(0.0);
+        if others < limit || std::time::Instant::now() > deadline {
+            return others;
+        }
+        if !told {
+            eprintln!("   waiting for other processes to calm down ({:.0}% of a CPU busy)", others * 100.0);
+            told = true;
+        }
+    }
+}

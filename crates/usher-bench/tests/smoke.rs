@@ -1,0 +1,55 @@
+//! CI smoke test: every case with the `--quick` settings against usher and
+//! direct (and HAProxy when installed) completes with non-zero figures;
+//! `queue` has no stuck session and no server above its maxconn. Benchmark
+//! figures themselves are not checked: CI machines are too noisy for that.
+
+use std::path::PathBuf;
+
+use usher_bench::cases::QUEUE_SERVER_MAXCONN;
+use usher_bench::proxies::ProxyKind;
+use usher_bench::report::Better;
+use usher_bench::{Case, Harness, Options};
+
+#[test]
+fn every_case_completes_with_quick_settings() {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_usher-bench"));
+    let harness = Harness::new(Options::new(exe).quick()).expect("harness");
+    assert!(harness.proxies.contains(&ProxyKind::Usher) && harness.proxies.contains(&ProxyKind::Direct));
+
+    for case in Case::ALL {
+        let results = harness.run(case);
+        assert!(!results.is_empty(), "{} produced no result", case.name());
+        for r in &results {
+            assert!(r.errors.is_empty(), "{}: {:?}", r.title, r.errors);
+            for &proxy in &r.proxies {
+                for m in &r.metrics {
+                    let values = r.values(proxy, m.name);
+                    let applies = !(proxy == ProxyKind::Direct && m.name.starts_with("proxy "));
+                    if !applies {
+                        continue;
+                    }
+                    assert!(!values.is_empty(), "{} {}: no {}", r.title, proxy.name(), m.name);
+                    match m.better {
+                        Better::Higher | Better::Lower => {
+                            assert!(
+                                values.iter().all(|v| *v > 0.0),
+                                "{} {}: {} = {values:?}",
+                                r.title,
+                                proxy.name(),
+                                m.name
+                            )
+                        }
+                        Better::Zero => {}
+                    }
+                }
+                if r.case == "queue" {
+                    let stuck = r.values(proxy, "stuck");
+                    let peak = r.values(proxy, "peak/server");
+                    assert!(stuck.iter().all(|v| *v == 0.0), "{} {}: stuck {stuck:?}", r.title, proxy.name());
+                    let limit = f64::from(QUEUE_SERVER_MAXCONN);
+                    assert!(peak.iter().all(|v| *v <= limit), "{} {}: peak {peak:?}", r.title, proxy.name());
+                }
+            }
+        }
+    }
+}
