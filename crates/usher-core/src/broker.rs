@@ -187,6 +187,7 @@ pub async fn run(
     let backends: HashMap<&str, BackendHandle> =
         settings.backends.iter().map(|b| (b.name.as_str(), start_backend(b, &log))).collect();
 
+    let epoch = tokio::time::Instant::now();
     let kill = CancellationToken::new();
     let tracker = TaskTracker::new();
     let session_ids = Arc::new(AtomicU64::new(1));
@@ -209,6 +210,9 @@ pub async fn run(
             kill: kill.clone(),
             tracker: tracker.clone(),
             session_ids: session_ids.clone(),
+            epoch,
+            priority_class: f.priority_class,
+            priority_offset_ms: f.priority_offset,
         }));
     }
 

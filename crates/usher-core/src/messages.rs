@@ -7,7 +7,7 @@
 //! `SessionClosed` — so no mailbox holds more than a few messages per live
 //! session, and live sessions are bounded by `global.maxconn`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -74,6 +74,7 @@ pub const RESERVE_REPLIES: usize = 2;
 pub struct Reserve {
     pub session: SessionId,
     pub key: QueueKey,
+    pub client: IpAddr,
     pub pin: Option<ServerId>,
     pub avoid: Option<ServerId>,
     pub reply: mpsc::Sender<ReserveReply>,

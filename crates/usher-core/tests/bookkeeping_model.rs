@@ -317,6 +317,7 @@ impl BackendSim {
         };
 
         let req = ReserveRequest {
+            client: None,
             session: SessionId(id),
             key: QueueKey::fifo(SessionId(id)),
             pin: pin.map(ServerId),
@@ -683,7 +684,7 @@ fn empty_backend_answers_no_server() {
     for id in 1..=3u64 {
         let session = SessionId(id);
         let pin = if id == 2 { Some(ServerId(0)) } else { None };
-        let req = ReserveRequest { session, key: QueueKey::fifo(session), pin, avoid: None };
+        let req = ReserveRequest { client: None, session, key: QueueKey::fifo(session), pin, avoid: None };
         assert!(matches!(state.reserve(req, id), Reserved::NoServer { waiter } if waiter == id));
         assert!(!state.is_queued(session));
     }

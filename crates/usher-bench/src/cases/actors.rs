@@ -103,7 +103,14 @@ async fn cycle(
     while !stop.load(Ordering::Relaxed) {
         let session = SessionId(ids.fetch_add(1, Ordering::Relaxed));
         let (reply, mut replies) = mpsc::channel(RESERVE_REPLIES);
-        reserve.do_send(Reserve { session, key: QueueKey::fifo(session), pin: None, avoid: None, reply });
+        reserve.do_send(Reserve {
+            session,
+            key: QueueKey::fifo(session),
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
+            pin: None,
+            avoid: None,
+            reply,
+        });
         loop {
             match replies.recv().await {
                 Some(ReserveReply::Queued { .. }) => continue,

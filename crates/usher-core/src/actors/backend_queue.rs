@@ -83,7 +83,13 @@ impl Handler<Reserve> for BackendQueue {
     type Result = ();
 
     fn handle(&mut self, msg: Reserve, _: &mut Self::Context) {
-        let req = ReserveRequest { session: msg.session, key: msg.key, pin: msg.pin, avoid: msg.avoid };
+        let req = ReserveRequest {
+            session: msg.session,
+            key: msg.key,
+            client: Some(msg.client),
+            pin: msg.pin,
+            avoid: msg.avoid,
+        };
         let notify = msg.reply.clone();
         match self.state.reserve(req, msg.reply) {
             Reserved::Granted { server, waiter } => {

@@ -20,6 +20,7 @@
 //! [`credit`]: BackendState::credit
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use super::wait_queue::{QueueKey, WaitQueue};
 use crate::balance::{Balancer, Candidate};
@@ -30,6 +31,8 @@ use crate::ids::{ServerId, SessionId};
 pub struct ReserveRequest {
     pub session: SessionId,
     pub key: QueueKey,
+    /// The client's address, for hash-based balancing (`source`).
+    pub client: Option<IpAddr>,
     /// Only this server may serve the session (its own queue when full).
     pub pin: Option<ServerId>,
     /// Prefer any other server (a redispatched retry leaving this one).

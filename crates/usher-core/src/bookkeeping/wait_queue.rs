@@ -1,7 +1,8 @@
 //! An ordered queue of waiting sessions with removal by session id.
 //!
-//! Ordered by [`QueueKey`]: priority class first, then arrival. Issue-2
-//! sessions all have class 0 and arrive in accept order, so this is FIFO.
+//! Ordered by [`QueueKey`]: priority class first, then arrival time plus the
+//! frontend's priority offset, then accept order. Without priorities every
+//! key has class 0 and offset 0, so this is FIFO.
 //! A client that leaves is removed at once (`remove`), so `len` is always
 //! the true number of waiters and `maxqueue` counts only live ones.
 
@@ -12,16 +13,20 @@ use crate::ids::SessionId;
 /// Position in a queue: lower keys are served first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QueueKey {
-    /// Priority class; lower is better. 0 for everyone until priorities exist.
+    /// Priority class (`frontends.X.priority_class`); lower is served first.
     pub class: i32,
-    /// Arrival order; the session id (accept order) keeps a redispatched
-    /// session's original place.
-    pub arrival: u64,
+    /// Accept time in ms since the broker started, plus the frontend's
+    /// `priority_offset` (negative = served as if it arrived earlier).
+    pub time_ms: i64,
+    /// Accept order (the session id): ties, and a redispatched session
+    /// keeps its original place.
+    pub seq: u64,
 }
 
 impl QueueKey {
+    /// Plain FIFO by accept order.
     pub fn fifo(session: SessionId) -> QueueKey {
-        QueueKey { class: 0, arrival: session.0 }
+        QueueKey { class: 0, time_ms: 0, seq: session.0 }
     }
 }
 

@@ -148,6 +148,8 @@ struct FrontendKeys {
     backlog: Option<u32>,
     bind_maxconn: Option<u32>,
     rate_limit: Option<u32>,
+    priority_class: Option<i64>,
+    priority_offset: Option<i64>,
     client: Option<std::time::Duration>,
     stress: Option<StressSettings>,
 }
@@ -159,6 +161,8 @@ fn frontend_keys(s: &mut Section, report: &mut Report<'_>) -> FrontendKeys {
     let backlog = s.u32_in("backlog", 1, 65_535, report);
     let bind_maxconn = s.u32_in("bind_maxconn", 0, 10_000_000, report);
     let rate_limit = s.u32_in("rate_limit", 0, 10_000_000, report);
+    let priority_class = s.i64_in("priority_class", -2047, 2047, report);
+    let priority_offset = s.i64_in("priority_offset", -524_287, 524_287, report);
     let mut t = s.sub("timeout", report);
     let client = t.duration("client", report);
     t.finish(report);
@@ -175,7 +179,18 @@ fn frontend_keys(s: &mut Section, report: &mut Report<'_>) -> FrontendKeys {
         }
         _ => None,
     };
-    FrontendKeys { bind, backend, maxconn, backlog, bind_maxconn, rate_limit, client, stress }
+    FrontendKeys {
+        bind,
+        backend,
+        maxconn,
+        backlog,
+        bind_maxconn,
+        rate_limit,
+        priority_class,
+        priority_offset,
+        client,
+        stress,
+    }
 }
 
 struct BackendKeys {
@@ -231,10 +246,22 @@ fn frontends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report
             Some(backlog),
             Some(bind_maxconn),
             Some(rate_limit),
+            Some(priority_class),
+            Some(priority_offset),
             Some(client),
             Some(stress),
-        ) = (k.bind, k.backend, k.maxconn, k.backlog, k.bind_maxconn, k.rate_limit, k.client, k.stress)
-        {
+        ) = (
+            k.bind,
+            k.backend,
+            k.maxconn,
+            k.backlog,
+            k.bind_maxconn,
+            k.rate_limit,
+            k.priority_class,
+            k.priority_offset,
+            k.client,
+            k.stress,
+        ) {
             out.push(FrontendSettings {
                 name,
                 bind,
@@ -243,6 +270,8 @@ fn frontends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report
                 backlog,
                 bind_maxconn,
                 rate_limit,
+                priority_class: priority_class as i32,
+                priority_offset,
                 timeout: FrontendTimeouts { client },
                 stress,
             });

@@ -121,6 +121,13 @@ impl Section {
         })
     }
 
+    pub fn i64_in(&mut self, key: &'static str, min: i64, max: i64, report: &mut Report<'_>) -> Option<i64> {
+        let expected = format!("an integer from {min} to {max}");
+        self.get(key, &expected, report, |v| {
+            int(v).filter(|n| (min as i128..=max as i128).contains(n)).map(|n| n as i64)
+        })
+    }
+
     pub fn bool(&mut self, key: &'static str, report: &mut Report<'_>) -> Option<bool> {
         self.get(key, "true or false", report, |v| match v {
             ValueKind::Boolean(b) => Some(*b),

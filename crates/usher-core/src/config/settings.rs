@@ -136,6 +136,10 @@ pub struct FrontendSettings {
     pub bind_maxconn: u32,
     /// New sessions per second (0 = unlimited).
     pub rate_limit: u32,
+    /// Queue priority class of its sessions (-2047..=2047; lower first).
+    pub priority_class: i32,
+    /// Added to its sessions' arrival time in the queues, in ms (negative = earlier).
+    pub priority_offset: i64,
     pub timeout: FrontendTimeouts,
     pub stress: StressSettings,
 }

@@ -44,6 +44,12 @@ pub struct FrontendContext {
     /// Every session task, so shutdown can wait for them.
     pub tracker: TaskTracker,
     pub session_ids: Arc<AtomicU64>,
+    /// When the broker started: queue keys count time from here.
+    pub epoch: tokio::time::Instant,
+    /// `frontends.X.priority_class`: lower classes are served first.
+    pub priority_class: i32,
+    /// `frontends.X.priority_offset` in ms: added to the arrival time.
+    pub priority_offset_ms: i64,
 }
 
 impl FrontendContext {

@@ -213,7 +213,13 @@ async fn reserve(
     let (tx, mut rx) = mpsc::channel(RESERVE_REPLIES);
     // do_send on the per-connection path: at most one Reserve per session
     // is in flight, so the mailbox is bounded by live sessions.
-    front.reserve.do_send(Reserve { session: id, key: QueueKey::fifo(id), pin: None, avoid, reply: tx });
+    let key = QueueKey {
+        class: front.priority_class,
+        time_ms: record.accepted.duration_since(front.epoch).as_millis() as i64 + front.priority_offset_ms,
+        seq: id.0,
+    };
+    let client_ip = record.client.ip();
+    front.reserve.do_send(Reserve { session: id, key, client: client_ip, pin: None, avoid, reply: tx });
     let mut ticket = QueueTicket { session: id, cancel: Some(front.cancel.clone()) };
     let deadline = (!queue_timeout.is_zero()).then(|| Instant::now() + queue_timeout);
 
