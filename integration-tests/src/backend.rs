@@ -20,6 +20,10 @@ pub enum Behavior {
     Drain,
     /// Writes `data`, half-closes, then reads until EOF into `received`.
     SendFirst { data: Arc<Vec<u8>> },
+    /// Reads until the client half-closes, keeps every byte of the
+    /// connection raw (PROXY header included) in `captured`, writes `reply`
+    /// and closes.
+    Capture { reply: &'static [u8] },
 }
 
 #[derive(Default)]
@@ -31,6 +35,8 @@ pub struct BackendStats {
     pub first_bytes: Mutex<Vec<Vec<u8>>>,
     /// Everything received by `SendFirst` connections.
     pub received: Mutex<Vec<u8>>,
+    /// Every byte of each `Capture` connection, in completion order.
+    pub captured: Mutex<Vec<Vec<u8>>>,
     /// Woken on every change above, for [`TestBackend::wait_until`].
     changed: tokio::sync::Notify,
 }
@@ -87,6 +93,11 @@ impl TestBackend {
 
     pub fn first_bytes(&self) -> Vec<Vec<u8>> {
         self.stats.first_bytes.lock().expect("stats").clone()
+    }
+
+    /// What each `Capture` connection received, raw.
+    pub fn captured(&self) -> Vec<Vec<u8>> {
+        self.stats.captured.lock().expect("stats").clone()
     }
 }
 
@@ -178,6 +189,15 @@ async fn handle(mut stream: TcpStream, behavior: &Behavior, held: &mut Held<'_>)
             let _ = stream.read_to_end(&mut got).await;
             stats.received.lock().expect("stats").extend_from_slice(&got);
             stats.changed.notify_waiters();
+        }
+        Behavior::Capture { reply } => {
+            let mut got = Vec::new();
+            let _ = stream.read_to_end(&mut got).await;
+            stats.captured.lock().expect("stats").push(got);
+            stats.changed.notify_waiters();
+            let _ = stream.write_all(reply).await;
+            held.done();
+            let _ = stream.shutdown().await;
         }
     }
 }

@@ -66,7 +66,7 @@ impl Handler<CheckClient> for DenyList {
 /// Builds the extensions with a started DenyList (inside a running System).
 pub fn extensions(settings: &Settings) -> anyhow::Result<Extensions> {
     let deny = DenyList::from_settings(settings)?.start();
-    Ok(Extensions { admission: vec![deny.recipient()] })
+    Ok(Extensions { admission: vec![deny.recipient()], ..Extensions::default() })
 }
 
 fn main() -> anyhow::Result<()> {

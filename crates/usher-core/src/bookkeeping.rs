@@ -10,6 +10,7 @@
 pub mod admission_state;
 pub mod backend_state;
 pub mod rate;
+pub mod server_health;
 pub mod server_state;
 pub mod stress;
 pub mod throttle;
@@ -19,7 +20,10 @@ pub use admission_state::{
     AdmissionConfig, AdmissionState, Admitted, FrontendLimits, LimitHit, ListenerLimits, ListenerState, PauseReason,
     Resumed,
 };
-pub use backend_state::{BackendState, Grant, ReserveRequest, Reserved};
+pub use backend_state::{
+    BackendSetup, BackendState, Grant, Refusal, ReserveRequest, Reserved, ServerSetup, ServerStatus,
+};
+pub use server_health::{AdminState, HealthConfig, OpState, ServerHealth, Transition};
 pub use server_state::ServerState;
 pub use stress::{StressChange, StressState};
 pub use throttle::WarningThrottle;

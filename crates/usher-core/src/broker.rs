@@ -19,11 +19,12 @@ use slog::{info, o, warn, Logger};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::actors::server::CheckSpec;
 use crate::actors::watchdog::{ListenerInfo, WatchdogConfig};
 use crate::actors::{BackendQueue, Listener, ResourceWatchdog, Server};
 use crate::balance;
-use crate::bookkeeping::backend_state::ServerSetup;
 use crate::bookkeeping::{AdmissionConfig, FrontendLimits, ListenerLimits};
+use crate::bookkeeping::{BackendSetup, HealthConfig, ServerSetup};
 use crate::config::{BackendSettings, Settings};
 use crate::data_plane::accept::AcceptLoop;
 use crate::data_plane::{BackendParams, FrontendContext};
@@ -83,26 +84,72 @@ struct BackendHandle {
     params: BackendParams,
 }
 
-fn start_backend(b: &BackendSettings, log: &Logger) -> BackendHandle {
+fn start_backend(b: &BackendSettings, log: &Logger) -> (BackendHandle, BackendControl) {
     let name: Arc<str> = Arc::from(b.name.as_str());
     let log = log.new(o!("backend" => b.name.clone()));
     let ctx: Context<BackendQueue> = Context::new();
     let queue = ctx.address();
     let mut servers = Vec::new();
     let mut setups = Vec::new();
+    let mut control = Vec::new();
     for (i, s) in b.servers.iter().enumerate() {
         let id = ServerId(i);
         let slog = log.new(o!("server" => s.name.clone()));
-        let server = Server::new(id, s.maxconn, queue.clone().recipient(), slog).start();
-        let info = Arc::new(ServerInfo { id, name: s.name.clone(), backend: name.clone(), address: s.address });
-        servers.push((info, server.recipient()));
-        setups.push(ServerSetup { maxconn: s.maxconn, weight: s.weight, maxqueue: s.maxqueue });
+        let c = &s.check;
+        let health = HealthConfig {
+            checks: c.enabled,
+            inter: c.inter,
+            fastinter: c.fastinter,
+            downinter: c.downinter,
+            rise: c.rise,
+            fall: c.fall,
+            error_limit: c.error_limit,
+            slowstart: s.slowstart,
+            weight: s.weight,
+            maxconn: s.maxconn,
+        };
+        let spec = CheckSpec {
+            timeout: if c.timeout.is_zero() { c.inter } else { c.timeout },
+            send: c.send.clone().into_bytes(),
+            expect: c.expect.clone().into_bytes(),
+        };
+        let server = Server::new(
+            id,
+            s.name.clone(),
+            s.address,
+            health,
+            spec,
+            queue.clone().recipient(),
+            queue.clone().recipient(),
+            slog,
+        )
+        .start();
+        let observe = (c.enabled && c.error_limit > 0).then(|| server.clone().recipient());
+        let info = Arc::new(ServerInfo {
+            id,
+            name: s.name.clone(),
+            backend: name.clone(),
+            address: s.address,
+            send_proxy: s.send_proxy,
+            observe,
+        });
+        servers.push((info, server.clone().recipient()));
+        control.push((s.name.clone(), server));
+        setups.push(ServerSetup {
+            maxconn: s.maxconn,
+            weight: s.weight,
+            maxqueue: s.maxqueue,
+            backup: s.backup,
+            minconn: s.minconn,
+        });
     }
-    let balancer = balance::for_kind(b.balance, b.servers.len());
-    ctx.run(BackendQueue::new(&setups, servers, b.maxqueue, balancer, log));
-    BackendHandle {
+    let weights: Vec<u32> = b.servers.iter().map(|s| s.weight).collect();
+    let balancer = balance::for_kind(b.balance, &weights, b.draws, b.hash_balance_factor);
+    let setup = BackendSetup { maxqueue: b.maxqueue, redispatch: b.redispatch, fullconn: b.fullconn };
+    ctx.run(BackendQueue::new(&setups, servers, setup, balancer, log));
+    let handle = BackendHandle {
         reserve: queue.clone().recipient(),
-        cancel: queue.recipient(),
+        cancel: queue.clone().recipient(),
         params: BackendParams {
             name,
             queue_timeout: b.timeout.queue,
@@ -112,6 +159,31 @@ fn start_backend(b: &BackendSettings, log: &Logger) -> BackendHandle {
             redispatch: b.redispatch,
             servers: b.servers.len(),
         },
+    };
+    (handle, BackendControl { name: b.name.clone(), queue, servers: control })
+}
+
+/// Addresses of the running actors, for the admin API, tests and
+/// extensions: everything a control plane may talk to.
+#[derive(Clone)]
+pub struct BrokerHandle {
+    pub watchdog: Addr<ResourceWatchdog>,
+    pub backends: Vec<BackendControl>,
+}
+
+/// One backend's actors.
+#[derive(Clone)]
+pub struct BackendControl {
+    pub name: String,
+    pub queue: Addr<BackendQueue>,
+    /// Servers in declaration order, by name.
+    pub servers: Vec<(String, Addr<Server>)>,
+}
+
+impl BrokerHandle {
+    pub fn server(&self, backend: &str, server: &str) -> Option<&Addr<Server>> {
+        let b = self.backends.iter().find(|b| b.name == backend)?;
+        b.servers.iter().find(|(name, _)| name == server).map(|(_, addr)| addr)
     }
 }
 
@@ -121,7 +193,7 @@ pub async fn run(
     settings: Settings,
     mut listeners: BoundListeners,
     log: Logger,
-    extensions: Extensions,
+    mut extensions: Extensions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let workers = settings.global.worker_threads();
@@ -184,8 +256,16 @@ pub async fn run(
     )
     .start();
 
-    let backends: HashMap<&str, BackendHandle> =
-        settings.backends.iter().map(|b| (b.name.as_str(), start_backend(b, &log))).collect();
+    let mut backends: HashMap<&str, BackendHandle> = HashMap::new();
+    let mut controls = Vec::new();
+    for b in &settings.backends {
+        let (handle, control) = start_backend(b, &log);
+        backends.insert(b.name.as_str(), handle);
+        controls.push(control);
+    }
+    if let Some(on_start) = extensions.on_start.take() {
+        on_start(BrokerHandle { watchdog: watchdog.clone(), backends: controls });
+    }
 
     let epoch = tokio::time::Instant::now();
     let kill = CancellationToken::new();
@@ -213,6 +293,8 @@ pub async fn run(
             epoch,
             priority_class: f.priority_class,
             priority_offset_ms: f.priority_offset,
+            accept_proxy: f.accept_proxy,
+            proxy_timeout: f.timeout.proxy,
         }));
     }
 
@@ -221,7 +303,7 @@ pub async fn run(
         let front = fronts[frontend.0].clone();
         let accept = AcceptLoop {
             id,
-            listener,
+            listener: Some(listener),
             front: front.clone(),
             admit: watchdog.clone().recipient(),
             give_back: watchdog.clone().recipient(),
@@ -238,6 +320,9 @@ pub async fn run(
         "listeners" => running.len(), "workers" => workers, "maxconn" => maxconn);
     if settings.frontends.is_empty() {
         warn!(log, "no frontends configured: nothing to accept");
+    }
+    if let Some(on_ready) = extensions.on_ready.take() {
+        on_ready();
     }
 
     shutdown.await;

@@ -5,10 +5,12 @@
 //! - [`session`]: one task per client: reserve → queue → connect → relay.
 //! - [`client_watch`]: notices a client leaving while it waits.
 //! - [`relay`]: byte-exact copy both ways with half-close and idle timeouts.
+//! - [`proxy_protocol`]: PROXY v1/v2 headers read from clients, sent to servers.
 
 pub mod accept;
 pub mod client_watch;
 pub mod frontend;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod session;
 

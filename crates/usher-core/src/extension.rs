@@ -27,9 +27,20 @@ pub enum Verdict {
     Deny { reason: String },
 }
 
+/// Called once with the addresses of the running actors.
+pub type OnStart = Box<dyn FnOnce(crate::broker::BrokerHandle) + Send>;
+
+/// Called once every listener runs, right after the `started` record (the
+/// daemon tells systemd `READY=1` from here).
+pub type OnReady = Box<dyn FnOnce() + Send>;
+
 /// Actors plugged into a broker at start.
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub struct Extensions {
     /// Consulted in order for each new client; the first denial wins.
     pub admission: Vec<Recipient<CheckClient>>,
+    /// Receives the actors' addresses once they run (admin API, tests).
+    pub on_start: Option<OnStart>,
+    /// Fired once the broker is listening.
+    pub on_ready: Option<OnReady>,
 }

@@ -25,6 +25,11 @@ pub struct ServerInfo {
     pub name: String,
     pub backend: Arc<str>,
     pub address: SocketAddr,
+    /// PROXY protocol header written after connecting (`servers.X.send_proxy`).
+    pub send_proxy: crate::config::ProxyVersion,
+    /// Where to report connect outcomes, when the server observes live
+    /// traffic (`check.error_limit`).
+    pub observe: Option<Recipient<ConnectOutcome>>,
 }
 
 /// A reserved slot on one server. Dropping it sends exactly one `Release` to
@@ -110,12 +115,31 @@ pub struct CancelReserve {
 pub struct Release;
 
 /// A Server lends free slots to its BackendQueue, which hands each to the
-/// oldest waiter that can use it, or holds it.
+/// oldest waiter that can use it, or holds it. `released` says how many
+/// sessions gave their slot back since the last `Dequeue` (so the
+/// BackendQueue knows what each server serves, for leastconn and caps).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Dequeue {
     pub server: ServerId,
     pub credits: u32,
+    pub released: u32,
+}
+
+/// A Server's state changed: up or not, effective weight, slowstart cap.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ServerStatusChanged {
+    pub server: ServerId,
+    pub status: crate::bookkeeping::ServerStatus,
+}
+
+/// The outcome of one connection attempt of live traffic, for passive
+/// health observation (sent only when the server observes).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ConnectOutcome {
+    pub ok: bool,
 }
 
 // === Admission ===

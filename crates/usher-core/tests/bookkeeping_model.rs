@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tokio::time::Instant;
-use usher_core::balance::{Balancer, Candidate, SmoothRoundRobin};
+use usher_core::balance::{Balancer, Candidate, Choice, SmoothRoundRobin};
 use usher_core::bookkeeping::backend_state::ServerSetup;
 use usher_core::bookkeeping::{
     AdmissionConfig, AdmissionState, Admitted, BackendState, FrontendLimits, LimitHit, ListenerLimits, ListenerState,
@@ -91,7 +91,7 @@ struct ScriptedBalancer {
 }
 
 impl Balancer for ScriptedBalancer {
-    fn pick(&mut self, candidates: &[Candidate]) -> Option<ServerId> {
+    fn pick(&mut self, candidates: &[Candidate], _: Option<std::net::IpAddr>) -> Option<Choice> {
         let available: Vec<ServerId> =
             candidates.iter().filter(|c| c.available && c.weight > 0).map(|c| c.id).collect();
         if available.is_empty() {
@@ -100,15 +100,16 @@ impl Balancer for ScriptedBalancer {
         self.state ^= self.state << 13;
         self.state ^= self.state >> 7;
         self.state ^= self.state << 17;
-        Some(available[(self.state % available.len() as u64) as usize])
+        Some(Choice::Balanced(available[(self.state % available.len() as u64) as usize]))
     }
 }
 
 /// A message in flight between the actors.
 #[derive(Debug, Clone, Copy)]
 enum Msg {
-    /// Server -> BackendQueue: `credits` free slots lent.
-    Dequeue { server: usize, credits: u32 },
+    /// Server -> BackendQueue: `credits` free slots lent, after `released`
+    /// sessions gave theirs back.
+    Dequeue { server: usize, credits: u32, released: u32 },
     /// Session's `Slot` guard -> Server: one slot given back.
     Release { server: usize },
     /// Session -> BackendQueue: `CancelReserve` (client gone, queue timeout).
@@ -219,7 +220,13 @@ impl BackendSim {
         let setups: Vec<ServerSetup> = cfg
             .servers
             .iter()
-            .map(|s| ServerSetup { maxconn: s.maxconn, weight: s.weight, maxqueue: s.maxqueue })
+            .map(|s| ServerSetup {
+                maxconn: s.maxconn,
+                weight: s.weight,
+                maxqueue: s.maxqueue,
+                backup: false,
+                minconn: 0,
+            })
             .collect();
         let balancer: Box<dyn Balancer> = match cfg.balancer {
             BalancerKind::RoundRobin => Box::new(SmoothRoundRobin::new(setups.len())),
@@ -241,7 +248,7 @@ impl BackendSim {
             let credits = server.lend_free();
             assert_eq!(credits, sim.cfg.servers[i].maxconn, "server {i} lends all its slots at start");
             if credits > 0 {
-                sim.pool.push(Msg::Dequeue { server: i, credits });
+                sim.pool.push(Msg::Dequeue { server: i, credits, released: 0 });
             }
         }
         sim.check();
@@ -349,8 +356,10 @@ impl BackendSim {
                     }
                 }
                 if gone {
-                    // `deliver` fails: the slot is disarmed and offered again.
-                    self.offer(s);
+                    // `deliver` fails: the slot is disarmed, held again and
+                    // offered to the next waiter.
+                    self.state.ungrant(server);
+                    self.offer_from(s, true);
                 } else {
                     self.sessions.insert(id, Sess::Holding(s));
                 }
@@ -436,7 +445,8 @@ impl BackendSim {
     fn deliver(&mut self, msg: Msg) {
         match msg {
             // BackendQueue's `Dequeue` handler: one offer per credit.
-            Msg::Dequeue { server, credits } => {
+            Msg::Dequeue { server, credits, released } => {
+                self.state.released(ServerId(server), released);
                 for _ in 0..credits {
                     self.offer(server);
                 }
@@ -446,9 +456,8 @@ impl BackendSim {
                 let credits = self.servers[server].release();
                 let expected = u32::from(self.limited(server));
                 assert_eq!(credits, expected, "server {server} lends back what was released");
-                if credits > 0 {
-                    self.pool.push(Msg::Dequeue { server, credits });
-                }
+                // Every release is reported, even by unlimited servers.
+                self.pool.push(Msg::Dequeue { server, credits, released: 1 });
             }
             // BackendQueue's `CancelReserve` handler.
             Msg::Cancel { session } => {
@@ -471,6 +480,12 @@ impl BackendSim {
     /// waiter still there; if the waiter is gone, the same slot is offered
     /// again (`credit` called again); with no waiter it is held.
     fn offer(&mut self, server: usize) {
+        self.offer_from(server, false)
+    }
+
+    /// `again`: the slot is already held here (after an `ungrant`), so it is
+    /// re-offered rather than credited.
+    fn offer_from(&mut self, server: usize, mut again: bool) {
         loop {
             // Invariant 3 (FIFO): among sessions that could use this slot
             // (its own queue, plus the backend queue if it takes balanced
@@ -486,13 +501,16 @@ impl BackendSim {
                 })
                 .map(|(&id, &s)| (id, s));
             let held_before = self.state.held(ServerId(server));
-            match self.state.credit(ServerId(server)) {
+            let offered =
+                if again { self.state.regrant(ServerId(server)) } else { self.state.credit(ServerId(server)) };
+            match offered {
                 None => {
                     // Invariant 2: a slot is held only if nobody can use it.
                     assert_eq!(oldest, None, "server {server}'s slot held while a session waits for it");
+                    let expected = if again { held_before } else { held_before.map(|h| h + 1) };
                     assert_eq!(
                         self.state.held(ServerId(server)),
-                        held_before.map(|h| h + 1),
+                        expected,
                         "server {server}'s credit must be held exactly once"
                     );
                     return;
@@ -514,8 +532,11 @@ impl BackendSim {
                     assert!(id > *last, "FIFO: {id} granted from queue {at:?} after {}", *last);
                     *last = id;
                     if gone {
-                        // `deliver` failed; the slot is disarmed and reused.
+                        // `deliver` failed; the slot is disarmed, held again
+                        // and offered to the next waiter.
                         self.sessions.remove(&id);
+                        self.state.ungrant(ServerId(server));
+                        again = true;
                         continue;
                     }
                     self.sessions.insert(id, Sess::Holding(server));
@@ -603,7 +624,7 @@ impl BackendSim {
             let mut releases = 0;
             for m in &self.pool {
                 match *m {
-                    Msg::Dequeue { server, credits: c } if server == s => credits += c,
+                    Msg::Dequeue { server, credits: c, .. } if server == s => credits += c,
                     Msg::Release { server } if server == s => releases += 1,
                     _ => {}
                 }

@@ -1,16 +1,18 @@
 //! The usher daemon: reads the layered configuration, builds the logger,
 //! binds the listeners, runs the broker in an actix System until SIGTERM or
-//! SIGINT, and maps failures to exit statuses. Everything else lives in
-//! `usher-core`.
+//! SIGINT, tells systemd how it goes (`systemd`), and maps failures to exit
+//! statuses. Everything else lives in `usher-core`.
 
 mod cli;
 mod demo;
+mod systemd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
-use slog::{error, info};
+use slog::{error, info, warn};
 use usher_core::config::{self, ConfigSources};
 use usher_core::{Extensions, Settings};
 
@@ -61,44 +63,65 @@ fn check(files: Vec<PathBuf>) -> ExitCode {
 
 fn run(settings: Settings, with_demo: bool) -> ExitCode {
     let (log, _guard) = usher_core::logging::logger(&settings.log);
+    let notifier = Arc::new(systemd::Notifier::from_env(log.clone()));
     let listeners = match usher_core::bind_all(&settings) {
         Ok(listeners) => listeners,
         Err(err) => {
             error!(log, "cannot start"; "error" => format!("{err:#}"));
+            notifier.status("cannot start: a listening address could not be bound");
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let serving = format!(
+        "serving {} frontends on {} listeners",
+        settings.frontends.len(),
+        listeners.0.values().map(Vec::len).sum::<usize>()
+    );
+    let ready = notifier.clone();
+    let extensions = Extensions { on_ready: Some(Box::new(move || ready.ready(&serving))), ..Extensions::default() };
+    let grace = settings.global.grace;
     let system = actix_rt::System::new();
     let result = system.block_on(async {
         if with_demo {
             start_demo_servers(&settings, &log).await?;
         }
-        usher_core::run(settings, listeners, log.clone(), Extensions::default(), stop_signal(log.clone())).await
+        let stop = stop_signal(log.clone(), notifier.clone(), grace);
+        usher_core::run(settings, listeners, log.clone(), extensions, stop).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(log, "broker failed"; "error" => format!("{err:#}"));
+            notifier.status("broker failed");
             ExitCode::from(EXIT_FAILURE)
         }
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn stop_signal(log: slog::Logger) {
+/// Resolves on the first SIGTERM or SIGINT, after telling systemd
+/// `STOPPING=1`. SIGHUP (systemd's `ExecReload`) is logged and ignored until
+/// hot reload lands; it must not kill the process, as its default would.
+async fn stop_signal(log: slog::Logger, notifier: Arc<systemd::Notifier>, grace: std::time::Duration) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(term), Ok(int)) => (term, int),
-        _ => {
-            error!(log, "cannot install signal handlers; stop with SIGKILL");
-            return std::future::pending().await;
+    let (mut term, mut int, mut hup) =
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+            (Ok(term), Ok(int), Ok(hup)) => (term, int, hup),
+            _ => {
+                error!(log, "cannot install signal handlers; stop with SIGKILL");
+                return std::future::pending().await;
+            }
+        };
+    let name = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => {
+                warn!(log, "reload requested but not implemented yet; configuration unchanged"; "signal" => "SIGHUP");
+            }
         }
     };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
     info!(log, "signal received"; "signal" => name);
+    notifier.stopping(&format!("stopping: sessions may finish for up to {grace:?}"));
 }
 
 async fn start_demo_servers(settings: &Settings, log: &slog::Logger) -> anyhow::Result<()> {

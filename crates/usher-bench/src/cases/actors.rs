@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use anyhow::anyhow;
 use tokio::sync::mpsc;
+use usher_core::actors::server::CheckSpec;
 use usher_core::actors::{BackendQueue, Server};
 use usher_core::bookkeeping::backend_state::ServerSetup;
-use usher_core::bookkeeping::QueueKey;
+use usher_core::bookkeeping::{BackendSetup, HealthConfig, QueueKey};
 use usher_core::config::Balance;
 use usher_core::ids::{ServerId, SessionId};
 use usher_core::messages::{Reserve, ReserveReply, ServerInfo, RESERVE_REPLIES};
@@ -84,14 +85,45 @@ fn start_backend(maxconn: u32) -> Recipient<Reserve> {
     let mut setups = Vec::new();
     for i in 0..SERVERS {
         let id = ServerId(i);
-        let server = Server::new(id, maxconn, queue.clone().recipient(), log.clone()).start();
         let address: SocketAddr = ([127, 0, 0, 1], 9).into();
-        let info = Arc::new(ServerInfo { id, name: format!("s{i}"), backend: Arc::from("bench"), address });
+        let health = HealthConfig {
+            checks: false,
+            inter: Duration::from_secs(2),
+            fastinter: Duration::ZERO,
+            downinter: Duration::ZERO,
+            rise: 2,
+            fall: 3,
+            error_limit: 0,
+            slowstart: Duration::ZERO,
+            weight: 1,
+            maxconn,
+        };
+        let spec = CheckSpec { timeout: Duration::from_secs(2), send: Vec::new(), expect: Vec::new() };
+        let server = Server::new(
+            id,
+            format!("s{i}"),
+            address,
+            health,
+            spec,
+            queue.clone().recipient(),
+            queue.clone().recipient(),
+            log.clone(),
+        )
+        .start();
+        let info = Arc::new(ServerInfo {
+            id,
+            name: format!("s{i}"),
+            backend: Arc::from("bench"),
+            address,
+            send_proxy: Default::default(),
+            observe: None,
+        });
         servers.push((info, server.recipient()));
-        setups.push(ServerSetup { maxconn, weight: 1, maxqueue: 0 });
+        setups.push(ServerSetup { maxconn, weight: 1, maxqueue: 0, backup: false, minconn: 0 });
     }
-    let balancer = usher_core::balance::for_kind(Balance::Roundrobin, SERVERS);
-    ctx.run(BackendQueue::new(&setups, servers, 0, balancer, log)).recipient()
+    let balancer = usher_core::balance::for_kind(Balance::Roundrobin, &[1; SERVERS], 2, 0);
+    let setup = BackendSetup { maxqueue: 0, redispatch: false, fullconn: 0 };
+    ctx.run(BackendQueue::new(&setups, servers, setup, balancer, log)).recipient()
 }
 
 async fn cycle(

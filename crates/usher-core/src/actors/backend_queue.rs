@@ -15,15 +15,27 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use slog::{debug, Logger};
+use slog::{debug, info, Logger};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-use crate::bookkeeping::backend_state::ServerSetup;
-use crate::bookkeeping::{BackendState, ReserveRequest, Reserved};
+use crate::bookkeeping::{BackendSetup, BackendState, Grant, Refusal, ReserveRequest, Reserved, ServerSetup};
 use crate::ids::ServerId;
-use crate::messages::{CancelReserve, Dequeue, Release, Reserve, ReserveReply, ServerInfo, Slot};
+use crate::messages::{CancelReserve, Dequeue, Release, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, Slot};
 
 type Waiter = mpsc::Sender<ReserveReply>;
+
+/// Asks for a [`QueueReport`].
+#[derive(Message, Debug)]
+#[rtype(result = "QueueReport")]
+pub struct GetQueueReport;
+
+/// What the BackendQueue knows, for stats.
+#[derive(Debug, Clone, MessageResponse)]
+pub struct QueueReport {
+    pub backend_queue: usize,
+    /// Per server: (served, own queue length).
+    pub servers: Vec<(u32, usize)>,
+}
 
 pub struct BackendQueue {
     state: BackendState<Waiter>,
@@ -35,11 +47,11 @@ impl BackendQueue {
     pub fn new(
         setups: &[ServerSetup],
         servers: Vec<(Arc<ServerInfo>, Recipient<Release>)>,
-        maxqueue: u32,
+        setup: BackendSetup,
         balancer: Box<dyn crate::balance::Balancer>,
         log: Logger,
     ) -> BackendQueue {
-        BackendQueue { state: BackendState::new(setups, maxqueue, balancer), servers, log }
+        BackendQueue { state: BackendState::with_setup(setups, setup, balancer), servers, log }
     }
 
     fn slot(&self, server: ServerId) -> Slot {
@@ -47,27 +59,49 @@ impl BackendQueue {
         Slot::new(info.clone(), release.clone())
     }
 
-    /// Sends a granted slot; `false` if the waiter is gone (slot disarmed).
-    fn deliver(&self, server: ServerId, waiter: &Waiter) -> bool {
+    /// Sends a granted slot; if the waiter is gone, the slot is disarmed and
+    /// held again.
+    fn deliver(&mut self, server: ServerId, waiter: &Waiter) -> bool {
         match waiter.try_send(ReserveReply::Granted(self.slot(server))) {
             Ok(()) => true,
             Err(TrySendError::Closed(reply) | TrySendError::Full(reply)) => {
                 if let ReserveReply::Granted(slot) = reply {
                     slot.disarm();
                 }
+                self.state.ungrant(server);
                 false
             }
         }
     }
 
-    /// One freed slot of `server`: to the best waiter still there, else held.
-    fn offer(&mut self, server: ServerId) {
-        while let Some(grant) = self.state.credit(server) {
-            if self.deliver(server, &grant.waiter) {
-                return;
+    fn deliver_grants(&mut self, grants: Vec<Grant<Waiter>>) {
+        for grant in grants {
+            if !self.deliver(grant.server, &grant.waiter) {
+                debug!(self.log, "granted waiter was gone"; "session" => grant.session.0);
             }
-            debug!(self.log, "granted waiter was gone"; "session" => grant.session.0);
         }
+    }
+
+    fn refuse(&self, refusals: Vec<Refusal<Waiter>>) {
+        if !refusals.is_empty() {
+            info!(self.log, "queued sessions refused: no usable server"; "sessions" => refusals.len());
+        }
+        for r in refusals {
+            let _ = r.waiter.try_send(ReserveReply::NoServer);
+        }
+    }
+
+    /// Hands every usable held slot to waiters, until none is left; a slot
+    /// whose waiter was gone goes around again.
+    fn settle(&mut self) {
+        loop {
+            let grants = self.state.dispatch();
+            if grants.is_empty() {
+                break;
+            }
+            self.deliver_grants(grants);
+        }
+        debug_assert_eq!(self.state.check(), Ok(()));
     }
 }
 
@@ -93,9 +127,7 @@ impl Handler<Reserve> for BackendQueue {
         let notify = msg.reply.clone();
         match self.state.reserve(req, msg.reply) {
             Reserved::Granted { server, waiter } => {
-                if !self.deliver(server, &waiter) {
-                    self.offer(server);
-                }
+                self.deliver(server, &waiter);
             }
             Reserved::Queued { server, position } => {
                 let _ = notify.try_send(ReserveReply::Queued { server_queue: server.is_some(), position });
@@ -107,7 +139,8 @@ impl Handler<Reserve> for BackendQueue {
                 let _ = waiter.try_send(ReserveReply::NoServer);
             }
         }
-        debug_assert_eq!(self.state.check(), Ok(()));
+        // A larger backend load may raise dynamic maxconn: settle.
+        self.settle();
     }
 }
 
@@ -123,9 +156,36 @@ impl Handler<Dequeue> for BackendQueue {
     type Result = ();
 
     fn handle(&mut self, msg: Dequeue, _: &mut Self::Context) {
+        self.state.released(msg.server, msg.released);
         for _ in 0..msg.credits {
-            self.offer(msg.server);
+            if let Some(grant) = self.state.credit(msg.server) {
+                self.deliver_grants(vec![grant]);
+            }
         }
-        debug_assert_eq!(self.state.check(), Ok(()));
+        self.settle();
+    }
+}
+
+impl Handler<ServerStatusChanged> for BackendQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: ServerStatusChanged, _: &mut Self::Context) {
+        let (grants, refusals) = self.state.set_status(msg.server, msg.status);
+        self.deliver_grants(grants);
+        self.refuse(refusals);
+        self.settle();
+    }
+}
+
+impl Handler<GetQueueReport> for BackendQueue {
+    type Result = QueueReport;
+
+    fn handle(&mut self, _: GetQueueReport, _: &mut Self::Context) -> QueueReport {
+        QueueReport {
+            backend_queue: self.state.backend_queue_len(),
+            servers: (0..self.state.servers())
+                .map(|i| (self.state.served(ServerId(i)), self.state.server_queue_len(ServerId(i))))
+                .collect(),
+        }
     }
 }

@@ -21,7 +21,7 @@ pub struct Listener {
 
 impl Listener {
     pub fn new(accept: AcceptLoop, data_plane: Handle) -> std::io::Result<Listener> {
-        let address = accept.listener.local_addr()?;
+        let address = accept.listener.as_ref().ok_or_else(|| std::io::Error::other("no socket"))?.local_addr()?;
         let stop = accept.stop.clone();
         let log = accept.log.clone();
         Ok(Listener { accept: Some(accept), address, data_plane, stop, log })
@@ -48,8 +48,8 @@ impl Handler<StopAccepting> for Listener {
     type Result = ();
 
     fn handle(&mut self, _: StopAccepting, ctx: &mut Self::Context) {
+        // The accept loop closes the socket and logs "listener closed".
         self.stop.cancel();
-        info!(self.log, "listener closed"; "address" => %self.address);
         ctx.stop();
     }
 }

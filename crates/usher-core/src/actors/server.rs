@@ -1,36 +1,197 @@
-//! Server: the single owner of one server's slot count.
+//! Server: the single owner of one server's slot count, health and
+//! administrative state.
 //!
 //! It lends every free slot to its BackendQueue (`Dequeue`) and takes slots
 //! back through `Release`, one per slot, sent by the session's [`Slot`] guard
-//! on every exit path; each release is lent again at once.
+//! on every exit path; each release is lent again at once. It runs the
+//! active checks, counts live-traffic connect errors, ramps slowstart, takes
+//! admin changes, and tells the BackendQueue what it may do
+//! (`ServerStatusChanged`). Balancing decisions stay in the BackendQueue.
 //!
 //! [`Slot`]: crate::messages::Slot
 
-use actix::prelude::*;
-use slog::{debug, Logger};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use crate::bookkeeping::ServerState;
+use actix::prelude::*;
+use slog::{debug, info, Logger};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+use crate::bookkeeping::{AdminState, HealthConfig, OpState, ServerHealth, ServerState, Transition};
 use crate::ids::ServerId;
-use crate::messages::{Dequeue, Release};
+use crate::messages::{ConnectOutcome, Dequeue, Release, ServerStatusChanged};
+
+/// What an active check does.
+#[derive(Debug, Clone)]
+pub struct CheckSpec {
+    pub timeout: Duration,
+    pub send: Vec<u8>,
+    pub expect: Vec<u8>,
+}
+
+// === admin messages ===
+
+/// Sets the administrative state: ready, drain or maint.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SetAdminState(pub AdminState);
+
+/// Sets the weight at run time (0..=256).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SetWeight(pub u32);
+
+/// Sets maxconn at run time (> 0).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SetMaxconn(pub u32);
+
+/// Asks for a [`ServerReport`].
+#[derive(Message, Debug)]
+#[rtype(result = "ServerReport")]
+pub struct GetServerReport;
+
+#[derive(Debug, Clone, MessageResponse)]
+pub struct ServerReport {
+    pub name: String,
+    pub op: OpState,
+    pub admin: AdminState,
+    pub weight: u32,
+    pub maxconn: u32,
+    /// Slots out: lent to the BackendQueue or held by sessions.
+    pub slots_out: u32,
+    /// Consecutive good and failed checks.
+    pub checks: (u32, u32),
+    pub last_check: Option<String>,
+    pub since_change: Duration,
+}
 
 pub struct Server {
     id: ServerId,
+    name: String,
+    address: SocketAddr,
     state: ServerState,
+    health: ServerHealth,
+    check: CheckSpec,
+    last_check: Option<String>,
+    released: u32,
     backend: Recipient<Dequeue>,
+    status_to: Recipient<ServerStatusChanged>,
+    ramp: Option<SpawnHandle>,
     log: Logger,
 }
 
 impl Server {
-    pub fn new(id: ServerId, maxconn: u32, backend: Recipient<Dequeue>, log: Logger) -> Server {
-        Server { id, state: ServerState::new(maxconn), backend, log }
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: ServerId,
+        name: String,
+        address: SocketAddr,
+        health: HealthConfig,
+        check: CheckSpec,
+        backend: Recipient<Dequeue>,
+        status_to: Recipient<ServerStatusChanged>,
+        log: Logger,
+    ) -> Server {
+        let maxconn = health.maxconn;
+        Server {
+            id,
+            name,
+            address,
+            state: ServerState::new(maxconn),
+            health: ServerHealth::new(health, Instant::now()),
+            check,
+            last_check: None,
+            released: 0,
+            backend,
+            status_to,
+            ramp: None,
+            log,
+        }
     }
 
     fn lend(&mut self, credits: u32) {
-        if credits > 0 {
+        if credits > 0 || self.released > 0 {
             // Same arbiter, one message per release: bounded by maxconn.
-            self.backend.do_send(Dequeue { server: self.id, credits });
+            let released = std::mem::take(&mut self.released);
+            self.backend.do_send(Dequeue { server: self.id, credits, released });
         }
     }
+
+    fn report_status(&mut self) {
+        let status = self.health.status(Instant::now());
+        self.status_to.do_send(ServerStatusChanged { server: self.id, status });
+    }
+
+    fn log_transition(&self, t: &Transition) {
+        let (good, bad) = self.health.counts();
+        info!(self.log, "server state changed";
+            "server" => &self.name, "from" => t.from.as_str(), "to" => t.to.as_str(), "reason" => t.reason,
+            "good_checks" => good, "failed_checks" => bad, "last_check" => self.last_check.as_deref().unwrap_or("-"));
+    }
+
+    fn after_transition(&mut self, t: Option<Transition>, ctx: &mut Context<Self>) {
+        if let Some(t) = t {
+            self.log_transition(&t);
+            if t.to == OpState::Starting && self.ramp.is_none() {
+                // Step the slowstart ramp every second, as HAProxy does.
+                self.ramp = Some(ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+                    let done = act.health.tick(Instant::now());
+                    act.report_status();
+                    if let Some(done) = done {
+                        act.log_transition(&done);
+                        if let Some(h) = act.ramp.take() {
+                            ctx.cancel_future(h);
+                        }
+                    }
+                }));
+            }
+        }
+        self.report_status();
+    }
+
+    fn schedule_check(&mut self, ctx: &mut Context<Self>) {
+        if !self.health.checking() {
+            return;
+        }
+        ctx.run_later(self.health.next_interval(), |act, ctx| {
+            if !act.health.checking() {
+                return;
+            }
+            let check = tcp_check(act.address, act.check.clone());
+            ctx.spawn(check.into_actor(act).map(|result, act, ctx| {
+                let now = Instant::now();
+                let ok = result.is_ok();
+                act.last_check = Some(result.err().unwrap_or_else(|| "L4OK".to_owned()));
+                debug!(act.log, "check done"; "server" => &act.name, "result" => act.last_check.as_deref());
+                let t = act.health.check_result(ok, now);
+                act.after_transition(t, ctx);
+                act.schedule_check(ctx);
+            }));
+        });
+    }
+}
+
+/// One TCP check: connect, optionally send, optionally expect a prefix.
+/// Errors are HAProxy-style status words.
+async fn tcp_check(address: SocketAddr, spec: CheckSpec) -> Result<(), String> {
+    let run = async {
+        let mut stream = TcpStream::connect(address).await.map_err(|_| "L4CON".to_owned())?;
+        if !spec.send.is_empty() {
+            stream.write_all(&spec.send).await.map_err(|_| "L4CON".to_owned())?;
+        }
+        if !spec.expect.is_empty() {
+            let mut got = vec![0u8; spec.expect.len()];
+            stream.read_exact(&mut got).await.map_err(|_| "L7RSP".to_owned())?;
+            if got != spec.expect {
+                return Err("L7RSP".to_owned());
+            }
+        }
+        Ok(())
+    };
+    timeout(spec.timeout, run).await.unwrap_or_else(|_| Err("L4TOUT".to_owned()))
 }
 
 impl Actor for Server {
@@ -41,6 +202,7 @@ impl Actor for Server {
         let credits = self.state.lend_free();
         debug!(self.log, "server slots lent"; "credits" => credits, "maxconn" => self.state.maxconn());
         self.lend(credits);
+        self.schedule_check(ctx);
     }
 }
 
@@ -48,7 +210,77 @@ impl Handler<Release> for Server {
     type Result = ();
 
     fn handle(&mut self, _: Release, _: &mut Self::Context) {
+        self.released += 1;
         let credits = self.state.release();
         self.lend(credits);
+    }
+}
+
+impl Handler<ConnectOutcome> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectOutcome, ctx: &mut Self::Context) {
+        let t = self.health.observe(msg.ok, Instant::now());
+        if t.is_some() {
+            self.after_transition(t, ctx);
+        }
+    }
+}
+
+impl Handler<SetAdminState> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetAdminState, ctx: &mut Self::Context) {
+        let was_checking = self.health.checking();
+        let from = self.health.admin();
+        let t = self.health.set_admin(msg.0, Instant::now());
+        info!(self.log, "server admin state changed"; "server" => &self.name,
+            "from" => from.as_str(), "to" => msg.0.as_str());
+        self.after_transition(t, ctx);
+        if !was_checking {
+            self.schedule_check(ctx);
+        }
+    }
+}
+
+impl Handler<SetWeight> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetWeight, ctx: &mut Self::Context) {
+        info!(self.log, "server weight changed"; "server" => &self.name,
+            "from" => self.health.weight(), "to" => msg.0);
+        self.health.set_weight(msg.0);
+        self.after_transition(None, ctx);
+    }
+}
+
+impl Handler<SetMaxconn> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetMaxconn, ctx: &mut Self::Context) {
+        info!(self.log, "server maxconn changed"; "server" => &self.name,
+            "from" => self.health.maxconn(), "to" => msg.0);
+        self.health.set_maxconn(msg.0);
+        let credits = self.state.set_maxconn(msg.0);
+        self.lend(credits);
+        self.after_transition(None, ctx);
+    }
+}
+
+impl Handler<GetServerReport> for Server {
+    type Result = ServerReport;
+
+    fn handle(&mut self, _: GetServerReport, _: &mut Self::Context) -> ServerReport {
+        ServerReport {
+            name: self.name.clone(),
+            op: self.health.op(),
+            admin: self.health.admin(),
+            weight: self.health.weight(),
+            maxconn: self.health.maxconn(),
+            slots_out: self.state.out(),
+            checks: self.health.counts(),
+            last_check: self.last_check.clone(),
+            since_change: Instant::now().saturating_duration_since(self.health.last_change()),
+        }
     }
 }

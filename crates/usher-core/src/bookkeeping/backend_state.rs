@@ -1,8 +1,9 @@
 //! The BackendQueue's bookkeeping: free slots (credits) lent by its servers,
-//! the backend queue, each server's own queue, and the balancing choice.
+//! the backend queue, each server's own queue, what each server serves, and
+//! the balancing choice.
 //!
 //! Why this is race-free: a session is queued only inside [`reserve`], after
-//! seeing in the same call that no credit it could use is held here; a freed
+//! seeing in the same call that no slot it could use is held here; a freed
 //! slot reaches this struct only through [`credit`], which hands it to the
 //! best waiter before anything else runs. The actor calls both from one
 //! mailbox, one message at a time, so "no slot, so queue" and "slot arrived,
@@ -11,10 +12,13 @@
 //! slot was released, stuck until `timeout queue`) has no window here.
 //!
 //! Invariants kept at every step (checked by [`BackendState::check`]):
-//! - a held credit for server S implies S's own queue is empty and, if S can
-//!   take balanced traffic, the backend queue is empty (work conservation);
+//! - a held credit that its server may use now (room under its effective
+//!   maxconn) implies nobody waits who could take it: the server's own queue
+//!   is empty and, if it takes balanced traffic, so is the backend queue;
 //! - a server with sessions queued for it is never picked for a newcomer;
-//! - queues never exceed their `maxqueue`.
+//! - queues never exceed their `maxqueue`;
+//! - while no server can take balanced traffic, the backend queue is empty
+//!   (its sessions are refused at once, not left to time out).
 //!
 //! [`reserve`]: BackendState::reserve
 //! [`credit`]: BackendState::credit
@@ -23,7 +27,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::wait_queue::{QueueKey, WaitQueue};
-use crate::balance::{Balancer, Candidate};
+use crate::balance::{least_loaded, Balancer, Candidate, Choice};
 use crate::ids::{ServerId, SessionId};
 
 /// A request for a slot.
@@ -49,7 +53,8 @@ pub enum Reserved<W> {
     Queued { server: Option<ServerId>, position: u32 },
     /// The queue it would join is at its `maxqueue`.
     Full { waiter: W },
-    /// No server can ever take it (none configured, or all weights 0).
+    /// No server can take it (none configured, all down, in maintenance or
+    /// at weight 0).
     NoServer { waiter: W },
 }
 
@@ -61,33 +66,11 @@ pub struct Grant<W> {
     pub waiter: W,
 }
 
+/// A queued session that can no longer be served.
 #[derive(Debug)]
-struct ServerSlots<W> {
-    /// `None` = unlimited server: always has room, credits do not circulate.
-    held: Option<u32>,
-    weight: u32,
-    maxqueue: u32,
-    queue: WaitQueue<W>,
-}
-
-impl<W> ServerSlots<W> {
-    fn has_credit(&self) -> bool {
-        self.held.is_none_or(|n| n > 0)
-    }
-
-    /// Can take balanced (non-pinned) traffic at all.
-    fn balanced(&self) -> bool {
-        self.weight > 0
-    }
-}
-
-pub struct BackendState<W> {
-    servers: Vec<ServerSlots<W>>,
-    queue: WaitQueue<W>,
-    maxqueue: u32,
-    balancer: Box<dyn Balancer>,
-    /// Which queue each waiting session is in (`None` = backend queue).
-    location: HashMap<SessionId, Option<ServerId>>,
+pub struct Refusal<W> {
+    pub session: SessionId,
+    pub waiter: W,
 }
 
 /// How a server is set up in the backend.
@@ -97,38 +80,169 @@ pub struct ServerSetup {
     pub maxconn: u32,
     pub weight: u32,
     pub maxqueue: u32,
+    /// Takes balanced traffic only while no active server can.
+    pub backup: bool,
+    /// Dynamic maxconn floor (0 = off): see [`BackendSetup::fullconn`].
+    pub minconn: u32,
+}
+
+/// How the backend is set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackendSetup {
+    /// Backend queue bound (0 = unbounded).
+    pub maxqueue: u32,
+    /// A pinned session whose server queue is full goes to another server.
+    pub redispatch: bool,
+    /// Backend load (served + queued) at which servers with `minconn` reach
+    /// their full `maxconn` (HAProxy's fullconn; 0 = off).
+    pub fullconn: u32,
+}
+
+/// What a Server tells its BackendQueue about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerStatus {
+    /// Operationally usable: UP or STARTING, and not in maintenance.
+    pub up: bool,
+    /// Effective weight (0 = drain: no balanced traffic, own queue served).
+    pub weight: u32,
+    /// Effective maxconn below the configured one (slowstart), if any.
+    pub cap: Option<u32>,
+}
+
+#[derive(Debug)]
+struct ServerSlots<W> {
+    /// `None` = unlimited server: always has room, credits do not circulate.
+    held: Option<u32>,
+    /// Sessions holding a slot of this server.
+    served: u32,
+    maxconn: u32,
+    minconn: u32,
+    maxqueue: u32,
+    backup: bool,
+    status: ServerStatus,
+    queue: WaitQueue<W>,
+}
+
+pub struct BackendState<W> {
+    servers: Vec<ServerSlots<W>>,
+    queue: WaitQueue<W>,
+    setup: BackendSetup,
+    balancer: Box<dyn Balancer>,
+    /// Which queue each waiting session is in (`None` = backend queue).
+    location: HashMap<SessionId, Option<ServerId>>,
 }
 
 impl<W> BackendState<W> {
     /// Limited servers start with no credit: their Server lends them.
     pub fn new(servers: &[ServerSetup], maxqueue: u32, balancer: Box<dyn Balancer>) -> BackendState<W> {
+        Self::with_setup(servers, BackendSetup { maxqueue, redispatch: false, fullconn: 0 }, balancer)
+    }
+
+    pub fn with_setup(servers: &[ServerSetup], setup: BackendSetup, balancer: Box<dyn Balancer>) -> BackendState<W> {
         let servers = servers
             .iter()
             .map(|s| ServerSlots {
                 held: if s.maxconn == 0 { None } else { Some(0) },
-                weight: s.weight,
+                served: 0,
+                maxconn: s.maxconn,
+                minconn: s.minconn,
                 maxqueue: s.maxqueue,
+                backup: s.backup,
+                status: ServerStatus { up: true, weight: s.weight, cap: None },
                 queue: WaitQueue::default(),
             })
             .collect();
-        BackendState { servers, queue: WaitQueue::default(), maxqueue, balancer, location: HashMap::new() }
+        BackendState { servers, queue: WaitQueue::default(), setup, balancer, location: HashMap::new() }
     }
+
+    // === what a server may do now ===
+
+    fn any_active(&self) -> bool {
+        self.servers.iter().any(|s| !s.backup && s.status.up && s.status.weight > 0)
+    }
+
+    /// Takes balanced traffic: up, weight > 0, and a backup only while no
+    /// active server can.
+    fn balanced(&self, i: usize, any_active: bool) -> bool {
+        let s = &self.servers[i];
+        s.status.up && s.status.weight > 0 && (!s.backup || !any_active)
+    }
+
+    /// Sessions waiting or served in the backend (HAProxy's beconn).
+    fn load(&self) -> u64 {
+        let served: u64 = self.servers.iter().map(|s| u64::from(s.served)).sum();
+        let queued: u64 = self.servers.iter().map(|s| s.queue.len() as u64).sum::<u64>() + self.queue.len() as u64;
+        served + queued
+    }
+
+    /// The maxconn in force now: slowstart cap and dynamic maxconn applied.
+    fn effective_max(&self, i: usize, load: u64) -> Option<u32> {
+        let s = &self.servers[i];
+        let mut max = s.status.cap;
+        if s.minconn > 0 && s.maxconn > 0 && self.setup.fullconn > 0 && load < u64::from(self.setup.fullconn) {
+            let dynamic = (load * u64::from(s.maxconn) / u64::from(self.setup.fullconn)) as u32;
+            let dynamic = dynamic.max(s.minconn).min(s.maxconn);
+            max = Some(max.map_or(dynamic, |m| m.min(dynamic)));
+        }
+        max
+    }
+
+    /// A held credit it may use now (below its effective maxconn).
+    fn has_room(&self, i: usize, load: u64) -> bool {
+        let s = &self.servers[i];
+        s.held.is_none_or(|n| n > 0) && self.effective_max(i, load).is_none_or(|m| s.served < m)
+    }
+
+    fn candidates(&self, avoid: Option<ServerId>) -> Vec<Candidate> {
+        let any_active = self.any_active();
+        let load = self.load();
+        let mut c: Vec<Candidate> = (0..self.servers.len())
+            .map(|i| {
+                let s = &self.servers[i];
+                let usable = self.balanced(i, any_active);
+                Candidate {
+                    id: ServerId(i),
+                    weight: s.status.weight,
+                    usable,
+                    available: usable && s.queue.is_empty() && self.has_room(i, load),
+                    load: s.served + s.queue.len() as u32,
+                }
+            })
+            .collect();
+        if let Some(avoid) = avoid.filter(|a| a.0 < c.len()) {
+            if c.iter().any(|x| x.available && x.id != avoid) {
+                c[avoid.0].available = false;
+            }
+        }
+        c
+    }
+
+    // === reserve ===
 
     /// Decides at once: grant from a held credit, or queue, or refuse.
     pub fn reserve(&mut self, req: ReserveRequest, waiter: W) -> Reserved<W> {
         if let Some(pin) = req.pin {
-            return self.reserve_pinned(pin, req, waiter);
+            return self.reserve_pinned(pin, req, waiter, false);
         }
-        if !self.servers.iter().any(|s| s.balanced()) {
+        let candidates = self.candidates(req.avoid);
+        if !candidates.iter().any(|c| c.usable) {
             return Reserved::NoServer { waiter };
         }
         // Nobody overtakes the backend queue: while it is non-empty, no
-        // balanced server holds a credit (see `credit`), so pick finds none.
-        if let Some(server) = self.pick(req.avoid) {
-            self.take_credit(server);
-            return Reserved::Granted { server, waiter };
+        // balanced server has a usable credit (see `credit`), so no
+        // candidate is available.
+        match self.balancer.pick(&candidates, req.client) {
+            Some(Choice::Balanced(server)) if candidates[server.0].available => {
+                self.take_slot(server);
+                Reserved::Granted { server, waiter }
+            }
+            Some(Choice::Pinned(server)) => self.reserve_pinned(server, req, waiter, true),
+            _ => self.enqueue_backend(req, waiter),
         }
-        if self.maxqueue > 0 && self.queue.len() >= self.maxqueue as usize {
+    }
+
+    fn enqueue_backend(&mut self, req: ReserveRequest, waiter: W) -> Reserved<W> {
+        if self.setup.maxqueue > 0 && self.queue.len() >= self.setup.maxqueue as usize {
             return Reserved::Full { waiter };
         }
         let position = self.queue.push(req.key, req.session, waiter);
@@ -136,46 +250,61 @@ impl<W> BackendState<W> {
         Reserved::Queued { server: None, position }
     }
 
-    fn reserve_pinned(&mut self, pin: ServerId, req: ReserveRequest, waiter: W) -> Reserved<W> {
-        let Some(s) = self.servers.get_mut(pin.0) else {
+    /// `hashed`: pinned by a hash algorithm (may redispatch when full), as
+    /// opposed to an explicit pin.
+    fn reserve_pinned(&mut self, pin: ServerId, req: ReserveRequest, waiter: W, hashed: bool) -> Reserved<W> {
+        if pin.0 >= self.servers.len() || !self.servers[pin.0].status.up {
             return Reserved::NoServer { waiter };
-        };
-        if s.has_credit() && s.queue.is_empty() {
-            self.take_credit(pin);
+        }
+        let load = self.load();
+        if self.servers[pin.0].queue.is_empty() && self.has_room(pin.0, load) {
+            self.take_slot(pin);
             return Reserved::Granted { server: pin, waiter };
         }
+        let s = &self.servers[pin.0];
         if s.maxqueue > 0 && s.queue.len() >= s.maxqueue as usize {
+            if hashed && self.setup.redispatch {
+                // Its server's queue is full: any other server will do.
+                let candidates = self.candidates(Some(pin));
+                if let Some(i) = least_loaded(&candidates, 0, |c| c.id != pin) {
+                    let server = candidates[i].id;
+                    self.take_slot(server);
+                    return Reserved::Granted { server, waiter };
+                }
+                return self.enqueue_backend(req, waiter);
+            }
             return Reserved::Full { waiter };
         }
-        let position = s.queue.push(req.key, req.session, waiter);
+        let position = self.servers[pin.0].queue.push(req.key, req.session, waiter);
         self.location.insert(req.session, Some(pin));
         Reserved::Queued { server: Some(pin), position }
     }
 
-    fn pick(&mut self, avoid: Option<ServerId>) -> Option<ServerId> {
-        let mut candidates: Vec<Candidate> = self
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Candidate {
-                id: ServerId(i),
-                weight: s.weight,
-                available: s.balanced() && s.has_credit() && s.queue.is_empty(),
-            })
-            .collect();
-        if let Some(avoid) = avoid.filter(|a| a.0 < candidates.len()) {
-            let others = candidates.iter().any(|c| c.available && c.id != avoid);
-            if others {
-                candidates[avoid.0].available = false;
-            }
-        }
-        self.balancer.pick(&candidates)
-    }
-
-    fn take_credit(&mut self, server: ServerId) {
-        if let Some(held) = &mut self.servers[server.0].held {
+    fn take_slot(&mut self, server: ServerId) {
+        let s = &mut self.servers[server.0];
+        if let Some(held) = &mut s.held {
             debug_assert!(*held > 0);
             *held -= 1;
+        }
+        s.served += 1;
+    }
+
+    /// A grant could not be delivered (the waiter was gone): the slot is
+    /// held again, ready for [`credit`](Self::credit) or [`dispatch`](Self::dispatch).
+    pub fn ungrant(&mut self, server: ServerId) {
+        let s = &mut self.servers[server.0];
+        s.served = s.served.saturating_sub(1);
+        if let Some(held) = &mut s.held {
+            *held += 1;
+        }
+    }
+
+    /// `n` sessions of `server` released their slots (reported by the
+    /// Server with the credits it lends back).
+    pub fn released(&mut self, server: ServerId, n: u32) {
+        if let Some(s) = self.servers.get_mut(server.0) {
+            debug_assert!(s.served >= n, "release without a grant");
+            s.served = s.served.saturating_sub(n);
         }
     }
 
@@ -188,32 +317,111 @@ impl<W> BackendState<W> {
         }
     }
 
+    // === freed slots ===
+
     /// A freed slot of `server` arrived (`Dequeue`). The best waiter that can
     /// use it gets it: the head of the server's own queue or, if the server
     /// takes balanced traffic, the head of the backend queue — the lower key
-    /// wins, a tie goes to the server queue. With no waiter, it is held.
-    ///
-    /// If the waiter turns out to be gone when the actor delivers, the actor
-    /// calls `credit` again for the same slot.
+    /// wins, a tie goes to the server queue. With no waiter, or no room under
+    /// the server's effective maxconn, it is held.
     pub fn credit(&mut self, server: ServerId) -> Option<Grant<W>> {
         let s = self.servers.get_mut(server.0)?;
-        let own = s.queue.head_key();
-        let shared = if s.balanced() { self.queue.head_key() } else { None };
+        if let Some(held) = &mut s.held {
+            *held += 1;
+        }
+        self.grant_from(server)
+    }
+
+    /// Offers one held slot of `server` to the best waiter again (after an
+    /// [`ungrant`](Self::ungrant)); `None` leaves it held.
+    pub fn regrant(&mut self, server: ServerId) -> Option<Grant<W>> {
+        self.grant_from(server)
+    }
+
+    /// Hands one held slot of `server` to the best waiter, if it may.
+    fn grant_from(&mut self, server: ServerId) -> Option<Grant<W>> {
+        let any_active = self.any_active();
+        let load = self.load();
+        if !self.servers[server.0].status.up || !self.has_room(server.0, load) {
+            return None;
+        }
+        let own = self.servers[server.0].queue.head_key();
+        let shared = if self.balanced(server.0, any_active) { self.queue.head_key() } else { None };
         let from_own = match (own, shared) {
-            (None, None) => {
-                if let Some(held) = &mut s.held {
-                    *held += 1;
-                }
-                return None;
-            }
+            (None, None) => return None,
             (Some(_), None) => true,
             (None, Some(_)) => false,
             (Some(own), Some(shared)) => own <= shared,
         };
-        let waiting = if from_own { s.queue.pop_front() } else { self.queue.pop_front() }?;
+        let waiting = if from_own { self.servers[server.0].queue.pop_front() } else { self.queue.pop_front() }?;
         self.location.remove(&waiting.session);
+        self.take_slot(server);
         Some(Grant { server, session: waiting.session, waiter: waiting.waiter })
     }
+
+    /// Grants every held slot that may be used now to a waiter (after a
+    /// weight, cap, state or load change raised what servers may take).
+    pub fn dispatch(&mut self) -> Vec<Grant<W>> {
+        let mut grants = Vec::new();
+        for i in 0..self.servers.len() {
+            while let Some(grant) = self.grant_from(ServerId(i)) {
+                grants.push(grant);
+            }
+        }
+        grants
+    }
+
+    // === server status ===
+
+    /// A Server reports its state. When it goes down or into maintenance,
+    /// its own queue is redispatched (re-reserved through balancing) or, with
+    /// `redispatch` off, refused; when no server can take balanced traffic
+    /// any more, the backend queue is refused at once rather than left to
+    /// time out. Returns the grants and refusals to deliver.
+    pub fn set_status(&mut self, server: ServerId, status: ServerStatus) -> (Vec<Grant<W>>, Vec<Refusal<W>>) {
+        let mut grants = Vec::new();
+        let mut refusals = Vec::new();
+        let Some(s) = self.servers.get_mut(server.0) else { return (grants, refusals) };
+        let went_down = s.status.up && !status.up;
+        s.status = status;
+        if went_down {
+            let mut stranded = Vec::new();
+            while let Some(w) = self.servers[server.0].queue.pop_front() {
+                self.location.remove(&w.session);
+                stranded.push(w);
+            }
+            for w in stranded {
+                if !self.setup.redispatch {
+                    refusals.push(Refusal { session: w.session, waiter: w.waiter });
+                    continue;
+                }
+                let req = ReserveRequest {
+                    session: w.session,
+                    key: QueueKey { class: i32::MIN, time_ms: i64::MIN, seq: w.session.0 },
+                    client: None,
+                    pin: None,
+                    avoid: Some(server),
+                };
+                match self.reserve(req, w.waiter) {
+                    Reserved::Granted { server, waiter } => grants.push(Grant { server, session: w.session, waiter }),
+                    Reserved::Queued { .. } => {}
+                    Reserved::Full { waiter } | Reserved::NoServer { waiter } => {
+                        refusals.push(Refusal { session: w.session, waiter })
+                    }
+                }
+            }
+        }
+        if !self.candidates(None).iter().any(|c| c.usable) {
+            while let Some(w) = self.queue.pop_front() {
+                self.location.remove(&w.session);
+                refusals.push(Refusal { session: w.session, waiter: w.waiter });
+            }
+        }
+        grants.extend(self.dispatch());
+        (grants, refusals)
+    }
+
+    // === introspection ===
 
     pub fn backend_queue_len(&self) -> usize {
         self.queue.len()
@@ -228,6 +436,16 @@ impl<W> BackendState<W> {
         self.servers.get(server.0).and_then(|s| s.held)
     }
 
+    /// Sessions holding a slot of `server`.
+    pub fn served(&self, server: ServerId) -> u32 {
+        self.servers.get(server.0).map_or(0, |s| s.served)
+    }
+
+    /// The maxconn in force now for `server` (`None` = its configured one).
+    pub fn effective_maxconn(&self, server: ServerId) -> Option<u32> {
+        (server.0 < self.servers.len()).then(|| self.effective_max(server.0, self.load())).flatten()
+    }
+
     pub fn is_queued(&self, session: SessionId) -> bool {
         self.location.contains_key(&session)
     }
@@ -239,22 +457,32 @@ impl<W> BackendState<W> {
     /// Checks the invariants listed in the module doc; returns the first
     /// violation. Used by tests after every step.
     pub fn check(&self) -> Result<(), String> {
-        if self.maxqueue > 0 && self.queue.len() > self.maxqueue as usize {
-            return Err(format!("backend queue {} > maxqueue {}", self.queue.len(), self.maxqueue));
+        if self.setup.maxqueue > 0 && self.queue.len() > self.setup.maxqueue as usize {
+            return Err(format!("backend queue {} > maxqueue {}", self.queue.len(), self.setup.maxqueue));
+        }
+        let any_active = self.any_active();
+        let load = self.load();
+        let any_balanced = (0..self.servers.len()).any(|i| self.balanced(i, any_active));
+        if !any_balanced && !self.queue.is_empty() {
+            return Err("backend queue waits while no server can take it".into());
         }
         for (i, s) in self.servers.iter().enumerate() {
             if s.maxqueue > 0 && s.queue.len() > s.maxqueue as usize {
                 return Err(format!("server {i} queue {} > maxqueue {}", s.queue.len(), s.maxqueue));
             }
-            if s.held.is_some_and(|n| n > 0) {
+            if s.maxconn > 0 && s.served > s.maxconn {
+                return Err(format!("server {i} serves {} > maxconn {}", s.served, s.maxconn));
+            }
+            let usable_credit = s.held.is_some_and(|n| n > 0) && s.status.up && self.has_room(i, load);
+            if usable_credit {
                 if !s.queue.is_empty() {
-                    return Err(format!("server {i} holds a credit while its own queue waits"));
+                    return Err(format!("server {i} holds a usable credit while its own queue waits"));
                 }
-                if s.balanced() && !self.queue.is_empty() {
-                    return Err(format!("server {i} holds a credit while the backend queue waits"));
+                if self.balanced(i, any_active) && !self.queue.is_empty() {
+                    return Err(format!("server {i} holds a usable credit while the backend queue waits"));
                 }
             }
-            if s.held.is_none() && !s.queue.is_empty() {
+            if s.held.is_none() && !s.queue.is_empty() && s.status.up && self.has_room(i, load) {
                 return Err(format!("unlimited server {i} has a queue"));
             }
         }

@@ -40,6 +40,13 @@ impl ServerState {
         free
     }
 
+    /// Changes `maxconn` at run time. Raising it lends the new slots at once
+    /// (returned); lowering it lends nothing back until `out` is below it.
+    pub fn set_maxconn(&mut self, maxconn: u32) -> u32 {
+        self.maxconn = maxconn;
+        self.lend_free()
+    }
+
     /// A session gave its slot back. Returns the credits to lend again.
     pub fn release(&mut self) -> u32 {
         if self.unlimited() {

@@ -150,7 +150,9 @@ struct FrontendKeys {
     rate_limit: Option<u32>,
     priority_class: Option<i64>,
     priority_offset: Option<i64>,
+    accept_proxy: Option<bool>,
     client: Option<std::time::Duration>,
+    proxy: Option<std::time::Duration>,
     stress: Option<StressSettings>,
 }
 
@@ -163,8 +165,10 @@ fn frontend_keys(s: &mut Section, report: &mut Report<'_>) -> FrontendKeys {
     let rate_limit = s.u32_in("rate_limit", 0, 10_000_000, report);
     let priority_class = s.i64_in("priority_class", -2047, 2047, report);
     let priority_offset = s.i64_in("priority_offset", -524_287, 524_287, report);
+    let accept_proxy = s.bool("accept_proxy", report);
     let mut t = s.sub("timeout", report);
     let client = t.duration("client", report);
+    let proxy = t.duration("proxy", report);
     t.finish(report);
     let mut st = s.sub("stress", report);
     let cooldown = st.duration("cooldown", report);
@@ -188,13 +192,18 @@ fn frontend_keys(s: &mut Section, report: &mut Report<'_>) -> FrontendKeys {
         rate_limit,
         priority_class,
         priority_offset,
+        accept_proxy,
         client,
+        proxy,
         stress,
     }
 }
 
 struct BackendKeys {
     balance: Option<Balance>,
+    draws: Option<u32>,
+    hash_balance_factor: Option<u32>,
+    fullconn: Option<u32>,
     maxqueue: Option<u32>,
     retries: Option<u32>,
     redispatch: Option<bool>,
@@ -204,7 +213,21 @@ struct BackendKeys {
 }
 
 fn backend_keys(s: &mut Section, report: &mut Report<'_>) -> BackendKeys {
-    let balance = s.choice("balance", &[("roundrobin", Balance::Roundrobin)], report);
+    let balance = s.choice(
+        "balance",
+        &[
+            ("roundrobin", Balance::Roundrobin),
+            ("static-rr", Balance::StaticRr),
+            ("leastconn", Balance::Leastconn),
+            ("first", Balance::First),
+            ("source", Balance::Source),
+            ("random", Balance::Random),
+        ],
+        report,
+    );
+    let draws = s.u32_in("draws", 1, 16, report);
+    let hash_balance_factor = s.u32_in("hash_balance_factor", 0, 10_000, report);
+    let fullconn = s.u32_in("fullconn", 0, 10_000_000, report);
     let maxqueue = s.u32_in("maxqueue", 0, 10_000_000, report);
     let retries = s.u32_in("retries", 0, 100, report);
     let redispatch = s.bool("redispatch", report);
@@ -213,7 +236,13 @@ fn backend_keys(s: &mut Section, report: &mut Report<'_>) -> BackendKeys {
     let connect = t.duration("connect", report);
     let server = t.duration("server", report);
     t.finish(report);
-    BackendKeys { balance, maxqueue, retries, redispatch, queue, connect, server }
+    if hash_balance_factor.is_some_and(|f| f > 0 && f < 100) {
+        report.error(
+            &format!("{}.hash_balance_factor", s.path()),
+            "below 100; expected 0 (off) or a percent of the average load of at least 100, such as 125",
+        );
+    }
+    BackendKeys { balance, draws, hash_balance_factor, fullconn, maxqueue, retries, redispatch, queue, connect, server }
 }
 
 struct ServerKeys {
@@ -221,6 +250,11 @@ struct ServerKeys {
     weight: Option<u32>,
     maxconn: Option<u32>,
     maxqueue: Option<u32>,
+    send_proxy: Option<ProxyVersion>,
+    backup: Option<bool>,
+    minconn: Option<u32>,
+    slowstart: Option<std::time::Duration>,
+    check: Option<CheckSettings>,
 }
 
 fn server_keys(s: &mut Section, report: &mut Report<'_>) -> ServerKeys {
@@ -228,7 +262,44 @@ fn server_keys(s: &mut Section, report: &mut Report<'_>) -> ServerKeys {
     let weight = s.u32_in("weight", 0, 256, report);
     let maxconn = s.u32_in("maxconn", 0, 10_000_000, report);
     let maxqueue = s.u32_in("maxqueue", 0, 10_000_000, report);
-    ServerKeys { address, weight, maxconn, maxqueue }
+    let send_proxy = s.choice(
+        "send_proxy",
+        &[("none", ProxyVersion::None), ("v1", ProxyVersion::V1), ("v2", ProxyVersion::V2)],
+        report,
+    );
+    let backup = s.bool("backup", report);
+    let minconn = s.u32_in("minconn", 0, 10_000_000, report);
+    let slowstart = s.duration("slowstart", report);
+    let mut c = s.sub("check", report);
+    let check = (|| {
+        let enabled = c.bool("enabled", report);
+        let inter = c.duration("inter", report);
+        let fastinter = c.duration("fastinter", report);
+        let downinter = c.duration("downinter", report);
+        let rise = c.u32_in("rise", 1, 1000, report);
+        let fall = c.u32_in("fall", 1, 1000, report);
+        let timeout = c.duration("timeout", report);
+        let send = c.text("send", report);
+        let expect = c.text("expect", report);
+        let error_limit = c.u32_in("error_limit", 0, 1_000_000, report);
+        Some(CheckSettings {
+            enabled: enabled?,
+            inter: inter?,
+            fastinter: fastinter?,
+            downinter: downinter?,
+            rise: rise?,
+            fall: fall?,
+            timeout: timeout?,
+            send: send?,
+            expect: expect?,
+            error_limit: error_limit?,
+        })
+    })();
+    if check.as_ref().is_some_and(|c| c.inter.is_zero()) {
+        report.error(&format!("{}.inter", c.path()), "zero; expected a check interval such as \"2s\"");
+    }
+    c.finish(report);
+    ServerKeys { address, weight, maxconn, maxqueue, send_proxy, backup, minconn, slowstart, check }
 }
 
 fn frontends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report<'_>) -> Vec<FrontendSettings> {
@@ -248,7 +319,9 @@ fn frontends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report
             Some(rate_limit),
             Some(priority_class),
             Some(priority_offset),
+            Some(accept_proxy),
             Some(client),
+            Some(proxy),
             Some(stress),
         ) = (
             k.bind,
@@ -259,7 +332,9 @@ fn frontends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report
             k.rate_limit,
             k.priority_class,
             k.priority_offset,
+            k.accept_proxy,
             k.client,
+            k.proxy,
             k.stress,
         ) {
             out.push(FrontendSettings {
@@ -272,7 +347,8 @@ fn frontends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report
                 rate_limit,
                 priority_class: priority_class as i32,
                 priority_offset,
-                timeout: FrontendTimeouts { client },
+                accept_proxy,
+                timeout: FrontendTimeouts { client, proxy },
                 stress,
             });
         }
@@ -289,26 +365,21 @@ fn backends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report<
         let k = backend_keys(&mut s, report);
         let servers = servers(&mut s, defaults, report);
         s.finish(report);
-        if let (
-            Some(balance),
-            Some(maxqueue),
-            Some(retries),
-            Some(redispatch),
-            Some(queue),
-            Some(connect),
-            Some(server),
-        ) = (k.balance, k.maxqueue, k.retries, k.redispatch, k.queue, k.connect, k.server)
-        {
-            out.push(BackendSettings {
+        let built = (|| {
+            Some(BackendSettings {
                 name,
-                balance,
-                maxqueue,
-                retries,
-                redispatch,
-                timeout: BackendTimeouts { queue, connect, server },
+                balance: k.balance?,
+                draws: k.draws?,
+                hash_balance_factor: k.hash_balance_factor?,
+                fullconn: k.fullconn?,
+                maxqueue: k.maxqueue?,
+                retries: k.retries?,
+                redispatch: k.redispatch?,
+                timeout: BackendTimeouts { queue: k.queue?, connect: k.connect?, server: k.server? },
                 servers,
-            });
-        }
+            })
+        })();
+        out.extend(built);
     }
     out
 }
@@ -321,11 +392,21 @@ fn servers(backend: &mut Section, defaults: &Defaults, report: &mut Report<'_>) 
             .with_defaults("defaults.server", defaults.server.as_ref());
         let k = server_keys(&mut s, report);
         s.finish(report);
-        if let (Some(address), Some(weight), Some(maxconn), Some(maxqueue)) =
-            (k.address, k.weight, k.maxconn, k.maxqueue)
-        {
-            out.push(ServerSettings { name, address, weight, maxconn, maxqueue });
-        }
+        let built = (|| {
+            Some(ServerSettings {
+                name,
+                address: k.address?,
+                weight: k.weight?,
+                maxconn: k.maxconn?,
+                maxqueue: k.maxqueue?,
+                send_proxy: k.send_proxy?,
+                backup: k.backup?,
+                minconn: k.minconn?,
+                slowstart: k.slowstart?,
+                check: k.check?,
+            })
+        })();
+        out.extend(built);
     }
     out
 }

@@ -152,6 +152,14 @@ impl Section {
         })
     }
 
+    /// A string that may be empty.
+    pub fn text(&mut self, key: &'static str, report: &mut Report<'_>) -> Option<String> {
+        self.get(key, "a string", report, |v| match v {
+            ValueKind::String(s) => Some(s.clone()),
+            _ => None,
+        })
+    }
+
     /// One of a fixed set of words.
     pub fn choice<T: Copy>(&mut self, key: &'static str, choices: &[(&str, T)], report: &mut Report<'_>) -> Option<T> {
         let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();

@@ -140,6 +140,8 @@ pub struct FrontendSettings {
     pub priority_class: i32,
     /// Added to its sessions' arrival time in the queues, in ms (negative = earlier).
     pub priority_offset: i64,
+    /// Clients start with a PROXY protocol header (v1 or v2) from an upstream balancer.
+    pub accept_proxy: bool,
     pub timeout: FrontendTimeouts,
     pub stress: StressSettings,
 }
@@ -165,13 +167,26 @@ pub struct FrontendTimeouts {
     /// Client-side inactivity limit while relaying (zero = none).
     #[serde(with = "humantime_serde")]
     pub client: Duration,
+    /// Limit for reading the PROXY header with `accept_proxy` (zero = none).
+    #[serde(with = "humantime_serde")]
+    pub proxy: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Balance {
-    /// Smooth weighted round robin.
+    /// Smooth weighted round robin; follows weight changes.
     Roundrobin,
+    /// Weighted round robin on the configured weights.
+    StaticRr,
+    /// Fewest served + queued relative to weight; round robin among equals.
+    Leastconn,
+    /// First server in declaration order with a free slot.
+    First,
+    /// Consistent hash of the client IP; pinned sessions queue on their server.
+    Source,
+    /// Power of `draws` random choices.
+    Random,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,6 +200,12 @@ pub struct BackendSettings {
     pub retries: u32,
     /// Retries go to another server when there is one.
     pub redispatch: bool,
+    /// Random draws for `balance = "random"`.
+    pub draws: u32,
+    /// Bounded-load consistent hashing, percent of the average load (0 = off).
+    pub hash_balance_factor: u32,
+    /// Backend load at which servers with `minconn` reach `maxconn` (0 = off).
+    pub fullconn: u32,
     pub timeout: BackendTimeouts,
     /// Servers in declaration order.
     #[serde(serialize_with = "by_name")]
@@ -204,6 +225,19 @@ pub struct BackendTimeouts {
     pub server: Duration,
 }
 
+/// Which PROXY protocol header usher sends a server (`servers.X.send_proxy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyVersion {
+    /// No header: the server sees usher's address.
+    #[default]
+    None,
+    /// Text header, `PROXY TCP4 … \r\n`.
+    V1,
+    /// Binary header.
+    V2,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerSettings {
     #[serde(skip)]
@@ -214,4 +248,41 @@ pub struct ServerSettings {
     pub maxconn: u32,
     /// Own queue bound (0 = unbounded).
     pub maxqueue: u32,
+    /// PROXY protocol header written after connecting, before any client byte.
+    pub send_proxy: ProxyVersion,
+    /// Takes traffic only while no active server is usable.
+    pub backup: bool,
+    /// Dynamic maxconn floor with `fullconn` (0 = off).
+    pub minconn: u32,
+    /// Ramp of weight and maxconn after coming back up (zero = none).
+    #[serde(with = "humantime_serde")]
+    pub slowstart: Duration,
+    pub check: CheckSettings,
+}
+
+/// Active health checks of one server, and passive observation.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckSettings {
+    /// Run active checks.
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub inter: Duration,
+    /// Interval while changing state (zero = inter).
+    #[serde(with = "humantime_serde")]
+    pub fastinter: Duration,
+    /// Interval while down (zero = inter).
+    #[serde(with = "humantime_serde")]
+    pub downinter: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Limit for one check (zero = inter).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Bytes sent after connecting (empty = connect only).
+    pub send: String,
+    /// Expected prefix of the reply (empty = none).
+    pub expect: String,
+    /// Consecutive failed connections from live traffic that count as a
+    /// failed check (0 = off).
+    pub error_limit: u32,
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
-use slog::{error, warn, Logger};
+use slog::{error, info, warn, Logger};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 use tokio::time::sleep;
@@ -24,7 +24,8 @@ use crate::net::{classify_accept_error, AcceptError};
 
 pub struct AcceptLoop {
     pub id: ListenerId,
-    pub listener: std::net::TcpListener,
+    /// Taken by `run`, which owns the socket from then on.
+    pub listener: Option<std::net::TcpListener>,
     pub front: Arc<FrontendContext>,
     pub admit: Recipient<Admit>,
     pub give_back: Recipient<GiveBack>,
@@ -37,26 +38,34 @@ pub struct AcceptLoop {
 }
 
 impl AcceptLoop {
-    pub async fn run(self) {
-        let address = self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    pub async fn run(mut self) {
+        let Some(listener) = self.listener.take() else { return };
+        let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         // Readiness without accepting needs AsyncFd (tokio's TcpListener can
         // only accept). `new` is deprecated because a borrowed fd could be
         // closed under it; here the AsyncFd owns the listener, so that cannot
         // happen, and `register` would need `unsafe`.
         #[allow(deprecated)]
-        let fd = match AsyncFd::new(self.listener) {
+        let fd = match AsyncFd::new(listener) {
             Ok(fd) => fd,
             Err(err) => {
                 error!(self.log, "listener cannot be polled"; "address" => address, "error" => %err);
                 return;
             }
         };
+        self.accept_until_stopped(&fd, &address).await;
+        // The socket closes here; only now is "closed" true for clients.
+        drop(fd);
+        info!(self.log, "listener closed"; "address" => address);
+    }
+
+    async fn accept_until_stopped(&self, fd: &AsyncFd<std::net::TcpListener>, address: &str) {
         loop {
             let mut ready = tokio::select! {
                 r = fd.readable() => match r {
                     Ok(ready) => ready,
                     Err(err) => {
-                        error!(self.log, "listener poll failed"; "address" => &address, "error" => %err);
+                        error!(self.log, "listener poll failed"; "address" => address, "error" => %err);
                         return;
                     }
                 },
@@ -93,7 +102,7 @@ impl AcceptLoop {
                             break;
                         }
                         AcceptError::Other => {
-                            warn!(self.log, "accept failed"; "address" => &address, "error" => %err);
+                            warn!(self.log, "accept failed"; "address" => address, "error" => %err);
                             pause = Some(self.error_pause);
                             break;
                         }

@@ -50,6 +50,10 @@ pub struct FrontendContext {
     pub priority_class: i32,
     /// `frontends.X.priority_offset` in ms: added to the arrival time.
     pub priority_offset_ms: i64,
+    /// `frontends.X.accept_proxy`: clients start with a PROXY header.
+    pub accept_proxy: bool,
+    /// `frontends.X.timeout.proxy`: time to read that header (zero = none).
+    pub proxy_timeout: Duration,
 }
 
 impl FrontendContext {

@@ -18,12 +18,13 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use super::client_watch::ClientWatch;
 use super::frontend::FrontendContext;
+use super::proxy_protocol;
 use super::relay::{relay, RelayEnd, RelayLimits};
 use crate::bookkeeping::QueueKey;
 use crate::extension::{CheckClient, Verdict};
 use crate::ids::{ServerId, SessionId};
 use crate::logging::{AccessRecord, Termination};
-use crate::messages::{AdmissionGuard, CancelReserve, Reserve, ReserveReply, Slot, RESERVE_REPLIES};
+use crate::messages::{AdmissionGuard, CancelReserve, ConnectOutcome, Reserve, ReserveReply, Slot, RESERVE_REPLIES};
 
 /// Longest pause before retrying a server that refused (HAProxy's turn-around).
 const MAX_TURNAROUND: Duration = Duration::from_secs(1);
@@ -75,6 +76,22 @@ async fn drive(
     record: &mut AccessRecord,
     timeouts: Timeouts,
 ) -> Termination {
+    // accept_proxy: the header's source is the client from here on.
+    let mut proxied_to = None;
+    if front.accept_proxy {
+        match proxy_protocol::read_header(&mut client, front.proxy_timeout, &front.kill).await {
+            Ok(Some(addresses)) => {
+                record.client = addresses.source;
+                proxied_to = Some(addresses.destination);
+            }
+            Ok(None) => {}
+            Err(err) => {
+                slog::debug!(front.log, "bad PROXY header";
+                    "session" => id.0, "client" => %record.client, "frontend" => &*front.name, "reason" => %err);
+                return Termination::BadProxyHeader;
+            }
+        }
+    }
     if let Some(end) = check_admission(front, record).await {
         return end;
     }
@@ -96,6 +113,10 @@ async fn drive(
             _ = watch.gone(&client) => return Termination::ClientAbortInConnect,
             _ = front.kill.cancelled() => return Termination::KilledInConnect,
         };
+        if let Some(observe) = &slot.server.observe {
+            // Passive health: one per attempt, bounded by retries + 1.
+            observe.do_send(ConnectOutcome { ok: attempt.is_ok() });
+        }
         let failure = match attempt {
             Ok(server) => break server,
             Err(failure) => failure,
@@ -127,6 +148,10 @@ async fn drive(
     record.connect_ms = connect_started.elapsed().as_millis() as i64;
     let _ = server.set_nodelay(true);
 
+    let frontend_addr = proxied_to.or_else(|| client.local_addr().ok());
+    if proxy_protocol::send_header(&mut server, slot.server.send_proxy, record.client, frontend_addr).await.is_err() {
+        return Termination::ServerAbortInData;
+    }
     if !watch.early.is_empty() {
         if server.write_all(&watch.early).await.is_err() {
             return Termination::ServerAbortInData;

@@ -13,6 +13,7 @@
 pub enum Termination {
     Normal,
     DeniedByPolicy,
+    BadProxyHeader,
     ClientAbortInQueue,
     QueueTimeout,
     QueueFull,
@@ -35,6 +36,11 @@ impl Termination {
     pub const TABLE: &'static [(Termination, &'static str, &'static str)] = &[
         (Termination::Normal, "--", "both sides closed normally"),
         (Termination::DeniedByPolicy, "PR", "refused by an admission actor before queueing"),
+        (
+            Termination::BadProxyHeader,
+            "CR",
+            "bad or missing PROXY header (accept_proxy): malformed, timeout.proxy expired, or closed first",
+        ),
         (Termination::ClientAbortInQueue, "CQ", "client reset, or closed without sending data, while queued"),
         (Termination::QueueTimeout, "sQ", "timeout.queue expired while queued; the server never saw it"),
         (Termination::QueueFull, "SQ", "the queue was at its maxqueue: refused at once"),

@@ -1,0 +1,367 @@
+//! A server's health and administrative state, as a plain struct on an
+//! injected clock (the Server actor runs the checks and the timers).
+//!
+//! - Operational: UP, DOWN, STARTING (slowstart ramp after coming back).
+//!   `fall` consecutive failed checks take an UP server DOWN; `rise`
+//!   consecutive good ones bring a DOWN server back. `error_limit`
+//!   consecutive failed connections of live traffic count as one failed
+//!   check (HAProxy's `observe layer4` with `on-error fail-check`).
+//! - Administrative: `ready`, `drain` (weight 0: no new balanced sessions,
+//!   own queue still served), `maint` (no traffic, no checks).
+//! - Slowstart: after coming back (never at process start), weight and
+//!   maxconn ramp from 0 to full over `slowstart`, in whole-second steps as
+//!   in HAProxy, never below 1.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::backend_state::ServerStatus;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpState {
+    Up,
+    Down,
+    Starting,
+}
+
+impl OpState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpState::Up => "UP",
+            OpState::Down => "DOWN",
+            OpState::Starting => "STARTING",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    Ready,
+    Drain,
+    Maint,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AdminState> {
+        match s {
+            "ready" => Some(AdminState::Ready),
+            "drain" => Some(AdminState::Drain),
+            "maint" => Some(AdminState::Maint),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub checks: bool,
+    pub inter: Duration,
+    pub fastinter: Duration,
+    pub downinter: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub error_limit: u32,
+    pub slowstart: Duration,
+    pub weight: u32,
+    /// 0 = unlimited.
+    pub maxconn: u32,
+}
+
+/// A change worth a log record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: OpState,
+    pub to: OpState,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerHealth {
+    cfg: HealthConfig,
+    op: OpState,
+    admin: AdminState,
+    /// Consecutive good and failed checks.
+    good: u32,
+    bad: u32,
+    /// Consecutive failed connections of live traffic.
+    passive_errors: u32,
+    /// When the slowstart ramp began.
+    ramp_from: Option<Instant>,
+    weight: u32,
+    maxconn: u32,
+    last_change: Instant,
+}
+
+impl ServerHealth {
+    /// Starts UP (as HAProxy does), without slowstart.
+    pub fn new(cfg: HealthConfig, now: Instant) -> ServerHealth {
+        let (weight, maxconn) = (cfg.weight, cfg.maxconn);
+        ServerHealth {
+            cfg,
+            op: OpState::Up,
+            admin: AdminState::Ready,
+            good: 0,
+            bad: 0,
+            passive_errors: 0,
+            ramp_from: None,
+            weight,
+            maxconn,
+            last_change: now,
+        }
+    }
+
+    pub fn op(&self) -> OpState {
+        self.op
+    }
+
+    pub fn admin(&self) -> AdminState {
+        self.admin
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    pub fn maxconn(&self) -> u32 {
+        self.maxconn
+    }
+
+    pub fn last_change(&self) -> Instant {
+        self.last_change
+    }
+
+    /// Consecutive good and failed checks (for logs and stats).
+    pub fn counts(&self) -> (u32, u32) {
+        (self.good, self.bad)
+    }
+
+    /// Active checks run now (enabled and not in maintenance).
+    pub fn checking(&self) -> bool {
+        self.cfg.checks && self.admin != AdminState::Maint
+    }
+
+    /// Time to the next check: `fastinter` while changing state, `downinter`
+    /// while down, `inter` otherwise.
+    pub fn next_interval(&self) -> Duration {
+        let or_inter = |d: Duration| if d.is_zero() { self.cfg.inter } else { d };
+        match self.op {
+            OpState::Down if self.good > 0 => or_inter(self.cfg.fastinter),
+            OpState::Down => or_inter(self.cfg.downinter),
+            _ if self.bad > 0 => or_inter(self.cfg.fastinter),
+            _ => self.cfg.inter,
+        }
+    }
+
+    fn change(&mut self, to: OpState, reason: &'static str, now: Instant) -> Option<Transition> {
+        if self.op == to {
+            return None;
+        }
+        let from = self.op;
+        self.op = to;
+        self.last_change = now;
+        Some(Transition { from, to, reason })
+    }
+
+    fn come_back(&mut self, reason: &'static str, now: Instant) -> Option<Transition> {
+        if self.cfg.slowstart.is_zero() {
+            self.ramp_from = None;
+            self.change(OpState::Up, reason, now)
+        } else {
+            self.ramp_from = Some(now);
+            self.change(OpState::Starting, reason, now)
+        }
+    }
+
+    /// The result of one active check.
+    pub fn check_result(&mut self, ok: bool, now: Instant) -> Option<Transition> {
+        if ok {
+            self.bad = 0;
+            self.good = self.good.saturating_add(1);
+            self.passive_errors = 0;
+            if self.op == OpState::Down && self.good >= self.cfg.rise {
+                return self.come_back("check passed", now);
+            }
+        } else {
+            self.good = 0;
+            self.bad = self.bad.saturating_add(1);
+            if self.op != OpState::Down && self.bad >= self.cfg.fall {
+                self.ramp_from = None;
+                return self.change(OpState::Down, "check failed", now);
+            }
+        }
+        None
+    }
+
+    /// The result of one connection attempt of live traffic.
+    pub fn observe(&mut self, ok: bool, now: Instant) -> Option<Transition> {
+        if !self.cfg.checks || self.cfg.error_limit == 0 {
+            return None;
+        }
+        if ok {
+            self.passive_errors = 0;
+            return None;
+        }
+        self.passive_errors += 1;
+        if self.passive_errors < self.cfg.error_limit {
+            return None;
+        }
+        self.passive_errors = 0;
+        let t = self.check_result(false, now);
+        t.map(|t| Transition { reason: "live traffic errors", ..t })
+    }
+
+    pub fn set_admin(&mut self, admin: AdminState, now: Instant) -> Option<Transition> {
+        let leaving_maint = self.admin == AdminState::Maint && admin != AdminState::Maint;
+        self.admin = admin;
+        self.last_change = now;
+        if leaving_maint && self.op != OpState::Down {
+            // Back from maintenance counts as coming back (slowstart).
+            let from = self.op;
+            self.op = OpState::Down;
+            return self.come_back("left maintenance", now).map(|t| Transition { from, ..t });
+        }
+        None
+    }
+
+    pub fn set_weight(&mut self, weight: u32) {
+        self.weight = weight;
+    }
+
+    pub fn set_maxconn(&mut self, maxconn: u32) {
+        self.maxconn = maxconn;
+    }
+
+    /// Slowstart progress in percent, in whole-second steps.
+    fn ramp_percent(&self, now: Instant) -> Option<u64> {
+        let from = self.ramp_from?;
+        let total = self.cfg.slowstart.as_secs().max(1);
+        let elapsed = now.saturating_duration_since(from).as_secs();
+        (elapsed < total).then(|| elapsed * 100 / total)
+    }
+
+    /// Ends the ramp when it is over; the caller then reports the status.
+    pub fn tick(&mut self, now: Instant) -> Option<Transition> {
+        if self.op == OpState::Starting && self.ramp_percent(now).is_none() {
+            self.ramp_from = None;
+            return self.change(OpState::Up, "slowstart done", now);
+        }
+        None
+    }
+
+    pub fn ramping(&self) -> bool {
+        self.op == OpState::Starting
+    }
+
+    /// What the BackendQueue should know now.
+    pub fn status(&self, now: Instant) -> ServerStatus {
+        let up = self.op != OpState::Down && self.admin != AdminState::Maint;
+        let mut weight = if self.admin == AdminState::Drain { 0 } else { self.weight };
+        let mut cap = None;
+        if let Some(pct) = self.ramp_percent(now) {
+            if weight > 0 {
+                weight = ((u64::from(weight) * pct / 100) as u32).max(1);
+            }
+            if self.maxconn > 0 {
+                cap = Some(((u64::from(self.maxconn) * pct / 100) as u32).max(1));
+            }
+        }
+        if self.maxconn > 0 && self.maxconn < self.cfg.maxconn {
+            // Lowered at run time: slots already lent drain down to it.
+            cap = Some(cap.map_or(self.maxconn, |c| c.min(self.maxconn)));
+        }
+        ServerStatus { up, weight, cap }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> HealthConfig {
+        HealthConfig {
+            checks: true,
+            inter: Duration::from_secs(2),
+            fastinter: Duration::from_millis(500),
+            downinter: Duration::from_secs(5),
+            rise: 2,
+            fall: 3,
+            error_limit: 4,
+            slowstart: Duration::from_secs(10),
+            weight: 10,
+            maxconn: 100,
+        }
+    }
+
+    #[test]
+    fn fall_rise_and_intervals() {
+        let t = Instant::now();
+        let mut h = ServerHealth::new(cfg(), t);
+        assert_eq!(h.next_interval(), Duration::from_secs(2));
+        assert_eq!(h.check_result(false, t), None);
+        assert_eq!(h.next_interval(), Duration::from_millis(500), "fastinter while going down");
+        assert_eq!(h.check_result(false, t), None);
+        let down = h.check_result(false, t).expect("down after fall");
+        assert_eq!((down.from, down.to), (OpState::Up, OpState::Down));
+        assert_eq!(h.next_interval(), Duration::from_secs(5), "downinter");
+        assert!(!h.status(t).up);
+        assert_eq!(h.check_result(true, t), None);
+        assert_eq!(h.next_interval(), Duration::from_millis(500), "fastinter while coming back");
+        let back = h.check_result(true, t).expect("back after rise");
+        assert_eq!(back.to, OpState::Starting, "slowstart after being down");
+    }
+
+    #[test]
+    fn slowstart_ramps_weight_and_maxconn_in_seconds() {
+        let t = Instant::now();
+        let mut h = ServerHealth::new(cfg(), t);
+        for _ in 0..3 {
+            h.check_result(false, t);
+        }
+        h.check_result(true, t);
+        h.check_result(true, t);
+        let s0 = h.status(t);
+        assert_eq!((s0.weight, s0.cap), (1, Some(1)), "never below 1");
+        let s5 = h.status(t + Duration::from_millis(5_500));
+        assert_eq!((s5.weight, s5.cap), (5, Some(50)));
+        assert_eq!(h.tick(t + Duration::from_secs(9)), None);
+        assert_eq!(h.tick(t + Duration::from_secs(10)).map(|t| t.to), Some(OpState::Up));
+        assert_eq!(h.status(t + Duration::from_secs(10)).cap, None);
+    }
+
+    #[test]
+    fn passive_errors_count_as_a_failed_check() {
+        let t = Instant::now();
+        let mut h = ServerHealth::new(cfg(), t);
+        for round in 0..3 {
+            for _ in 0..3 {
+                assert_eq!(h.observe(false, t), None);
+            }
+            let r = h.observe(false, t);
+            assert_eq!(r.is_some(), round == 2, "fall = 3 failed checks, one per error_limit errors");
+        }
+        assert_eq!(h.op(), OpState::Down);
+    }
+
+    #[test]
+    fn admin_states() {
+        let t = Instant::now();
+        let mut h = ServerHealth::new(HealthConfig { slowstart: Duration::ZERO, ..cfg() }, t);
+        h.set_admin(AdminState::Drain, t);
+        assert_eq!(h.status(t), ServerStatus { up: true, weight: 0, cap: None });
+        h.set_admin(AdminState::Maint, t);
+        assert!(!h.status(t).up && !h.checking());
+        h.set_admin(AdminState::Ready, t);
+        assert_eq!(h.status(t), ServerStatus { up: true, weight: 10, cap: None });
+        h.set_maxconn(20);
+        assert_eq!(h.status(t).cap, Some(20), "lowered maxconn is a cap");
+    }
+}

@@ -1,0 +1,158 @@
+//! Issue 5 item 4: the daemon under a (simulated) systemd `Type=notify`
+//! unit. A Unix datagram socket stands in for the service manager's
+//! `NOTIFY_SOCKET`: usher must say `READY=1` once it listens, survive the
+//! `ExecReload` signal (SIGHUP), say `STOPPING=1` on SIGTERM and exit 0.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const USHER: &str = env!("CARGO_BIN_EXE_usher");
+/// Bound on every wait; only reached on failure.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The daemon, killed if a test fails half-way.
+struct Daemon {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts `usher run -c config` without inherited `USHER__*` variables.
+    fn start(config: &std::path::Path, notify_socket: &std::ffi::OsStr) -> Daemon {
+        let mut cmd = Command::new(USHER);
+        cmd.args(["run", "-c"]).arg(config).env("NOTIFY_SOCKET", notify_socket);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().to_uppercase().starts_with("USHER__") {
+                cmd.env_remove(name);
+            }
+        }
+        let mut child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn usher");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon { child, stderr: rx, seen: Vec::new() }
+    }
+
+    /// Waits for a stderr line containing `needle` (JSON log records).
+    fn wait_log(&mut self, needle: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        while !self.seen.iter().any(|l| l.contains(needle)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no log line with {needle:?}; stderr so far:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([format!("-{name}"), self.child.id().to_string()]).status();
+        assert!(status.expect("run kill").success(), "kill -{name} failed");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Receives notification datagrams until one contains `state`; returns it.
+fn wait_notification(socket: &UnixDatagram, state: &str, got: &mut Vec<String>) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no {state} notification; got {got:?}");
+        socket.set_read_timeout(Some(left)).expect("timeout");
+        let n = socket.recv(&mut buf).unwrap_or_else(|err| panic!("no {state} notification ({err}); got {got:?}"));
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        got.push(message.clone());
+        if message.lines().any(|l| l == state) {
+            return message;
+        }
+    }
+}
+
+#[test]
+fn notifies_ready_and_stopping_and_exits_cleanly() {
+    let dir = TempDir(std::env::temp_dir().join(format!("usher-systemd-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let notify_path = dir.0.join("notify");
+    let socket = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    let config = dir.0.join("usher.toml");
+    std::fs::write(
+        &config,
+        "[log]\nformat = \"json\"\n[global]\ngrace = \"2s\"\n\
+         [frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
+         [backends.app.servers.s1]\naddress = \"127.0.0.1:9\"\n",
+    )
+    .expect("write config");
+
+    let mut daemon = Daemon::start(&config, notify_path.as_os_str());
+    let mut got = Vec::new();
+
+    let ready = wait_notification(&socket, "READY=1", &mut got);
+    assert!(ready.contains("STATUS=serving 1 frontends on 1 listeners"), "{ready:?}");
+    daemon.wait_log("\"started\"");
+
+    // systemctl reload (ExecReload=kill -HUP) must not kill it.
+    daemon.signal("HUP");
+    daemon.wait_log("reload requested but not implemented yet");
+    assert!(daemon.child.try_wait().expect("status").is_none(), "SIGHUP ended usher");
+
+    daemon.signal("TERM");
+    let stopping = wait_notification(&socket, "STOPPING=1", &mut got);
+    assert!(stopping.contains("STATUS=stopping"), "{stopping:?}");
+
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "usher still running {DEADLINE:?} after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "exit status; stderr:\n{}", daemon.seen.join("\n"));
+    assert_eq!(got.iter().filter(|m| m.contains("READY=1")).count(), 1, "{got:?}");
+}
+
+/// A NOTIFY_SOCKET that cannot be used is logged; usher runs on.
+#[test]
+fn unusable_notify_socket_is_reported_not_fatal() {
+    let dir = TempDir(std::env::temp_dir().join(format!("usher-systemd-bad-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let config = dir.0.join("usher.toml");
+    std::fs::write(
+        &config,
+        "[log]\nformat = \"json\"\n[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
+         [backends.app.servers.s1]\naddress = \"127.0.0.1:9\"\n",
+    )
+    .expect("write config");
+    let mut daemon = Daemon::start(&config, "relative/path".as_ref());
+    daemon.wait_log("cannot use NOTIFY_SOCKET");
+    daemon.wait_log("\"started\"");
+    daemon.signal("TERM");
+    daemon.wait_log("\"stopped\"");
+}

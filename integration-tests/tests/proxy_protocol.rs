@@ -1,0 +1,265 @@
+//! Issue 5 item 3, the PROXY protocol on real sockets: servers with
+//! `send_proxy` get the real client address and port first; frontends with
+//! `accept_proxy` take the client address from the header (access record,
+//! admission, hashing), relay the payload without it, and close a client
+//! whose header is bad, late or missing (`CR`) without disturbing others.
+
+#[allow(dead_code)]
+#[path = "../../crates/usher-core/examples/deny_list.rs"]
+mod deny_list;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use integration_tests::{request, Behavior, TestBackend, TestBroker, DEADLINE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+
+const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+
+/// Connects from 127.0.0.1 on a port the kernel picks, known before use.
+async fn connect(to: SocketAddr) -> (TcpStream, SocketAddr) {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let stream = socket.connect(to).await.expect("connect");
+    let local = stream.local_addr().expect("local addr");
+    (stream, local)
+}
+
+/// Sends `bytes`, half-closes, reads to the end; bounded. A refused client
+/// may see a reset rather than a clean close (usher closed it with unread
+/// bytes), so write and read errors end the exchange quietly.
+async fn exchange(mut stream: TcpStream, bytes: &[u8]) -> Vec<u8> {
+    timeout(DEADLINE, async {
+        let mut reply = Vec::new();
+        if stream.write_all(bytes).await.is_ok() && stream.shutdown().await.is_ok() {
+            let _ = stream.read_to_end(&mut reply).await;
+        }
+        reply
+    })
+    .await
+    .expect("exchange finished in time")
+}
+
+/// The v2 header of a TCP over IPv4 connection, laid out by hand from the spec.
+fn v2_inet(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (src, dst) else { panic!("IPv4 only") };
+    let mut h = V2_SIGNATURE.to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0x00, 12]);
+    h.extend_from_slice(&src.ip().octets());
+    h.extend_from_slice(&dst.ip().octets());
+    h.extend_from_slice(&src.port().to_be_bytes());
+    h.extend_from_slice(&dst.port().to_be_bytes());
+    h
+}
+
+fn v2_inet6(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let (SocketAddr::V6(src), SocketAddr::V6(dst)) = (src, dst) else { panic!("IPv6 only") };
+    let mut h = V2_SIGNATURE.to_vec();
+    h.extend_from_slice(&[0x21, 0x21, 0x00, 36]);
+    h.extend_from_slice(&src.ip().octets());
+    h.extend_from_slice(&dst.ip().octets());
+    h.extend_from_slice(&src.port().to_be_bytes());
+    h.extend_from_slice(&dst.port().to_be_bytes());
+    h
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_proxy_v1_and_v2_carry_the_real_client_address_and_port() {
+    let v1_server = TestBackend::start(Behavior::Capture { reply: b"one" });
+    let v2_server = TestBackend::start(Behavior::Capture { reply: b"two" });
+    let plain_server = TestBackend::start(Behavior::Capture { reply: b"none" });
+    let broker = TestBroker::start(&format!(
+        "[frontends.f1]\nbind = [\"127.0.0.1:0\"]\nbackend = \"b1\"\n\
+         [frontends.f2]\nbind = [\"127.0.0.1:0\"]\nbackend = \"b2\"\n\
+         [frontends.f3]\nbind = [\"127.0.0.1:0\"]\nbackend = \"b3\"\n\
+         [backends.b1.servers.s1]\naddress = \"{}\"\nsend_proxy = \"v1\"\n\
+         [backends.b2.servers.s2]\naddress = \"{}\"\nsend_proxy = \"v2\"\n\
+         [backends.b3.servers.s3]\naddress = \"{}\"\n",
+        v1_server.addr, v2_server.addr, plain_server.addr
+    ));
+
+    let front = broker.addr("f1");
+    let (stream, client) = connect(front).await;
+    assert_eq!(exchange(stream, b"hello v1").await, b"one");
+    let want = format!("PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\nhello v1", client.port(), front.port());
+    assert_eq!(String::from_utf8_lossy(&v1_server.captured()[0]), want);
+
+    let front = broker.addr("f2");
+    let (stream, client) = connect(front).await;
+    assert_eq!(exchange(stream, b"hello v2").await, b"two");
+    let mut want = v2_inet(client, front);
+    want.extend_from_slice(b"hello v2");
+    assert_eq!(v2_server.captured()[0], want);
+
+    // The default, "none": the server sees the client's bytes only.
+    let (stream, _) = connect(broker.addr("f3")).await;
+    assert_eq!(exchange(stream, b"plain").await, b"none");
+    assert_eq!(plain_server.captured()[0], b"plain");
+
+    // The header is not counted as client bytes.
+    let records = broker.logs.wait_sessions(3).await;
+    for r in &records {
+        assert_eq!(r.termination(), "--", "{r:?}");
+    }
+    let v1 = records.iter().find(|r| r.get("frontend") == "f1").expect("f1 record");
+    assert_eq!(v1.int("bytes_from_client"), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_proxy_takes_the_client_from_v1_and_v2_headers() {
+    let server = TestBackend::start(Behavior::Capture { reply: b"ok" });
+    let broker = TestBroker::start(&format!(
+        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\naccept_proxy = true\n\
+         [backends.app.servers.s1]\naddress = \"{}\"\n",
+        server.addr
+    ));
+    let front = broker.addr("web");
+
+    // v1, the header and the payload in one write.
+    let (stream, _) = connect(front).await;
+    let reply = exchange(stream, b"PROXY TCP4 192.0.2.7 198.51.100.1 40001 443\r\npayload-v1").await;
+    assert_eq!(reply, b"ok");
+    let r = broker.logs.wait_for("session", |r| r.get("client") == "192.0.2.7:40001").await;
+    assert_eq!(r.termination(), "--");
+    assert_eq!(r.int("bytes_from_client"), 10);
+
+    // v2 over IPv6, the header in pieces before the payload.
+    let (mut stream, _) = connect(front).await;
+    let header = v2_inet6(addr("[2001:db8::9]:40002"), addr("[2001:db8::1]:443"));
+    for piece in header.chunks(7) {
+        stream.write_all(piece).await.expect("write");
+        stream.flush().await.expect("flush");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(exchange(stream, b"payload-v2").await, b"ok");
+    let r = broker.logs.wait_for("session", |r| r.get("client") == "[2001:db8::9]:40002").await;
+    assert_eq!(r.termination(), "--");
+
+    // UNKNOWN keeps the socket's own address.
+    let (stream, client) = connect(front).await;
+    assert_eq!(exchange(stream, b"PROXY UNKNOWN\r\npayload-unknown").await, b"ok");
+    let r = broker.logs.wait_for("session", |r| r.get("client") == client.to_string()).await;
+    assert_eq!(r.termination(), "--");
+
+    // The server got each payload, never a header byte.
+    let mut captured = server.captured();
+    captured.sort();
+    assert_eq!(captured, vec![b"payload-unknown".to_vec(), b"payload-v1".to_vec(), b"payload-v2".to_vec()]);
+}
+
+/// Behind another balancer, usher passes the header's client and frontend on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_header_is_passed_on_to_send_proxy_servers() {
+    let server = TestBackend::start(Behavior::Capture { reply: b"ok" });
+    let broker = TestBroker::start(&format!(
+        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\naccept_proxy = true\n\
+         [backends.app.servers.s1]\naddress = \"{}\"\nsend_proxy = \"v1\"\n",
+        server.addr
+    ));
+    let (stream, _) = connect(broker.addr("web")).await;
+    let mut bytes = v2_inet(addr("203.0.113.5:5555"), addr("198.51.100.1:443"));
+    bytes.extend_from_slice(b"data");
+    assert_eq!(exchange(stream, &bytes).await, b"ok");
+    assert_eq!(server.captured()[0], b"PROXY TCP4 203.0.113.5 198.51.100.1 5555 443\r\ndata");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_header_closes_that_client_only() {
+    let server = TestBackend::start(Behavior::Echo);
+    let broker = TestBroker::start(&format!(
+        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\naccept_proxy = true\n\
+         [backends.app.servers.s1]\naddress = \"{}\"\n",
+        server.addr
+    ));
+    let front = broker.addr("web");
+
+    // An established client, mid-conversation.
+    let (mut good, _) = connect(front).await;
+    good.write_all(b"PROXY TCP4 192.0.2.1 192.0.2.2 1000 80\r\nping").await.expect("write");
+    let mut buf = [0u8; 4];
+    timeout(DEADLINE, good.read_exact(&mut buf)).await.expect("in time").expect("echo");
+    assert_eq!(&buf, b"ping");
+
+    let mut bad_v2 = v2_inet(addr("192.0.2.9:9"), addr("192.0.2.2:80"));
+    bad_v2[12] = 0x11; // version 1 in a v2 header
+    let bad: [(&str, Vec<u8>); 4] = [
+        ("not a header", b"GET / HTTP/1.0\r\n\r\n".to_vec()),
+        ("bad address", b"PROXY TCP4 999.0.0.1 192.0.2.2 1000 80\r\nhello".to_vec()),
+        ("bad v2 version", bad_v2),
+        ("closed mid-header", b"PROXY TCP4 192.0.2".to_vec()),
+    ];
+    for (what, bytes) in &bad {
+        let (stream, client) = connect(front).await;
+        assert_eq!(exchange(stream, bytes).await, b"", "{what}: the client got data");
+        let r = broker.logs.wait_for("session", |r| r.get("client") == client.to_string()).await;
+        assert_eq!(r.termination(), "CR", "{what}");
+        assert_eq!(r.get("server"), "-", "{what}");
+        assert_eq!(r.int("queue_ms"), -1, "{what}");
+    }
+    assert_eq!(server.accepted(), 1, "a refused client reached the server");
+
+    // The established client goes on; a new one is served.
+    good.write_all(b"pong").await.expect("write");
+    timeout(DEADLINE, good.read_exact(&mut buf)).await.expect("in time").expect("echo");
+    assert_eq!(&buf, b"pong");
+    assert_eq!(exchange(good, b"").await, b"");
+    let (stream, _) = connect(front).await;
+    assert_eq!(exchange(stream, b"PROXY TCP4 192.0.2.3 192.0.2.2 1001 80\r\nnext").await, b"next");
+    for client in ["192.0.2.1:1000", "192.0.2.3:1001"] {
+        let r = broker.logs.wait_for("session", |r| r.get("client") == client).await;
+        assert_eq!(r.termination(), "--", "{client}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_after_timeout_proxy() {
+    let server = TestBackend::start(Behavior::Echo);
+    let broker = TestBroker::start(&format!(
+        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\naccept_proxy = true\n\
+         [frontends.web.timeout]\nproxy = \"300ms\"\n\
+         [backends.app.servers.s1]\naddress = \"{}\"\n",
+        server.addr
+    ));
+    let (mut silent, client) = connect(broker.addr("web")).await;
+    let mut got = Vec::new();
+    // Closed by usher, not by us: we never write nor half-close.
+    let _ = timeout(DEADLINE, silent.read_to_end(&mut got)).await.expect("usher closed the silent client");
+    assert!(got.is_empty());
+    let r = broker.logs.wait_for("session", |r| r.get("client") == client.to_string()).await;
+    assert_eq!(r.termination(), "CR");
+    assert!(r.int("total_ms") >= 290, "closed before timeout.proxy: {r:?}");
+    assert_eq!(server.accepted(), 0);
+
+    // A header sent in time still works on the same frontend.
+    assert_eq!(request(broker.addr("web"), b"PROXY UNKNOWN\r\nhi").await.expect("reply"), b"hi");
+}
+
+/// Admission actors judge the address from the header, not the balancer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_sees_the_header_address() {
+    let server = TestBackend::start(Behavior::Capture { reply: b"ok" });
+    let broker = TestBroker::start_with(
+        &format!(
+            "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\naccept_proxy = true\n\
+             [backends.app.servers.s1]\naddress = \"{}\"\n\
+             [actors.deny_list]\ndeny = [\"192.0.2.66\"]\n",
+            server.addr
+        ),
+        |settings| deny_list::extensions(settings).expect("deny list settings"),
+    );
+    let front = broker.addr("web");
+    let (stream, _) = connect(front).await;
+    assert_eq!(exchange(stream, b"PROXY TCP4 192.0.2.66 192.0.2.2 7 80\r\nlet me in").await, b"");
+    let r = broker.logs.wait_for("session", |r| r.get("client") == "192.0.2.66:7").await;
+    assert_eq!(r.termination(), "PR");
+
+    let (stream, _) = connect(front).await;
+    assert_eq!(exchange(stream, b"PROXY TCP4 192.0.2.67 192.0.2.2 7 80\r\nhello").await, b"ok");
+    assert_eq!(server.captured(), vec![b"hello".to_vec()]);
+}
