@@ -44,6 +44,7 @@ pub struct BackendStats {
 pub struct TestBackend {
     pub addr: SocketAddr,
     pub stats: Arc<BackendStats>,
+    behavior: Behavior,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -55,8 +56,23 @@ impl TestBackend {
         std.set_nonblocking(true).expect("nonblocking");
         let listener = TcpListener::from_std(std).expect("tokio listener");
         let stats = Arc::new(BackendStats::default());
-        let task = tokio::spawn(serve(listener, behavior, stats.clone()));
-        TestBackend { addr, stats, task }
+        let task = tokio::spawn(serve(listener, behavior.clone(), stats.clone()));
+        TestBackend { addr, stats, behavior, task }
+    }
+
+    /// Kills the server: its listening socket closes, so connections (and
+    /// health checks) are refused. Open connections stay until they end.
+    pub async fn kill(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
+    /// Brings a killed server back on the same address. Test-only: the port
+    /// is free for the instant between `kill` and this call.
+    pub fn revive(&mut self) {
+        let std = usher_core::net::bind_listener(self.addr, 4096).expect("rebind the same port");
+        let listener = TcpListener::from_std(std).expect("tokio listener");
+        self.task = tokio::spawn(serve(listener, self.behavior.clone(), self.stats.clone()));
     }
 
     pub fn peak(&self) -> u64 {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
+use usher_core::broker::BrokerHandle;
 use usher_core::{BoundListeners, Extensions, Settings};
 
 use crate::logs::LogCapture;
@@ -12,6 +13,8 @@ use crate::logs::LogCapture;
 pub struct TestBroker {
     pub addrs: HashMap<String, Vec<SocketAddr>>,
     pub logs: LogCapture,
+    /// The running actors: admin-state changes and reports in tests.
+    pub control: BrokerHandle,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -36,17 +39,22 @@ impl TestBroker {
         let logs = LogCapture::new();
         let log = logs.logger();
         let (stop, stopped) = oneshot::channel::<()>();
+        let (started, control) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let system = actix_rt::System::new();
             system.block_on(async move {
-                let ext = extensions(&settings);
+                let mut ext = extensions(&settings);
+                ext.on_start = Some(Box::new(move |handle| {
+                    let _ = started.send(handle);
+                }));
                 usher_core::run(settings, listeners, log, ext, async {
                     let _ = stopped.await;
                 })
                 .await
             })
         });
-        TestBroker { addrs, logs, stop: Some(stop), thread: Some(thread) }
+        let control = control.recv_timeout(crate::DEADLINE).expect("the broker started its actors");
+        TestBroker { addrs, logs, control, stop: Some(stop), thread: Some(thread) }
     }
 
     /// The first listening address of `frontend`.

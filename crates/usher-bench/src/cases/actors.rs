@@ -1,8 +1,10 @@
 //! `actors`: Reserve → grant → Release cycles per second through one
 //! BackendQueue and its Servers, in process, wired as the broker wires them
-//! (`broker.rs` `start_backend`): the actors on the actix System thread,
-//! the requesting tasks on one separate tokio worker thread, as sessions
-//! are. A granted `Slot` is dropped at once, which sends `Release`.
+//! (`broker.rs` `start_backend`), with the actors on the actix System
+//! thread. The requesting tasks run either on one separate tokio worker
+//! thread, as sessions do (every message crosses threads), or on the System
+//! thread itself (the actors' own capacity, without thread hops). A granted
+//! `Slot` is dropped at once, which sends `Release`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,29 +30,47 @@ const SERVERS: usize = 2;
 /// How long the tasks may take to finish their last cycle after the run.
 const STOP_LIMIT: Duration = Duration::from_secs(10);
 
+/// Where the requesting tasks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tasks {
+    /// A separate tokio runtime with one worker, as the data plane.
+    DataThread,
+    /// The System thread, with the actors.
+    SameThread,
+}
+
 pub fn run(h: &Harness) -> Vec<CaseResult> {
     let (warmup, duration) = (h.opts.warmup, h.opts.duration);
-    // (tasks, maxconn per server): always queued, then never queued.
-    [(1000, 100), (100, 1000)]
+    // (tasks, maxconn per server): 1000/100 always queued, 100/1000 never queued.
+    [(1000, 100, Tasks::DataThread), (100, 1000, Tasks::DataThread), (1000, 100, Tasks::SameThread)]
         .into_iter()
-        .map(|(tasks, maxconn)| {
+        .map(|(tasks, maxconn, place)| {
+            let place_text = match place {
+                Tasks::DataThread => "tasks on 1 tokio thread, actors on the System thread (as in usher)",
+                Tasks::SameThread => "tasks and actors on the System thread (no thread hops)",
+            };
             let title = format!(
                 "actors: {tasks} tasks cycling Reserve→grant→Release through 1 BackendQueue, \
-                 {SERVERS} Servers × maxconn {maxconn}; in process, actors on the System thread, \
-                 tasks on 1 tokio thread"
+                 {SERVERS} Servers × maxconn {maxconn}; in process, {place_text}"
             );
             let metrics = vec![Metric::higher("cycles/s", 0)];
             h.alternate("actors", title, metrics, vec![ProxyKind::Usher], |_| {
                 if h.pinned {
                     crate::sys::pin_self(SHARED.load_cpus)?;
                 }
-                Ok(vec![cycles_per_second(tasks, maxconn, warmup, duration)?])
+                Ok(vec![cycles_per_second(tasks, maxconn, place, warmup, duration)?])
             })
         })
         .collect()
 }
 
-fn cycles_per_second(tasks: usize, maxconn: u32, warmup: Duration, duration: Duration) -> anyhow::Result<f64> {
+fn cycles_per_second(
+    tasks: usize,
+    maxconn: u32,
+    place: Tasks,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<f64> {
     let data = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let spawner = data.handle().clone();
     let system = actix_rt::System::new();
@@ -60,7 +80,13 @@ fn cycles_per_second(tasks: usize, maxconn: u32, warmup: Duration, duration: Dur
         let stop = Arc::new(AtomicBool::new(false));
         let ids = Arc::new(AtomicU64::new(1));
         let loops: Vec<_> = (0..tasks)
-            .map(|_| spawner.spawn(cycle(reserve.clone(), ids.clone(), done.clone(), stop.clone())))
+            .map(|_| {
+                let task = cycle(reserve.clone(), ids.clone(), done.clone(), stop.clone());
+                match place {
+                    Tasks::DataThread => spawner.spawn(task),
+                    Tasks::SameThread => actix_rt::spawn(task),
+                }
+            })
             .collect();
         actix_rt::time::sleep(warmup).await;
         let (c0, t0) = (done.load(Ordering::Relaxed), Instant::now());

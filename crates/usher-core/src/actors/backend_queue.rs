@@ -33,8 +33,19 @@ pub struct GetQueueReport;
 #[derive(Debug, Clone, MessageResponse)]
 pub struct QueueReport {
     pub backend_queue: usize,
-    /// Per server: (served, own queue length).
-    pub servers: Vec<(u32, usize)>,
+    /// Per server, in declaration order.
+    pub servers: Vec<ServerQueueReport>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerQueueReport {
+    /// Sessions holding a slot.
+    pub served: u32,
+    /// Sessions in its own queue.
+    pub queued: usize,
+    /// The maxconn in force now if below the configured one (slowstart,
+    /// dynamic maxconn, a runtime change).
+    pub effective_maxconn: Option<u32>,
 }
 
 pub struct BackendQueue {
@@ -184,7 +195,11 @@ impl Handler<GetQueueReport> for BackendQueue {
         QueueReport {
             backend_queue: self.state.backend_queue_len(),
             servers: (0..self.state.servers())
-                .map(|i| (self.state.served(ServerId(i)), self.state.server_queue_len(ServerId(i))))
+                .map(|i| ServerQueueReport {
+                    served: self.state.served(ServerId(i)),
+                    queued: self.state.server_queue_len(ServerId(i)),
+                    effective_maxconn: self.state.effective_maxconn(ServerId(i)),
+                })
                 .collect(),
         }
     }
