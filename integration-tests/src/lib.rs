@@ -35,3 +35,14 @@ pub async fn request(addr: std::net::SocketAddr, payload: &[u8]) -> std::io::Res
     stream.read_to_end(&mut reply).await?;
     Ok(reply)
 }
+
+/// Connects through an echo backend, sends `byte` and waits for its echo:
+/// on return the session holds a server slot.
+pub async fn seated(addr: std::net::SocketAddr, byte: u8) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    c.write_all(&[byte]).await.expect("write");
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b).await.expect("seated and echoed");
+    c
+}

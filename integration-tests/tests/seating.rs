@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{request, Behavior, TestBackend, TestBroker, DEADLINE};
+use integration_tests::{request, seated, Behavior, TestBackend, TestBroker, DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -39,15 +39,6 @@ async fn two_servers_of_one_slot_serve_200_clients() {
     broker.stop().await.expect("clean stop");
 }
 
-/// A client that holds the only slot of a maxconn-1 server (echo backend).
-async fn hold_slot(addr: std::net::SocketAddr) -> TcpStream {
-    let mut holder = TcpStream::connect(addr).await.expect("connect");
-    holder.write_all(b"H").await.expect("write");
-    let mut b = [0u8; 1];
-    holder.read_exact(&mut b).await.expect("seated and echoed");
-    holder
-}
-
 /// Connects a client and waits until the broker logged it as queued at `position`.
 async fn queued_client(broker: &TestBroker, position: i64) -> TcpStream {
     let client = TcpStream::connect(broker.addr("web")).await.expect("connect");
@@ -60,7 +51,7 @@ async fn queued_client(broker: &TestBroker, position: i64) -> TcpStream {
 async fn queued_clients_are_served_in_arrival_order() {
     let server = TestBackend::start(Behavior::Echo);
     let broker = TestBroker::start(&one_backend(&[("s1", server.addr, 1)], ""));
-    let holder = hold_slot(broker.addr("web")).await;
+    let holder = seated(broker.addr("web"), b'H').await;
 
     let mut waiters = Vec::new();
     for i in 0..6u8 {
@@ -90,7 +81,7 @@ async fn queue_timeout_closes_the_client_and_spares_the_server() {
     let server = TestBackend::start(Behavior::Echo);
     let broker =
         TestBroker::start(&one_backend(&[("s1", server.addr, 1)], "[backends.app.timeout]\nqueue = \"300ms\"\n"));
-    let _holder = hold_slot(broker.addr("web")).await;
+    let _holder = seated(broker.addr("web"), b'H').await;
 
     let mut late = TcpStream::connect(broker.addr("web")).await.expect("connect");
     let record = broker.logs.wait_for("session", |r| r.termination() == "sQ").await;
@@ -108,7 +99,7 @@ async fn queue_timeout_closes_the_client_and_spares_the_server() {
 async fn queued_client_reset_leaves_the_queue() {
     let server = TestBackend::start(Behavior::Echo);
     let broker = TestBroker::start(&one_backend(&[("s1", server.addr, 1)], ""));
-    let holder = hold_slot(broker.addr("web")).await;
+    let holder = seated(broker.addr("web"), b'H').await;
 
     let quitter = queued_client(&broker, 0).await;
     socket2::SockRef::from(&quitter).set_linger(Some(Duration::ZERO)).expect("linger 0 → RST");
@@ -131,7 +122,7 @@ async fn queued_client_reset_leaves_the_queue() {
 async fn queued_half_close_with_data_is_forwarded() {
     let server = TestBackend::start(Behavior::Echo);
     let broker = TestBroker::start(&one_backend(&[("s1", server.addr, 1)], ""));
-    let holder = hold_slot(broker.addr("web")).await;
+    let holder = seated(broker.addr("web"), b'H').await;
 
     let mut polite = queued_client(&broker, 0).await;
     polite.write_all(b"request").await.expect("write");
@@ -154,7 +145,7 @@ async fn queued_half_close_with_data_is_forwarded() {
 async fn full_queue_refuses_at_once() {
     let server = TestBackend::start(Behavior::Echo);
     let broker = TestBroker::start(&one_backend(&[("s1", server.addr, 1)], "maxqueue = 2\n"));
-    let _holder = hold_slot(broker.addr("web")).await;
+    let _holder = seated(broker.addr("web"), b'H').await;
     let _a = queued_client(&broker, 0).await;
     let _b = queued_client(&broker, 1).await;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{request, Behavior, TestBackend, TestBroker, DEADLINE};
+use integration_tests::{request, seated, Behavior, TestBackend, TestBroker, DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use usher_core::actors::backend_queue::GetQueueReport;
@@ -20,14 +20,6 @@ fn servers_toml(backend: &str, servers: &[(&str, std::net::SocketAddr, &str)]) -
 
 async fn admin(broker: &TestBroker, server: &str, state: AdminState) {
     broker.control.server("app", server).expect("server").send(SetAdminState(state)).await.expect("delivered");
-}
-
-async fn seated(addr: std::net::SocketAddr) -> TcpStream {
-    let mut c = TcpStream::connect(addr).await.expect("connect");
-    c.write_all(b"x").await.expect("write");
-    let mut b = [0u8; 1];
-    c.read_exact(&mut b).await.expect("echo");
-    c
 }
 
 /// Issue 4 test 3: a killed backend is marked down within about
@@ -88,8 +80,8 @@ async fn drain_maint_and_ready_at_run_time() {
     let broker = TestBroker::start(&servers_toml("", &[("s1", s1.addr, ""), ("s2", s2.addr, "")]));
     let addr = broker.addr("web");
     // Round robin: the first two sessions land on s1 and s2.
-    let mut a = seated(addr).await;
-    let _b = seated(addr).await;
+    let mut a = seated(addr, b'x').await;
+    let _b = seated(addr, b'x').await;
     assert_eq!((s1.accepted(), s2.accepted()), (1, 1));
 
     admin(&broker, "s1", AdminState::Drain).await;
@@ -125,7 +117,7 @@ async fn queue_of_a_server_in_maintenance_is_redispatched() {
     ));
     let addr = broker.addr("web");
     // All clients come from 127.0.0.1: source pins them to one server.
-    let _holder = seated(addr).await;
+    let _holder = seated(addr, b'x').await;
     let home = if s1.accepted() == 1 { "s1" } else { "s2" };
     let mut waiting = Vec::new();
     for i in 0..3 {
@@ -153,7 +145,7 @@ async fn backend_queue_fails_fast_when_no_server_is_left() {
     let broker =
         TestBroker::start(&servers_toml("[backends.app.timeout]\nqueue = \"1h\"\n", &[("s1", s1.addr, "maxconn = 1")]));
     let addr = broker.addr("web");
-    let _holder = seated(addr).await;
+    let _holder = seated(addr, b'x').await;
     let mut waiting = Vec::new();
     for i in 0..5 {
         waiting.push(TcpStream::connect(addr).await.expect("connect"));

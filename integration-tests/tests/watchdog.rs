@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use integration_tests::{request, Behavior, TestBackend, TestBroker, DEADLINE};
+use integration_tests::{request, seated, Behavior, TestBackend, TestBroker, DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Issue 3 test 4: with `rate_limit = 50`, 500 connection attempts are all
 /// served, spread over ~10 s by pausing the listener, and none is reset.
@@ -39,14 +38,6 @@ async fn rate_limit_paces_accepts_without_resets() {
     assert_eq!(warning.int("rate"), RATE as i64);
 }
 
-async fn seated(addr: std::net::SocketAddr) -> TcpStream {
-    let mut c = TcpStream::connect(addr).await.expect("connect");
-    c.write_all(b"x").await.expect("write");
-    let mut b = [0u8; 1];
-    c.read_exact(&mut b).await.expect("echo");
-    c
-}
-
 /// Issue 3 test 5: sessions accepted in stress get the stress idle timeout,
 /// earlier ones keep theirs; stress ends after a full cooldown without a hit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,9 +52,9 @@ async fn stress_mode_shortens_timeouts_of_new_sessions_only() {
         server.addr
     ));
     let addr = broker.addr("web");
-    let mut early = seated(addr).await;
+    let mut early = seated(addr, b'x').await;
     // Reaching maxconn (count + 1 == limit) enters stress.
-    let second = seated(addr).await;
+    let second = seated(addr, b'x').await;
     let entered = broker.logs.wait_for("stress mode entered", |_| true).await;
     assert_eq!(entered.get("frontend"), "web");
     assert_eq!(entered.get("cause"), "frontend maxconn");
@@ -71,7 +62,7 @@ async fn stress_mode_shortens_timeouts_of_new_sessions_only() {
     broker.logs.wait_sessions(1).await;
 
     // Accepted in stress: closed after the stress idle timeout.
-    let stressed = seated(addr).await;
+    let stressed = seated(addr, b'x').await;
     let record = broker.logs.wait_for("session", |r| r.termination() == "cD").await;
     assert_eq!(record.get("stress"), "true");
     assert!(record.int("total_ms") >= 200);
@@ -83,7 +74,7 @@ async fn stress_mode_shortens_timeouts_of_new_sessions_only() {
     early.read_exact(&mut b).await.expect("early session echoes");
 
     broker.logs.wait_for("stress mode left", |r| r.get("frontend") == "web").await;
-    let calm = seated(addr).await;
+    let calm = seated(addr, b'x').await;
     drop(calm);
     let record = broker.logs.wait_for("session", |r| r.get("stress") == "false" && r.termination() == "--").await;
     assert_eq!(record.get("frontend"), "web");

@@ -16,6 +16,20 @@ use serde_json::Value;
 const CLIENTS: usize = 200;
 const NOFILE: u64 = 64;
 
+/// `usher run -c config` with RLIMIT_NOFILE = NOFILE (soft = hard), stderr piped.
+fn usher_under_prlimit(config: &std::path::Path) -> Child {
+    Command::new("prlimit")
+        .arg(format!("--nofile={NOFILE}:{NOFILE}"))
+        .arg(env!("CARGO_BIN_EXE_usher"))
+        .args(["run", "-c"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn usher under prlimit")
+}
+
 struct Daemon {
     child: Child,
     records: mpsc::Receiver<Value>,
@@ -77,16 +91,7 @@ async fn starved_of_fds_the_daemon_waits_and_serves_everyone() {
         ),
     )
     .expect("write config");
-    let mut child = Command::new("prlimit")
-        .arg(format!("--nofile={NOFILE}:{NOFILE}"))
-        .arg(env!("CARGO_BIN_EXE_usher"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn usher under prlimit");
+    let mut child = usher_under_prlimit(&config);
     let stderr = child.stderr.take().expect("stderr");
     let (tx, records) = mpsc::channel();
     std::thread::spawn(move || {
@@ -152,16 +157,7 @@ fn maxconn_beyond_the_fd_budget_refuses_to_start() {
          [backends.app.servers.s1]\naddress = \"127.0.0.1:9\"\n",
     )
     .expect("write config");
-    let mut child = Command::new("prlimit")
-        .arg(format!("--nofile={NOFILE}:{NOFILE}"))
-        .arg(env!("CARGO_BIN_EXE_usher"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn usher under prlimit");
+    let mut child = usher_under_prlimit(&config);
     let deadline = std::time::Instant::now() + DEADLINE;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
