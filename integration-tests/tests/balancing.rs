@@ -158,3 +158,50 @@ async fn priority_classes_are_served_first() {
     let served: Vec<u8> = server.first_bytes().iter().skip(1).map(|b| b[0]).collect();
     assert_eq!(served, b"XYabc", "gold first in arrival order, then bronze in arrival order");
 }
+
+/// Issue 4 item 6: under every algorithm, a server with maxconn 1 never sees
+/// 2 connections, and every client of a 200-client burst is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_algorithm_exceeds_maxconn() {
+    for balance in ["roundrobin", "static-rr", "leastconn", "first", "source", "random"] {
+        let hold = Behavior::Reply { hold: std::time::Duration::from_millis(2), reply: b"ok" };
+        let (s1, s2) = (TestBackend::start(hold.clone()), TestBackend::start(hold));
+        let broker = TestBroker::start(&toml(
+            &format!("balance = \"{balance}\"\nredispatch = true\n[backends.app.timeout]\nqueue = \"1h\""),
+            &[("s1", s1.addr, "maxconn = 1"), ("s2", s2.addr, "maxconn = 1")],
+        ));
+        let addr = broker.addr("web");
+        let clients: Vec<_> = (0..200u8)
+            .map(|i| {
+                tokio::spawn(async move {
+                    let c = connect_from(IpAddr::from([127, 0, 1, i % 50 + 1]), addr).await;
+                    exchange(c, b'q').await
+                })
+            })
+            .collect();
+        for c in clients {
+            assert_eq!(c.await.expect("client"), b"ok", "{balance}: a client was not served");
+        }
+        assert!(s1.peak() <= 1 && s2.peak() <= 1, "{balance}: maxconn exceeded ({}, {})", s1.peak(), s2.peak());
+        assert_eq!(s1.accepted() + s2.accepted(), 200, "{balance}");
+    }
+}
+
+/// Issue 4 test 1 on sockets: sessions follow the weights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_shape_the_distribution() {
+    for balance in ["roundrobin", "static-rr", "random"] {
+        let reply = Behavior::Reply { hold: std::time::Duration::ZERO, reply: b"ok" };
+        let (s1, s2) = (TestBackend::start(reply.clone()), TestBackend::start(reply));
+        let broker = TestBroker::start(&toml(
+            &format!("balance = \"{balance}\""),
+            &[("s1", s1.addr, "weight = 1"), ("s2", s2.addr, "weight = 3")],
+        ));
+        for _ in 0..400 {
+            let c = TcpStream::connect(broker.addr("web")).await.expect("connect");
+            assert_eq!(exchange(c, b'w').await, b"ok");
+        }
+        let share = s2.accepted() as f64 / 400.0;
+        assert!((0.65..=0.85).contains(&share), "{balance}: weight-3 server got {share:.2} of sessions");
+    }
+}

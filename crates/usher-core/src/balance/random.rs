@@ -44,7 +44,9 @@ impl Balancer for PowerOfChoices {
         for _ in 1..self.draws {
             let other = self.draw(candidates, total);
             let (b, o) = (&candidates[best], &candidates[other]);
-            if (u64::from(o.load) + 1) * u64::from(b.weight) < (u64::from(b.load) + 1) * u64::from(o.weight) {
+            // Strictly less loaded relative to weight; on a tie the first
+            // (weighted) draw stands, so idle traffic still follows weights.
+            if u64::from(o.load) * u64::from(b.weight) < u64::from(b.load) * u64::from(o.weight) {
                 best = other;
             }
         }
