@@ -1,23 +1,30 @@
 //! `leastconn`: the server with the fewest sessions — served plus queued —
-//! relative to its weight; round robin among equals (HAProxy's leastconn).
+//! relative to its weight; smooth weighted round robin among equals, so idle
+//! traffic (every load 0) still follows the weights.
 
 use std::net::IpAddr;
 
-use super::{least_loaded, Balancer, Candidate, Choice};
+use super::{Balancer, Candidate, Choice, SmoothRoundRobin};
 
 #[derive(Default)]
 pub struct LeastConn {
-    next: usize,
+    among_equals: Option<SmoothRoundRobin>,
 }
 
 impl Balancer for LeastConn {
-    fn pick(&mut self, candidates: &[Candidate], _: Option<IpAddr>) -> Option<Choice> {
-        if candidates.is_empty() {
-            return None;
-        }
-        let i = least_loaded(candidates, self.next % candidates.len(), |_| true)?;
-        self.next = i + 1;
-        Some(Choice::Balanced(candidates[i].id))
+    fn pick(&mut self, candidates: &[Candidate], client: Option<IpAddr>) -> Option<Choice> {
+        let open = |c: &&Candidate| c.available && c.weight > 0;
+        // load / weight, compared without division.
+        let less = |a: &Candidate, b: &Candidate| {
+            u64::from(a.load) * u64::from(b.weight) < u64::from(b.load) * u64::from(a.weight)
+        };
+        let best = candidates.iter().filter(open).fold(None::<&Candidate>, |best, c| match best {
+            Some(b) if !less(c, b) => Some(b),
+            _ => Some(c),
+        })?;
+        let equals: Vec<Candidate> =
+            candidates.iter().map(|c| Candidate { available: open(&c) && !less(best, c), ..*c }).collect();
+        self.among_equals.get_or_insert_with(|| SmoothRoundRobin::new(candidates.len())).pick(&equals, client)
     }
 }
 

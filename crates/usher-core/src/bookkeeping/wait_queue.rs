@@ -72,6 +72,13 @@ impl<W> WaitQueue<W> {
         self.entries.keys().next().copied()
     }
 
+    /// The head and its key (to queue it elsewhere in the same place).
+    pub fn pop_front_keyed(&mut self) -> Option<(QueueKey, Waiting<W>)> {
+        let (key, waiting) = self.entries.pop_first()?;
+        self.index.remove(&waiting.session);
+        Some((key, waiting))
+    }
+
     pub fn pop_front(&mut self) -> Option<Waiting<W>> {
         let (_, waiting) = self.entries.pop_first()?;
         self.index.remove(&waiting.session);
