@@ -15,6 +15,8 @@ pub struct TestBroker {
     pub logs: LogCapture,
     /// The running actors: admin-state changes and reports in tests.
     pub control: BrokerHandle,
+    /// The admin API's address, when started with [`TestBroker::start_with_admin`].
+    pub admin_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -26,8 +28,22 @@ impl TestBroker {
         Self::start_with(toml, |_| Extensions::default())
     }
 
+    /// Same, with the admin API on a fresh 127.0.0.1:0 listener
+    /// (`admin_addr`); `[admin] token` applies, `admin.bind` does not.
+    pub fn start_with_admin(toml: &str) -> TestBroker {
+        Self::launch(toml, |_| Extensions::default(), true)
+    }
+
     /// Same, with extension actors built inside the broker's System.
     pub fn start_with(toml: &str, extensions: impl FnOnce(&Settings) -> Extensions + Send + 'static) -> TestBroker {
+        Self::launch(toml, extensions, false)
+    }
+
+    fn launch(
+        toml: &str,
+        extensions: impl FnOnce(&Settings) -> Extensions + Send + 'static,
+        admin: bool,
+    ) -> TestBroker {
         let settings = usher_core::config::from_toml_str(toml).unwrap_or_else(|err| panic!("test config: {err}"));
         let mut listeners = BoundListeners::default();
         let mut addrs: HashMap<String, Vec<SocketAddr>> = HashMap::new();
@@ -36,6 +52,12 @@ impl TestBroker {
             addrs.entry(f.name.clone()).or_default().push(l.local_addr().expect("addr"));
             listeners.insert(&f.name, l);
         }
+        let admin_addr = admin.then(|| {
+            let l = crate::listener();
+            let addr = l.local_addr().expect("addr");
+            listeners.set_admin(l);
+            addr
+        });
         let logs = LogCapture::new();
         let log = logs.logger();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -54,7 +76,7 @@ impl TestBroker {
             })
         });
         let control = control.recv_timeout(crate::DEADLINE).expect("the broker started its actors");
-        TestBroker { addrs, logs, control, stop: Some(stop), thread: Some(thread) }
+        TestBroker { addrs, logs, control, admin_addr, stop: Some(stop), thread: Some(thread) }
     }
 
     /// The first listening address of `frontend`.

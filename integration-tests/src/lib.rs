@@ -6,9 +6,11 @@
 //! - [`broker`]: [`TestBroker`] runs `usher_core::run` in its own actix System.
 //! - [`backend`]: [`TestBackend`] servers that record their peak concurrency.
 //! - [`logs`]: [`LogCapture`], the broker's records as key-value maps.
+//! - [`http`]: a minimal HTTP/1.1 client for the admin API.
 
 pub mod backend;
 pub mod broker;
+pub mod http;
 pub mod logs;
 
 pub use backend::{Behavior, TestBackend};

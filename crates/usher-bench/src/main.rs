@@ -39,6 +39,7 @@ struct Cli {
     /// Longest wait before each run for other processes to stop using the CPUs ("0" = don't wait).
     #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "2m")]
     quiet_wait: Duration,
+    /// The HAProxy binary.
     #[arg(long, global = true, default_value = "/usr/sbin/haproxy")]
     haproxy: PathBuf,
 }

@@ -239,6 +239,10 @@ grace = "1s"
 [log]
 level = "error"
 
+# No admin API: it is not measured, and brokers may run side by side.
+[admin]
+bind = ""
+
 [frontends.bench]
 bind = ["127.0.0.1:0"]
 backend = "app"

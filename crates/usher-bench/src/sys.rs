@@ -79,16 +79,21 @@ pub fn kernel() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into())
 }
 
-/// CPU seconds all CPUs have spent in user, nice and system time since boot.
+/// CPU seconds all CPUs have spent in user, nice and system time since
+/// boot, plus steal time (a virtual CPU taken away by the hypervisor is as
+/// lost to the benchmark as one used by another process).
 pub fn system_busy_seconds() -> io::Result<f64> {
     let stat = fs::read_to_string("/proc/stat")?;
     let line = stat.lines().next().filter(|l| l.starts_with("cpu ")).ok_or_else(|| io::Error::other("no cpu line"))?;
-    let ticks: Vec<u64> = line.split_whitespace().skip(1).take(3).filter_map(|f| f.parse().ok()).collect();
-    Ok(ticks.iter().sum::<u64>() as f64 / TICKS_PER_SECOND)
+    // user nice system idle iowait irq softirq steal …
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let busy: u64 = [0, 1, 2, 7].iter().filter_map(|&i| ticks.get(i)).sum();
+    Ok(busy as f64 / TICKS_PER_SECOND)
 }
 
 /// Measures how much CPU processes other than this one and its proxy used
-/// over an interval: other work on a 2-core machine ruins a benchmark.
+/// (or the hypervisor stole) over an interval: other work on a 2-core
+/// machine ruins a benchmark.
 pub struct CpuMeter {
     busy: f64,
     own: f64,
@@ -127,7 +132,7 @@ pub fn wait_quiet(limit: f64, patience: std::time::Duration) -> f64 {
             return others;
         }
         if !told {
-            eprintln!("   waiting for other processes to calm down ({:.0}% of a CPU busy)", others * 100.0);
+            eprintln!("   waiting for a quiet machine (others or steal: {:.0}% of a CPU)", others * 100.0);
             told = true;
         }
     }

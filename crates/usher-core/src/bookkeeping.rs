@@ -12,6 +12,7 @@ pub mod backend_state;
 pub mod rate;
 pub mod server_health;
 pub mod server_state;
+pub mod stats;
 pub mod stress;
 pub mod throttle;
 pub mod wait_queue;

@@ -20,9 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::actors::server::CheckSpec;
+use crate::actors::stats::Gauges;
 use crate::actors::watchdog::{ListenerInfo, WatchdogConfig};
-use crate::actors::{BackendQueue, Listener, ResourceWatchdog, Server};
+use crate::actors::{BackendQueue, Listener, ResourceWatchdog, Server, Stats};
 use crate::balance;
+use crate::bookkeeping::stats::{SessionGauge, StatsBook};
 use crate::bookkeeping::{AdmissionConfig, FrontendLimits, ListenerLimits};
 use crate::bookkeeping::{BackendSetup, HealthConfig, ServerSetup};
 use crate::config::{BackendSettings, Settings};
@@ -55,15 +57,27 @@ impl Drop for DataPlane {
 /// How long killed sessions get to write their records after the grace.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
-/// Bound listening sockets, by frontend name.
+/// Bound listening sockets, by frontend name, and the admin API's, if any.
 #[derive(Debug, Default)]
-pub struct BoundListeners(pub HashMap<String, Vec<TcpListener>>);
+pub struct BoundListeners(pub HashMap<String, Vec<TcpListener>>, Option<TcpListener>);
 
 impl BoundListeners {
     pub fn insert(&mut self, frontend: &str, listener: TcpListener) {
         self.0.entry(frontend.to_owned()).or_default().push(listener);
     }
+
+    /// The admin API serves on `listener` (without one, there is no API).
+    pub fn set_admin(&mut self, listener: TcpListener) {
+        self.1 = Some(listener);
+    }
+
+    pub fn admin(&self) -> Option<&TcpListener> {
+        self.1.as_ref()
+    }
 }
+
+/// listen() backlog of the admin API's socket.
+const ADMIN_BACKLOG: u32 = 128;
 
 /// Binds every frontend address of `settings`.
 pub fn bind_all(settings: &Settings) -> anyhow::Result<BoundListeners> {
@@ -74,6 +88,11 @@ pub fn bind_all(settings: &Settings) -> anyhow::Result<BoundListeners> {
                 .with_context(|| format!("frontends.{}.bind: cannot listen on {addr}", f.name))?;
             bound.insert(&f.name, listener);
         }
+    }
+    if let Some(addr) = settings.admin.bind {
+        let listener = crate::net::bind_listener(addr, ADMIN_BACKLOG)
+            .with_context(|| format!("admin.bind: cannot listen on {addr}"))?;
+        bound.set_admin(listener);
     }
     Ok(bound)
 }
@@ -169,6 +188,8 @@ fn start_backend(b: &BackendSettings, log: &Logger) -> (BackendHandle, BackendCo
 pub struct BrokerHandle {
     pub watchdog: Addr<ResourceWatchdog>,
     pub backends: Vec<BackendControl>,
+    /// Traffic counters and live-session gauges.
+    pub stats: Addr<Stats>,
 }
 
 /// One backend's actors.
@@ -263,8 +284,23 @@ pub async fn run(
         backends.insert(b.name.as_str(), handle);
         controls.push(control);
     }
+    // Traffic figures: gauges kept by the accept loops, counters fed by
+    // each session's end.
+    let gauges = Gauges {
+        global: Arc::new(SessionGauge::default()),
+        frontends: settings.frontends.iter().map(|_| Arc::new(SessionGauge::default())).collect(),
+        listeners: plan.iter().map(|_| Arc::new(SessionGauge::default())).collect(),
+    };
+    let backend_of = settings
+        .frontends
+        .iter()
+        .map(|f| settings.backends.iter().position(|b| b.name == f.backend).unwrap_or(usize::MAX))
+        .collect();
+    let server_counts: Vec<usize> = settings.backends.iter().map(|b| b.servers.len()).collect();
+    let stats = Stats::new(StatsBook::new(backend_of, &server_counts), gauges.clone()).start();
+    let handle = BrokerHandle { watchdog: watchdog.clone(), backends: controls, stats: stats.clone() };
     if let Some(on_start) = extensions.on_start.take() {
-        on_start(BrokerHandle { watchdog: watchdog.clone(), backends: controls });
+        on_start(handle.clone());
     }
 
     let epoch = tokio::time::Instant::now();
@@ -284,6 +320,8 @@ pub async fn run(
             reserve: backend.reserve.clone(),
             cancel: backend.cancel.clone(),
             closed: watchdog.clone().recipient(),
+            stats: stats.clone().recipient(),
+            sessions: gauges.frontends[i].clone(),
             admission: extensions.admission.clone(),
             // Access records name their frontend themselves.
             log: log.clone(),
@@ -312,9 +350,14 @@ pub async fn run(
             error_pause: settings.watchdog.shortage_recheck,
             stop: CancellationToken::new(),
             log: log.new(o!("frontend" => front.name.to_string())),
+            gauges: [gauges.global.clone(), gauges.listeners[id.0].clone()],
         };
         running.push(Listener::new(accept, data_plane.handle())?.start());
     }
+    let admin = match listeners.1.take() {
+        Some(listener) => Some(crate::admin::start(listener, &settings, handle, log.new(o!("actor" => "admin")))?),
+        None => None,
+    };
     info!(log, "started";
         "frontends" => settings.frontends.len(), "backends" => settings.backends.len(),
         "listeners" => running.len(), "workers" => workers, "maxconn" => maxconn);
@@ -326,6 +369,9 @@ pub async fn run(
     }
 
     shutdown.await;
+    if let Some(admin) = &admin {
+        admin.stopping();
+    }
 
     info!(log, "shutting down"; "grace" => %humantime::format_duration(settings.global.grace),
         "sessions" => tracker.len());
@@ -339,6 +385,10 @@ pub async fn run(
         if tokio::time::timeout(KILL_WAIT, tracker.wait()).await.is_err() {
             warn!(log, "sessions still open after kill"; "sessions" => tracker.len());
         }
+    }
+    // The admin API stays up through the grace, so the drain can be watched.
+    if let Some(admin) = admin {
+        admin.stop().await;
     }
     drop(data_plane);
     info!(log, "stopped");

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actors;
+pub mod admin;
 pub mod balance;
 pub mod bookkeeping;
 pub mod broker;

@@ -13,8 +13,20 @@
 //!
 //! Model 1 (`backend_slots`): one backend = `BackendState` (the BackendQueue
 //! actor) + one `ServerState` per server (the Server actors), driven by the
-//! `Dequeue` / `Release` / `CancelReserve` protocol of `actors/server.rs`
-//! and `actors/backend_queue.rs`.
+//! `Dequeue` / `Release` / `CancelReserve` / `ServerStatusChanged` protocol
+//! of `actors/server.rs` and `actors/backend_queue.rs` (after every message
+//! the BackendQueue `settle`s: `dispatch` until no grant; a grant whose
+//! waiter is gone is `ungrant`ed). Servers go up and down, change weight
+//! (0 = drain), get slowstart caps; some are backups; some have `minconn`
+//! under a backend `fullconn` (dynamic maxconn); the backend may redispatch.
+//! Every production balancer is plugged in (wrapped to record each pick),
+//! `source` with client addresses from a small pool so sessions pile onto
+//! their hashed server's own queue. The simulator is a shadow of the
+//! BackendQueue: it predicts every answer, grant and refusal from its own
+//! record, checks the balancer saw exactly its view, and checks the
+//! invariants (maxconn and effective caps, nobody overtakes, FIFO by queue
+//! key, backups, no backend queue without a usable server, a downed
+//! server's queue refused or redispatched at once, work conservation).
 //!
 //! Model 2 (`admission`): `AdmissionState` (the ResourceWatchdog actor)
 //! driven by listeners that follow the protocol of `data_plane/accept.rs`
@@ -33,15 +45,20 @@
 //! set `PROPTEST_CASES` to run more than the 1024 cases per property.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
 use tokio::time::Instant;
-use usher_core::balance::{Balancer, Candidate, Choice, SmoothRoundRobin};
+use usher_core::balance::{
+    Balancer, Candidate, Choice, ConsistentHash, First, LeastConn, PowerOfChoices, SmoothRoundRobin,
+};
 use usher_core::bookkeeping::backend_state::ServerSetup;
 use usher_core::bookkeeping::{
-    AdmissionConfig, AdmissionState, Admitted, BackendState, FrontendLimits, LimitHit, ListenerLimits, ListenerState,
-    PauseReason, QueueKey, ReserveRequest, Reserved, Resumed, ServerState, StressChange, StressState, WarningThrottle,
+    AdmissionConfig, AdmissionState, Admitted, BackendSetup, BackendState, FrontendLimits, LimitHit, ListenerLimits,
+    ListenerState, PauseReason, QueueKey, ReserveRequest, Reserved, Resumed, ServerState, ServerStatus, StressChange,
+    StressState, WarningThrottle,
 };
 use usher_core::ids::{FrontendId, ListenerId, ServerId, SessionId};
 
@@ -66,15 +83,43 @@ struct ServerCfg {
     weight: u32,
     /// 0 = unlimited.
     maxqueue: u32,
+    /// Takes balanced traffic only while no active server can.
+    backup: bool,
+    /// Dynamic maxconn floor (0 = off); with `BackendCfg::fullconn`.
+    minconn: u32,
+}
+
+impl ServerCfg {
+    fn plain(maxconn: u32, weight: u32, maxqueue: u32) -> ServerCfg {
+        ServerCfg { maxconn, weight, maxqueue, backup: false, minconn: 0 }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 enum BalancerKind {
-    /// The production balancer.
+    /// `roundrobin`: smooth weighted, follows live weights.
     RoundRobin,
+    /// `static-rr`: the configured weights.
+    StaticRr,
+    LeastConn,
+    First,
+    /// `random`: power of `draws` choices, seeded.
+    Random {
+        draws: u32,
+        seed: u64,
+    },
+    /// `source`: consistent hash of the client address, with this
+    /// `hash_balance_factor` (0 = plain). Its picks are `Choice::Pinned`.
+    Source(u32),
     /// Any available server, chosen pseudo-randomly from this seed: the
     /// invariants must not depend on which balancer is plugged in.
     Scripted(u64),
+}
+
+impl BalancerKind {
+    fn hashed(self) -> bool {
+        matches!(self, BalancerKind::Source(_))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +128,17 @@ struct BackendCfg {
     /// Backend queue's maxqueue, 0 = unlimited.
     maxqueue: u32,
     balancer: BalancerKind,
+    /// `backends.X.redispatch`: a downed server's queue and a hashed
+    /// session whose server queue is full go to another server.
+    redispatch: bool,
+    /// `backends.X.fullconn` (0 = off).
+    fullconn: u32,
+}
+
+impl BackendCfg {
+    fn plain(servers: Vec<ServerCfg>, maxqueue: u32, balancer: BalancerKind) -> BackendCfg {
+        BackendCfg { servers, maxqueue, balancer, redispatch: false, fullconn: 0 }
+    }
 }
 
 /// A balancer that picks any available candidate (xorshift over a seed).
@@ -91,7 +147,7 @@ struct ScriptedBalancer {
 }
 
 impl Balancer for ScriptedBalancer {
-    fn pick(&mut self, candidates: &[Candidate], _: Option<std::net::IpAddr>) -> Option<Choice> {
+    fn pick(&mut self, candidates: &[Candidate], _: Option<IpAddr>) -> Option<Choice> {
         let available: Vec<ServerId> =
             candidates.iter().filter(|c| c.available && c.weight > 0).map(|c| c.id).collect();
         if available.is_empty() {
@@ -102,6 +158,36 @@ impl Balancer for ScriptedBalancer {
         self.state ^= self.state << 17;
         Some(Choice::Balanced(available[(self.state % available.len() as u64) as usize]))
     }
+}
+
+/// One `Balancer::pick` call, as the BackendQueue made it.
+#[derive(Debug)]
+struct Pick {
+    candidates: Vec<Candidate>,
+    client: Option<IpAddr>,
+    choice: Option<Choice>,
+}
+
+type Picks = Arc<Mutex<VecDeque<Pick>>>;
+
+/// Wraps the balancer under test and records every call: the simulator
+/// checks that the balancer saw exactly the simulator's view of the servers
+/// (weight, usable, available, load), then follows its choice.
+struct Recording {
+    inner: Box<dyn Balancer>,
+    picks: Picks,
+}
+
+impl Balancer for Recording {
+    fn pick(&mut self, candidates: &[Candidate], client: Option<IpAddr>) -> Option<Choice> {
+        let choice = self.inner.pick(candidates, client);
+        self.picks.lock().unwrap().push_back(Pick { candidates: candidates.to_vec(), client, choice });
+        choice
+    }
+}
+
+fn view(c: &Candidate) -> (usize, u32, bool, bool, u32) {
+    (c.id.0, c.weight, c.usable, c.available, c.load)
 }
 
 /// A message in flight between the actors.
@@ -119,10 +205,11 @@ enum Msg {
 /// What the simulator knows of a live session (finished ones are dropped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sess {
-    /// Waiting in the backend queue (`at == None`) or in a server's queue.
-    /// `gone`: its client left and a `Cancel` is in flight; a grant sent to
-    /// it fails and the BackendQueue offers the slot again.
-    Queued { at: Option<usize>, gone: bool },
+    /// Waiting in the backend queue (`at == None`) or in a server's queue,
+    /// under `key`, since tick `since`. `gone`: its client left and a
+    /// `Cancel` is in flight; a grant sent to it fails and the BackendQueue
+    /// offers the slot again.
+    Queued { at: Option<usize>, gone: bool, key: QueueKey, since: u64 },
     /// Holds one slot of this server (connected or connecting).
     Holding(usize),
 }
@@ -133,8 +220,11 @@ enum BOp {
     Deliver(usize),
     /// A new session asks for a slot. `pin`: 15 means a server id that does
     /// not exist, otherwise taken modulo the number of servers. `gone`: its
-    /// client left before the `Reserve` was handled.
-    Arrive { pin: Option<usize>, avoid: Option<usize>, gone: bool },
+    /// client left before the `Reserve` was handled. `client`: last byte of
+    /// its IPv4 address (a small pool, so `source` sends several sessions to
+    /// one server). `class` / `offset`: its frontend's `priority_class` and
+    /// `priority_offset` (ms; arrivals are 10 ms apart).
+    Arrive { pin: Option<usize>, avoid: Option<usize>, gone: bool, client: u8, class: i32, offset: i64 },
     /// A queued (live) session leaves its queue: at once (`CancelReserve`
     /// handled right away) or with its `CancelReserve` left in flight.
     Leave { pick: usize, at_once: bool },
@@ -142,31 +232,54 @@ enum BOp {
     Close(usize),
     /// Deliver every pending message and check work conservation.
     Quiesce,
+    /// A Server reports its status (`ServerStatusChanged`): up or down
+    /// (health, maintenance), weight (0 = drain; admin changes, slowstart
+    /// ramp) and a cap below maxconn (slowstart; limited servers only, as
+    /// `ServerHealth::status` sends).
+    Status { server: usize, up: bool, weight: u32, cap: Option<u32> },
+}
+
+fn balancer_kind() -> impl Strategy<Value = BalancerKind> {
+    prop_oneof![
+        3 => Just(BalancerKind::RoundRobin),
+        1 => Just(BalancerKind::StaticRr),
+        1 => Just(BalancerKind::LeastConn),
+        1 => Just(BalancerKind::First),
+        1 => (1u32..=3, any::<u64>()).prop_map(|(draws, seed)| BalancerKind::Random { draws, seed }),
+        3 => prop_oneof![Just(0u32), Just(125), Just(150)].prop_map(BalancerKind::Source),
+        2 => any::<u64>().prop_map(|seed| BalancerKind::Scripted(seed | 1)),
+    ]
 }
 
 fn backend_cfg() -> impl Strategy<Value = BackendCfg> {
     (
-        prop::collection::vec((0u32..=3, 0u32..=3, 0u32..=3), 1..=4),
+        prop::collection::vec(
+            (0u32..=3, 0u32..=3, 0u32..=3, prop::bool::weighted(0.25), prop::option::weighted(0.3, 1u32..=3)),
+            1..=4,
+        ),
         // Force all weights to 0 now and then (a random draw rarely does
         // with 3–4 servers): balanced reserves must answer NoServer.
         prop::bool::weighted(0.15),
         0u32..=4,
-        prop::option::of(any::<u64>()),
+        balancer_kind(),
+        any::<bool>(),
+        prop::option::weighted(0.4, 1u32..=12),
     )
-        .prop_map(|(servers, all_zero, maxqueue, scripted)| BackendCfg {
+        .prop_map(|(servers, all_zero, maxqueue, balancer, redispatch, fullconn)| BackendCfg {
             servers: servers
                 .into_iter()
-                .map(|(maxconn, weight, maxqueue)| ServerCfg {
+                .map(|(maxconn, weight, maxqueue, backup, minconn)| ServerCfg {
                     maxconn,
                     weight: if all_zero { 0 } else { weight },
                     maxqueue,
+                    backup,
+                    minconn: minconn.unwrap_or(0),
                 })
                 .collect(),
             maxqueue,
-            balancer: match scripted {
-                None => BalancerKind::RoundRobin,
-                Some(seed) => BalancerKind::Scripted(seed | 1),
-            },
+            balancer,
+            redispatch,
+            fullconn: fullconn.unwrap_or(0),
         })
 }
 
@@ -177,19 +290,46 @@ fn backend_op() -> impl Strategy<Value = BOp> {
             prop::option::weighted(0.3, 0usize..16),
             prop::option::weighted(0.2, 0usize..4),
             prop::bool::weighted(0.1),
+            0u8..6,
+            prop_oneof![6 => Just(0i32), 1 => Just(-1), 1 => Just(1)],
+            prop_oneof![6 => Just(0i64), 1 => Just(-25), 1 => Just(25)],
         )
-            .prop_map(|(pin, avoid, gone)| BOp::Arrive { pin, avoid, gone }),
+            .prop_map(|(pin, avoid, gone, client, class, offset)| BOp::Arrive {
+                pin,
+                avoid,
+                gone,
+                client,
+                class,
+                offset
+            }),
         2 => (0usize..64, any::<bool>()).prop_map(|(pick, at_once)| BOp::Leave { pick, at_once }),
         3 => (0usize..64).prop_map(BOp::Close),
         1 => Just(BOp::Quiesce),
+        2 => (0usize..4, prop::bool::weighted(0.7), 0u32..=3, prop::option::weighted(0.3, 1u32..=3))
+            .prop_map(|(server, up, weight, cap)| BOp::Status { server, up, weight, cap }),
     ]
 }
 
-/// What `reserve` must answer, computed by the simulator beforehand.
+/// A plain FIFO arrival (client 10.0.0.0, class 0, no offset).
+fn arrival(pin: Option<usize>) -> BOp {
+    BOp::Arrive { pin, avoid: None, gone: false, client: 0, class: 0, offset: 0 }
+}
+
+/// What `reserve` must answer, as the spec states it from the state before
+/// the call (independently of the shadow's step-by-step prediction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
     Granted,
     Queued,
+    Full,
+    NoServer,
+}
+
+/// The shadow's exact prediction of a `reserve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Granted(usize),
+    Queued(Option<usize>),
     Full,
     NoServer,
 }
@@ -199,24 +339,61 @@ fn queue_full(maxqueue: u32, len: usize) -> bool {
     maxqueue > 0 && len >= maxqueue as usize
 }
 
+/// Among `candidates`, the available one other than `not` with the least
+/// load relative to its weight (ties to the lowest index).
+fn least_loaded(candidates: &[Candidate], not: usize) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, c) in candidates.iter().enumerate() {
+        if !c.available || c.weight == 0 || i == not {
+            continue;
+        }
+        let better = best.is_none_or(|b| {
+            let cb = &candidates[b];
+            (u64::from(c.load) + 1) * u64::from(cb.weight) < (u64::from(cb.load) + 1) * u64::from(c.weight)
+        });
+        if better {
+            best = Some(i);
+        }
+    }
+    best
+}
+
 /// The BackendQueue actor, its Servers, and the sessions, simulated.
 struct BackendSim {
     cfg: BackendCfg,
     state: BackendState<u64>,
     servers: Vec<ServerState>,
+    /// The balancer's calls not yet matched by the shadow.
+    picks: Picks,
+    /// What each Server last told the BackendQueue.
+    status: Vec<ServerStatus>,
+    /// Credits the BackendQueue holds per server (`None` = unlimited).
+    held: Vec<Option<u32>>,
+    /// Sessions holding a slot per server as the BackendQueue counts them:
+    /// grants minus ungrants minus releases reported by `Dequeue`.
+    served: Vec<u32>,
     /// Messages in flight, in no particular order (proptest picks).
     pool: Vec<Msg>,
-    /// Live sessions by id; ids grow in arrival order (FIFO keys).
+    /// Live sessions by id; ids grow in arrival order.
     sessions: BTreeMap<u64, Sess>,
     next_id: u64,
-    /// Last session granted from the backend queue / each server queue
-    /// (0 = none yet; ids start at 1).
-    last_from_backend_queue: u64,
-    last_from_server_queue: Vec<u64>,
+    /// Counts enqueues and grants (FIFO check).
+    tick: u64,
+    /// Last grant from each queue (0: backend queue, s + 1: server s's own
+    /// queue): its key and tick.
+    last_grant: Vec<Option<(QueueKey, u64)>>,
+    /// Servers that granted a slot during the current step, and the highest
+    /// backend load seen during it (dynamic maxconn grows with the load).
+    granted: Vec<bool>,
+    load_peak: u64,
+    /// During `set_status`: servers that take balanced traffic now but did
+    /// not before the call.
+    newly_balanced: Vec<bool>,
 }
 
 impl BackendSim {
     fn new(cfg: BackendCfg) -> BackendSim {
+        let n = cfg.servers.len();
         let setups: Vec<ServerSetup> = cfg
             .servers
             .iter()
@@ -224,24 +401,40 @@ impl BackendSim {
                 maxconn: s.maxconn,
                 weight: s.weight,
                 maxqueue: s.maxqueue,
-                backup: false,
-                minconn: 0,
+                backup: s.backup,
+                minconn: s.minconn,
             })
             .collect();
-        let balancer: Box<dyn Balancer> = match cfg.balancer {
-            BalancerKind::RoundRobin => Box::new(SmoothRoundRobin::new(setups.len())),
+        let weights: Vec<u32> = cfg.servers.iter().map(|s| s.weight).collect();
+        let inner: Box<dyn Balancer> = match cfg.balancer {
+            BalancerKind::RoundRobin => Box::new(SmoothRoundRobin::new(n)),
+            BalancerKind::StaticRr => Box::new(SmoothRoundRobin::with_static_weights(&weights)),
+            BalancerKind::LeastConn => Box::new(LeastConn::default()),
+            BalancerKind::First => Box::new(First),
+            BalancerKind::Random { draws, seed } => Box::new(PowerOfChoices::new(draws, seed)),
+            BalancerKind::Source(factor) => Box::new(ConsistentHash::new(factor)),
             BalancerKind::Scripted(seed) => Box::new(ScriptedBalancer { state: seed }),
         };
-        let state = BackendState::new(&setups, cfg.maxqueue, balancer);
+        let picks = Picks::default();
+        let balancer = Box::new(Recording { inner, picks: picks.clone() });
+        let setup = BackendSetup { maxqueue: cfg.maxqueue, redispatch: cfg.redispatch, fullconn: cfg.fullconn };
+        let state = BackendState::with_setup(&setups, setup, balancer);
         let mut sim = BackendSim {
             servers: cfg.servers.iter().map(|s| ServerState::new(s.maxconn)).collect(),
-            last_from_server_queue: vec![0; cfg.servers.len()],
+            status: cfg.servers.iter().map(|s| ServerStatus { up: true, weight: s.weight, cap: None }).collect(),
+            held: cfg.servers.iter().map(|s| (s.maxconn > 0).then_some(0)).collect(),
+            served: vec![0; n],
+            last_grant: vec![None; n + 1],
+            granted: vec![false; n],
+            load_peak: 0,
+            newly_balanced: vec![false; n],
+            tick: 0,
+            picks,
             cfg,
             state,
             pool: Vec::new(),
             sessions: BTreeMap::new(),
             next_id: 1,
-            last_from_backend_queue: 0,
         };
         // `Server::started`: every free slot is lent at once.
         for (i, server) in sim.servers.iter_mut().enumerate() {
@@ -259,18 +452,60 @@ impl BackendSim {
         self.cfg.servers.len()
     }
 
-    fn balanced(&self, s: usize) -> bool {
-        self.cfg.servers[s].weight > 0
-    }
-
     fn limited(&self, s: usize) -> bool {
         self.cfg.servers[s].maxconn > 0
     }
 
-    /// Server `s` could take a newcomer right now, as BackendState sees it:
-    /// a credit held (or unlimited) and nobody queued for it.
-    fn usable(&self, s: usize) -> bool {
-        self.state.held(ServerId(s)) != Some(0) && self.state.server_queue_len(ServerId(s)) == 0
+    // === the spec's view of the backend, from the simulator's own record ===
+
+    /// An active (non-backup) server can take balanced traffic.
+    fn active_usable(&self) -> bool {
+        (0..self.n()).any(|s| !self.cfg.servers[s].backup && self.status[s].up && self.status[s].weight > 0)
+    }
+
+    /// Server `s` takes balanced traffic: up, weight > 0, and a backup only
+    /// while no active server can.
+    fn balanced(&self, s: usize) -> bool {
+        let st = self.status[s];
+        st.up && st.weight > 0 && (!self.cfg.servers[s].backup || !self.active_usable())
+    }
+
+    fn any_balanced(&self) -> bool {
+        (0..self.n()).any(|s| self.balanced(s))
+    }
+
+    /// Backend load (HAProxy's beconn): sessions served plus queued.
+    fn load(&self) -> u64 {
+        let served: u64 = self.served.iter().map(|&x| u64::from(x)).sum();
+        let queued = self.sessions.values().filter(|s| matches!(s, Sess::Queued { .. })).count() as u64;
+        served + queued
+    }
+
+    /// The maxconn in force for `s` at backend load `load`: its slowstart
+    /// cap and, with `minconn` and `fullconn`, HAProxy's dynamic maxconn
+    /// (max(minconn, load × maxconn / fullconn), at most maxconn, while the
+    /// load is below fullconn). `None` = the configured maxconn.
+    fn eff_max(&self, s: usize, load: u64) -> Option<u32> {
+        let cfg = self.cfg.servers[s];
+        let mut max = self.status[s].cap;
+        if cfg.minconn > 0 && cfg.maxconn > 0 && self.cfg.fullconn > 0 && load < u64::from(self.cfg.fullconn) {
+            let dynamic = (load * u64::from(cfg.maxconn) / u64::from(self.cfg.fullconn)) as u32;
+            let dynamic = dynamic.max(cfg.minconn).min(cfg.maxconn);
+            max = Some(max.map_or(dynamic, |m| m.min(dynamic)));
+        }
+        max
+    }
+
+    /// A slot of `s` may be used now: a credit held (or unlimited) and room
+    /// under its effective maxconn.
+    fn has_room(&self, s: usize) -> bool {
+        self.held[s] != Some(0) && self.eff_max(s, self.load()).is_none_or(|m| self.served[s] < m)
+    }
+
+    /// Server `s` could take a newcomer pinned to it right now: up, a usable
+    /// slot, and nobody queued for it.
+    fn open(&self, s: usize) -> bool {
+        self.status[s].up && self.has_room(s) && self.queued_at(Some(s)) == 0
     }
 
     fn holding(&self, s: usize) -> u32 {
@@ -281,7 +516,269 @@ impl BackendSim {
         self.sessions.values().filter(|x| matches!(x, Sess::Queued { at: a, .. } if *a == at)).count()
     }
 
+    /// The sessions waiting in one queue, in service order.
+    fn waiters(&self, at: Option<usize>) -> Vec<(QueueKey, u64)> {
+        let mut w: Vec<(QueueKey, u64)> = self
+            .sessions
+            .iter()
+            .filter_map(|(&id, s)| match *s {
+                Sess::Queued { at: a, key, .. } if a == at => Some((key, id)),
+                _ => None,
+            })
+            .collect();
+        w.sort();
+        w
+    }
+
+    fn head(&self, at: Option<usize>) -> Option<(QueueKey, u64)> {
+        self.waiters(at).first().copied()
+    }
+
+    /// The candidates the BackendQueue must show its balancer.
+    fn candidates(&self, avoid: Option<usize>) -> Vec<Candidate> {
+        let mut c: Vec<Candidate> = (0..self.n())
+            .map(|s| Candidate {
+                id: ServerId(s),
+                weight: self.status[s].weight,
+                usable: self.balanced(s),
+                available: self.balanced(s) && self.open(s),
+                load: self.served[s] + self.queued_at(Some(s)) as u32,
+            })
+            .collect();
+        if let Some(a) = avoid {
+            // A redispatched retry prefers any other server.
+            if c.iter().any(|x| x.available && x.id.0 != a) {
+                c[a].available = false;
+            }
+            // Hashing walks past it while another server is usable.
+            if c.iter().any(|x| x.usable && x.id.0 != a) {
+                c[a].usable = false;
+            }
+        }
+        c
+    }
+
+    /// Session `id` now holds a slot of `s`.
+    fn take(&mut self, s: usize, id: u64) {
+        if let Some(h) = &mut self.held[s] {
+            assert!(*h > 0, "server {s}: slot taken for session {id} without a held credit");
+            *h -= 1;
+        }
+        self.served[s] += 1;
+        self.granted[s] = true;
+        self.sessions.insert(id, Sess::Holding(s));
+        self.load_peak = self.load_peak.max(self.load());
+    }
+
+    fn enqueue(&mut self, at: Option<usize>, id: u64, key: QueueKey, gone: bool) -> Outcome {
+        self.tick += 1;
+        self.sessions.insert(id, Sess::Queued { at, gone, key, since: self.tick });
+        self.load_peak = self.load_peak.max(self.load());
+        Outcome::Queued(at)
+    }
+
+    fn enqueue_backend(&mut self, id: u64, key: QueueKey, gone: bool) -> Outcome {
+        if queue_full(self.cfg.maxqueue, self.queued_at(None)) {
+            return Outcome::Full;
+        }
+        self.enqueue(None, id, key, gone)
+    }
+
+    // === the shadow: what the BackendQueue must do, step by step ===
+
+    /// `reserve`, following the balancer's recorded choice, applied to the
+    /// record. `redispatched`: a session of a server that went down, re-
+    /// reserved by `set_status` (it keeps a place ahead of later arrivals).
+    #[allow(clippy::too_many_arguments)]
+    fn model_reserve(
+        &mut self,
+        id: u64,
+        key: QueueKey,
+        client: Option<IpAddr>,
+        pin: Option<usize>,
+        avoid: Option<usize>,
+        gone: bool,
+        redispatched: bool,
+    ) -> Outcome {
+        if let Some(p) = pin {
+            return self.model_pinned(id, key, p, gone, false, redispatched);
+        }
+        let candidates = self.candidates(avoid);
+        if !candidates.iter().any(|c| c.usable) {
+            return Outcome::NoServer;
+        }
+        let pick = self.picks.lock().unwrap().pop_front();
+        let pick = pick.unwrap_or_else(|| panic!("session {id}: the balancer was not asked"));
+        assert_eq!(pick.client, client, "session {id}: client address given to the balancer");
+        assert_eq!(
+            pick.candidates.iter().map(view).collect::<Vec<_>>(),
+            candidates.iter().map(view).collect::<Vec<_>>(),
+            "session {id}: the balancer's view (id, weight, usable, available, load)"
+        );
+        match pick.choice {
+            Some(Choice::Balanced(ServerId(s))) => {
+                assert!(candidates[s].available, "session {id}: balancer picked unavailable server {s}");
+                self.grant_new(id, key, s, true, redispatched);
+                Outcome::Granted(s)
+            }
+            Some(Choice::Pinned(ServerId(p))) => {
+                assert!(candidates[p].usable, "session {id} hashed to unusable server {p}");
+                self.model_pinned(id, key, p, gone, true, redispatched)
+            }
+            None => {
+                // Nothing available — except that static-rr weighs servers
+                // by their configured weight: one configured at 0 and raised
+                // at run time is never picked (the session queues and
+                // `settle` grants it at once).
+                let static_zero = matches!(self.cfg.balancer, BalancerKind::StaticRr)
+                    && candidates.iter().all(|c| !c.available || self.cfg.servers[c.id.0].weight == 0);
+                assert!(
+                    static_zero || !candidates.iter().any(|c| c.available),
+                    "session {id}: balancer found nothing among {candidates:?}"
+                );
+                self.enqueue_backend(id, key, gone)
+            }
+        }
+    }
+
+    /// `reserve_pinned`: `hashed` by `source` (may redispatch when its
+    /// server's queue is full) or explicitly pinned.
+    fn model_pinned(&mut self, id: u64, key: QueueKey, p: usize, gone: bool, hashed: bool, redis: bool) -> Outcome {
+        if p >= self.n() || !self.status[p].up {
+            return Outcome::NoServer;
+        }
+        if self.open(p) {
+            self.grant_new(id, key, p, hashed, redis);
+            return Outcome::Granted(p);
+        }
+        if queue_full(self.cfg.servers[p].maxqueue, self.queued_at(Some(p))) {
+            if hashed && self.cfg.redispatch {
+                // Its server's queue is full: the least loaded other
+                // available server, else the backend queue.
+                if let Some(s) = least_loaded(&self.candidates(Some(p)), p) {
+                    self.grant_new(id, key, s, true, redis);
+                    return Outcome::Granted(s);
+                }
+                return self.enqueue_backend(id, key, gone);
+            }
+            return Outcome::Full;
+        }
+        self.enqueue(Some(p), id, key, gone)
+    }
+
+    /// A session in no queue gets a slot of `s` at once. `balancing`: the
+    /// server was chosen by balancing, not by an explicit pin.
+    fn grant_new(&mut self, id: u64, key: QueueKey, s: usize, balancing: bool, redispatched: bool) {
+        // Invariants 1/5: a held credit (or unlimited) with room under the
+        // effective maxconn.
+        assert!(self.status[s].up && self.has_room(s), "session {id} granted server {s} without a usable slot");
+        // Invariant 4 (nobody overtakes): nobody waits who could use this
+        // slot — a redispatched session may go first only if it holds an
+        // earlier place (lower key) than every such waiter.
+        let own = self.head(Some(s));
+        let shared = if self.balanced(s) { self.head(None) } else { None };
+        for (k, other) in own.into_iter().chain(shared) {
+            assert!(redispatched && key < k, "session {id} granted server {s} ahead of waiting session {other}");
+        }
+        // Backups take balanced traffic only while no active server can.
+        if balancing && self.cfg.servers[s].backup {
+            assert!(!self.active_usable(), "backup server {s} granted session {id} while an active server is up");
+        }
+        self.take(s, id);
+    }
+
+    /// `credit` / `dispatch` with one held slot of `s`: the waiter with the
+    /// lowest key among its own queue and, if it takes balanced traffic, the
+    /// backend queue (a tie goes to its own queue). Returns the session and
+    /// whether its client is gone.
+    fn model_grant_from(&mut self, s: usize) -> Option<(u64, bool)> {
+        if !self.status[s].up || !self.has_room(s) {
+            return None;
+        }
+        let own = self.head(Some(s));
+        let shared = if self.balanced(s) { self.head(None) } else { None };
+        let (key, id, at) = match (own, shared) {
+            (None, None) => return None,
+            (Some((k, id)), None) => (k, id, Some(s)),
+            (None, Some((k, id))) => (k, id, None),
+            (Some(o), Some(b)) if o.0 <= b.0 => (o.0, o.1, Some(s)),
+            (Some(_), Some(b)) => (b.0, b.1, None),
+        };
+        let Some(&Sess::Queued { gone, since, .. }) = self.sessions.get(&id) else { unreachable!() };
+        // Invariant 3 (FIFO), per queue: a session that was already waiting
+        // when the previous grant from its queue was made has a later key.
+        let q = at.map_or(0, |s| s + 1);
+        if let Some((last_key, last_tick)) = self.last_grant[q] {
+            if since < last_tick {
+                assert!(key > last_key, "FIFO: session {id} ({key:?}) granted from {at:?} after {last_key:?}");
+            }
+        }
+        self.tick += 1;
+        self.last_grant[q] = Some((key, self.tick));
+        if at.is_none() && self.cfg.servers[s].backup {
+            assert!(!self.active_usable(), "backup server {s} served the backend queue while an active server is up");
+        }
+        self.take(s, id);
+        Some((id, gone))
+    }
+
+    fn model_dispatch(&mut self) -> Vec<(usize, u64, bool)> {
+        let mut grants = Vec::new();
+        for s in 0..self.n() {
+            while let Some((id, gone)) = self.model_grant_from(s) {
+                grants.push((s, id, gone));
+            }
+        }
+        grants
+    }
+
+    /// The grant to `id` could not be delivered (its client is gone): the
+    /// slot is disarmed and held again (`ungrant`).
+    fn fail_delivery(&mut self, s: usize, id: u64) {
+        self.state.ungrant(ServerId(s));
+        assert_eq!(self.sessions.remove(&id), Some(Sess::Holding(s)));
+        self.served[s] -= 1;
+        if let Some(h) = &mut self.held[s] {
+            *h += 1;
+        }
+    }
+
+    /// `BackendQueue::settle`: `dispatch` until no grant, delivering each
+    /// batch (a gone waiter's slot goes around again).
+    fn settle(&mut self) {
+        loop {
+            let real: Vec<(usize, u64)> = self
+                .state
+                .dispatch()
+                .into_iter()
+                .map(|g| {
+                    assert_eq!(g.waiter, g.session.0);
+                    (g.server.0, g.session.0)
+                })
+                .collect();
+            let model = self.model_dispatch();
+            assert_eq!(real, model.iter().map(|&(s, id, _)| (s, id)).collect::<Vec<_>>(), "dispatch grants");
+            if model.is_empty() {
+                return;
+            }
+            for (s, id, gone) in model {
+                if gone {
+                    self.fail_delivery(s, id);
+                }
+            }
+        }
+    }
+
+    // === the ops ===
+
+    /// Resets the per-step record.
+    fn begin(&mut self) {
+        self.granted.iter_mut().for_each(|g| *g = false);
+        self.load_peak = self.load();
+    }
+
     fn step(&mut self, op: &BOp) {
+        self.begin();
         match *op {
             BOp::Deliver(i) => {
                 if !self.pool.is_empty() {
@@ -289,106 +786,133 @@ impl BackendSim {
                     self.deliver(msg);
                 }
             }
-            BOp::Arrive { pin, avoid, gone } => self.arrive(pin, avoid, gone),
+            BOp::Arrive { pin, avoid, gone, client, class, offset } => {
+                self.arrive(pin, avoid, gone, client, class, offset)
+            }
             BOp::Leave { pick, at_once } => self.leave(pick, at_once),
             BOp::Close(pick) => self.close(pick),
             BOp::Quiesce => self.quiesce(),
+            BOp::Status { server, up, weight, cap } => self.set_status(server, up, weight, cap),
         }
         self.check();
     }
 
     /// The `Reserve` handler of the BackendQueue.
-    fn arrive(&mut self, pin: Option<usize>, avoid: Option<usize>, gone: bool) {
+    fn arrive(&mut self, pin: Option<usize>, avoid: Option<usize>, gone: bool, client: u8, class: i32, offset: i64) {
         let n = self.n();
         let id = self.next_id;
         self.next_id += 1;
         let pin = pin.map(|p| if p == 15 { n } else { p % n });
         let avoid = avoid.map(|a| a % n);
+        let key = QueueKey { class, time_ms: id as i64 * 10 + offset, seq: id };
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, client));
+        let hashed = self.cfg.balancer.hashed();
+        let static_rr = matches!(self.cfg.balancer, BalancerKind::StaticRr);
 
         // Snapshot before the call.
-        let backend_q = self.state.backend_queue_len();
-        let server_q: Vec<usize> = (0..n).map(|s| self.state.server_queue_len(ServerId(s))).collect();
-        let usable: Vec<bool> = (0..n).map(|s| self.usable(s)).collect();
-        let balanced_usable: Vec<bool> = (0..n).map(|s| self.balanced(s) && usable[s]).collect();
+        let backend_q = self.queued_at(None);
+        let server_q: Vec<usize> = (0..n).map(|s| self.queued_at(Some(s))).collect();
+        let open: Vec<bool> = (0..n).map(|s| self.open(s)).collect();
+        let balanced: Vec<bool> = (0..n).map(|s| self.balanced(s)).collect();
+        let active_usable = self.active_usable();
+        // A balancer other than `source` picks any balanced server that is
+        // open (static-rr: not one configured at weight 0).
+        // An avoided server is not available while another one is.
+        let available: Vec<bool> = (0..n).map(|s| balanced[s] && open[s]).collect();
+        let avoided = |s: usize| avoid == Some(s) && (0..n).any(|o| o != s && available[o]);
+        let pickable: Vec<bool> =
+            (0..n).map(|s| available[s] && !avoided(s) && !(static_rr && self.cfg.servers[s].weight == 0)).collect();
 
         let expect = match pin {
-            Some(p) if p >= n => Expect::NoServer,
-            Some(p) if usable[p] => Expect::Granted,
-            Some(p) if queue_full(self.cfg.servers[p].maxqueue, server_q[p]) => Expect::Full,
-            Some(_) => Expect::Queued,
-            // "NoServer: no server can ever take it (all weights 0)".
-            None if !(0..n).any(|s| self.balanced(s)) => Expect::NoServer,
-            None if balanced_usable.iter().any(|&u| u) => Expect::Granted,
-            None if queue_full(self.cfg.maxqueue, backend_q) => Expect::Full,
-            None => Expect::Queued,
+            Some(p) if p >= n || !self.status[p].up => Some(Expect::NoServer),
+            Some(p) if open[p] => Some(Expect::Granted),
+            Some(p) if queue_full(self.cfg.servers[p].maxqueue, server_q[p]) => Some(Expect::Full),
+            Some(_) => Some(Expect::Queued),
+            // "NoServer: no server can take it (none, all down, all at
+            // weight 0)".
+            None if !balanced.iter().any(|&b| b) => Some(Expect::NoServer),
+            // `source` pins by hash; the shadow follows its choice.
+            None if hashed => None,
+            None if pickable.iter().any(|&p| p) => Some(Expect::Granted),
+            None if queue_full(self.cfg.maxqueue, backend_q) => Some(Expect::Full),
+            None => Some(Expect::Queued),
         };
 
         let req = ReserveRequest {
-            client: None,
+            client: Some(ip),
             session: SessionId(id),
-            key: QueueKey::fifo(SessionId(id)),
+            key,
             pin: pin.map(ServerId),
             avoid: avoid.map(ServerId),
         };
-        match self.state.reserve(req, id) {
+        let real = self.state.reserve(req, id);
+        let model = self.model_reserve(id, key, Some(ip), pin, avoid, gone, false);
+        let got = match &real {
             Reserved::Granted { server, waiter } => {
-                assert_eq!(expect, Expect::Granted, "session {id} granted {server:?}");
-                assert_eq!(waiter, id);
+                assert_eq!(*waiter, id);
+                (Expect::Granted, Outcome::Granted(server.0))
+            }
+            Reserved::Queued { server, .. } => (Expect::Queued, Outcome::Queued(server.map(|s| s.0))),
+            Reserved::Full { waiter } => {
+                assert_eq!(*waiter, id);
+                (Expect::Full, Outcome::Full)
+            }
+            Reserved::NoServer { waiter } => {
+                assert_eq!(*waiter, id);
+                (Expect::NoServer, Outcome::NoServer)
+            }
+        };
+        assert_eq!(got.1, model, "session {id}: reserve answered {real:?}");
+        if let Some(expect) = expect {
+            assert_eq!(got.0, expect, "session {id}: reserve answered {real:?}");
+        }
+        match real {
+            Reserved::Granted { server, .. } => {
                 let s = server.0;
                 // Invariant 4 (nobody overtakes): a newcomer never gets a
                 // server with its own queue non-empty, nor a balanced server
                 // while the backend queue waits.
                 assert_eq!(server_q[s], 0, "newcomer {id} overtook server {s}'s queue");
-                if self.balanced(s) {
+                if balanced[s] {
                     assert_eq!(backend_q, 0, "newcomer {id} overtook the backend queue on server {s}");
                 }
                 // Invariant 1/5: only a held credit (or an unlimited server)
-                // can be granted.
-                assert!(usable[s], "newcomer {id} granted server {s} without a free slot");
+                // with room under its effective maxconn can be granted.
+                assert!(open[s], "newcomer {id} granted server {s} without a free slot");
                 match pin {
                     Some(p) => assert_eq!(s, p, "pinned session granted another server"),
                     None => {
-                        assert!(self.balanced(s), "balanced session granted weight-0 server {s}");
-                        if avoid == Some(s) {
-                            let others = (0..n).any(|o| o != s && balanced_usable[o]);
-                            assert!(!others, "session {id} granted avoided server {s} though others were free");
+                        assert!(balanced[s], "balanced session granted server {s}, which takes no balanced traffic");
+                        assert!(!self.cfg.servers[s].backup || !active_usable, "backup {s} granted a balanced session");
+                        if !hashed {
+                            assert!(!avoided(s), "session {id} granted avoided server {s} though others were free");
                         }
                     }
                 }
                 if gone {
-                    // `deliver` fails: the slot is disarmed, held again and
-                    // offered to the next waiter.
-                    self.state.ungrant(server);
-                    self.offer_from(s, true);
-                } else {
-                    self.sessions.insert(id, Sess::Holding(s));
+                    // `deliver` fails: the slot is disarmed and held again;
+                    // `settle` offers it to the next waiter.
+                    self.fail_delivery(s, id);
                 }
             }
             Reserved::Queued { server, position } => {
-                assert_eq!(expect, Expect::Queued, "session {id} queued in {server:?}");
-                assert_eq!(server.map(|s| s.0), pin, "session {id} queued in the wrong queue");
                 // Invariant 6: Queued only below maxqueue; position = waiters
                 // already there.
-                let len = match pin {
-                    Some(p) => server_q[p],
+                let len = match server {
+                    Some(p) => server_q[p.0],
                     None => backend_q,
                 };
+                if !hashed {
+                    assert_eq!(server.map(|s| s.0), pin, "session {id} queued in the wrong queue");
+                }
                 assert_eq!(position as usize, len, "queue position of session {id}");
-                self.sessions.insert(id, Sess::Queued { at: pin, gone });
                 if gone {
                     self.pool.push(Msg::Cancel { session: id });
                 }
             }
-            Reserved::Full { waiter } => {
-                // Invariant 6: a full queue answers Full at once.
-                assert_eq!(expect, Expect::Full, "session {id} refused Full");
-                assert_eq!(waiter, id);
-            }
-            Reserved::NoServer { waiter } => {
-                assert_eq!(expect, Expect::NoServer, "session {id} refused NoServer");
-                assert_eq!(waiter, id);
-            }
+            Reserved::Full { .. } | Reserved::NoServer { .. } => {}
         }
+        self.settle();
     }
 
     fn leave(&mut self, pick: usize, at_once: bool) {
@@ -396,7 +920,7 @@ impl BackendSim {
             .sessions
             .iter()
             .filter_map(|(&id, s)| match *s {
-                Sess::Queued { at, gone: false } => Some((id, at)),
+                Sess::Queued { at, gone: false, .. } => Some((id, at)),
                 _ => None,
             })
             .collect();
@@ -412,7 +936,9 @@ impl BackendSim {
             assert!(!self.state.is_queued(SessionId(id)));
             self.sessions.remove(&id);
         } else {
-            self.sessions.insert(id, Sess::Queued { at, gone: true });
+            if let Some(Sess::Queued { gone, .. }) = self.sessions.get_mut(&id) {
+                *gone = true;
+            }
             self.pool.push(Msg::Cancel { session: id });
         }
     }
@@ -444,12 +970,29 @@ impl BackendSim {
 
     fn deliver(&mut self, msg: Msg) {
         match msg {
-            // BackendQueue's `Dequeue` handler: one offer per credit.
+            // BackendQueue's `Dequeue` handler: `released`, then one `credit`
+            // per credit (each grant delivered at once), then `settle`.
             Msg::Dequeue { server, credits, released } => {
                 self.state.released(ServerId(server), released);
+                assert!(self.served[server] >= released, "server {server}: more released than served");
+                self.served[server] -= released;
                 for _ in 0..credits {
-                    self.offer(server);
+                    let real = self.state.credit(ServerId(server)).map(|g| {
+                        assert_eq!(g.waiter, g.session.0);
+                        (g.server.0, g.session.0)
+                    });
+                    if let Some(h) = &mut self.held[server] {
+                        *h += 1;
+                    }
+                    let model = self.model_grant_from(server);
+                    // Invariant 2/3: the credit goes to the oldest waiter that
+                    // can use it, or is held only if nobody can.
+                    assert_eq!(real, model.map(|(id, _)| (server, id)), "server {server}'s credit");
+                    if let Some((id, true)) = model {
+                        self.fail_delivery(server, id);
+                    }
                 }
+                self.settle();
             }
             // Server's `Release` handler: the slot is lent again at once.
             Msg::Release { server } => {
@@ -467,7 +1010,7 @@ impl BackendSim {
                         assert_eq!(got, Some(session), "in-flight cancel of still queued {session}");
                         self.sessions.remove(&session);
                     }
-                    None => assert_eq!(got, None, "cancel of {session}, granted (and re-offered) meanwhile"),
+                    None => assert_eq!(got, None, "cancel of {session}, granted (or refused) meanwhile"),
                     Some(other) => {
                         panic!("cancel in flight for session {session} in state {other:?}")
                     }
@@ -476,103 +1019,132 @@ impl BackendSim {
         }
     }
 
-    /// `BackendQueue::offer`: one freed slot of `server` goes to the best
-    /// waiter still there; if the waiter is gone, the same slot is offered
-    /// again (`credit` called again); with no waiter it is held.
-    fn offer(&mut self, server: usize) {
-        self.offer_from(server, false)
-    }
+    /// The `ServerStatusChanged` handler: `set_status`, deliver its grants
+    /// and refusals (a refused session got NoServer and leaves), `settle`.
+    fn set_status(&mut self, server: usize, up: bool, weight: u32, cap: Option<u32>) {
+        let s = server % self.n();
+        let cap = if self.limited(s) { cap } else { None };
+        let new = ServerStatus { up, weight, cap };
+        let went_down = self.status[s].up && !up;
+        let stranded = if went_down { self.waiters(Some(s)) } else { Vec::new() };
 
-    /// `again`: the slot is already held here (after an `ungrant`), so it is
-    /// re-offered rather than credited.
-    fn offer_from(&mut self, server: usize, mut again: bool) {
-        loop {
-            // Invariant 3 (FIFO): among sessions that could use this slot
-            // (its own queue, plus the backend queue if it takes balanced
-            // traffic), the one queued first — lowest id — is served.
-            let balanced = self.balanced(server);
-            let oldest = self
-                .sessions
-                .iter()
-                .find(|(_, s)| match **s {
-                    Sess::Queued { at: Some(a), .. } => a == server,
-                    Sess::Queued { at: None, .. } => balanced,
-                    Sess::Holding(_) => false,
-                })
-                .map(|(&id, &s)| (id, s));
-            let held_before = self.state.held(ServerId(server));
-            let offered =
-                if again { self.state.regrant(ServerId(server)) } else { self.state.credit(ServerId(server)) };
-            match offered {
-                None => {
-                    // Invariant 2: a slot is held only if nobody can use it.
-                    assert_eq!(oldest, None, "server {server}'s slot held while a session waits for it");
-                    let expected = if again { held_before } else { held_before.map(|h| h + 1) };
-                    assert_eq!(
-                        self.state.held(ServerId(server)),
-                        expected,
-                        "server {server}'s credit must be held exactly once"
-                    );
-                    return;
-                }
-                Some(grant) => {
-                    assert_eq!(grant.server, ServerId(server));
-                    assert_eq!(grant.waiter, grant.session.0);
-                    let id = grant.session.0;
-                    let Some((oldest_id, Sess::Queued { at, gone })) = oldest else {
-                        panic!("server {server}'s credit granted {id} but nobody could use it");
-                    };
-                    assert_eq!(id, oldest_id, "FIFO: server {server}'s slot went to {id}, not the oldest {oldest_id}");
-                    assert!(!self.state.is_queued(grant.session));
-                    // FIFO per queue: grants from one queue come in arrival order.
-                    let last = match at {
-                        None => &mut self.last_from_backend_queue,
-                        Some(s) => &mut self.last_from_server_queue[s],
-                    };
-                    assert!(id > *last, "FIFO: {id} granted from queue {at:?} after {}", *last);
-                    *last = id;
-                    if gone {
-                        // `deliver` failed; the slot is disarmed, held again
-                        // and offered to the next waiter.
-                        self.sessions.remove(&id);
-                        self.state.ungrant(ServerId(server));
-                        again = true;
-                        continue;
-                    }
-                    self.sessions.insert(id, Sess::Holding(server));
-                    return;
-                }
+        let (grants, refusals) = self.state.set_status(ServerId(s), new);
+        let real_grants: Vec<(usize, u64)> = grants
+            .iter()
+            .map(|g| {
+                assert_eq!(g.waiter, g.session.0);
+                (g.server.0, g.session.0)
+            })
+            .collect();
+        let real_refusals: Vec<u64> = refusals
+            .iter()
+            .map(|r| {
+                assert_eq!(r.waiter, r.session.0);
+                r.session.0
+            })
+            .collect();
+
+        let balanced_before: Vec<bool> = (0..self.n()).map(|t| self.balanced(t)).collect();
+        // The shadow: usable held slots go to the waiters already queued;
+        // a downed server's queue is popped, then each of its sessions is
+        // refused (no redispatch) or re-reserved with its original key,
+        // avoiding this server; with no usable server left, the backend
+        // queue is refused; then every usable held slot is granted.
+        self.status[s] = new;
+        self.newly_balanced = (0..self.n()).map(|t| self.balanced(t) && !balanced_before[t]).collect();
+        let mut model_grants = Vec::new();
+        let mut model_refusals = Vec::new();
+        // Waiters already queued go first for slots that just became usable.
+        model_grants.extend(self.model_dispatch());
+        let mut gone_of = BTreeMap::new();
+        for &(_, id) in &stranded {
+            let Some(Sess::Queued { gone, .. }) = self.sessions.remove(&id) else { unreachable!() };
+            gone_of.insert(id, gone);
+        }
+        for &(key, id) in &stranded {
+            if !self.cfg.redispatch {
+                model_refusals.push(id);
+                continue;
+            }
+            // Re-reserved with its original key: it keeps its place.
+            match self.model_reserve(id, key, None, None, Some(s), gone_of[&id], true) {
+                Outcome::Granted(t) => model_grants.push((t, id, gone_of[&id])),
+                Outcome::Queued(_) => {}
+                Outcome::Full | Outcome::NoServer => model_refusals.push(id),
             }
         }
+        if !self.any_balanced() {
+            for (_, id) in self.waiters(None) {
+                self.sessions.remove(&id);
+                model_refusals.push(id);
+            }
+        }
+        self.newly_balanced.iter_mut().for_each(|b| *b = false);
+        model_grants.extend(self.model_dispatch());
+        assert_eq!(
+            real_grants,
+            model_grants.iter().map(|&(t, id, _)| (t, id)).collect::<Vec<_>>(),
+            "set_status({s}, {new:?}) grants"
+        );
+        assert_eq!(real_refusals, model_refusals, "set_status({s}, {new:?}) refusals");
+
+        // The spec, stated directly.
+        assert_eq!(self.state.server_queue_len(ServerId(s)), if up { self.queued_at(Some(s)) } else { 0 });
+        if went_down && !self.cfg.redispatch {
+            // Without redispatch a downed server's queue fails at once.
+            for (_, id) in &stranded {
+                assert!(real_refusals.contains(id), "session {id} of downed server {s} not refused at once");
+            }
+        }
+        for (_, id) in &stranded {
+            assert!(!matches!(self.sessions.get(id), Some(Sess::Queued { at: Some(a), .. }) if *a == s));
+        }
+        if !self.any_balanced() {
+            assert_eq!(self.state.backend_queue_len(), 0, "backend queue left waiting with no usable server");
+        }
+
+        for (t, id, gone) in model_grants {
+            if gone {
+                self.fail_delivery(t, id);
+            }
+        }
+        self.settle();
     }
 
     /// Deliver every pending message (in send order), then check invariant 2
     /// at rest: no session is queued while a slot it could use is free.
     fn quiesce(&mut self) {
         while !self.pool.is_empty() {
+            self.begin();
             let msg = self.pool.remove(0);
             self.deliver(msg);
             self.check();
         }
         let backend_q = self.state.backend_queue_len();
         for s in 0..self.n() {
-            let maxconn = self.cfg.servers[s].maxconn;
             let holding = self.holding(s);
-            let server_q = self.state.server_queue_len(ServerId(s));
+            assert_eq!(self.served[s], holding, "server {s} at rest: served = live sessions holding it");
             if self.limited(s) {
                 // Invariant 5: at rest every slot not held by a session is
                 // back as a credit — none lost, none doubled.
+                let maxconn = self.cfg.servers[s].maxconn;
                 assert_eq!(self.state.held(ServerId(s)), Some(maxconn - holding), "server {s} at rest");
             }
-            // Invariant 2: a waiter that could use server s implies s is full.
-            if server_q > 0 {
-                assert!(self.limited(s) && holding == maxconn, "server {s} has a queue but free slots at rest");
-            }
-            if backend_q > 0 && self.balanced(s) {
-                assert!(
-                    self.limited(s) && holding == maxconn,
-                    "backend queue waits but balanced server {s} has free slots at rest"
+            // Invariant 2 (work conservation): a usable slot with room under
+            // the effective maxconn implies nobody waits who could use it.
+            if self.status[s].up && self.has_room(s) {
+                let eff = self.eff_max(s, self.load());
+                let server_q = self.state.server_queue_len(ServerId(s));
+                assert_eq!(
+                    server_q, 0,
+                    "server {s} (serving {holding}, effective max {eff:?}) idle while its queue waits"
                 );
+                if self.balanced(s) {
+                    assert_eq!(
+                        backend_q, 0,
+                        "server {s} (serving {holding}, max {eff:?}) idle while the backend queue waits"
+                    );
+                }
             }
         }
         // Every `Cancel` was delivered: no gone session is left queued.
@@ -596,11 +1168,13 @@ impl BackendSim {
                 let Some(Sess::Holding(server)) = self.sessions.remove(&id) else { unreachable!() };
                 self.pool.push(Msg::Release { server });
             }
+            self.begin();
             self.check();
             self.quiesce();
         }
         assert!(self.sessions.is_empty(), "sessions left after draining: {:?}", self.sessions);
         for s in 0..self.n() {
+            assert_eq!(self.state.served(ServerId(s)), 0);
             if self.limited(s) {
                 let maxconn = self.cfg.servers[s].maxconn;
                 assert_eq!(self.state.held(ServerId(s)), Some(maxconn));
@@ -616,17 +1190,37 @@ impl BackendSim {
         if let Err(e) = self.state.check() {
             panic!("BackendState::check: {e}");
         }
+        assert!(self.picks.lock().unwrap().is_empty(), "balancer calls the shadow did not expect");
         let n = self.n();
         for s in 0..n {
             let maxconn = self.cfg.servers[s].maxconn;
             let holding = self.holding(s);
             let mut credits = 0;
             let mut releases = 0;
+            let mut reported = 0;
             for m in &self.pool {
                 match *m {
-                    Msg::Dequeue { server, credits: c, .. } if server == s => credits += c,
+                    Msg::Dequeue { server, credits: c, released } if server == s => {
+                        credits += c;
+                        reported += released;
+                    }
                     Msg::Release { server } if server == s => releases += 1,
                     _ => {}
+                }
+            }
+            // Served as the BackendQueue counts it: every session holding a
+            // slot, plus releases not yet reported to it.
+            let served = self.state.served(ServerId(s));
+            assert_eq!(served, self.served[s], "server {s}: served");
+            assert_eq!(served, holding + releases + reported, "server {s}: served = sessions + releases in flight");
+            assert_eq!(self.state.held(ServerId(s)), self.held[s], "server {s}: held credits");
+            // Effective maxconn: a server that granted a slot this step is
+            // within its cap / dynamic maxconn at the highest load of the step
+            // (it may be above a cap lowered since, or a dynamic maxconn that
+            // fell with the load, until releases drain).
+            if self.granted[s] {
+                if let Some(max) = self.eff_max(s, self.load_peak) {
+                    assert!(served <= max, "server {s}: granted up to {served} > effective maxconn {max}");
                 }
             }
             let out = self.servers[s].out();
@@ -634,6 +1228,7 @@ impl BackendSim {
                 let held = self.state.held(ServerId(s)).expect("limited server has a credit count");
                 // Invariant 1: never more than maxconn connections at the
                 // server, counting every slot wherever it is.
+                assert!(served <= maxconn, "server {s}: served {served} > maxconn {maxconn}");
                 assert!(holding <= maxconn, "server {s}: {holding} sessions > maxconn {maxconn}");
                 assert!(
                     holding + held + credits <= maxconn,
@@ -661,11 +1256,19 @@ impl BackendSim {
             if self.cfg.servers[s].maxqueue > 0 {
                 assert!(server_q <= self.cfg.servers[s].maxqueue as usize, "server {s} queue over maxqueue");
             }
+            if !self.status[s].up {
+                assert_eq!(server_q, 0, "down server {s} keeps a queue");
+            }
         }
         let backend_q = self.state.backend_queue_len();
         assert_eq!(backend_q, self.queued_at(None), "backend queue length");
         if self.cfg.maxqueue > 0 {
             assert!(backend_q <= self.cfg.maxqueue as usize, "backend queue over maxqueue");
+        }
+        // No usable server: the backend queue was refused at once, not left
+        // to time out.
+        if !self.any_balanced() {
+            assert_eq!(backend_q, 0, "backend queue waits while no server can take it");
         }
         for (&id, s) in &self.sessions {
             let queued = matches!(s, Sess::Queued { .. });
@@ -676,7 +1279,10 @@ impl BackendSim {
         // never could.
         for s in 0..n {
             if self.state.server_queue_len(ServerId(s)) > 0 || (backend_q > 0 && self.balanced(s)) {
-                assert!(!self.usable(s), "server {s} open to newcomers while sessions wait for it");
+                assert!(
+                    !(self.status[s].up && self.has_room(s)),
+                    "server {s} has a usable slot while sessions wait for it"
+                );
             }
         }
     }
@@ -685,8 +1291,9 @@ impl BackendSim {
 proptest! {
     #![proptest_config(config())]
 
-    /// Model 1: random backends, random interleavings of arrivals, leaves,
-    /// closes and message deliveries.
+    /// Model 1: random backends (every balancer, backups, minconn/fullconn,
+    /// redispatch), random interleavings of arrivals, leaves, closes, server
+    /// status changes and message deliveries.
     #[test]
     fn backend_slots(cfg in backend_cfg(), ops in prop::collection::vec(backend_op(), 0..MAX_OPS)) {
         let mut sim = BackendSim::new(cfg);
@@ -718,19 +1325,15 @@ fn empty_backend_answers_no_server() {
 /// client has left is offered again to the next waiter in line.
 #[test]
 fn gone_waiter_slot_goes_to_the_next() {
-    let mut sim = BackendSim::new(BackendCfg {
-        servers: vec![ServerCfg { maxconn: 1, weight: 1, maxqueue: 0 }],
-        maxqueue: 0,
-        balancer: BalancerKind::RoundRobin,
-    });
+    let mut sim = BackendSim::new(BackendCfg::plain(vec![ServerCfg::plain(1, 1, 0)], 0, BalancerKind::RoundRobin));
     for op in [
         // The one credit arrives and is held.
         BOp::Quiesce,
         // Session 1 is granted it; 2 waits in the backend queue, 3 in
         // server 0's queue.
-        BOp::Arrive { pin: None, avoid: None, gone: false },
-        BOp::Arrive { pin: None, avoid: None, gone: false },
-        BOp::Arrive { pin: Some(0), avoid: None, gone: false },
+        arrival(None),
+        arrival(None),
+        arrival(Some(0)),
         // 2's client leaves; its Cancel stays in flight (pool: [Cancel 2]).
         BOp::Leave { pick: 0, at_once: false },
         // 1 ends (pool: [Cancel 2, Release 0]).
@@ -738,12 +1341,57 @@ fn gone_waiter_slot_goes_to_the_next() {
         // The Release reaches the Server (pool: [Cancel 2, Dequeue 0]).
         BOp::Deliver(1),
         // The Dequeue: the slot goes to 2 (older), which is gone, so it is
-        // offered again and 3 gets it.
+        // held again and `settle` hands it to 3.
         BOp::Deliver(1),
     ] {
         sim.step(&op);
     }
     assert_eq!(sim.sessions.get(&3), Some(&Sess::Holding(0)));
+    sim.drain();
+}
+
+/// The last usable server goes down while sessions wait in its own queue
+/// and in the backend queue: without redispatch, all are refused at once.
+#[test]
+fn last_server_down_refuses_every_waiter_at_once() {
+    let mut sim = BackendSim::new(BackendCfg::plain(vec![ServerCfg::plain(1, 1, 0)], 0, BalancerKind::RoundRobin));
+    for op in [BOp::Quiesce, arrival(None), arrival(None), arrival(None), arrival(Some(0)), arrival(Some(0))] {
+        sim.step(&op);
+    }
+    assert_eq!((sim.queued_at(None), sim.queued_at(Some(0))), (2, 2));
+    sim.step(&BOp::Status { server: 0, up: false, weight: 1, cap: None });
+    assert_eq!(sim.sessions.len(), 1, "only the session holding the slot is left: {:?}", sim.sessions);
+    sim.drain();
+}
+
+/// A server going down with redispatch on: its queue moves to the other
+/// server (ahead of that server's later arrivals), nobody is refused.
+#[test]
+fn downed_server_queue_is_redispatched() {
+    let mut cfg = BackendCfg::plain(vec![ServerCfg::plain(1, 1, 0); 2], 0, BalancerKind::RoundRobin);
+    cfg.redispatch = true;
+    let mut sim = BackendSim::new(cfg);
+    for op in [
+        BOp::Quiesce,
+        // 1 → s0, 2 → s1; 3, 4 wait for s0; 5 waits in the backend queue.
+        arrival(None),
+        arrival(None),
+        arrival(Some(0)),
+        arrival(Some(0)),
+        arrival(None),
+        BOp::Status { server: 0, up: false, weight: 1, cap: None },
+    ] {
+        sim.step(&op);
+    }
+    assert_eq!(sim.queued_at(None), 3, "3 and 4 redispatched to the backend queue: {:?}", sim.sessions);
+    // s1's slot frees: 3 (redispatched, older place) goes first, then 4, then 5.
+    for want in [3, 4, 5] {
+        let holder = *sim.sessions.iter().find(|(_, s)| **s == Sess::Holding(1)).unwrap().0;
+        let pick = sim.sessions.iter().filter(|(_, s)| matches!(s, Sess::Holding(_))).position(|(&id, _)| id == holder);
+        sim.step(&BOp::Close(pick.unwrap()));
+        sim.step(&BOp::Quiesce);
+        assert_eq!(sim.sessions.get(&want), Some(&Sess::Holding(1)));
+    }
     sim.drain();
 }
 

@@ -221,6 +221,26 @@ fn run_with_bad_config_exits_64_without_listening() {
     assert!(!stderr.contains("listening") && !stdout.contains("listening"), "must not start listening:\n{stderr}");
 }
 
+/// Issue 5: an admin API beyond loopback without `admin.token` is refused
+/// before anything is bound, naming the key.
+#[test]
+fn run_with_open_admin_and_no_token_exits_64() {
+    let file = TempToml::new(&format!("{GOOD}\n[admin]\nbind = \"0.0.0.0:9900\"\n"));
+    for sub in ["run", "check"] {
+        let mut cmd = usher(&[sub, "-c"]);
+        cmd.arg(file.path());
+        let (code, stdout, stderr) = run_bounded(cmd);
+        assert_eq!(code, Some(EXIT_CONFIG), "usher {sub}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(stderr.contains("admin.token"), "usher {sub}: {stderr}");
+        assert!(!stderr.contains("listening"), "usher {sub} must not start listening:\n{stderr}");
+    }
+    let mut cmd = check(file.path());
+    cmd.env("USHER__ADMIN__TOKEN", "from-the-environment");
+    let (code, stdout, stderr) = run_bounded(cmd);
+    assert_eq!(code, Some(0), "a token from the environment is enough:\n{stderr}");
+    assert!(stdout.contains("[admin]") && stdout.contains("bind = \"0.0.0.0:9900\""), "{stdout}");
+}
+
 #[test]
 fn run_with_missing_file_exits_64() {
     let path = std::env::temp_dir().join(format!("usher-cli-test-{}-missing.toml", std::process::id()));

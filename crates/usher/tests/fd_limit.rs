@@ -84,7 +84,7 @@ async fn starved_of_fds_the_daemon_waits_and_serves_everyone() {
     std::fs::write(
         &config,
         format!(
-            "[log]\nformat = \"json\"\n[watchdog]\nwarn_interval = \"1h\"\n\
+            "[log]\nformat = \"json\"\n[watchdog]\nwarn_interval = \"1h\"\n[admin]\nbind = \"\"\n\
              [frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
              [backends.app.servers.s1]\naddress = \"{}\"\n",
             server.addr
@@ -153,7 +153,7 @@ fn maxconn_beyond_the_fd_budget_refuses_to_start() {
     let config = std::env::temp_dir().join(format!("usher-fd-refuse-{}.toml", std::process::id()));
     std::fs::write(
         &config,
-        "[global]\nmaxconn = 1000\n[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
+        "[global]\nmaxconn = 1000\n[admin]\nbind = \"\"\n[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
          [backends.app.servers.s1]\naddress = \"127.0.0.1:9\"\n",
     )
     .expect("write config");

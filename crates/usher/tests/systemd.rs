@@ -95,6 +95,21 @@ fn wait_notification(socket: &UnixDatagram, state: &str, got: &mut Vec<String>) 
     }
 }
 
+/// The status line of `GET /health` on the daemon's admin API (the address
+/// its `admin API listening` record names).
+fn health(daemon: &Daemon) -> String {
+    use std::io::{Read, Write};
+    let line = daemon.seen.iter().find(|l| l.contains("\"admin API listening\"")).expect("admin record");
+    let record: serde_json::Value = serde_json::from_str(line).expect("JSON record");
+    let address = record["address"].as_str().expect("address");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the admin API");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: usher\r\nConnection: close\r\n\r\n").expect("request");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("reply");
+    reply.lines().next().unwrap_or_default().to_owned()
+}
+
 #[test]
 fn notifies_ready_and_stopping_and_exits_cleanly() {
     let dir = TempDir(std::env::temp_dir().join(format!("usher-systemd-{}", std::process::id())));
@@ -104,7 +119,7 @@ fn notifies_ready_and_stopping_and_exits_cleanly() {
     let config = dir.0.join("usher.toml");
     std::fs::write(
         &config,
-        "[log]\nformat = \"json\"\n[global]\ngrace = \"2s\"\n\
+        "[log]\nformat = \"json\"\n[global]\ngrace = \"2s\"\n[admin]\nbind = \"127.0.0.1:0\"\n\
          [frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
          [backends.app.servers.s1]\naddress = \"127.0.0.1:9\"\n",
     )
@@ -116,6 +131,8 @@ fn notifies_ready_and_stopping_and_exits_cleanly() {
     let ready = wait_notification(&socket, "READY=1", &mut got);
     assert!(ready.contains("STATUS=serving 1 frontends on 1 listeners"), "{ready:?}");
     daemon.wait_log("\"started\"");
+    daemon.wait_log("\"admin API listening\"");
+    assert_eq!(health(&daemon), "HTTP/1.1 200 OK", "the daemon serves the admin API");
 
     // systemctl reload (ExecReload=kill -HUP) must not kill it.
     daemon.signal("HUP");
@@ -146,7 +163,7 @@ fn unusable_notify_socket_is_reported_not_fatal() {
     let config = dir.0.join("usher.toml");
     std::fs::write(
         &config,
-        "[log]\nformat = \"json\"\n[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
+        "[log]\nformat = \"json\"\n[admin]\nbind = \"\"\n[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
          [backends.app.servers.s1]\naddress = \"127.0.0.1:9\"\n",
     )
     .expect("write config");

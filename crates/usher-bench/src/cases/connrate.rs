@@ -23,6 +23,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
         Metric::higher("sessions/s", 0),
         Metric::lower("p50 ms", 3),
         Metric::lower("p99 ms", 3),
+        Metric::lower("proxy CPU µs/session", 1),
         Metric::zero("errors"),
     ];
     let spec = Sessions { clients: CLIENTS, request: REQUEST, reply: REPLY, slow: SESSION_LIMIT, limit: SESSION_LIMIT };

@@ -33,6 +33,10 @@ pub struct GetQueueReport;
 #[derive(Debug, Clone, MessageResponse)]
 pub struct QueueReport {
     pub backend_queue: usize,
+    /// Longest the backend queue was.
+    pub max_backend_queue: usize,
+    /// Most sessions the servers served at once, together.
+    pub max_served: u32,
     /// Per server, in declaration order.
     pub servers: Vec<ServerQueueReport>,
 }
@@ -43,9 +47,13 @@ pub struct ServerQueueReport {
     pub served: u32,
     /// Sessions in its own queue.
     pub queued: usize,
-    /// The maxconn in force now if below the configured one (slowstart,
+    /// The maxconn in force now if not the configured one (slowstart,
     /// dynamic maxconn, a runtime change).
     pub effective_maxconn: Option<u32>,
+    /// Most sessions it served at once.
+    pub max_served: u32,
+    /// Longest its own queue was.
+    pub max_queued: usize,
 }
 
 pub struct BackendQueue {
@@ -194,11 +202,15 @@ impl Handler<GetQueueReport> for BackendQueue {
     fn handle(&mut self, _: GetQueueReport, _: &mut Self::Context) -> QueueReport {
         QueueReport {
             backend_queue: self.state.backend_queue_len(),
+            max_backend_queue: self.state.max_backend_queue(),
+            max_served: self.state.max_backend_served(),
             servers: (0..self.state.servers())
                 .map(|i| ServerQueueReport {
                     served: self.state.served(ServerId(i)),
                     queued: self.state.server_queue_len(ServerId(i)),
                     effective_maxconn: self.state.effective_maxconn(ServerId(i)),
+                    max_served: self.state.max_served(ServerId(i)),
+                    max_queued: self.state.max_server_queue(ServerId(i)),
                 })
                 .collect(),
         }

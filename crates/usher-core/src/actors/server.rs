@@ -261,9 +261,11 @@ impl Handler<SetMaxconn> for Server {
         info!(self.log, "server maxconn changed"; "server" => &self.name,
             "from" => self.health.maxconn(), "to" => msg.0);
         self.health.set_maxconn(msg.0);
+        // The new bound first, then the slots it frees: the BackendQueue
+        // never holds a credit above the limit it knows.
+        self.after_transition(None, ctx);
         let credits = self.state.set_maxconn(msg.0);
         self.lend(credits);
-        self.after_transition(None, ctx);
     }
 }
 

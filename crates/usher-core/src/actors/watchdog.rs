@@ -69,6 +69,8 @@ pub struct WatchdogStatus {
     pub global_max: u32,
     pub fd_budget: Option<FdBudget>,
     pub listeners: Vec<ListenerStatus>,
+    /// Per frontend, in declaration order.
+    pub frontends: Vec<FrontendStatus>,
     /// Frontend names in stress mode.
     pub stressed: Vec<String>,
     pub counters: WatchdogCounters,
@@ -81,6 +83,29 @@ pub struct ListenerStatus {
     /// `OPEN`, `PAUSED(reason)` or `FULL`.
     pub state: String,
     pub sessions: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct FrontendStatus {
+    pub name: String,
+    /// Sessions admitted (live sessions plus accept credits in flight).
+    pub sessions: u32,
+    /// `maxconn` in force (0 = only the global limit).
+    pub maxconn: u32,
+    /// New sessions per second (0 = unlimited).
+    pub rate_limit: u32,
+}
+
+/// Changes a frontend's `maxconn` at run time (admin API). Raising it
+/// resumes its paused listeners at once; lowering it below the current
+/// count delays new accepts. Answers the previous value, or `None` for an
+/// unknown frontend.
+#[derive(Message, Debug)]
+#[rtype(result = "Option<u32>")]
+pub struct SetFrontendMaxconn {
+    pub frontend: String,
+    /// 0 = only the global limit.
+    pub maxconn: u32,
 }
 
 /// Asks for a [`WatchdogStatus`].
@@ -342,13 +367,40 @@ impl Handler<GetStatus> for ResourceWatchdog {
             .filter(|&i| self.stress.in_stress(FrontendId(i)))
             .map(|i| self.config.frontend_names[i].clone())
             .collect();
+        let frontends = (0..self.config.frontend_names.len())
+            .map(|i| FrontendStatus {
+                name: self.config.frontend_names[i].clone(),
+                sessions: self.state.frontend_used(FrontendId(i)),
+                maxconn: self.state.frontend_max(FrontendId(i)),
+                rate_limit: self.config.admission.frontends.get(i).map_or(0, |f| f.rate),
+            })
+            .collect();
         WatchdogStatus {
             global_used: self.state.global_used(),
             global_max: self.state.global_max(),
             fd_budget: self.config.fd_budget,
             listeners,
+            frontends,
             stressed,
             counters: self.counters,
         }
+    }
+}
+
+impl Handler<SetFrontendMaxconn> for ResourceWatchdog {
+    type Result = Option<u32>;
+
+    fn handle(&mut self, msg: SetFrontendMaxconn, ctx: &mut Self::Context) -> Option<u32> {
+        let i = self.config.frontend_names.iter().position(|name| *name == msg.frontend)?;
+        let now = Instant::now();
+        self.before(now);
+        let (from, resumed) = self.state.set_frontend_maxconn(FrontendId(i), msg.maxconn, now)?;
+        if let Some(limits) = self.config.admission.frontends.get_mut(i) {
+            limits.maxconn = msg.maxconn;
+        }
+        info!(self.log, "frontend maxconn changed"; "frontend" => &msg.frontend, "from" => from, "to" => msg.maxconn);
+        self.resume(resumed, now);
+        self.after(ctx, now);
+        Some(from)
     }
 }

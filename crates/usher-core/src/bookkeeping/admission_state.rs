@@ -337,6 +337,26 @@ impl<W> AdmissionState<W> {
         resumed
     }
 
+    /// Changes a frontend's `maxconn` at run time (0 = only the global
+    /// limit). Raising it serves parked listeners at once (returned);
+    /// lowering it below the current count only delays new accepts. Returns
+    /// the previous limit too.
+    pub fn set_frontend_maxconn(
+        &mut self,
+        frontend: FrontendId,
+        maxconn: u32,
+        now: Instant,
+    ) -> Option<(u32, Vec<Resumed<W>>)> {
+        let limit = self.frontends.get_mut(frontend.0)?;
+        let from = std::mem::replace(&mut limit.max, maxconn);
+        Some((from, self.serve_parked(now)))
+    }
+
+    /// A frontend's `maxconn` in force (0 = only the global limit).
+    pub fn frontend_max(&self, frontend: FrontendId) -> u32 {
+        self.frontends.get(frontend.0).map_or(0, |f| f.max)
+    }
+
     /// Forgets a parked request whose listener stopped.
     pub fn unpark(&mut self, listener: ListenerId) -> Option<W> {
         let i = self.parked.iter().position(|p| p.listener == listener)?;
@@ -476,6 +496,28 @@ mod tests {
         a.shortage(ListenerId(0), t, recheck);
         assert!(matches!(a.admit(ListenerId(0), 4, (), t), Admitted::Parked(PauseReason::Shortage)));
         assert_eq!(a.session_closed(ListenerId(0), t).len(), 1);
+    }
+
+    #[test]
+    fn raising_a_frontend_maxconn_resumes_at_once() {
+        let t = Instant::now();
+        let mut a: AdmissionState<()> = AdmissionState::new(&config(0, &[(1, 0)], &[(0, 0)]), t);
+        assert!(matches!(a.admit(ListenerId(0), 4, (), t), Admitted::Granted(1, ())));
+        assert!(matches!(a.admit(ListenerId(0), 4, (), t), Admitted::Parked(PauseReason::Frontend)));
+        let (from, resumed) = a.set_frontend_maxconn(FrontendId(0), 3, t).expect("frontend");
+        assert_eq!(from, 1);
+        assert_eq!(resumed.len(), 1);
+        assert_eq!(resumed[0].granted, 2);
+        assert_eq!(a.frontend_max(FrontendId(0)), 3);
+        // Lowering below the count only delays new accepts.
+        let (_, resumed) = a.set_frontend_maxconn(FrontendId(0), 1, t).expect("frontend");
+        assert!(resumed.is_empty());
+        assert!(matches!(a.admit(ListenerId(0), 1, (), t), Admitted::Parked(PauseReason::Frontend)));
+        assert!(a.session_closed(ListenerId(0), t).is_empty());
+        assert!(a.session_closed(ListenerId(0), t).is_empty());
+        assert_eq!(a.session_closed(ListenerId(0), t).len(), 1);
+        assert!(a.set_frontend_maxconn(FrontendId(5), 1, t).is_none());
+        a.check(t).unwrap();
     }
 
     #[test]

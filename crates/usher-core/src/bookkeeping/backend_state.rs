@@ -121,6 +121,13 @@ struct ServerSlots<W> {
     backup: bool,
     status: ServerStatus,
     queue: WaitQueue<W>,
+    /// Most sessions it served at once (stats).
+    max_served: u32,
+    /// The highest limit it ever had: its maxconn or a cap reported later
+    /// (maxconn raised at run time). `served` never exceeds it.
+    limit_seen: u32,
+    /// Longest its own queue was (stats).
+    max_queue: usize,
 }
 
 pub struct BackendState<W> {
@@ -130,6 +137,10 @@ pub struct BackendState<W> {
     balancer: Box<dyn Balancer>,
     /// Which queue each waiting session is in (`None` = backend queue).
     location: HashMap<SessionId, Option<ServerId>>,
+    /// Longest the backend queue was (stats).
+    max_queue: usize,
+    /// Most sessions the servers served at once, together (stats).
+    max_served: u32,
 }
 
 impl<W> BackendState<W> {
@@ -150,9 +161,20 @@ impl<W> BackendState<W> {
                 backup: s.backup,
                 status: ServerStatus { up: true, weight: s.weight, cap: None },
                 queue: WaitQueue::default(),
+                max_served: 0,
+                max_queue: 0,
+                limit_seen: s.maxconn,
             })
             .collect();
-        BackendState { servers, queue: WaitQueue::default(), setup, balancer, location: HashMap::new() }
+        BackendState {
+            servers,
+            queue: WaitQueue::default(),
+            setup,
+            balancer,
+            location: HashMap::new(),
+            max_queue: 0,
+            max_served: 0,
+        }
     }
 
     // === what a server may do now ===
@@ -213,6 +235,11 @@ impl<W> BackendState<W> {
             if c.iter().any(|x| x.available && x.id != avoid) {
                 c[avoid.0].available = false;
             }
+            // Hashing walks past the server a retry is leaving (HAProxy's
+            // hash lookups take it as "avoid"), as long as another is usable.
+            if c.iter().any(|x| x.usable && x.id != avoid) {
+                c[avoid.0].usable = false;
+            }
         }
         c
     }
@@ -247,6 +274,7 @@ impl<W> BackendState<W> {
         }
         let position = self.queue.push(req.key, req.session, waiter);
         self.location.insert(req.session, None);
+        self.max_queue = self.max_queue.max(self.queue.len());
         Reserved::Queued { server: None, position }
     }
 
@@ -277,6 +305,8 @@ impl<W> BackendState<W> {
         }
         let position = self.servers[pin.0].queue.push(req.key, req.session, waiter);
         self.location.insert(req.session, Some(pin));
+        let s = &mut self.servers[pin.0];
+        s.max_queue = s.max_queue.max(s.queue.len());
         Reserved::Queued { server: Some(pin), position }
     }
 
@@ -287,6 +317,9 @@ impl<W> BackendState<W> {
             *held -= 1;
         }
         s.served += 1;
+        s.max_served = s.max_served.max(s.served);
+        let served: u32 = self.servers.iter().map(|s| s.served).sum();
+        self.max_served = self.max_served.max(served);
     }
 
     /// A grant could not be delivered (the waiter was gone): the slot is
@@ -384,24 +417,24 @@ impl<W> BackendState<W> {
         let Some(s) = self.servers.get_mut(server.0) else { return (grants, refusals) };
         let went_down = s.status.up && !status.up;
         s.status = status;
+        s.limit_seen = s.limit_seen.max(status.cap.unwrap_or(0));
+        // Waiters already queued go first: a slot that just became usable
+        // (a backup taking over, a weight raised) is theirs.
+        grants.extend(self.dispatch());
         if went_down {
             let mut stranded = Vec::new();
-            while let Some(w) = self.servers[server.0].queue.pop_front() {
+            while let Some((key, w)) = self.servers[server.0].queue.pop_front_keyed() {
                 self.location.remove(&w.session);
-                stranded.push(w);
+                stranded.push((key, w));
             }
-            for w in stranded {
+            for (key, w) in stranded {
                 if !self.setup.redispatch {
                     refusals.push(Refusal { session: w.session, waiter: w.waiter });
                     continue;
                 }
-                let req = ReserveRequest {
-                    session: w.session,
-                    key: QueueKey { class: i32::MIN, time_ms: i64::MIN, seq: w.session.0 },
-                    client: None,
-                    pin: None,
-                    avoid: Some(server),
-                };
+                // Balanced again with its original key: it keeps its place
+                // among the backend queue's waiters.
+                let req = ReserveRequest { session: w.session, key, client: None, pin: None, avoid: Some(server) };
                 match self.reserve(req, w.waiter) {
                     Reserved::Granted { server, waiter } => grants.push(Grant { server, session: w.session, waiter }),
                     Reserved::Queued { .. } => {}
@@ -446,6 +479,26 @@ impl<W> BackendState<W> {
         (server.0 < self.servers.len()).then(|| self.effective_max(server.0, self.load())).flatten()
     }
 
+    /// Most sessions `server` served at once.
+    pub fn max_served(&self, server: ServerId) -> u32 {
+        self.servers.get(server.0).map_or(0, |s| s.max_served)
+    }
+
+    /// Longest `server`'s own queue was.
+    pub fn max_server_queue(&self, server: ServerId) -> usize {
+        self.servers.get(server.0).map_or(0, |s| s.max_queue)
+    }
+
+    /// Longest the backend queue was.
+    pub fn max_backend_queue(&self) -> usize {
+        self.max_queue
+    }
+
+    /// Most sessions the backend's servers served at once, together.
+    pub fn max_backend_served(&self) -> u32 {
+        self.max_served
+    }
+
     pub fn is_queued(&self, session: SessionId) -> bool {
         self.location.contains_key(&session)
     }
@@ -470,8 +523,8 @@ impl<W> BackendState<W> {
             if s.maxqueue > 0 && s.queue.len() > s.maxqueue as usize {
                 return Err(format!("server {i} queue {} > maxqueue {}", s.queue.len(), s.maxqueue));
             }
-            if s.maxconn > 0 && s.served > s.maxconn {
-                return Err(format!("server {i} serves {} > maxconn {}", s.served, s.maxconn));
+            if s.maxconn > 0 && s.served > s.limit_seen {
+                return Err(format!("server {i} serves {} > maxconn {}", s.served, s.limit_seen));
             }
             let usable_credit = s.held.is_some_and(|n| n > 0) && s.status.up && self.has_room(i, load);
             if usable_credit {

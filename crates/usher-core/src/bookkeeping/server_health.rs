@@ -274,8 +274,9 @@ impl ServerHealth {
                 cap = Some(((u64::from(self.maxconn) * pct / 100) as u32).max(1));
             }
         }
-        if self.maxconn > 0 && self.maxconn < self.cfg.maxconn {
-            // Lowered at run time: slots already lent drain down to it.
+        if self.maxconn > 0 && self.maxconn != self.cfg.maxconn {
+            // Changed at run time. Lowered: slots already lent drain down to
+            // it. Raised: the BackendQueue learns the new bound.
             cap = Some(cap.map_or(self.maxconn, |c| c.min(self.maxconn)));
         }
         ServerStatus { up, weight, cap }

@@ -10,7 +10,7 @@ use super::settings::*;
 use super::sources::Merged;
 
 /// Sections whose keys are checked; `actors` is free-form for extensions.
-const SECTIONS: &[&str] = &["global", "watchdog", "log", "defaults", "frontends", "backends", "actors"];
+const SECTIONS: &[&str] = &["global", "watchdog", "log", "admin", "defaults", "frontends", "backends", "actors"];
 
 pub(super) fn settings(merged: &Merged) -> Result<Settings, ConfigErrors> {
     let mut report = Report { origins: &merged.origins, errors: Vec::new() };
@@ -25,6 +25,7 @@ pub(super) fn settings(merged: &Merged) -> Result<Settings, ConfigErrors> {
     let global = global(root, &mut report);
     let watchdog = watchdog(root, &mut report);
     let log = log(root, &mut report);
+    let admin = admin(root, &mut report);
     let defaults = defaults(root, &mut report);
     let backends = backends(root, &defaults, &mut report);
     let frontends = frontends(root, &defaults, &mut report);
@@ -37,9 +38,9 @@ pub(super) fn settings(merged: &Merged) -> Result<Settings, ConfigErrors> {
     cross_check(&frontends, &declared, &mut report);
     let actors = actors(root, &mut report);
 
-    match (global, watchdog, log) {
-        (Some(global), Some(watchdog), Some(log)) if report.errors.is_empty() => {
-            Ok(Settings { global, watchdog, log, frontends, backends, actors })
+    match (global, watchdog, log, admin) {
+        (Some(global), Some(watchdog), Some(log), Some(admin)) if report.errors.is_empty() => {
+            Ok(Settings { global, watchdog, log, admin, frontends, backends, actors })
         }
         _ => {
             // Entries that read the same bad default report it once each.
@@ -99,6 +100,37 @@ fn log(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<LogSettings
     );
     s.finish(report);
     Some(LogSettings { format: format?, level: level? })
+}
+
+fn admin(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<AdminSettings> {
+    let mut s = Section::new("admin", root.get("admin"), report);
+    let bind = s.get(
+        "bind",
+        "a listening address \"IP:PORT\" such as \"127.0.0.1:9900\", or \"\" to disable the admin API",
+        report,
+        |v| match v {
+            ValueKind::String(text) if text.trim().is_empty() => Some(None),
+            ValueKind::String(text) => text.trim().parse::<std::net::SocketAddr>().ok().map(Some),
+            _ => None,
+        },
+    );
+    let token = s.text("token", report);
+    s.finish(report);
+    let (bind, token) = (bind?, token?);
+    // Beyond loopback, anyone who reaches the port could drain servers.
+    if let Some(addr) = bind.filter(|a| !a.ip().to_canonical().is_loopback()) {
+        if token.is_empty() {
+            report.error(
+                "admin.token",
+                format!(
+                    "empty while admin.bind = \"{addr}\" is not a loopback address; expected a bearer token \
+                     (e.g. USHER__ADMIN__TOKEN), or a loopback admin.bind such as \"127.0.0.1:9900\""
+                ),
+            );
+            return None;
+        }
+    }
+    Some(AdminSettings { bind, token })
 }
 
 /// The `[defaults.*]` tables, checked for unknown kinds only; their keys are

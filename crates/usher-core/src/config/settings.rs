@@ -34,6 +34,7 @@ pub struct Settings {
     pub global: GlobalSettings,
     pub watchdog: WatchdogSettings,
     pub log: LogSettings,
+    pub admin: AdminSettings,
     /// Frontends in declaration order.
     #[serde(serialize_with = "by_name")]
     pub frontends: Vec<FrontendSettings>,
@@ -118,6 +119,33 @@ pub enum LogLevel {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: LogLevel,
+}
+
+/// The admin HTTP API (`[admin]`).
+#[derive(Clone, Serialize)]
+pub struct AdminSettings {
+    /// Listening address; `None` (`bind = ""`) disables the API.
+    #[serde(serialize_with = "address_or_empty")]
+    pub bind: Option<SocketAddr>,
+    /// Bearer token every request must carry (empty = none; required when
+    /// `bind` is not a loopback address).
+    pub token: String,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: never in debug output.
+        let token = if self.token.is_empty() { "" } else { "<set>" };
+        f.debug_struct("AdminSettings").field("bind", &self.bind).field("token", &token).finish()
+    }
+}
+
+/// `""` for a disabled address, so `usher check` output reads back the same.
+fn address_or_empty<S: Serializer>(addr: &Option<SocketAddr>, serializer: S) -> Result<S::Ok, S::Error> {
+    match addr {
+        Some(addr) => serializer.collect_str(addr),
+        None => serializer.serialize_str(""),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frontend::FrontendContext;
 use super::session;
+use crate::bookkeeping::stats::SessionGauge;
 use crate::ids::ListenerId;
 use crate::messages::{AdmissionGuard, Admit, GiveBack, Shortage};
 use crate::net::{classify_accept_error, AcceptError};
@@ -35,6 +36,9 @@ pub struct AcceptLoop {
     pub error_pause: Duration,
     pub stop: CancellationToken,
     pub log: Logger,
+    /// Live sessions of the process and of this listener (stats); the
+    /// frontend's gauge is in `front`.
+    pub gauges: [Arc<SessionGauge>; 2],
 }
 
 impl AcceptLoop {
@@ -90,7 +94,12 @@ impl AcceptLoop {
                         used += 1;
                         let guard = AdmissionGuard::new(self.id, self.front.closed.clone());
                         let front = self.front.clone();
-                        self.front.tracker.spawn(session::run(front, stream, client, guard, grant.stress));
+                        let live = [self.gauges[0].enter(), self.gauges[1].enter(), front.sessions.enter()];
+                        let session = session::run(front, stream, client, guard, grant.stress);
+                        self.front.tracker.spawn(async move {
+                            session.await;
+                            drop(live);
+                        });
                     }
                     Ok(Err(err)) => match classify_accept_error(&err) {
                         AcceptError::WouldBlock => break,

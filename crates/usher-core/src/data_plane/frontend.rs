@@ -9,6 +9,8 @@ use slog::Logger;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::actors::stats::SessionEnded;
+use crate::bookkeeping::stats::SessionGauge;
 use crate::config::StressTimeouts;
 use crate::extension::CheckClient;
 use crate::ids::{FrontendId, SessionId};
@@ -37,6 +39,10 @@ pub struct FrontendContext {
     pub reserve: Recipient<Reserve>,
     pub cancel: Recipient<CancelReserve>,
     pub closed: Recipient<SessionClosed>,
+    /// The Stats actor: one `SessionEnded` per session.
+    pub stats: Recipient<SessionEnded>,
+    /// Live sessions of this frontend (and their peak), for stats.
+    pub sessions: Arc<SessionGauge>,
     pub admission: Vec<Recipient<CheckClient>>,
     pub log: Logger,
     /// Cancelled when `global.grace` ran out: live sessions close.

@@ -20,6 +20,7 @@ use super::client_watch::ClientWatch;
 use super::frontend::FrontendContext;
 use super::proxy_protocol;
 use super::relay::{relay, RelayEnd, RelayLimits};
+use crate::actors::stats::SessionEnded;
 use crate::bookkeeping::QueueKey;
 use crate::extension::{CheckClient, Verdict};
 use crate::ids::{ServerId, SessionId};
@@ -51,6 +52,10 @@ pub async fn run(
         Ok(stream) => drive(&front, id, stream, &mut record, timeouts).await,
         Err(_) => Termination::ClientAbortInQueue,
     };
+    // One SessionEnded per session (do_send: one message per session bounds
+    // the Stats mailbox), sent before the record is written so that whoever
+    // has read the record finds the session counted.
+    front.stats.do_send(SessionEnded(record.summary(front.id, end)));
     record.write(&front.log, end);
     drop(admitted);
 }
@@ -108,6 +113,7 @@ async fn drive(
     let mut retries_left = front.backend.retries;
     let mut server = loop {
         record.server = Some(slot.server.name.clone());
+        record.server_id = Some(slot.server.id);
         let attempt = tokio::select! {
             r = connect(slot.server.address, front.backend.connect_timeout) => r,
             _ = watch.gone(&client) => return Termination::ClientAbortInConnect,

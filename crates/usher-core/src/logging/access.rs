@@ -8,6 +8,8 @@ use slog::{info, Logger};
 use tokio::time::Instant;
 
 use super::termination::Termination;
+use crate::bookkeeping::stats::SessionSummary;
+use crate::ids::{FrontendId, ServerId};
 
 /// Collected along a session's life, logged once at its end.
 #[derive(Debug)]
@@ -18,6 +20,8 @@ pub struct AccessRecord {
     pub backend: Arc<str>,
     /// Final server, if one was reached.
     pub server: Option<String>,
+    /// Its index in the backend (not logged; for the stats).
+    pub server_id: Option<ServerId>,
     pub accepted: Instant,
     /// Time spent waiting for a slot (ms); -1 if it never asked for one.
     pub queue_ms: i64,
@@ -43,6 +47,7 @@ impl AccessRecord {
             frontend,
             backend,
             server: None,
+            server_id: None,
             accepted: Instant::now(),
             queue_ms: -1,
             connect_ms: -1,
@@ -53,6 +58,19 @@ impl AccessRecord {
             server_queue_pos: -1,
             backend_queue_pos: -1,
             stress: false,
+        }
+    }
+
+    /// What the Stats actor counts of this session.
+    pub fn summary(&self, frontend: FrontendId, end: Termination) -> SessionSummary {
+        SessionSummary {
+            frontend,
+            server: self.server_id,
+            bytes_from_client: self.bytes_from_client,
+            bytes_from_server: self.bytes_from_server,
+            retries: self.retries,
+            redispatched: self.redispatched,
+            termination: end,
         }
     }
 

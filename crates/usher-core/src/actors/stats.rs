@@ -1,0 +1,103 @@
+//! Stats: the traffic figures of the admin API. It counts every ended
+//! session into its frontend, backend and server ([`StatsBook`]) and reads
+//! the live-session gauges of the process, each frontend and each listener.
+//!
+//! Sessions tell it about themselves with one `SessionEnded` each, sent
+//! with `do_send` just before the access record is written: one message per
+//! session bounds its mailbox by the sessions ending at once, and whoever
+//! has read a session's access record finds it counted in the next
+//! `GetStats` (both go through this one mailbox, in order).
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::bookkeeping::stats::{Counters, SessionGauge, SessionSummary, StatsBook};
+
+/// One session ended (sent once per session, before its access record).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct SessionEnded(pub SessionSummary);
+
+/// Asks for a [`StatsReport`].
+#[derive(Message, Debug)]
+#[rtype(result = "StatsReport")]
+pub struct GetStats;
+
+/// Live sessions now and the most there were.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GaugeReading {
+    pub current: u32,
+    pub max: u32,
+}
+
+impl GaugeReading {
+    fn of(gauge: &SessionGauge) -> GaugeReading {
+        GaugeReading { current: gauge.current(), max: gauge.max() }
+    }
+}
+
+/// The live-session gauges the accept loops keep.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    pub global: Arc<SessionGauge>,
+    /// Per frontend, in declaration order.
+    pub frontends: Vec<Arc<SessionGauge>>,
+    /// Per listener, by listener id.
+    pub listeners: Vec<Arc<SessionGauge>>,
+}
+
+/// Counters (ended sessions) and gauges (live sessions), by index.
+#[derive(Debug, Clone, MessageResponse)]
+pub struct StatsReport {
+    pub frontends: Vec<Counters>,
+    pub backends: Vec<Counters>,
+    /// Per backend, per server in declaration order.
+    pub servers: Vec<Vec<Counters>>,
+    pub global: GaugeReading,
+    pub frontend_sessions: Vec<GaugeReading>,
+    pub listener_sessions: Vec<GaugeReading>,
+}
+
+pub struct Stats {
+    book: StatsBook,
+    gauges: Gauges,
+}
+
+impl Stats {
+    pub fn new(book: StatsBook, gauges: Gauges) -> Stats {
+        Stats { book, gauges }
+    }
+}
+
+impl Actor for Stats {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(super::MAILBOX_CAPACITY);
+    }
+}
+
+impl Handler<SessionEnded> for Stats {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionEnded, _: &mut Self::Context) {
+        self.book.record(&msg.0);
+    }
+}
+
+impl Handler<GetStats> for Stats {
+    type Result = StatsReport;
+
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> StatsReport {
+        let g = &self.gauges;
+        StatsReport {
+            frontends: self.book.frontends.clone(),
+            backends: self.book.backends.clone(),
+            servers: self.book.servers.clone(),
+            global: GaugeReading::of(&g.global),
+            frontend_sessions: g.frontends.iter().map(|f| GaugeReading::of(f)).collect(),
+            listener_sessions: g.listeners.iter().map(|l| GaugeReading::of(l)).collect(),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The admin HTTP API (actix-web), run inside the broker's actix System on
+//! the listener the caller bound (`admin.bind`): reports and run-time
+//! changes, all by message to the actors — it owns no broker state.
+//!
+//! - `GET /stats` (JSON) and `GET /metrics` (Prometheus text) render one
+//!   [`Snapshot`] gathered from the watchdog, the Stats actor, every
+//!   BackendQueue and every Server ([`stats_json`], [`metrics`]).
+//! - `PUT /backends/{b}/servers/{s}` and `PUT /frontends/{f}` validate
+//!   first, then send `SetAdminState`, `SetWeight`, `SetMaxconn` or
+//!   `SetFrontendMaxconn`; each actor logs the change ([`routes`]).
+//! - `GET /health` answers 200 while running, 503 once shutdown began.
+//! - With `admin.token`, every request needs `Authorization: Bearer
+//!   TOKEN` ([`auth`]).
+//!
+//! Errors are JSON, `{"error": "<reason>"}`; handlers never panic on what a
+//! client sends.
+
+mod auth;
+mod metrics;
+mod routes;
+mod stats_json;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{middleware, web, App, HttpServer};
+use anyhow::Context as _;
+use slog::{info, Logger};
+
+use crate::broker::BrokerHandle;
+use crate::config::{Balance, Settings};
+
+pub use stats_json::Snapshot;
+
+/// Largest request body accepted (a PUT body is a few dozen bytes).
+const MAX_BODY: usize = 16 * 1024;
+/// Concurrent admin connections; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 256;
+/// How long in-flight admin requests get at shutdown.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the handlers share: the actors' addresses, the static facts of the
+/// configuration the reports need, the token and the shutdown flag.
+pub(crate) struct Admin {
+    handle: BrokerHandle,
+    layout: Layout,
+    token: String,
+    stopping: AtomicBool,
+    log: Logger,
+}
+
+/// Configured facts that no actor reports, in declaration order (the same
+/// order as `BrokerHandle::backends` and the watchdog's frontends).
+struct Layout {
+    frontends: Vec<FrontendLayout>,
+    backends: Vec<BackendLayout>,
+}
+
+struct FrontendLayout {
+    name: String,
+    backend: String,
+    bind_maxconn: u32,
+}
+
+struct BackendLayout {
+    name: String,
+    balance: Balance,
+    maxqueue: u32,
+    fullconn: u32,
+    servers: Vec<ServerLayout>,
+}
+
+struct ServerLayout {
+    name: String,
+    address: SocketAddr,
+    /// Configured maxconn; 0 = unlimited (no run-time limit can be set).
+    maxconn: u32,
+    maxqueue: u32,
+    backup: bool,
+    checks: bool,
+}
+
+impl Layout {
+    fn of(settings: &Settings) -> Layout {
+        Layout {
+            frontends: settings
+                .frontends
+                .iter()
+                .map(|f| FrontendLayout {
+                    name: f.name.clone(),
+                    backend: f.backend.clone(),
+                    bind_maxconn: f.bind_maxconn,
+                })
+                .collect(),
+            backends: settings
+                .backends
+                .iter()
+                .map(|b| BackendLayout {
+                    name: b.name.clone(),
+                    balance: b.balance,
+                    maxqueue: b.maxqueue,
+                    fullconn: b.fullconn,
+                    servers: b
+                        .servers
+                        .iter()
+                        .map(|s| ServerLayout {
+                            name: s.name.clone(),
+                            address: s.address,
+                            maxconn: s.maxconn,
+                            maxqueue: s.maxqueue,
+                            backup: s.backup,
+                            checks: s.check.enabled,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn backend(&self, name: &str) -> Option<(usize, &BackendLayout)> {
+        self.backends.iter().enumerate().find(|(_, b)| b.name == name)
+    }
+
+    fn bind_maxconn(&self, frontend: &str) -> u32 {
+        self.frontends.iter().find(|f| f.name == frontend).map_or(0, |f| f.bind_maxconn)
+    }
+}
+
+/// The running admin server.
+pub struct AdminServer {
+    handle: actix_web::dev::ServerHandle,
+    admin: Arc<Admin>,
+    address: SocketAddr,
+}
+
+impl AdminServer {
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Shutdown began: `/health` answers 503 from now on; reports still work.
+    pub fn stopping(&self) {
+        self.admin.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops accepting, lets in-flight requests finish (briefly) and waits.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        info!(self.admin.log, "admin API stopped"; "address" => %self.address);
+    }
+}
+
+/// Serves the admin API on `listener`. Must be called inside the actix
+/// System that runs the broker's actors.
+pub fn start(
+    listener: TcpListener,
+    settings: &Settings,
+    handle: BrokerHandle,
+    log: Logger,
+) -> anyhow::Result<AdminServer> {
+    let address = listener.local_addr().context("admin listener without an address")?;
+    listener.set_nonblocking(true).context("admin listener")?;
+    let admin = Arc::new(Admin {
+        handle,
+        layout: Layout::of(settings),
+        token: settings.admin.token.clone(),
+        stopping: AtomicBool::new(false),
+        log: log.clone(),
+    });
+    let data = web::Data::from(admin.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(middleware::from_fn(auth::require_token))
+            .configure(routes::configure)
+            .default_service(web::to(routes::not_found))
+    })
+    .workers(1)
+    .max_connections(MAX_CONNECTIONS)
+    .disable_signals()
+    .shutdown_timeout(STOP_TIMEOUT.as_secs())
+    .listen(listener)
+    .with_context(|| format!("admin.bind: cannot serve on {address}"))?
+    .run();
+    let server_handle = server.handle();
+    actix_rt::spawn(server);
+    info!(log, "admin API listening"; "address" => %address,
+        "auth" => if settings.admin.token.is_empty() { "none" } else { "bearer token" });
+    Ok(AdminServer { handle: server_handle, admin, address })
+}

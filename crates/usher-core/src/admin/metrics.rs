@@ -1,0 +1,283 @@
+//! `GET /metrics`: a [`Snapshot`] in the Prometheus text exposition format
+//! (version 0.0.4). Names follow the Prometheus conventions and HAProxy's
+//! exporter: `usher_<scope>_<what>[_total]`, scopes `global`, `frontend`,
+//! `listener`, `backend` and `server`, labelled by name
+//! (`usher_server_sessions_current{backend="app",server="s1"}`). Counters end
+//! in `_total`; limits of 0 mean "none", as in the configuration.
+
+use std::fmt::Write as _;
+
+use super::stats_json::{BackendStats, FrontendStats, ListenerStats, ServerStats, Snapshot};
+use crate::bookkeeping::stats::Counters;
+
+/// The `Content-Type` of the exposition format.
+pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+const OP_STATES: [&str; 3] = ["UP", "DOWN", "STARTING"];
+const ADMIN_STATES: [&str; 3] = ["ready", "drain", "maint"];
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Writes metric families: `# HELP`, `# TYPE`, then the samples.
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str, samples: impl IntoIterator<Item = (Labels, u64)>) {
+        let _ = writeln!(self.out, "# HELP {name} {}", help.replace('\\', "\\\\").replace('\n', "\\n"));
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            self.out.push_str(name);
+            if !labels.is_empty() {
+                self.out.push('{');
+                for (i, (key, val)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(',');
+                    }
+                    let _ = write!(self.out, "{key}=\"{}\"", escape(val));
+                }
+                self.out.push('}');
+            }
+            let _ = writeln!(self.out, " {value}");
+        }
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, samples: impl IntoIterator<Item = (Labels, u64)>) {
+        self.family(name, "gauge", help, samples);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, samples: impl IntoIterator<Item = (Labels, u64)>) {
+        self.family(name, "counter", help, samples);
+    }
+}
+
+/// A label value: backslash, double quote and newline escaped.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// A counter every scope with totals has: name suffix, help, field.
+type Total = (&'static str, &'static str, fn(&Counters) -> u64);
+
+const TOTALS: [Total; 9] = [
+    ("sessions_total", "Ended sessions.", |c| c.sessions_total),
+    ("bytes_in_total", "Bytes relayed from clients.", |c| c.bytes_in),
+    ("bytes_out_total", "Bytes relayed from servers.", |c| c.bytes_out),
+    ("connect_errors_total", "Sessions that ended on a failed server connection (SC/sC).", |c| c.connect_errors),
+    ("retries_total", "Connection attempts after the first.", |c| c.retries),
+    ("redispatches_total", "Sessions a retry moved to another server.", |c| c.redispatches),
+    ("queue_timeouts_total", "Sessions whose timeout.queue expired (sQ).", |c| c.queue_timeouts),
+    ("queue_full_total", "Sessions refused by a full queue (SQ).", |c| c.queue_full),
+    ("queue_aborts_total", "Clients that left while queued (CQ).", |c| c.queue_aborts),
+];
+
+pub(super) fn render(s: &Snapshot) -> String {
+    let mut e = Exposition { out: String::with_capacity(16 * 1024) };
+    global(&mut e, s);
+    frontends(&mut e, s);
+    listeners(&mut e, s);
+    backends(&mut e, &s.backends);
+    servers(&mut e, &s.backends);
+    e.out
+}
+
+fn global(e: &mut Exposition, s: &Snapshot) {
+    let g = &s.global;
+    e.gauge(
+        "usher_global_sessions_current",
+        "Live sessions in the process.",
+        [(vec![], u64::from(g.sessions_current))],
+    );
+    e.gauge("usher_global_sessions_max", "Most live sessions at once.", [(vec![], u64::from(g.sessions_max))]);
+    e.gauge(
+        "usher_global_sessions_limit",
+        "global.maxconn in force (the fd budget when unset).",
+        [(vec![], u64::from(g.sessions_limit))],
+    );
+    if let Some(budget) = g.fd_budget {
+        e.gauge("usher_fd_limit", "Soft RLIMIT_NOFILE of the process.", [(vec![], budget.nofile)]);
+        e.gauge("usher_fd_budget_sessions", "Sessions the fd limit allows.", [(vec![], budget.sessions)]);
+    }
+    let w = &g.watchdog;
+    e.counter(
+        "usher_watchdog_limit_reached_total",
+        "Times a global, frontend or listener maxconn was reached.",
+        [(vec![], w.limit_reached)],
+    );
+    e.counter(
+        "usher_watchdog_rate_limited_total",
+        "Times a rate limit held a listener back.",
+        [(vec![], w.rate_limited)],
+    );
+    e.counter(
+        "usher_watchdog_shortages_total",
+        "Accepts that failed for lack of fds or memory.",
+        [(vec![], w.shortages)],
+    );
+}
+
+fn frontends(e: &mut Exposition, s: &Snapshot) {
+    let each = |value: fn(&FrontendStats) -> u64| -> Vec<(Labels, u64)> {
+        s.frontends.iter().map(|x| (vec![("frontend", x.name.clone())], value(x))).collect()
+    };
+    e.gauge("usher_frontend_sessions_current", "Live sessions of the frontend.", each(|x| x.sessions_current.into()));
+    e.gauge(
+        "usher_frontend_sessions_max",
+        "Most live sessions of the frontend at once.",
+        each(|x| x.sessions_max.into()),
+    );
+    e.gauge(
+        "usher_frontend_sessions_limit",
+        "Frontend maxconn in force (0 = only the global limit).",
+        each(|x| x.sessions_limit.into()),
+    );
+    e.gauge("usher_frontend_stress", "1 while the frontend is in stress mode.", each(|x| x.stress.into()));
+    for (suffix, help, field) in TOTALS {
+        let samples = s.frontends.iter().map(|x| (vec![("frontend", x.name.clone())], field(&x.totals)));
+        e.counter(&format!("usher_frontend_{suffix}"), help, samples);
+    }
+    let by_code = s.frontends.iter().flat_map(|x| {
+        x.totals
+            .terminations
+            .iter()
+            .map(|(code, n)| (vec![("frontend", x.name.clone()), ("code", (*code).to_owned())], *n))
+    });
+    e.counter("usher_frontend_terminations_total", "Ended sessions by termination code.", by_code);
+}
+
+fn listeners(e: &mut Exposition, s: &Snapshot) {
+    let labels =
+        |x: &ListenerStats| -> Labels { vec![("frontend", x.frontend.clone()), ("address", x.address.to_string())] };
+    let each = |value: fn(&ListenerStats) -> u64| -> Vec<(Labels, u64)> {
+        s.listeners.iter().map(|x| (labels(x), value(x))).collect()
+    };
+    e.gauge(
+        "usher_listener_sessions_current",
+        "Live sessions accepted on the address.",
+        each(|x| x.sessions_current.into()),
+    );
+    e.gauge(
+        "usher_listener_sessions_max",
+        "Most live sessions on the address at once.",
+        each(|x| x.sessions_max.into()),
+    );
+    e.gauge(
+        "usher_listener_sessions_limit",
+        "bind_maxconn of the address (0 = none).",
+        each(|x| x.sessions_limit.into()),
+    );
+    let states = s.listeners.iter().map(|x| {
+        let mut l = labels(x);
+        l.push(("state", x.state.clone()));
+        (l, 1)
+    });
+    e.gauge("usher_listener_state", "1 for the listener's state: OPEN, FULL or PAUSED(reason).", states);
+}
+
+fn backends(e: &mut Exposition, b: &[BackendStats]) {
+    let each = |value: fn(&BackendStats) -> u64| -> Vec<(Labels, u64)> {
+        b.iter().map(|x| (vec![("backend", x.name.clone())], value(x))).collect()
+    };
+    e.gauge(
+        "usher_backend_sessions_current",
+        "Sessions holding a slot of one of the backend's servers.",
+        each(|x| x.sessions_current.into()),
+    );
+    e.gauge(
+        "usher_backend_sessions_max",
+        "Most sessions the backend's servers held at once.",
+        each(|x| x.sessions_max.into()),
+    );
+    e.gauge("usher_backend_queue_current", "Sessions in the backend queue.", each(|x| x.queue_current as u64));
+    e.gauge("usher_backend_queue_max", "Longest the backend queue was.", each(|x| x.queue_max as u64));
+    e.gauge("usher_backend_queue_limit", "Backend maxqueue (0 = unbounded).", each(|x| x.queue_limit.into()));
+    for (suffix, help, field) in TOTALS {
+        let samples = b.iter().map(|x| (vec![("backend", x.name.clone())], field(&x.totals)));
+        e.counter(&format!("usher_backend_{suffix}"), help, samples);
+    }
+    let by_code = b.iter().flat_map(|x| {
+        x.totals
+            .terminations
+            .iter()
+            .map(|(code, n)| (vec![("backend", x.name.clone()), ("code", (*code).to_owned())], *n))
+    });
+    e.counter("usher_backend_terminations_total", "Ended sessions by termination code.", by_code);
+}
+
+fn servers(e: &mut Exposition, b: &[BackendStats]) {
+    let all: Vec<(&BackendStats, &ServerStats)> =
+        b.iter().flat_map(|x| x.servers.iter().map(move |s| (x, s))).collect();
+    let labels = |(b, s): (&BackendStats, &ServerStats)| -> Labels {
+        vec![("backend", b.name.clone()), ("server", s.name.clone())]
+    };
+    let each = |value: &dyn Fn(&ServerStats) -> u64| -> Vec<(Labels, u64)> {
+        all.iter().map(|&(b, s)| (labels((b, s)), value(s))).collect()
+    };
+    let by_state = |states: &[&'static str], current: fn(&ServerStats) -> &str| -> Vec<(Labels, u64)> {
+        all.iter()
+            .flat_map(|&(b, s)| {
+                states.iter().map(move |state| {
+                    let mut l = labels((b, s));
+                    l.push(("state", (*state).to_owned()));
+                    (l, u64::from(current(s) == *state))
+                })
+            })
+            .collect()
+    };
+    e.gauge(
+        "usher_server_sessions_current",
+        "Sessions holding one of the server's slots.",
+        each(&|s| s.sessions_current.into()),
+    );
+    e.gauge("usher_server_sessions_max", "Most sessions the server held at once.", each(&|s| s.sessions_max.into()));
+    e.gauge(
+        "usher_server_sessions_limit",
+        "Server maxconn in force (0 = unlimited).",
+        each(&|s| s.sessions_limit.into()),
+    );
+    e.gauge("usher_server_queue_current", "Sessions in the server's own queue.", each(&|s| s.queue_current as u64));
+    e.gauge("usher_server_queue_max", "Longest the server's own queue was.", each(&|s| s.queue_max as u64));
+    e.gauge("usher_server_queue_limit", "Server maxqueue (0 = unbounded).", each(&|s| s.queue_limit.into()));
+    e.gauge("usher_server_weight", "Weight in force (0 = no new balanced sessions).", each(&|s| s.weight.into()));
+    e.gauge(
+        "usher_server_up",
+        "1 while the server may take sessions (UP or STARTING, not in maintenance).",
+        each(&|s| u64::from(s.op != "DOWN" && s.admin != "maint")),
+    );
+    e.gauge(
+        "usher_server_op_state",
+        "1 for the server's operational state (UP, DOWN, STARTING), 0 for the others.",
+        by_state(&OP_STATES, |s| s.op),
+    );
+    e.gauge(
+        "usher_server_admin_state",
+        "1 for the server's administrative state (ready, drain, maint), 0 for the others.",
+        by_state(&ADMIN_STATES, |s| s.admin),
+    );
+    e.gauge(
+        "usher_server_check_failures_consecutive",
+        "Consecutive failed health checks.",
+        each(&|s| s.check.failed.into()),
+    );
+    e.gauge(
+        "usher_server_last_change_seconds",
+        "Seconds since the server's state last changed.",
+        each(&|s| s.last_change_seconds),
+    );
+    for (suffix, help, field) in TOTALS {
+        e.counter(&format!("usher_server_{suffix}"), help, each(&|s| field(&s.totals)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut e = Exposition { out: String::new() };
+        e.gauge("usher_x", "Help.", [(vec![("frontend", r#"a"b\c"#.to_owned())], 3)]);
+        assert_eq!(e.out, "# HELP usher_x Help.\n# TYPE usher_x gauge\nusher_x{frontend=\"a\\\"b\\\\c\"} 3\n");
+    }
+}

@@ -1,0 +1,258 @@
+//! The admin endpoints: reports (`/health`, `/stats`, `/metrics`) and
+//! run-time changes (`PUT /backends/{b}/servers/{s}`, `PUT /frontends/{f}`).
+//!
+//! A change is validated whole before anything is sent (a bad value
+//! changes nothing), then applied through the owning actor, which logs it;
+//! a `server change requested` or `frontend change requested` record names
+//! the client. Unknown names are 404, bad
+//! values 400, an actor that no longer answers 503 — always as JSON
+//! `{"error": "<reason>"}`.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use slog::info;
+
+use super::{metrics, stats_json, Admin, MAX_BODY};
+use crate::actors::server::{GetServerReport, SetAdminState, SetMaxconn, SetWeight};
+use crate::actors::watchdog::SetFrontendMaxconn;
+use crate::bookkeeping::AdminState;
+
+/// Largest weight (HAProxy's absolute weights go from 0 to 256).
+const MAX_WEIGHT: u64 = 256;
+/// Largest maxconn, as in the configuration.
+const MAX_MAXCONN: u64 = 10_000_000;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/health").route(web::get().to(health)).default_service(web::to(method_not_allowed)))
+        .service(web::resource("/stats").route(web::get().to(stats)).default_service(web::to(method_not_allowed)))
+        .service(web::resource("/metrics").route(web::get().to(metrics)).default_service(web::to(method_not_allowed)))
+        .service(
+            web::resource("/backends/{backend}/servers/{server}")
+                .route(web::put().to(put_server))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/frontends/{frontend}")
+                .route(web::put().to(put_frontend))
+                .default_service(web::to(method_not_allowed)),
+        );
+}
+
+fn error(status: StatusCode, reason: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": reason.into() }))
+}
+
+fn unavailable() -> HttpResponse {
+    error(StatusCode::SERVICE_UNAVAILABLE, "the broker is not answering (stopping?)")
+}
+
+pub(super) async fn not_found(req: HttpRequest) -> HttpResponse {
+    error(StatusCode::NOT_FOUND, format!("no such endpoint: {} {}", req.method(), req.path()))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    error(StatusCode::METHOD_NOT_ALLOWED, format!("method {} is not allowed on {}", req.method(), req.path()))
+}
+
+async fn health(admin: web::Data<Admin>) -> HttpResponse {
+    if admin.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+        HttpResponse::ServiceUnavailable().json(json!({ "status": "stopping" }))
+    } else {
+        HttpResponse::Ok().json(json!({ "status": "ok" }))
+    }
+}
+
+async fn stats(admin: web::Data<Admin>) -> HttpResponse {
+    match stats_json::collect(&admin).await {
+        Ok(snapshot) => HttpResponse::Ok().json(snapshot),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
+    match stats_json::collect(&admin).await {
+        Ok(snapshot) => HttpResponse::Ok().content_type(metrics::CONTENT_TYPE).body(metrics::render(&snapshot)),
+        Err(_) => unavailable(),
+    }
+}
+
+/// Reads a JSON body of at most [`MAX_BODY`] bytes.
+async fn json_body<T: serde::de::DeserializeOwned>(body: web::Payload, expected: &str) -> Result<T, HttpResponse> {
+    let bytes = match body.to_bytes_limited(MAX_BODY).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(err)) => return Err(error(StatusCode::BAD_REQUEST, format!("cannot read the body: {err}"))),
+        Err(_) => {
+            return Err(error(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {MAX_BODY} bytes")));
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|err| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {err}; expected {expected}")))
+}
+
+fn client(req: &HttpRequest) -> String {
+    req.peer_addr().map_or_else(|| "-".to_owned(), |a| a.to_string())
+}
+
+fn shown(value: Option<u32>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+// === PUT /backends/{b}/servers/{s} ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerChange {
+    state: Option<String>,
+    weight: Option<u64>,
+    maxconn: Option<u64>,
+}
+
+const SERVER_BODY: &str = r#"{"state": "ready" | "drain" | "maint", "weight": 0..256, "maxconn": n} (any of them)"#;
+
+/// A validated server change.
+#[derive(Debug, PartialEq, Eq)]
+struct ServerPlan {
+    state: Option<AdminState>,
+    weight: Option<u32>,
+    maxconn: Option<u32>,
+}
+
+/// Checks every field; `configured_maxconn` 0 means the server is
+/// unlimited, and a limit cannot be added at run time.
+fn plan_server(change: ServerChange, configured_maxconn: u32) -> Result<ServerPlan, String> {
+    if change.state.is_none() && change.weight.is_none() && change.maxconn.is_none() {
+        return Err(format!("nothing to change; expected {SERVER_BODY}"));
+    }
+    let state = match change.state.as_deref() {
+        None => None,
+        Some(word) => Some(
+            AdminState::parse(word)
+                .ok_or_else(|| format!("unknown state {word:?}; expected \"ready\", \"drain\" or \"maint\""))?,
+        ),
+    };
+    let weight = match change.weight {
+        None => None,
+        Some(w) if w <= MAX_WEIGHT => Some(w as u32),
+        Some(w) => return Err(format!("weight {w} is out of range; expected 0 to {MAX_WEIGHT}")),
+    };
+    let maxconn = match change.maxconn {
+        None => None,
+        Some(_) if configured_maxconn == 0 => {
+            return Err("the server has no maxconn (unlimited in the configuration); \
+                        expected a maxconn in the configuration to change it at run time"
+                .to_owned());
+        }
+        Some(m) if (1..=MAX_MAXCONN).contains(&m) => Some(m as u32),
+        Some(m) => return Err(format!("maxconn {m} is out of range; expected 1 to {MAX_MAXCONN}")),
+    };
+    Ok(ServerPlan { state, weight, maxconn })
+}
+
+async fn put_server(req: HttpRequest, admin: web::Data<Admin>, body: web::Payload) -> HttpResponse {
+    let backend = req.match_info().get("backend").unwrap_or_default().to_owned();
+    let server = req.match_info().get("server").unwrap_or_default().to_owned();
+    let Some((bi, layout)) = admin.layout.backend(&backend) else {
+        return error(StatusCode::NOT_FOUND, format!("no backend {backend:?}"));
+    };
+    let Some(si) = layout.servers.iter().position(|s| s.name == server) else {
+        return error(StatusCode::NOT_FOUND, format!("no server {server:?} in backend {backend:?}"));
+    };
+    let Some(addr) = admin.handle.backends.get(bi).and_then(|b| b.servers.get(si)).map(|(_, a)| a.clone()) else {
+        return error(StatusCode::NOT_FOUND, format!("no server {server:?} in backend {backend:?}"));
+    };
+    let change: ServerChange = match json_body(body, SERVER_BODY).await {
+        Ok(change) => change,
+        Err(response) => return response,
+    };
+    let plan = match plan_server(change, layout.servers[si].maxconn) {
+        Ok(plan) => plan,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+    };
+    info!(admin.log, "server change requested"; "client" => client(&req), "backend" => &backend, "server" => &server,
+        "state" => plan.state.map_or("-", AdminState::as_str), "weight" => shown(plan.weight),
+        "maxconn" => shown(plan.maxconn));
+    // Each actor logs its own change record.
+    let applied = async {
+        if let Some(maxconn) = plan.maxconn {
+            addr.send(SetMaxconn(maxconn)).await?;
+        }
+        if let Some(weight) = plan.weight {
+            addr.send(SetWeight(weight)).await?;
+        }
+        if let Some(state) = plan.state {
+            addr.send(SetAdminState(state)).await?;
+        }
+        addr.send(GetServerReport).await
+    };
+    match applied.await {
+        Ok(report) => HttpResponse::Ok().json(json!({
+            "backend": backend,
+            "server": server,
+            "op": report.op.as_str(),
+            "admin": report.admin.as_str(),
+            "weight": report.weight,
+            "maxconn": report.maxconn,
+        })),
+        Err(_) => unavailable(),
+    }
+}
+
+// === PUT /frontends/{f} ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FrontendChange {
+    maxconn: u64,
+}
+
+const FRONTEND_BODY: &str = r#"{"maxconn": n} (0 = only the global limit)"#;
+
+async fn put_frontend(req: HttpRequest, admin: web::Data<Admin>, body: web::Payload) -> HttpResponse {
+    let frontend = req.match_info().get("frontend").unwrap_or_default().to_owned();
+    if !admin.layout.frontends.iter().any(|f| f.name == frontend) {
+        return error(StatusCode::NOT_FOUND, format!("no frontend {frontend:?}"));
+    }
+    let change: FrontendChange = match json_body(body, FRONTEND_BODY).await {
+        Ok(change) => change,
+        Err(response) => return response,
+    };
+    if change.maxconn > MAX_MAXCONN {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("maxconn {} is out of range; expected 0 (only the global limit) to {MAX_MAXCONN}", change.maxconn),
+        );
+    }
+    let maxconn = change.maxconn as u32;
+    info!(admin.log, "frontend change requested"; "client" => client(&req), "frontend" => &frontend, "maxconn" => maxconn);
+    match admin.handle.watchdog.send(SetFrontendMaxconn { frontend: frontend.clone(), maxconn }).await {
+        Ok(Some(previous)) => {
+            HttpResponse::Ok().json(json!({ "frontend": frontend, "maxconn": maxconn, "previous": previous }))
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no frontend {frontend:?}")),
+        Err(_) => unavailable(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(state: Option<&str>, weight: Option<u64>, maxconn: Option<u64>) -> ServerChange {
+        ServerChange { state: state.map(str::to_owned), weight, maxconn }
+    }
+
+    #[test]
+    fn server_changes_are_validated_whole() {
+        assert_eq!(
+            plan_server(change(Some("drain"), Some(0), Some(3)), 10),
+            Ok(ServerPlan { state: Some(AdminState::Drain), weight: Some(0), maxconn: Some(3) })
+        );
+        assert!(plan_server(change(Some("DRAIN"), None, None), 10).unwrap_err().contains("unknown state"));
+        assert!(plan_server(change(None, Some(257), None), 10).unwrap_err().contains("weight 257"));
+        assert!(plan_server(change(None, None, Some(0)), 10).unwrap_err().contains("maxconn 0"));
+        assert!(plan_server(change(None, None, Some(5)), 0).unwrap_err().contains("unlimited"));
+        assert!(plan_server(change(None, None, None), 10).unwrap_err().contains("nothing to change"));
+    }
+}

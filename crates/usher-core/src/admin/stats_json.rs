@@ -1,0 +1,260 @@
+//! `GET /stats`: one [`Snapshot`] of every frontend, listener, backend and
+//! server, gathered by message from the actors that own the figures, and
+//! the watchdog's global figures. `/metrics` renders the same snapshot.
+//!
+//! Sessions figures: `sessions_current`/`sessions_max` are live sessions
+//! now and the most at once; `sessions_limit` is the limit in force (0 =
+//! none); totals and bytes count ended sessions. Queue figures likewise.
+
+use std::net::SocketAddr;
+
+use actix::MailboxError;
+use serde::Serialize;
+
+use super::Admin;
+use crate::actors::backend_queue::GetQueueReport;
+use crate::actors::server::GetServerReport;
+use crate::actors::stats::GetStats;
+use crate::actors::watchdog::{GetStatus, WatchdogCounters};
+use crate::bookkeeping::stats::Counters;
+use crate::bookkeeping::{AdminState, OpState};
+use crate::config::Balance;
+use crate::fd_budget::FdBudget;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub global: GlobalStats,
+    pub frontends: Vec<FrontendStats>,
+    pub listeners: Vec<ListenerStats>,
+    pub backends: Vec<BackendStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GlobalStats {
+    pub sessions_current: u32,
+    pub sessions_max: u32,
+    /// `global.maxconn` in force (the fd budget when it is 0).
+    pub sessions_limit: u32,
+    /// Counted by the watchdog: live sessions plus accept credits in flight.
+    pub admitted: u32,
+    pub fd_budget: Option<FdBudget>,
+    /// Frontends in stress mode.
+    pub stressed: Vec<String>,
+    pub watchdog: WatchdogCounters,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontendStats {
+    pub name: String,
+    pub backend: String,
+    pub sessions_current: u32,
+    pub sessions_max: u32,
+    /// `maxconn` in force (0 = only the global limit).
+    pub sessions_limit: u32,
+    /// New sessions per second (0 = unlimited).
+    pub rate_limit: u32,
+    pub stress: bool,
+    #[serde(flatten)]
+    pub totals: Counters,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerStats {
+    pub frontend: String,
+    pub address: SocketAddr,
+    /// `OPEN`, `PAUSED(reason)` or `FULL`.
+    pub state: String,
+    pub sessions_current: u32,
+    pub sessions_max: u32,
+    /// `bind_maxconn` (0 = none).
+    pub sessions_limit: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStats {
+    pub name: String,
+    pub balance: Balance,
+    /// Sessions holding a slot of one of its servers.
+    pub sessions_current: u32,
+    pub sessions_max: u32,
+    /// `fullconn` (0 = off), as HAProxy reports for a backend.
+    pub sessions_limit: u32,
+    /// Sessions in the backend queue (not those in server queues).
+    pub queue_current: usize,
+    pub queue_max: usize,
+    /// `maxqueue` (0 = unbounded).
+    pub queue_limit: u32,
+    #[serde(flatten)]
+    pub totals: Counters,
+    pub servers: Vec<ServerStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerStats {
+    pub name: String,
+    pub address: SocketAddr,
+    /// HAProxy-style summary: `MAINT`, `DOWN`, `DRAIN`, `STARTING` or `UP`.
+    pub status: &'static str,
+    /// Operational state: `UP`, `DOWN` or `STARTING`.
+    pub op: &'static str,
+    /// Administrative state: `ready`, `drain` or `maint`.
+    pub admin: &'static str,
+    pub weight: u32,
+    pub backup: bool,
+    /// Sessions holding one of its slots.
+    pub sessions_current: u32,
+    pub sessions_max: u32,
+    /// `maxconn` in force (0 = unlimited).
+    pub sessions_limit: u32,
+    /// What the limit is right now when slowstart, dynamic maxconn or a
+    /// run-time change moved it; `null` otherwise.
+    pub sessions_limit_effective: Option<u32>,
+    /// Sessions in its own queue.
+    pub queue_current: usize,
+    pub queue_max: usize,
+    /// `maxqueue` (0 = unbounded).
+    pub queue_limit: u32,
+    pub check: CheckStats,
+    /// Seconds since its state last changed.
+    pub last_change_seconds: u64,
+    #[serde(flatten)]
+    pub totals: Counters,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckStats {
+    pub enabled: bool,
+    /// Result of the last active check (`L4OK`, `L4CON`, `L4TOUT`, `L7RSP`); `null` before the first.
+    pub status: Option<String>,
+    /// Consecutive good and failed checks.
+    pub good: u32,
+    pub failed: u32,
+}
+
+/// HAProxy's status word for a server.
+fn status_word(op: OpState, admin: AdminState) -> &'static str {
+    match (admin, op) {
+        (AdminState::Maint, _) => "MAINT",
+        (_, OpState::Down) => "DOWN",
+        (AdminState::Drain, _) => "DRAIN",
+        (_, OpState::Starting) => "STARTING",
+        (_, OpState::Up) => "UP",
+    }
+}
+
+/// Asks every actor for its figures. Fails only when an actor is gone
+/// (the broker is stopping).
+pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, MailboxError> {
+    let handle = &admin.handle;
+    let status = handle.watchdog.send(GetStatus).await?;
+    let stats = handle.stats.send(GetStats).await?;
+
+    let global = GlobalStats {
+        sessions_current: stats.global.current,
+        sessions_max: stats.global.max,
+        sessions_limit: status.global_max,
+        admitted: status.global_used,
+        fd_budget: status.fd_budget,
+        stressed: status.stressed.clone(),
+        watchdog: status.counters,
+    };
+
+    let frontends = admin
+        .layout
+        .frontends
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let gauge = stats.frontend_sessions.get(i).copied().unwrap_or_default();
+            let limits = status.frontends.get(i);
+            FrontendStats {
+                name: f.name.clone(),
+                backend: f.backend.clone(),
+                sessions_current: gauge.current,
+                sessions_max: gauge.max,
+                sessions_limit: limits.map_or(0, |l| l.maxconn),
+                rate_limit: limits.map_or(0, |l| l.rate_limit),
+                stress: status.stressed.contains(&f.name),
+                totals: stats.frontends.get(i).cloned().unwrap_or_default(),
+            }
+        })
+        .collect();
+
+    let listeners = status
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let gauge = stats.listener_sessions.get(i).copied().unwrap_or_default();
+            ListenerStats {
+                frontend: l.frontend.clone(),
+                address: l.address,
+                state: l.state.clone(),
+                sessions_current: gauge.current,
+                sessions_max: gauge.max,
+                sessions_limit: admin.layout.bind_maxconn(&l.frontend),
+            }
+        })
+        .collect();
+
+    let mut backends = Vec::new();
+    for (bi, (control, layout)) in handle.backends.iter().zip(&admin.layout.backends).enumerate() {
+        let queue = control.queue.send(GetQueueReport).await?;
+        let mut servers = Vec::new();
+        for (si, ((_, addr), s)) in control.servers.iter().zip(&layout.servers).enumerate() {
+            let report = addr.send(GetServerReport).await?;
+            let q = queue.servers.get(si).copied();
+            servers.push(ServerStats {
+                name: s.name.clone(),
+                address: s.address,
+                status: status_word(report.op, report.admin),
+                op: report.op.as_str(),
+                admin: report.admin.as_str(),
+                weight: report.weight,
+                backup: s.backup,
+                sessions_current: q.map_or(0, |q| q.served),
+                sessions_max: q.map_or(0, |q| q.max_served),
+                sessions_limit: report.maxconn,
+                sessions_limit_effective: q.and_then(|q| q.effective_maxconn),
+                queue_current: q.map_or(0, |q| q.queued),
+                queue_max: q.map_or(0, |q| q.max_queued),
+                queue_limit: s.maxqueue,
+                check: CheckStats {
+                    enabled: s.checks,
+                    status: report.last_check.clone(),
+                    good: report.checks.0,
+                    failed: report.checks.1,
+                },
+                last_change_seconds: report.since_change.as_secs(),
+                totals: stats.servers.get(bi).and_then(|b| b.get(si)).cloned().unwrap_or_default(),
+            });
+        }
+        backends.push(BackendStats {
+            name: layout.name.clone(),
+            balance: layout.balance,
+            sessions_current: queue.servers.iter().map(|s| s.served).sum(),
+            sessions_max: queue.max_served,
+            sessions_limit: layout.fullconn,
+            queue_current: queue.backend_queue,
+            queue_max: queue.max_backend_queue,
+            queue_limit: layout.maxqueue,
+            totals: stats.backends.get(bi).cloned().unwrap_or_default(),
+            servers,
+        });
+    }
+    Ok(Snapshot { global, frontends, listeners, backends })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_words_follow_haproxy() {
+        assert_eq!(status_word(OpState::Up, AdminState::Ready), "UP");
+        assert_eq!(status_word(OpState::Down, AdminState::Drain), "DOWN");
+        assert_eq!(status_word(OpState::Up, AdminState::Drain), "DRAIN");
+        assert_eq!(status_word(OpState::Down, AdminState::Maint), "MAINT");
+        assert_eq!(status_word(OpState::Starting, AdminState::Ready), "STARTING");
+    }
+}

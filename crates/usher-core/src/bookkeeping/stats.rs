@@ -1,0 +1,207 @@
+//! Traffic figures for the admin API, with no actix in them: counters per
+//! frontend, backend and server, fed by one [`SessionSummary`] per ended
+//! session (the Stats actor's bookkeeping), and [`SessionGauge`]s — live
+//! sessions and their peak — kept by the accept loops.
+//!
+//! Counters count *ended* sessions: a session is added when it writes its
+//! access record. A frontend's counters get every session; its backend's
+//! too; a server's only the sessions that ended on it (the access record's
+//! `server`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::ids::{FrontendId, ServerId};
+use crate::logging::Termination;
+
+/// What the Stats actor learns of one ended session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub frontend: FrontendId,
+    /// The server it ended on, if one was reached (index in its backend).
+    pub server: Option<ServerId>,
+    pub bytes_from_client: u64,
+    pub bytes_from_server: u64,
+    pub retries: u32,
+    pub redispatched: bool,
+    pub termination: Termination,
+}
+
+/// Totals of one frontend, backend or server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Ended sessions.
+    pub sessions_total: u64,
+    /// Bytes relayed from clients (HAProxy's `bin`).
+    pub bytes_in: u64,
+    /// Bytes relayed from servers (HAProxy's `bout`).
+    pub bytes_out: u64,
+    /// Sessions that ended on a failed connection to a server (`SC`/`sC`
+    /// with a server).
+    pub connect_errors: u64,
+    /// Connection attempts after the first.
+    pub retries: u64,
+    /// Sessions that a retry moved to another server.
+    pub redispatches: u64,
+    /// `timeout.queue` expired (`sQ`).
+    pub queue_timeouts: u64,
+    /// Refused by a full queue (`SQ`).
+    pub queue_full: u64,
+    /// Clients that left while queued (`CQ`).
+    pub queue_aborts: u64,
+    /// Sessions per termination code.
+    pub terminations: BTreeMap<&'static str, u64>,
+}
+
+impl Counters {
+    fn add(&mut self, s: &SessionSummary) {
+        let code = s.termination.code();
+        self.sessions_total += 1;
+        self.bytes_in += s.bytes_from_client;
+        self.bytes_out += s.bytes_from_server;
+        self.retries += u64::from(s.retries);
+        self.redispatches += u64::from(s.redispatched);
+        match code {
+            "SC" | "sC" if s.server.is_some() => self.connect_errors += 1,
+            "sQ" => self.queue_timeouts += 1,
+            "SQ" => self.queue_full += 1,
+            "CQ" => self.queue_aborts += 1,
+            _ => {}
+        }
+        *self.terminations.entry(code).or_default() += 1;
+    }
+}
+
+/// The counters of every frontend, backend and server, by index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsBook {
+    /// The backend index of each frontend.
+    backend_of: Vec<usize>,
+    pub frontends: Vec<Counters>,
+    pub backends: Vec<Counters>,
+    /// Per backend, per server in declaration order.
+    pub servers: Vec<Vec<Counters>>,
+}
+
+impl StatsBook {
+    /// `backend_of[f]`: the backend index of frontend `f`; `servers[b]`:
+    /// how many servers backend `b` has.
+    pub fn new(backend_of: Vec<usize>, servers: &[usize]) -> StatsBook {
+        StatsBook {
+            frontends: vec![Counters::default(); backend_of.len()],
+            backends: vec![Counters::default(); servers.len()],
+            servers: servers.iter().map(|&n| vec![Counters::default(); n]).collect(),
+            backend_of,
+        }
+    }
+
+    /// Counts one ended session. Indices out of range are ignored.
+    pub fn record(&mut self, s: &SessionSummary) {
+        let Some(frontend) = self.frontends.get_mut(s.frontend.0) else { return };
+        frontend.add(s);
+        let Some(&b) = self.backend_of.get(s.frontend.0) else { return };
+        if let Some(backend) = self.backends.get_mut(b) {
+            backend.add(s);
+        }
+        if let Some(server) = s.server.and_then(|id| self.servers.get_mut(b)?.get_mut(id.0)) {
+            server.add(s);
+        }
+    }
+}
+
+/// Live sessions of a scope (the process, a frontend, a listener) and the
+/// most there ever were, counted by the accept loop: a [`GaugeTicket`] per
+/// accepted session, dropped when the session ends. Lock-free: the data
+/// plane only does two atomic operations per session and gauge.
+#[derive(Debug, Default)]
+pub struct SessionGauge {
+    current: AtomicU32,
+    max: AtomicU32,
+}
+
+impl SessionGauge {
+    /// One more live session until the ticket is dropped.
+    pub fn enter(self: &Arc<Self>) -> GaugeTicket {
+        let now = self.current.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max.fetch_max(now, Ordering::Relaxed);
+        GaugeTicket(self.clone())
+    }
+
+    pub fn current(&self) -> u32 {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    pub fn max(&self) -> u32 {
+        self.max.load(Ordering::Relaxed)
+    }
+}
+
+/// A live session in a [`SessionGauge`].
+#[derive(Debug)]
+pub struct GaugeTicket(Arc<SessionGauge>);
+
+impl Drop for GaugeTicket {
+    fn drop(&mut self) {
+        self.0.current.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(frontend: usize, server: Option<usize>, termination: Termination) -> SessionSummary {
+        SessionSummary {
+            frontend: FrontendId(frontend),
+            server: server.map(ServerId),
+            bytes_from_client: 10,
+            bytes_from_server: 20,
+            retries: 1,
+            redispatched: true,
+            termination,
+        }
+    }
+
+    #[test]
+    fn sessions_count_in_their_frontend_backend_and_server() {
+        // Frontends 0 and 1 both use backend 1 (two servers); backend 0 unused.
+        let mut book = StatsBook::new(vec![1, 1], &[1, 2]);
+        book.record(&ended(0, Some(1), Termination::Normal));
+        book.record(&ended(1, Some(1), Termination::ConnectRefused));
+        book.record(&ended(1, None, Termination::NoServer));
+        book.record(&ended(0, None, Termination::QueueTimeout));
+        book.record(&ended(0, None, Termination::QueueFull));
+        book.record(&ended(0, None, Termination::ClientAbortInQueue));
+        book.record(&ended(7, Some(0), Termination::Normal));
+        book.record(&ended(0, Some(9), Termination::Normal));
+
+        assert_eq!(book.frontends[0].sessions_total, 5);
+        assert_eq!(book.frontends[1].sessions_total, 2);
+        let b = &book.backends[1];
+        assert_eq!(b.sessions_total, 7);
+        assert_eq!((b.bytes_in, b.bytes_out, b.retries, b.redispatches), (70, 140, 7, 7));
+        assert_eq!(b.connect_errors, 1, "SC without a server is not a connect error");
+        assert_eq!((b.queue_timeouts, b.queue_full, b.queue_aborts), (1, 1, 1));
+        assert_eq!(b.terminations.get("SC"), Some(&2));
+        assert_eq!(b.terminations.get("--"), Some(&2));
+        assert_eq!(book.backends[0], Counters::default());
+        assert_eq!(book.servers[1][1].sessions_total, 2);
+        assert_eq!(book.servers[1][1].connect_errors, 1);
+        assert_eq!(book.servers[1][0], Counters::default());
+    }
+
+    #[test]
+    fn gauges_keep_current_and_peak() {
+        let g = Arc::new(SessionGauge::default());
+        let a = g.enter();
+        let b = g.enter();
+        drop(a);
+        let _c = g.enter();
+        assert_eq!((g.current(), g.max()), (2, 2));
+        drop(b);
+        assert_eq!((g.current(), g.max()), (1, 2));
+    }
+}
