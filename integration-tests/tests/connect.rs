@@ -47,10 +47,13 @@ async fn redispatch_moves_a_refused_session_to_another_server() {
         "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
          [backends.app]\nretries = 3\nredispatch = true\n\
          [backends.app.servers.dead]\naddress = \"{dead}\"\nmaxconn = 1\n\
-         [backends.app.servers.good]\naddress = \"{}\"\nmaxconn = 1\n",
+         [backends.app.servers.good]\naddress = \"{}\"\nmaxconn = 2\n",
         good.addr
     ));
-    // Round robin sends one of two sessions to the dead server first.
+    // Round robin sends one of two sessions to the dead server first. The
+    // good server has room for two: the previous session's release may not
+    // have reached the BackendQueue when the next request arrives, and a
+    // retry only avoids the dead server while another one has a free slot.
     for _ in 0..2 {
         assert_eq!(request(broker.addr("web"), b"ping").await.expect("reply"), b"ping");
     }
@@ -58,5 +61,5 @@ async fn redispatch_moves_a_refused_session_to_another_server() {
     assert!(records.iter().all(|r| r.termination() == "--" && r.get("server") == "good"));
     let moved = records.iter().find(|r| r.get("redispatched") == "true").expect("one was redispatched");
     assert_eq!(moved.int("retries"), 1);
-    assert_eq!(good.peak(), 1);
+    assert!(good.peak() <= 2);
 }

@@ -349,18 +349,16 @@ fn leastconn_follows_load() {
     assert!(counts[0] * 3 < counts[1] && counts[0] * 3 < counts[2], "the slow server gets fewer: {counts:?}");
 }
 
-/// Known bug: `least_loaded` (src/balance.rs, `lhs`/`rhs` use `load + 1`)
-/// ranks idle servers by weight alone, so under light traffic every session
-/// goes to the heaviest server and the others get none. HAProxy rotates
-/// among idle servers and nginx's least_conn falls back to weighted round
-/// robin; issue 4 asks for "round robin among equals" and for every
-/// algorithm's distribution to match the weights. (`random` had the same
-/// `+ 1` and was fixed in 252cec7.)
+/// Regression (fixed in 2e7a031): leastconn ranked servers by
+/// `(load + 1) / weight`, so idle servers were ranked by weight alone and
+/// under light traffic every session went to the heaviest server ([0, 0,
+/// 6000] here). Equal loads must rotate, following the weights (issue 4:
+/// "round robin among equals"; nginx's least_conn does weighted round robin
+/// among ties).
 #[test]
 fn leastconn_idle_traffic_follows_weights() {
     let mut b = Backend::plain(&[server(0, 1), server(0, 2), server(0, 3)], Box::new(LeastConn::default()));
     let counts = traffic(&mut b, 3, 6000, 0, 1, |_| None);
-    // Today: [0, 0, 6000].
     for (s, &c) in counts.iter().enumerate() {
         assert!(c > 0, "idle server {s} never picked: {counts:?}");
     }
@@ -558,12 +556,11 @@ fn source_bounded_load_spreads_one_hot_client() {
     assert_eq!(*plain.served_all(4).iter().max().unwrap(), 400, "without a bound one server takes all");
 }
 
-/// Known bug: a redispatched retry (`avoid` = the server it failed to
-/// connect to; data_plane/session.rs) under `source` goes straight back to
-/// that server. `ConsistentHash::pick` (src/balance/hash.rs) ignores
-/// `available` and returns `Pinned(home)`, and `reserve_pinned` grants it,
-/// so `redispatch` does nothing for hashed sessions. HAProxy's hash
-/// balancers skip the previous server (`avoid`) on redispatch.
+/// Regression (fixed in 2e7a031): a redispatched retry (`avoid` = the
+/// server it failed to connect to; data_plane/session.rs) under `source`
+/// went straight back to that server, because the hash ignored `avoid`, so
+/// `redispatch` did nothing for hashed sessions. Like HAProxy's hash lookup
+/// with an avoid server, it must move on along the ring.
 #[test]
 fn source_redispatched_retry_avoids_the_failed_server() {
     let setup = BackendSetup { maxqueue: 0, redispatch: true, fullconn: 0 };
@@ -793,14 +790,12 @@ fn backup_servers_only_while_all_actives_are_down() {
     assert_eq!(b.holding.values().filter(|&&s| s == 2).count(), 2, "drained: the backup takes the waiter");
 }
 
-/// Known bug (FIFO, invariant 3): when the last active server goes down
-/// with `redispatch` on, `BackendState::set_status`
-/// (src/bookkeeping/backend_state.rs) re-reserves the downed server's queue
-/// *before* dispatching to the backup that just became usable, so a session
-/// redispatched now takes the backup's slot ahead of an older session
-/// (redispatched earlier, key `{i32::MIN, i64::MIN, 3}`) that waits in the
-/// backend queue. Found by `bookkeeping_model.rs` (which tolerates exactly
-/// this case).
+/// Regression (FIFO, invariant 3; found by `bookkeeping_model.rs`, fixed in
+/// 2e7a031): when the last active server went down with `redispatch` on,
+/// `set_status` re-reserved the downed server's queue *before* dispatching
+/// to the backup that had just become usable, so the session redispatched
+/// now took the backup's slot ahead of an older one (redispatched earlier)
+/// waiting in the backend queue.
 #[test]
 fn redispatched_session_overtakes_older_waiter_on_backup() {
     let backup = ServerSetup { maxconn: 1, weight: 1, maxqueue: 0, backup: true, minconn: 0 };

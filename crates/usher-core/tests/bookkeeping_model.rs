@@ -386,9 +386,6 @@ struct BackendSim {
     /// backend load seen during it (dynamic maxconn grows with the load).
     granted: Vec<bool>,
     load_peak: u64,
-    /// During `set_status`: servers that take balanced traffic now but did
-    /// not before the call.
-    newly_balanced: Vec<bool>,
 }
 
 impl BackendSim {
@@ -427,7 +424,6 @@ impl BackendSim {
             last_grant: vec![None; n + 1],
             granted: vec![false; n],
             load_peak: 0,
-            newly_balanced: vec![false; n],
             tick: 0,
             picks,
             cfg,
@@ -587,9 +583,7 @@ impl BackendSim {
     // === the shadow: what the BackendQueue must do, step by step ===
 
     /// `reserve`, following the balancer's recorded choice, applied to the
-    /// record. `redispatched`: a session of a server that went down, re-
-    /// reserved by `set_status` (it keeps a place ahead of later arrivals).
-    #[allow(clippy::too_many_arguments)]
+    /// record.
     fn model_reserve(
         &mut self,
         id: u64,
@@ -598,10 +592,9 @@ impl BackendSim {
         pin: Option<usize>,
         avoid: Option<usize>,
         gone: bool,
-        redispatched: bool,
     ) -> Outcome {
         if let Some(p) = pin {
-            return self.model_pinned(id, key, p, gone, false, redispatched);
+            return self.model_pinned(id, key, p, gone, false);
         }
         let candidates = self.candidates(avoid);
         if !candidates.iter().any(|c| c.usable) {
@@ -618,12 +611,12 @@ impl BackendSim {
         match pick.choice {
             Some(Choice::Balanced(ServerId(s))) => {
                 assert!(candidates[s].available, "session {id}: balancer picked unavailable server {s}");
-                self.grant_new(id, key, s, true, redispatched);
+                self.grant_new(id, s, true);
                 Outcome::Granted(s)
             }
             Some(Choice::Pinned(ServerId(p))) => {
                 assert!(candidates[p].usable, "session {id} hashed to unusable server {p}");
-                self.model_pinned(id, key, p, gone, true, redispatched)
+                self.model_pinned(id, key, p, gone, true)
             }
             None => {
                 // Nothing available — except that static-rr weighs servers
@@ -643,12 +636,12 @@ impl BackendSim {
 
     /// `reserve_pinned`: `hashed` by `source` (may redispatch when its
     /// server's queue is full) or explicitly pinned.
-    fn model_pinned(&mut self, id: u64, key: QueueKey, p: usize, gone: bool, hashed: bool, redis: bool) -> Outcome {
+    fn model_pinned(&mut self, id: u64, key: QueueKey, p: usize, gone: bool, hashed: bool) -> Outcome {
         if p >= self.n() || !self.status[p].up {
             return Outcome::NoServer;
         }
         if self.open(p) {
-            self.grant_new(id, key, p, hashed, redis);
+            self.grant_new(id, p, hashed);
             return Outcome::Granted(p);
         }
         if queue_full(self.cfg.servers[p].maxqueue, self.queued_at(Some(p))) {
@@ -656,7 +649,7 @@ impl BackendSim {
                 // Its server's queue is full: the least loaded other
                 // available server, else the backend queue.
                 if let Some(s) = least_loaded(&self.candidates(Some(p)), p) {
-                    self.grant_new(id, key, s, true, redis);
+                    self.grant_new(id, s, true);
                     return Outcome::Granted(s);
                 }
                 return self.enqueue_backend(id, key, gone);
@@ -668,17 +661,17 @@ impl BackendSim {
 
     /// A session in no queue gets a slot of `s` at once. `balancing`: the
     /// server was chosen by balancing, not by an explicit pin.
-    fn grant_new(&mut self, id: u64, key: QueueKey, s: usize, balancing: bool, redispatched: bool) {
+    fn grant_new(&mut self, id: u64, s: usize, balancing: bool) {
         // Invariants 1/5: a held credit (or unlimited) with room under the
         // effective maxconn.
         assert!(self.status[s].up && self.has_room(s), "session {id} granted server {s} without a usable slot");
         // Invariant 4 (nobody overtakes): nobody waits who could use this
-        // slot — a redispatched session may go first only if it holds an
-        // earlier place (lower key) than every such waiter.
+        // slot — newcomers and a downed server's redispatched sessions alike
+        // (`set_status` serves the waiters first).
         let own = self.head(Some(s));
         let shared = if self.balanced(s) { self.head(None) } else { None };
-        for (k, other) in own.into_iter().chain(shared) {
-            assert!(redispatched && key < k, "session {id} granted server {s} ahead of waiting session {other}");
+        if let Some((_, other)) = own.or(shared) {
+            panic!("session {id} granted server {s} ahead of waiting session {other}");
         }
         // Backups take balanced traffic only while no active server can.
         if balancing && self.cfg.servers[s].backup {
@@ -846,7 +839,7 @@ impl BackendSim {
             avoid: avoid.map(ServerId),
         };
         let real = self.state.reserve(req, id);
-        let model = self.model_reserve(id, key, Some(ip), pin, avoid, gone, false);
+        let model = self.model_reserve(id, key, Some(ip), pin, avoid, gone);
         let got = match &real {
             Reserved::Granted { server, waiter } => {
                 assert_eq!(*waiter, id);
@@ -1044,14 +1037,12 @@ impl BackendSim {
             })
             .collect();
 
-        let balanced_before: Vec<bool> = (0..self.n()).map(|t| self.balanced(t)).collect();
         // The shadow: usable held slots go to the waiters already queued;
         // a downed server's queue is popped, then each of its sessions is
         // refused (no redispatch) or re-reserved with its original key,
         // avoiding this server; with no usable server left, the backend
         // queue is refused; then every usable held slot is granted.
         self.status[s] = new;
-        self.newly_balanced = (0..self.n()).map(|t| self.balanced(t) && !balanced_before[t]).collect();
         let mut model_grants = Vec::new();
         let mut model_refusals = Vec::new();
         // Waiters already queued go first for slots that just became usable.
@@ -1067,7 +1058,7 @@ impl BackendSim {
                 continue;
             }
             // Re-reserved with its original key: it keeps its place.
-            match self.model_reserve(id, key, None, None, Some(s), gone_of[&id], true) {
+            match self.model_reserve(id, key, None, None, Some(s), gone_of[&id]) {
                 Outcome::Granted(t) => model_grants.push((t, id, gone_of[&id])),
                 Outcome::Queued(_) => {}
                 Outcome::Full | Outcome::NoServer => model_refusals.push(id),
@@ -1079,7 +1070,6 @@ impl BackendSim {
                 model_refusals.push(id);
             }
         }
-        self.newly_balanced.iter_mut().for_each(|b| *b = false);
         model_grants.extend(self.model_dispatch());
         assert_eq!(
             real_grants,
