@@ -45,12 +45,14 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
     [(1000, 100, Tasks::DataThread), (100, 1000, Tasks::DataThread), (1000, 100, Tasks::SameThread)]
         .into_iter()
         .map(|(tasks, maxconn, place)| {
-            let place_text = match place {
-                Tasks::DataThread => "tasks on 1 tokio thread, actors on the System thread (as in usher)",
-                Tasks::SameThread => "tasks and actors on the System thread (no thread hops)",
+            let (short, place_text) = match place {
+                Tasks::DataThread => {
+                    ("across threads", "tasks on 1 tokio thread, actors on the System thread (as in usher)")
+                }
+                Tasks::SameThread => ("one thread", "tasks and actors on the System thread (no thread hops)"),
             };
             let title = format!(
-                "actors: {tasks} tasks cycling Reserve→grant→Release through 1 BackendQueue, \
+                "actors ({short}): {tasks} tasks cycling Reserve→grant→Release through 1 BackendQueue, \
                  {SERVERS} Servers × maxconn {maxconn}; in process, {place_text}"
             );
             let metrics = vec![Metric::higher("cycles/s", 0)];
