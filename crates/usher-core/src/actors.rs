@@ -6,12 +6,14 @@ pub mod backend_queue;
 pub mod listener;
 pub mod server;
 pub mod stats;
+pub mod topology;
 pub mod watchdog;
 
 pub use backend_queue::BackendQueue;
 pub use listener::Listener;
 pub use server::Server;
 pub use stats::Stats;
+pub use topology::Topology;
 pub use watchdog::ResourceWatchdog;
 
 /// Mailbox capacity set on every actor. actix only enforces it for

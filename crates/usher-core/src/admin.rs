@@ -8,6 +8,7 @@
 //! - `PUT /backends/{b}/servers/{s}` and `PUT /frontends/{f}` validate
 //!   first, then send `SetAdminState`, `SetWeight`, `SetMaxconn` or
 //!   `SetFrontendMaxconn`; each actor logs the change ([`routes`]).
+//! - `POST /reload` re-reads the configuration and applies it (as SIGHUP).
 //! - `GET /health` answers 200 while running, 503 once shutdown began.
 //! - With `admin.token`, every request needs `Authorization: Bearer
 //!   TOKEN` ([`auth`]).
@@ -29,7 +30,9 @@ use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context as _;
 use slog::{info, Logger};
 
-use crate::broker::BrokerHandle;
+use actix::{Addr, MailboxError};
+
+use crate::actors::topology::{BrokerHandle, GetHandle, Topology};
 use crate::config::{Balance, Settings};
 
 pub use stats_json::Snapshot;
@@ -44,15 +47,16 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// What the handlers share: the actors' addresses, the static facts of the
 /// configuration the reports need, the token and the shutdown flag.
 pub(crate) struct Admin {
-    handle: BrokerHandle,
-    layout: Layout,
+    /// Asked for the running actors and configuration on every request:
+    /// a reload may have changed them.
+    topology: Addr<Topology>,
     token: String,
     stopping: AtomicBool,
     log: Logger,
 }
 
 /// Configured facts that no actor reports, in declaration order (the same
-/// order as `BrokerHandle::backends` and the watchdog's frontends).
+/// order as `BrokerHandle::backends` and `BrokerHandle::frontends`).
 struct Layout {
     frontends: Vec<FrontendLayout>,
     backends: Vec<BackendLayout>,
@@ -128,6 +132,15 @@ impl Layout {
     }
 }
 
+impl Admin {
+    /// The running actors and the layout of the configuration in force.
+    async fn view(&self) -> Result<(BrokerHandle, Layout), MailboxError> {
+        let handle = self.topology.send(GetHandle).await?;
+        let layout = Layout::of(&handle.settings);
+        Ok((handle, layout))
+    }
+}
+
 /// The running admin server.
 pub struct AdminServer {
     handle: actix_web::dev::ServerHandle,
@@ -157,14 +170,13 @@ impl AdminServer {
 pub fn start(
     listener: TcpListener,
     settings: &Settings,
-    handle: BrokerHandle,
+    topology: Addr<Topology>,
     log: Logger,
 ) -> anyhow::Result<AdminServer> {
     let address = listener.local_addr().context("admin listener without an address")?;
     listener.set_nonblocking(true).context("admin listener")?;
     let admin = Arc::new(Admin {
-        handle,
-        layout: Layout::of(settings),
+        topology,
         token: settings.admin.token.clone(),
         stopping: AtomicBool::new(false),
         log: log.clone(),

@@ -4,7 +4,9 @@
 //! tests on `127.0.0.1:0`) and decides what shutdown means (signals, a test's
 //! oneshot). `run` must be awaited inside an actix `System`: the actors run
 //! on the System arbiter (control plane) and sessions on a separate tokio
-//! runtime of `global.workers` threads (data plane).
+//! runtime of `global.workers` threads (data plane). Which actors exist is
+//! the Topology actor's business (`actors/topology.rs`), at start and on
+//! every reload.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,26 +16,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use anyhow::{anyhow, Context as _};
+use anyhow::Context as _;
 use slog::{info, o, warn, Logger};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::actors::server::CheckSpec;
 use crate::actors::stats::Gauges;
-use crate::actors::watchdog::{ListenerInfo, WatchdogConfig};
-use crate::actors::{BackendQueue, Listener, ResourceWatchdog, Server, Stats};
-use crate::balance;
+use crate::actors::topology::{BeginShutdown, GetHandle, Shared, Topology};
+use crate::actors::watchdog::WatchdogConfig;
+use crate::actors::{ResourceWatchdog, Stats};
 use crate::bookkeeping::stats::{SessionGauge, StatsBook};
-use crate::bookkeeping::{AdmissionConfig, FrontendLimits, ListenerLimits};
-use crate::bookkeeping::{BackendSetup, HealthConfig, ServerSetup};
-use crate::config::{BackendSettings, Settings};
-use crate::data_plane::accept::AcceptLoop;
-use crate::data_plane::{BackendParams, FrontendContext};
+use crate::bookkeeping::AdmissionConfig;
+use crate::config::Settings;
 use crate::extension::Extensions;
 use crate::fd_budget::FdBudget;
-use crate::ids::{FrontendId, ListenerId, ServerId};
-use crate::messages::{CancelReserve, Reserve, ServerInfo, StopAccepting};
+use crate::messages::StopAccepting;
 
 /// The data-plane runtime. `run` is async, and a tokio runtime dropped in
 /// an async context panics, so every exit path — the normal end and each
@@ -97,116 +94,7 @@ pub fn bind_all(settings: &Settings) -> anyhow::Result<BoundListeners> {
     Ok(bound)
 }
 
-struct BackendHandle {
-    reserve: Recipient<Reserve>,
-    cancel: Recipient<CancelReserve>,
-    params: BackendParams,
-}
-
-fn start_backend(b: &BackendSettings, log: &Logger) -> (BackendHandle, BackendControl) {
-    let name: Arc<str> = Arc::from(b.name.as_str());
-    let log = log.new(o!("backend" => b.name.clone()));
-    let ctx: Context<BackendQueue> = Context::new();
-    let queue = ctx.address();
-    let mut servers = Vec::new();
-    let mut setups = Vec::new();
-    let mut control = Vec::new();
-    for (i, s) in b.servers.iter().enumerate() {
-        let id = ServerId(i);
-        let slog = log.new(o!("server" => s.name.clone()));
-        let c = &s.check;
-        let health = HealthConfig {
-            checks: c.enabled,
-            inter: c.inter,
-            fastinter: c.fastinter,
-            downinter: c.downinter,
-            rise: c.rise,
-            fall: c.fall,
-            error_limit: c.error_limit,
-            slowstart: s.slowstart,
-            weight: s.weight,
-            maxconn: s.maxconn,
-        };
-        let spec = CheckSpec {
-            timeout: if c.timeout.is_zero() { c.inter } else { c.timeout },
-            send: c.send.clone().into_bytes(),
-            expect: c.expect.clone().into_bytes(),
-        };
-        let server = Server::new(
-            id,
-            s.name.clone(),
-            s.address,
-            health,
-            spec,
-            queue.clone().recipient(),
-            queue.clone().recipient(),
-            slog,
-        )
-        .start();
-        let observe = (c.enabled && c.error_limit > 0).then(|| server.clone().recipient());
-        let info = Arc::new(ServerInfo {
-            id,
-            name: s.name.clone(),
-            backend: name.clone(),
-            address: s.address,
-            send_proxy: s.send_proxy,
-            observe,
-        });
-        servers.push((info, server.clone().recipient()));
-        control.push((s.name.clone(), server));
-        setups.push(ServerSetup {
-            maxconn: s.maxconn,
-            weight: s.weight,
-            maxqueue: s.maxqueue,
-            backup: s.backup,
-            minconn: s.minconn,
-        });
-    }
-    let weights: Vec<u32> = b.servers.iter().map(|s| s.weight).collect();
-    let balancer = balance::for_kind(b.balance, &weights, b.draws, b.hash_balance_factor);
-    let setup = BackendSetup { maxqueue: b.maxqueue, redispatch: b.redispatch, fullconn: b.fullconn };
-    ctx.run(BackendQueue::new(&setups, servers, setup, balancer, log));
-    let handle = BackendHandle {
-        reserve: queue.clone().recipient(),
-        cancel: queue.clone().recipient(),
-        params: BackendParams {
-            name,
-            queue_timeout: b.timeout.queue,
-            connect_timeout: b.timeout.connect,
-            server_timeout: b.timeout.server,
-            retries: b.retries,
-            redispatch: b.redispatch,
-            servers: b.servers.len(),
-        },
-    };
-    (handle, BackendControl { name: b.name.clone(), queue, servers: control })
-}
-
-/// Addresses of the running actors, for the admin API, tests and
-/// extensions: everything a control plane may talk to.
-#[derive(Clone)]
-pub struct BrokerHandle {
-    pub watchdog: Addr<ResourceWatchdog>,
-    pub backends: Vec<BackendControl>,
-    /// Traffic counters and live-session gauges.
-    pub stats: Addr<Stats>,
-}
-
-/// One backend's actors.
-#[derive(Clone)]
-pub struct BackendControl {
-    pub name: String,
-    pub queue: Addr<BackendQueue>,
-    /// Servers in declaration order, by name.
-    pub servers: Vec<(String, Addr<Server>)>,
-}
-
-impl BrokerHandle {
-    pub fn server(&self, backend: &str, server: &str) -> Option<&Addr<Server>> {
-        let b = self.backends.iter().find(|b| b.name == backend)?;
-        b.servers.iter().find(|(name, _)| name == server).map(|(_, addr)| addr)
-    }
-}
+pub use crate::actors::topology::{BackendControl, BrokerHandle};
 
 /// Runs the broker until `shutdown` resolves, then stops accepting, lets
 /// sessions finish for up to `global.grace`, closes the rest and returns.
@@ -227,46 +115,20 @@ pub async fn run(
             .context("cannot start the data-plane threads")?,
     ));
 
-    // Listener ids and the watchdog first: every frontend needs its address.
-    let mut plan = Vec::new();
-    let mut infos = Vec::new();
-    for (fi, f) in settings.frontends.iter().enumerate() {
-        for listener in listeners.0.remove(&f.name).unwrap_or_default() {
-            let id = ListenerId(infos.len());
-            let address = listener.local_addr().context("listener without an address")?;
-            listener.set_nonblocking(true)?;
-            infos.push(ListenerInfo { id, frontend: f.name.clone(), address });
-            plan.push((FrontendId(fi), id, listener));
-        }
-    }
-    if let Some(name) = listeners.0.keys().next() {
-        return Err(anyhow!("a listener was given for frontend {name:?}, which is not configured"));
-    }
+    // The watchdog and the Stats actor start empty: the Topology tells them
+    // every frontend and listener before the first accept.
     let fd_budget = FdBudget::measure().context("cannot read the fd limit")?;
     let maxconn = fd_budget.effective_maxconn(settings.global.maxconn)?;
     info!(log, "fd budget";
         "nofile" => fd_budget.nofile, "hard" => fd_budget.hard, "in_use" => fd_budget.in_use,
         "spare" => fd_budget.spare, "sessions" => fd_budget.sessions, "maxconn" => maxconn,
         "maxconn_source" => if settings.global.maxconn == 0 { "fd budget" } else { "global.maxconn" });
-    let admission = AdmissionConfig {
-        global_maxconn: maxconn,
-        global_rate: settings.global.maxconnrate,
-        frontends: settings
-            .frontends
-            .iter()
-            .map(|f| FrontendLimits { maxconn: f.maxconn, rate: f.rate_limit })
-            .collect(),
-        listeners: plan
-            .iter()
-            .map(|(f, _, _)| ListenerLimits { frontend: *f, maxconn: settings.frontends[f.0].bind_maxconn })
-            .collect(),
-    };
     let watchdog = ResourceWatchdog::new(
         WatchdogConfig {
-            admission,
-            listeners: infos,
-            frontend_names: settings.frontends.iter().map(|f| f.name.clone()).collect(),
-            stress_cooldowns: settings.frontends.iter().map(|f| f.stress.cooldown).collect(),
+            admission: AdmissionConfig { global_maxconn: maxconn, ..AdmissionConfig::default() },
+            listeners: Vec::new(),
+            frontend_names: Vec::new(),
+            stress_cooldowns: Vec::new(),
             maxconn_recheck: settings.watchdog.maxconn_recheck,
             shortage_recheck: settings.watchdog.shortage_recheck,
             warn_interval: settings.watchdog.warn_interval,
@@ -276,92 +138,42 @@ pub async fn run(
         log.new(o!("actor" => "watchdog")),
     )
     .start();
+    let global_gauge = Arc::new(SessionGauge::default());
+    let gauges = Gauges { global: global_gauge.clone(), ..Gauges::default() };
+    let stats = Stats::new(StatsBook::new(Vec::new(), &[]), gauges).start();
 
-    let mut backends: HashMap<&str, BackendHandle> = HashMap::new();
-    let mut controls = Vec::new();
-    for b in &settings.backends {
-        let (handle, control) = start_backend(b, &log);
-        backends.insert(b.name.as_str(), handle);
-        controls.push(control);
-    }
-    // Traffic figures: gauges kept by the accept loops, counters fed by
-    // each session's end.
-    let gauges = Gauges {
-        global: Arc::new(SessionGauge::default()),
-        frontends: settings.frontends.iter().map(|_| Arc::new(SessionGauge::default())).collect(),
-        listeners: plan.iter().map(|_| Arc::new(SessionGauge::default())).collect(),
+    let kill = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let shared = Shared {
+        data_plane: data_plane.handle(),
+        watchdog,
+        stats,
+        global_gauge,
+        admission: extensions.admission.clone(),
+        kill: kill.clone(),
+        tracker: tracker.clone(),
+        session_ids: Arc::new(AtomicU64::new(1)),
+        epoch: tokio::time::Instant::now(),
+        log: log.clone(),
     };
-    let backend_of = settings
-        .frontends
-        .iter()
-        .map(|f| settings.backends.iter().position(|b| b.name == f.backend).unwrap_or(usize::MAX))
-        .collect();
-    let server_counts: Vec<usize> = settings.backends.iter().map(|b| b.servers.len()).collect();
-    let stats = Stats::new(StatsBook::new(backend_of, &server_counts), gauges.clone()).start();
-    let handle = BrokerHandle { watchdog: watchdog.clone(), backends: controls, stats: stats.clone() };
+    let (frontends, backends) = (settings.frontends.len(), settings.backends.len());
+    let listener_count: usize = settings.frontends.iter().map(|f| f.bind.len()).sum();
+    let admin_listener = listeners.1.take();
+    let topology = Topology::start(settings, std::mem::take(&mut listeners.0), extensions.reload.take(), shared)?;
+    let handle = topology.send(GetHandle).await.context("topology stopped")?;
     if let Some(on_start) = extensions.on_start.take() {
         on_start(handle.clone());
     }
-
-    let epoch = tokio::time::Instant::now();
-    let kill = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let session_ids = Arc::new(AtomicU64::new(1));
-    let mut fronts = Vec::new();
-    for (i, f) in settings.frontends.iter().enumerate() {
-        let backend = backends.get(f.backend.as_str()).ok_or_else(|| anyhow!("backend {} missing", f.backend))?;
-        fronts.push(Arc::new(FrontendContext {
-            id: FrontendId(i),
-            name: Arc::from(f.name.as_str()),
-            client_timeout: f.timeout.client,
-            stress: f.stress.timeout.clone(),
-            bufsize: settings.global.bufsize as usize,
-            backend: backend.params.clone(),
-            reserve: backend.reserve.clone(),
-            cancel: backend.cancel.clone(),
-            closed: watchdog.clone().recipient(),
-            stats: stats.clone().recipient(),
-            sessions: gauges.frontends[i].clone(),
-            admission: extensions.admission.clone(),
-            // Access records name their frontend themselves.
-            log: log.clone(),
-            kill: kill.clone(),
-            tracker: tracker.clone(),
-            session_ids: session_ids.clone(),
-            epoch,
-            priority_class: f.priority_class,
-            priority_offset_ms: f.priority_offset,
-            accept_proxy: f.accept_proxy,
-            proxy_timeout: f.timeout.proxy,
-        }));
-    }
-
-    let mut running = Vec::new();
-    for (frontend, id, listener) in plan {
-        let front = fronts[frontend.0].clone();
-        let accept = AcceptLoop {
-            id,
-            listener: Some(listener),
-            front: front.clone(),
-            admit: watchdog.clone().recipient(),
-            give_back: watchdog.clone().recipient(),
-            shortage: watchdog.clone().recipient(),
-            maxaccept: settings.global.maxaccept,
-            error_pause: settings.watchdog.shortage_recheck,
-            stop: CancellationToken::new(),
-            log: log.new(o!("frontend" => front.name.to_string())),
-            gauges: [gauges.global.clone(), gauges.listeners[id.0].clone()],
-        };
-        running.push(Listener::new(accept, data_plane.handle())?.start());
-    }
-    let admin = match listeners.1.take() {
-        Some(listener) => Some(crate::admin::start(listener, &settings, handle, log.new(o!("actor" => "admin")))?),
+    let admin = match admin_listener {
+        Some(listener) => {
+            Some(crate::admin::start(listener, &handle.settings, topology.clone(), log.new(o!("actor" => "admin")))?)
+        }
         None => None,
     };
     info!(log, "started";
-        "frontends" => settings.frontends.len(), "backends" => settings.backends.len(),
-        "listeners" => running.len(), "workers" => workers, "maxconn" => maxconn);
-    if settings.frontends.is_empty() {
+        "frontends" => frontends, "backends" => backends,
+        "listeners" => listener_count, "workers" => workers, "maxconn" => maxconn);
+    if frontends == 0 {
         warn!(log, "no frontends configured: nothing to accept");
     }
     if let Some(on_ready) = extensions.on_ready.take() {
@@ -373,13 +185,13 @@ pub async fn run(
         admin.stopping();
     }
 
-    info!(log, "shutting down"; "grace" => %humantime::format_duration(settings.global.grace),
-        "sessions" => tracker.len());
+    let (running, grace) = topology.send(BeginShutdown).await.context("topology stopped")?;
+    info!(log, "shutting down"; "grace" => %humantime::format_duration(grace), "sessions" => tracker.len());
     for listener in &running {
         let _ = listener.send(StopAccepting).await;
     }
     tracker.close();
-    if tokio::time::timeout(settings.global.grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         warn!(log, "grace expired, closing sessions"; "sessions" => tracker.len());
         kill.cancel();
         if tokio::time::timeout(KILL_WAIT, tracker.wait()).await.is_err() {

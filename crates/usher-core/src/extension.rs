@@ -43,4 +43,7 @@ pub struct Extensions {
     pub on_start: Option<OnStart>,
     /// Fired once the broker is listening.
     pub on_ready: Option<OnReady>,
+    /// Re-reads the configuration from where it came from, for `Reload`
+    /// (SIGHUP, `POST /reload`). Without it a reload is refused.
+    pub reload: Option<crate::actors::topology::ConfigLoader>,
 }

@@ -21,6 +21,7 @@ pub mod ids;
 pub mod logging;
 pub mod messages;
 pub mod net;
+pub mod reload;
 
 pub use broker::{bind_all, run, BoundListeners};
 pub use config::Settings;

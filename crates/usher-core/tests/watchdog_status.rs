@@ -33,8 +33,18 @@ fn status_reports_listener_states_budget_stress_and_counters() {
                 ],
             },
             listeners: vec![
-                ListenerInfo { id: ListenerId(0), frontend: "small".into(), address: "127.0.0.1:1".parse().unwrap() },
-                ListenerInfo { id: ListenerId(1), frontend: "other".into(), address: "127.0.0.1:2".parse().unwrap() },
+                ListenerInfo {
+                    id: ListenerId(0),
+                    frontend: "small".into(),
+                    address: "127.0.0.1:1".parse().unwrap(),
+                    closed: false,
+                },
+                ListenerInfo {
+                    id: ListenerId(1),
+                    frontend: "other".into(),
+                    address: "127.0.0.1:2".parse().unwrap(),
+                    closed: false,
+                },
             ],
             frontend_names: vec!["small".into(), "other".into()],
             stress_cooldowns: vec![Duration::from_secs(60), Duration::ZERO],

@@ -1,7 +1,7 @@
 //! The usher daemon: reads the layered configuration, builds the logger,
 //! binds the listeners, runs the broker in an actix System until SIGTERM or
-//! SIGINT, tells systemd how it goes (`systemd`), and maps failures to exit
-//! statuses. Everything else lives in `usher-core`.
+//! SIGINT, reloads on SIGHUP, tells systemd how it goes (`systemd`), and
+//! maps failures to exit statuses. Everything else lives in `usher-core`.
 
 mod cli;
 mod demo;
@@ -11,8 +11,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use actix::Addr;
 use clap::Parser;
 use slog::{error, info, warn};
+use usher_core::actors::topology::{BrokerHandle, Reload, Topology};
 use usher_core::config::{self, ConfigSources};
 use usher_core::{Extensions, Settings};
 
@@ -29,15 +31,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(config),
-        Command::Run { config } => match load(ConfigSources::files(config)) {
-            Ok(settings) => run(settings, false),
-            Err(code) => code,
-        },
+        Command::Run { config } => {
+            let sources = ConfigSources::files(config);
+            match load(sources.clone()) {
+                Ok(settings) => run(settings, sources, false),
+                Err(code) => code,
+            }
+        }
         Command::Demo { config } => {
             let mut sources = ConfigSources::files(config);
             sources.inline.push(DEMO_TOML.to_owned());
-            match load(sources) {
-                Ok(settings) => run(settings, true),
+            match load(sources.clone()) {
+                Ok(settings) => run(settings, sources, true),
                 Err(code) => code,
             }
         }
@@ -61,7 +66,7 @@ fn check(files: Vec<PathBuf>) -> ExitCode {
     }
 }
 
-fn run(settings: Settings, with_demo: bool) -> ExitCode {
+fn run(settings: Settings, sources: ConfigSources, with_demo: bool) -> ExitCode {
     let (log, _guard) = usher_core::logging::logger(&settings.log);
     let notifier = Arc::new(systemd::Notifier::from_env(log.clone()));
     let listeners = match usher_core::bind_all(&settings) {
@@ -78,14 +83,23 @@ fn run(settings: Settings, with_demo: bool) -> ExitCode {
         listeners.0.values().map(Vec::len).sum::<usize>()
     );
     let ready = notifier.clone();
-    let extensions = Extensions { on_ready: Some(Box::new(move || ready.ready(&serving))), ..Extensions::default() };
+    let (started, topology) = tokio::sync::oneshot::channel();
+    let extensions = Extensions {
+        on_start: Some(Box::new(move |handle: BrokerHandle| {
+            let _ = started.send(handle.topology);
+        })),
+        on_ready: Some(Box::new(move || ready.ready(&serving))),
+        // A reload re-reads the very layers the daemon started from.
+        reload: Some(Box::new(move || config::load(&sources))),
+        ..Extensions::default()
+    };
     let grace = settings.global.grace;
     let system = actix_rt::System::new();
     let result = system.block_on(async {
         if with_demo {
             start_demo_servers(&settings, &log).await?;
         }
-        let stop = stop_signal(log.clone(), notifier.clone(), grace);
+        let stop = signals(log.clone(), notifier.clone(), grace, topology);
         usher_core::run(settings, listeners, log.clone(), extensions, stop).await
     });
     match result {
@@ -99,9 +113,15 @@ fn run(settings: Settings, with_demo: bool) -> ExitCode {
 }
 
 /// Resolves on the first SIGTERM or SIGINT, after telling systemd
-/// `STOPPING=1`. SIGHUP (systemd's `ExecReload`) is logged and ignored until
-/// hot reload lands; it must not kill the process, as its default would.
-async fn stop_signal(log: slog::Logger, notifier: Arc<systemd::Notifier>, grace: std::time::Duration) {
+/// `STOPPING=1`. Each SIGHUP (systemd's `ExecReload`) reloads the
+/// configuration, between `RELOADING=1` and `READY=1`; a rejected reload
+/// leaves the running configuration and says so in the status line.
+async fn signals(
+    log: slog::Logger,
+    notifier: Arc<systemd::Notifier>,
+    grace: std::time::Duration,
+    topology: tokio::sync::oneshot::Receiver<Addr<Topology>>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int, mut hup) =
         match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
@@ -111,17 +131,42 @@ async fn stop_signal(log: slog::Logger, notifier: Arc<systemd::Notifier>, grace:
                 return std::future::pending().await;
             }
         };
+    let mut topology = Some(topology);
+    let mut running: Option<Addr<Topology>> = None;
     let name = loop {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
             _ = hup.recv() => {
-                warn!(log, "reload requested but not implemented yet; configuration unchanged"; "signal" => "SIGHUP");
+                info!(log, "signal received"; "signal" => "SIGHUP");
+                if running.is_none() {
+                    // Started by now: SIGHUP arrives after READY.
+                    running = match topology.take() {
+                        Some(rx) => rx.await.ok(),
+                        None => None,
+                    };
+                }
+                let Some(topology) = &running else {
+                    warn!(log, "reload impossible: the broker is not running");
+                    continue;
+                };
+                notifier.reloading("reloading the configuration");
+                // The Topology logs the outcome and every change.
+                let status = match topology.send(Reload { settings: None }).await {
+                    Ok(Ok(summary)) => format!("reloaded: {} changes", summary.changes.len()),
+                    Ok(Err(err)) => format!("reload rejected, configuration unchanged: {}", first_line(&err.to_string())),
+                    Err(_) => "reload impossible: the broker is stopping".to_owned(),
+                };
+                notifier.ready(&status);
             }
         }
     };
     info!(log, "signal received"; "signal" => name);
     notifier.stopping(&format!("stopping: sessions may finish for up to {grace:?}"));
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
 }
 
 async fn start_demo_servers(settings: &Settings, log: &slog::Logger) -> anyhow::Result<()> {

@@ -60,10 +60,8 @@ impl Notifier {
         self.send(&format!("STATUS={status}\n"));
     }
 
-    /// Reload started; `ready` again when it is done. Reserved for hot reload
-    /// (SIGHUP), which is not implemented yet. `Type=notify` units need no
-    /// `MONOTONIC_USEC` (only `Type=notify-reload` does).
-    #[allow(dead_code)]
+    /// Reload started (SIGHUP); `ready` again when it is done. `Type=notify`
+    /// units need no `MONOTONIC_USEC` (only `Type=notify-reload` does).
     pub fn reloading(&self, status: &str) {
         self.send(&format!("RELOADING=1\nSTATUS={status}\n"));
     }

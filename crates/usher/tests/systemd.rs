@@ -134,10 +134,30 @@ fn notifies_ready_and_stopping_and_exits_cleanly() {
     daemon.wait_log("\"admin API listening\"");
     assert_eq!(health(&daemon), "HTTP/1.1 200 OK", "the daemon serves the admin API");
 
-    // systemctl reload (ExecReload=kill -HUP) must not kill it.
+    // systemctl reload (ExecReload=kill -HUP): RELOADING=1, then READY=1.
+    std::fs::write(
+        &config,
+        "[log]\nformat = \"json\"\n[global]\ngrace = \"2s\"\n[admin]\nbind = \"127.0.0.1:0\"\n\
+         [frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
+         [backends.app.servers.s1]\naddress = \"127.0.0.1:9\"\n\
+         [backends.app.servers.s2]\naddress = \"127.0.0.1:10\"\n",
+    )
+    .expect("write config");
     daemon.signal("HUP");
-    daemon.wait_log("reload requested but not implemented yet");
+    wait_notification(&socket, "RELOADING=1", &mut got);
+    let reloaded = wait_notification(&socket, "READY=1", &mut got);
+    assert!(reloaded.contains("STATUS=reloaded: 1 changes"), "{reloaded:?}");
+    daemon.wait_log("\"server added\"");
+
+    // A bad configuration is rejected; the running one stays.
+    std::fs::write(&config, "[frontends.web]\nbackend = \"nowhere\"\n").expect("write config");
+    daemon.signal("HUP");
+    wait_notification(&socket, "RELOADING=1", &mut got);
+    let rejected = wait_notification(&socket, "READY=1", &mut got);
+    assert!(rejected.contains("STATUS=reload rejected, configuration unchanged"), "{rejected:?}");
+    daemon.wait_log("\"reload rejected, configuration unchanged\"");
     assert!(daemon.child.try_wait().expect("status").is_none(), "SIGHUP ended usher");
+    assert_eq!(health(&daemon), "HTTP/1.1 200 OK", "still serving after a rejected reload");
 
     daemon.signal("TERM");
     let stopping = wait_notification(&socket, "STOPPING=1", &mut got);
@@ -152,7 +172,7 @@ fn notifies_ready_and_stopping_and_exits_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0), "exit status; stderr:\n{}", daemon.seen.join("\n"));
-    assert_eq!(got.iter().filter(|m| m.contains("READY=1")).count(), 1, "{got:?}");
+    assert_eq!(got.iter().filter(|m| m.contains("READY=1")).count(), 3, "start and two reloads: {got:?}");
 }
 
 /// A NOTIFY_SOCKET that cannot be used is logged; usher runs on.

@@ -56,9 +56,37 @@ pub struct ServerQueueReport {
     pub max_queued: usize,
 }
 
+/// A server change of a reload, by stable server id.
+pub enum ServerChange {
+    /// A new server; its id must be the next one (`BackendState::add_server`).
+    Add { id: ServerId, info: Arc<ServerInfo>, release: Recipient<Release>, setup: ServerSetup },
+    /// Same server, new settings (a new `ServerInfo` for sessions seated from now on).
+    Update { id: ServerId, info: Arc<ServerInfo>, setup: ServerSetup },
+    /// Gone from the configuration: its queue is balanced again, its
+    /// sessions carry on.
+    Remove { id: ServerId },
+}
+
+/// A reload changed this backend: settings, balancer, servers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReconfigureBackend {
+    pub setup: BackendSetup,
+    pub balancer: Box<dyn crate::balance::Balancer>,
+    pub servers: Vec<ServerChange>,
+}
+
+/// A reload removed this backend: no frontend sends it new sessions. It
+/// serves the sessions already queued, then stops once nobody waits.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RetireBackend;
+
 pub struct BackendQueue {
     state: BackendState<Waiter>,
-    servers: Vec<(Arc<ServerInfo>, Recipient<Release>)>,
+    /// By server id; `None` once a reload removed the server.
+    servers: Vec<Option<(Arc<ServerInfo>, Recipient<Release>)>>,
+    retired: bool,
     log: Logger,
 }
 
@@ -70,12 +98,24 @@ impl BackendQueue {
         balancer: Box<dyn crate::balance::Balancer>,
         log: Logger,
     ) -> BackendQueue {
-        BackendQueue { state: BackendState::with_setup(setups, setup, balancer), servers, log }
+        let servers = servers.into_iter().map(Some).collect();
+        BackendQueue { state: BackendState::with_setup(setups, setup, balancer), servers, retired: false, log }
     }
 
     fn slot(&self, server: ServerId) -> Slot {
-        let (info, release) = &self.servers[server.0];
+        // Grants only come from servers that are not removed.
+        let (info, release) = self.servers[server.0].as_ref().expect("granted server exists");
         Slot::new(info.clone(), release.clone())
+    }
+
+    /// A retired backend stops once nobody waits in it any more: its
+    /// servers then stop when their last session gives its slot back.
+    fn stop_if_retired(&mut self, ctx: &mut Context<Self>) {
+        if self.retired && self.state.nobody_waits() {
+            info!(self.log, "backend retired");
+            self.servers.clear();
+            ctx.stop();
+        }
     }
 
     /// Sends a granted slot; if the waiter is gone, the slot is disarmed and
@@ -166,15 +206,16 @@ impl Handler<Reserve> for BackendQueue {
 impl Handler<CancelReserve> for BackendQueue {
     type Result = ();
 
-    fn handle(&mut self, msg: CancelReserve, _: &mut Self::Context) {
+    fn handle(&mut self, msg: CancelReserve, ctx: &mut Self::Context) {
         self.state.cancel(msg.session);
+        self.stop_if_retired(ctx);
     }
 }
 
 impl Handler<Dequeue> for BackendQueue {
     type Result = ();
 
-    fn handle(&mut self, msg: Dequeue, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Dequeue, ctx: &mut Self::Context) {
         self.state.released(msg.server, msg.released);
         for _ in 0..msg.credits {
             if let Some(grant) = self.state.credit(msg.server) {
@@ -182,17 +223,68 @@ impl Handler<Dequeue> for BackendQueue {
             }
         }
         self.settle();
+        self.stop_if_retired(ctx);
     }
 }
 
 impl Handler<ServerStatusChanged> for BackendQueue {
     type Result = ();
 
-    fn handle(&mut self, msg: ServerStatusChanged, _: &mut Self::Context) {
+    fn handle(&mut self, msg: ServerStatusChanged, ctx: &mut Self::Context) {
         let (grants, refusals) = self.state.set_status(msg.server, msg.status);
         self.deliver_grants(grants);
         self.refuse(refusals);
         self.settle();
+        self.stop_if_retired(ctx);
+    }
+}
+
+impl Handler<ReconfigureBackend> for BackendQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReconfigureBackend, ctx: &mut Self::Context) {
+        // New and changed servers first, so the queues of removed servers
+        // can move to them; then the removals; then the new balancer, which
+        // is sized for every id.
+        let mut removed = Vec::new();
+        for change in msg.servers {
+            match change {
+                ServerChange::Add { id, info, release, setup } => {
+                    let got = self.state.add_server(&setup);
+                    debug_assert_eq!(got, id, "server ids are handed out in order");
+                    self.servers.push(Some((info, release)));
+                }
+                ServerChange::Update { id, info, setup } => {
+                    self.state.update_server(id, &setup);
+                    if let Some(Some((old, _))) = self.servers.get_mut(id.0) {
+                        *old = info;
+                    }
+                }
+                ServerChange::Remove { id } => removed.push(id),
+            }
+        }
+        let grants = self.state.reconfigure(msg.setup, msg.balancer);
+        self.deliver_grants(grants);
+        for id in removed {
+            let (grants, refusals) = self.state.remove_server(id);
+            if let Some(entry) = self.servers.get_mut(id.0) {
+                // Its Server stops when its last session's slot comes back.
+                *entry = None;
+            }
+            self.deliver_grants(grants);
+            self.refuse(refusals);
+        }
+        self.settle();
+        self.stop_if_retired(ctx);
+    }
+}
+
+impl Handler<RetireBackend> for BackendQueue {
+    type Result = ();
+
+    fn handle(&mut self, _: RetireBackend, ctx: &mut Self::Context) {
+        self.retired = true;
+        self.stop_if_retired(ctx);
     }
 }
 

@@ -48,6 +48,22 @@ pub struct SetWeight(pub u32);
 #[rtype(result = "()")]
 pub struct SetMaxconn(pub u32);
 
+/// A reload changed this server's settings: the configuration wins over
+/// run-time changes (admin state back to ready, configured weight and
+/// maxconn); its health state and slots carry on.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ReconfigureServer {
+    pub health: HealthConfig,
+    pub check: CheckSpec,
+}
+
+/// A reload removed this server: no more checks. The actor ends when the
+/// last address to it goes (its last session's slot).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RetireServer;
+
 /// Asks for a [`ServerReport`].
 #[derive(Message, Debug)]
 #[rtype(result = "ServerReport")]
@@ -80,6 +96,10 @@ pub struct Server {
     backend: Recipient<Dequeue>,
     status_to: Recipient<ServerStatusChanged>,
     ramp: Option<SpawnHandle>,
+    /// Bumped when checks are rescheduled from scratch (reconfigured,
+    /// retired): a check scheduled before does nothing.
+    check_epoch: u64,
+    retired: bool,
     log: Logger,
 }
 
@@ -108,6 +128,8 @@ impl Server {
             backend,
             status_to,
             ramp: None,
+            check_epoch: 0,
+            retired: false,
             log,
         }
     }
@@ -153,15 +175,19 @@ impl Server {
     }
 
     fn schedule_check(&mut self, ctx: &mut Context<Self>) {
-        if !self.health.checking() {
+        if !self.health.checking() || self.retired {
             return;
         }
-        ctx.run_later(self.health.next_interval(), |act, ctx| {
-            if !act.health.checking() {
+        let epoch = self.check_epoch;
+        ctx.run_later(self.health.next_interval(), move |act, ctx| {
+            if !act.health.checking() || act.retired || act.check_epoch != epoch {
                 return;
             }
             let check = tcp_check(act.address, act.check.clone());
-            ctx.spawn(check.into_actor(act).map(|result, act, ctx| {
+            ctx.spawn(check.into_actor(act).map(move |result, act, ctx| {
+                if act.retired || act.check_epoch != epoch {
+                    return;
+                }
                 let now = Instant::now();
                 let ok = result.is_ok();
                 act.last_check = Some(result.err().unwrap_or_else(|| "L4OK".to_owned()));
@@ -266,6 +292,42 @@ impl Handler<SetMaxconn> for Server {
         self.after_transition(None, ctx);
         let credits = self.state.set_maxconn(msg.0);
         self.lend(credits);
+    }
+}
+
+impl Handler<ReconfigureServer> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReconfigureServer, ctx: &mut Self::Context) {
+        info!(self.log, "server reconfigured"; "server" => &self.name,
+            "weight" => msg.health.weight, "maxconn" => msg.health.maxconn, "checks" => msg.health.checks);
+        let maxconn = msg.health.maxconn;
+        let t = self.health.reconfigure(msg.health, Instant::now());
+        self.check = msg.check;
+        if let Some(h) = self.ramp.take() {
+            ctx.cancel_future(h);
+        }
+        // As SetMaxconn: the new bound first, then the slots it frees.
+        self.after_transition(t, ctx);
+        if !self.state.unlimited() && maxconn > 0 {
+            let credits = self.state.set_maxconn(maxconn);
+            self.lend(credits);
+        }
+        self.check_epoch += 1;
+        self.schedule_check(ctx);
+    }
+}
+
+impl Handler<RetireServer> for Server {
+    type Result = ();
+
+    fn handle(&mut self, _: RetireServer, ctx: &mut Self::Context) {
+        info!(self.log, "server removed"; "server" => &self.name, "slots_out" => self.state.out());
+        self.retired = true;
+        self.check_epoch += 1;
+        if let Some(h) = self.ramp.take() {
+            ctx.cancel_future(h);
+        }
     }
 }
 

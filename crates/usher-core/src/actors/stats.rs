@@ -19,6 +19,18 @@ use crate::bookkeeping::stats::{Counters, SessionGauge, SessionSummary, StatsBoo
 #[rtype(result = "()")]
 pub struct SessionEnded(pub SessionSummary);
 
+/// A reload: counters for every frontend, backend and server id, and the
+/// gauges of every frontend and listener id.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ResizeStats {
+    /// The backend id of each frontend id.
+    pub backend_of: Vec<usize>,
+    /// Server ids per backend id.
+    pub servers: Vec<usize>,
+    pub gauges: Gauges,
+}
+
 /// Asks for a [`StatsReport`].
 #[derive(Message, Debug)]
 #[rtype(result = "StatsReport")]
@@ -83,6 +95,15 @@ impl Handler<SessionEnded> for Stats {
 
     fn handle(&mut self, msg: SessionEnded, _: &mut Self::Context) {
         self.book.record(&msg.0);
+    }
+}
+
+impl Handler<ResizeStats> for Stats {
+    type Result = ();
+
+    fn handle(&mut self, msg: ResizeStats, _: &mut Self::Context) {
+        self.book.resize(msg.backend_of, &msg.servers);
+        self.gauges = msg.gauges;
     }
 }
 

@@ -33,6 +33,8 @@ pub struct ListenerInfo {
     pub id: ListenerId,
     pub frontend: String,
     pub address: SocketAddr,
+    /// A reload closed it (its sessions may still run).
+    pub closed: bool,
 }
 
 /// How a watchdog is set up.
@@ -78,6 +80,7 @@ pub struct WatchdogStatus {
 
 #[derive(Debug, Clone)]
 pub struct ListenerStatus {
+    pub id: ListenerId,
     pub frontend: String,
     pub address: SocketAddr,
     /// `OPEN`, `PAUSED(reason)` or `FULL`.
@@ -108,6 +111,18 @@ pub struct SetFrontendMaxconn {
     pub maxconn: u32,
 }
 
+/// A reload: the frontends and listeners by id, all of them (closed
+/// listeners and removed frontends included, so ids stay stable), and the
+/// global rate. `global.maxconn` and the watchdog's timers need a restart.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ReconfigureAdmission {
+    pub admission: AdmissionConfig,
+    pub listeners: Vec<ListenerInfo>,
+    pub frontend_names: Vec<String>,
+    pub stress_cooldowns: Vec<Duration>,
+}
+
 /// Asks for a [`WatchdogStatus`].
 #[derive(Message)]
 #[rtype(result = "WatchdogStatus")]
@@ -122,6 +137,9 @@ pub struct ResourceWatchdog {
     warnings: WarningThrottle<Cause>,
     counters: WatchdogCounters,
     config: WatchdogConfig,
+    /// Frontend limits as configured (run-time changes survive a reload
+    /// that leaves a frontend's configured limits alone).
+    configured: Vec<crate::bookkeeping::FrontendLimits>,
     /// The timer set for the next time-based resume, if any.
     timer: Option<(Instant, SpawnHandle)>,
     log: Logger,
@@ -136,6 +154,7 @@ impl ResourceWatchdog {
             warnings: WarningThrottle::new(config.warn_interval),
             counters: WatchdogCounters::default(),
             timer: None,
+            configured: config.admission.frontends.clone(),
             config,
             log,
         }
@@ -352,7 +371,9 @@ impl Handler<GetStatus> for ResourceWatchdog {
             .config
             .listeners
             .iter()
+            .filter(|l| !l.closed)
             .map(|l| ListenerStatus {
+                id: l.id,
                 frontend: l.frontend.clone(),
                 address: l.address,
                 state: match self.state.listener_state(l.id) {
@@ -387,11 +408,40 @@ impl Handler<GetStatus> for ResourceWatchdog {
     }
 }
 
+impl Handler<ReconfigureAdmission> for ResourceWatchdog {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReconfigureAdmission, ctx: &mut Self::Context) {
+        let now = Instant::now();
+        self.before(now);
+        let mut admission = msg.admission;
+        // The global limit stays what the fd budget allowed at start.
+        admission.global_maxconn = self.config.admission.global_maxconn;
+        let configured = admission.frontends.clone();
+        for (i, limits) in admission.frontends.iter_mut().enumerate() {
+            if self.configured.get(i) == Some(&*limits) {
+                // Unchanged by the reload: a run-time maxconn stays.
+                limits.maxconn = self.state.frontend_max(FrontendId(i));
+            }
+        }
+        self.configured = configured;
+        let resumed = self.state.reconfigure(&admission, now);
+        self.stress.reconfigure(&msg.stress_cooldowns);
+        self.config.admission = admission;
+        self.config.listeners = msg.listeners;
+        self.config.frontend_names = msg.frontend_names;
+        self.config.stress_cooldowns = msg.stress_cooldowns;
+        self.resume(resumed, now);
+        self.after(ctx, now);
+    }
+}
+
 impl Handler<SetFrontendMaxconn> for ResourceWatchdog {
     type Result = Option<u32>;
 
     fn handle(&mut self, msg: SetFrontendMaxconn, ctx: &mut Self::Context) -> Option<u32> {
-        let i = self.config.frontend_names.iter().position(|name| *name == msg.frontend)?;
+        // The last frontend of that name: one removed by a reload comes before.
+        let i = self.config.frontend_names.iter().rposition(|name| *name == msg.frontend)?;
         let now = Instant::now();
         self.before(now);
         let (from, resumed) = self.state.set_frontend_maxconn(FrontendId(i), msg.maxconn, now)?;

@@ -16,8 +16,10 @@ use slog::info;
 
 use super::{metrics, stats_json, Admin, MAX_BODY};
 use crate::actors::server::{GetServerReport, SetAdminState, SetMaxconn, SetWeight};
+use crate::actors::topology::Reload;
 use crate::actors::watchdog::SetFrontendMaxconn;
 use crate::bookkeeping::AdminState;
+use crate::reload::ReloadError;
 
 /// Largest weight (HAProxy's absolute weights go from 0 to 256).
 const MAX_WEIGHT: u64 = 256;
@@ -37,7 +39,23 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/frontends/{frontend}")
                 .route(web::put().to(put_frontend))
                 .default_service(web::to(method_not_allowed)),
-        );
+        )
+        .service(web::resource("/reload").route(web::post().to(reload)).default_service(web::to(method_not_allowed)));
+}
+
+// === POST /reload ===
+
+async fn reload(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
+    info!(admin.log, "reload requested"; "client" => client(&req));
+    // The Topology logs the outcome.
+    match admin.topology.send(Reload { settings: None }).await {
+        Ok(Ok(summary)) => HttpResponse::Ok().json(summary),
+        Ok(Err(err @ (ReloadError::Config(_) | ReloadError::Bind(_)))) => {
+            error(StatusCode::BAD_REQUEST, err.to_string())
+        }
+        Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+        Err(_) => unavailable(),
+    }
 }
 
 fn error(status: StatusCode, reason: impl Into<String>) -> HttpResponse {
@@ -153,20 +171,22 @@ fn plan_server(change: ServerChange, configured_maxconn: u32) -> Result<ServerPl
 async fn put_server(req: HttpRequest, admin: web::Data<Admin>, body: web::Payload) -> HttpResponse {
     let backend = req.match_info().get("backend").unwrap_or_default().to_owned();
     let server = req.match_info().get("server").unwrap_or_default().to_owned();
-    let Some((bi, layout)) = admin.layout.backend(&backend) else {
+    let Ok((handle, layout)) = admin.view().await else { return unavailable() };
+    let Some((bi, layout)) = layout.backend(&backend) else {
         return error(StatusCode::NOT_FOUND, format!("no backend {backend:?}"));
     };
     let Some(si) = layout.servers.iter().position(|s| s.name == server) else {
         return error(StatusCode::NOT_FOUND, format!("no server {server:?} in backend {backend:?}"));
     };
-    let Some(addr) = admin.handle.backends.get(bi).and_then(|b| b.servers.get(si)).map(|(_, a)| a.clone()) else {
+    let Some(addr) = handle.backends.get(bi).and_then(|b| b.servers.get(si)).map(|(_, _, a)| a.clone()) else {
         return error(StatusCode::NOT_FOUND, format!("no server {server:?} in backend {backend:?}"));
     };
+    let configured_maxconn = layout.servers[si].maxconn;
     let change: ServerChange = match json_body(body, SERVER_BODY).await {
         Ok(change) => change,
         Err(response) => return response,
     };
-    let plan = match plan_server(change, layout.servers[si].maxconn) {
+    let plan = match plan_server(change, configured_maxconn) {
         Ok(plan) => plan,
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
@@ -211,7 +231,8 @@ const FRONTEND_BODY: &str = r#"{"maxconn": n} (0 = only the global limit)"#;
 
 async fn put_frontend(req: HttpRequest, admin: web::Data<Admin>, body: web::Payload) -> HttpResponse {
     let frontend = req.match_info().get("frontend").unwrap_or_default().to_owned();
-    if !admin.layout.frontends.iter().any(|f| f.name == frontend) {
+    let Ok((handle, layout)) = admin.view().await else { return unavailable() };
+    if !layout.frontends.iter().any(|f| f.name == frontend) {
         return error(StatusCode::NOT_FOUND, format!("no frontend {frontend:?}"));
     }
     let change: FrontendChange = match json_body(body, FRONTEND_BODY).await {
@@ -226,7 +247,7 @@ async fn put_frontend(req: HttpRequest, admin: web::Data<Admin>, body: web::Payl
     }
     let maxconn = change.maxconn as u32;
     info!(admin.log, "frontend change requested"; "client" => client(&req), "frontend" => &frontend, "maxconn" => maxconn);
-    match admin.handle.watchdog.send(SetFrontendMaxconn { frontend: frontend.clone(), maxconn }).await {
+    match handle.watchdog.send(SetFrontendMaxconn { frontend: frontend.clone(), maxconn }).await {
         Ok(Some(previous)) => {
             HttpResponse::Ok().json(json!({ "frontend": frontend, "maxconn": maxconn, "previous": previous }))
         }

@@ -145,7 +145,7 @@ fn status_word(op: OpState, admin: AdminState) -> &'static str {
 /// Asks every actor for its figures. Fails only when an actor is gone
 /// (the broker is stopping).
 pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, MailboxError> {
-    let handle = &admin.handle;
+    let (handle, layout) = admin.view().await?;
     let status = handle.watchdog.send(GetStatus).await?;
     let stats = handle.stats.send(GetStats).await?;
 
@@ -159,12 +159,13 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, MailboxError> {
         watchdog: status.counters,
     };
 
-    let frontends = admin
-        .layout
+    let frontends = layout
         .frontends
         .iter()
         .enumerate()
         .map(|(i, f)| {
+            // Stats and the watchdog count by frontend id.
+            let i = handle.frontends.get(i).map_or(usize::MAX, |(_, id)| id.0);
             let gauge = stats.frontend_sessions.get(i).copied().unwrap_or_default();
             let limits = status.frontends.get(i);
             FrontendStats {
@@ -183,25 +184,27 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, MailboxError> {
     let listeners = status
         .listeners
         .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let gauge = stats.listener_sessions.get(i).copied().unwrap_or_default();
+        .map(|l| {
+            let gauge = stats.listener_sessions.get(l.id.0).copied().unwrap_or_default();
             ListenerStats {
                 frontend: l.frontend.clone(),
                 address: l.address,
                 state: l.state.clone(),
                 sessions_current: gauge.current,
                 sessions_max: gauge.max,
-                sessions_limit: admin.layout.bind_maxconn(&l.frontend),
+                sessions_limit: layout.bind_maxconn(&l.frontend),
             }
         })
         .collect();
 
     let mut backends = Vec::new();
-    for (bi, (control, layout)) in handle.backends.iter().zip(&admin.layout.backends).enumerate() {
+    for (control, layout) in handle.backends.iter().zip(&layout.backends) {
+        // Stats count by backend id and server id.
+        let bi = control.index;
         let queue = control.queue.send(GetQueueReport).await?;
         let mut servers = Vec::new();
-        for (si, ((_, addr), s)) in control.servers.iter().zip(&layout.servers).enumerate() {
+        for ((_, id, addr), s) in control.servers.iter().zip(&layout.servers) {
+            let si = id.0;
             let report = addr.send(GetServerReport).await?;
             let q = queue.servers.get(si).copied();
             servers.push(ServerStats {

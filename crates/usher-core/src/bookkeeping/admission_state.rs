@@ -79,7 +79,7 @@ impl Limit {
 }
 
 /// Limits of one frontend.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FrontendLimits {
     /// Concurrent sessions; 0 = unlimited.
     pub maxconn: u32,
@@ -350,6 +350,43 @@ impl<W> AdmissionState<W> {
         let limit = self.frontends.get_mut(frontend.0)?;
         let from = std::mem::replace(&mut limit.max, maxconn);
         Some((from, self.serve_parked(now)))
+    }
+
+    /// A reload: new limits for every frontend and listener, by id (ids of
+    /// kept ones are kept, new ones come after). Counts carry on — sessions
+    /// admitted before still count against their frontend and listener. A
+    /// changed rate starts a fresh token bucket. Parked listeners are served
+    /// from whatever the new limits allow (returned).
+    pub fn reconfigure(&mut self, config: &AdmissionConfig, now: Instant) -> Vec<Resumed<W>> {
+        self.global_rate.reconfigure(config.global_rate, now);
+        for (i, f) in config.frontends.iter().enumerate() {
+            match self.frontends.get_mut(i) {
+                Some(limit) => {
+                    limit.max = f.maxconn;
+                    self.frontend_rates[i].reconfigure(f.rate, now);
+                }
+                None => {
+                    self.frontends.push(Limit { max: f.maxconn, used: 0 });
+                    self.frontend_rates.push(RateLimiter::new(f.rate, now));
+                }
+            }
+        }
+        for (i, l) in config.listeners.iter().enumerate() {
+            match self.listeners.get_mut(i) {
+                Some((frontend, limit)) => {
+                    if *frontend != l.frontend {
+                        // Moved to another frontend: its live sessions move too.
+                        let used = limit.used;
+                        self.frontends[frontend.0].used = self.frontends[frontend.0].used.saturating_sub(used);
+                        self.frontends[l.frontend.0].used += used;
+                        *frontend = l.frontend;
+                    }
+                    limit.max = l.maxconn;
+                }
+                None => self.listeners.push((l.frontend, Limit { max: l.maxconn, used: 0 })),
+            }
+        }
+        self.serve_parked(now)
     }
 
     /// A frontend's `maxconn` in force (0 = only the global limit).

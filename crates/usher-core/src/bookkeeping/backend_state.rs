@@ -128,6 +128,28 @@ struct ServerSlots<W> {
     limit_seen: u32,
     /// Longest its own queue was (stats).
     max_queue: usize,
+    /// Removed by a reload: never balanced again, its credits are dropped.
+    /// The entry stays so that server ids remain stable.
+    removed: bool,
+}
+
+impl<W> ServerSlots<W> {
+    fn new(s: &ServerSetup) -> ServerSlots<W> {
+        ServerSlots {
+            held: if s.maxconn == 0 { None } else { Some(0) },
+            served: 0,
+            maxconn: s.maxconn,
+            minconn: s.minconn,
+            maxqueue: s.maxqueue,
+            backup: s.backup,
+            status: ServerStatus { up: true, weight: s.weight, cap: None },
+            queue: WaitQueue::default(),
+            max_served: 0,
+            max_queue: 0,
+            limit_seen: s.maxconn,
+            removed: false,
+        }
+    }
 }
 
 pub struct BackendState<W> {
@@ -150,22 +172,7 @@ impl<W> BackendState<W> {
     }
 
     pub fn with_setup(servers: &[ServerSetup], setup: BackendSetup, balancer: Box<dyn Balancer>) -> BackendState<W> {
-        let servers = servers
-            .iter()
-            .map(|s| ServerSlots {
-                held: if s.maxconn == 0 { None } else { Some(0) },
-                served: 0,
-                maxconn: s.maxconn,
-                minconn: s.minconn,
-                maxqueue: s.maxqueue,
-                backup: s.backup,
-                status: ServerStatus { up: true, weight: s.weight, cap: None },
-                queue: WaitQueue::default(),
-                max_served: 0,
-                max_queue: 0,
-                limit_seen: s.maxconn,
-            })
-            .collect();
+        let servers = servers.iter().map(ServerSlots::new).collect();
         BackendState {
             servers,
             queue: WaitQueue::default(),
@@ -359,6 +366,11 @@ impl<W> BackendState<W> {
     /// the server's effective maxconn, it is held.
     pub fn credit(&mut self, server: ServerId) -> Option<Grant<W>> {
         let s = self.servers.get_mut(server.0)?;
+        if s.removed {
+            // Its Server lends on until its last session ends; nobody may
+            // use those slots any more.
+            return None;
+        }
         if let Some(held) = &mut s.held {
             *held += 1;
         }
@@ -412,6 +424,22 @@ impl<W> BackendState<W> {
     /// any more, the backend queue is refused at once rather than left to
     /// time out. Returns the grants and refusals to deliver.
     pub fn set_status(&mut self, server: ServerId, status: ServerStatus) -> (Vec<Grant<W>>, Vec<Refusal<W>>) {
+        if self.servers.get(server.0).is_none_or(|s| s.removed) {
+            // A removed server's last report may still be in flight.
+            return (Vec::new(), Vec::new());
+        }
+        let redispatch = self.setup.redispatch;
+        self.apply_status(server, status, redispatch)
+    }
+
+    /// `redispatch`: a server going down hands its own queue to balancing
+    /// (instead of refusing it).
+    fn apply_status(
+        &mut self,
+        server: ServerId,
+        status: ServerStatus,
+        redispatch: bool,
+    ) -> (Vec<Grant<W>>, Vec<Refusal<W>>) {
         let mut grants = Vec::new();
         let mut refusals = Vec::new();
         let Some(s) = self.servers.get_mut(server.0) else { return (grants, refusals) };
@@ -428,7 +456,7 @@ impl<W> BackendState<W> {
                 stranded.push((key, w));
             }
             for (key, w) in stranded {
-                if !self.setup.redispatch {
+                if !redispatch {
                     refusals.push(Refusal { session: w.session, waiter: w.waiter });
                     continue;
                 }
@@ -452,6 +480,68 @@ impl<W> BackendState<W> {
         }
         grants.extend(self.dispatch());
         (grants, refusals)
+    }
+
+    // === reconfiguration (reload) ===
+
+    /// Adds a server (a reload added it); its id is the next index, so the
+    /// ids of the others never change. It starts up, with no credit: its
+    /// Server lends them.
+    pub fn add_server(&mut self, setup: &ServerSetup) -> ServerId {
+        self.servers.push(ServerSlots::new(setup));
+        ServerId(self.servers.len() - 1)
+    }
+
+    /// A reload changed how a server is set up (not its maxconn between
+    /// limited and unlimited: that is a new server). Its weight comes from
+    /// its Server, in the next status report.
+    pub fn update_server(&mut self, server: ServerId, setup: &ServerSetup) {
+        let Some(s) = self.servers.get_mut(server.0).filter(|s| !s.removed) else { return };
+        debug_assert_eq!(s.maxconn == 0, setup.maxconn == 0, "limited and unlimited swap servers");
+        s.maxconn = setup.maxconn;
+        s.limit_seen = s.limit_seen.max(setup.maxconn);
+        s.minconn = setup.minconn;
+        s.maxqueue = setup.maxqueue;
+        s.backup = setup.backup;
+    }
+
+    /// A reload removed a server. Sessions it serves carry on (their slots
+    /// still go back to its Server); its held credits are dropped, credits
+    /// that arrive later too; its own queue goes to balancing whatever
+    /// `redispatch` says — a reload never drops a waiting session while
+    /// another server can take it.
+    pub fn remove_server(&mut self, server: ServerId) -> (Vec<Grant<W>>, Vec<Refusal<W>>) {
+        let Some(s) = self.servers.get_mut(server.0).filter(|s| !s.removed) else { return (Vec::new(), Vec::new()) };
+        s.removed = true;
+        if s.held.is_some() {
+            s.held = Some(0);
+        }
+        let down = ServerStatus { up: false, weight: 0, cap: None };
+        self.apply_status(server, down, true)
+    }
+
+    /// A reload changed the backend's settings or its balancing (a new
+    /// balancer, sized for every server id). Returns what became grantable
+    /// (fullconn changes what servers may take).
+    pub fn reconfigure(&mut self, setup: BackendSetup, balancer: Box<dyn Balancer>) -> Vec<Grant<W>> {
+        self.setup = setup;
+        self.balancer = balancer;
+        self.dispatch()
+    }
+
+    /// Whether `server` was removed by a reload.
+    pub fn is_removed(&self, server: ServerId) -> bool {
+        self.servers.get(server.0).is_some_and(|s| s.removed)
+    }
+
+    /// Nobody waits and no session holds a slot: a retired backend may stop.
+    pub fn idle(&self) -> bool {
+        self.location.is_empty() && self.servers.iter().all(|s| s.served == 0)
+    }
+
+    /// Nobody waits in any of its queues.
+    pub fn nobody_waits(&self) -> bool {
+        self.location.is_empty()
     }
 
     // === introspection ===
@@ -520,6 +610,9 @@ impl<W> BackendState<W> {
             return Err("backend queue waits while no server can take it".into());
         }
         for (i, s) in self.servers.iter().enumerate() {
+            if s.removed && (!s.queue.is_empty() || s.held.is_some_and(|n| n > 0) || s.status.up) {
+                return Err(format!("removed server {i} still queues, holds credits or is up"));
+            }
             if s.maxqueue > 0 && s.queue.len() > s.maxqueue as usize {
                 return Err(format!("server {i} queue {} > maxqueue {}", s.queue.len(), s.maxqueue));
             }

@@ -19,6 +19,13 @@ impl RateLimiter {
         RateLimiter { rate, tokens: f64::from(rate), updated: now }
     }
 
+    /// A reload: a changed rate starts a fresh bucket; the same rate keeps it.
+    pub fn reconfigure(&mut self, rate: u32, now: Instant) {
+        if rate != self.rate {
+            *self = RateLimiter::new(rate, now);
+        }
+    }
+
     fn refill(&mut self, now: Instant) {
         if self.rate == 0 {
             return;

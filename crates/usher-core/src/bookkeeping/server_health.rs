@@ -119,6 +119,26 @@ impl ServerHealth {
         }
     }
 
+    /// A reload changed the configuration: its values replace run-time
+    /// changes (admin state ready, configured weight and maxconn, no ramp).
+    /// The operational state carries on, except that a server without
+    /// checks any more is up.
+    pub fn reconfigure(&mut self, cfg: HealthConfig, now: Instant) -> Option<Transition> {
+        self.weight = cfg.weight;
+        self.maxconn = cfg.maxconn;
+        self.admin = AdminState::Ready;
+        self.ramp_from = None;
+        self.passive_errors = 0;
+        let checks = cfg.checks;
+        self.cfg = cfg;
+        match self.op {
+            OpState::Up => None,
+            _ if !checks => self.change(OpState::Up, "checks disabled by reload", now),
+            OpState::Starting => self.change(OpState::Up, "reconfigured", now),
+            OpState::Down => None,
+        }
+    }
+
     pub fn op(&self) -> OpState {
         self.op
     }

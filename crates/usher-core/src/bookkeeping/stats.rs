@@ -98,6 +98,19 @@ impl StatsBook {
         }
     }
 
+    /// A reload: frontends, backends and servers by stable id (new ones come
+    /// after); counters of kept ones carry on.
+    pub fn resize(&mut self, backend_of: Vec<usize>, servers: &[usize]) {
+        self.frontends.resize(backend_of.len().max(self.frontends.len()), Counters::default());
+        self.backends.resize(servers.len().max(self.backends.len()), Counters::default());
+        self.servers.resize(servers.len().max(self.servers.len()), Vec::new());
+        for (b, &n) in servers.iter().enumerate() {
+            let list = &mut self.servers[b];
+            list.resize(n.max(list.len()), Counters::default());
+        }
+        self.backend_of = backend_of;
+    }
+
     /// Counts one ended session. Indices out of range are ignored.
     pub fn record(&mut self, s: &SessionSummary) {
         let Some(frontend) = self.frontends.get_mut(s.frontend.0) else { return };

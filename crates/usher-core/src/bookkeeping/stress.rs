@@ -29,6 +29,21 @@ impl StressState {
         StressState { frontends: cooldowns.iter().map(|c| (*c, None)).collect() }
     }
 
+    /// A reload: cooldowns by frontend id (new frontends come after).
+    pub fn reconfigure(&mut self, cooldowns: &[Duration]) {
+        for (i, c) in cooldowns.iter().enumerate() {
+            match self.frontends.get_mut(i) {
+                Some((cooldown, last)) => {
+                    *cooldown = *c;
+                    if c.is_zero() {
+                        *last = None;
+                    }
+                }
+                None => self.frontends.push((*c, None)),
+            }
+        }
+    }
+
     /// A limit was hit on `frontend`.
     pub fn hit(&mut self, frontend: FrontendId, now: Instant) -> Option<StressChange> {
         let (cooldown, last) = &mut self.frontends[frontend.0];

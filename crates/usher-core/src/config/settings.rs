@@ -29,7 +29,7 @@ macro_rules! named {
 named!(FrontendSettings, BackendSettings, ServerSettings);
 
 /// The whole validated configuration.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Settings {
     pub global: GlobalSettings,
     pub watchdog: WatchdogSettings,
@@ -60,7 +60,7 @@ impl Settings {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GlobalSettings {
     /// Concurrent client sessions in the process (0 = derived from the fd limit).
     pub maxconn: u32,
@@ -87,7 +87,7 @@ impl GlobalSettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WatchdogSettings {
     #[serde(with = "humantime_serde")]
     pub maxconn_recheck: Duration,
@@ -115,14 +115,14 @@ pub enum LogLevel {
     Trace,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: LogLevel,
 }
 
 /// The admin HTTP API (`[admin]`).
-#[derive(Clone, Serialize)]
+#[derive(Clone, PartialEq, Serialize)]
 pub struct AdminSettings {
     /// Listening address; `None` (`bind = ""`) disables the API.
     #[serde(serialize_with = "address_or_empty")]
@@ -148,7 +148,7 @@ fn address_or_empty<S: Serializer>(addr: &Option<SocketAddr>, serializer: S) -> 
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FrontendSettings {
     #[serde(skip)]
     pub name: String,
@@ -174,7 +174,7 @@ pub struct FrontendSettings {
     pub stress: StressSettings,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StressSettings {
     /// Time without a limit hit before stress ends (zero = stress disabled).
     #[serde(with = "humantime_serde")]
@@ -182,7 +182,7 @@ pub struct StressSettings {
     pub timeout: StressTimeouts,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StressTimeouts {
     #[serde(with = "humantime_serde")]
     pub client: Duration,
@@ -190,7 +190,7 @@ pub struct StressTimeouts {
     pub queue: Duration,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FrontendTimeouts {
     /// Client-side inactivity limit while relaying (zero = none).
     #[serde(with = "humantime_serde")]
@@ -217,7 +217,7 @@ pub enum Balance {
     Random,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackendSettings {
     #[serde(skip)]
     pub name: String,
@@ -240,7 +240,7 @@ pub struct BackendSettings {
     pub servers: Vec<ServerSettings>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackendTimeouts {
     /// Longest wait in a queue (zero = unbounded).
     #[serde(with = "humantime_serde")]
@@ -266,7 +266,7 @@ pub enum ProxyVersion {
     V2,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServerSettings {
     #[serde(skip)]
     pub name: String,
@@ -289,7 +289,7 @@ pub struct ServerSettings {
 }
 
 /// Active health checks of one server, and passive observation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckSettings {
     /// Run active checks.
     pub enabled: bool,

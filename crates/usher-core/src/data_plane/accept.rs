@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::Recipient;
 use slog::{error, info, warn, Logger};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +27,9 @@ pub struct AcceptLoop {
     pub id: ListenerId,
     /// Taken by `run`, which owns the socket from then on.
     pub listener: Option<std::net::TcpListener>,
-    pub front: Arc<FrontendContext>,
+    /// The frontend's current settings: a reload publishes new ones, and
+    /// sessions accepted from then on use them (earlier ones keep theirs).
+    pub front: watch::Receiver<Arc<FrontendContext>>,
     pub admit: Recipient<Admit>,
     pub give_back: Recipient<GiveBack>,
     pub shortage: Recipient<Shortage>,
@@ -86,17 +88,17 @@ impl AcceptLoop {
             };
 
             let granted = grant.credits;
+            let front = self.front.borrow().clone();
             let mut used = 0;
             let mut pause = None;
             while used < granted {
                 match ready.try_io(|inner| inner.get_ref().accept()) {
                     Ok(Ok((stream, client))) => {
                         used += 1;
-                        let guard = AdmissionGuard::new(self.id, self.front.closed.clone());
-                        let front = self.front.clone();
+                        let guard = AdmissionGuard::new(self.id, front.closed.clone());
                         let live = [self.gauges[0].enter(), self.gauges[1].enter(), front.sessions.enter()];
-                        let session = session::run(front, stream, client, guard, grant.stress);
-                        self.front.tracker.spawn(async move {
+                        let session = session::run(front.clone(), stream, client, guard, grant.stress);
+                        front.tracker.spawn(async move {
                             session.await;
                             drop(live);
                         });

@@ -1,0 +1,170 @@
+//! Hot reload decisions, with no actix in them: what a new configuration
+//! changes, what must wait for a restart, and how each server is carried
+//! over. The Topology actor (`actors/topology.rs`) applies them.
+//!
+//! The rules, as an operator coming from HAProxy or Envoy expects them:
+//! - things are matched by name (frontends, backends, servers in their
+//!   backend) and listeners by configured address;
+//! - a server the new configuration does not change keeps its actor, its
+//!   slots, its health and every run-time change made through the admin API
+//!   (drain, maint, weight, maxconn);
+//! - a changed server keeps its actor and its slots (so `maxconn` holds
+//!   across the reload) but takes the configured values: the configuration
+//!   wins over run-time changes for what it changed;
+//! - a server whose address changed, or that switched between limited and
+//!   unlimited `maxconn`, is a new server: the old one finishes its sessions;
+//! - process-wide settings fixed at start (threads, fd budget, logger,
+//!   admin listener, watchdog timers) keep their running values and the
+//!   reload names them.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::config::{ConfigErrors, ServerSettings, Settings};
+
+/// How a server is carried over by a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerPlan {
+    /// Unchanged: untouched, run-time changes survive.
+    Keep,
+    /// Same server, new settings applied to the running actor.
+    Update,
+    /// A different server under the same name: the old one is retired and a
+    /// new one starts.
+    Replace,
+}
+
+pub fn server_plan(old: &ServerSettings, new: &ServerSettings) -> ServerPlan {
+    if old.address != new.address || (old.maxconn == 0) != (new.maxconn == 0) {
+        ServerPlan::Replace
+    } else if old == new {
+        ServerPlan::Keep
+    } else {
+        ServerPlan::Update
+    }
+}
+
+/// Keys whose change needs a restart, changed between `old` and `new`.
+pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let (o, n) = (&old.global, &new.global);
+    if o.workers != n.workers {
+        keys.push("global.workers");
+    }
+    if o.maxconn != n.maxconn {
+        keys.push("global.maxconn");
+    }
+    if o.maxaccept != n.maxaccept {
+        keys.push("global.maxaccept");
+    }
+    if old.watchdog != new.watchdog {
+        keys.push("watchdog");
+    }
+    if old.log != new.log {
+        keys.push("log");
+    }
+    if old.admin != new.admin {
+        keys.push("admin");
+    }
+    if old.actors != new.actors {
+        keys.push("actors");
+    }
+    keys
+}
+
+/// `new`, with the keys that need a restart set back to their running
+/// values (`old`): what a reload actually applies.
+pub fn applicable(old: &Settings, mut new: Settings) -> Settings {
+    new.global.workers = old.global.workers;
+    new.global.maxconn = old.global.maxconn;
+    new.global.maxaccept = old.global.maxaccept;
+    new.watchdog = old.watchdog.clone();
+    new.log = old.log.clone();
+    new.admin = old.admin.clone();
+    new.actors = old.actors.clone();
+    new
+}
+
+/// What a reload did, for its log record and `POST /reload`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadSummary {
+    /// One line per change applied (`"backend app: server s3 added"`).
+    pub changes: Vec<String>,
+    /// Changed keys that keep their running value until a restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The broker was started without a configuration source to re-read.
+    NoSource,
+    /// The new configuration has errors (all of them).
+    Config(ConfigErrors),
+    /// A new listening address cannot be bound.
+    Bind(String),
+    /// The broker is shutting down.
+    Stopping,
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::NoSource => write!(f, "no configuration source to re-read"),
+            ReloadError::Config(errors) => write!(f, "{}", errors.to_string().trim_end()),
+            ReloadError::Bind(err) => write!(f, "{err}"),
+            ReloadError::Stopping => write!(f, "shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> Settings {
+        let toml = format!(
+            "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\n[backends.app.servers.a]\n\
+             address = \"127.0.0.1:1\"\nmaxconn = 4\n{extra}"
+        );
+        crate::config::from_toml_str(&toml).expect("valid")
+    }
+
+    fn server(s: &Settings) -> &ServerSettings {
+        &s.backends[0].servers[0]
+    }
+
+    #[test]
+    fn servers_are_kept_updated_or_replaced() {
+        let base = settings("");
+        assert_eq!(server_plan(server(&base), server(&settings(""))), ServerPlan::Keep);
+        assert_eq!(server_plan(server(&base), server(&settings("weight = 7"))), ServerPlan::Update);
+        assert_eq!(
+            server_plan(server(&base), server(&settings("[backends.app.servers.a.check]\nenabled = true"))),
+            ServerPlan::Update
+        );
+        let moved = settings("").to_toml().replace("127.0.0.1:1", "127.0.0.1:2");
+        let moved = crate::config::from_toml_str(&moved).expect("valid");
+        assert_eq!(server_plan(server(&base), server(&moved)), ServerPlan::Replace);
+        let unlimited = settings("").to_toml().replace("maxconn = 4", "maxconn = 0");
+        let unlimited = crate::config::from_toml_str(&unlimited).expect("valid");
+        assert_eq!(server_plan(server(&base), server(&unlimited)), ServerPlan::Replace);
+    }
+
+    #[test]
+    fn process_settings_wait_for_a_restart() {
+        let old = settings("");
+        let mut new = settings("");
+        new.global.workers = 7;
+        new.global.bufsize = 65536;
+        new.log.level = crate::config::LogLevel::Debug;
+        assert_eq!(restart_needed(&old, &new), vec!["global.workers", "log"]);
+        let applied = applicable(&old, new);
+        assert_eq!(applied.global.workers, old.global.workers);
+        assert_eq!(applied.log, old.log);
+        assert_eq!(applied.global.bufsize, 65536, "bufsize applies to new sessions");
+    }
+}
