@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
+use usher_core::actors::topology::{GetHandle, Reload};
 use usher_core::broker::BrokerHandle;
+use usher_core::reload::{ReloadError, ReloadSummary};
 use usher_core::{BoundListeners, Extensions, Settings};
 
 use crate::logs::LogCapture;
@@ -37,6 +39,31 @@ impl TestBroker {
     /// Same, with extension actors built inside the broker's System.
     pub fn start_with(toml: &str, extensions: impl FnOnce(&Settings) -> Extensions + Send + 'static) -> TestBroker {
         Self::launch(toml, extensions, false)
+    }
+
+    /// Starts on the configuration file `path` (over the built-in defaults),
+    /// which every reload reads again, as the daemon does; with the admin
+    /// API when `admin`.
+    pub fn start_reloadable(path: &std::path::Path, admin: bool) -> TestBroker {
+        let toml = std::fs::read_to_string(path).expect("read the test config");
+        let path = path.to_owned();
+        Self::launch(
+            &toml,
+            move |_| Extensions {
+                reload: Some(Box::new(move || {
+                    usher_core::config::load(&usher_core::config::ConfigSources::files(vec![path.clone()]))
+                })),
+                ..Extensions::default()
+            },
+            admin,
+        )
+    }
+
+    /// Reloads the configuration (as SIGHUP does) and refreshes `control`.
+    pub async fn reload(&mut self) -> Result<ReloadSummary, ReloadError> {
+        let result = self.control.topology.send(Reload { settings: None }).await.expect("topology answers");
+        self.control = self.control.topology.send(GetHandle).await.expect("topology answers");
+        result
     }
 
     fn launch(

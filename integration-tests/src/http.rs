@@ -56,6 +56,10 @@ pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> HttpReply
     call(addr, "GET", path, None, token).await.expect("GET")
 }
 
+pub async fn post(addr: SocketAddr, path: &str, token: Option<&str>) -> HttpReply {
+    call(addr, "POST", path, None, token).await.expect("POST")
+}
+
 pub async fn put(addr: SocketAddr, path: &str, body: &str, token: Option<&str>) -> HttpReply {
     call(addr, "PUT", path, Some(body), token).await.expect("PUT")
 }

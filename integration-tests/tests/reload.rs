@@ -1,0 +1,302 @@
+//! Hot reload (issue 5): the configuration file is re-read and applied to
+//! the running actors; established and queued sessions never notice.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use integration_tests::{http, request, seated, Behavior, TestBackend, TestBroker, DEADLINE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use usher_core::actors::backend_queue::GetQueueReport;
+use usher_core::actors::server::{GetServerReport, SetAdminState};
+use usher_core::actors::watchdog::{GetStatus, SetFrontendMaxconn};
+use usher_core::bookkeeping::AdminState;
+use usher_core::reload::ReloadError;
+
+/// A config file in a directory of its own, removed at the end.
+struct ConfigFile(PathBuf);
+
+impl ConfigFile {
+    fn new(name: &str, toml: &str) -> ConfigFile {
+        let dir = std::env::temp_dir().join(format!("usher-reload-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = ConfigFile(dir.join("usher.toml"));
+        file.write(toml);
+        file
+    }
+
+    fn write(&self, toml: &str) {
+        std::fs::write(&self.0, toml).expect("write config");
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// One frontend `web` on backend `app` with `servers` (name, address,
+/// weight, maxconn); `extra` is appended.
+fn config(servers: &[(&str, SocketAddr, u32, u32)], extra: &str) -> String {
+    let mut toml = "[admin]\nbind = \"\"\n[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\n\
+                    [backends.app]\nretries = 0\n[backends.app.timeout]\nqueue = \"20s\"\n"
+        .to_owned();
+    for (name, addr, weight, maxconn) in servers {
+        toml.push_str(&format!(
+            "[backends.app.servers.{name}]\naddress = \"{addr}\"\nweight = {weight}\nmaxconn = {maxconn}\n"
+        ));
+    }
+    toml.push_str(extra);
+    toml
+}
+
+fn leastconn(toml: String) -> String {
+    toml.replace("retries = 0\n", "retries = 0\nbalance = \"leastconn\"\n")
+}
+
+/// Waits (bounded) until the backend queue of `app` holds `n` sessions.
+async fn queued(broker: &TestBroker, n: usize) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let report = broker.control.backends[0].queue.send(GetQueueReport).await.expect("queue");
+        let waiting = report.backend_queue + report.servers.iter().map(|s| s.queued).sum::<usize>();
+        if waiting == n {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{waiting} queued, expected {n}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The payload of session `i`: distinct per session, so a mix-up shows.
+fn payload(i: u64) -> Vec<u8> {
+    (0..1500u64).map(|k| (i.wrapping_mul(31).wrapping_add(k) % 251) as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_lose_nothing() {
+    let backends: Vec<TestBackend> = (0..3).map(|_| TestBackend::start(Behavior::Echo)).collect();
+    let (a, b, c) = (backends[0].addr, backends[1].addr, backends[2].addr);
+    // Ten reloads: servers added, removed, re-added, weights changed.
+    let steps: Vec<String> = vec![
+        config(&[("s1", a, 1, 100), ("s2", b, 1, 100), ("s3", c, 1, 100)], ""),
+        config(&[("s2", b, 1, 100), ("s3", c, 1, 100)], ""),
+        config(&[("s2", b, 50, 100), ("s3", c, 200, 100)], ""),
+        config(&[("s1", a, 1, 100), ("s2", b, 50, 100), ("s3", c, 200, 100)], ""),
+        config(&[("s1", a, 1, 100), ("s3", c, 3, 100)], ""),
+        config(&[("s1", a, 1, 100), ("s2", b, 1, 100)], ""),
+        config(&[("s1", a, 7, 100), ("s2", b, 1, 100), ("s3", c, 1, 100)], ""),
+        config(&[("s3", c, 1, 100)], ""),
+        leastconn(config(&[("s1", a, 1, 100), ("s2", b, 1, 100), ("s3", c, 1, 100)], "")),
+        leastconn(config(&[("s1", a, 1, 100), ("s2", b, 2, 100)], "")),
+    ];
+    let file = ConfigFile::new("load", &config(&[("s1", a, 1, 100), ("s2", b, 1, 100)], ""));
+    let mut broker = TestBroker::start_reloadable(&file.0, false);
+    let web = broker.addr("web");
+
+    // Sessions established before the reloads, on the servers of the time.
+    let mut long = Vec::new();
+    for i in 0..10u8 {
+        long.push(seated(web, i).await);
+    }
+
+    // 200 new sessions per second, each checking its echo byte for byte.
+    let failures = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let load = {
+        let (failures, done) = (failures.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            let mut sessions = Vec::new();
+            for i in 0..900u64 {
+                tick.tick().await;
+                let (failures, done) = (failures.clone(), done.clone());
+                sessions.push(tokio::spawn(async move {
+                    let sent = payload(i);
+                    match tokio::time::timeout(DEADLINE, request(web, &sent)).await {
+                        Ok(Ok(echo)) if echo == sent => done.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("session {i}: {:?}", other.map(|r| r.map(|e| e.len())));
+                            failures.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }));
+            }
+            for s in sessions {
+                s.await.expect("session task");
+            }
+        })
+    };
+
+    for (n, toml) in steps.iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        file.write(toml);
+        let summary = broker.reload().await.unwrap_or_else(|err| panic!("reload {n}: {err}"));
+        assert!(!summary.changes.is_empty(), "reload {n} changed something");
+        assert!(summary.restart_needed.is_empty(), "{:?}", summary.restart_needed);
+    }
+    load.await.expect("load");
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "refused, reset or corrupted sessions");
+    assert_eq!(done.load(Ordering::Relaxed), 900);
+
+    // The established sessions never noticed, even those on removed servers.
+    for (i, stream) in long.iter_mut().enumerate() {
+        let sent = payload(1000 + i as u64);
+        stream.write_all(&sent).await.expect("write after the reloads");
+        let mut echo = vec![0u8; sent.len()];
+        stream.read_exact(&mut echo).await.expect("echo after the reloads");
+        assert_eq!(echo, sent);
+    }
+    drop(long);
+    for backend in &backends {
+        assert!(backend.peak() <= 100, "maxconn held");
+    }
+    broker.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_sessions_move_to_the_new_servers_and_maxconn_holds() {
+    let old = TestBackend::start(Behavior::Echo);
+    let new = TestBackend::start(Behavior::Echo);
+    let file = ConfigFile::new("queued", &config(&[("s1", old.addr, 1, 1)], ""));
+    let mut broker = TestBroker::start_reloadable(&file.0, false);
+    let web = broker.addr("web");
+
+    let mut established = seated(web, 1).await;
+    let waiting: Vec<_> =
+        (0..3u64).map(|i| tokio::spawn(async move { (i, request(web, &payload(i)).await) })).collect();
+    queued(&broker, 3).await;
+
+    // s1 goes, s2 comes: the queue moves to s2 at once.
+    file.write(&config(&[("s2", new.addr, 1, 5)], ""));
+    let summary = broker.reload().await.expect("reload");
+    assert!(summary.changes.iter().any(|c| c.contains("server s1 removed")), "{:?}", summary.changes);
+    for w in waiting {
+        let (i, echo) = w.await.expect("task");
+        assert_eq!(echo.expect("served after the reload"), payload(i));
+    }
+    // The session on the removed server carries on; its slot was the only one.
+    established.write_all(b"still here").await.expect("write");
+    let mut echo = [0u8; 10];
+    established.read_exact(&mut echo).await.expect("echo");
+    assert_eq!(&echo, b"still here");
+    assert_eq!(old.peak(), 1, "s1 never served more than its maxconn");
+    drop(established);
+    broker.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_open_and_close_with_the_configuration() {
+    let backend = TestBackend::start(Behavior::Echo);
+    let file = ConfigFile::new("listeners", &config(&[("s1", backend.addr, 1, 10)], ""));
+    let mut broker = TestBroker::start_reloadable(&file.0, false);
+
+    // A second frontend; port 0 again, so the kernel picks a free port.
+    let extra = "[frontends.extra]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n";
+    file.write(&config(&[("s1", backend.addr, 1, 10)], extra));
+    let summary = broker.reload().await.expect("reload");
+    assert!(summary.changes.contains(&"frontend extra added".to_owned()), "{:?}", summary.changes);
+    let opened = broker.logs.wait_for("listening", |r| r.get("frontend") == "extra").await;
+    let address: SocketAddr = opened.get("address").parse().expect("address");
+    assert_eq!(request(address, b"new door").await.expect("served"), b"new door");
+    assert_eq!(request(broker.addr("web"), b"old door").await.expect("served"), b"old door");
+
+    file.write(&config(&[("s1", backend.addr, 1, 10)], ""));
+    let summary = broker.reload().await.expect("reload");
+    assert!(summary.changes.contains(&"frontend extra removed".to_owned()), "{:?}", summary.changes);
+    broker.logs.wait_for("listener closed", |r| r.get("address") == address.to_string()).await;
+    assert!(tokio::net::TcpStream::connect(address).await.is_err(), "the removed address is closed");
+    assert_eq!(request(broker.addr("web"), b"still open").await.expect("served"), b"still open");
+    broker.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_changes_survive_unless_the_configuration_changed_them() {
+    let backends: Vec<TestBackend> = (0..3).map(|_| TestBackend::start(Behavior::Echo)).collect();
+    let (a, b, c) = (backends[0].addr, backends[1].addr, backends[2].addr);
+    let file = ConfigFile::new("admin-state", &config(&[("s1", a, 1, 10), ("s2", b, 1, 10)], ""));
+    let mut broker = TestBroker::start_reloadable(&file.0, false);
+    let s1 = broker.control.server("app", "s1").expect("s1").clone();
+    s1.send(SetAdminState(AdminState::Drain)).await.expect("drain");
+    broker.control.watchdog.send(SetFrontendMaxconn { frontend: "web".into(), maxconn: 7 }).await.expect("maxconn");
+
+    // An unrelated change: s1 stays drained, the frontend keeps maxconn 7.
+    file.write(&config(&[("s1", a, 1, 10), ("s2", b, 1, 10), ("s3", c, 1, 10)], ""));
+    broker.reload().await.expect("reload");
+    let s1 = broker.control.server("app", "s1").expect("s1").clone();
+    assert_eq!(s1.send(GetServerReport).await.expect("report").admin, AdminState::Drain);
+    let status = broker.control.watchdog.send(GetStatus).await.expect("status");
+    assert_eq!(status.frontends[0].maxconn, 7, "runtime frontend maxconn survives");
+    for i in 0..6u64 {
+        assert_eq!(request(broker.addr("web"), &payload(i)).await.expect("served"), payload(i));
+    }
+    assert_eq!(backends[0].accepted(), 0, "drained s1 takes no new session");
+
+    // The configuration changes s1: its values win (ready, weight 3).
+    file.write(&config(&[("s1", a, 3, 10), ("s2", b, 1, 10), ("s3", c, 1, 10)], ""));
+    let summary = broker.reload().await.expect("reload");
+    assert_eq!(summary.changes, vec!["backend app: server s1 changed".to_owned()]);
+    let report = broker.control.server("app", "s1").expect("s1").send(GetServerReport).await.expect("report");
+    assert_eq!((report.admin, report.weight), (AdminState::Ready, 3));
+    for i in 0..10u64 {
+        assert_eq!(request(broker.addr("web"), &payload(i)).await.expect("served"), payload(i));
+    }
+    assert!(backends[0].accepted() > 0, "s1 is back in rotation");
+    broker.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_configuration_is_rejected_and_the_running_one_stays() {
+    let backend = TestBackend::start(Behavior::Echo);
+    let good = config(&[("s1", backend.addr, 1, 10)], "");
+    let file = ConfigFile::new("bad", &good);
+    let mut broker = TestBroker::start_reloadable(&file.0, false);
+
+    file.write(&good.replace("backend = \"app\"", "backend = \"nowhere\""));
+    match broker.reload().await {
+        Err(ReloadError::Config(errors)) => assert!(errors.mentions("frontends.web.backend"), "{errors}"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    broker.logs.wait_for("reload rejected, configuration unchanged", |r| r.get("error").contains("nowhere")).await;
+    assert_eq!(request(broker.addr("web"), b"unchanged").await.expect("served"), b"unchanged");
+
+    // A new address that cannot be bound (taken by the backend) rejects the
+    // whole reload: nothing else changes either.
+    let taken = format!(
+        "[frontends.extra]\nbind = [\"{}\"]\nbackend = \"app\"\n[backends.app.servers.s2]\naddress = \"{}\"\n",
+        backend.addr, backend.addr
+    );
+    file.write(&format!("{good}{taken}"));
+    assert!(matches!(broker.reload().await, Err(ReloadError::Bind(_))), "bind failure rejects the reload");
+    assert!(broker.control.server("app", "s2").is_none(), "no part of a rejected reload applies");
+    broker.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reload_applies_or_explains() {
+    let backend = TestBackend::start(Behavior::Echo);
+    let other = TestBackend::start(Behavior::Echo);
+    let file = ConfigFile::new("post", &config(&[("s1", backend.addr, 1, 10)], ""));
+    let broker = TestBroker::start_reloadable(&file.0, true);
+    let admin = broker.admin_addr.expect("admin");
+
+    file.write(&config(&[("s1", backend.addr, 1, 10), ("s2", other.addr, 1, 10)], ""));
+    let reply = http::post(admin, "/reload", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["changes"][0], "backend app: server s2 added");
+    let stats = http::get(admin, "/stats", None).await.json();
+    assert_eq!(stats["backends"][0]["servers"][1]["name"], "s2", "stats follow the reload");
+
+    file.write("[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\nmaxconn = -1\n");
+    let reply = http::post(admin, "/reload", None).await;
+    assert_eq!(reply.status, 400);
+    let reason = reply.json()["error"].as_str().expect("reason").to_owned();
+    assert!(reason.contains("frontends.web.maxconn"), "{reason}");
+    assert_eq!(http::get(admin, "/reload", None).await.status, 405);
+    broker.stop().await.expect("clean stop");
+}
