@@ -1,0 +1,242 @@
+//! Seeded random interleavings of a backend's traffic with reloads that add,
+//! change and remove servers (`BackendState::add_server`, `update_server`,
+//! `remove_server`, `reconfigure`), against the Servers' own slot ledgers.
+//!
+//! What must hold at every step, whatever the order:
+//! - `BackendState::check` (no usable credit while someone waits, queues
+//!   within bounds, a removed server neither queues nor holds credits);
+//! - no server ever serves more sessions than its maxconn, counted by its
+//!   own ledger (slots it lent minus slots given back);
+//! - a removed server is never granted again;
+//! - every session is accounted for exactly once: served, refused, waiting
+//!   or cancelled — a reload never loses a waiting session.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use usher_core::balance::SmoothRoundRobin;
+use usher_core::bookkeeping::backend_state::ServerSetup;
+use usher_core::bookkeeping::{BackendSetup, BackendState, QueueKey, ReserveRequest, Reserved};
+use usher_core::ids::{ServerId, SessionId};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Arrive,
+    /// The session at this index (mod the served ones) ends.
+    End(usize),
+    /// The waiting session at this index (mod) leaves.
+    Leave(usize),
+    /// A reload adds a server with this maxconn.
+    Add(u32),
+    /// A reload removes the live server at this index (mod).
+    Remove(usize),
+    /// A reload changes the maxconn of the live server at this index (mod).
+    Resize(usize, u32),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => Just(Op::Arrive),
+        4 => any::<usize>().prop_map(Op::End),
+        1 => any::<usize>().prop_map(Op::Leave),
+        1 => (1u32..4).prop_map(Op::Add),
+        1 => any::<usize>().prop_map(Op::Remove),
+        1 => (any::<usize>(), 1u32..4).prop_map(|(i, m)| Op::Resize(i, m)),
+    ]
+}
+
+/// A Server's slot ledger, as `actors/server.rs` keeps it.
+struct Ledger {
+    maxconn: u32,
+    /// Slots lent to the BackendQueue or held by sessions.
+    out: u32,
+    removed: bool,
+}
+
+struct Model {
+    state: BackendState<u64>,
+    ledgers: Vec<Ledger>,
+    /// Served sessions and their server.
+    served: BTreeMap<u64, usize>,
+    waiting: BTreeSet<u64>,
+    refused: u64,
+    cancelled: u64,
+    next: u64,
+}
+
+impl Model {
+    fn new() -> Model {
+        let setups = [setup(2), setup(1)];
+        let state = BackendState::with_setup(&setups, backend(), Box::new(SmoothRoundRobin::new(2)));
+        let mut m = Model {
+            state,
+            ledgers: setups.iter().map(|s| Ledger { maxconn: s.maxconn, out: 0, removed: false }).collect(),
+            served: BTreeMap::new(),
+            waiting: BTreeSet::new(),
+            refused: 0,
+            cancelled: 0,
+            next: 0,
+        };
+        for i in 0..m.ledgers.len() {
+            m.lend_free(i, 0);
+        }
+        m
+    }
+
+    /// The Server lends its free slots (and reports `released`).
+    fn lend_free(&mut self, i: usize, released: u32) {
+        self.state.released(ServerId(i), released);
+        let ledger = &mut self.ledgers[i];
+        let free = ledger.maxconn.saturating_sub(ledger.out);
+        ledger.out += free;
+        for _ in 0..free {
+            if let Some(grant) = self.state.credit(ServerId(i)) {
+                self.granted(grant.server.0, grant.waiter);
+            }
+        }
+        // Credits a removed server lends are dropped by the BackendState:
+        // they stay "out" in its ledger, which is what keeps it bounded.
+    }
+
+    fn granted(&mut self, server: usize, session: u64) {
+        assert!(!self.ledgers[server].removed, "session {session} granted on removed server {server}");
+        assert!(self.waiting.remove(&session), "granted session {session}, which was not waiting");
+        self.served.insert(session, server);
+        // Its own ledger bounds it: slots out never exceed maxconn (a lowered
+        // maxconn only stops lending until enough come back).
+        let serving = self.served.values().filter(|s| **s == server).count() as u32;
+        assert!(serving <= self.ledgers[server].out, "server {server} serves {serving} > slots it lent");
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.ledgers.len()).filter(|&i| !self.ledgers[i].removed).collect()
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Arrive => {
+                let id = self.next;
+                self.next += 1;
+                let req = ReserveRequest {
+                    session: SessionId(id),
+                    key: QueueKey { class: 0, time_ms: id as i64, seq: id },
+                    client: None,
+                    pin: None,
+                    avoid: None,
+                };
+                self.waiting.insert(id);
+                match self.state.reserve(req, id) {
+                    Reserved::Granted { server, waiter } => self.granted(server.0, waiter),
+                    Reserved::Queued { .. } => {}
+                    Reserved::Full { .. } | Reserved::NoServer { .. } => {
+                        self.waiting.remove(&id);
+                        self.refused += 1;
+                    }
+                }
+            }
+            Op::End(k) => {
+                let Some((&session, &server)) = self.served.iter().nth(k % self.served.len().max(1)) else { return };
+                self.served.remove(&session);
+                let ledger = &mut self.ledgers[server];
+                ledger.out -= 1;
+                self.lend_free(server, 1);
+            }
+            Op::Leave(k) => {
+                let Some(&session) = self.waiting.iter().nth(k % self.waiting.len().max(1)) else { return };
+                if self.state.cancel(SessionId(session)).is_some() {
+                    self.waiting.remove(&session);
+                    self.cancelled += 1;
+                }
+            }
+            Op::Add(maxconn) => {
+                let id = self.state.add_server(&setup(maxconn));
+                assert_eq!(id.0, self.ledgers.len(), "ids are handed out in order");
+                self.ledgers.push(Ledger { maxconn, out: 0, removed: false });
+                self.rebalance();
+                self.lend_free(id.0, 0);
+            }
+            Op::Remove(k) => {
+                let live = self.live();
+                // Keep one server: with none, waiting sessions are refused,
+                // which the refusal count covers elsewhere.
+                if live.len() < 2 {
+                    return;
+                }
+                let server = live[k % live.len()];
+                self.ledgers[server].removed = true;
+                let (grants, refusals) = self.state.remove_server(ServerId(server));
+                for g in grants {
+                    self.granted(g.server.0, g.waiter);
+                }
+                for r in refusals {
+                    assert!(self.waiting.remove(&r.waiter), "refused a session that was not waiting");
+                    self.refused += 1;
+                }
+                self.rebalance();
+            }
+            Op::Resize(k, maxconn) => {
+                let live = self.live();
+                let server = live[k % live.len()];
+                self.state.update_server(ServerId(server), &setup(maxconn));
+                self.ledgers[server].maxconn = maxconn;
+                self.lend_free(server, 0);
+            }
+        }
+        // What the actor does after every message.
+        loop {
+            let grants = self.state.dispatch();
+            if grants.is_empty() {
+                break;
+            }
+            for g in grants {
+                self.granted(g.server.0, g.waiter);
+            }
+        }
+        if let Err(e) = self.state.check() {
+            panic!("BackendState::check: {e}");
+        }
+        let accounted = self.served.len() as u64 + self.waiting.len() as u64 + self.refused + self.cancelled;
+        assert!(accounted <= self.next, "sessions counted twice");
+    }
+
+    fn rebalance(&mut self) {
+        let grants = self.state.reconfigure(backend(), Box::new(SmoothRoundRobin::new(self.ledgers.len())));
+        for g in grants {
+            self.granted(g.server.0, g.waiter);
+        }
+    }
+}
+
+fn setup(maxconn: u32) -> ServerSetup {
+    ServerSetup { maxconn, weight: 1, maxqueue: 0, backup: false, minconn: 0 }
+}
+
+fn backend() -> BackendSetup {
+    BackendSetup { maxqueue: 0, redispatch: false, fullconn: 0 }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn reloads_interleaved_with_traffic_keep_every_invariant(ops in proptest::collection::vec(op(), 1..200)) {
+        let mut m = Model::new();
+        let mut ended = 0u64;
+        for op in ops {
+            if matches!(op, Op::End(_)) && !m.served.is_empty() {
+                ended += 1;
+            }
+            m.apply(op);
+        }
+        // Nobody is left waiting while a live server has a free slot: let
+        // every session end, and the queue must drain to the last waiter.
+        while let Some((&session, &server)) = m.served.iter().next() {
+            m.served.remove(&session);
+            m.ledgers[server].out -= 1;
+            m.lend_free(server, 1);
+            ended += 1;
+        }
+        prop_assert!(m.waiting.is_empty(), "{} sessions still wait with every slot free", m.waiting.len());
+        prop_assert_eq!(ended + m.refused + m.cancelled, m.next, "every session is accounted for once");
+    }
+}
