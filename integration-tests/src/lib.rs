@@ -19,6 +19,32 @@ pub use logs::{LogCapture, Record};
 
 use std::time::Duration;
 
+/// A configuration file in a directory of its own, removed on drop: what a
+/// reloadable broker ([`TestBroker::start_reloadable`]) reads again.
+pub struct ConfigFile(pub std::path::PathBuf);
+
+impl ConfigFile {
+    pub fn new(name: &str, toml: &str) -> ConfigFile {
+        let dir = std::env::temp_dir().join(format!("usher-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = ConfigFile(dir.join("usher.toml"));
+        file.write(toml);
+        file
+    }
+
+    pub fn write(&self, toml: &str) {
+        std::fs::write(&self.0, toml).expect("write config");
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// Generous bound for anything a test waits for; only reached on failure.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 

@@ -12,8 +12,8 @@
 
 use std::collections::BTreeSet;
 
-use integration_tests::http::put;
-use integration_tests::{request, Behavior, Record, TestBackend, TestBroker, DEADLINE};
+use integration_tests::http::{post, put};
+use integration_tests::{request, Behavior, ConfigFile, Record, TestBackend, TestBroker, DEADLINE};
 
 const README: &str = include_str!("../../README.md");
 
@@ -88,17 +88,19 @@ fn the_readme_lists_parse() {
     let started = records.iter().find(|r| r.message == "started").expect("started is documented");
     assert!(started.fields.contains(&"maxconn".to_owned()), "{:?}", started.fields);
     assert!(records.iter().any(|r| r.matches("process reached global maxconnrate; new clients wait")));
-    assert!(records.iter().any(|r| r.message == "reload requested but not implemented yet; configuration unchanged"));
+    assert!(records.iter().any(|r| r.message == "reload rejected, configuration unchanged"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_keep_their_documented_fields() {
     let server = TestBackend::start(Behavior::Echo);
-    let broker = TestBroker::start_with_admin(&format!(
+    let toml = format!(
         "[global]\ngrace = \"5s\"\n[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
          [backends.app.servers.s1]\naddress = \"{}\"\nmaxconn = 4\n",
         server.addr
-    ));
+    );
+    let file = ConfigFile::new("log-guard", &toml);
+    let broker = TestBroker::start_reloadable(&file.0, true);
     let admin = broker.admin_addr.expect("admin");
     let logs = broker.logs.clone();
     assert_eq!(request(broker.addr("web"), b"hello").await.expect("served"), b"hello");
@@ -108,6 +110,15 @@ async fn records_keep_their_documented_fields() {
     assert_eq!(put(admin, "/frontends/web", r#"{"maxconn": 10}"#, None).await.status, 200);
     logs.wait_sessions(1).await;
     logs.wait_for("server admin state changed", |_| true).await;
+    // Reloads: one that adds and changes things, one that is rejected.
+    file.write(&format!(
+        "{}[backends.app.servers.s2]\naddress = \"{}\"\n[frontends.more]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n",
+        toml.replace("maxconn = 4", "maxconn = 5"),
+        server.addr
+    ));
+    assert_eq!(post(admin, "/reload", None).await.status, 200);
+    file.write("[frontends.web]\nbackend = 42\n");
+    assert_eq!(post(admin, "/reload", None).await.status, 400);
     tokio::time::timeout(DEADLINE, broker.stop()).await.expect("stopped in time").expect("clean stop");
     // `stop` returns once `run` did: every record is written.
     let records = logs.all();
@@ -139,5 +150,5 @@ async fn records_keep_their_documented_fields() {
         seen.insert(doc.message.clone());
     }
     // The run wrote records of every kind it drives: keeps this test honest.
-    assert!(seen.len() >= 12, "only these documented records were written: {seen:?}");
+    assert!(seen.len() >= 18, "only these documented records were written: {seen:?}");
 }

@@ -2,43 +2,17 @@
 //! the running actors; established and queued sessions never notice.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use integration_tests::{http, request, seated, Behavior, TestBackend, TestBroker, DEADLINE};
+use integration_tests::{http, request, seated, Behavior, ConfigFile, TestBackend, TestBroker, DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use usher_core::actors::backend_queue::GetQueueReport;
 use usher_core::actors::server::{GetServerReport, SetAdminState};
 use usher_core::actors::watchdog::{GetStatus, SetFrontendMaxconn};
 use usher_core::bookkeeping::AdminState;
 use usher_core::reload::ReloadError;
-
-/// A config file in a directory of its own, removed at the end.
-struct ConfigFile(PathBuf);
-
-impl ConfigFile {
-    fn new(name: &str, toml: &str) -> ConfigFile {
-        let dir = std::env::temp_dir().join(format!("usher-reload-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = ConfigFile(dir.join("usher.toml"));
-        file.write(toml);
-        file
-    }
-
-    fn write(&self, toml: &str) {
-        std::fs::write(&self.0, toml).expect("write config");
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
 
 /// One frontend `web` on backend `app` with `servers` (name, address,
 /// weight, maxconn); `extra` is appended.

@@ -322,7 +322,7 @@ impl Handler<RetireServer> for Server {
     type Result = ();
 
     fn handle(&mut self, _: RetireServer, ctx: &mut Self::Context) {
-        info!(self.log, "server removed"; "server" => &self.name, "slots_out" => self.state.out());
+        info!(self.log, "server retired"; "server" => &self.name, "slots_out" => self.state.out());
         self.retired = true;
         self.check_epoch += 1;
         if let Some(h) = self.ramp.take() {
