@@ -42,7 +42,9 @@ fn every_case_completes_with_quick_settings() {
                         Better::Zero => {}
                     }
                 }
-                if r.case == "queue" {
+                // usher's queue guarantees; HAProxy's figures are reported,
+                // not judged here (with 2 threads it was seen at peak 2).
+                if r.case == "queue" && proxy == ProxyKind::Usher {
                     let stuck = r.values(proxy, "stuck");
                     let peak = r.values(proxy, "peak/server");
                     assert!(stuck.iter().all(|v| *v == 0.0), "{} {}: stuck {stuck:?}", r.title, proxy.name());

@@ -47,30 +47,17 @@ pub fn server_plan(old: &ServerSettings, new: &ServerSettings) -> ServerPlan {
 
 /// Keys whose change needs a restart, changed between `old` and `new`.
 pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
-    let mut keys = Vec::new();
     let (o, n) = (&old.global, &new.global);
-    if o.workers != n.workers {
-        keys.push("global.workers");
-    }
-    if o.maxconn != n.maxconn {
-        keys.push("global.maxconn");
-    }
-    if o.maxaccept != n.maxaccept {
-        keys.push("global.maxaccept");
-    }
-    if old.watchdog != new.watchdog {
-        keys.push("watchdog");
-    }
-    if old.log != new.log {
-        keys.push("log");
-    }
-    if old.admin != new.admin {
-        keys.push("admin");
-    }
-    if old.actors != new.actors {
-        keys.push("actors");
-    }
-    keys
+    let changed = [
+        ("global.workers", o.workers != n.workers),
+        ("global.maxconn", o.maxconn != n.maxconn),
+        ("global.maxaccept", o.maxaccept != n.maxaccept),
+        ("watchdog", old.watchdog != new.watchdog),
+        ("log", old.log != new.log),
+        ("admin", old.admin != new.admin),
+        ("actors", old.actors != new.actors),
+    ];
+    changed.into_iter().filter(|(_, changed)| *changed).map(|(key, _)| key).collect()
 }
 
 /// `new`, with the keys that need a restart set back to their running
