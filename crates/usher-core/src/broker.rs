@@ -3,8 +3,8 @@
 //! The caller binds the listening sockets (the daemon with [`bind_all`],
 //! tests on `127.0.0.1:0`) and decides what shutdown means (signals, a test's
 //! oneshot). `run` must be awaited inside an actix `System`: the actors run
-//! on the System arbiter (control plane) and sessions on a separate tokio
-//! runtime of `global.workers` threads (data plane). Which actors exist is
+//! on the System arbiter (control plane) and sessions on `global.workers`
+//! data-plane threads (with one worker, on the System thread itself). Which actors exist is
 //! the Topology actor's business (`actors/topology.rs`), at start and on
 //! every reload.
 
@@ -32,21 +32,48 @@ use crate::extension::Extensions;
 use crate::fd_budget::FdBudget;
 use crate::messages::StopAccepting;
 
-/// The data-plane runtime. `run` is async, and a tokio runtime dropped in
-/// an async context panics, so every exit path — the normal end and each
-/// early `?` — shuts it down in the background instead.
-struct DataPlane(Option<tokio::runtime::Runtime>);
+/// Where sessions run. With one worker they share the actix System thread
+/// with the actors (like HAProxy with `nbthread 1`): every Reserve, grant,
+/// Release and admission message is then a same-thread wake-up instead of a
+/// cross-thread hop with a context switch, which measured ~7 switches per
+/// new session with two threads on one core. With more workers, sessions get
+/// their own multi-thread runtime and the actors keep the System thread.
+enum DataPlane {
+    /// The System thread's runtime.
+    Shared(tokio::runtime::Handle),
+    /// `run` is async, and a tokio runtime dropped in an async context
+    /// panics, so every exit path shuts it down in the background instead.
+    Own(Option<tokio::runtime::Runtime>),
+}
 
 impl DataPlane {
+    fn start(workers: usize) -> anyhow::Result<DataPlane> {
+        if workers <= 1 {
+            return Ok(DataPlane::Shared(tokio::runtime::Handle::current()));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("usher-data")
+            .enable_all()
+            .build()
+            .context("cannot start the data-plane threads")?;
+        Ok(DataPlane::Own(Some(runtime)))
+    }
+
     fn handle(&self) -> tokio::runtime::Handle {
-        self.0.as_ref().expect("running").handle().clone()
+        match self {
+            DataPlane::Shared(handle) => handle.clone(),
+            DataPlane::Own(runtime) => runtime.as_ref().expect("running").handle().clone(),
+        }
     }
 }
 
 impl Drop for DataPlane {
     fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
+        if let DataPlane::Own(runtime) = self {
+            if let Some(runtime) = runtime.take() {
+                runtime.shutdown_background();
+            }
         }
     }
 }
@@ -106,14 +133,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let workers = settings.global.worker_threads();
-    let data_plane = DataPlane(Some(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name("usher-data")
-            .enable_all()
-            .build()
-            .context("cannot start the data-plane threads")?,
-    ));
+    let data_plane = DataPlane::start(workers)?;
 
     // The watchdog and the Stats actor start empty: the Topology tells them
     // every frontend and listener before the first accept.

@@ -17,7 +17,7 @@ use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
 use super::frontend::FrontendContext;
-use super::session;
+use super::session::{self, Admitted};
 use crate::bookkeeping::stats::SessionGauge;
 use crate::ids::ListenerId;
 use crate::messages::{AdmissionGuard, Admit, GiveBack, Shortage};
@@ -95,13 +95,16 @@ impl AcceptLoop {
                 match ready.try_io(|inner| inner.get_ref().accept()) {
                     Ok(Ok((stream, client))) => {
                         used += 1;
-                        let guard = AdmissionGuard::new(self.id, front.closed.clone());
-                        let live = [self.gauges[0].enter(), self.gauges[1].enter(), front.sessions.enter()];
-                        let session = session::run(front.clone(), stream, client, guard, grant.stress);
-                        front.tracker.spawn(async move {
-                            session.await;
-                            drop(live);
-                        });
+                        let admitted = Admitted {
+                            guard: AdmissionGuard::new(self.id, front.closed.clone()),
+                            live: [self.gauges[0].enter(), self.gauges[1].enter(), front.sessions.enter()],
+                            stress: grant.stress,
+                        };
+                        // The session future is spawned as it is: wrapping it in
+                        // another async block would store it twice in the task
+                        // (an async block keeps its captures beside its awaited
+                        // future), doubling every idle session's memory.
+                        front.tracker.spawn(session::run(front.clone(), stream, client, admitted));
                     }
                     Ok(Err(err)) => match classify_accept_error(&err) {
                         AcceptError::WouldBlock => break,

@@ -7,9 +7,13 @@
 //! forwarded, and the half-close is passed on once connected.
 
 use std::future::pending;
-use std::io;
 
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+
+/// Most a waiting client's bytes grow `early` by at a time: requests are
+/// usually small, and the buffer lives until the bytes are forwarded.
+const EARLY_CHUNK: usize = 2048;
 
 /// Bytes read from a waiting client, and whether it half-closed.
 pub struct ClientWatch {
@@ -25,23 +29,28 @@ impl ClientWatch {
 
     /// Resolves only when the client has left; reads what it sends meanwhile.
     /// Cancel-safe: bytes read are kept in `early`.
-    pub async fn gone(&mut self, client: &TcpStream) {
+    ///
+    /// `read_buf` fills spare capacity without zeroing it, and a short read
+    /// clears the socket's readiness, so a request costs one `recv`, not a
+    /// second one that only returns EAGAIN.
+    pub async fn gone(&mut self, client: &mut TcpStream) {
         loop {
             if self.half_closed || self.early.len() >= self.limit {
                 return pending().await;
             }
-            if client.readable().await.is_err() {
-                return;
-            }
             let room = self.limit - self.early.len();
-            let mut chunk = vec![0u8; room.min(16 * 1024)];
-            match client.try_read(&mut chunk) {
+            self.early.reserve_exact(room.min(EARLY_CHUNK));
+            match client.read_buf(&mut self.early).await {
                 Ok(0) if self.early.is_empty() => return,
                 Ok(0) => self.half_closed = true,
-                Ok(n) => self.early.extend_from_slice(&chunk[..n]),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Ok(_) => {}
                 Err(_) => return,
             }
         }
+    }
+
+    /// The bytes read so far, leaving the watch without a buffer.
+    pub fn take_early(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.early)
     }
 }

@@ -6,12 +6,16 @@
 //! written to it for its timeout (`timeout.client`, `timeout.server`); the
 //! first side to go idle ends the session.
 
+use std::future::poll_fn;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::ReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
@@ -48,14 +52,37 @@ enum PumpError {
     Write,
 }
 
-/// Last activity per side, in ms since the relay started.
-struct Activity {
-    start: Instant,
-    client: AtomicU64,
-    server: AtomicU64,
+/// Which way a pump copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    ClientToServer,
+    ServerToClient,
 }
 
-impl Activity {
+/// What both pumps of a session share (one task polls both, so plain
+/// relaxed atomics suffice: they only make the shared state `Sync`).
+struct Shared {
+    /// Start of the relay; activity is kept in ms since then.
+    start: Instant,
+    /// Last time anything was read from or written to each side.
+    client_seen: AtomicU64,
+    server_seen: AtomicU64,
+    /// Bytes copied, and whether the reading side sent its FIN, per direction.
+    bytes: [AtomicU64; 2],
+    eof: [AtomicBool; 2],
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            start: Instant::now(),
+            client_seen: AtomicU64::new(0),
+            server_seen: AtomicU64::new(0),
+            bytes: [AtomicU64::new(0), AtomicU64::new(0)],
+            eof: [AtomicBool::new(false), AtomicBool::new(false)],
+        }
+    }
+
     fn touch(&self, side: &AtomicU64) {
         side.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
@@ -66,52 +93,117 @@ impl Activity {
         }
         Some(self.start + Duration::from_millis(side.load(Ordering::Relaxed)) + timeout)
     }
+
+    /// (side read from, side written to, index of the direction)
+    fn sides(&self, direction: Direction) -> (&AtomicU64, &AtomicU64, usize) {
+        match direction {
+            Direction::ClientToServer => (&self.client_seen, &self.server_seen, 0),
+            Direction::ServerToClient => (&self.server_seen, &self.client_seen, 1),
+        }
+    }
+}
+
+/// Bytes read on the stack before a heap buffer is taken.
+const SMALL_READ: usize = 2048;
+
+/// What one small read did.
+enum Small {
+    Eof,
+    /// `n` bytes read; `rest` is what the writer did not take at once.
+    Read {
+        n: usize,
+        filled: bool,
+        rest: Option<Vec<u8>>,
+    },
+}
+
+/// One read into a stack array, written straight on when the writer takes
+/// it. The array lives only inside this poll, so it is not part of the
+/// session's future: an idle session holds no relay buffer at all, and a
+/// small message (keepalive ping-pong) costs no allocation.
+fn poll_small(cx: &mut Context<'_>, from: &mut ReadHalf<'_>, to: &TcpStream) -> Poll<Result<Small, PumpError>> {
+    // Uninitialised: the pump is polled on every wake of the session, and
+    // zeroing 2 KiB each time would be wasted.
+    let mut small = [MaybeUninit::<u8>::uninit(); SMALL_READ];
+    let mut read = ReadBuf::uninit(&mut small);
+    // poll_read (unlike try_read) treats a short read as "drained", which
+    // saves the read that would only return EAGAIN.
+    ready!(Pin::new(from).poll_read(cx, &mut read)).map_err(|_| PumpError::Read)?;
+    let data = read.filled();
+    let n = data.len();
+    if n == 0 {
+        return Poll::Ready(Ok(Small::Eof));
+    }
+    let written = match to.try_write(data) {
+        Ok(written) => written,
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(_) => return Poll::Ready(Err(PumpError::Write)),
+    };
+    let rest = (written < n).then(|| data[written..].to_vec());
+    Poll::Ready(Ok(Small::Read { n, filled: n == SMALL_READ, rest }))
 }
 
 /// Copies one direction until EOF (then half-closes `to`) or an error.
 ///
-/// The buffer exists only while data is in flight: the pump waits for
-/// readability with no buffer, allocates `bufsize` (uninitialised, filled by
-/// `try_read_buf`), and frees it as soon as the socket has nothing more to
-/// read. An idle session therefore holds no relay buffer at all.
-async fn pump<W>(
-    from: ReadHalf<'_>,
-    mut to: W,
+/// Reads go first into a small stack array (see [`poll_small`]). A read
+/// that fills it means bulk: the pump takes a `bufsize` heap buffer and
+/// keeps it while reads keep filling it, then frees it. An idle session
+/// therefore holds no relay buffer.
+async fn pump(
+    mut from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
     bufsize: usize,
-    activity: &Activity,
-    read_side: &AtomicU64,
-    write_side: &AtomicU64,
-    bytes: &AtomicU64,
-) -> Result<(), PumpError>
-where
-    W: AsyncWrite + Unpin,
-{
-    let source: &TcpStream = from.as_ref();
-    let mut buf: Option<Vec<u8>> = None;
+    shared: &Shared,
+    direction: Direction,
+) -> Result<(), PumpError> {
+    let (read_side, write_side, index) = shared.sides(direction);
+    let mut bulk: Option<Vec<u8>> = None;
     loop {
-        if buf.is_none() {
-            source.readable().await.map_err(|_| PumpError::Read)?;
-        }
-        let chunk = buf.get_or_insert_with(|| Vec::with_capacity(bufsize));
-        chunk.clear();
-        match source.try_read_buf(chunk) {
-            Ok(0) => {
-                activity.touch(read_side);
-                return match to.shutdown().await {
-                    Ok(()) => Ok(()),
-                    Err(err) if err.kind() == io::ErrorKind::NotConnected => Ok(()),
-                    Err(_) => Err(PumpError::Write),
-                };
+        let n = if let Some(buf) = &mut bulk {
+            buf.clear();
+            let n = from.read_buf(buf).await.map_err(|_| PumpError::Read)?;
+            if n > 0 {
+                shared.touch(read_side);
+                to.write_all(buf).await.map_err(|_| PumpError::Write)?;
+                shared.touch(write_side);
+                shared.bytes[index].fetch_add(n as u64, Ordering::Relaxed);
+                if n < buf.capacity() {
+                    // Reads no longer fill the buffer: free it.
+                    bulk = None;
+                }
             }
-            Ok(n) => {
-                activity.touch(read_side);
-                to.write_all(chunk).await.map_err(|_| PumpError::Write)?;
-                activity.touch(write_side);
-                bytes.fetch_add(n as u64, Ordering::Relaxed);
+            n
+        } else {
+            match poll_fn(|cx| poll_small(cx, &mut from, to.as_ref())).await? {
+                Small::Eof => 0,
+                Small::Read { n, filled, rest } => {
+                    shared.touch(read_side);
+                    if let Some(rest) = rest {
+                        to.write_all(&rest).await.map_err(|_| PumpError::Write)?;
+                    }
+                    shared.touch(write_side);
+                    shared.bytes[index].fetch_add(n as u64, Ordering::Relaxed);
+                    if filled {
+                        bulk = Some(Vec::with_capacity(bufsize.max(SMALL_READ)));
+                    }
+                    n
+                }
             }
-            // Drained: free the buffer while waiting for more.
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => buf = None,
-            Err(_) => return Err(PumpError::Read),
+        };
+        if n == 0 {
+            shared.touch(read_side);
+            shared.eof[index].store(true, Ordering::Relaxed);
+            if shared.eof[1 - index].load(Ordering::Relaxed) {
+                // The other way is finished too: `to` has nothing left to
+                // read, so closing it (when the session ends, at once) sends
+                // the FIN without a `shutdown` call of its own.
+                return Ok(());
+            }
+            return match to.shutdown().await {
+                Ok(()) => Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::NotConnected => Ok(()),
+                Err(_) => Err(PumpError::Write),
+            };
         }
     }
 }
@@ -126,29 +218,39 @@ pub async fn relay(
     limits: RelayLimits,
     kill: &CancellationToken,
 ) -> RelayOutcome {
-    let activity = Activity { start: Instant::now(), client: AtomicU64::new(0), server: AtomicU64::new(0) };
-    let from_client = AtomicU64::new(0);
-    let from_server = AtomicU64::new(0);
-    let (cr, mut cw) = client.split();
+    let shared = Shared::new();
+    let (cr, cw) = client.split();
     let (sr, mut sw) = server.split();
 
     let mut c2s_done = client_done;
-    if client_done && sw.shutdown().await.is_err() {
-        return RelayOutcome { end: RelayEnd::ServerReset, from_client: 0, from_server: 0 };
+    if client_done {
+        if sw.shutdown().await.is_err() {
+            return RelayOutcome { end: RelayEnd::ServerReset, from_client: 0, from_server: 0 };
+        }
+        shared.eof[0].store(true, Ordering::Relaxed);
     }
-    let c2s = pump(cr, &mut sw, limits.bufsize, &activity, &activity.client, &activity.server, &from_client);
-    let s2c = pump(sr, &mut cw, limits.bufsize, &activity, &activity.server, &activity.client, &from_server);
-    tokio::pin!(c2s, s2c);
+    let c2s = pump(cr, sw, limits.bufsize, &shared, Direction::ClientToServer);
+    let s2c = pump(sr, cw, limits.bufsize, &shared, Direction::ServerToClient);
+    let killed = kill.cancelled();
+    // One timer for the session, armed at the earliest idle deadline and
+    // moved only when it fires: activity only moves deadlines later, so a
+    // timer that fires early just re-reads them.
+    let next_deadline = || {
+        let client = shared.idle_deadline(&shared.client_seen, limits.client_idle);
+        let server = shared.idle_deadline(&shared.server_seen, limits.server_idle);
+        [client, server].into_iter().flatten().min()
+    };
+    let mut next = next_deadline();
+    let idle = sleep_until(next.unwrap_or_else(Instant::now));
+    tokio::pin!(c2s, s2c, killed, idle);
     let mut s2c_done = false;
 
     let end = loop {
         if c2s_done && s2c_done {
             break RelayEnd::Done;
         }
-        let client_deadline = activity.idle_deadline(&activity.client, limits.client_idle);
-        let server_deadline = activity.idle_deadline(&activity.server, limits.server_idle);
-        let next = [client_deadline, server_deadline].into_iter().flatten().min();
         tokio::select! {
+            biased;
             r = &mut c2s, if !c2s_done => match r {
                 Ok(()) => c2s_done = true,
                 Err(PumpError::Read) => break RelayEnd::ClientReset,
@@ -159,22 +261,25 @@ pub async fn relay(
                 Err(PumpError::Read) => break RelayEnd::ServerReset,
                 Err(PumpError::Write) => break RelayEnd::ClientReset,
             },
-            _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
-                // Deadlines move with activity: re-read them before judging.
+            () = &mut idle, if next.is_some() => {
                 let now = Instant::now();
-                if activity.idle_deadline(&activity.client, limits.client_idle).is_some_and(|d| d <= now) {
+                if shared.idle_deadline(&shared.client_seen, limits.client_idle).is_some_and(|d| d <= now) {
                     break RelayEnd::ClientIdle;
                 }
-                if activity.idle_deadline(&activity.server, limits.server_idle).is_some_and(|d| d <= now) {
+                if shared.idle_deadline(&shared.server_seen, limits.server_idle).is_some_and(|d| d <= now) {
                     break RelayEnd::ServerIdle;
                 }
+                next = next_deadline();
+                if let Some(deadline) = next {
+                    idle.as_mut().reset(deadline);
+                }
             },
-            _ = kill.cancelled() => break RelayEnd::Killed,
+            () = &mut killed => break RelayEnd::Killed,
         }
     };
     RelayOutcome {
         end,
-        from_client: from_client.load(Ordering::Relaxed),
-        from_server: from_server.load(Ordering::Relaxed),
+        from_client: shared.bytes[0].load(Ordering::Relaxed),
+        from_server: shared.bytes[1].load(Ordering::Relaxed),
     }
 }

@@ -21,7 +21,9 @@ use super::frontend::FrontendContext;
 use super::proxy_protocol;
 use super::relay::{relay, RelayEnd, RelayLimits};
 use crate::actors::stats::SessionEnded;
+use crate::bookkeeping::stats::GaugeTicket;
 use crate::bookkeeping::QueueKey;
+use crate::config::ProxyVersion;
 use crate::extension::{CheckClient, Verdict};
 use crate::ids::{ServerId, SessionId};
 use crate::logging::{AccessRecord, Termination};
@@ -30,16 +32,20 @@ use crate::messages::{AdmissionGuard, CancelReserve, ConnectOutcome, Reserve, Re
 /// Longest pause before retrying a server that refused (HAProxy's turn-around).
 const MAX_TURNAROUND: Duration = Duration::from_secs(1);
 
+/// What a session holds from its admission until it ends: the watchdog's
+/// count (returned by dropping the guard) and the live-session gauges.
+pub struct Admitted {
+    pub guard: AdmissionGuard,
+    /// Process, listener and frontend gauges.
+    pub live: [GaugeTicket; 3],
+    /// Accepted while the frontend was in stress mode: the session gets the
+    /// frontend's stress timeouts for its whole life.
+    pub stress: bool,
+}
+
 /// Runs one accepted client to its end and writes its access record.
-/// `stress`: accepted while the frontend was in stress mode, so it gets the
-/// frontend's stress timeouts for its whole life.
-pub async fn run(
-    front: Arc<FrontendContext>,
-    stream: std::net::TcpStream,
-    client: SocketAddr,
-    admitted: AdmissionGuard,
-    stress: bool,
-) {
+pub async fn run(front: Arc<FrontendContext>, stream: std::net::TcpStream, client: SocketAddr, admitted: Admitted) {
+    let stress = admitted.stress;
     let id = front.next_session();
     let mut record = AccessRecord::new(id.0, client, front.name.clone(), front.backend.name.clone());
     record.stress = stress;
@@ -57,7 +63,9 @@ pub async fn run(
     // has read the record finds the session counted.
     front.stats.do_send(SessionEnded(record.summary(front.id, end)));
     record.write(&front.log, end);
-    drop(admitted);
+    let Admitted { guard, live, .. } = admitted;
+    drop(guard);
+    drop(live);
 }
 
 fn prepare(stream: std::net::TcpStream) -> io::Result<TcpStream> {
@@ -84,7 +92,9 @@ async fn drive(
     // accept_proxy: the header's source is the client from here on.
     let mut proxied_to = None;
     if front.accept_proxy {
-        match proxy_protocol::read_header(&mut client, front.proxy_timeout, &front.kill).await {
+        // Boxed: the header reader holds a header-sized buffer, and inline it
+        // would size every session's future (and idle memory) by it.
+        match Box::pin(proxy_protocol::read_header(&mut client, front.proxy_timeout, &front.kill)).await {
             Ok(Some(addresses)) => {
                 record.client = addresses.source;
                 proxied_to = Some(addresses.destination);
@@ -102,7 +112,7 @@ async fn drive(
     }
     let mut watch = ClientWatch::new(front.bufsize);
     let reserve_started = Instant::now();
-    let reserved = reserve(front, id, None, timeouts.queue, &client, &mut watch, record).await;
+    let reserved = reserve(front, id, None, timeouts.queue, &mut client, &mut watch, record).await;
     record.queue_ms = reserve_started.elapsed().as_millis() as i64;
     let mut slot = match reserved {
         Ok(slot) => slot,
@@ -116,7 +126,7 @@ async fn drive(
         record.server_id = Some(slot.server.id);
         let attempt = tokio::select! {
             r = connect(slot.server.address, front.backend.connect_timeout) => r,
-            _ = watch.gone(&client) => return Termination::ClientAbortInConnect,
+            _ = watch.gone(&mut client) => return Termination::ClientAbortInConnect,
             _ = front.kill.cancelled() => return Termination::KilledInConnect,
         };
         if let Some(observe) = &slot.server.observe {
@@ -137,7 +147,7 @@ async fn drive(
             let avoid = slot.server.id;
             drop(slot);
             record.redispatched = true;
-            slot = match reserve(front, id, Some(avoid), timeouts.queue, &client, &mut watch, record).await {
+            slot = match reserve(front, id, Some(avoid), timeouts.queue, &mut client, &mut watch, record).await {
                 Ok(slot) => slot,
                 Err(end) => return end,
             };
@@ -146,7 +156,7 @@ async fn drive(
             let pause = if pause.is_zero() { MAX_TURNAROUND } else { pause };
             tokio::select! {
                 _ = sleep(pause) => {}
-                _ = watch.gone(&client) => return Termination::ClientAbortInConnect,
+                _ = watch.gone(&mut client) => return Termination::ClientAbortInConnect,
                 _ = front.kill.cancelled() => return Termination::KilledInConnect,
             }
         }
@@ -154,16 +164,23 @@ async fn drive(
     record.connect_ms = connect_started.elapsed().as_millis() as i64;
     let _ = server.set_nodelay(true);
 
-    let frontend_addr = proxied_to.or_else(|| client.local_addr().ok());
-    if proxy_protocol::send_header(&mut server, slot.server.send_proxy, record.client, frontend_addr).await.is_err() {
-        return Termination::ServerAbortInData;
-    }
-    if !watch.early.is_empty() {
-        if server.write_all(&watch.early).await.is_err() {
+    if slot.server.send_proxy != ProxyVersion::None {
+        let frontend_addr = proxied_to.or_else(|| client.local_addr().ok());
+        if proxy_protocol::send_header(&mut server, slot.server.send_proxy, record.client, frontend_addr).await.is_err()
+        {
             return Termination::ServerAbortInData;
         }
-        record.bytes_from_client += watch.early.len() as u64;
     }
+    // The early bytes' buffer is freed before the relay: a long idle session
+    // keeps no memory for its first request.
+    let early = watch.take_early();
+    if !early.is_empty() {
+        if server.write_all(&early).await.is_err() {
+            return Termination::ServerAbortInData;
+        }
+        record.bytes_from_client += early.len() as u64;
+    }
+    drop(early);
     let limits =
         RelayLimits { client_idle: timeouts.client, server_idle: front.backend.server_timeout, bufsize: front.bufsize };
     let outcome = relay(&mut client, &mut server, watch.half_closed, limits, &front.kill).await;
@@ -237,7 +254,7 @@ async fn reserve(
     id: SessionId,
     avoid: Option<ServerId>,
     queue_timeout: Duration,
-    client: &TcpStream,
+    client: &mut TcpStream,
     watch: &mut ClientWatch,
     record: &mut AccessRecord,
 ) -> Result<Slot, Termination> {
