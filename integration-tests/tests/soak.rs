@@ -17,7 +17,7 @@ async fn no_lost_wakeup_with_one_slot() {
     let broker = TestBroker::start(&format!(
         "[global]\nworkers = 2\n\
          [frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
-         [backends.app.timeout]\nqueue = \"10s\"\n\
+         [backends.app.timeout]\nqueue = \"30s\"\n\
          [backends.app.servers.s1]\naddress = \"{}\"\nmaxconn = 1\n",
         server.addr
     ));
