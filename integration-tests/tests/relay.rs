@@ -104,3 +104,40 @@ async fn idle_server_is_closed_with_sd() {
     assert!(matches!(record.termination(), "sD"), "{record:?}");
     drop(client);
 }
+
+/// Ping-pong, then bulk, then ping-pong again on one session, with one
+/// worker (sessions on the actors' thread) and small buffers: every switch
+/// between the stack read and the growing bulk buffer keeps the bytes exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_and_bulk_messages_relay_exactly_on_one_worker() {
+    let server = TestBackend::start(Behavior::Echo);
+    let broker = TestBroker::start(&format!(
+        "[global]\nworkers = 1\nbufsize = 1024\nbufsize_max = 8192\n{}",
+        config(server.addr, "")
+    ));
+    let mut client = TcpStream::connect(broker.addr("web")).await.expect("connect");
+    let mut sent = 0u64;
+    for (round, len) in [1usize, 64, 3000, 2 * 1024 * 1024 + 17, 5, 100_000, 2].into_iter().enumerate() {
+        let data = random_bytes(100 + round as u64, len);
+        let (mut rd, mut wr) = client.split();
+        let write = async {
+            wr.write_all(&data).await.expect("write");
+        };
+        let mut back = vec![0u8; len];
+        let read = async {
+            tokio::time::timeout(DEADLINE, rd.read_exact(&mut back)).await.expect("in time").expect("read");
+        };
+        tokio::join!(write, read);
+        assert!(back == data, "round {round}: {len} echoed bytes differ");
+        sent += len as u64;
+    }
+    client.shutdown().await.expect("half-close");
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, client.read_to_end(&mut rest)).await.expect("in time").expect("read");
+    assert!(rest.is_empty());
+
+    let record = broker.logs.wait_for("session", |_| true).await;
+    assert_eq!(record.termination(), "--");
+    assert_eq!(record.int("bytes_from_client"), sent as i64);
+    assert_eq!(record.int("bytes_from_server"), sent as i64);
+}

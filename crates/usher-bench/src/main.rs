@@ -10,6 +10,10 @@ use clap::{Parser, Subcommand};
 use usher_bench::proxies::{serve_usher, ProxyKind};
 use usher_bench::{sys, targets, Case, Harness, Options};
 
+/// The same allocator as the daemon, so `serve-usher` measures usher as shipped.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "usher-bench", about = "usher vs HAProxy vs no proxy, on 127.0.0.1")]
 struct Cli {

@@ -30,6 +30,12 @@ fn every_case_completes_with_quick_settings() {
                     }
                     assert!(!values.is_empty(), "{} {}: no {}", r.title, proxy.name(), m.name);
                     match m.better {
+                        // 500 connections fit in the allocator's already
+                        // committed pages (mimalloc), so the RSS delta can
+                        // be exactly 0 in a quick run; it must not be negative.
+                        Better::Lower if m.name == "RSS KiB/conn" => {
+                            assert!(values.iter().all(|v| *v >= 0.0), "{} {}: {values:?}", r.title, proxy.name())
+                        }
                         Better::Higher | Better::Lower => {
                             assert!(
                                 values.iter().all(|v| *v > 0.0),

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::bookkeeping::QueueKey;
 use crate::ids::{ListenerId, ServerId, SessionId};
@@ -30,6 +30,10 @@ pub struct ServerInfo {
     /// Where to report connect outcomes, when the server observes live
     /// traffic (`check.error_limit`).
     pub observe: Option<Recipient<ConnectOutcome>>,
+    /// The Server actor that owns this server's slots: a [`Slot`] sends its
+    /// `Release` here. Kept once per server rather than per slot, so a grant
+    /// costs an `Arc` increment, not a boxed `Recipient` clone.
+    pub release: Recipient<Release>,
 }
 
 /// A reserved slot on one server. Dropping it sends exactly one `Release` to
@@ -37,27 +41,27 @@ pub struct ServerInfo {
 /// cancellation, task abort, panic unwinding.
 pub struct Slot {
     pub server: Arc<ServerInfo>,
-    release: Option<Recipient<Release>>,
+    armed: bool,
 }
 
 impl Slot {
-    pub(crate) fn new(server: Arc<ServerInfo>, release: Recipient<Release>) -> Slot {
-        Slot { server, release: Some(release) }
+    pub(crate) fn new(server: Arc<ServerInfo>) -> Slot {
+        Slot { server, armed: true }
     }
 
     /// Takes the slot back without a `Release`: the BackendQueue reuses it
     /// when the waiter it was sent to is gone.
     pub(crate) fn disarm(mut self) -> Arc<ServerInfo> {
-        self.release = None;
+        self.armed = false;
         self.server.clone()
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(release) = self.release.take() {
+        if std::mem::take(&mut self.armed) {
             // do_send: Drop cannot await, and one Release per slot bounds it.
-            release.do_send(Release);
+            self.server.release.do_send(Release);
         }
     }
 }
@@ -70,9 +74,6 @@ impl std::fmt::Debug for Slot {
 
 // === Reserve ===
 
-/// Capacity of a session's reply channel: `Queued`, then the final answer.
-pub const RESERVE_REPLIES: usize = 2;
-
 /// A session asks its backend for a slot.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -82,16 +83,20 @@ pub struct Reserve {
     pub client: IpAddr,
     pub pin: Option<ServerId>,
     pub avoid: Option<ServerId>,
-    pub reply: mpsc::Sender<ReserveReply>,
+    pub reply: oneshot::Sender<ReserveReply>,
 }
 
-/// Answers to `Reserve`, at most [`RESERVE_REPLIES`] per request.
+/// The answer to `Reserve`. A session granted at once costs one oneshot
+/// channel; a queued one gets `Queued` with the channel its final answer
+/// comes on (a second oneshot), so the common case allocates once.
 #[derive(Debug)]
 pub enum ReserveReply {
-    /// Waiting; `position` sessions were already in the queue joined.
+    /// Waiting; `position` sessions were already in the queue joined. The
+    /// final answer comes on `next`.
     Queued {
         server_queue: bool,
         position: u32,
+        next: oneshot::Receiver<ReserveReply>,
     },
     Granted(Slot),
     /// The queue is at its `maxqueue`.

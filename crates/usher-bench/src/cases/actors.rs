@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use anyhow::anyhow;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use usher_core::actors::server::CheckSpec;
 use usher_core::actors::{BackendQueue, Server};
 use usher_core::bookkeeping::backend_state::ServerSetup;
 use usher_core::bookkeeping::{BackendSetup, HealthConfig, QueueKey};
 use usher_core::config::Balance;
 use usher_core::ids::{ServerId, SessionId};
-use usher_core::messages::{Reserve, ReserveReply, ServerInfo, RESERVE_REPLIES};
+use usher_core::messages::{Reserve, ReserveReply, ServerInfo};
 
 use super::{Harness, SHARED};
 use crate::proxies::ProxyKind;
@@ -145,8 +145,9 @@ fn start_backend(maxconn: u32) -> Recipient<Reserve> {
             address,
             send_proxy: Default::default(),
             observe: None,
+            release: server.recipient(),
         });
-        servers.push((info, server.recipient()));
+        servers.push(info);
         setups.push(ServerSetup { maxconn, weight: 1, maxqueue: 0, backup: false, minconn: 0 });
     }
     let balancer = usher_core::balance::for_kind(Balance::Roundrobin, &[1; SERVERS], 2, 0);
@@ -162,7 +163,7 @@ async fn cycle(
 ) -> anyhow::Result<()> {
     while !stop.load(Ordering::Relaxed) {
         let session = SessionId(ids.fetch_add(1, Ordering::Relaxed));
-        let (reply, mut replies) = mpsc::channel(RESERVE_REPLIES);
+        let (reply, mut replies) = oneshot::channel();
         reserve.do_send(Reserve {
             session,
             key: QueueKey::fifo(session),
@@ -172,10 +173,10 @@ async fn cycle(
             reply,
         });
         loop {
-            match replies.recv().await {
-                Some(ReserveReply::Queued { .. }) => continue,
+            match replies.await {
+                Ok(ReserveReply::Queued { next, .. }) => replies = next,
                 // Dropping the slot sends Release to its Server.
-                Some(ReserveReply::Granted(slot)) => break drop(slot),
+                Ok(ReserveReply::Granted(slot)) => break drop(slot),
                 other => return Err(anyhow!("unexpected reply to Reserve: {other:?}")),
             }
         }

@@ -16,13 +16,13 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use slog::{debug, info, Logger};
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::oneshot;
 
 use crate::bookkeeping::{BackendSetup, BackendState, Grant, Refusal, ReserveRequest, Reserved, ServerSetup};
 use crate::ids::ServerId;
-use crate::messages::{CancelReserve, Dequeue, Release, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, Slot};
+use crate::messages::{CancelReserve, Dequeue, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, Slot};
 
-type Waiter = mpsc::Sender<ReserveReply>;
+type Waiter = oneshot::Sender<ReserveReply>;
 
 /// Asks for a [`QueueReport`].
 #[derive(Message, Debug)]
@@ -59,7 +59,7 @@ pub struct ServerQueueReport {
 /// A server change of a reload, by stable server id.
 pub enum ServerChange {
     /// A new server; its id must be the next one (`BackendState::add_server`).
-    Add { id: ServerId, info: Arc<ServerInfo>, release: Recipient<Release>, setup: ServerSetup },
+    Add { id: ServerId, info: Arc<ServerInfo>, setup: ServerSetup },
     /// Same server, new settings (a new `ServerInfo` for sessions seated from now on).
     Update { id: ServerId, info: Arc<ServerInfo>, setup: ServerSetup },
     /// Gone from the configuration: its queue is balanced again, its
@@ -85,7 +85,7 @@ pub struct RetireBackend;
 pub struct BackendQueue {
     state: BackendState<Waiter>,
     /// By server id; `None` once a reload removed the server.
-    servers: Vec<Option<(Arc<ServerInfo>, Recipient<Release>)>>,
+    servers: Vec<Option<Arc<ServerInfo>>>,
     retired: bool,
     log: Logger,
 }
@@ -93,7 +93,7 @@ pub struct BackendQueue {
 impl BackendQueue {
     pub fn new(
         setups: &[ServerSetup],
-        servers: Vec<(Arc<ServerInfo>, Recipient<Release>)>,
+        servers: Vec<Arc<ServerInfo>>,
         setup: BackendSetup,
         balancer: Box<dyn crate::balance::Balancer>,
         log: Logger,
@@ -104,8 +104,8 @@ impl BackendQueue {
 
     fn slot(&self, server: ServerId) -> Slot {
         // Grants only come from servers that are not removed.
-        let (info, release) = self.servers[server.0].as_ref().expect("granted server exists");
-        Slot::new(info.clone(), release.clone())
+        let info = self.servers[server.0].as_ref().expect("granted server exists");
+        Slot::new(info.clone())
     }
 
     /// A retired backend stops once nobody waits in it any more: its
@@ -120,10 +120,10 @@ impl BackendQueue {
 
     /// Sends a granted slot; if the waiter is gone, the slot is disarmed and
     /// held again.
-    fn deliver(&mut self, server: ServerId, waiter: &Waiter) -> bool {
-        match waiter.try_send(ReserveReply::Granted(self.slot(server))) {
+    fn deliver(&mut self, server: ServerId, waiter: Waiter) -> bool {
+        match waiter.send(ReserveReply::Granted(self.slot(server))) {
             Ok(()) => true,
-            Err(TrySendError::Closed(reply) | TrySendError::Full(reply)) => {
+            Err(reply) => {
                 if let ReserveReply::Granted(slot) = reply {
                     slot.disarm();
                 }
@@ -133,11 +133,15 @@ impl BackendQueue {
         }
     }
 
+    fn deliver_grant(&mut self, grant: Grant<Waiter>) {
+        if !self.deliver(grant.server, grant.waiter) {
+            debug!(self.log, "granted waiter was gone"; "session" => grant.session.0);
+        }
+    }
+
     fn deliver_grants(&mut self, grants: Vec<Grant<Waiter>>) {
         for grant in grants {
-            if !self.deliver(grant.server, &grant.waiter) {
-                debug!(self.log, "granted waiter was gone"; "session" => grant.session.0);
-            }
+            self.deliver_grant(grant);
         }
     }
 
@@ -146,7 +150,7 @@ impl BackendQueue {
             info!(self.log, "queued sessions refused: no usable server"; "sessions" => refusals.len());
         }
         for r in refusals {
-            let _ = r.waiter.try_send(ReserveReply::NoServer);
+            let _ = r.waiter.send(ReserveReply::NoServer);
         }
     }
 
@@ -183,19 +187,25 @@ impl Handler<Reserve> for BackendQueue {
             pin: msg.pin,
             avoid: msg.avoid,
         };
-        let notify = msg.reply.clone();
+        let session = msg.session;
         match self.state.reserve(req, msg.reply) {
             Reserved::Granted { server, waiter } => {
-                self.deliver(server, &waiter);
+                self.deliver(server, waiter);
             }
             Reserved::Queued { server, position } => {
-                let _ = notify.try_send(ReserveReply::Queued { server_queue: server.is_some(), position });
+                // The session waits on a fresh channel from now on; the one it
+                // sent carries the news and that channel.
+                if let Some(waiter) = self.state.waiter_mut(session) {
+                    let (next_tx, next) = oneshot::channel();
+                    let first = std::mem::replace(waiter, next_tx);
+                    let _ = first.send(ReserveReply::Queued { server_queue: server.is_some(), position, next });
+                }
             }
             Reserved::Full { waiter } => {
-                let _ = waiter.try_send(ReserveReply::Full);
+                let _ = waiter.send(ReserveReply::Full);
             }
             Reserved::NoServer { waiter } => {
-                let _ = waiter.try_send(ReserveReply::NoServer);
+                let _ = waiter.send(ReserveReply::NoServer);
             }
         }
         // A larger backend load may raise dynamic maxconn: settle.
@@ -219,7 +229,7 @@ impl Handler<Dequeue> for BackendQueue {
         self.state.released(msg.server, msg.released);
         for _ in 0..msg.credits {
             if let Some(grant) = self.state.credit(msg.server) {
-                self.deliver_grants(vec![grant]);
+                self.deliver_grant(grant);
             }
         }
         self.settle();
@@ -249,14 +259,14 @@ impl Handler<ReconfigureBackend> for BackendQueue {
         let mut removed = Vec::new();
         for change in msg.servers {
             match change {
-                ServerChange::Add { id, info, release, setup } => {
+                ServerChange::Add { id, info, setup } => {
                     let got = self.state.add_server(&setup);
                     debug_assert_eq!(got, id, "server ids are handed out in order");
-                    self.servers.push(Some((info, release)));
+                    self.servers.push(Some(info));
                 }
                 ServerChange::Update { id, info, setup } => {
                     self.state.update_server(id, &setup);
-                    if let Some(Some((old, _))) = self.servers.get_mut(id.0) {
+                    if let Some(Some(old)) = self.servers.get_mut(id.0) {
                         *old = info;
                     }
                 }

@@ -455,12 +455,7 @@ impl Topology {
                     let ctx: Context<Server> = Context::new();
                     let actor = ctx.address();
                     let info = server_info(id, s, &b.name, &actor);
-                    server_changes.push(ServerChange::Add {
-                        id,
-                        info,
-                        release: actor.clone().recipient(),
-                        setup: server_setup(s),
-                    });
+                    server_changes.push(ServerChange::Add { id, info, setup: server_setup(s) });
                     slot.servers.push(ServerSlot { settings: s.clone(), actor: Some(actor) });
                     starting.push((ctx, new_server(id, s, &slot.queue, &log)));
                     info!(self.log, "server added"; "backend" => &b.name, "server" => &s.name);
@@ -564,6 +559,7 @@ impl Topology {
                     client_timeout: f.timeout.client,
                     stress: f.stress.timeout.clone(),
                     bufsize: self.settings.global.bufsize as usize,
+                    bufsize_max: self.settings.global.bufsize_max.max(self.settings.global.bufsize) as usize,
                     backend: backend.params.clone(),
                     reserve: backend.queue.clone().recipient(),
                     cancel: backend.queue.clone().recipient(),
@@ -669,6 +665,7 @@ fn server_info(id: ServerId, s: &ServerSettings, backend: &str, actor: &Addr<Ser
         address: s.address,
         send_proxy: s.send_proxy,
         observe: (c.enabled && c.error_limit > 0).then(|| actor.clone().recipient()),
+        release: actor.clone().recipient(),
     })
 }
 
@@ -696,7 +693,7 @@ fn start_backend(b: &BackendSettings, log: &Logger) -> BackendSlot {
     for (i, s) in b.servers.iter().enumerate() {
         let id = ServerId(i);
         let server = new_server(id, s, &queue, &log).start();
-        infos.push((server_info(id, s, &b.name, &server), server.clone().recipient()));
+        infos.push(server_info(id, s, &b.name, &server));
         servers.push(server_setup(s));
         slots.push(ServerSlot { settings: s.clone(), actor: Some(server) });
     }

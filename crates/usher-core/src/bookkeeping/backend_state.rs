@@ -357,6 +357,15 @@ impl<W> BackendState<W> {
         }
     }
 
+    /// The waiter of a queued session, to replace it (the BackendQueue
+    /// swaps in the channel the session waits on from then on).
+    pub fn waiter_mut(&mut self, session: SessionId) -> Option<&mut W> {
+        match *self.location.get(&session)? {
+            None => self.queue.get_mut(session),
+            Some(server) => self.servers.get_mut(server.0)?.queue.get_mut(session),
+        }
+    }
+
     // === freed slots ===
 
     /// A freed slot of `server` arrived (`Dequeue`). The best waiter that can

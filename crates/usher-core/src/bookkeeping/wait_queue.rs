@@ -90,6 +90,11 @@ impl<W> WaitQueue<W> {
         self.entries.remove(&key).map(|w| w.waiter)
     }
 
+    pub fn get_mut(&mut self, session: SessionId) -> Option<&mut W> {
+        let key = self.index.get(&session)?;
+        self.entries.get_mut(key).map(|w| &mut w.waiter)
+    }
+
     pub fn contains(&self, session: SessionId) -> bool {
         self.index.contains_key(&session)
     }
@@ -115,5 +120,16 @@ mod tests {
         assert_eq!(q.pop_front().map(|w| w.session), Some(SessionId(1)));
         assert_eq!(q.pop_front().map(|w| w.session), Some(SessionId(3)));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_queued_waiter_can_be_replaced_in_place() {
+        let mut q = WaitQueue::default();
+        q.push(QueueKey::fifo(SessionId(1)), SessionId(1), "first");
+        q.push(QueueKey::fifo(SessionId(2)), SessionId(2), "second");
+        *q.get_mut(SessionId(2)).expect("queued") = "replaced";
+        assert!(q.get_mut(SessionId(3)).is_none());
+        assert_eq!(q.pop_front().map(|w| w.waiter), Some("first"));
+        assert_eq!(q.pop_front().map(|w| w.waiter), Some("replaced"));
     }
 }

@@ -58,6 +58,7 @@ fn global(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<GlobalSe
     let workers = s.u32_in("workers", 0, 1024, report);
     let grace = s.duration("grace", report);
     let bufsize = s.u32_in("bufsize", 1024, 16 << 20, report);
+    let bufsize_max = s.u32_in("bufsize_max", 0, 64 << 20, report);
     let maxaccept = s.u32_in("maxaccept", 1, 1024, report);
     s.finish(report);
     Some(GlobalSettings {
@@ -66,6 +67,7 @@ fn global(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<GlobalSe
         workers: workers?,
         grace: grace?,
         bufsize: bufsize?,
+        bufsize_max: bufsize_max?,
         maxaccept: maxaccept?,
     })
 }

@@ -73,6 +73,8 @@ pub struct GlobalSettings {
     pub grace: Duration,
     /// Relay buffer per direction and session, in bytes.
     pub bufsize: u32,
+    /// Most a streaming direction's buffer grows to (below `bufsize` = no growth).
+    pub bufsize_max: u32,
     /// Accepts in a row per listener wake-up.
     pub maxaccept: u32,
 }

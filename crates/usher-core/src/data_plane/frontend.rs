@@ -35,6 +35,8 @@ pub struct FrontendContext {
     /// Timeouts of sessions accepted in stress mode.
     pub stress: StressTimeouts,
     pub bufsize: usize,
+    /// Most a streaming direction's relay buffer grows to (≥ `bufsize`).
+    pub bufsize_max: usize,
     pub backend: BackendParams,
     pub reserve: Recipient<Reserve>,
     pub cancel: Recipient<CancelReserve>,

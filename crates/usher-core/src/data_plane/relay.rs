@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
@@ -26,7 +26,10 @@ pub struct RelayLimits {
     pub client_idle: Duration,
     /// Zero = no server idle timeout.
     pub server_idle: Duration,
+    /// First bulk buffer of a direction.
     pub bufsize: usize,
+    /// Most a bulk buffer grows to while reads keep filling it.
+    pub bufsize_max: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,47 +148,36 @@ fn poll_small(cx: &mut Context<'_>, from: &mut ReadHalf<'_>, to: &TcpStream) -> 
 
 /// Copies one direction until EOF (then half-closes `to`) or an error.
 ///
-/// Reads go first into a small stack array (see [`poll_small`]). A read
-/// that fills it means bulk: the pump takes a `bufsize` heap buffer and
-/// keeps it while reads keep filling it, then frees it. An idle session
-/// therefore holds no relay buffer.
+/// Reads go first into a small stack array (see [`poll_small`]): that is
+/// all an interactive session ever uses, with no allocation and no extra
+/// `recv`. A read that fills it means bulk: the pump takes a `bufsize` heap
+/// buffer and reads without waiting (`try_read_buf`) while data is there,
+/// doubling the buffer up to `bufsize_max` each time a read fills it. The
+/// first read that would block frees the buffer and the pump goes back to
+/// waiting with none, so a session holds a relay buffer only while bytes
+/// flow, and an idle one holds none.
 async fn pump(
     mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
-    bufsize: usize,
+    limits: &RelayLimits,
     shared: &Shared,
     direction: Direction,
 ) -> Result<(), PumpError> {
     let (read_side, write_side, index) = shared.sides(direction);
-    let mut bulk: Option<Vec<u8>> = None;
+    let first_bulk = limits.bufsize.max(SMALL_READ);
     loop {
-        let n = if let Some(buf) = &mut bulk {
-            buf.clear();
-            let n = from.read_buf(buf).await.map_err(|_| PumpError::Read)?;
-            if n > 0 {
+        let n = match poll_fn(|cx| poll_small(cx, &mut from, to.as_ref())).await? {
+            Small::Eof => 0,
+            Small::Read { n, filled, rest } => {
                 shared.touch(read_side);
-                to.write_all(buf).await.map_err(|_| PumpError::Write)?;
+                if let Some(rest) = rest {
+                    to.write_all(&rest).await.map_err(|_| PumpError::Write)?;
+                }
                 shared.touch(write_side);
                 shared.bytes[index].fetch_add(n as u64, Ordering::Relaxed);
-                if n < buf.capacity() {
-                    // Reads no longer fill the buffer: free it.
-                    bulk = None;
-                }
-            }
-            n
-        } else {
-            match poll_fn(|cx| poll_small(cx, &mut from, to.as_ref())).await? {
-                Small::Eof => 0,
-                Small::Read { n, filled, rest } => {
-                    shared.touch(read_side);
-                    if let Some(rest) = rest {
-                        to.write_all(&rest).await.map_err(|_| PumpError::Write)?;
-                    }
-                    shared.touch(write_side);
-                    shared.bytes[index].fetch_add(n as u64, Ordering::Relaxed);
-                    if filled {
-                        bulk = Some(Vec::with_capacity(bufsize.max(SMALL_READ)));
-                    }
+                if filled {
+                    bulk(&mut from, &mut to, first_bulk, limits.bufsize_max, shared, direction).await?
+                } else {
                     n
                 }
             }
@@ -204,6 +196,41 @@ async fn pump(
                 Err(err) if err.kind() == io::ErrorKind::NotConnected => Ok(()),
                 Err(_) => Err(PumpError::Write),
             };
+        }
+    }
+}
+
+/// Copies while the socket has data, through a heap buffer that grows from
+/// `size` to `max` while reads fill it. Returns 0 at EOF, or a non-zero
+/// count once the socket is drained (the buffer is freed on return).
+async fn bulk(
+    from: &mut ReadHalf<'_>,
+    to: &mut WriteHalf<'_>,
+    mut size: usize,
+    max: usize,
+    shared: &Shared,
+    direction: Direction,
+) -> Result<usize, PumpError> {
+    let (read_side, write_side, index) = shared.sides(direction);
+    let source: &TcpStream = from.as_ref();
+    let mut buf = Vec::with_capacity(size);
+    loop {
+        buf.clear();
+        let n = match source.try_read_buf(&mut buf) {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(1),
+            Err(_) => return Err(PumpError::Read),
+        };
+        if n == 0 {
+            return Ok(0);
+        }
+        shared.touch(read_side);
+        to.write_all(&buf).await.map_err(|_| PumpError::Write)?;
+        shared.touch(write_side);
+        shared.bytes[index].fetch_add(n as u64, Ordering::Relaxed);
+        if n == size && size < max {
+            size = (size * 2).min(max);
+            buf = Vec::with_capacity(size);
         }
     }
 }
@@ -229,8 +256,8 @@ pub async fn relay(
         }
         shared.eof[0].store(true, Ordering::Relaxed);
     }
-    let c2s = pump(cr, sw, limits.bufsize, &shared, Direction::ClientToServer);
-    let s2c = pump(sr, cw, limits.bufsize, &shared, Direction::ServerToClient);
+    let c2s = pump(cr, sw, &limits, &shared, Direction::ClientToServer);
+    let s2c = pump(sr, cw, &limits, &shared, Direction::ServerToClient);
     let killed = kill.cancelled();
     // One timer for the session, armed at the earliest idle deadline and
     // moved only when it fires: activity only moves deadlines later, so a

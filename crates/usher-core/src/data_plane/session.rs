@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix::Recipient;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use super::client_watch::ClientWatch;
@@ -27,7 +27,7 @@ use crate::config::ProxyVersion;
 use crate::extension::{CheckClient, Verdict};
 use crate::ids::{ServerId, SessionId};
 use crate::logging::{AccessRecord, Termination};
-use crate::messages::{AdmissionGuard, CancelReserve, ConnectOutcome, Reserve, ReserveReply, Slot, RESERVE_REPLIES};
+use crate::messages::{AdmissionGuard, CancelReserve, ConnectOutcome, Reserve, ReserveReply, Slot};
 
 /// Longest pause before retrying a server that refused (HAProxy's turn-around).
 const MAX_TURNAROUND: Duration = Duration::from_secs(1);
@@ -181,8 +181,12 @@ async fn drive(
         record.bytes_from_client += early.len() as u64;
     }
     drop(early);
-    let limits =
-        RelayLimits { client_idle: timeouts.client, server_idle: front.backend.server_timeout, bufsize: front.bufsize };
+    let limits = RelayLimits {
+        client_idle: timeouts.client,
+        server_idle: front.backend.server_timeout,
+        bufsize: front.bufsize,
+        bufsize_max: front.bufsize_max,
+    };
     let outcome = relay(&mut client, &mut server, watch.half_closed, limits, &front.kill).await;
     record.bytes_from_client += outcome.from_client;
     record.bytes_from_server += outcome.from_server;
@@ -258,7 +262,7 @@ async fn reserve(
     watch: &mut ClientWatch,
     record: &mut AccessRecord,
 ) -> Result<Slot, Termination> {
-    let (tx, mut rx) = mpsc::channel(RESERVE_REPLIES);
+    let (tx, mut rx) = oneshot::channel();
     // do_send on the per-connection path: at most one Reserve per session
     // is in flight, so the mailbox is bounded by live sessions.
     let key = QueueKey {
@@ -273,8 +277,8 @@ async fn reserve(
 
     loop {
         tokio::select! {
-            reply = rx.recv() => match reply {
-                Some(ReserveReply::Queued { server_queue, position }) => {
+            reply = &mut rx => match reply {
+                Ok(ReserveReply::Queued { server_queue, position, next }) => {
                     slog::debug!(front.log, "session queued";
                         "session" => id.0, "queue" => if server_queue { "server" } else { "backend" },
                         "position" => position);
@@ -283,20 +287,21 @@ async fn reserve(
                     } else {
                         record.backend_queue_pos = i64::from(position);
                     }
+                    rx = next;
                 }
-                Some(ReserveReply::Granted(slot)) => {
+                Ok(ReserveReply::Granted(slot)) => {
                     ticket.disarm();
                     return Ok(slot);
                 }
-                Some(ReserveReply::Full) => {
+                Ok(ReserveReply::Full) => {
                     ticket.disarm();
                     return Err(Termination::QueueFull);
                 }
-                Some(ReserveReply::NoServer) => {
+                Ok(ReserveReply::NoServer) => {
                     ticket.disarm();
                     return Err(Termination::NoServer);
                 }
-                None => {
+                Err(_) => {
                     ticket.disarm();
                     return Err(Termination::Internal);
                 }
@@ -305,9 +310,13 @@ async fn reserve(
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 // A grant that raced the deadline is used rather than wasted.
                 while let Ok(reply) = rx.try_recv() {
-                    if let ReserveReply::Granted(slot) = reply {
-                        ticket.disarm();
-                        return Ok(slot);
+                    match reply {
+                        ReserveReply::Granted(slot) => {
+                            ticket.disarm();
+                            return Ok(slot);
+                        }
+                        ReserveReply::Queued { next, .. } => rx = next,
+                        _ => break,
                     }
                 }
                 return Err(Termination::QueueTimeout);
