@@ -86,8 +86,10 @@ impl Shared {
         }
     }
 
-    fn touch(&self, side: &AtomicU64) {
-        side.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    fn touch(&self, side: &AtomicU64) -> u64 {
+        let at = self.start.elapsed().as_millis() as u64;
+        side.store(at, Ordering::Relaxed);
+        at
     }
 
     fn idle_deadline(&self, side: &AtomicU64, timeout: Duration) -> Option<Instant> {
@@ -169,11 +171,15 @@ async fn pump(
         let n = match poll_fn(|cx| poll_small(cx, &mut from, to.as_ref())).await? {
             Small::Eof => 0,
             Small::Read { n, filled, rest } => {
-                shared.touch(read_side);
+                let at = shared.touch(read_side);
                 if let Some(rest) = rest {
                     to.write_all(&rest).await.map_err(|_| PumpError::Write)?;
+                    shared.touch(write_side);
+                } else {
+                    // Written at once: one clock read serves both sides
+                    // (it is a measurable share of a small round trip).
+                    write_side.store(at, Ordering::Relaxed);
                 }
-                shared.touch(write_side);
                 shared.bytes[index].fetch_add(n as u64, Ordering::Relaxed);
                 if filled {
                     bulk(&mut from, &mut to, first_bulk, limits.bufsize_max, shared, direction).await?
