@@ -34,8 +34,12 @@ impl Balancer for SmoothRoundRobin {
         let mut total = 0i64;
         let mut best: Option<usize> = None;
         for (i, c) in candidates.iter().enumerate() {
+            // static-rr keeps the configured weight while the live one is
+            // non-zero (0 still takes a server out); a server configured at
+            // weight 0 has nothing to keep and follows the live weight, or
+            // raising it at run time would never bring it traffic.
             let weight = match &self.fixed {
-                Some(fixed) if c.weight > 0 => fixed.get(i).copied().unwrap_or(c.weight),
+                Some(fixed) if c.weight > 0 => fixed.get(i).copied().filter(|&w| w > 0).unwrap_or(c.weight),
                 _ => c.weight,
             };
             if !c.available || weight == 0 {
@@ -95,5 +99,17 @@ mod tests {
         c[0].weight = 9;
         let picks: Vec<usize> = (0..10).map(|_| pick(&mut rr, &c).unwrap()).collect();
         assert_eq!(picks.iter().filter(|&&p| p == 0).count(), 5);
+    }
+
+    #[test]
+    fn static_rr_serves_a_server_configured_at_weight_zero_once_raised() {
+        let mut rr = SmoothRoundRobin::with_static_weights(&[1, 0]);
+        let mut c = cands(&[1, 0]);
+        assert!((0..4).all(|_| pick(&mut rr, &c) == Some(0)), "weight 0: no traffic");
+        c[1] = cands(&[1, 1])[1];
+        let picks: Vec<usize> = (0..10).map(|_| pick(&mut rr, &c).unwrap()).collect();
+        assert_eq!(picks.iter().filter(|&&p| p == 1).count(), 5);
+        c[0] = cands(&[0])[0];
+        assert!((0..4).all(|_| pick(&mut rr, &c) == Some(1)), "live weight 0 still takes a server out");
     }
 }
