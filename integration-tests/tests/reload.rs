@@ -274,3 +274,51 @@ async fn post_reload_applies_or_explains() {
     assert_eq!(http::get(admin, "/reload", None).await.status, 405);
     broker.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_counts_in_the_backend_it_was_admitted_to() {
+    let first = TestBackend::start(Behavior::Echo);
+    let second = TestBackend::start(Behavior::Echo);
+    let toml = |backend: &str| {
+        format!(
+            "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"{backend}\"\n\
+             [backends.one.servers.s1]\naddress = \"{}\"\n\
+             [backends.two.servers.s1]\naddress = \"{}\"\n",
+            first.addr, second.addr
+        )
+    };
+    let file = ConfigFile::new("moved", &toml("one"));
+    let mut broker = TestBroker::start_reloadable(&file.0, true);
+    let admin = broker.admin_addr.expect("admin");
+    let addr = broker.addr("web");
+
+    // Seated on backend `one`, then the frontend moves to `two`.
+    let mut old = seated(addr, b'a').await;
+    file.write(&toml("two"));
+    broker.reload().await.expect("reload");
+    old.write_all(b"b").await.expect("write after the reload");
+    let mut echo = [0u8; 1];
+    old.read_exact(&mut echo).await.expect("echo after the reload");
+    drop(old);
+    assert_eq!(request(addr, b"new").await.expect("served by two"), b"new");
+    assert_eq!((first.accepted(), second.accepted()), (1, 1));
+    broker.logs.wait_sessions(2).await;
+
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let stats = http::get(admin, "/stats", None).await.json();
+        let total = |name: &str| {
+            let backends = stats["backends"].as_array().expect("backends");
+            let b = backends.iter().find(|b| b["name"] == name).expect("backend in stats");
+            (b["sessions_total"].as_u64().unwrap(), b["servers"][0]["sessions_total"].as_u64().unwrap())
+        };
+        if stats["frontends"][0]["sessions_total"] == 2 {
+            assert_eq!(total("one"), (1, 1), "the old session counts where it was served");
+            assert_eq!(total("two"), (1, 1));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "stats never counted both sessions: {stats}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    broker.stop().await.expect("clean stop");
+}

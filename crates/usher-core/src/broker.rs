@@ -160,7 +160,7 @@ pub async fn run(
     .start();
     let global_gauge = Arc::new(SessionGauge::default());
     let gauges = Gauges { global: global_gauge.clone(), ..Gauges::default() };
-    let stats = Stats::new(StatsBook::new(Vec::new(), &[]), gauges).start();
+    let stats = Stats::new(StatsBook::new(0, &[]), gauges).start();
 
     let kill = CancellationToken::new();
     let tracker = TaskTracker::new();

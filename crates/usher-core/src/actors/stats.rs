@@ -24,8 +24,8 @@ pub struct SessionEnded(pub SessionSummary);
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct ResizeStats {
-    /// The backend id of each frontend id.
-    pub backend_of: Vec<usize>,
+    /// Frontend ids.
+    pub frontends: usize,
     /// Server ids per backend id.
     pub servers: Vec<usize>,
     pub gauges: Gauges,
@@ -102,7 +102,7 @@ impl Handler<ResizeStats> for Stats {
     type Result = ();
 
     fn handle(&mut self, msg: ResizeStats, _: &mut Self::Context) {
-        self.book.resize(msg.backend_of, &msg.servers);
+        self.book.resize(msg.frontends, &msg.servers);
         self.gauges = msg.gauges;
     }
 }

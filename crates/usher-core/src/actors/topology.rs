@@ -45,7 +45,7 @@ use crate::config::{BackendSettings, ConfigErrors, FrontendSettings, ServerSetti
 use crate::data_plane::accept::AcceptLoop;
 use crate::data_plane::{BackendParams, FrontendContext};
 use crate::extension::CheckClient;
-use crate::ids::{FrontendId, ListenerId, ServerId};
+use crate::ids::{BackendId, FrontendId, ListenerId, ServerId};
 use crate::messages::{ServerInfo, StopAccepting};
 use crate::reload::{self, ReloadError, ReloadSummary, ServerPlan};
 
@@ -522,19 +522,8 @@ impl Topology {
             frontend_names: self.frontends.iter().map(|f| f.name.clone()).collect(),
             stress_cooldowns: self.frontends.iter().map(|f| f.settings.stress.cooldown).collect(),
         });
-        let backend_of = self
-            .frontends
-            .iter()
-            .map(|f| {
-                self.backends
-                    .iter()
-                    .position(|b| b.live && b.settings.name == f.settings.backend)
-                    .or_else(|| self.backends.iter().rposition(|b| b.settings.name == f.settings.backend))
-                    .unwrap_or(usize::MAX)
-            })
-            .collect();
         self.shared.stats.do_send(ResizeStats {
-            backend_of,
+            frontends: self.frontends.len(),
             servers: self.backends.iter().map(|b| b.servers.len()).collect(),
             gauges: Gauges {
                 global: self.shared.global_gauge.clone(),
@@ -561,6 +550,7 @@ impl Topology {
                     bufsize: self.settings.global.bufsize as usize,
                     bufsize_max: self.settings.global.bufsize_max.max(self.settings.global.bufsize) as usize,
                     backend: backend.params.clone(),
+                    backend_id: BackendId(b),
                     reserve: backend.queue.clone().recipient(),
                     cancel: backend.queue.clone().recipient(),
                     closed: s.watchdog.clone().recipient(),

@@ -4,9 +4,10 @@
 //! sessions and their peak — kept by the accept loops.
 //!
 //! Counters count *ended* sessions: a session is added when it writes its
-//! access record. A frontend's counters get every session; its backend's
-//! too; a server's only the sessions that ended on it (the access record's
-//! `server`).
+//! access record. A frontend's counters get every session; the backend's
+//! it was admitted to too (even if a reload has since pointed the frontend
+//! elsewhere); a server's only the sessions that ended on it (the access
+//! record's `server`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,13 +15,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::ids::{FrontendId, ServerId};
+use crate::ids::{BackendId, FrontendId, ServerId};
 use crate::logging::Termination;
 
 /// What the Stats actor learns of one ended session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionSummary {
     pub frontend: FrontendId,
+    /// The backend it was admitted to.
+    pub backend: BackendId,
     /// The server it ended on, if one was reached (index in its backend).
     pub server: Option<ServerId>,
     pub bytes_from_client: u64,
@@ -78,8 +81,6 @@ impl Counters {
 /// The counters of every frontend, backend and server, by index.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatsBook {
-    /// The backend index of each frontend.
-    backend_of: Vec<usize>,
     pub frontends: Vec<Counters>,
     pub backends: Vec<Counters>,
     /// Per backend, per server in declaration order.
@@ -87,35 +88,33 @@ pub struct StatsBook {
 }
 
 impl StatsBook {
-    /// `backend_of[f]`: the backend index of frontend `f`; `servers[b]`:
-    /// how many servers backend `b` has.
-    pub fn new(backend_of: Vec<usize>, servers: &[usize]) -> StatsBook {
+    /// `frontends` frontend ids; `servers[b]`: how many server ids backend
+    /// `b` has.
+    pub fn new(frontends: usize, servers: &[usize]) -> StatsBook {
         StatsBook {
-            frontends: vec![Counters::default(); backend_of.len()],
+            frontends: vec![Counters::default(); frontends],
             backends: vec![Counters::default(); servers.len()],
             servers: servers.iter().map(|&n| vec![Counters::default(); n]).collect(),
-            backend_of,
         }
     }
 
     /// A reload: frontends, backends and servers by stable id (new ones come
     /// after); counters of kept ones carry on.
-    pub fn resize(&mut self, backend_of: Vec<usize>, servers: &[usize]) {
-        self.frontends.resize(backend_of.len().max(self.frontends.len()), Counters::default());
+    pub fn resize(&mut self, frontends: usize, servers: &[usize]) {
+        self.frontends.resize(frontends.max(self.frontends.len()), Counters::default());
         self.backends.resize(servers.len().max(self.backends.len()), Counters::default());
         self.servers.resize(servers.len().max(self.servers.len()), Vec::new());
         for (b, &n) in servers.iter().enumerate() {
             let list = &mut self.servers[b];
             list.resize(n.max(list.len()), Counters::default());
         }
-        self.backend_of = backend_of;
     }
 
     /// Counts one ended session. Indices out of range are ignored.
     pub fn record(&mut self, s: &SessionSummary) {
         let Some(frontend) = self.frontends.get_mut(s.frontend.0) else { return };
         frontend.add(s);
-        let Some(&b) = self.backend_of.get(s.frontend.0) else { return };
+        let b = s.backend.0;
         if let Some(backend) = self.backends.get_mut(b) {
             backend.add(s);
         }
@@ -167,8 +166,13 @@ mod tests {
     use super::*;
 
     fn ended(frontend: usize, server: Option<usize>, termination: Termination) -> SessionSummary {
+        admitted(frontend, 1, server, termination)
+    }
+
+    fn admitted(frontend: usize, backend: usize, server: Option<usize>, termination: Termination) -> SessionSummary {
         SessionSummary {
             frontend: FrontendId(frontend),
+            backend: BackendId(backend),
             server: server.map(ServerId),
             bytes_from_client: 10,
             bytes_from_server: 20,
@@ -181,7 +185,7 @@ mod tests {
     #[test]
     fn sessions_count_in_their_frontend_backend_and_server() {
         // Frontends 0 and 1 both use backend 1 (two servers); backend 0 unused.
-        let mut book = StatsBook::new(vec![1, 1], &[1, 2]);
+        let mut book = StatsBook::new(2, &[1, 2]);
         book.record(&ended(0, Some(1), Termination::Normal));
         book.record(&ended(1, Some(1), Termination::ConnectRefused));
         book.record(&ended(1, None, Termination::NoServer));
@@ -204,6 +208,21 @@ mod tests {
         assert_eq!(book.servers[1][1].sessions_total, 2);
         assert_eq!(book.servers[1][1].connect_errors, 1);
         assert_eq!(book.servers[1][0], Counters::default());
+    }
+
+    #[test]
+    fn a_session_counts_in_the_backend_it_was_admitted_to() {
+        // Frontend 0 used backend 0, then a reload pointed it at backend 1:
+        // the session admitted before the reload still counts in backend 0.
+        let mut book = StatsBook::new(1, &[1, 1]);
+        book.record(&admitted(0, 0, Some(0), Termination::Normal));
+        book.record(&admitted(0, 1, Some(0), Termination::Normal));
+        book.record(&admitted(0, 1, Some(0), Termination::Normal));
+        assert_eq!(book.frontends[0].sessions_total, 3);
+        assert_eq!((book.backends[0].sessions_total, book.servers[0][0].sessions_total), (1, 1));
+        assert_eq!((book.backends[1].sessions_total, book.servers[1][0].sessions_total), (2, 2));
+        book.record(&admitted(0, 5, Some(0), Termination::Normal));
+        assert_eq!(book.frontends[0].sessions_total, 4, "an unknown backend id is ignored, the frontend counts");
     }
 
     #[test]

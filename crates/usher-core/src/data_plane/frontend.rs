@@ -13,7 +13,7 @@ use crate::actors::stats::SessionEnded;
 use crate::bookkeeping::stats::SessionGauge;
 use crate::config::StressTimeouts;
 use crate::extension::CheckClient;
-use crate::ids::{FrontendId, SessionId};
+use crate::ids::{BackendId, FrontendId, SessionId};
 use crate::messages::{CancelReserve, Reserve, SessionClosed};
 
 /// The backend settings a session needs, copied once per frontend.
@@ -38,6 +38,9 @@ pub struct FrontendContext {
     /// Most a streaming direction's relay buffer grows to (≥ `bufsize`).
     pub bufsize_max: usize,
     pub backend: BackendParams,
+    /// The backend's id: its sessions count there in stats even if a
+    /// reload points the frontend at another backend meanwhile.
+    pub backend_id: BackendId,
     pub reserve: Recipient<Reserve>,
     pub cancel: Recipient<CancelReserve>,
     pub closed: Recipient<SessionClosed>,

@@ -61,7 +61,7 @@ pub async fn run(front: Arc<FrontendContext>, stream: std::net::TcpStream, clien
     // One SessionEnded per session (do_send: one message per session bounds
     // the Stats mailbox), sent before the record is written so that whoever
     // has read the record finds the session counted.
-    front.stats.do_send(SessionEnded(record.summary(front.id, end)));
+    front.stats.do_send(SessionEnded(record.summary(front.id, front.backend_id, end)));
     record.write(&front.log, end);
     let Admitted { guard, live, .. } = admitted;
     drop(guard);

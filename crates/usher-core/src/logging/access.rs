@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::termination::Termination;
 use crate::bookkeeping::stats::SessionSummary;
-use crate::ids::{FrontendId, ServerId};
+use crate::ids::{BackendId, FrontendId, ServerId};
 
 /// Collected along a session's life, logged once at its end.
 #[derive(Debug)]
@@ -62,9 +62,10 @@ impl AccessRecord {
     }
 
     /// What the Stats actor counts of this session.
-    pub fn summary(&self, frontend: FrontendId, end: Termination) -> SessionSummary {
+    pub fn summary(&self, frontend: FrontendId, backend: BackendId, end: Termination) -> SessionSummary {
         SessionSummary {
             frontend,
+            backend,
             server: self.server_id,
             bytes_from_client: self.bytes_from_client,
             bytes_from_server: self.bytes_from_server,
