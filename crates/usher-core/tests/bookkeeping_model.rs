@@ -619,14 +619,10 @@ impl BackendSim {
                 self.model_pinned(id, key, p, gone, true)
             }
             None => {
-                // Nothing available — except that static-rr weighs servers
-                // by their configured weight: one configured at 0 and raised
-                // at run time is never picked (the session queues and
-                // `settle` grants it at once).
-                let static_zero = matches!(self.cfg.balancer, BalancerKind::StaticRr)
-                    && candidates.iter().all(|c| !c.available || self.cfg.servers[c.id.0].weight == 0);
+                // Nothing available (static-rr included: a server configured
+                // at weight 0 follows its live weight).
                 assert!(
-                    static_zero || !candidates.iter().any(|c| c.available),
+                    !candidates.iter().any(|c| c.available),
                     "session {id}: balancer found nothing among {candidates:?}"
                 );
                 self.enqueue_backend(id, key, gone)
@@ -800,8 +796,6 @@ impl BackendSim {
         let key = QueueKey { class, time_ms: id as i64 * 10 + offset, seq: id };
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, client));
         let hashed = self.cfg.balancer.hashed();
-        let static_rr = matches!(self.cfg.balancer, BalancerKind::StaticRr);
-
         // Snapshot before the call.
         let backend_q = self.queued_at(None);
         let server_q: Vec<usize> = (0..n).map(|s| self.queued_at(Some(s))).collect();
@@ -809,12 +803,11 @@ impl BackendSim {
         let balanced: Vec<bool> = (0..n).map(|s| self.balanced(s)).collect();
         let active_usable = self.active_usable();
         // A balancer other than `source` picks any balanced server that is
-        // open (static-rr: not one configured at weight 0).
+        // open.
         // An avoided server is not available while another one is.
         let available: Vec<bool> = (0..n).map(|s| balanced[s] && open[s]).collect();
         let avoided = |s: usize| avoid == Some(s) && (0..n).any(|o| o != s && available[o]);
-        let pickable: Vec<bool> =
-            (0..n).map(|s| available[s] && !avoided(s) && !(static_rr && self.cfg.servers[s].weight == 0)).collect();
+        let pickable: Vec<bool> = (0..n).map(|s| available[s] && !avoided(s)).collect();
 
         let expect = match pin {
             Some(p) if p >= n || !self.status[p].up => Some(Expect::NoServer),
