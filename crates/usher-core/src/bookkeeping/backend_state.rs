@@ -23,7 +23,7 @@
 //! [`reserve`]: BackendState::reserve
 //! [`credit`]: BackendState::credit
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
 use super::wait_queue::{QueueKey, WaitQueue};
@@ -158,7 +158,7 @@ pub struct BackendState<W> {
     setup: BackendSetup,
     balancer: Box<dyn Balancer>,
     /// Which queue each waiting session is in (`None` = backend queue).
-    location: HashMap<SessionId, Option<ServerId>>,
+    location: FxHashMap<SessionId, Option<ServerId>>,
     /// Longest the backend queue was (stats).
     max_queue: usize,
     /// Most sessions the servers served at once, together (stats).
@@ -178,7 +178,7 @@ impl<W> BackendState<W> {
             queue: WaitQueue::default(),
             setup,
             balancer,
-            location: HashMap::new(),
+            location: FxHashMap::default(),
             max_queue: 0,
             max_served: 0,
         }

@@ -6,7 +6,9 @@
 //! A client that leaves is removed at once (`remove`), so `len` is always
 //! the true number of waiters and `maxqueue` counts only live ones.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use crate::ids::SessionId;
 
@@ -40,12 +42,12 @@ pub struct Waiting<W> {
 #[derive(Debug)]
 pub struct WaitQueue<W> {
     entries: BTreeMap<QueueKey, Waiting<W>>,
-    index: HashMap<SessionId, QueueKey>,
+    index: FxHashMap<SessionId, QueueKey>,
 }
 
 impl<W> Default for WaitQueue<W> {
     fn default() -> Self {
-        WaitQueue { entries: BTreeMap::new(), index: HashMap::new() }
+        WaitQueue { entries: BTreeMap::new(), index: FxHashMap::default() }
     }
 }
 
