@@ -14,10 +14,14 @@ const BURST: usize = 25;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_lost_wakeup_with_one_slot() {
     let server = TestBackend::start(Behavior::Reply { hold: Duration::ZERO, reply: b"k" });
+    // Up to 1 000 sessions wait behind the one slot; a debug build on a VM
+    // losing CPUs to steal once took 240 s for the soak, and a 30 s queue
+    // timeout turned that slow service into failures. A lost wake-up waits
+    // for any timeout, however long, so 120 s still shows it as `sQ`.
     let broker = TestBroker::start(&format!(
         "[global]\nworkers = 2\n\
          [frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
-         [backends.app.timeout]\nqueue = \"30s\"\n\
+         [backends.app.timeout]\nqueue = \"120s\"\n\
          [backends.app.servers.s1]\naddress = \"{}\"\nmaxconn = 1\n",
         server.addr
     ));
