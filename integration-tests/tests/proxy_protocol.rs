@@ -263,3 +263,33 @@ async fn admission_sees_the_header_address() {
     assert_eq!(exchange(stream, b"PROXY TCP4 192.0.2.67 192.0.2.2 7 80\r\nhello").await, b"ok");
     assert_eq!(server.captured(), vec![b"hello".to_vec()]);
 }
+
+/// A server that gets PROXY headers gets one on its health checks too (as
+/// with HAProxy): v1 `UNKNOWN`, v2 `LOCAL`, then the check's own bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_of_a_send_proxy_server_start_with_a_header() {
+    let v1_server = TestBackend::start(Behavior::Capture { reply: b"" });
+    let v2_server = TestBackend::start(Behavior::Capture { reply: b"" });
+    let plain_server = TestBackend::start(Behavior::Capture { reply: b"" });
+    let check = "enabled = true\ninter = \"50ms\"\nsend = \"HELLO\"\n";
+    let broker = TestBroker::start(&format!(
+        "[frontends.f]\nbind = [\"127.0.0.1:0\"]\nbackend = \"b\"\n\
+         [backends.b.servers.v1]\naddress = \"{}\"\nsend_proxy = \"v1\"\n[backends.b.servers.v1.check]\n{check}\
+         [backends.b.servers.v2]\naddress = \"{}\"\nsend_proxy = \"v2\"\n[backends.b.servers.v2.check]\n{check}\
+         [backends.b.servers.plain]\naddress = \"{}\"\n[backends.b.servers.plain.check]\n{check}",
+        v1_server.addr, v2_server.addr, plain_server.addr
+    ));
+    // Each check connects, writes, and closes: the backend captures it all.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while [&v1_server, &v2_server, &plain_server].iter().any(|s| s.captured().is_empty()) {
+        assert!(tokio::time::Instant::now() < deadline, "a server was never checked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(v1_server.captured()[0], b"PROXY UNKNOWN\r\nHELLO");
+    let mut v2_local = V2_SIGNATURE.to_vec();
+    v2_local.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+    v2_local.extend_from_slice(b"HELLO");
+    assert_eq!(v2_server.captured()[0], v2_local);
+    assert_eq!(plain_server.captured()[0], b"HELLO");
+    broker.stop().await.expect("clean stop");
+}

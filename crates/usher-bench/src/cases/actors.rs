@@ -126,7 +126,12 @@ fn start_backend(maxconn: u32) -> Recipient<Reserve> {
             weight: 1,
             maxconn,
         };
-        let spec = CheckSpec { timeout: Duration::from_secs(2), send: Vec::new(), expect: Vec::new() };
+        let spec = CheckSpec {
+            timeout: Duration::from_secs(2),
+            proxy_header: Vec::new(),
+            send: Vec::new(),
+            expect: Vec::new(),
+        };
         let server = Server::new(
             id,
             format!("s{i}"),

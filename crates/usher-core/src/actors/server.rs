@@ -27,6 +27,10 @@ use crate::messages::{ConnectOutcome, Dequeue, Release, ServerStatusChanged};
 #[derive(Debug, Clone)]
 pub struct CheckSpec {
     pub timeout: Duration,
+    /// Written first on every check of a server with `send_proxy` (v1
+    /// `UNKNOWN`, v2 `LOCAL`, as HAProxy's checks do), so a server that
+    /// insists on the header does not fail its checks; empty = none.
+    pub proxy_header: Vec<u8>,
     pub send: Vec<u8>,
     pub expect: Vec<u8>,
 }
@@ -200,11 +204,15 @@ impl Server {
     }
 }
 
-/// One TCP check: connect, optionally send, optionally expect a prefix.
-/// Errors are HAProxy-style status words.
+/// One TCP check: connect, the PROXY header if the server gets one,
+/// optionally send, optionally expect a prefix. Errors are HAProxy-style
+/// status words.
 async fn tcp_check(address: SocketAddr, spec: CheckSpec) -> Result<(), String> {
     let run = async {
         let mut stream = TcpStream::connect(address).await.map_err(|_| "L4CON".to_owned())?;
+        if !spec.proxy_header.is_empty() {
+            stream.write_all(&spec.proxy_header).await.map_err(|_| "L4CON".to_owned())?;
+        }
         if !spec.send.is_empty() {
             stream.write_all(&spec.send).await.map_err(|_| "L4CON".to_owned())?;
         }

@@ -43,7 +43,7 @@ use crate::bookkeeping::stats::SessionGauge;
 use crate::bookkeeping::{AdmissionConfig, BackendSetup, FrontendLimits, HealthConfig, ListenerLimits, ServerSetup};
 use crate::config::{BackendSettings, ConfigErrors, FrontendSettings, ServerSettings, Settings};
 use crate::data_plane::accept::AcceptLoop;
-use crate::data_plane::{BackendParams, FrontendContext};
+use crate::data_plane::{proxy_protocol, BackendParams, FrontendContext};
 use crate::extension::CheckClient;
 use crate::ids::{BackendId, FrontendId, ListenerId, ServerId};
 use crate::messages::{ServerInfo, StopAccepting};
@@ -621,6 +621,7 @@ fn check_spec(s: &ServerSettings) -> CheckSpec {
     let c = &s.check;
     CheckSpec {
         timeout: if c.timeout.is_zero() { c.inter } else { c.timeout },
+        proxy_header: proxy_protocol::encode_unknown(s.send_proxy).unwrap_or_default(),
         send: c.send.clone().into_bytes(),
         expect: c.expect.clone().into_bytes(),
     }
