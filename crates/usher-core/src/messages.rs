@@ -22,7 +22,7 @@ use crate::ids::{ListenerId, ServerId, SessionId};
 #[derive(Debug)]
 pub struct ServerInfo {
     pub id: ServerId,
-    pub name: String,
+    pub name: Arc<str>,
     pub backend: Arc<str>,
     pub address: SocketAddr,
     /// PROXY protocol header written after connecting (`servers.X.send_proxy`).

@@ -145,7 +145,7 @@ fn start_backend(maxconn: u32) -> Recipient<Reserve> {
         .start();
         let info = Arc::new(ServerInfo {
             id,
-            name: format!("s{i}"),
+            name: Arc::from(format!("s{i}")),
             backend: Arc::from("bench"),
             address,
             send_proxy: Default::default(),

@@ -651,7 +651,7 @@ fn server_info(id: ServerId, s: &ServerSettings, backend: &str, actor: &Addr<Ser
     let c = &s.check;
     Arc::new(ServerInfo {
         id,
-        name: s.name.clone(),
+        name: Arc::from(s.name.as_str()),
         backend: Arc::from(backend),
         address: s.address,
         send_proxy: s.send_proxy,

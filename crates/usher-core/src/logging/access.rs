@@ -19,7 +19,7 @@ pub struct AccessRecord {
     pub frontend: Arc<str>,
     pub backend: Arc<str>,
     /// Final server, if one was reached.
-    pub server: Option<String>,
+    pub server: Option<Arc<str>>,
     /// Its index in the backend (not logged; for the stats).
     pub server_id: Option<ServerId>,
     pub accepted: Instant,
