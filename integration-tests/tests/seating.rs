@@ -87,6 +87,7 @@ async fn queue_timeout_closes_the_client_and_spares_the_server() {
     let record = broker.logs.wait_for("session", |r| r.termination() == "sQ").await;
     assert!(record.int("queue_ms") >= 300, "closed before the deadline: {record:?}");
     assert_eq!(record.get("server"), "-");
+    assert_eq!(record.int("backend_queue_pos"), 0, "a timed-out record keeps its queue position: {record:?}");
     let mut buf = Vec::new();
     let n = tokio::time::timeout(DEADLINE, late.read_to_end(&mut buf)).await.expect("closed").unwrap_or(0);
     assert_eq!(n, 0, "no data for a timed-out client");

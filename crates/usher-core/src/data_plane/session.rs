@@ -251,6 +251,18 @@ impl Drop for QueueTicket {
     }
 }
 
+/// A `Queued` answer: the access record keeps the position (HAProxy's
+/// `srv_queue`/`backend_queue`), also when the session then times out.
+fn queued(front: &FrontendContext, id: SessionId, record: &mut AccessRecord, server_queue: bool, position: u32) {
+    slog::debug!(front.log, "session queued";
+        "session" => id.0, "queue" => if server_queue { "server" } else { "backend" }, "position" => position);
+    if server_queue {
+        record.server_queue_pos = i64::from(position);
+    } else {
+        record.backend_queue_pos = i64::from(position);
+    }
+}
+
 /// Asks the backend for a slot and waits for it, watching the client, the
 /// queue timeout and shutdown.
 async fn reserve(
@@ -279,14 +291,7 @@ async fn reserve(
         tokio::select! {
             reply = &mut rx => match reply {
                 Ok(ReserveReply::Queued { server_queue, position, next }) => {
-                    slog::debug!(front.log, "session queued";
-                        "session" => id.0, "queue" => if server_queue { "server" } else { "backend" },
-                        "position" => position);
-                    if server_queue {
-                        record.server_queue_pos = i64::from(position);
-                    } else {
-                        record.backend_queue_pos = i64::from(position);
-                    }
+                    queued(front, id, record, server_queue, position);
                     rx = next;
                 }
                 Ok(ReserveReply::Granted(slot)) => {
@@ -315,7 +320,10 @@ async fn reserve(
                             ticket.disarm();
                             return Ok(slot);
                         }
-                        ReserveReply::Queued { next, .. } => rx = next,
+                        ReserveReply::Queued { server_queue, position, next } => {
+                            queued(front, id, record, server_queue, position);
+                            rx = next;
+                        }
                         _ => break,
                     }
                 }
