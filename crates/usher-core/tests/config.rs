@@ -126,6 +126,7 @@ fn embedded_defaults_alone_load() {
     assert_eq!(s.global.workers, 0);
     assert_eq!(s.global.grace, Duration::from_secs(30));
     assert_eq!(s.global.bufsize, 32_768);
+    assert_eq!((s.global.bufsize_max, s.global.relay_buffer_max()), (262_144, 262_144));
     assert_eq!(s.global.maxaccept, 16);
     assert_eq!(s.watchdog.maxconn_recheck, Duration::from_secs(1));
     assert_eq!(s.watchdog.shortage_recheck, Duration::from_millis(100));
@@ -171,6 +172,7 @@ maxconn = 11
 workers = 2
 grace = "7s"
 bufsize = 4096
+bufsize_max = 1000
 maxaccept = 3
 [watchdog]
 maxconn_recheck = "2s"
@@ -203,6 +205,8 @@ maxqueue = 22
         (s.global.maxconn, s.global.workers, s.global.grace, s.global.bufsize, s.global.maxaccept),
         (11, 2, Duration::from_secs(7), 4096, 3)
     );
+    assert_eq!(s.global.bufsize_max, 1000);
+    assert_eq!(s.global.relay_buffer_max(), 4096, "a bufsize_max below bufsize means no growth");
     assert_eq!(s.watchdog.maxconn_recheck, Duration::from_secs(2));
     assert_eq!(s.watchdog.shortage_recheck, Duration::from_millis(50));
     assert_eq!((s.log.format, s.log.level), (LogFormat::Json, LogLevel::Debug));

@@ -548,7 +548,7 @@ impl Topology {
                     client_timeout: f.timeout.client,
                     stress: f.stress.timeout.clone(),
                     bufsize: self.settings.global.bufsize as usize,
-                    bufsize_max: self.settings.global.bufsize_max.max(self.settings.global.bufsize) as usize,
+                    bufsize_max: self.settings.global.relay_buffer_max(),
                     backend: backend.params.clone(),
                     backend_id: BackendId(b),
                     reserve: backend.queue.clone().recipient(),

@@ -87,6 +87,12 @@ impl GlobalSettings {
             n => n as usize,
         }
     }
+
+    /// The most a relay buffer grows to: `bufsize_max`, never below
+    /// `bufsize` (so 0 or a smaller value means no growth).
+    pub fn relay_buffer_max(&self) -> usize {
+        self.bufsize_max.max(self.bufsize) as usize
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
