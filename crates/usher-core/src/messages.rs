@@ -51,9 +51,8 @@ impl Slot {
 
     /// Takes the slot back without a `Release`: the BackendQueue reuses it
     /// when the waiter it was sent to is gone.
-    pub(crate) fn disarm(mut self) -> Arc<ServerInfo> {
+    pub(crate) fn disarm(mut self) {
         self.armed = false;
-        self.server.clone()
     }
 }
 

@@ -18,12 +18,12 @@ use usher_core::actors::topology::{BrokerHandle, Reload, Topology};
 use usher_core::config::{self, ConfigSources};
 use usher_core::{Extensions, Settings};
 
+use cli::{Cli, Command};
+
 /// Sessions and actor messages allocate at a high rate; see the workspace
 /// Cargo.toml for why mimalloc.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-use cli::{Cli, Command};
 
 /// Exit status for a bad configuration (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
