@@ -105,7 +105,8 @@ async fn queued_client_reset_leaves_the_queue() {
     let quitter = queued_client(&broker, 0).await;
     socket2::SockRef::from(&quitter).set_linger(Some(Duration::ZERO)).expect("linger 0 → RST");
     drop(quitter);
-    broker.logs.wait_for("session", |r| r.termination() == "CQ").await;
+    let left = broker.logs.wait_for("session", |r| r.termination() == "CQ").await;
+    assert_eq!(left.int("backend_queue_pos"), 0, "a client that left keeps its queue position: {left:?}");
 
     // The quitter's place is free: the next client is first in line.
     let mut next = queued_client(&broker, 0).await;
@@ -130,7 +131,8 @@ async fn queued_half_close_with_data_is_forwarded() {
     polite.shutdown().await.expect("half-close");
     let silent = queued_client(&broker, 1).await;
     drop(silent);
-    broker.logs.wait_for("session", |r| r.termination() == "CQ").await;
+    let left = broker.logs.wait_for("session", |r| r.termination() == "CQ").await;
+    assert_eq!(left.int("backend_queue_pos"), 1, "one was ahead of the client that left: {left:?}");
 
     drop(holder);
     let mut reply = Vec::new();

@@ -22,7 +22,7 @@ pub use admission_state::{
     Resumed,
 };
 pub use backend_state::{
-    BackendSetup, BackendState, Grant, Refusal, ReserveRequest, Reserved, ServerSetup, ServerStatus,
+    BackendSetup, BackendState, Grant, QueuePlace, Refusal, ReserveRequest, Reserved, ServerSetup, ServerStatus,
 };
 pub use server_health::{AdminState, HealthConfig, OpState, ServerHealth, Transition};
 pub use server_state::ServerState;

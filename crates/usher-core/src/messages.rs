@@ -13,7 +13,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::bookkeeping::QueueKey;
+use crate::bookkeeping::{QueueKey, QueuePlace};
 use crate::ids::{ListenerId, ServerId, SessionId};
 
 // === Slots ===
@@ -85,26 +85,24 @@ pub struct Reserve {
     pub reply: oneshot::Sender<ReserveReply>,
 }
 
-/// The answer to `Reserve`. A session granted at once costs one oneshot
-/// channel; a queued one gets `Queued` with the channel its final answer
-/// comes on (a second oneshot), so the common case allocates once.
+/// The answer to `Reserve`: one per `Reserve`, on the channel it carried.
+/// A queued session hears nothing until it is granted, refused, or has
+/// left on its own `CancelReserve`; each of those answers says where it
+/// waited, so queueing costs no message of its own.
 #[derive(Debug)]
 pub enum ReserveReply {
-    /// Waiting; `position` sessions were already in the queue joined. The
-    /// final answer comes on `next`.
-    Queued {
-        server_queue: bool,
-        position: u32,
-        next: oneshot::Receiver<ReserveReply>,
-    },
-    Granted(Slot),
+    /// `queued`: where it waited before the grant, if it did.
+    Granted { slot: Slot, queued: Option<QueuePlace> },
     /// The queue is at its `maxqueue`.
     Full,
     /// No server can take it.
-    NoServer,
+    NoServer { queued: Option<QueuePlace> },
+    /// It left its queue on its `CancelReserve`.
+    Left { queued: QueuePlace },
 }
 
-/// A queued session leaves its queue (client gone, queue timeout).
+/// A queued session leaves its queue (client gone, queue timeout). The
+/// answer to its `Reserve` follows: `Left`, or whatever was sent first.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CancelReserve {

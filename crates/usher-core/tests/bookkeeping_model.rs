@@ -57,8 +57,8 @@ use usher_core::balance::{
 use usher_core::bookkeeping::backend_state::ServerSetup;
 use usher_core::bookkeeping::{
     AdmissionConfig, AdmissionState, Admitted, BackendSetup, BackendState, FrontendLimits, LimitHit, ListenerLimits,
-    ListenerState, PauseReason, QueueKey, ReserveRequest, Reserved, Resumed, ServerState, ServerStatus, StressChange,
-    StressState, WarningThrottle,
+    ListenerState, PauseReason, QueueKey, QueuePlace, ReserveRequest, Reserved, Resumed, ServerState, ServerStatus,
+    StressChange, StressState, WarningThrottle,
 };
 use usher_core::ids::{FrontendId, ListenerId, ServerId, SessionId};
 
@@ -742,6 +742,7 @@ impl BackendSim {
                 .into_iter()
                 .map(|g| {
                     assert_eq!(g.waiter, g.session.0);
+                    self.check_place(g.session.0, g.queued);
                     (g.server.0, g.session.0)
                 })
                 .collect();
@@ -917,7 +918,9 @@ impl BackendSim {
         if at_once {
             // Invariant 6: a client that leaves frees its place at once.
             let before = self.queue_len(at);
-            assert_eq!(self.state.cancel(SessionId(id)), Some(id), "cancel of queued session {id}");
+            let (waiter, place) = self.state.cancel(SessionId(id)).expect("cancel of a queued session");
+            assert_eq!(waiter, id, "cancel of queued session {id}");
+            assert_eq!(place.server_queue, at.is_some(), "session {id} left the queue it waited in");
             assert_eq!(self.queue_len(at), before - 1, "cancel of {id} did not shrink its queue");
             assert!(!self.state.is_queued(SessionId(id)));
             self.sessions.remove(&id);
@@ -926,6 +929,13 @@ impl BackendSim {
                 *gone = true;
             }
             self.pool.push(Msg::Cancel { session: id });
+        }
+    }
+
+    /// A grant says which queue its session waited in.
+    fn check_place(&self, session: u64, place: QueuePlace) {
+        if let Some(&Sess::Queued { at, .. }) = self.sessions.get(&session) {
+            assert_eq!(place.server_queue, at.is_some(), "session {session} granted from the queue it waited in");
         }
     }
 
@@ -965,6 +975,7 @@ impl BackendSim {
                 for _ in 0..credits {
                     let real = self.state.credit(ServerId(server)).map(|g| {
                         assert_eq!(g.waiter, g.session.0);
+                        self.check_place(g.session.0, g.queued);
                         (g.server.0, g.session.0)
                     });
                     if let Some(h) = &mut self.held[server] {
@@ -992,8 +1003,10 @@ impl BackendSim {
             Msg::Cancel { session } => {
                 let got = self.state.cancel(SessionId(session));
                 match self.sessions.get(&session) {
-                    Some(Sess::Queued { gone: true, .. }) => {
-                        assert_eq!(got, Some(session), "in-flight cancel of still queued {session}");
+                    Some(&Sess::Queued { gone: true, at, .. }) => {
+                        let (waiter, place) = got.expect("in-flight cancel of a still queued session");
+                        assert_eq!(waiter, session, "in-flight cancel of still queued {session}");
+                        assert_eq!(place.server_queue, at.is_some(), "session {session} left the queue it waited in");
                         self.sessions.remove(&session);
                     }
                     None => assert_eq!(got, None, "cancel of {session}, granted (or refused) meanwhile"),

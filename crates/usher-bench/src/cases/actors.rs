@@ -168,7 +168,7 @@ async fn cycle(
 ) -> anyhow::Result<()> {
     while !stop.load(Ordering::Relaxed) {
         let session = SessionId(ids.fetch_add(1, Ordering::Relaxed));
-        let (reply, mut replies) = oneshot::channel();
+        let (reply, replies) = oneshot::channel();
         reserve.do_send(Reserve {
             session,
             key: QueueKey::fifo(session),
@@ -177,13 +177,10 @@ async fn cycle(
             avoid: None,
             reply,
         });
-        loop {
-            match replies.await {
-                Ok(ReserveReply::Queued { next, .. }) => replies = next,
-                // Dropping the slot sends Release to its Server.
-                Ok(ReserveReply::Granted(slot)) => break drop(slot),
-                other => return Err(anyhow!("unexpected reply to Reserve: {other:?}")),
-            }
+        match replies.await {
+            // Dropping the slot sends Release to its Server.
+            Ok(ReserveReply::Granted { slot, .. }) => drop(slot),
+            other => return Err(anyhow!("unexpected reply to Reserve: {other:?}")),
         }
         done.fetch_add(1, Ordering::Relaxed);
     }

@@ -18,7 +18,9 @@ use actix::prelude::*;
 use slog::{debug, info, Logger};
 use tokio::sync::oneshot;
 
-use crate::bookkeeping::{BackendSetup, BackendState, Grant, Refusal, ReserveRequest, Reserved, ServerSetup};
+use crate::bookkeeping::{
+    BackendSetup, BackendState, Grant, QueuePlace, Refusal, ReserveRequest, Reserved, ServerSetup,
+};
 use crate::ids::ServerId;
 use crate::messages::{CancelReserve, Dequeue, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, Slot};
 
@@ -120,11 +122,11 @@ impl BackendQueue {
 
     /// Sends a granted slot; if the waiter is gone, the slot is disarmed and
     /// held again.
-    fn deliver(&mut self, server: ServerId, waiter: Waiter) -> bool {
-        match waiter.send(ReserveReply::Granted(self.slot(server))) {
+    fn deliver(&mut self, server: ServerId, waiter: Waiter, queued: Option<QueuePlace>) -> bool {
+        match waiter.send(ReserveReply::Granted { slot: self.slot(server), queued }) {
             Ok(()) => true,
             Err(reply) => {
-                if let ReserveReply::Granted(slot) = reply {
+                if let ReserveReply::Granted { slot, .. } = reply {
                     slot.disarm();
                 }
                 self.state.ungrant(server);
@@ -134,7 +136,7 @@ impl BackendQueue {
     }
 
     fn deliver_grant(&mut self, grant: Grant<Waiter>) {
-        if !self.deliver(grant.server, grant.waiter) {
+        if !self.deliver(grant.server, grant.waiter, Some(grant.queued)) {
             debug!(self.log, "granted waiter was gone"; "session" => grant.session.0);
         }
     }
@@ -150,7 +152,7 @@ impl BackendQueue {
             info!(self.log, "queued sessions refused: no usable server"; "sessions" => refusals.len());
         }
         for r in refusals {
-            let _ = r.waiter.send(ReserveReply::NoServer);
+            let _ = r.waiter.send(ReserveReply::NoServer { queued: Some(r.queued) });
         }
     }
 
@@ -190,22 +192,18 @@ impl Handler<Reserve> for BackendQueue {
         let session = msg.session;
         match self.state.reserve(req, msg.reply) {
             Reserved::Granted { server, waiter } => {
-                self.deliver(server, waiter);
+                self.deliver(server, waiter, None);
             }
+            // Its answer comes when it leaves the queue, with its place.
             Reserved::Queued { server, position } => {
-                // The session waits on a fresh channel from now on; the one it
-                // sent carries the news and that channel.
-                if let Some(waiter) = self.state.waiter_mut(session) {
-                    let (next_tx, next) = oneshot::channel();
-                    let first = std::mem::replace(waiter, next_tx);
-                    let _ = first.send(ReserveReply::Queued { server_queue: server.is_some(), position, next });
-                }
+                debug!(self.log, "session queued"; "session" => session.0,
+                    "queue" => if server.is_some() { "server" } else { "backend" }, "position" => position);
             }
             Reserved::Full { waiter } => {
                 let _ = waiter.send(ReserveReply::Full);
             }
             Reserved::NoServer { waiter } => {
-                let _ = waiter.send(ReserveReply::NoServer);
+                let _ = waiter.send(ReserveReply::NoServer { queued: None });
             }
         }
         // A larger backend load may raise dynamic maxconn: settle.
@@ -217,7 +215,10 @@ impl Handler<CancelReserve> for BackendQueue {
     type Result = ();
 
     fn handle(&mut self, msg: CancelReserve, ctx: &mut Self::Context) {
-        self.state.cancel(msg.session);
+        if let Some((waiter, queued)) = self.state.cancel(msg.session) {
+            // Unheard when the session is already gone (dropped its receiver).
+            let _ = waiter.send(ReserveReply::Left { queued });
+        }
         self.stop_if_retired(ctx);
     }
 }

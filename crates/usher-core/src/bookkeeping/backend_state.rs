@@ -26,7 +26,7 @@
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
-use super::wait_queue::{QueueKey, WaitQueue};
+use super::wait_queue::{QueueKey, WaitQueue, Waiting};
 use crate::balance::{least_loaded, Balancer, Candidate, Choice};
 use crate::ids::{ServerId, SessionId};
 
@@ -58,12 +58,30 @@ pub enum Reserved<W> {
     NoServer { waiter: W },
 }
 
+/// Where a session waited: its server's own queue or the backend queue, and
+/// how many sessions were ahead of it when it joined (HAProxy's `srv_queue`
+/// and `backend_queue` log fields). Handed back with the waiter when it
+/// leaves the queue, however it leaves, so that nobody has to be told at
+/// the moment it joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePlace {
+    pub server_queue: bool,
+    pub position: u32,
+}
+
+impl QueuePlace {
+    fn of<W>(waiting: &Waiting<W>, server_queue: bool) -> QueuePlace {
+        QueuePlace { server_queue, position: waiting.position }
+    }
+}
+
 /// A queued session that just got a slot.
 #[derive(Debug)]
 pub struct Grant<W> {
     pub server: ServerId,
     pub session: SessionId,
     pub waiter: W,
+    pub queued: QueuePlace,
 }
 
 /// A queued session that can no longer be served.
@@ -71,6 +89,7 @@ pub struct Grant<W> {
 pub struct Refusal<W> {
     pub session: SessionId,
     pub waiter: W,
+    pub queued: QueuePlace,
 }
 
 /// How a server is set up in the backend.
@@ -349,21 +368,15 @@ impl<W> BackendState<W> {
     }
 
     /// A session left its queue (client gone, queue timeout). Returns its
-    /// waiter if it was still queued.
-    pub fn cancel(&mut self, session: SessionId) -> Option<W> {
-        match self.location.remove(&session)? {
+    /// waiter and where it waited, if it was still queued.
+    pub fn cancel(&mut self, session: SessionId) -> Option<(W, QueuePlace)> {
+        let at = self.location.remove(&session)?;
+        let waiting = match at {
             None => self.queue.remove(session),
             Some(server) => self.servers[server.0].queue.remove(session),
-        }
-    }
-
-    /// The waiter of a queued session, to replace it (the BackendQueue
-    /// swaps in the channel the session waits on from then on).
-    pub fn waiter_mut(&mut self, session: SessionId) -> Option<&mut W> {
-        match *self.location.get(&session)? {
-            None => self.queue.get_mut(session),
-            Some(server) => self.servers.get_mut(server.0)?.queue.get_mut(session),
-        }
+        }?;
+        let queued = QueuePlace::of(&waiting, at.is_some());
+        Some((waiting.waiter, queued))
     }
 
     // === freed slots ===
@@ -410,7 +423,8 @@ impl<W> BackendState<W> {
         let waiting = if from_own { self.servers[server.0].queue.pop_front() } else { self.queue.pop_front() }?;
         self.location.remove(&waiting.session);
         self.take_slot(server);
-        Some(Grant { server, session: waiting.session, waiter: waiting.waiter })
+        let queued = QueuePlace::of(&waiting, from_own);
+        Some(Grant { server, session: waiting.session, waiter: waiting.waiter, queued })
     }
 
     /// Grants every held slot that may be used now to a waiter (after a
@@ -465,18 +479,21 @@ impl<W> BackendState<W> {
                 stranded.push((key, w));
             }
             for (key, w) in stranded {
+                let queued = QueuePlace::of(&w, true);
                 if !redispatch {
-                    refusals.push(Refusal { session: w.session, waiter: w.waiter });
+                    refusals.push(Refusal { session: w.session, waiter: w.waiter, queued });
                     continue;
                 }
                 // Balanced again with its original key: it keeps its place
                 // among the backend queue's waiters.
                 let req = ReserveRequest { session: w.session, key, client: None, pin: None, avoid: Some(server) };
                 match self.reserve(req, w.waiter) {
-                    Reserved::Granted { server, waiter } => grants.push(Grant { server, session: w.session, waiter }),
+                    Reserved::Granted { server, waiter } => {
+                        grants.push(Grant { server, session: w.session, waiter, queued })
+                    }
                     Reserved::Queued { .. } => {}
                     Reserved::Full { waiter } | Reserved::NoServer { waiter } => {
-                        refusals.push(Refusal { session: w.session, waiter })
+                        refusals.push(Refusal { session: w.session, waiter, queued })
                     }
                 }
             }
@@ -484,7 +501,8 @@ impl<W> BackendState<W> {
         if !self.candidates(None).iter().any(|c| c.usable) {
             while let Some(w) = self.queue.pop_front() {
                 self.location.remove(&w.session);
-                refusals.push(Refusal { session: w.session, waiter: w.waiter });
+                let queued = QueuePlace::of(&w, false);
+                refusals.push(Refusal { session: w.session, waiter: w.waiter, queued });
             }
         }
         grants.extend(self.dispatch());

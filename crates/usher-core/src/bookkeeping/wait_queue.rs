@@ -37,6 +37,8 @@ impl QueueKey {
 pub struct Waiting<W> {
     pub session: SessionId,
     pub waiter: W,
+    /// How many were waiting ahead of it when it joined.
+    pub position: u32,
 }
 
 #[derive(Debug)]
@@ -65,7 +67,7 @@ impl<W> WaitQueue<W> {
         let position = self.entries.len() as u32;
         debug_assert!(!self.index.contains_key(&session), "session queued twice");
         self.index.insert(session, key);
-        let previous = self.entries.insert(key, Waiting { session, waiter });
+        let previous = self.entries.insert(key, Waiting { session, waiter, position });
         debug_assert!(previous.is_none(), "queue key reused");
         position
     }
@@ -87,14 +89,9 @@ impl<W> WaitQueue<W> {
         Some(waiting)
     }
 
-    pub fn remove(&mut self, session: SessionId) -> Option<W> {
+    pub fn remove(&mut self, session: SessionId) -> Option<Waiting<W>> {
         let key = self.index.remove(&session)?;
-        self.entries.remove(&key).map(|w| w.waiter)
-    }
-
-    pub fn get_mut(&mut self, session: SessionId) -> Option<&mut W> {
-        let key = self.index.get(&session)?;
-        self.entries.get_mut(key).map(|w| &mut w.waiter)
+        self.entries.remove(&key)
     }
 
     pub fn contains(&self, session: SessionId) -> bool {
@@ -117,21 +114,11 @@ mod tests {
         for i in [3u64, 1, 2] {
             q.push(QueueKey::fifo(SessionId(i)), SessionId(i), i);
         }
-        assert_eq!(q.remove(SessionId(2)), Some(2));
-        assert_eq!(q.remove(SessionId(2)), None);
+        let removed = q.remove(SessionId(2)).expect("queued");
+        assert_eq!((removed.waiter, removed.position), (2, 2));
+        assert!(q.remove(SessionId(2)).is_none());
         assert_eq!(q.pop_front().map(|w| w.session), Some(SessionId(1)));
         assert_eq!(q.pop_front().map(|w| w.session), Some(SessionId(3)));
         assert!(q.is_empty());
-    }
-
-    #[test]
-    fn a_queued_waiter_can_be_replaced_in_place() {
-        let mut q = WaitQueue::default();
-        q.push(QueueKey::fifo(SessionId(1)), SessionId(1), "first");
-        q.push(QueueKey::fifo(SessionId(2)), SessionId(2), "second");
-        *q.get_mut(SessionId(2)).expect("queued") = "replaced";
-        assert!(q.get_mut(SessionId(3)).is_none());
-        assert_eq!(q.pop_front().map(|w| w.waiter), Some("first"));
-        assert_eq!(q.pop_front().map(|w| w.waiter), Some("replaced"));
     }
 }

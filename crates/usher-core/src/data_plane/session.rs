@@ -22,7 +22,7 @@ use super::proxy_protocol;
 use super::relay::{relay, RelayEnd, RelayLimits};
 use crate::actors::stats::SessionEnded;
 use crate::bookkeeping::stats::GaugeTicket;
-use crate::bookkeeping::QueueKey;
+use crate::bookkeeping::{QueueKey, QueuePlace};
 use crate::config::ProxyVersion;
 use crate::extension::{CheckClient, Verdict};
 use crate::ids::{ServerId, SessionId};
@@ -230,7 +230,8 @@ async fn connect(address: SocketAddr, limit: Duration) -> Result<TcpStream, Term
     result.map_err(|_| Termination::ConnectRefused)
 }
 
-/// Removes the session from its queue when dropped while still armed.
+/// Removes the session from its queue when dropped while still armed (the
+/// session was killed or its task aborted while waiting).
 struct QueueTicket {
     session: SessionId,
     cancel: Option<Recipient<CancelReserve>>,
@@ -240,31 +241,41 @@ impl QueueTicket {
     fn disarm(&mut self) {
         self.cancel = None;
     }
-}
 
-impl Drop for QueueTicket {
-    fn drop(&mut self) {
+    /// Leaves the queue now; the answer to the `Reserve` follows.
+    fn leave(&mut self) {
         if let Some(cancel) = self.cancel.take() {
-            // do_send: Drop cannot await; one per session bounds it.
+            // do_send: one CancelReserve per Reserve bounds the mailbox.
             cancel.do_send(CancelReserve { session: self.session });
         }
     }
 }
 
-/// A `Queued` answer: the access record keeps the position (HAProxy's
-/// `srv_queue`/`backend_queue`), also when the session then times out.
-fn queued(front: &FrontendContext, id: SessionId, record: &mut AccessRecord, server_queue: bool, position: u32) {
-    slog::debug!(front.log, "session queued";
-        "session" => id.0, "queue" => if server_queue { "server" } else { "backend" }, "position" => position);
-    if server_queue {
-        record.server_queue_pos = i64::from(position);
-    } else {
-        record.backend_queue_pos = i64::from(position);
+impl Drop for QueueTicket {
+    fn drop(&mut self) {
+        // Drop cannot await: nobody hears the answer.
+        self.leave();
+    }
+}
+
+/// Keeps where the session waited in its access record (HAProxy's
+/// `srv_queue`/`backend_queue`), however it left the queue.
+fn record_place(record: &mut AccessRecord, queued: Option<QueuePlace>) {
+    match queued {
+        Some(QueuePlace { server_queue: true, position }) => record.server_queue_pos = i64::from(position),
+        Some(QueuePlace { server_queue: false, position }) => record.backend_queue_pos = i64::from(position),
+        None => {}
     }
 }
 
 /// Asks the backend for a slot and waits for it, watching the client, the
 /// queue timeout and shutdown.
+///
+/// Exactly one answer comes per `Reserve`. A session that stops waiting on
+/// its own (client gone, queue timeout) sends `CancelReserve` and still
+/// reads that answer: `Left` with its place in the queue, or a grant or
+/// refusal the backend sent first. A grant that raced the queue timeout is
+/// used rather than wasted; one that raced a leaving client is released.
 async fn reserve(
     front: &FrontendContext,
     id: SessionId,
@@ -287,49 +298,51 @@ async fn reserve(
     let mut ticket = QueueTicket { session: id, cancel: Some(front.cancel.clone()) };
     let deadline = (!queue_timeout.is_zero()).then(|| Instant::now() + queue_timeout);
 
-    loop {
-        tokio::select! {
-            reply = &mut rx => match reply {
-                Ok(ReserveReply::Queued { server_queue, position, next }) => {
-                    queued(front, id, record, server_queue, position);
-                    rx = next;
-                }
-                Ok(ReserveReply::Granted(slot)) => {
-                    ticket.disarm();
-                    return Ok(slot);
-                }
-                Ok(ReserveReply::Full) => {
-                    ticket.disarm();
-                    return Err(Termination::QueueFull);
-                }
-                Ok(ReserveReply::NoServer) => {
-                    ticket.disarm();
-                    return Err(Termination::NoServer);
-                }
-                Err(_) => {
-                    ticket.disarm();
-                    return Err(Termination::Internal);
-                }
-            },
-            _ = watch.gone(client) => return Err(Termination::ClientAbortInQueue),
-            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                // A grant that raced the deadline is used rather than wasted.
-                while let Ok(reply) = rx.try_recv() {
-                    match reply {
-                        ReserveReply::Granted(slot) => {
-                            ticket.disarm();
-                            return Ok(slot);
-                        }
-                        ReserveReply::Queued { server_queue, position, next } => {
-                            queued(front, id, record, server_queue, position);
-                            rx = next;
-                        }
-                        _ => break,
-                    }
-                }
-                return Err(Termination::QueueTimeout);
-            },
-            _ = front.kill.cancelled() => return Err(Termination::KilledInQueue),
+    let leaving = tokio::select! {
+        reply = &mut rx => {
+            ticket.disarm();
+            return answered(record, reply, None);
         }
+        _ = watch.gone(client) => Termination::ClientAbortInQueue,
+        _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Termination::QueueTimeout,
+        // The ticket's drop leaves the queue.
+        _ = front.kill.cancelled() => return Err(Termination::KilledInQueue),
+    };
+    ticket.leave();
+    let reply = tokio::select! {
+        reply = rx => reply,
+        _ = front.kill.cancelled() => return Err(Termination::KilledInQueue),
+    };
+    let result = answered(record, reply, Some(leaving));
+    if leaving == Termination::ClientAbortInQueue {
+        // A raced grant is dropped here: its slot goes back.
+        return Err(leaving);
+    }
+    result
+}
+
+/// What an answer to `Reserve` means for the session; `leaving` is why it
+/// had already left the queue, if it had.
+fn answered(
+    record: &mut AccessRecord,
+    reply: Result<ReserveReply, oneshot::error::RecvError>,
+    leaving: Option<Termination>,
+) -> Result<Slot, Termination> {
+    match reply {
+        Ok(ReserveReply::Granted { slot, queued }) => {
+            record_place(record, queued);
+            Ok(slot)
+        }
+        Ok(ReserveReply::Left { queued }) => {
+            record_place(record, Some(queued));
+            Err(leaving.unwrap_or(Termination::Internal))
+        }
+        Ok(ReserveReply::Full) => Err(Termination::QueueFull),
+        Ok(ReserveReply::NoServer { queued }) => {
+            record_place(record, queued);
+            Err(Termination::NoServer)
+        }
+        // The BackendQueue stopped (shutdown) without answering.
+        Err(_) => Err(leaving.unwrap_or(Termination::Internal)),
     }
 }
