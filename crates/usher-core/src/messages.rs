@@ -2,7 +2,7 @@
 //! `Release`, `Dequeue`, plus admission and control messages.
 //!
 //! Mailbox bounds come by construction (actix's `do_send` ignores mailbox
-//! capacity): a session has at most one `Reserve` or `CancelReserve` and one
+//! capacity): a session has at most one `Reserve`, one `CancelReserve` and one
 //! `Release` in flight, a listener at most one `Admit`, and every session one
 //! `SessionClosed` — so no mailbox holds more than a few messages per live
 //! session, and live sessions are bounded by `global.maxconn`.

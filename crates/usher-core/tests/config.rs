@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use usher_core::config::{self, ConfigError, ConfigErrors, ConfigSources, EnvLayer, LogFormat, LogLevel, Settings};
+use usher_core::config::{
+    self, ConfigError, ConfigErrors, ConfigSources, EnvLayer, LogFormat, LogLevel, LogOverflow, Settings,
+};
 
 const DEMO_TOML: &str = include_str!("../../../configs/demo.toml");
 
@@ -131,7 +133,7 @@ fn embedded_defaults_alone_load() {
     assert_eq!(s.watchdog.maxconn_recheck, Duration::from_secs(1));
     assert_eq!(s.watchdog.shortage_recheck, Duration::from_millis(100));
     assert_eq!(s.log.format, LogFormat::Term);
-    assert_eq!(s.log.level, LogLevel::Info);
+    assert_eq!((s.log.level, s.log.overflow), (LogLevel::Info, LogOverflow::Drop));
 }
 
 #[test]
@@ -180,6 +182,7 @@ shortage_recheck = "50ms"
 [log]
 format = "json"
 level = "debug"
+overflow = "block"
 [defaults.frontend]
 maxconn = 12
 backlog = 13
@@ -209,7 +212,7 @@ maxqueue = 22
     assert_eq!(s.global.relay_buffer_max(), 4096, "a bufsize_max below bufsize means no growth");
     assert_eq!(s.watchdog.maxconn_recheck, Duration::from_secs(2));
     assert_eq!(s.watchdog.shortage_recheck, Duration::from_millis(50));
-    assert_eq!((s.log.format, s.log.level), (LogFormat::Json, LogLevel::Debug));
+    assert_eq!((s.log.format, s.log.level, s.log.overflow), (LogFormat::Json, LogLevel::Debug, LogOverflow::Block));
     let f = s.frontend("web").unwrap();
     assert_eq!((f.maxconn, f.backlog, f.timeout.client), (12, 13, Duration::from_secs(14)));
     let b = s.backend("app").unwrap();
@@ -336,6 +339,13 @@ fn bad_log_format() {
     let file = TempToml::new("[log]\nformat = \"xml\"\n");
     let errs = errors(&files(&[&file]));
     assert_error(&errs, "log.format", &file.origin(), &["\"xml\"", "\"term\"", "\"json\""]);
+}
+
+#[test]
+fn bad_log_overflow() {
+    let file = TempToml::new("[log]\noverflow = \"sometimes\"\n");
+    let errs = errors(&files(&[&file]));
+    assert_error(&errs, "log.overflow", &file.origin(), &["\"sometimes\"", "\"drop\"", "\"block\""]);
 }
 
 #[test]

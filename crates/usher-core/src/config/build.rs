@@ -100,8 +100,9 @@ fn log(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<LogSettings
         ],
         report,
     );
+    let overflow = s.choice("overflow", &[("drop", LogOverflow::Drop), ("block", LogOverflow::Block)], report);
     s.finish(report);
-    Some(LogSettings { format: format?, level: level? })
+    Some(LogSettings { format: format?, level: level?, overflow: overflow? })
 }
 
 fn admin(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<AdminSettings> {

@@ -123,10 +123,24 @@ pub enum LogLevel {
     Trace,
 }
 
+/// What happens when records come faster than stderr takes them and the
+/// log buffer is full (`log.overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogOverflow {
+    /// Drop the record and report how many were dropped (HAProxy's way):
+    /// relays never wait for the log.
+    Drop,
+    /// Wait for room: no access record is ever lost, and a stalled stderr
+    /// stalls the sessions that log.
+    Block,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: LogLevel,
+    pub overflow: LogOverflow,
 }
 
 /// The admin HTTP API (`[admin]`).
