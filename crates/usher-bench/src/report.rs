@@ -1,5 +1,10 @@
 //! Results of one case variant and its table: median (min–max) per proxy,
 //! and the ratios usher/HAProxy and usher/direct.
+//!
+//! A ratio is paired: each round's usher run is divided by the same round's
+//! run of the other (they ran seconds apart), and the table shows the median
+//! of those (min–max). On a machine whose speed drifts from minute to minute
+//! that cancels the drift, where a ratio of the two medians would not.
 
 use std::fmt::Write as _;
 
@@ -40,7 +45,8 @@ pub struct CaseResult {
     pub title: String,
     pub proxies: Vec<ProxyKind>,
     pub metrics: Vec<Metric>,
-    pub runs: Vec<(ProxyKind, Vec<f64>)>,
+    /// (round, proxy, one value per metric), in the order they ran.
+    pub runs: Vec<(usize, ProxyKind, Vec<f64>)>,
     pub errors: Vec<String>,
     /// Remarks on the runs (other processes busy during a run).
     pub notes: Vec<String>,
@@ -50,17 +56,31 @@ impl CaseResult {
     /// Every value of `metric` for `proxy`, one per successful run.
     pub fn values(&self, proxy: ProxyKind, metric: &str) -> Vec<f64> {
         let Some(i) = self.metrics.iter().position(|m| m.name == metric) else { return Vec::new() };
-        self.runs.iter().filter(|(p, _)| *p == proxy).map(|(_, v)| v[i]).filter(|v| !v.is_nan()).collect()
+        self.runs.iter().filter(|(_, p, _)| *p == proxy).map(|(_, _, v)| v[i]).filter(|v| !v.is_nan()).collect()
+    }
+
+    /// usher / `other` for each round where both have a value.
+    pub fn paired_ratios(&self, other: ProxyKind, metric: &str) -> Vec<f64> {
+        let Some(i) = self.metrics.iter().position(|m| m.name == metric) else { return Vec::new() };
+        let of = |proxy: ProxyKind, round: usize| {
+            self.runs.iter().find(|(r, p, _)| *r == round && *p == proxy).map(|(_, _, v)| v[i])
+        };
+        self.runs
+            .iter()
+            .filter(|(_, p, _)| *p == ProxyKind::Usher)
+            .filter_map(|&(round, _, _)| Some((of(ProxyKind::Usher, round)?, of(other, round)?)))
+            .filter(|(a, b)| a.is_finite() && b.is_finite() && *b != 0.0)
+            .map(|(a, b)| a / b)
+            .collect()
     }
 
     pub fn median(&self, proxy: ProxyKind, metric: &str) -> Option<f64> {
         median(self.values(proxy, metric))
     }
 
-    /// median(usher) / median(other).
+    /// The median of the paired ratios usher / `other`.
     pub fn ratio(&self, other: ProxyKind, metric: &str) -> Option<f64> {
-        let (a, b) = (self.median(ProxyKind::Usher, metric)?, self.median(other, metric)?);
-        (b != 0.0).then_some(a / b)
+        median(self.paired_ratios(other, metric))
     }
 
     pub fn render(&self) -> String {
@@ -78,8 +98,8 @@ impl CaseResult {
                 row.push(cell(&self.values(p, m.name), m.decimals));
             }
             for &p in &others {
-                let ratio = if m.better == Better::Zero { None } else { self.ratio(p, m.name) };
-                row.push(ratio.map_or("-".to_owned(), |r| format!("{r:.2}×")));
+                let ratios = if m.better == Better::Zero { Vec::new() } else { self.paired_ratios(p, m.name) };
+                row.push(ratio_cell(&ratios));
             }
             rows.push(row);
         }
@@ -113,6 +133,17 @@ fn cell(values: &[f64], decimals: usize) -> String {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     format!("{} ({}–{})", number(mid, decimals), number(min, decimals), number(max, decimals))
+}
+
+/// "median× (min–max)" of paired ratios, or "-" without any.
+fn ratio_cell(ratios: &[f64]) -> String {
+    let Some(mid) = median(ratios.to_vec()) else { return "-".to_owned() };
+    if ratios.len() == 1 {
+        return format!("{mid:.2}×");
+    }
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{mid:.2}× ({min:.2}–{max:.2})")
 }
 
 /// Fixed decimals; whole numbers grouped by thousands with spaces.
@@ -171,5 +202,33 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
         assert_eq!(cell(&[1.0, 3.0, 2.0], 0), "2 (1–3)");
+        assert_eq!(ratio_cell(&[0.9, 1.2, 1.0]), "1.00× (0.90–1.20)");
+    }
+
+    #[test]
+    fn ratios_pair_runs_of_the_same_round() {
+        let r = CaseResult {
+            case: "c",
+            title: "t".into(),
+            proxies: vec![ProxyKind::Usher, ProxyKind::Haproxy],
+            metrics: vec![Metric::higher("rate", 0)],
+            // The machine halves its speed after round 1: each round's ratio
+            // is 1.25, the ratio of the medians would not be.
+            runs: vec![
+                (1, ProxyKind::Usher, vec![100.0]),
+                (1, ProxyKind::Haproxy, vec![80.0]),
+                (2, ProxyKind::Usher, vec![50.0]),
+                (2, ProxyKind::Haproxy, vec![40.0]),
+                (3, ProxyKind::Usher, vec![50.0]),
+                (3, ProxyKind::Haproxy, vec![40.0]),
+                // A round where HAProxy's run failed pairs with nothing.
+                (4, ProxyKind::Usher, vec![10.0]),
+            ],
+            errors: Vec::new(),
+            notes: Vec::new(),
+        };
+        assert_eq!(r.paired_ratios(ProxyKind::Haproxy, "rate"), vec![1.25, 1.25, 1.25]);
+        assert_eq!(r.ratio(ProxyKind::Haproxy, "rate"), Some(1.25));
+        assert_eq!(r.median(ProxyKind::Usher, "rate"), Some(50.0));
     }
 }

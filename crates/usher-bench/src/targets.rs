@@ -1,4 +1,5 @@
-//! The targets of issue 6, checked against one run's medians.
+//! The targets of issue 6, checked against one run: medians, and the
+//! median of the paired ratios (`report.rs`).
 
 use crate::proxies::ProxyKind::{self, Direct, Haproxy, Usher};
 use crate::report::{number, CaseResult};

@@ -263,7 +263,7 @@ impl Harness {
                             .map(|(m, v)| format!("{} {}", m.name, crate::report::number(*v, m.decimals)))
                             .collect();
                         eprintln!("   run {rep}/{} {:<8} {}", self.opts.repeats, proxy.name(), shown.join(", "));
-                        result.runs.push((proxy, values));
+                        result.runs.push((rep, proxy, values));
                     }
                     Err(err) => {
                         let msg = format!("{} run {rep} failed: {err:#}", proxy.name());
