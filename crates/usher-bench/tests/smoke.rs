@@ -33,7 +33,10 @@ fn every_case_completes_with_quick_settings() {
                         // 500 connections fit in the allocator's already
                         // committed pages (mimalloc), so the RSS delta can
                         // be exactly 0 in a quick run; it must not be negative.
-                        Better::Lower if m.name == "RSS KiB/conn" => {
+                        // CPU comes in 10 ms ticks (USER_HZ): a 600 ms
+                        // window on a starved machine can see none (seen in
+                        // CI: 82 sessions/s under heavy steal).
+                        Better::Lower if m.name == "RSS KiB/conn" || m.name.starts_with("proxy CPU") => {
                             assert!(values.iter().all(|v| *v >= 0.0), "{} {}: {values:?}", r.title, proxy.name())
                         }
                         Better::Higher | Better::Lower => {
