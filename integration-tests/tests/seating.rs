@@ -72,6 +72,12 @@ async fn queued_clients_are_served_in_arrival_order() {
     let expected: Vec<Vec<u8>> = std::iter::once(b"H".to_vec()).chain((0..6u8).map(|i| vec![b'0' + i])).collect();
     assert_eq!(order, expected, "served out of arrival order");
     assert_eq!(server.peak(), 1);
+    // Each grant carries the place its session waited at: in accept order,
+    // the holder never queued, then positions 0 to 5.
+    let mut records = broker.logs.wait_sessions(7).await;
+    records.sort_by_key(|r| r.int("session"));
+    let places: Vec<i64> = records.iter().map(|r| r.int("backend_queue_pos")).collect();
+    assert_eq!(places, vec![-1, 0, 1, 2, 3, 4, 5], "queue positions in the access records");
 }
 
 /// Issue test 4: a queued client is closed at the queue deadline; the server
