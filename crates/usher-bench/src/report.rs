@@ -62,13 +62,12 @@ impl CaseResult {
     /// usher / `other` for each round where both have a value.
     pub fn paired_ratios(&self, other: ProxyKind, metric: &str) -> Vec<f64> {
         let Some(i) = self.metrics.iter().position(|m| m.name == metric) else { return Vec::new() };
-        let of = |proxy: ProxyKind, round: usize| {
-            self.runs.iter().find(|(r, p, _)| *r == round && *p == proxy).map(|(_, _, v)| v[i])
-        };
+        let other_in =
+            |round: usize| self.runs.iter().find(|(r, p, _)| *r == round && *p == other).map(|(_, _, v)| v[i]);
         self.runs
             .iter()
             .filter(|(_, p, _)| *p == ProxyKind::Usher)
-            .filter_map(|&(round, _, _)| Some((of(ProxyKind::Usher, round)?, of(other, round)?)))
+            .filter_map(|(round, _, v)| Some((v[i], other_in(*round)?)))
             .filter(|(a, b)| a.is_finite() && b.is_finite() && *b != 0.0)
             .map(|(a, b)| a / b)
             .collect()
@@ -124,26 +123,25 @@ pub fn median(mut v: Vec<f64>) -> Option<f64> {
     Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
-/// "median (min–max)", or "-" without values.
-fn cell(values: &[f64], decimals: usize) -> String {
-    let Some(mid) = median(values.to_vec()) else { return "-".to_owned() };
+/// "median (min–max)", the median shown by `mid` and the bounds by
+/// `bound`; just the median for one value; "-" without values.
+fn spread(values: &[f64], mid: impl Fn(f64) -> String, bound: impl Fn(f64) -> String) -> String {
+    let Some(m) = median(values.to_vec()) else { return "-".to_owned() };
     if values.len() == 1 {
-        return number(mid, decimals);
+        return mid(m);
     }
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{} ({}–{})", number(mid, decimals), number(min, decimals), number(max, decimals))
+    format!("{} ({}–{})", mid(m), bound(min), bound(max))
 }
 
-/// "median× (min–max)" of paired ratios, or "-" without any.
+fn cell(values: &[f64], decimals: usize) -> String {
+    spread(values, |v| number(v, decimals), |v| number(v, decimals))
+}
+
+/// Paired ratios: "median× (min–max)".
 fn ratio_cell(ratios: &[f64]) -> String {
-    let Some(mid) = median(ratios.to_vec()) else { return "-".to_owned() };
-    if ratios.len() == 1 {
-        return format!("{mid:.2}×");
-    }
-    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{mid:.2}× ({min:.2}–{max:.2})")
+    spread(ratios, |v| format!("{v:.2}×"), |v| format!("{v:.2}"))
 }
 
 /// Fixed decimals; whole numbers grouped by thousands with spaces.
