@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
-use usher_core::actors::topology::{GetHandle, Reload};
-use usher_core::broker::BrokerHandle;
-use usher_core::reload::{ReloadError, ReloadSummary};
+use usher_core::broker::topology::{GetHandle, Reload};
+use usher_core::BrokerHandle;
 use usher_core::{BoundListeners, Extensions, Settings};
+use usher_core::{ReloadError, ReloadSummary};
 
 use crate::logs::LogCapture;
 

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use integration_tests::{http, request, seated, Behavior, ConfigFile, TestBackend, TestBroker, DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use usher_core::actors::backend_queue::GetQueueReport;
-use usher_core::actors::server::{GetServerReport, SetAdminState};
-use usher_core::actors::watchdog::{GetStatus, SetFrontendMaxconn};
-use usher_core::bookkeeping::AdminState;
-use usher_core::reload::ReloadError;
+use usher_core::admission::watchdog::{GetStatus, SetFrontendMaxconn};
+use usher_core::backend::backend_queue::GetQueueReport;
+use usher_core::backend::server::{GetServerReport, SetAdminState};
+use usher_core::backend::AdminState;
+use usher_core::ReloadError;
 
 /// One frontend `web` on backend `app` with `servers` (name, address,
 /// weight, maxconn); `extra` is appended.

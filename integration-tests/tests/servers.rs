@@ -6,9 +6,9 @@ use std::time::Duration;
 use integration_tests::{request, seated, Behavior, TestBackend, TestBroker, DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use usher_core::actors::backend_queue::GetQueueReport;
-use usher_core::actors::server::SetAdminState;
-use usher_core::bookkeeping::AdminState;
+use usher_core::backend::backend_queue::GetQueueReport;
+use usher_core::backend::server::SetAdminState;
+use usher_core::backend::AdminState;
 
 fn servers_toml(backend: &str, servers: &[(&str, std::net::SocketAddr, &str)]) -> String {
     let mut toml = format!("[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n[backends.app]\n{backend}\n");

@@ -306,7 +306,7 @@ pub fn haproxy_version(exe: &Path) -> Option<String> {
 pub fn serve_usher(config: &Path) -> anyhow::Result<()> {
     let toml = std::fs::read_to_string(config).with_context(|| format!("cannot read {}", config.display()))?;
     let settings = usher_core::config::from_toml_str(&toml).map_err(|e| anyhow!("invalid configuration: {e}"))?;
-    let (log, _guard) = usher_core::logging::logger(&settings.log);
+    let (log, _guard) = usher_core::logger(&settings.log);
     let listeners = usher_core::bind_all(&settings)?;
     for listener in listeners.0.values().flatten() {
         println!("LISTENING {}", listener.local_addr()?);

@@ -72,7 +72,7 @@ pub fn extensions(settings: &Settings) -> anyhow::Result<Extensions> {
 fn main() -> anyhow::Result<()> {
     let files = std::env::args().skip(1).map(Into::into).collect();
     let settings = config::load(&ConfigSources::files(files)).map_err(|errors| anyhow!("{errors}"))?;
-    let (log, _guard) = usher_core::logging::logger(&settings.log);
+    let (log, _guard) = usher_core::logger(&settings.log);
     let listeners = usher_core::bind_all(&settings)?;
     actix_rt::System::new().block_on(async move {
         let ext = extensions(&settings)?;

@@ -32,10 +32,11 @@ use slog::{info, Logger};
 
 use actix::{Addr, MailboxError};
 
-use crate::actors::topology::{BrokerHandle, GetHandle, Topology};
+use crate::broker::topology::{GetHandle, Topology};
+use crate::broker::BrokerHandle;
 use crate::config::{Balance, Settings};
 
-pub use stats_json::Snapshot;
+
 
 /// Largest request body accepted (a PUT body is a few dozen bytes).
 const MAX_BODY: usize = 16 * 1024;
@@ -149,6 +150,8 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
     pub fn address(&self) -> SocketAddr {
         self.address
     }

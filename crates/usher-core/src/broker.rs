@@ -8,6 +8,16 @@
 //! the Topology actor's business (`actors/topology.rs`), at start and on
 //! every reload.
 
+mod extensions;
+mod handle;
+pub mod reload_plan;
+pub mod topology;
+
+pub use extensions::{Extensions, OnReady, OnStart};
+pub use handle::{BackendControl, BrokerHandle};
+pub use reload_plan::{ReloadError, ReloadSummary};
+pub use topology::ConfigLoader;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::TcpListener;
@@ -21,16 +31,17 @@ use slog::{info, o, warn, Logger};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::actors::stats::Gauges;
-use crate::actors::topology::{BeginShutdown, GetHandle, Shared, Topology};
-use crate::actors::watchdog::WatchdogConfig;
-use crate::actors::{ResourceWatchdog, Stats};
-use crate::bookkeeping::stats::{SessionGauge, StatsBook};
-use crate::bookkeeping::AdmissionConfig;
+use crate::observe::stats::Gauges;
+use crate::broker::topology::{BeginShutdown, GetHandle, Shared, Topology};
+use crate::admission::watchdog::WatchdogConfig;
+use crate::admission::ResourceWatchdog;
+use crate::observe::Stats;
+use crate::admission::SessionGauge;
+use crate::observe::stats_book::StatsBook;
+use crate::admission::AdmissionConfig;
 use crate::config::Settings;
-use crate::extension::Extensions;
-use crate::fd_budget::FdBudget;
-use crate::messages::StopAccepting;
+use crate::admission::fd_budget::FdBudget;
+use crate::admission::StopAccepting;
 
 /// Where sessions run. With one worker they share the actix System thread
 /// with the actors (like HAProxy with `nbthread 1`): every Reserve, grant,
@@ -121,7 +132,6 @@ pub fn bind_all(settings: &Settings) -> anyhow::Result<BoundListeners> {
     Ok(bound)
 }
 
-pub use crate::actors::topology::{BackendControl, BrokerHandle};
 
 /// Runs the broker until `shutdown` resolves, then stops accepting, lets
 /// sessions finish for up to `global.grace`, closes the rest and returns.

@@ -1,5 +1,6 @@
 //! Extension seam: new actor types join through typed messages and
-//! `Recipient<M>`, without editing core internals.
+//! `Recipient<M>`, without editing core internals. They are plugged in
+//! through [`crate::Extensions`] when the broker starts.
 //!
 //! Today's hook is admission: every accepted client is shown to each
 //! registered `Recipient<CheckClient>` before it may reserve a slot; any
@@ -25,25 +26,4 @@ pub struct CheckClient {
 pub enum Verdict {
     Allow,
     Deny { reason: String },
-}
-
-/// Called once with the addresses of the running actors.
-pub type OnStart = Box<dyn FnOnce(crate::broker::BrokerHandle) + Send>;
-
-/// Called once every listener runs, right after the `started` record (the
-/// daemon tells systemd `READY=1` from here).
-pub type OnReady = Box<dyn FnOnce() + Send>;
-
-/// Actors plugged into a broker at start.
-#[derive(Default)]
-pub struct Extensions {
-    /// Consulted in order for each new client; the first denial wins.
-    pub admission: Vec<Recipient<CheckClient>>,
-    /// Receives the actors' addresses once they run (admin API, tests).
-    pub on_start: Option<OnStart>,
-    /// Fired once the broker is listening.
-    pub on_ready: Option<OnReady>,
-    /// Re-reads the configuration from where it came from, for `Reload`
-    /// (SIGHUP, `POST /reload`). Without it a reload is refused.
-    pub reload: Option<crate::actors::topology::ConfigLoader>,
 }

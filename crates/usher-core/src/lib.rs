@@ -1,28 +1,59 @@
 //! usher-core: everything of the usher broker that can be tested.
 //!
-//! Start with [`broker::run`]. The folders say where things live:
-//! `config/` (layers → validation → settings), `bookkeeping/` (plain
-//! structs that decide; no actix), `actors/` (thin actor shells over them),
-//! `balance/` (algorithms), `data_plane/` (accept, sessions, relay),
-//! `logging/` (logger, access record, termination codes).
+//! Start with [`run`]. The folders say where things live:
+//! - `config/`: layers → validation → [`Settings`];
+//! - `admission/`: the Listener actors and the ResourceWatchdog (limits,
+//!   rates, shortages, stress);
+//! - `backend/`: the BackendQueue and Server actors over plain cores,
+//!   balancing, health checks;
+//! - `session/`: one client's life, its access record and termination code;
+//! - `proxy_protocol`: PROXY v1/v2 headers;
+//! - `observe/`: the logger and the traffic counters;
+//! - `admin/`: the HTTP API;
+//! - `broker/`: start, the running topology, reload.
+//!
+//! Dependencies run one way: `session` uses the protocols of `admission`
+//! and `backend`; `broker` uses everything; nothing uses `broker` but
+//! `admin`, through the public [`BrokerHandle`].
+//!
+//! The public surface is what this page lists. The modules behind it, and
+//! with them the protocol messages (`Reserve`, `Release`, `Dequeue`, the
+//! `Slot` a grant hands out), are private: code outside this crate cannot
+//! take or give back a slot, so "released exactly once" and "never over
+//! maxconn" hold by construction. White-box tests and the benchmark turn
+//! on the `internals` feature, which makes those modules public.
 
 #![forbid(unsafe_code)]
 
-pub mod actors;
-pub mod admin;
-pub mod balance;
-pub mod bookkeeping;
-pub mod broker;
-pub mod config;
-pub mod data_plane;
-pub mod extension;
-pub mod fd_budget;
-pub mod ids;
-pub mod logging;
-pub mod messages;
-pub mod net;
-pub mod reload;
+/// Declares modules that are private unless the `internals` feature is on
+/// (tests, usher-bench): then they are public, hidden from the docs.
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
 
-pub use broker::{bind_all, run, BoundListeners};
+internal_modules!(admin, admission, backend, broker, observe, proxy_protocol, session);
+
+pub mod config;
+pub mod extension;
+pub mod ids;
+pub mod net;
+
+pub use backend::AdminState;
+pub use broker::{
+    bind_all, run, BackendControl, BoundListeners, BrokerHandle, ConfigLoader, Extensions, OnReady, OnStart,
+    ReloadError, ReloadSummary,
+};
 pub use config::Settings;
-pub use extension::{CheckClient, Extensions, Verdict};
+pub use extension::{CheckClient, Verdict};
+pub use observe::{logger, LogGuard};
+pub use session::Termination;
+
+/// Mailbox capacity set on every actor. actix only enforces it for
+/// `try_send`; the real bound is by construction (see the protocol modules).
+pub(crate) const MAILBOX_CAPACITY: usize = 1024;

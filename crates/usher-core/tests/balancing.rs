@@ -21,8 +21,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use usher_core::balance::{Balancer, ConsistentHash, First, LeastConn, PowerOfChoices, SmoothRoundRobin};
-use usher_core::bookkeeping::{
+use usher_core::backend::balance::{Balancer, ConsistentHash, First, LeastConn, PowerOfChoices, SmoothRoundRobin};
+use usher_core::backend::{
     BackendSetup, BackendState, HealthConfig, QueueKey, ReserveRequest, Reserved, ServerHealth, ServerSetup,
     ServerStatus,
 };

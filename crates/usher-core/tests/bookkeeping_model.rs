@@ -51,14 +51,16 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tokio::time::Instant;
-use usher_core::balance::{
+use usher_core::admission::{
+    AdmissionConfig, AdmissionState, Admitted, FrontendLimits, LimitHit, ListenerLimits, ListenerState, PauseReason,
+    Resumed, StressChange, StressState, WarningThrottle,
+};
+use usher_core::backend::balance::{
     Balancer, Candidate, Choice, ConsistentHash, First, LeastConn, PowerOfChoices, SmoothRoundRobin,
 };
-use usher_core::bookkeeping::backend_state::ServerSetup;
-use usher_core::bookkeeping::{
-    AdmissionConfig, AdmissionState, Admitted, BackendSetup, BackendState, FrontendLimits, LimitHit, ListenerLimits,
-    ListenerState, PauseReason, QueueKey, QueuePlace, ReserveRequest, Reserved, Resumed, ServerState, ServerStatus,
-    StressChange, StressState, WarningThrottle,
+use usher_core::backend::ServerSetup;
+use usher_core::backend::{
+    BackendSetup, BackendState, QueueKey, QueuePlace, ReserveRequest, Reserved, ServerState, ServerStatus,
 };
 use usher_core::ids::{FrontendId, ListenerId, ServerId, SessionId};
 

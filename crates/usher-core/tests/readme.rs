@@ -1,10 +1,10 @@
 //! The README documents the log API: every termination code and every
 //! access-record field. Fails when one is added without documentation.
 
-use usher_core::logging::Termination;
+use usher_core::Termination;
 
 const README: &str = include_str!("../../../README.md");
-const ACCESS_RS: &str = include_str!("../src/logging/access.rs");
+const ACCESS_RS: &str = include_str!("../src/session/access.rs");
 
 #[test]
 fn every_termination_code_is_documented() {

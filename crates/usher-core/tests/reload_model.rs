@@ -14,9 +14,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use usher_core::balance::SmoothRoundRobin;
-use usher_core::bookkeeping::backend_state::ServerSetup;
-use usher_core::bookkeeping::{BackendSetup, BackendState, QueueKey, ReserveRequest, Reserved};
+use usher_core::backend::balance::SmoothRoundRobin;
+use usher_core::backend::ServerSetup;
+use usher_core::backend::{BackendSetup, BackendState, QueueKey, ReserveRequest, Reserved};
 use usher_core::ids::{ServerId, SessionId};
 
 #[derive(Debug, Clone)]

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
-use usher_core::actors::watchdog::{GetStatus, ListenerInfo, ResourceWatchdog, WatchdogConfig};
-use usher_core::bookkeeping::{AdmissionConfig, FrontendLimits, ListenerLimits};
-use usher_core::fd_budget::FdBudget;
+use usher_core::admission::fd_budget::FdBudget;
+use usher_core::admission::watchdog::{GetStatus, ListenerInfo, ResourceWatchdog, WatchdogConfig};
+use usher_core::admission::{AdmissionConfig, FrontendLimits, ListenerLimits};
+use usher_core::admission::{Admit, AdmitGrant, SessionClosed};
 use usher_core::ids::{FrontendId, ListenerId};
-use usher_core::messages::{Admit, AdmitGrant, SessionClosed};
 
 fn admit(w: &Addr<ResourceWatchdog>, listener: usize) -> oneshot::Receiver<AdmitGrant> {
     let (tx, rx) = oneshot::channel();

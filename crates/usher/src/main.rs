@@ -11,12 +11,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use actix::Addr;
 use clap::Parser;
 use slog::{error, info, warn};
-use usher_core::actors::topology::{BrokerHandle, Reload, Topology};
 use usher_core::config::{self, ConfigSources};
-use usher_core::{Extensions, Settings};
+use usher_core::{BrokerHandle, Extensions, Settings};
 
 use cli::{Cli, Command};
 
@@ -72,7 +70,7 @@ fn check(files: Vec<PathBuf>) -> ExitCode {
 }
 
 fn run(settings: Settings, sources: ConfigSources, with_demo: bool) -> ExitCode {
-    let (log, _guard) = usher_core::logging::logger(&settings.log);
+    let (log, _guard) = usher_core::logger(&settings.log);
     let notifier = Arc::new(systemd::Notifier::from_env(log.clone()));
     let listeners = match usher_core::bind_all(&settings) {
         Ok(listeners) => listeners,
@@ -88,10 +86,10 @@ fn run(settings: Settings, sources: ConfigSources, with_demo: bool) -> ExitCode 
         listeners.0.values().map(Vec::len).sum::<usize>()
     );
     let ready = notifier.clone();
-    let (started, topology) = tokio::sync::oneshot::channel();
+    let (started, broker) = tokio::sync::oneshot::channel();
     let extensions = Extensions {
         on_start: Some(Box::new(move |handle: BrokerHandle| {
-            let _ = started.send(handle.topology);
+            let _ = started.send(handle);
         })),
         on_ready: Some(Box::new(move || ready.ready(&serving))),
         // A reload re-reads the very layers the daemon started from.
@@ -104,7 +102,7 @@ fn run(settings: Settings, sources: ConfigSources, with_demo: bool) -> ExitCode 
         if with_demo {
             start_demo_servers(&settings, &log).await?;
         }
-        let stop = signals(log.clone(), notifier.clone(), grace, topology);
+        let stop = signals(log.clone(), notifier.clone(), grace, broker);
         usher_core::run(settings, listeners, log.clone(), extensions, stop).await
     });
     match result {
@@ -125,7 +123,7 @@ async fn signals(
     log: slog::Logger,
     notifier: Arc<systemd::Notifier>,
     grace: std::time::Duration,
-    topology: tokio::sync::oneshot::Receiver<Addr<Topology>>,
+    broker: tokio::sync::oneshot::Receiver<BrokerHandle>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int, mut hup) =
@@ -136,8 +134,8 @@ async fn signals(
                 return std::future::pending().await;
             }
         };
-    let mut topology = Some(topology);
-    let mut running: Option<Addr<Topology>> = None;
+    let mut broker = Some(broker);
+    let mut running: Option<BrokerHandle> = None;
     let name = loop {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
@@ -146,21 +144,20 @@ async fn signals(
                 info!(log, "signal received"; "signal" => "SIGHUP");
                 if running.is_none() {
                     // Started by now: SIGHUP arrives after READY.
-                    running = match topology.take() {
+                    running = match broker.take() {
                         Some(rx) => rx.await.ok(),
                         None => None,
                     };
                 }
-                let Some(topology) = &running else {
+                let Some(handle) = &running else {
                     warn!(log, "reload impossible: the broker is not running");
                     continue;
                 };
                 notifier.reloading("reloading the configuration");
                 // The Topology logs the outcome and every change.
-                let status = match topology.send(Reload { settings: None }).await {
-                    Ok(Ok(summary)) => format!("reloaded: {} changes", summary.changes.len()),
-                    Ok(Err(err)) => format!("reload rejected, configuration unchanged: {}", first_line(&err.to_string())),
-                    Err(_) => "reload impossible: the broker is stopping".to_owned(),
+                let status = match handle.reload().await {
+                    Ok(summary) => format!("reloaded: {} changes", summary.changes.len()),
+                    Err(err) => format!("reload rejected, configuration unchanged: {}", first_line(&err.to_string())),
                 };
                 notifier.ready(&status);
             }

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use anyhow::anyhow;
 use tokio::sync::oneshot;
-use usher_core::actors::server::CheckSpec;
-use usher_core::actors::{BackendQueue, Server};
-use usher_core::bookkeeping::backend_state::ServerSetup;
-use usher_core::bookkeeping::{BackendSetup, HealthConfig, QueueKey};
+use usher_core::backend::server::CheckSpec;
+use usher_core::backend::ServerSetup;
+use usher_core::backend::{BackendQueue, Server};
+use usher_core::backend::{BackendSetup, HealthConfig, QueueKey};
+use usher_core::backend::{Reserve, ReserveReply, ServerInfo};
 use usher_core::config::Balance;
 use usher_core::ids::{ServerId, SessionId};
-use usher_core::messages::{Reserve, ReserveReply, ServerInfo};
 
 use super::{Harness, SHARED};
 use crate::proxies::ProxyKind;
@@ -155,7 +155,7 @@ fn start_backend(maxconn: u32) -> Recipient<Reserve> {
         servers.push(info);
         setups.push(ServerSetup { maxconn, weight: 1, maxqueue: 0, backup: false, minconn: 0 });
     }
-    let balancer = usher_core::balance::for_kind(Balance::Roundrobin, &[1; SERVERS], 2, 0);
+    let balancer = usher_core::backend::balance::for_kind(Balance::Roundrobin, &[1; SERVERS], 2, 0);
     let setup = BackendSetup { maxqueue: 0, redispatch: false, fullconn: 0 };
     ctx.run(BackendQueue::new(&setups, servers, setup, balancer, log)).recipient()
 }

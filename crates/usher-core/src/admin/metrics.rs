@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use super::stats_json::{BackendStats, FrontendStats, ListenerStats, ServerStats, Snapshot};
-use crate::bookkeeping::stats::Counters;
+use crate::observe::stats_book::Counters;
 
 /// The `Content-Type` of the exposition format.
 pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

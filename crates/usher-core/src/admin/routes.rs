@@ -15,11 +15,11 @@ use serde_json::json;
 use slog::info;
 
 use super::{metrics, stats_json, Admin, MAX_BODY};
-use crate::actors::server::{GetServerReport, SetAdminState, SetMaxconn, SetWeight};
-use crate::actors::topology::Reload;
-use crate::actors::watchdog::SetFrontendMaxconn;
-use crate::bookkeeping::AdminState;
-use crate::reload::ReloadError;
+use crate::backend::server::{GetServerReport, SetAdminState, SetMaxconn, SetWeight};
+use crate::broker::topology::Reload;
+use crate::admission::watchdog::SetFrontendMaxconn;
+use crate::backend::AdminState;
+use crate::broker::reload_plan::ReloadError;
 
 /// Largest weight (HAProxy's absolute weights go from 0 to 256).
 const MAX_WEIGHT: u64 = 256;

@@ -12,14 +12,14 @@ use actix::MailboxError;
 use serde::Serialize;
 
 use super::Admin;
-use crate::actors::backend_queue::GetQueueReport;
-use crate::actors::server::GetServerReport;
-use crate::actors::stats::GetStats;
-use crate::actors::watchdog::{GetStatus, WatchdogCounters};
-use crate::bookkeeping::stats::Counters;
-use crate::bookkeeping::{AdminState, OpState};
+use crate::backend::backend_queue::GetQueueReport;
+use crate::backend::server::GetServerReport;
+use crate::observe::stats::GetStats;
+use crate::admission::watchdog::{GetStatus, WatchdogCounters};
+use crate::observe::stats_book::Counters;
+use crate::backend::{AdminState, OpState};
 use crate::config::Balance;
-use crate::fd_budget::FdBudget;
+use crate::admission::fd_budget::FdBudget;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {

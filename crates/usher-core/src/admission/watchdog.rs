@@ -19,13 +19,13 @@ use slog::{debug, info, warn, Logger};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::bookkeeping::{
+use crate::admission::{
     AdmissionConfig, AdmissionState, Admitted, LimitHit, ListenerState, PauseReason, Resumed, StressChange,
     StressState, WarningThrottle,
 };
-use crate::fd_budget::FdBudget;
+use crate::admission::fd_budget::FdBudget;
 use crate::ids::{FrontendId, ListenerId};
-use crate::messages::{Admit, AdmitGrant, GiveBack, SessionClosed, Shortage};
+use crate::admission::{Admit, AdmitGrant, GiveBack, SessionClosed, Shortage};
 
 /// What the watchdog knows of a listener, for its log records and status.
 #[derive(Debug, Clone)]
@@ -139,7 +139,7 @@ pub struct ResourceWatchdog {
     config: WatchdogConfig,
     /// Frontend limits as configured (run-time changes survive a reload
     /// that leaves a frontend's configured limits alone).
-    configured: Vec<crate::bookkeeping::FrontendLimits>,
+    configured: Vec<crate::admission::FrontendLimits>,
     /// The timer set for the next time-based resume, if any.
     timer: Option<(Instant, SpawnHandle)>,
     log: Logger,
@@ -294,7 +294,7 @@ impl Actor for ResourceWatchdog {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(super::MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         if !self.config.maxconn_recheck.is_zero() {
             // Safety net only: count limits resume on every release.
             ctx.run_interval(self.config.maxconn_recheck, |act, ctx| act.tick(ctx));

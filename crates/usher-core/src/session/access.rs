@@ -8,7 +8,7 @@ use slog::{info, Logger};
 use tokio::time::Instant;
 
 use super::termination::Termination;
-use crate::bookkeeping::stats::SessionSummary;
+use super::summary::SessionSummary;
 use crate::ids::{BackendId, FrontendId, ServerId};
 
 /// Collected along a session's life, logged once at its end.

@@ -1,10 +1,10 @@
-//! The messages actors exchange. Names follow the design card: `Reserve`,
-//! `Release`, `Dequeue`, plus admission and control messages.
+//! The backend's protocol: what sessions, Servers and the BackendQueue say
+//! to each other about slots. `Reserve`, `Release` and `Dequeue` are the
+//! design card's names.
 //!
 //! Mailbox bounds come by construction (actix's `do_send` ignores mailbox
 //! capacity): a session has at most one `Reserve`, one `CancelReserve` and one
-//! `Release` in flight, a listener at most one `Admit`, and every session one
-//! `SessionClosed` — so no mailbox holds more than a few messages per live
+//! `Release` in flight, so no mailbox holds more than a few messages per live
 //! session, and live sessions are bounded by `global.maxconn`.
 
 use std::net::{IpAddr, SocketAddr};
@@ -13,8 +13,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::bookkeeping::{QueueKey, QueuePlace};
-use crate::ids::{ListenerId, ServerId, SessionId};
+use super::core::QueuePlace;
+use super::wait_queue::QueueKey;
+use crate::ids::{ServerId, SessionId};
 
 // === Slots ===
 
@@ -133,7 +134,7 @@ pub struct Dequeue {
 #[rtype(result = "()")]
 pub struct ServerStatusChanged {
     pub server: ServerId,
-    pub status: crate::bookkeeping::ServerStatus,
+    pub status: super::core::ServerStatus,
 }
 
 /// The outcome of one connection attempt of live traffic, for passive
@@ -143,72 +144,3 @@ pub struct ServerStatusChanged {
 pub struct ConnectOutcome {
     pub ok: bool,
 }
-
-// === Admission ===
-
-/// A listener with clients in its backlog asks for up to `want` accepts.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Admit {
-    pub listener: ListenerId,
-    pub want: u32,
-    pub reply: oneshot::Sender<AdmitGrant>,
-}
-
-/// Accepts allowed now, and whether the sessions accepted with them are
-/// accepted in stress mode (and get the frontend's stress timeouts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AdmitGrant {
-    pub credits: u32,
-    pub stress: bool,
-}
-
-/// Accept credits a listener did not use.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct GiveBack {
-    pub listener: ListenerId,
-    pub credits: u32,
-}
-
-/// `accept()` failed for lack of fds or memory on this listener.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct Shortage {
-    pub listener: ListenerId,
-    /// "process fd limit", "system fd limit" or "memory".
-    pub cause: &'static str,
-}
-
-/// A session accepted on `listener` ended.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct SessionClosed {
-    pub listener: ListenerId,
-}
-
-/// Held by every session; dropping it sends one `SessionClosed`.
-pub struct AdmissionGuard {
-    listener: ListenerId,
-    watchdog: Recipient<SessionClosed>,
-}
-
-impl AdmissionGuard {
-    pub(crate) fn new(listener: ListenerId, watchdog: Recipient<SessionClosed>) -> AdmissionGuard {
-        AdmissionGuard { listener, watchdog }
-    }
-}
-
-impl Drop for AdmissionGuard {
-    fn drop(&mut self) {
-        // do_send: Drop cannot await; one per session bounds it.
-        self.watchdog.do_send(SessionClosed { listener: self.listener });
-    }
-}
-
-// === Control ===
-
-/// Stop accepting: the listener closes its socket.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct StopAccepting;

@@ -5,6 +5,18 @@
 //! exit path — return, `?`, timeout, kill, panic — releases exactly once.
 //! Leaving a queue is a [`QueueTicket`] value for the same reason.
 
+mod access;
+mod client_watch;
+pub mod frontend;
+pub mod relay;
+mod summary;
+pub mod termination;
+
+pub use access::AccessRecord;
+pub use frontend::{BackendParams, FrontendContext};
+pub use summary::{SessionEnded, SessionSummary};
+pub use termination::Termination;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,31 +28,33 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
-use super::client_watch::ClientWatch;
-use super::frontend::FrontendContext;
-use super::proxy_protocol;
-use super::relay::{relay, RelayEnd, RelayLimits};
-use crate::actors::stats::SessionEnded;
-use crate::bookkeeping::stats::GaugeTicket;
-use crate::bookkeeping::{QueueKey, QueuePlace};
+use client_watch::ClientWatch;
+
+use crate::proxy_protocol;
+use relay::{relay, RelayEnd, RelayLimits};
+use crate::backend::{QueueKey, QueuePlace};
 use crate::config::ProxyVersion;
 use crate::extension::{CheckClient, Verdict};
 use crate::ids::{ServerId, SessionId};
-use crate::logging::{AccessRecord, Termination};
-use crate::messages::{AdmissionGuard, CancelReserve, ConnectOutcome, Reserve, ReserveReply, Slot};
+use crate::admission::accept::{Admitted, SessionStarter};
+use crate::admission::SessionGauge;
+use crate::backend::{CancelReserve, ConnectOutcome, Reserve, ReserveReply, Slot};
 
 /// Longest pause before retrying a server that refused (HAProxy's turn-around).
 const MAX_TURNAROUND: Duration = Duration::from_secs(1);
 
-/// What a session holds from its admission until it ends: the watchdog's
-/// count (returned by dropping the guard) and the live-session gauges.
-pub struct Admitted {
-    pub guard: AdmissionGuard,
-    /// Process, listener and frontend gauges.
-    pub live: [GaugeTicket; 3],
-    /// Accepted while the frontend was in stress mode: the session gets the
-    /// frontend's stress timeouts for its whole life.
-    pub stress: bool,
+impl SessionStarter for FrontendContext {
+    fn frontend_gauge(&self) -> &Arc<SessionGauge> {
+        &self.sessions
+    }
+
+    fn start(self: Arc<Self>, stream: std::net::TcpStream, client: SocketAddr, admitted: Admitted) {
+        // The session future is spawned as it is: wrapping it in another
+        // async block would store it twice in the task (an async block keeps
+        // its captures beside its awaited future), doubling every idle
+        // session's memory.
+        self.tracker.clone().spawn(run(self, stream, client, admitted));
+    }
 }
 
 /// Runs one accepted client to its end and writes its access record.

@@ -312,6 +312,8 @@ pub fn parse_v2_fixed(fixed: &[u8; V2_FIXED]) -> Result<V2Fixed, &'static str> {
 /// Parses one complete header of either version from the start of `bytes`:
 /// the addresses and the header's length, or `Err(None)` when `bytes` is a
 /// valid but incomplete start, `Err(Some(reason))` when it is no header.
+/// Used by white-box tests only.
+#[cfg(feature = "internals")]
 pub fn parse(bytes: &[u8]) -> Result<(Option<Addresses>, usize), Option<&'static str>> {
     if !may_start_header(&bytes[..bytes.len().min(MIN_HEADER)]) {
         return Err(Some("not a PROXY header"));

@@ -395,6 +395,8 @@ impl<W> AdmissionState<W> {
     }
 
     /// Forgets a parked request whose listener stopped.
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
     pub fn unpark(&mut self, listener: ListenerId) -> Option<W> {
         let i = self.parked.iter().position(|p| p.listener == listener)?;
         self.parked.remove(i).map(|p| p.waiter)
@@ -421,6 +423,8 @@ impl<W> AdmissionState<W> {
         self.listeners[listener.0].1.used
     }
 
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
     pub fn parked(&self) -> impl Iterator<Item = ListenerId> + '_ {
         self.parked.iter().map(|p| p.listener)
     }

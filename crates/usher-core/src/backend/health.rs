@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::backend_state::ServerStatus;
+use super::core::ServerStatus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpState {
@@ -277,6 +277,8 @@ impl ServerHealth {
         None
     }
 
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
     pub fn ramping(&self) -> bool {
         self.op == OpState::Starting
     }

@@ -9,12 +9,12 @@ use slog::Logger;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::actors::stats::SessionEnded;
-use crate::bookkeeping::stats::SessionGauge;
+use crate::session::SessionEnded;
+use crate::admission::SessionGauge;
 use crate::config::StressTimeouts;
 use crate::extension::CheckClient;
 use crate::ids::{BackendId, FrontendId, SessionId};
-use crate::messages::{CancelReserve, Reserve, SessionClosed};
+use crate::backend::{CancelReserve, Reserve};
 
 /// The backend settings a session needs, copied once per frontend.
 #[derive(Debug, Clone)]
@@ -43,7 +43,6 @@ pub struct FrontendContext {
     pub backend_id: BackendId,
     pub reserve: Recipient<Reserve>,
     pub cancel: Recipient<CancelReserve>,
-    pub closed: Recipient<SessionClosed>,
     /// The Stats actor: one `SessionEnded` per session.
     pub stats: Recipient<SessionEnded>,
     /// Live sessions of this frontend (and their peak), for stats.

@@ -16,12 +16,31 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
-use super::frontend::FrontendContext;
-use super::session::{self, Admitted};
-use crate::bookkeeping::stats::SessionGauge;
+use super::gauge::{GaugeTicket, SessionGauge};
 use crate::ids::ListenerId;
-use crate::messages::{AdmissionGuard, Admit, GiveBack, Shortage};
+use super::protocol::{AdmissionGuard, Admit, GiveBack, SessionClosed, Shortage};
 use crate::net::{classify_accept_error, AcceptError};
+
+/// What a session holds from its admission until it ends: the watchdog's
+/// count (returned by dropping the guard) and the live-session gauges.
+pub struct Admitted {
+    pub guard: AdmissionGuard,
+    /// Process, listener and frontend gauges.
+    pub live: [GaugeTicket; 3],
+    /// Accepted while the frontend was in stress mode: the session gets the
+    /// frontend's stress timeouts for its whole life.
+    pub stress: bool,
+}
+
+/// Where a listener hands each client it accepted: the session layer
+/// implements it, so admission knows nothing of what a session does.
+pub trait SessionStarter: Send + Sync + 'static {
+    /// Live sessions of the frontend the client is accepted for.
+    fn frontend_gauge(&self) -> &Arc<SessionGauge>;
+
+    /// Runs the client's session (on the data plane) until it ends.
+    fn start(self: Arc<Self>, stream: std::net::TcpStream, client: std::net::SocketAddr, admitted: Admitted);
+}
 
 pub struct AcceptLoop {
     pub id: ListenerId,
@@ -29,8 +48,10 @@ pub struct AcceptLoop {
     pub listener: Option<std::net::TcpListener>,
     /// The frontend's current settings: a reload publishes new ones, and
     /// sessions accepted from then on use them (earlier ones keep theirs).
-    pub front: watch::Receiver<Arc<FrontendContext>>,
+    pub front: watch::Receiver<Arc<dyn SessionStarter>>,
     pub admit: Recipient<Admit>,
+    /// Told when each admitted session ends (through its [`AdmissionGuard`]).
+    pub closed: Recipient<SessionClosed>,
     pub give_back: Recipient<GiveBack>,
     pub shortage: Recipient<Shortage>,
     pub maxaccept: u32,
@@ -96,15 +117,11 @@ impl AcceptLoop {
                     Ok(Ok((stream, client))) => {
                         used += 1;
                         let admitted = Admitted {
-                            guard: AdmissionGuard::new(self.id, front.closed.clone()),
-                            live: [self.gauges[0].enter(), self.gauges[1].enter(), front.sessions.enter()],
+                            guard: AdmissionGuard::new(self.id, self.closed.clone()),
+                            live: [self.gauges[0].enter(), self.gauges[1].enter(), front.frontend_gauge().enter()],
                             stress: grant.stress,
                         };
-                        // The session future is spawned as it is: wrapping it in
-                        // another async block would store it twice in the task
-                        // (an async block keeps its captures beside its awaited
-                        // future), doubling every idle session's memory.
-                        front.tracker.spawn(session::run(front.clone(), stream, client, admitted));
+                        front.clone().start(stream, client, admitted);
                     }
                     Ok(Err(err)) => match classify_accept_error(&err) {
                         AcceptError::WouldBlock => break,

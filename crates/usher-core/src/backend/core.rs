@@ -27,7 +27,7 @@ use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
 use super::wait_queue::{QueueKey, WaitQueue, Waiting};
-use crate::balance::{least_loaded, Balancer, Candidate, Choice};
+use crate::backend::balance::{least_loaded, Balancer, Candidate, Choice};
 use crate::ids::{ServerId, SessionId};
 
 /// A request for a slot.
@@ -87,6 +87,7 @@ pub struct Grant<W> {
 /// A queued session that can no longer be served.
 #[derive(Debug)]
 pub struct Refusal<W> {
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // read by the models
     pub session: SessionId,
     pub waiter: W,
     pub queued: QueuePlace,
@@ -186,6 +187,8 @@ pub struct BackendState<W> {
 
 impl<W> BackendState<W> {
     /// Limited servers start with no credit: their Server lends them.
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
     pub fn new(servers: &[ServerSetup], maxqueue: u32, balancer: Box<dyn Balancer>) -> BackendState<W> {
         Self::with_setup(servers, BackendSetup { maxqueue, redispatch: false, fullconn: 0 }, balancer)
     }
@@ -401,6 +404,8 @@ impl<W> BackendState<W> {
 
     /// Offers one held slot of `server` to the best waiter again (after an
     /// [`ungrant`](Self::ungrant)); `None` leaves it held.
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
     pub fn regrant(&mut self, server: ServerId) -> Option<Grant<W>> {
         self.grant_from(server)
     }
@@ -557,11 +562,15 @@ impl<W> BackendState<W> {
     }
 
     /// Whether `server` was removed by a reload.
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
     pub fn is_removed(&self, server: ServerId) -> bool {
         self.servers.get(server.0).is_some_and(|s| s.removed)
     }
 
     /// Nobody waits and no session holds a slot: a retired backend may stop.
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
     pub fn idle(&self) -> bool {
         self.location.is_empty() && self.servers.iter().all(|s| s.served == 0)
     }
@@ -582,6 +591,8 @@ impl<W> BackendState<W> {
     }
 
     /// Free credits held for `server` (`None` for an unlimited server).
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
     pub fn held(&self, server: ServerId) -> Option<u32> {
         self.servers.get(server.0).and_then(|s| s.held)
     }
@@ -616,6 +627,8 @@ impl<W> BackendState<W> {
         self.max_served
     }
 
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
     pub fn is_queued(&self, session: SessionId) -> bool {
         self.location.contains_key(&session)
     }

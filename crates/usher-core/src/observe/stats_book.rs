@@ -1,7 +1,6 @@
 //! Traffic figures for the admin API, with no actix in them: counters per
 //! frontend, backend and server, fed by one [`SessionSummary`] per ended
-//! session (the Stats actor's bookkeeping), and [`SessionGauge`]s — live
-//! sessions and their peak — kept by the accept loops.
+//! session (the Stats actor's bookkeeping).
 //!
 //! Counters count *ended* sessions: a session is added when it writes its
 //! access record. A frontend's counters get every session; the backend's
@@ -10,28 +9,15 @@
 //! record's `server`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::ids::{BackendId, FrontendId, ServerId};
-use crate::logging::Termination;
-
-/// What the Stats actor learns of one ended session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionSummary {
-    pub frontend: FrontendId,
-    /// The backend it was admitted to.
-    pub backend: BackendId,
-    /// The server it ended on, if one was reached (index in its backend).
-    pub server: Option<ServerId>,
-    pub bytes_from_client: u64,
-    pub bytes_from_server: u64,
-    pub retries: u32,
-    pub redispatched: bool,
-    pub termination: Termination,
-}
+use crate::session::SessionSummary;
+#[cfg(test)]
+use crate::{
+    ids::{BackendId, FrontendId, ServerId},
+    session::Termination,
+};
 
 /// Totals of one frontend, backend or server.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -124,43 +110,6 @@ impl StatsBook {
     }
 }
 
-/// Live sessions of a scope (the process, a frontend, a listener) and the
-/// most there ever were, counted by the accept loop: a [`GaugeTicket`] per
-/// accepted session, dropped when the session ends. Lock-free: the data
-/// plane only does two atomic operations per session and gauge.
-#[derive(Debug, Default)]
-pub struct SessionGauge {
-    current: AtomicU32,
-    max: AtomicU32,
-}
-
-impl SessionGauge {
-    /// One more live session until the ticket is dropped.
-    pub fn enter(self: &Arc<Self>) -> GaugeTicket {
-        let now = self.current.fetch_add(1, Ordering::Relaxed) + 1;
-        self.max.fetch_max(now, Ordering::Relaxed);
-        GaugeTicket(self.clone())
-    }
-
-    pub fn current(&self) -> u32 {
-        self.current.load(Ordering::Relaxed)
-    }
-
-    pub fn max(&self) -> u32 {
-        self.max.load(Ordering::Relaxed)
-    }
-}
-
-/// A live session in a [`SessionGauge`].
-#[derive(Debug)]
-pub struct GaugeTicket(Arc<SessionGauge>);
-
-impl Drop for GaugeTicket {
-    fn drop(&mut self) {
-        self.0.current.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,17 +172,5 @@ mod tests {
         assert_eq!((book.backends[1].sessions_total, book.servers[1][0].sessions_total), (2, 2));
         book.record(&admitted(0, 5, Some(0), Termination::Normal));
         assert_eq!(book.frontends[0].sessions_total, 4, "an unknown backend id is ignored, the frontend counts");
-    }
-
-    #[test]
-    fn gauges_keep_current_and_peak() {
-        let g = Arc::new(SessionGauge::default());
-        let a = g.enter();
-        let b = g.enter();
-        drop(a);
-        let _c = g.enter();
-        assert_eq!((g.current(), g.max()), (2, 2));
-        drop(b);
-        assert_eq!((g.current(), g.max()), (1, 2));
     }
 }

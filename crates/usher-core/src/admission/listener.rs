@@ -8,8 +8,8 @@ use slog::{info, Logger};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::data_plane::accept::AcceptLoop;
-use crate::messages::StopAccepting;
+use crate::admission::accept::AcceptLoop;
+use crate::admission::StopAccepting;
 
 pub struct Listener {
     accept: Option<AcceptLoop>,
@@ -32,7 +32,7 @@ impl Actor for Listener {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(super::MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         if let Some(accept) = self.accept.take() {
             info!(self.log, "listening"; "address" => %self.address);
             self.data_plane.spawn(accept.run());

@@ -94,11 +94,15 @@ impl<W> WaitQueue<W> {
         self.entries.remove(&key)
     }
 
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
     pub fn contains(&self, session: SessionId) -> bool {
         self.index.contains_key(&session)
     }
 
     /// Waiters in service order (tests and stats).
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
     pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
         self.entries.values().map(|w| w.session)
     }

@@ -1,6 +1,6 @@
 //! Topology: which actors exist. It starts the backends, servers, frontends
 //! and listeners of a configuration, and on `Reload` applies the difference
-//! to the running ones (the decisions are in [`crate::reload`]).
+//! to the running ones (the decisions are in [`crate::broker::reload_plan`]).
 //!
 //! The first start is a reload from nothing, so both go through one path.
 //! Ids are stable for the life of the process: a frontend, backend,
@@ -33,21 +33,25 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::backend_queue::{ReconfigureBackend, RetireBackend, ServerChange};
-use super::server::{CheckSpec, ReconfigureServer, RetireServer};
-use super::stats::{Gauges, ResizeStats};
-use super::watchdog::{ListenerInfo, ReconfigureAdmission};
-use super::{BackendQueue, Listener, ResourceWatchdog, Server, Stats};
-use crate::balance;
-use crate::bookkeeping::stats::SessionGauge;
-use crate::bookkeeping::{AdmissionConfig, BackendSetup, FrontendLimits, HealthConfig, ListenerLimits, ServerSetup};
+use crate::backend::backend_queue::{ReconfigureBackend, RetireBackend, ServerChange};
+use crate::backend::server::{CheckSpec, ReconfigureServer, RetireServer};
+use crate::observe::stats::{Gauges, ResizeStats};
+use crate::admission::watchdog::{ListenerInfo, ReconfigureAdmission};
+use crate::admission::{Listener, ResourceWatchdog};
+use crate::backend::{BackendQueue, Server};
+use crate::observe::Stats;
+use crate::backend::balance;
+use crate::admission::SessionGauge;
+use crate::admission::{AdmissionConfig, FrontendLimits, ListenerLimits, StopAccepting};
+use crate::backend::{BackendSetup, HealthConfig, ServerInfo, ServerSetup};
 use crate::config::{BackendSettings, ConfigErrors, FrontendSettings, ServerSettings, Settings};
-use crate::data_plane::accept::AcceptLoop;
-use crate::data_plane::{proxy_protocol, BackendParams, FrontendContext};
+use crate::admission::accept::{AcceptLoop, SessionStarter};
+use crate::proxy_protocol;
+use crate::session::{BackendParams, FrontendContext};
 use crate::extension::CheckClient;
+use super::handle::{BackendControl, BrokerHandle};
 use crate::ids::{BackendId, FrontendId, ListenerId, ServerId};
-use crate::messages::{ServerInfo, StopAccepting};
-use crate::reload::{self, ReloadError, ReloadSummary, ServerPlan};
+use crate::broker::reload_plan::{self as reload, ReloadError, ReloadSummary, ServerPlan};
 
 /// Re-reads the configuration from the sources the broker was started with.
 pub type ConfigLoader = Box<dyn Fn() -> Result<Settings, ConfigErrors> + Send>;
@@ -69,42 +73,6 @@ pub struct GetHandle;
 #[derive(Message, Debug)]
 #[rtype(result = "(Vec<Addr<Listener>>, Duration)")]
 pub struct BeginShutdown;
-
-/// Addresses of the running actors, for the admin API, tests and
-/// extensions: everything a control plane may talk to. A snapshot: after a
-/// reload, ask the Topology for a fresh one.
-#[derive(Clone)]
-pub struct BrokerHandle {
-    pub watchdog: Addr<ResourceWatchdog>,
-    /// Configured backends, in declaration order.
-    pub backends: Vec<BackendControl>,
-    /// Configured frontends, in declaration order, with their ids.
-    pub frontends: Vec<(String, FrontendId)>,
-    /// Traffic counters and live-session gauges.
-    pub stats: Addr<Stats>,
-    /// Reloads, fresh handles.
-    pub topology: Addr<Topology>,
-    /// The configuration in force.
-    pub settings: Arc<Settings>,
-}
-
-/// One backend's actors.
-#[derive(Clone)]
-pub struct BackendControl {
-    pub name: String,
-    /// Its stable id (index in the stats).
-    pub index: usize,
-    pub queue: Addr<BackendQueue>,
-    /// Configured servers in declaration order: name, stable id, actor.
-    pub servers: Vec<(String, ServerId, Addr<Server>)>,
-}
-
-impl BrokerHandle {
-    pub fn server(&self, backend: &str, server: &str) -> Option<&Addr<Server>> {
-        let b = self.backends.iter().find(|b| b.name == backend)?;
-        b.servers.iter().find(|(name, _, _)| name == server).map(|(_, _, addr)| addr)
-    }
-}
 
 /// What every frontend context and accept loop shares.
 pub struct Shared {
@@ -154,7 +122,7 @@ struct ListenerSlot {
     /// False once a reload closed it.
     open: bool,
     actor: Option<Addr<Listener>>,
-    context: watch::Sender<Arc<FrontendContext>>,
+    context: watch::Sender<Arc<dyn SessionStarter>>,
     gauge: Arc<SessionGauge>,
 }
 
@@ -361,7 +329,7 @@ impl Topology {
                 address,
                 open: true,
                 actor: None,
-                context: watch::channel(context).0,
+                context: watch::channel(context as Arc<dyn SessionStarter>).0,
                 gauge: Arc::new(SessionGauge::default()),
             });
         }
@@ -372,7 +340,7 @@ impl Topology {
         // 4. Contexts: sessions accepted from now on use the new settings.
         for slot in self.listeners.iter().filter(|l| l.open) {
             if let Some(context) = contexts.get(&slot.frontend) {
-                slot.context.send_replace(context.clone());
+                slot.context.send_replace(context.clone() as Arc<dyn SessionStarter>);
             }
         }
 
@@ -385,6 +353,7 @@ impl Topology {
                 listener: Some(socket),
                 front: slot.context.subscribe(),
                 admit: self.shared.watchdog.clone().recipient(),
+                closed: self.shared.watchdog.clone().recipient(),
                 give_back: self.shared.watchdog.clone().recipient(),
                 shortage: self.shared.watchdog.clone().recipient(),
                 maxaccept: self.settings.global.maxaccept,
@@ -553,7 +522,6 @@ impl Topology {
                     backend_id: BackendId(b),
                     reserve: backend.queue.clone().recipient(),
                     cancel: backend.queue.clone().recipient(),
-                    closed: s.watchdog.clone().recipient(),
                     stats: s.stats.clone().recipient(),
                     sessions: slot.gauge.clone(),
                     admission: s.admission.clone(),
@@ -698,7 +666,7 @@ impl Actor for Topology {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(super::MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
     }
 }
 

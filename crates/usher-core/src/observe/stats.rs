@@ -12,12 +12,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::bookkeeping::stats::{Counters, SessionGauge, SessionSummary, StatsBook};
-
-/// One session ended (sent once per session, before its access record).
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct SessionEnded(pub SessionSummary);
+use crate::admission::SessionGauge;
+use crate::observe::stats_book::{Counters, StatsBook};
+use crate::session::SessionEnded;
 
 /// A reload: counters for every frontend, backend and server id, and the
 /// gauges of every frontend and listener id.
@@ -86,7 +83,7 @@ impl Actor for Stats {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(super::MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
     }
 }
 

@@ -8,7 +8,7 @@
 //! admin changes, and tells the BackendQueue what it may do
 //! (`ServerStatusChanged`). Balancing decisions stay in the BackendQueue.
 //!
-//! [`Slot`]: crate::messages::Slot
+//! [`Slot`]: crate::backend::Slot
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,9 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-use crate::bookkeeping::{AdminState, HealthConfig, OpState, ServerHealth, ServerState, Transition};
+use crate::backend::{AdminState, HealthConfig, OpState, ServerHealth, ServerState, Transition};
 use crate::ids::ServerId;
-use crate::messages::{ConnectOutcome, Dequeue, Release, ServerStatusChanged};
+use crate::backend::{ConnectOutcome, Dequeue, Release, ServerStatusChanged};
 
 /// What an active check does.
 #[derive(Debug, Clone)]
@@ -232,7 +232,7 @@ impl Actor for Server {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(super::MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         let credits = self.state.lend_free();
         debug!(self.log, "server slots lent"; "credits" => credits, "maxconn" => self.state.maxconn());
         self.lend(credits);

@@ -18,11 +18,11 @@ use actix::prelude::*;
 use slog::{debug, info, Logger};
 use tokio::sync::oneshot;
 
-use crate::bookkeeping::{
+use crate::backend::{
     BackendSetup, BackendState, Grant, QueuePlace, Refusal, ReserveRequest, Reserved, ServerSetup,
 };
 use crate::ids::ServerId;
-use crate::messages::{CancelReserve, Dequeue, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, Slot};
+use crate::backend::{CancelReserve, Dequeue, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, Slot};
 
 type Waiter = oneshot::Sender<ReserveReply>;
 
@@ -74,7 +74,7 @@ pub enum ServerChange {
 #[rtype(result = "()")]
 pub struct ReconfigureBackend {
     pub setup: BackendSetup,
-    pub balancer: Box<dyn crate::balance::Balancer>,
+    pub balancer: Box<dyn crate::backend::balance::Balancer>,
     pub servers: Vec<ServerChange>,
 }
 
@@ -97,7 +97,7 @@ impl BackendQueue {
         setups: &[ServerSetup],
         servers: Vec<Arc<ServerInfo>>,
         setup: BackendSetup,
-        balancer: Box<dyn crate::balance::Balancer>,
+        balancer: Box<dyn crate::backend::balance::Balancer>,
         log: Logger,
     ) -> BackendQueue {
         let servers = servers.into_iter().map(Some).collect();
@@ -174,7 +174,7 @@ impl Actor for BackendQueue {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(super::MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
     }
 }
 

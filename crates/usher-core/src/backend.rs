@@ -1,0 +1,33 @@
+//! One backend: its servers' slots, its queues, its balancing and its health
+//! checks.
+//!
+//! - [`protocol`]: what sessions, Servers and the BackendQueue say to each
+//!   other (`Reserve`, `Release`, `Dequeue`, the [`Slot`] a grant hands out).
+//! - [`core`]: the BackendQueue's rules as a plain struct, with no actix:
+//!   who gets a slot, who waits, who is refused.
+//! - [`backend_queue`]: the BackendQueue actor, which only forwards messages
+//!   to the core and sends what it returns.
+//! - [`server`]: the Server actor (one upstream: its slot count, health,
+//!   admin state) over [`server_state`] and [`health`].
+//! - [`balance`]: the balancing algorithms; [`wait_queue`]: the queues.
+
+pub mod backend_queue;
+pub mod balance;
+pub mod core;
+pub mod health;
+pub mod protocol;
+pub mod server;
+pub mod server_state;
+pub mod wait_queue;
+
+pub use backend_queue::BackendQueue;
+pub use core::{
+    BackendSetup, BackendState, Grant, QueuePlace, Refusal, ReserveRequest, Reserved, ServerSetup, ServerStatus,
+};
+pub use health::{AdminState, HealthConfig, OpState, ServerHealth, Transition};
+pub use protocol::{
+    CancelReserve, ConnectOutcome, Dequeue, Release, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, Slot,
+};
+pub use server::Server;
+pub use server_state::ServerState;
+pub use wait_queue::QueueKey;

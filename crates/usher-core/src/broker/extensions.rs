@@ -1,0 +1,27 @@
+//! What an embedder plugs into a broker at start: extension actors, hooks,
+//! and where a reload re-reads the configuration from.
+
+use actix::prelude::*;
+
+use crate::extension::CheckClient;
+
+/// Called once with the addresses of the running actors.
+pub type OnStart = Box<dyn FnOnce(super::BrokerHandle) + Send>;
+
+/// Called once every listener runs, right after the `started` record (the
+/// daemon tells systemd `READY=1` from here).
+pub type OnReady = Box<dyn FnOnce() + Send>;
+
+/// Actors plugged into a broker at start.
+#[derive(Default)]
+pub struct Extensions {
+    /// Consulted in order for each new client; the first denial wins.
+    pub admission: Vec<Recipient<CheckClient>>,
+    /// Receives the actors' addresses once they run (admin API, tests).
+    pub on_start: Option<OnStart>,
+    /// Fired once the broker is listening.
+    pub on_ready: Option<OnReady>,
+    /// Re-reads the configuration from where it came from, for `Reload`
+    /// (SIGHUP, `POST /reload`). Without it a reload is refused.
+    pub reload: Option<super::topology::ConfigLoader>,
+}

@@ -1,0 +1,26 @@
+//! What a session reports when it ends, besides its access record.
+
+use actix::prelude::*;
+
+use super::termination::Termination;
+use crate::ids::{BackendId, FrontendId, ServerId};
+
+/// What the Stats actor learns of one ended session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub frontend: FrontendId,
+    /// The backend it was admitted to.
+    pub backend: BackendId,
+    /// The server it ended on, if one was reached (index in its backend).
+    pub server: Option<ServerId>,
+    pub bytes_from_client: u64,
+    pub bytes_from_server: u64,
+    pub retries: u32,
+    pub redispatched: bool,
+    pub termination: Termination,
+}
+
+/// One session ended (sent once per session, before its access record).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct SessionEnded(pub SessionSummary);
