@@ -1,5 +1,5 @@
-//! usher-bench: usher side by side with HAProxy and with no proxy at all
-//! (issue 6). `cargo run --release -p usher-bench -- all`.
+//! usher-bench: usher side by side with HAProxy and with no proxy at all.
+//! `cargo run --release -p usher-bench -- all`.
 //!
 //! - [`cases`]: the six cases and the harness (placement, alternation, repeats).
 //! - [`proxies`]: starting usher (`serve-usher` child) and HAProxy, pinned.

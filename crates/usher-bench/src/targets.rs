@@ -1,4 +1,4 @@
-//! The targets of issue 6, checked against one run: medians, and the
+//! The performance targets, checked against one run: medians, and the
 //! median of the paired ratios (`report.rs`).
 
 use crate::proxies::ProxyKind::{self, Direct, Haproxy, Usher};

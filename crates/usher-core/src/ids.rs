@@ -1,4 +1,4 @@
-//! Small typed identifiers shared by actors, bookkeeping and sessions.
+//! Small typed identifiers shared by the actors, their plain cores and sessions.
 
 /// One client connection, numbered in accept order (process-wide).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,4 +1,4 @@
-//! The cases of issue 6 and the harness they share: placement (taskset),
+//! The benchmark cases and the harness they share: placement (taskset),
 //! proxy start, the measured window, and alternation of the proxies run by
 //! run (A B C A B C …) with repeats.
 
