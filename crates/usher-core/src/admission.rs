@@ -1,7 +1,7 @@
 //! Admission: which clients are accepted, and when listeners pause.
 //!
 //! - [`listener`]: the Listener actor, which owns one bound socket and its
-//!   accept loop ([`accept`]).
+//!   accept loop, and what it hands accepted clients to.
 //! - [`watchdog`]: the ResourceWatchdog actor (global, frontend and listener
 //!   limits, rates, shortages, stress mode) over its plain core ([`core`],
 //!   [`rate`], [`stress`], [`throttle`]).
@@ -9,7 +9,6 @@
 //! - [`fd_budget`]: how many sessions the process's fd limit allows.
 //! - [`gauge`]: live sessions per process, frontend and listener.
 
-pub mod accept;
 pub mod core;
 pub mod fd_budget;
 pub mod gauge;

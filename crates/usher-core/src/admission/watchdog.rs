@@ -358,7 +358,7 @@ impl Handler<Shortage> for ResourceWatchdog {
         let now = Instant::now();
         self.before(now);
         self.state.shortage(msg.listener, now, self.config.shortage_recheck);
-        debug!(self.log, "accept shortage"; "cause" => msg.cause, "listener" => msg.listener.0);
+        debug!(self.log, "accept shortage"; "cause" => msg.cause.as_str(), "listener" => msg.listener.0);
         self.after(ctx, now);
     }
 }
