@@ -743,7 +743,7 @@ fn effective_config_round_trips() {
     assert_eq!(second.to_toml(), printed);
 }
 
-/// Issue 3 keys: their defaults, and per-frontend overrides of stress mode.
+/// Watchdog and stress-mode keys: their defaults, and per-frontend overrides of stress mode.
 #[test]
 fn watchdog_and_stress_keys() {
     let s = usher_core::config::from_toml_str(

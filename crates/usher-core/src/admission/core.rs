@@ -19,6 +19,7 @@
 //! [`next_wakeup`]: AdmissionState::next_wakeup
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -58,6 +59,12 @@ impl PauseReason {
     /// Limits on a count (as opposed to a rate or a shortage).
     pub fn is_count_limit(self) -> bool {
         matches!(self, PauseReason::Global | PauseReason::Frontend | PauseReason::Listener)
+    }
+}
+
+impl fmt::Display for PauseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -140,7 +147,8 @@ pub struct LimitHit {
     pub reason: PauseReason,
 }
 
-/// What the watchdog reports about one listener.
+/// What the watchdog reports about one listener; shown (logs, admin API)
+/// as `OPEN`, `PAUSED(reason)` or `FULL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerState {
     Open,
@@ -148,6 +156,22 @@ pub enum ListenerState {
     Paused(PauseReason),
     /// At its own `bind_maxconn`.
     Full,
+}
+
+impl fmt::Display for ListenerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenerState::Open => f.write_str("OPEN"),
+            ListenerState::Paused(reason) => write!(f, "PAUSED({reason})"),
+            ListenerState::Full => f.write_str("FULL"),
+        }
+    }
+}
+
+impl serde::Serialize for ListenerState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 pub struct AdmissionState<W> {

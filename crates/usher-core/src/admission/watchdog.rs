@@ -83,8 +83,7 @@ pub struct ListenerStatus {
     pub id: ListenerId,
     pub frontend: String,
     pub address: SocketAddr,
-    /// `OPEN`, `PAUSED(reason)` or `FULL`.
-    pub state: String,
+    pub state: ListenerState,
     pub sessions: u32,
 }
 
@@ -376,11 +375,7 @@ impl Handler<GetStatus> for ResourceWatchdog {
                 id: l.id,
                 frontend: l.frontend.clone(),
                 address: l.address,
-                state: match self.state.listener_state(l.id) {
-                    ListenerState::Open => "OPEN".to_owned(),
-                    ListenerState::Full => "FULL".to_owned(),
-                    ListenerState::Paused(reason) => format!("PAUSED({})", reason.as_str()),
-                },
+                state: self.state.listener_state(l.id),
                 sessions: self.state.listener_used(l.id),
             })
             .collect();
