@@ -147,6 +147,19 @@ pub struct LimitHit {
     pub reason: PauseReason,
 }
 
+impl LimitHit {
+    /// Whose limit it is: the process (0), the frontend or the listener, by
+    /// id. Warnings are throttled per reason and owner, so one busy
+    /// frontend's warnings never hide another's.
+    pub fn owner(&self) -> usize {
+        match self.reason {
+            PauseReason::Global | PauseReason::GlobalRate => 0,
+            PauseReason::Frontend | PauseReason::FrontendRate => self.frontend.0,
+            PauseReason::Listener | PauseReason::Shortage => self.listener.0,
+        }
+    }
+}
+
 /// What the watchdog reports about one listener; shown (logs, admin API)
 /// as `OPEN`, `PAUSED(reason)` or `FULL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +197,9 @@ pub struct AdmissionState<W> {
     /// Listeners paused after an accept failed for lack of resources, until.
     shortage: HashMap<ListenerId, Instant>,
     hits: Vec<LimitHit>,
+    /// Frontend limits as last configured (a `maxconn` changed at run time
+    /// survives a reload that leaves its frontend's configured limits alone).
+    configured: Vec<FrontendLimits>,
 }
 
 impl<W> AdmissionState<W> {
@@ -197,6 +213,7 @@ impl<W> AdmissionState<W> {
             parked: VecDeque::new(),
             shortage: HashMap::new(),
             hits: Vec::new(),
+            configured: config.frontends.clone(),
         }
     }
 
@@ -413,6 +430,55 @@ impl<W> AdmissionState<W> {
         self.serve_parked(now)
     }
 
+    /// A reload of the configuration: like [`reconfigure`], except that a
+    /// frontend whose configured limits did not change keeps a `maxconn` set
+    /// at run time. `global_maxconn` is ignored: it needs a restart.
+    ///
+    /// [`reconfigure`]: AdmissionState::reconfigure
+    pub fn reload(&mut self, config: &AdmissionConfig, now: Instant) -> Vec<Resumed<W>> {
+        let mut in_force = config.clone();
+        for (i, limits) in in_force.frontends.iter_mut().enumerate() {
+            if self.configured.get(i) == Some(&*limits) {
+                limits.maxconn = self.frontend_max(FrontendId(i));
+            }
+        }
+        self.configured.clone_from(&config.frontends);
+        self.reconfigure(&in_force, now)
+    }
+
+    /// Hands resumed credits to their waiters with `send` (which answers
+    /// `false` when the waiter is gone). A gone waiter's credits come back
+    /// at once and may resume other parked listeners, handed out in turn —
+    /// so credits are never lost to a listener that stopped.
+    pub fn hand_out(
+        &mut self,
+        mut resumed: Vec<Resumed<W>>,
+        now: Instant,
+        mut send: impl FnMut(Resumed<W>, &Self) -> bool,
+    ) {
+        while let Some(r) = resumed.pop() {
+            let (listener, granted) = (r.listener, r.granted);
+            if !send(r, self) {
+                resumed.extend(self.give_back(listener, granted, now));
+            }
+        }
+    }
+
+    /// `listener`'s own `bind_maxconn` (0 = none).
+    pub fn listener_max(&self, listener: ListenerId) -> u32 {
+        self.listeners.get(listener.0).map_or(0, |(_, l)| l.max)
+    }
+
+    /// `global.maxconnrate` in force (0 = unlimited).
+    pub fn global_rate(&self) -> u32 {
+        self.global_rate.rate()
+    }
+
+    /// A frontend's `rate_limit` in force (0 = unlimited).
+    pub fn frontend_rate(&self, frontend: FrontendId) -> u32 {
+        self.frontend_rates.get(frontend.0).map_or(0, RateLimiter::rate)
+    }
+
     /// A frontend's `maxconn` in force (0 = only the global limit).
     pub fn frontend_max(&self, frontend: FrontendId) -> u32 {
         self.frontends.get(frontend.0).map_or(0, |f| f.max)
@@ -582,6 +648,44 @@ mod tests {
         assert!(a.session_closed(ListenerId(0), t).is_empty());
         assert_eq!(a.session_closed(ListenerId(0), t).len(), 1);
         assert!(a.set_frontend_maxconn(FrontendId(5), 1, t).is_none());
+        a.check(t).unwrap();
+    }
+
+    #[test]
+    fn a_reload_keeps_a_run_time_maxconn_where_the_frontend_is_unchanged() {
+        let t = Instant::now();
+        let start = config(5, &[(2, 0), (2, 0)], &[(0, 0), (1, 0)]);
+        let mut a: AdmissionState<()> = AdmissionState::new(&start, t);
+        a.set_frontend_maxconn(FrontendId(0), 4, t).expect("frontend");
+        a.set_frontend_maxconn(FrontendId(1), 4, t).expect("frontend");
+        let mut next = config(1, &[(2, 0), (3, 7)], &[(0, 0), (1, 1)]);
+        assert!(a.reload(&next, t).is_empty());
+        assert_eq!(a.frontend_max(FrontendId(0)), 4, "configured limits unchanged: the run-time value stays");
+        assert_eq!(a.frontend_max(FrontendId(1)), 3, "configured limits changed: the new value");
+        assert_eq!((a.frontend_rate(FrontendId(1)), a.listener_max(ListenerId(1))), (7, 1));
+        assert_eq!(a.global_max(), 5, "global maxconn needs a restart");
+        next.frontends[0].maxconn = 6;
+        a.reload(&next, t);
+        assert_eq!(a.frontend_max(FrontendId(0)), 6);
+    }
+
+    #[test]
+    fn credits_of_a_gone_waiter_resume_the_next_parked_listener() {
+        let t = Instant::now();
+        let mut a: AdmissionState<u8> = AdmissionState::new(&config(1, &[(0, 0)], &[(0, 0), (0, 0)]), t);
+        assert!(matches!(a.admit(ListenerId(0), 1, 0, t), Admitted::Granted(1, 0)));
+        assert!(matches!(a.admit(ListenerId(0), 1, 1, t), Admitted::Parked(PauseReason::Global)));
+        assert!(matches!(a.admit(ListenerId(1), 1, 2, t), Admitted::Parked(PauseReason::Global)));
+        let resumed = a.session_closed(ListenerId(0), t);
+        let mut sent = Vec::new();
+        // Waiter 1 is gone: its credit comes back and goes to waiter 2.
+        a.hand_out(resumed, t, |r, state| {
+            assert_eq!(state.global_used(), 1, "the credit is counted while it is handed out");
+            sent.push(r.waiter);
+            r.waiter != 1
+        });
+        assert_eq!(sent, vec![1, 2]);
+        assert_eq!((a.global_used(), a.listener_used(ListenerId(1))), (1, 1));
         a.check(t).unwrap();
     }
 
