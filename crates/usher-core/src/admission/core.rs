@@ -20,6 +20,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -70,18 +71,40 @@ impl fmt::Display for PauseReason {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Limit {
-    /// 0 = unlimited.
-    max: u32,
+    /// `None`: unlimited.
+    max: Option<NonZeroU32>,
     used: u32,
 }
 
 impl Limit {
+    /// A limit as configured: 0 = unlimited.
+    fn new(max: u32) -> Limit {
+        Limit { max: NonZeroU32::new(max), used: 0 }
+    }
+
     fn free(&self) -> u32 {
-        if self.max == 0 {
-            u32::MAX
-        } else {
-            self.max.saturating_sub(self.used)
-        }
+        self.max.map_or(u32::MAX, |max| max.get().saturating_sub(self.used))
+    }
+
+    /// At the limit (Postfix's rule: reaching it counts as a hit).
+    fn reached(&self) -> bool {
+        self.max.is_some_and(|max| self.used >= max.get())
+    }
+
+    fn exceeded(&self) -> bool {
+        self.max.is_some_and(|max| self.used > max.get())
+    }
+
+    /// The limit as configured: 0 = unlimited.
+    fn max(&self) -> u32 {
+        self.max.map_or(0, NonZeroU32::get)
+    }
+
+    /// Sets a new limit (0 = unlimited); returns the previous one.
+    fn set_max(&mut self, max: u32) -> u32 {
+        let from = self.max();
+        self.max = NonZeroU32::new(max);
+        from
     }
 }
 
@@ -205,11 +228,11 @@ pub struct AdmissionState<W> {
 impl<W> AdmissionState<W> {
     pub fn new(config: &AdmissionConfig, now: Instant) -> AdmissionState<W> {
         AdmissionState {
-            global: Limit { max: config.global_maxconn, used: 0 },
+            global: Limit::new(config.global_maxconn),
             global_rate: RateLimiter::new(config.global_rate, now),
-            frontends: config.frontends.iter().map(|f| Limit { max: f.maxconn, used: 0 }).collect(),
+            frontends: config.frontends.iter().map(|f| Limit::new(f.maxconn)).collect(),
             frontend_rates: config.frontends.iter().map(|f| RateLimiter::new(f.rate, now)).collect(),
-            listeners: config.listeners.iter().map(|l| (l.frontend, Limit { max: l.maxconn, used: 0 })).collect(),
+            listeners: config.listeners.iter().map(|l| (l.frontend, Limit::new(l.maxconn))).collect(),
             parked: VecDeque::new(),
             shortage: HashMap::new(),
             hits: Vec::new(),
@@ -257,7 +280,7 @@ impl<W> AdmissionState<W> {
             (self.frontends[frontend.0], PauseReason::Frontend),
             (self.listeners[listener.0].1, PauseReason::Listener),
         ];
-        if let Some((_, reason)) = reached.iter().find(|(l, _)| l.max > 0 && l.used >= l.max) {
+        if let Some((_, reason)) = reached.iter().find(|(l, _)| l.reached()) {
             self.hits.push(LimitHit { frontend, listener, reason: *reason });
         }
     }
@@ -389,7 +412,7 @@ impl<W> AdmissionState<W> {
         now: Instant,
     ) -> Option<(u32, Vec<Resumed<W>>)> {
         let limit = self.frontends.get_mut(frontend.0)?;
-        let from = std::mem::replace(&mut limit.max, maxconn);
+        let from = limit.set_max(maxconn);
         Some((from, self.serve_parked(now)))
     }
 
@@ -403,11 +426,11 @@ impl<W> AdmissionState<W> {
         for (i, f) in config.frontends.iter().enumerate() {
             match self.frontends.get_mut(i) {
                 Some(limit) => {
-                    limit.max = f.maxconn;
+                    limit.set_max(f.maxconn);
                     self.frontend_rates[i].reconfigure(f.rate, now);
                 }
                 None => {
-                    self.frontends.push(Limit { max: f.maxconn, used: 0 });
+                    self.frontends.push(Limit::new(f.maxconn));
                     self.frontend_rates.push(RateLimiter::new(f.rate, now));
                 }
             }
@@ -422,9 +445,9 @@ impl<W> AdmissionState<W> {
                         self.frontends[l.frontend.0].used += used;
                         *frontend = l.frontend;
                     }
-                    limit.max = l.maxconn;
+                    limit.set_max(l.maxconn);
                 }
-                None => self.listeners.push((l.frontend, Limit { max: l.maxconn, used: 0 })),
+                None => self.listeners.push((l.frontend, Limit::new(l.maxconn))),
             }
         }
         self.serve_parked(now)
@@ -466,7 +489,7 @@ impl<W> AdmissionState<W> {
 
     /// `listener`'s own `bind_maxconn` (0 = none).
     pub fn listener_max(&self, listener: ListenerId) -> u32 {
-        self.listeners.get(listener.0).map_or(0, |(_, l)| l.max)
+        self.listeners.get(listener.0).map_or(0, |(_, l)| l.max())
     }
 
     /// `global.maxconnrate` in force (0 = unlimited).
@@ -481,7 +504,7 @@ impl<W> AdmissionState<W> {
 
     /// A frontend's `maxconn` in force (0 = only the global limit).
     pub fn frontend_max(&self, frontend: FrontendId) -> u32 {
-        self.frontends.get(frontend.0).map_or(0, |f| f.max)
+        self.frontends.get(frontend.0).map_or(0, Limit::max)
     }
 
     /// Forgets a parked request whose listener stopped.
@@ -502,7 +525,7 @@ impl<W> AdmissionState<W> {
     }
 
     pub fn global_max(&self) -> u32 {
-        self.global.max
+        self.global.max()
     }
 
     pub fn frontend_used(&self, frontend: FrontendId) -> u32 {
@@ -531,17 +554,17 @@ impl<W> AdmissionState<W> {
     /// Invariants: no count limit exceeded; nobody parked while it could be
     /// served (time-based pauses excepted: they wait for `recheck`).
     pub fn check(&mut self, now: Instant) -> Result<(), String> {
-        if self.global.max > 0 && self.global.used > self.global.max {
-            return Err(format!("global used {} > maxconn {}", self.global.used, self.global.max));
+        if self.global.exceeded() {
+            return Err(format!("global used {} > maxconn {}", self.global.used, self.global.max()));
         }
         for (i, f) in self.frontends.iter().enumerate() {
-            if f.max > 0 && f.used > f.max {
-                return Err(format!("frontend {i} used {} > maxconn {}", f.used, f.max));
+            if f.exceeded() {
+                return Err(format!("frontend {i} used {} > maxconn {}", f.used, f.max()));
             }
         }
         for (i, (_, l)) in self.listeners.iter().enumerate() {
-            if l.max > 0 && l.used > l.max {
-                return Err(format!("listener {i} used {} > maxconn {}", l.used, l.max));
+            if l.exceeded() {
+                return Err(format!("listener {i} used {} > maxconn {}", l.used, l.max()));
             }
         }
         // Time-based pauses (rate, shortage) end at `recheck`, not at once.
