@@ -41,7 +41,7 @@ pub struct ListenerWiring {
 /// Where a listener is in its life.
 enum Lifecycle {
     /// Bound, its accept loop not started yet (the actor has not started).
-    Bound(AcceptLoop, TcpListener),
+    Bound(Box<AcceptLoop>, TcpListener),
     /// The accept loop runs on the data plane; it pauses on its own while
     /// the watchdog holds its admission back or after an accept error.
     Listening,
@@ -70,7 +70,7 @@ impl Listener {
     ) -> Listener {
         let stop = CancellationToken::new();
         let log = wiring.log.clone();
-        let accept = AcceptLoop { id, address, wiring, stop: stop.clone() };
+        let accept = Box::new(AcceptLoop { id, address, wiring, stop: stop.clone() });
         Listener { address, lifecycle: Lifecycle::Bound(accept, socket), data_plane, stop, log }
     }
 
@@ -79,7 +79,7 @@ impl Listener {
         match std::mem::replace(&mut self.lifecycle, Lifecycle::Listening) {
             Lifecycle::Bound(accept, socket) => {
                 info!(self.log, "listening"; "address" => %self.address);
-                self.data_plane.spawn(accept.run(socket));
+                self.data_plane.spawn((*accept).run(socket));
             }
             other => self.lifecycle = other,
         }
