@@ -1,4 +1,4 @@
-//! Issue test 9: global and frontend maxconn. Excess clients wait in the
+//! Global and frontend maxconn. Excess clients wait in the
 //! kernel backlog (connected, not accepted), are served when slots free, and
 //! a paused listener resumes on the release itself: the periodic re-check is
 //! set to an hour, so only the event-driven path can resume it.
@@ -13,7 +13,7 @@ async fn client(addr: std::net::SocketAddr) -> TcpStream {
     c
 }
 
-/// Issue 3 test 2: global maxconn 10 with 20 clients holding: exactly 10
+/// Global maxconn 10 with 20 clients holding: exactly 10
 /// reach a backend, 10 are connected but unread, each release lets the next
 /// one in (event-driven: the periodic re-check is an hour away).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,11 @@
-//! Issue 3: connection rate limits and stress mode on real sockets.
+//! Connection rate limits and stress mode on real sockets.
 
 use std::time::Duration;
 
 use integration_tests::{request, seated, Behavior, TestBackend, TestBroker, DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Issue 3 test 4: with `rate_limit = 50`, 500 connection attempts are all
+/// With `rate_limit = 50`, 500 connection attempts are all
 /// served, spread over ~10 s by pausing the listener, and none is reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_paces_accepts_without_resets() {
@@ -38,7 +38,7 @@ async fn rate_limit_paces_accepts_without_resets() {
     assert_eq!(warning.int("rate"), RATE as i64);
 }
 
-/// Issue 3 test 5: sessions accepted in stress get the stress idle timeout,
+/// Sessions accepted in stress get the stress idle timeout,
 /// earlier ones keep theirs; stress ends after a full cooldown without a hit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_mode_shortens_timeouts_of_new_sessions_only() {

@@ -1,18 +1,18 @@
 //! Admission: which clients are accepted, and when listeners pause.
 //!
 //! - [`listener`]: the Listener actor, which owns one bound socket and its
-//!   accept loop ([`accept`]).
+//!   accept loop, and what it hands accepted clients to.
 //! - [`watchdog`]: the ResourceWatchdog actor (global, frontend and listener
 //!   limits, rates, shortages, stress mode) over its plain core ([`core`],
-//!   [`rate`], [`stress`], [`throttle`]).
+//!   [`rate`], and [`hits`] over [`stress`] and [`throttle`]).
 //! - [`protocol`]: what listeners, sessions and the watchdog say to each other.
 //! - [`fd_budget`]: how many sessions the process's fd limit allows.
 //! - [`gauge`]: live sessions per process, frontend and listener.
 
-pub mod accept;
 pub mod core;
 pub mod fd_budget;
 pub mod gauge;
+pub mod hits;
 pub mod listener;
 pub mod protocol;
 pub mod rate;
@@ -26,6 +26,7 @@ pub use core::{
 };
 
 pub use gauge::{GaugeTicket, SessionGauge};
+pub use hits::{HitBook, HitEffects};
 pub use listener::Listener;
 pub use protocol::{AdmissionGuard, Admit, AdmitGrant, GiveBack, SessionClosed, Shortage, StopAccepting};
 pub use stress::{StressChange, StressState};

@@ -16,7 +16,7 @@ mod reader;
 mod settings;
 mod sources;
 
-pub use errors::{ConfigError, ConfigErrors};
+pub use errors::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use settings::*;
 pub use sources::{ConfigSources, EnvLayer, DEFAULT_TOML};
 

@@ -25,10 +25,37 @@ pub enum AcceptError {
     /// ECONNABORTED, EINTR…: the next accept may succeed at once.
     Transient,
     /// EMFILE, ENFILE, ENOBUFS, ENOMEM: pause the listener, re-check later.
-    /// The text names the resource for the logs.
-    Shortage(&'static str),
+    Shortage(ShortageCause),
     /// Anything else: log it and pause briefly.
     Other,
+}
+
+/// The resource an `accept()` ran out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShortageCause {
+    /// EMFILE: the process's RLIMIT_NOFILE.
+    ProcessFdLimit,
+    /// ENFILE: the system-wide file table.
+    SystemFdLimit,
+    /// ENOBUFS, ENOMEM.
+    Memory,
+}
+
+impl ShortageCause {
+    /// The resource's name in the logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShortageCause::ProcessFdLimit => "process fd limit",
+            ShortageCause::SystemFdLimit => "system fd limit",
+            ShortageCause::Memory => "memory",
+        }
+    }
+}
+
+impl std::fmt::Display for ShortageCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 pub fn classify_accept_error(err: &io::Error) -> AcceptError {
@@ -37,9 +64,9 @@ pub fn classify_accept_error(err: &io::Error) -> AcceptError {
     }
     match err.raw_os_error() {
         Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::ECONNRESET) => AcceptError::Transient,
-        Some(libc::EMFILE) => AcceptError::Shortage("process fd limit"),
-        Some(libc::ENFILE) => AcceptError::Shortage("system fd limit"),
-        Some(libc::ENOBUFS | libc::ENOMEM) => AcceptError::Shortage("memory"),
+        Some(libc::EMFILE) => AcceptError::Shortage(ShortageCause::ProcessFdLimit),
+        Some(libc::ENFILE) => AcceptError::Shortage(ShortageCause::SystemFdLimit),
+        Some(libc::ENOBUFS | libc::ENOMEM) => AcceptError::Shortage(ShortageCause::Memory),
         _ if err.kind() == io::ErrorKind::Interrupted => AcceptError::Transient,
         _ => AcceptError::Other,
     }
@@ -52,9 +79,9 @@ mod tests {
     #[test]
     fn accept_errors_are_classified() {
         let os = io::Error::from_raw_os_error;
-        assert_eq!(classify_accept_error(&os(libc::EMFILE)), AcceptError::Shortage("process fd limit"));
-        assert_eq!(classify_accept_error(&os(libc::ENFILE)), AcceptError::Shortage("system fd limit"));
-        assert_eq!(classify_accept_error(&os(libc::ENOMEM)), AcceptError::Shortage("memory"));
+        assert_eq!(classify_accept_error(&os(libc::EMFILE)), AcceptError::Shortage(ShortageCause::ProcessFdLimit));
+        assert_eq!(classify_accept_error(&os(libc::ENFILE)), AcceptError::Shortage(ShortageCause::SystemFdLimit));
+        assert_eq!(classify_accept_error(&os(libc::ENOMEM)), AcceptError::Shortage(ShortageCause::Memory));
         assert_eq!(classify_accept_error(&os(libc::ECONNABORTED)), AcceptError::Transient);
         assert_eq!(classify_accept_error(&os(libc::EINTR)), AcceptError::Transient);
         assert_eq!(classify_accept_error(&os(libc::EAGAIN)), AcceptError::WouldBlock);

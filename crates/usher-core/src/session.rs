@@ -36,7 +36,7 @@ use crate::backend::{QueueKey, QueuePlace};
 use crate::config::ProxyVersion;
 use crate::extension::{CheckClient, Verdict};
 use crate::ids::{ServerId, SessionId};
-use crate::admission::accept::{Admitted, SessionStarter};
+use crate::admission::listener::{Admitted, SessionStarter};
 use crate::admission::SessionGauge;
 use crate::backend::{CancelReserve, ConnectOutcome, Reserve, ReserveReply, Slot};
 

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use usher_core::config::{
-    self, ConfigError, ConfigErrors, ConfigSources, EnvLayer, LogFormat, LogLevel, LogOverflow, Settings,
+    self, ConfigError, ConfigErrorKind, ConfigErrors, ConfigSources, EnvLayer, LogFormat, LogLevel, LogOverflow,
+    Settings,
 };
 
 const DEMO_TOML: &str = include_str!("../../../configs/demo.toml");
@@ -353,6 +354,7 @@ fn missing_required_key() {
     let errs = inline_errors(&GOOD.replace("address = \"127.0.0.1:10\"", ""));
     let err = error_for(&errs, "backends.app.servers.s2.address");
     assert!(err.problem.contains("missing") && err.problem.contains("HOST:PORT"), "{err}");
+    assert_eq!(err.kind, ConfigErrorKind::Missing);
 }
 
 #[test]
@@ -397,6 +399,7 @@ fn unreadable_file_is_named() {
     let err = error_for(&errs, "(file)");
     assert_eq!(err.origin, format!("file {}", path.display()));
     assert!(err.problem.contains("cannot read"), "{err}");
+    assert_eq!(err.kind, ConfigErrorKind::Unreadable);
 }
 
 // ------------------------------------------------ 4. every problem at once
@@ -743,7 +746,7 @@ fn effective_config_round_trips() {
     assert_eq!(second.to_toml(), printed);
 }
 
-/// Issue 3 keys: their defaults, and per-frontend overrides of stress mode.
+/// Watchdog and stress-mode keys: their defaults, and per-frontend overrides of stress mode.
 #[test]
 fn watchdog_and_stress_keys() {
     let s = usher_core::config::from_toml_str(

@@ -1,4 +1,4 @@
-//! Issue 5 item 3 keys: `frontends.X.accept_proxy`, `frontends.X.timeout.proxy`
+//! PROXY protocol keys: `frontends.X.accept_proxy`, `frontends.X.timeout.proxy`
 //! and `servers.X.send_proxy` — their defaults, overrides, errors and the
 //! `usher check` round trip.
 

@@ -1,4 +1,4 @@
-//! Issue 3 item 7: the watchdog reports each listener as OPEN /
+//! The watchdog reports each listener as OPEN /
 //! PAUSED(reason) / FULL, the global count, the fd budget, stress state and
 //! counters — driven here through its real mailbox.
 
@@ -8,7 +8,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 use usher_core::admission::fd_budget::FdBudget;
 use usher_core::admission::watchdog::{GetStatus, ListenerInfo, ResourceWatchdog, WatchdogConfig};
-use usher_core::admission::{AdmissionConfig, FrontendLimits, ListenerLimits};
+use usher_core::admission::{AdmissionConfig, FrontendLimits, ListenerLimits, ListenerState, PauseReason};
 use usher_core::admission::{Admit, AdmitGrant, SessionClosed};
 use usher_core::ids::{FrontendId, ListenerId};
 
@@ -65,8 +65,12 @@ fn status_reports_listener_states_budget_stress_and_counters() {
         assert_eq!(status.global_used, 2);
         assert_eq!(status.global_max, 100);
         assert_eq!(status.fd_budget.unwrap().sessions, (1024 - 10 - 16) / 2);
-        assert_eq!(status.listeners[0].state, "PAUSED(frontend maxconn)");
-        assert_eq!(status.listeners[1].state, "FULL");
+        assert_eq!(status.listeners[0].state, ListenerState::Paused(PauseReason::Frontend));
+        assert_eq!(status.listeners[1].state, ListenerState::Full);
+        // The admin API and the logs show them as text.
+        assert_eq!(status.listeners[0].state.to_string(), "PAUSED(frontend maxconn)");
+        assert_eq!(status.listeners[1].state.to_string(), "FULL");
+        assert_eq!(serde_json::to_value(status.listeners[0].state).unwrap(), "PAUSED(frontend maxconn)");
         assert_eq!(status.listeners[0].sessions, 1);
         assert_eq!(status.stressed, vec!["small".to_owned()], "stress only where enabled");
         assert!(status.counters.limit_reached >= 2);
@@ -77,7 +81,8 @@ fn status_reports_listener_states_budget_stress_and_counters() {
         w.do_send(SessionClosed { listener: ListenerId(1) });
         assert_eq!(full.await.unwrap().credits, 1);
         let status = w.send(GetStatus).await.unwrap();
-        assert_eq!(status.listeners[0].state, "OPEN");
-        assert_eq!(status.listeners[1].state, "OPEN");
+        assert_eq!(status.listeners[0].state, ListenerState::Open);
+        assert_eq!(status.listeners[1].state, ListenerState::Open);
+        assert_eq!(status.listeners[1].state.to_string(), "OPEN");
     });
 }

@@ -221,7 +221,7 @@ fn run_with_bad_config_exits_64_without_listening() {
     assert!(!stderr.contains("listening") && !stdout.contains("listening"), "must not start listening:\n{stderr}");
 }
 
-/// Issue 5: an admin API beyond loopback without `admin.token` is refused
+/// An admin API beyond loopback without `admin.token` is refused
 /// before anything is bound, naming the key.
 #[test]
 fn run_with_open_admin_and_no_token_exits_64() {

@@ -1,4 +1,4 @@
-//! Issue 3 test 1: the daemon under a tiny RLIMIT_NOFILE (64, soft = hard,
+//! The daemon under a tiny RLIMIT_NOFILE (64, soft = hard,
 //! set with util-linux `prlimit`) and 200 connecting clients. It must not
 //! crash or spin: it derives its session limit from the fd budget, pauses its
 //! listener there (clients wait in the kernel backlog), logs the limit once

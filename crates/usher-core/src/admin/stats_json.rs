@@ -189,7 +189,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, MailboxError> {
             ListenerStats {
                 frontend: l.frontend.clone(),
                 address: l.address,
-                state: l.state.clone(),
+                state: l.state.to_string(),
                 sessions_current: gauge.current,
                 sessions_max: gauge.max,
                 sessions_limit: layout.bind_maxconn(&l.frontend),

@@ -19,6 +19,8 @@
 //! [`next_wakeup`]: AdmissionState::next_wakeup
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -61,20 +63,48 @@ impl PauseReason {
     }
 }
 
+impl fmt::Display for PauseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Limit {
-    /// 0 = unlimited.
-    max: u32,
+    /// `None`: unlimited.
+    max: Option<NonZeroU32>,
     used: u32,
 }
 
 impl Limit {
+    /// A limit as configured: 0 = unlimited.
+    fn new(max: u32) -> Limit {
+        Limit { max: NonZeroU32::new(max), used: 0 }
+    }
+
     fn free(&self) -> u32 {
-        if self.max == 0 {
-            u32::MAX
-        } else {
-            self.max.saturating_sub(self.used)
-        }
+        self.max.map_or(u32::MAX, |max| max.get().saturating_sub(self.used))
+    }
+
+    /// At the limit (Postfix's rule: reaching it counts as a hit).
+    fn reached(&self) -> bool {
+        self.max.is_some_and(|max| self.used >= max.get())
+    }
+
+    fn exceeded(&self) -> bool {
+        self.max.is_some_and(|max| self.used > max.get())
+    }
+
+    /// The limit as configured: 0 = unlimited.
+    fn max(&self) -> u32 {
+        self.max.map_or(0, NonZeroU32::get)
+    }
+
+    /// Sets a new limit (0 = unlimited); returns the previous one.
+    fn set_max(&mut self, max: u32) -> u32 {
+        let from = self.max();
+        self.max = NonZeroU32::new(max);
+        from
     }
 }
 
@@ -140,7 +170,21 @@ pub struct LimitHit {
     pub reason: PauseReason,
 }
 
-/// What the watchdog reports about one listener.
+impl LimitHit {
+    /// Whose limit it is: the process (0), the frontend or the listener, by
+    /// id. Warnings are throttled per reason and owner, so one busy
+    /// frontend's warnings never hide another's.
+    pub fn owner(&self) -> usize {
+        match self.reason {
+            PauseReason::Global | PauseReason::GlobalRate => 0,
+            PauseReason::Frontend | PauseReason::FrontendRate => self.frontend.0,
+            PauseReason::Listener | PauseReason::Shortage => self.listener.0,
+        }
+    }
+}
+
+/// What the watchdog reports about one listener; shown (logs, admin API)
+/// as `OPEN`, `PAUSED(reason)` or `FULL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerState {
     Open,
@@ -148,6 +192,22 @@ pub enum ListenerState {
     Paused(PauseReason),
     /// At its own `bind_maxconn`.
     Full,
+}
+
+impl fmt::Display for ListenerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenerState::Open => f.write_str("OPEN"),
+            ListenerState::Paused(reason) => write!(f, "PAUSED({reason})"),
+            ListenerState::Full => f.write_str("FULL"),
+        }
+    }
+}
+
+impl serde::Serialize for ListenerState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 pub struct AdmissionState<W> {
@@ -160,19 +220,23 @@ pub struct AdmissionState<W> {
     /// Listeners paused after an accept failed for lack of resources, until.
     shortage: HashMap<ListenerId, Instant>,
     hits: Vec<LimitHit>,
+    /// Frontend limits as last configured (a `maxconn` changed at run time
+    /// survives a reload that leaves its frontend's configured limits alone).
+    configured: Vec<FrontendLimits>,
 }
 
 impl<W> AdmissionState<W> {
     pub fn new(config: &AdmissionConfig, now: Instant) -> AdmissionState<W> {
         AdmissionState {
-            global: Limit { max: config.global_maxconn, used: 0 },
+            global: Limit::new(config.global_maxconn),
             global_rate: RateLimiter::new(config.global_rate, now),
-            frontends: config.frontends.iter().map(|f| Limit { max: f.maxconn, used: 0 }).collect(),
+            frontends: config.frontends.iter().map(|f| Limit::new(f.maxconn)).collect(),
             frontend_rates: config.frontends.iter().map(|f| RateLimiter::new(f.rate, now)).collect(),
-            listeners: config.listeners.iter().map(|l| (l.frontend, Limit { max: l.maxconn, used: 0 })).collect(),
+            listeners: config.listeners.iter().map(|l| (l.frontend, Limit::new(l.maxconn))).collect(),
             parked: VecDeque::new(),
             shortage: HashMap::new(),
             hits: Vec::new(),
+            configured: config.frontends.clone(),
         }
     }
 
@@ -216,7 +280,7 @@ impl<W> AdmissionState<W> {
             (self.frontends[frontend.0], PauseReason::Frontend),
             (self.listeners[listener.0].1, PauseReason::Listener),
         ];
-        if let Some((_, reason)) = reached.iter().find(|(l, _)| l.max > 0 && l.used >= l.max) {
+        if let Some((_, reason)) = reached.iter().find(|(l, _)| l.reached()) {
             self.hits.push(LimitHit { frontend, listener, reason: *reason });
         }
     }
@@ -348,7 +412,7 @@ impl<W> AdmissionState<W> {
         now: Instant,
     ) -> Option<(u32, Vec<Resumed<W>>)> {
         let limit = self.frontends.get_mut(frontend.0)?;
-        let from = std::mem::replace(&mut limit.max, maxconn);
+        let from = limit.set_max(maxconn);
         Some((from, self.serve_parked(now)))
     }
 
@@ -362,11 +426,11 @@ impl<W> AdmissionState<W> {
         for (i, f) in config.frontends.iter().enumerate() {
             match self.frontends.get_mut(i) {
                 Some(limit) => {
-                    limit.max = f.maxconn;
+                    limit.set_max(f.maxconn);
                     self.frontend_rates[i].reconfigure(f.rate, now);
                 }
                 None => {
-                    self.frontends.push(Limit { max: f.maxconn, used: 0 });
+                    self.frontends.push(Limit::new(f.maxconn));
                     self.frontend_rates.push(RateLimiter::new(f.rate, now));
                 }
             }
@@ -381,17 +445,66 @@ impl<W> AdmissionState<W> {
                         self.frontends[l.frontend.0].used += used;
                         *frontend = l.frontend;
                     }
-                    limit.max = l.maxconn;
+                    limit.set_max(l.maxconn);
                 }
-                None => self.listeners.push((l.frontend, Limit { max: l.maxconn, used: 0 })),
+                None => self.listeners.push((l.frontend, Limit::new(l.maxconn))),
             }
         }
         self.serve_parked(now)
     }
 
+    /// A reload of the configuration: like [`reconfigure`], except that a
+    /// frontend whose configured limits did not change keeps a `maxconn` set
+    /// at run time. `global_maxconn` is ignored: it needs a restart.
+    ///
+    /// [`reconfigure`]: AdmissionState::reconfigure
+    pub fn reload(&mut self, config: &AdmissionConfig, now: Instant) -> Vec<Resumed<W>> {
+        let mut in_force = config.clone();
+        for (i, limits) in in_force.frontends.iter_mut().enumerate() {
+            if self.configured.get(i) == Some(&*limits) {
+                limits.maxconn = self.frontend_max(FrontendId(i));
+            }
+        }
+        self.configured.clone_from(&config.frontends);
+        self.reconfigure(&in_force, now)
+    }
+
+    /// Hands resumed credits to their waiters with `send` (which answers
+    /// `false` when the waiter is gone). A gone waiter's credits come back
+    /// at once and may resume other parked listeners, handed out in turn —
+    /// so credits are never lost to a listener that stopped.
+    pub fn hand_out(
+        &mut self,
+        mut resumed: Vec<Resumed<W>>,
+        now: Instant,
+        mut send: impl FnMut(Resumed<W>, &Self) -> bool,
+    ) {
+        while let Some(r) = resumed.pop() {
+            let (listener, granted) = (r.listener, r.granted);
+            if !send(r, self) {
+                resumed.extend(self.give_back(listener, granted, now));
+            }
+        }
+    }
+
+    /// `listener`'s own `bind_maxconn` (0 = none).
+    pub fn listener_max(&self, listener: ListenerId) -> u32 {
+        self.listeners.get(listener.0).map_or(0, |(_, l)| l.max())
+    }
+
+    /// `global.maxconnrate` in force (0 = unlimited).
+    pub fn global_rate(&self) -> u32 {
+        self.global_rate.rate()
+    }
+
+    /// A frontend's `rate_limit` in force (0 = unlimited).
+    pub fn frontend_rate(&self, frontend: FrontendId) -> u32 {
+        self.frontend_rates.get(frontend.0).map_or(0, RateLimiter::rate)
+    }
+
     /// A frontend's `maxconn` in force (0 = only the global limit).
     pub fn frontend_max(&self, frontend: FrontendId) -> u32 {
-        self.frontends.get(frontend.0).map_or(0, |f| f.max)
+        self.frontends.get(frontend.0).map_or(0, Limit::max)
     }
 
     /// Forgets a parked request whose listener stopped.
@@ -412,7 +525,7 @@ impl<W> AdmissionState<W> {
     }
 
     pub fn global_max(&self) -> u32 {
-        self.global.max
+        self.global.max()
     }
 
     pub fn frontend_used(&self, frontend: FrontendId) -> u32 {
@@ -441,17 +554,17 @@ impl<W> AdmissionState<W> {
     /// Invariants: no count limit exceeded; nobody parked while it could be
     /// served (time-based pauses excepted: they wait for `recheck`).
     pub fn check(&mut self, now: Instant) -> Result<(), String> {
-        if self.global.max > 0 && self.global.used > self.global.max {
-            return Err(format!("global used {} > maxconn {}", self.global.used, self.global.max));
+        if self.global.exceeded() {
+            return Err(format!("global used {} > maxconn {}", self.global.used, self.global.max()));
         }
         for (i, f) in self.frontends.iter().enumerate() {
-            if f.max > 0 && f.used > f.max {
-                return Err(format!("frontend {i} used {} > maxconn {}", f.used, f.max));
+            if f.exceeded() {
+                return Err(format!("frontend {i} used {} > maxconn {}", f.used, f.max()));
             }
         }
         for (i, (_, l)) in self.listeners.iter().enumerate() {
-            if l.max > 0 && l.used > l.max {
-                return Err(format!("listener {i} used {} > maxconn {}", l.used, l.max));
+            if l.exceeded() {
+                return Err(format!("listener {i} used {} > maxconn {}", l.used, l.max()));
             }
         }
         // Time-based pauses (rate, shortage) end at `recheck`, not at once.
@@ -558,6 +671,44 @@ mod tests {
         assert!(a.session_closed(ListenerId(0), t).is_empty());
         assert_eq!(a.session_closed(ListenerId(0), t).len(), 1);
         assert!(a.set_frontend_maxconn(FrontendId(5), 1, t).is_none());
+        a.check(t).unwrap();
+    }
+
+    #[test]
+    fn a_reload_keeps_a_run_time_maxconn_where_the_frontend_is_unchanged() {
+        let t = Instant::now();
+        let start = config(5, &[(2, 0), (2, 0)], &[(0, 0), (1, 0)]);
+        let mut a: AdmissionState<()> = AdmissionState::new(&start, t);
+        a.set_frontend_maxconn(FrontendId(0), 4, t).expect("frontend");
+        a.set_frontend_maxconn(FrontendId(1), 4, t).expect("frontend");
+        let mut next = config(1, &[(2, 0), (3, 7)], &[(0, 0), (1, 1)]);
+        assert!(a.reload(&next, t).is_empty());
+        assert_eq!(a.frontend_max(FrontendId(0)), 4, "configured limits unchanged: the run-time value stays");
+        assert_eq!(a.frontend_max(FrontendId(1)), 3, "configured limits changed: the new value");
+        assert_eq!((a.frontend_rate(FrontendId(1)), a.listener_max(ListenerId(1))), (7, 1));
+        assert_eq!(a.global_max(), 5, "global maxconn needs a restart");
+        next.frontends[0].maxconn = 6;
+        a.reload(&next, t);
+        assert_eq!(a.frontend_max(FrontendId(0)), 6);
+    }
+
+    #[test]
+    fn credits_of_a_gone_waiter_resume_the_next_parked_listener() {
+        let t = Instant::now();
+        let mut a: AdmissionState<u8> = AdmissionState::new(&config(1, &[(0, 0)], &[(0, 0), (0, 0)]), t);
+        assert!(matches!(a.admit(ListenerId(0), 1, 0, t), Admitted::Granted(1, 0)));
+        assert!(matches!(a.admit(ListenerId(0), 1, 1, t), Admitted::Parked(PauseReason::Global)));
+        assert!(matches!(a.admit(ListenerId(1), 1, 2, t), Admitted::Parked(PauseReason::Global)));
+        let resumed = a.session_closed(ListenerId(0), t);
+        let mut sent = Vec::new();
+        // Waiter 1 is gone: its credit comes back and goes to waiter 2.
+        a.hand_out(resumed, t, |r, state| {
+            assert_eq!(state.global_used(), 1, "the credit is counted while it is handed out");
+            sent.push(r.waiter);
+            r.waiter != 1
+        });
+        assert_eq!(sent, vec![1, 2]);
+        assert_eq!((a.global_used(), a.listener_used(ListenerId(1))), (1, 1));
         a.check(t).unwrap();
     }
 

@@ -3,9 +3,9 @@
 //! Each session needs two fds (client and server); listeners, the runtime's
 //! own fds and a spare margin come first. At start the soft RLIMIT_NOFILE is
 //! raised to the hard limit when allowed. An explicit `global.maxconn` that
-//! does not fit is refused with a clear error (HAProxy #440: a maxconn
-//! silently lowered by a small fd limit); `global.maxconn = 0` takes what
-//! fits.
+//! does not fit is refused with a clear error rather than silently lowered
+//! (an operator would not know their limit is not the one in force);
+//! `global.maxconn = 0` takes what fits.
 
 use std::fmt;
 

@@ -8,6 +8,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::ids::ListenerId;
+use crate::net::ShortageCause;
 
 // === Admission ===
 
@@ -41,8 +42,7 @@ pub struct GiveBack {
 #[rtype(result = "()")]
 pub struct Shortage {
     pub listener: ListenerId,
-    /// "process fd limit", "system fd limit" or "memory".
-    pub cause: &'static str,
+    pub cause: ShortageCause,
 }
 
 /// A session accepted on `listener` ended.

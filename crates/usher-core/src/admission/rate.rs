@@ -26,6 +26,11 @@ impl RateLimiter {
         }
     }
 
+    /// Sessions per second; 0 = unlimited.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
     fn refill(&mut self, now: Instant) {
         if self.rate == 0 {
             return;

@@ -1,7 +1,9 @@
 //! ResourceWatchdog: owns everything process-wide about accepting — the
 //! global count (capped by the fd budget), frontend and listener limits,
 //! connection rates, the listeners paused and why, the re-check schedule,
-//! throttled warnings and stress mode.
+//! throttled warnings and stress mode. Its decisions live in plain structs
+//! ([`AdmissionState`], [`HitBook`]); the actor adds the clock, the timers,
+//! the replies and the log records.
 //!
 //! Listeners ask for admission before accepting (`Admit`); a listener that
 //! gets nothing is paused (it stops polling its socket, clients wait in the
@@ -19,13 +21,12 @@ use slog::{debug, info, warn, Logger};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::admission::{
-    AdmissionConfig, AdmissionState, Admitted, LimitHit, ListenerState, PauseReason, Resumed, StressChange,
-    StressState, WarningThrottle,
-};
-use crate::admission::fd_budget::FdBudget;
+use super::core::{AdmissionConfig, AdmissionState, Admitted, LimitHit, ListenerState, PauseReason, Resumed};
+use super::fd_budget::FdBudget;
+use super::hits::HitBook;
+pub use super::hits::WatchdogCounters;
+use super::protocol::{Admit, AdmitGrant, GiveBack, SessionClosed, Shortage};
 use crate::ids::{FrontendId, ListenerId};
-use crate::admission::{Admit, AdmitGrant, GiveBack, SessionClosed, Shortage};
 
 /// What the watchdog knows of a listener, for its log records and status.
 #[derive(Debug, Clone)]
@@ -40,6 +41,7 @@ pub struct ListenerInfo {
 /// How a watchdog is set up.
 #[derive(Debug, Clone)]
 pub struct WatchdogConfig {
+    /// Limits at start; from then on the admission state holds them.
     pub admission: AdmissionConfig,
     pub listeners: Vec<ListenerInfo>,
     pub frontend_names: Vec<String>,
@@ -51,17 +53,6 @@ pub struct WatchdogConfig {
     pub fd_budget: Option<FdBudget>,
     /// The global limit is the fd budget (`global.maxconn = 0`).
     pub maxconn_from_fd_budget: bool,
-}
-
-/// Counters kept by the watchdog.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct WatchdogCounters {
-    /// Times a count limit (global, frontend, listener) was reached.
-    pub limit_reached: u64,
-    /// Times a rate limit held a listener back.
-    pub rate_limited: u64,
-    /// Accepts that failed for lack of fds or memory.
-    pub shortages: u64,
 }
 
 /// The watchdog's report, for the stats API.
@@ -83,8 +74,7 @@ pub struct ListenerStatus {
     pub id: ListenerId,
     pub frontend: String,
     pub address: SocketAddr,
-    /// `OPEN`, `PAUSED(reason)` or `FULL`.
-    pub state: String,
+    pub state: ListenerState,
     pub sessions: u32,
 }
 
@@ -128,21 +118,21 @@ pub struct ReconfigureAdmission {
 #[rtype(result = "WatchdogStatus")]
 pub struct GetStatus;
 
-/// A throttled warning's cause: the reason and whose limit it is.
-type Cause = (PauseReason, usize);
-
 pub struct ResourceWatchdog {
     state: AdmissionState<oneshot::Sender<AdmitGrant>>,
-    stress: StressState,
-    warnings: WarningThrottle<Cause>,
-    counters: WatchdogCounters,
+    hits: HitBook,
     config: WatchdogConfig,
-    /// Frontend limits as configured (run-time changes survive a reload
-    /// that leaves a frontend's configured limits alone).
-    configured: Vec<crate::admission::FrontendLimits>,
     /// The timer set for the next time-based resume, if any.
     timer: Option<(Instant, SpawnHandle)>,
     log: Logger,
+}
+
+/// A listener's frontend and address, for log records.
+fn names(listeners: &[ListenerInfo], id: ListenerId) -> (String, String) {
+    match listeners.get(id.0) {
+        Some(l) => (l.frontend.clone(), l.address.to_string()),
+        None => (String::new(), String::new()),
+    }
 }
 
 impl ResourceWatchdog {
@@ -150,98 +140,75 @@ impl ResourceWatchdog {
         let now = Instant::now();
         ResourceWatchdog {
             state: AdmissionState::new(&config.admission, now),
-            stress: StressState::new(&config.stress_cooldowns),
-            warnings: WarningThrottle::new(config.warn_interval),
-            counters: WatchdogCounters::default(),
+            hits: HitBook::new(config.warn_interval, &config.stress_cooldowns),
             timer: None,
-            configured: config.admission.frontends.clone(),
             config,
             log,
         }
     }
 
-    fn listener(&self, id: ListenerId) -> (String, String) {
-        match self.config.listeners.get(id.0) {
-            Some(l) => (l.frontend.clone(), l.address.to_string()),
-            None => (String::new(), String::new()),
-        }
-    }
-
-    fn grant(&self, frontend: FrontendId, credits: u32) -> AdmitGrant {
-        AdmitGrant { credits, stress: self.stress.in_stress(frontend) }
-    }
-
     /// Sends credits to resumed listeners; credits of a listener that is gone
     /// come back and may resume another one.
-    fn resume(&mut self, mut resumed: Vec<Resumed<oneshot::Sender<AdmitGrant>>>, now: Instant) {
-        while let Some(r) = resumed.pop() {
-            let grant = self.grant(r.frontend, r.granted);
-            if r.waiter.send(grant).is_ok() {
-                let (frontend, address) = self.listener(r.listener);
-                debug!(self.log, "listener resumed"; "frontend" => frontend, "address" => address,
-                    "global_used" => self.state.global_used());
-            } else {
-                resumed.extend(self.state.give_back(r.listener, r.granted, now));
+    fn resume(&mut self, resumed: Vec<Resumed<oneshot::Sender<AdmitGrant>>>, now: Instant) {
+        let (hits, listeners, log) = (&self.hits, &self.config.listeners, &self.log);
+        self.state.hand_out(resumed, now, |r, state| {
+            let grant = AdmitGrant { credits: r.granted, stress: hits.in_stress(r.frontend) };
+            let sent = r.waiter.send(grant).is_ok();
+            if sent {
+                let (frontend, address) = names(listeners, r.listener);
+                debug!(log, "listener resumed"; "frontend" => frontend, "address" => address,
+                    "global_used" => state.global_used());
             }
-        }
+            sent
+        });
     }
 
     /// Turns limit hits into throttled warnings, counters and stress.
     fn account_hits(&mut self, now: Instant) {
         for hit in self.state.take_hits() {
-            self.warn(hit, now);
-            if let Some(StressChange::Entered(f)) = self.stress.hit(hit.frontend, now) {
+            let effects = self.hits.hit(hit, now);
+            if let Some(occurrences) = effects.warn {
+                self.warn(hit, occurrences);
+            }
+            if effects.stress_entered {
                 warn!(self.log, "stress mode entered";
-                    "frontend" => &self.config.frontend_names[f.0], "cause" => hit.reason.as_str());
+                    "frontend" => &self.config.frontend_names[hit.frontend.0], "cause" => hit.reason.as_str());
             }
         }
-        for change in self.stress.expire(now) {
-            if let StressChange::Left(f) = change {
-                info!(self.log, "stress mode left"; "frontend" => &self.config.frontend_names[f.0],
-                    "cooldown" => %humantime::format_duration(self.config.stress_cooldowns[f.0]));
-            }
+        for f in self.hits.expire_stress(now) {
+            info!(self.log, "stress mode left"; "frontend" => &self.config.frontend_names[f.0],
+                "cooldown" => %humantime::format_duration(self.config.stress_cooldowns[f.0]));
         }
     }
 
-    fn warn(&mut self, hit: LimitHit, now: Instant) {
-        let owner = match hit.reason {
-            PauseReason::Global | PauseReason::GlobalRate => 0,
-            PauseReason::Frontend | PauseReason::FrontendRate => hit.frontend.0,
-            PauseReason::Listener | PauseReason::Shortage => hit.listener.0,
-        };
-        match hit.reason {
-            PauseReason::Shortage => self.counters.shortages += 1,
-            PauseReason::GlobalRate | PauseReason::FrontendRate => self.counters.rate_limited += 1,
-            _ => self.counters.limit_reached += 1,
-        }
-        let Some(occurrences) = self.warnings.hit((hit.reason, owner), now) else { return };
-        let (frontend, address) = self.listener(hit.listener);
-        let a = &self.config.admission;
+    fn warn(&self, hit: LimitHit, occurrences: u64) {
+        let (frontend, address) = names(&self.config.listeners, hit.listener);
+        let a = &self.state;
         match hit.reason {
             PauseReason::Global if self.config.maxconn_from_fd_budget => warn!(self.log,
                 "process fd limit reached; new clients wait in the kernel backlog";
-                "sessions" => self.state.global_max(),
+                "sessions" => a.global_max(),
                 "nofile" => self.config.fd_budget.map_or(0, |b| b.nofile), "occurrences" => occurrences),
             PauseReason::Global => {
                 warn!(self.log, "process reached global maxconn; new clients wait in the kernel backlog";
-                "limit" => self.state.global_max(), "occurrences" => occurrences)
+                "limit" => a.global_max(), "occurrences" => occurrences)
             }
             PauseReason::Frontend => {
                 warn!(self.log, "frontend reached its limit; new clients wait in the kernel backlog";
-                "frontend" => frontend, "limit" => a.frontends[hit.frontend.0].maxconn, "occurrences" => occurrences)
+                "frontend" => frontend, "limit" => a.frontend_max(hit.frontend), "occurrences" => occurrences)
             }
             PauseReason::Listener => {
                 warn!(self.log, "listener reached its bind_maxconn; new clients wait in the kernel backlog";
                 "frontend" => frontend, "address" => address,
-                "limit" => a.listeners[hit.listener.0].maxconn, "occurrences" => occurrences)
+                "limit" => a.listener_max(hit.listener), "occurrences" => occurrences)
             }
             PauseReason::GlobalRate => {
                 warn!(self.log, "process reached global maxconnrate; new clients wait in the kernel backlog";
-                "rate" => a.global_rate, "occurrences" => occurrences)
+                "rate" => a.global_rate(), "occurrences" => occurrences)
             }
             PauseReason::FrontendRate => {
                 warn!(self.log, "frontend reached its rate_limit; new clients wait in the kernel backlog";
-                "frontend" => frontend, "rate" => a.frontends[hit.frontend.0].rate, "occurrences" => occurrences)
+                "frontend" => frontend, "rate" => a.frontend_rate(hit.frontend), "occurrences" => occurrences)
             }
             PauseReason::Shortage => warn!(self.log, "accept failed: resource shortage; listener paused";
                 "frontend" => frontend, "address" => address,
@@ -252,7 +219,7 @@ impl ResourceWatchdog {
     /// Sets a timer for the next time-based resume or stress expiry, unless
     /// one is already set at or before it.
     fn schedule(&mut self, ctx: &mut Context<Self>, now: Instant) {
-        let next = [self.state.next_wakeup(now), self.stress.next_expiry()].into_iter().flatten().min();
+        let next = [self.state.next_wakeup(now), self.hits.next_stress_expiry()].into_iter().flatten().min();
         let Some(next) = next else { return };
         if let Some((at, handle)) = self.timer {
             if at <= next {
@@ -311,13 +278,13 @@ impl Handler<Admit> for ResourceWatchdog {
         let frontend = self.state.frontend_of(msg.listener);
         match self.state.admit(msg.listener, msg.want, msg.reply, now) {
             Admitted::Granted(n, reply) => {
-                if reply.send(self.grant(frontend, n)).is_err() {
+                if reply.send(AdmitGrant { credits: n, stress: self.hits.in_stress(frontend) }).is_err() {
                     let resumed = self.state.give_back(msg.listener, n, now);
                     self.resume(resumed, now);
                 }
             }
             Admitted::Parked(reason) => {
-                let (frontend, address) = self.listener(msg.listener);
+                let (frontend, address) = names(&self.config.listeners, msg.listener);
                 debug!(self.log, "listener paused";
                     "frontend" => frontend, "address" => address, "reason" => reason.as_str(),
                     "global_used" => self.state.global_used());
@@ -358,7 +325,7 @@ impl Handler<Shortage> for ResourceWatchdog {
         let now = Instant::now();
         self.before(now);
         self.state.shortage(msg.listener, now, self.config.shortage_recheck);
-        debug!(self.log, "accept shortage"; "cause" => msg.cause, "listener" => msg.listener.0);
+        debug!(self.log, "accept shortage"; "cause" => msg.cause.as_str(), "listener" => msg.listener.0);
         self.after(ctx, now);
     }
 }
@@ -376,16 +343,12 @@ impl Handler<GetStatus> for ResourceWatchdog {
                 id: l.id,
                 frontend: l.frontend.clone(),
                 address: l.address,
-                state: match self.state.listener_state(l.id) {
-                    ListenerState::Open => "OPEN".to_owned(),
-                    ListenerState::Full => "FULL".to_owned(),
-                    ListenerState::Paused(reason) => format!("PAUSED({})", reason.as_str()),
-                },
+                state: self.state.listener_state(l.id),
                 sessions: self.state.listener_used(l.id),
             })
             .collect();
         let stressed = (0..self.config.frontend_names.len())
-            .filter(|&i| self.stress.in_stress(FrontendId(i)))
+            .filter(|&i| self.hits.in_stress(FrontendId(i)))
             .map(|i| self.config.frontend_names[i].clone())
             .collect();
         let frontends = (0..self.config.frontend_names.len())
@@ -393,7 +356,7 @@ impl Handler<GetStatus> for ResourceWatchdog {
                 name: self.config.frontend_names[i].clone(),
                 sessions: self.state.frontend_used(FrontendId(i)),
                 maxconn: self.state.frontend_max(FrontendId(i)),
-                rate_limit: self.config.admission.frontends.get(i).map_or(0, |f| f.rate),
+                rate_limit: self.state.frontend_rate(FrontendId(i)),
             })
             .collect();
         WatchdogStatus {
@@ -403,7 +366,7 @@ impl Handler<GetStatus> for ResourceWatchdog {
             listeners,
             frontends,
             stressed,
-            counters: self.counters,
+            counters: self.hits.counters(),
         }
     }
 }
@@ -414,20 +377,10 @@ impl Handler<ReconfigureAdmission> for ResourceWatchdog {
     fn handle(&mut self, msg: ReconfigureAdmission, ctx: &mut Self::Context) {
         let now = Instant::now();
         self.before(now);
-        let mut admission = msg.admission;
-        // The global limit stays what the fd budget allowed at start.
-        admission.global_maxconn = self.config.admission.global_maxconn;
-        let configured = admission.frontends.clone();
-        for (i, limits) in admission.frontends.iter_mut().enumerate() {
-            if self.configured.get(i) == Some(&*limits) {
-                // Unchanged by the reload: a run-time maxconn stays.
-                limits.maxconn = self.state.frontend_max(FrontendId(i));
-            }
-        }
-        self.configured = configured;
-        let resumed = self.state.reconfigure(&admission, now);
-        self.stress.reconfigure(&msg.stress_cooldowns);
-        self.config.admission = admission;
+        // The global limit stays what the fd budget allowed at start, and a
+        // run-time maxconn stays where the reload left a frontend alone.
+        let resumed = self.state.reload(&msg.admission, now);
+        self.hits.reconfigure_stress(&msg.stress_cooldowns);
         self.config.listeners = msg.listeners;
         self.config.frontend_names = msg.frontend_names;
         self.config.stress_cooldowns = msg.stress_cooldowns;
@@ -445,9 +398,6 @@ impl Handler<SetFrontendMaxconn> for ResourceWatchdog {
         let now = Instant::now();
         self.before(now);
         let (from, resumed) = self.state.set_frontend_maxconn(FrontendId(i), msg.maxconn, now)?;
-        if let Some(limits) = self.config.admission.frontends.get_mut(i) {
-            limits.maxconn = msg.maxconn;
-        }
         info!(self.log, "frontend maxconn changed"; "frontend" => &msg.frontend, "from" => from, "to" => msg.maxconn);
         self.resume(resumed, now);
         self.after(ctx, now);

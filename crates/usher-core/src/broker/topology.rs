@@ -45,7 +45,7 @@ use crate::admission::SessionGauge;
 use crate::admission::{AdmissionConfig, FrontendLimits, ListenerLimits, StopAccepting};
 use crate::backend::{BackendSetup, HealthConfig, ServerInfo, ServerSetup};
 use crate::config::{BackendSettings, ConfigErrors, FrontendSettings, ServerSettings, Settings};
-use crate::admission::accept::{AcceptLoop, SessionStarter};
+use crate::admission::listener::{ListenerWiring, SessionStarter};
 use crate::proxy_protocol;
 use crate::session::{BackendParams, FrontendContext};
 use crate::extension::CheckClient;
@@ -348,9 +348,7 @@ impl Topology {
         for (id, socket) in starting {
             let slot = &self.listeners[id.0];
             let front = &self.frontends[slot.frontend.0];
-            let accept = AcceptLoop {
-                id,
-                listener: Some(socket),
+            let wiring = ListenerWiring {
                 front: slot.context.subscribe(),
                 admit: self.shared.watchdog.clone().recipient(),
                 closed: self.shared.watchdog.clone().recipient(),
@@ -358,13 +356,10 @@ impl Topology {
                 shortage: self.shared.watchdog.clone().recipient(),
                 maxaccept: self.settings.global.maxaccept,
                 error_pause: self.settings.watchdog.shortage_recheck,
-                stop: CancellationToken::new(),
-                log: self.shared.log.new(o!("frontend" => front.name.clone())),
                 gauges: [self.shared.global_gauge.clone(), slot.gauge.clone()],
+                log: self.shared.log.new(o!("frontend" => front.name.clone())),
             };
-            let listener = Listener::new(accept, self.shared.data_plane.clone())
-                .map_err(|err| ReloadError::Bind(err.to_string()))?
-                .start();
+            let listener = Listener::new(id, socket, slot.address, wiring, self.shared.data_plane.clone()).start();
             if !first {
                 info!(self.log, "listener added"; "frontend" => &front.name, "address" => %slot.address);
                 changes.push(format!("frontend {}: listener {} added", front.name, slot.address));

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use config::{Map, Value, ValueKind};
 
-use super::errors::ConfigErrors;
+use super::errors::{ConfigErrorKind, ConfigErrors};
 use super::reader::{Report, Section};
 use super::settings::*;
 use super::sources::Merged;
@@ -160,8 +160,8 @@ fn defaults(root: &Map<String, Value>, report: &mut Report<'_>) -> Defaults {
         }
     }
     // Check the defaults tables on their own (unknown keys, bad values), so a
-    // bad default is reported even when no entry uses it. "missing" is fine
-    // there: defaults need not set every key.
+    // bad default is reported even when no entry uses it. A missing key is
+    // fine there: defaults need not set every key.
     let mut probe = Report { origins: report.origins, errors: Vec::new() };
     let mut f = Section::new("defaults.frontend", out.frontend.as_ref(), &mut probe);
     frontend_keys(&mut f, &mut probe);
@@ -172,7 +172,7 @@ fn defaults(root: &Map<String, Value>, report: &mut Report<'_>) -> Defaults {
     let mut s = Section::new("defaults.server", out.server.as_ref(), &mut probe);
     server_keys(&mut s, &mut probe);
     s.finish(&mut probe);
-    report.errors.extend(probe.errors.into_iter().filter(|err| !err.problem.starts_with("missing")));
+    report.errors.extend(probe.errors.into_iter().filter(|err| err.kind != ConfigErrorKind::Missing));
     out
 }
 

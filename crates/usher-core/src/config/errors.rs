@@ -3,9 +3,24 @@
 
 use std::fmt;
 
+/// What kind of problem a [`ConfigError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConfigErrorKind {
+    /// A layer cannot be read (a file, the environment).
+    Unreadable,
+    /// A layer is not valid TOML, or the layers do not merge.
+    Syntax,
+    /// A required key is set in no layer.
+    Missing,
+    /// A key is set to something it cannot be (type, range, unknown key,
+    /// dangling reference).
+    Invalid,
+}
+
 /// One problem found in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    pub kind: ConfigErrorKind,
     /// Dotted key, e.g. `backends.app.timeout.queue`.
     pub key: String,
     /// The layer the offending value came from, e.g. `file ./usher.toml`.
@@ -25,8 +40,13 @@ impl fmt::Display for ConfigError {
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigErrors {
-    pub fn single(key: impl Into<String>, origin: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigErrors(vec![ConfigError { key: key.into(), origin: origin.into(), problem: problem.into() }])
+    pub fn single(
+        kind: ConfigErrorKind,
+        key: impl Into<String>,
+        origin: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> Self {
+        ConfigErrors(vec![ConfigError { kind, key: key.into(), origin: origin.into(), problem: problem.into() }])
     }
 
     /// True when some error concerns `key` (tests and tooling).

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use config::{Map, Value, ValueKind};
 
-use super::errors::ConfigError;
+use super::errors::{ConfigError, ConfigErrorKind};
 use super::sources::Origins;
 
 /// Collects errors for one validation pass.
@@ -23,7 +23,12 @@ pub(super) struct Report<'a> {
 
 impl Report<'_> {
     pub fn error(&mut self, key: &str, problem: impl Into<String>) {
-        self.errors.push(ConfigError { key: key.to_owned(), origin: self.origins.of(key), problem: problem.into() });
+        self.errors.push(ConfigError {
+            kind: ConfigErrorKind::Invalid,
+            key: key.to_owned(),
+            origin: self.origins.of(key),
+            problem: problem.into(),
+        });
     }
 }
 
@@ -99,6 +104,7 @@ impl Section {
             // Name the layer that declared this table: that is where the key goes.
             let origin = report.origins.of(&self.path);
             report.errors.push(ConfigError {
+                kind: ConfigErrorKind::Missing,
                 key: format!("{}.{key}", self.path),
                 origin,
                 problem: format!("missing; expected {expected}"),

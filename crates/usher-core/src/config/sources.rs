@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use config::{Config, Environment, File, FileFormat, Map, Source, Value, ValueKind};
 
-use super::errors::ConfigErrors;
+use super::errors::{ConfigErrorKind, ConfigErrors};
 
 /// `configs/default.toml`, embedded: every key with its default.
 pub const DEFAULT_TOML: &str = include_str!("../../../../configs/default.toml");
@@ -63,6 +63,7 @@ impl ConfigSources {
             match std::fs::read_to_string(path) {
                 Ok(text) => builder = add_toml(builder, &mut origins, &mut errors, origin, &text),
                 Err(err) => errors.push(super::ConfigError {
+                    kind: ConfigErrorKind::Unreadable,
                     key: "(file)".into(),
                     origin,
                     problem: format!("cannot read it: {err}"),
@@ -85,6 +86,7 @@ impl ConfigSources {
                     builder = builder.add_source(env);
                 }
                 Err(err) => errors.push(super::ConfigError {
+                    kind: ConfigErrorKind::Unreadable,
                     key: "(environment)".into(),
                     origin: "the environment".into(),
                     problem: err.to_string(),
@@ -94,12 +96,15 @@ impl ConfigSources {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let config = builder
-            .build()
-            .map_err(|err| ConfigErrors::single("(merge)", "all layers", format!("layers do not merge: {err}")))?;
-        let root = config
-            .collect()
-            .map_err(|err| ConfigErrors::single("(merge)", "all layers", format!("layers do not merge: {err}")))?;
+        let unmerged = |err: config::ConfigError| {
+            ConfigErrors::single(
+                ConfigErrorKind::Syntax,
+                "(merge)",
+                "all layers",
+                format!("layers do not merge: {err}"),
+            )
+        };
+        let root = builder.build().map_err(unmerged)?.collect().map_err(unmerged)?;
         Ok(Merged { root, origins })
     }
 }
@@ -123,6 +128,7 @@ fn add_toml(
         }
         Err(err) => {
             errors.push(super::ConfigError {
+                kind: ConfigErrorKind::Syntax,
                 key: "(document)".into(),
                 origin,
                 problem: format!("not valid TOML: {err}"),
