@@ -336,3 +336,119 @@ fn backend_changes(step: &BackendStep, changes: &mut Vec<ReloadChange>) {
         changes.push(ReloadChange::BackendChanged { backend: backend.clone() });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml: &str) -> Settings {
+        crate::config::from_toml_str(toml).expect("valid")
+    }
+
+    const BASE: &str = "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
+                        [backends.app.servers.s1]\naddress = \"127.0.0.1:1\"\nmaxconn = 4\n";
+
+    /// What runs after `settings` started: every id live, listeners open
+    /// on their configured addresses.
+    fn running(settings: &Settings) -> Running<'_> {
+        Running {
+            settings,
+            frontends: settings.frontends.iter().map(Some).collect(),
+            backends: settings
+                .backends
+                .iter()
+                .map(|b| Some(RunningBackend { settings: b, servers: b.servers.iter().map(Some).collect() }))
+                .collect(),
+            listeners: listener_keys(settings).into_iter().map(|(key, _, _)| Some((key, key.0))).collect(),
+        }
+    }
+
+    fn empty(settings: &Settings) -> Running<'_> {
+        Running { settings, frontends: Vec::new(), backends: Vec::new(), listeners: Vec::new() }
+    }
+
+    #[test]
+    fn the_first_start_adds_everything_and_reports_nothing() {
+        let base = settings(BASE);
+        let plan = plan(&empty(&base), base.clone());
+        assert!(plan.first);
+        assert!(matches!(plan.backends[..], [BackendStep::Add { id: BackendId(0), .. }]));
+        assert!(matches!(plan.frontends[..], [FrontendStep::Add { id: FrontendId(0), .. }]));
+        assert_eq!(plan.listeners.open.len(), 1);
+        assert_eq!(plan.listeners.open[0].id, ListenerId(0));
+        assert_eq!(plan.changes(&["127.0.0.1:80".parse().unwrap()]), Vec::new());
+    }
+
+    #[test]
+    fn a_server_a_backend_change_and_a_listener_are_planned_in_order() {
+        let base = settings(BASE);
+        let new = settings(&format!(
+            "{BASE}[backends.app]\nmaxqueue = 9\n[backends.app.servers.s2]\naddress = \"127.0.0.1:2\"\n\
+             [frontends.extra]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n"
+        ));
+        let plan = plan(&running(&base), new);
+        let BackendStep::Update(update) = &plan.backends[0] else { panic!("{:?}", plan.backends) };
+        assert!(update.retire.is_empty() && update.settings_changed && update.reconfigure);
+        assert!(matches!(update.servers[..], [ServerStep::Add { id: ServerId(1), .. }]));
+        // Same configured address as web's: the second occurrence is a new key.
+        assert_eq!(plan.listeners.keep, vec![(ListenerId(0), FrontendId(0))]);
+        assert_eq!(plan.listeners.open[0].key.1, 1);
+        assert_eq!((plan.listeners.open[0].id, plan.listeners.open[0].frontend), (ListenerId(1), FrontendId(1)));
+        let opened: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        assert_eq!(
+            plan.changes(&[opened]),
+            vec![
+                ReloadChange::ServerAdded { backend: "app".into(), server: "s2".into() },
+                ReloadChange::BackendChanged { backend: "app".into() },
+                ReloadChange::FrontendAdded { frontend: "extra".into() },
+                ReloadChange::ListenerAdded { frontend: "extra".into(), address: opened },
+            ]
+        );
+    }
+
+    #[test]
+    fn moved_servers_are_replaced_and_removed_ones_keep_their_ids() {
+        let base = settings(&format!("{BASE}[backends.app.servers.s2]\naddress = \"127.0.0.1:2\"\n"));
+        let new = settings(&BASE.replace("127.0.0.1:1", "127.0.0.1:3"));
+        let plan = plan(&running(&base), new);
+        let BackendStep::Update(update) = &plan.backends[0] else { panic!("{:?}", plan.backends) };
+        let retired: Vec<_> = update.retire.iter().map(|r| (r.id, r.name.as_str(), r.replaced)).collect();
+        assert_eq!(retired, vec![(ServerId(0), "s1", true), (ServerId(1), "s2", false)]);
+        assert!(matches!(update.servers[..], [ServerStep::Add { id: ServerId(2), .. }]));
+        assert_eq!(
+            plan.changes(&[]),
+            vec![
+                ReloadChange::ServerRemoved { backend: "app".into(), server: "s2".into() },
+                ReloadChange::ServerAdded { backend: "app".into(), server: "s1".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unchanged_configuration_plans_nothing_but_keeping() {
+        let base = settings(BASE);
+        let plan = plan(&running(&base), base.clone());
+        let BackendStep::Update(update) = &plan.backends[0] else { panic!("{:?}", plan.backends) };
+        assert!(!update.reconfigure && update.servers.is_empty() && update.retire.is_empty());
+        assert!(plan.frontends.is_empty() && plan.listeners.open.is_empty() && plan.listeners.close.is_empty());
+        assert_eq!(plan.changes(&[]), Vec::new());
+    }
+
+    #[test]
+    fn a_removed_frontend_closes_its_listeners_and_ids_stay() {
+        let two = settings(&format!("{BASE}[frontends.extra]\nbind = [\"127.0.0.1:7\"]\nbackend = \"app\"\n"));
+        let new = settings(&BASE.replace("[frontends.web]", "[frontends.other]"));
+        let plan = plan(&running(&two), new);
+        assert!(matches!(
+            plan.frontends[..],
+            [FrontendStep::Add { id: FrontendId(2), .. }, FrontendStep::Remove { id: FrontendId(0), .. }, FrontendStep::Remove {
+                id: FrontendId(1),
+                ..
+            }]
+        ));
+        // web's address is wanted again (by `other`): the listener stays.
+        assert_eq!(plan.listeners.keep, vec![(ListenerId(0), FrontendId(2))]);
+        assert_eq!(plan.listeners.close, vec![(ListenerId(1), "127.0.0.1:7".parse().unwrap())]);
+        assert!(plan.listeners.open.is_empty());
+    }
+}
