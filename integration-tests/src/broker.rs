@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
-use usher_core::broker::topology::{GetHandle, Reload};
+use usher_core::broker::Actors;
 use usher_core::BrokerHandle;
 use usher_core::{BoundListeners, Extensions, Settings};
 use usher_core::{ReloadError, ReloadSummary};
@@ -15,8 +15,10 @@ use crate::logs::LogCapture;
 pub struct TestBroker {
     pub addrs: HashMap<String, Vec<SocketAddr>>,
     pub logs: LogCapture,
-    /// The running actors: admin-state changes and reports in tests.
-    pub control: BrokerHandle,
+    /// Reloads, run-time changes and reports, as an embedder has them.
+    pub handle: BrokerHandle,
+    /// The running actors, for white-box tests (refreshed by [`TestBroker::reload`]).
+    pub control: Actors,
     /// The admin API's address, when started with [`TestBroker::start_with_admin`].
     pub admin_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
@@ -61,8 +63,9 @@ impl TestBroker {
 
     /// Reloads the configuration (as SIGHUP does) and refreshes `control`.
     pub async fn reload(&mut self) -> Result<ReloadSummary, ReloadError> {
-        let result = self.control.topology.send(Reload { settings: None }).await.expect("topology answers");
-        self.control = self.control.topology.send(GetHandle).await.expect("topology answers");
+        let result = self.handle.reload().await;
+        self.handle = self.handle.refreshed().await.expect("the broker answers");
+        self.control = self.handle.actors().await.expect("the broker answers");
         result
     }
 
@@ -93,8 +96,11 @@ impl TestBroker {
             let system = actix_rt::System::new();
             system.block_on(async move {
                 let mut ext = extensions(&settings);
-                ext.on_start = Some(Box::new(move |handle| {
-                    let _ = started.send(handle);
+                ext.on_start = Some(Box::new(move |handle: BrokerHandle| {
+                    actix_rt::spawn(async move {
+                        let actors = handle.actors().await.expect("the broker answers");
+                        let _ = started.send((handle, actors));
+                    });
                 }));
                 usher_core::run(settings, listeners, log, ext, async {
                     let _ = stopped.await;
@@ -102,8 +108,8 @@ impl TestBroker {
                 .await
             })
         });
-        let control = control.recv_timeout(crate::DEADLINE).expect("the broker started its actors");
-        TestBroker { addrs, logs, control, admin_addr, stop: Some(stop), thread: Some(thread) }
+        let (handle, control) = control.recv_timeout(crate::DEADLINE).expect("the broker started its actors");
+        TestBroker { addrs, logs, handle, control, admin_addr, stop: Some(stop), thread: Some(thread) }
     }
 
     /// The first listening address of `frontend`.

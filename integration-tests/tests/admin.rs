@@ -1,4 +1,4 @@
-//! Issue 5 item 1 on real sockets: the admin API's reports agree with the
+//! The admin API on real sockets: its reports agree with the
 //! traffic the test drove, run-time changes take effect, errors are JSON
 //! with the right status, and the bearer token is enforced.
 
@@ -82,7 +82,7 @@ fn metric(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str
     }
 }
 
-/// Issue 5 test 1: after 100 sessions through 2 servers at maxconn 1, the
+/// After 100 sessions through 2 servers at maxconn 1, the
 /// figures match what was driven, in /stats and in /metrics alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stats_and_metrics_agree_with_the_traffic() {
@@ -172,7 +172,7 @@ async fn stats_and_metrics_agree_with_the_traffic() {
     }
 }
 
-/// Issue 5 test 2: drain through the API stops new sessions to that server
+/// Drain through the API stops new sessions to that server
 /// while its established session continues; ready brings it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_via_the_api_keeps_established_sessions() {
@@ -206,7 +206,7 @@ async fn drain_via_the_api_keeps_established_sessions() {
     assert!(s1.accepted() >= 2, "ready again, s1 takes sessions");
 }
 
-/// Issue 5 test 2: weight 0 through the API likewise.
+/// Weight 0 through the API likewise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weight_zero_via_the_api_keeps_established_sessions() {
     let s1 = TestBackend::start(Behavior::Echo);
@@ -231,7 +231,7 @@ async fn weight_zero_via_the_api_keeps_established_sessions() {
     assert_eq!(server(&stats(&broker).await, "s1")["weight"], 0);
 }
 
-/// Issue 5 test 2: a maxconn change takes effect for the next session,
+/// A maxconn change takes effect for the next session,
 /// raised above the configured value and lowered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maxconn_change_applies_to_the_next_session() {
@@ -335,7 +335,7 @@ async fn errors_are_json_with_the_right_status() {
     assert!(broker.logs.all().iter().all(|r| r.msg != "server admin state changed"));
 }
 
-/// Issue 5 test 5 (token): with `admin.token`, requests without it or with
+/// With `admin.token`, requests without it or with
 /// another get 401; with it, 200. `/health` answers while running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_required_when_set() {
@@ -394,7 +394,7 @@ async fn stats_at(api: SocketAddr) -> Value {
     reply.json()
 }
 
-/// Issue 5 test 5 (config): a non-loopback admin address without a token is
+/// A non-loopback admin address without a token is
 /// a configuration error naming `admin.token`; the daemon test of `usher
 /// run` (exit 64) is in crates/usher/tests/cli.rs.
 #[test]

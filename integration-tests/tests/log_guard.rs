@@ -1,4 +1,4 @@
-//! Issue 5 item 5, the log guard: the field names of log records are an
+//! The log guard: the field names of log records are an
 //! API. A broker runs a session, admin changes and a shutdown into the
 //! capture logger; the records it wrote are checked against README.md,
 //! parsed here (the lists are not repeated in this file):

@@ -1,5 +1,6 @@
-//! Hot reload (issue 5): the configuration file is re-read and applied to
-//! the running actors; established and queued sessions never notice.
+//! Hot reload: the configuration file is re-read and applied to the running
+//! actors; established and queued sessions never notice, and a rejected
+//! reload changes nothing.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,11 +9,8 @@ use std::time::Duration;
 
 use integration_tests::{http, request, seated, Behavior, ConfigFile, TestBackend, TestBroker, DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use usher_core::admission::watchdog::{GetStatus, SetFrontendMaxconn};
-use usher_core::backend::backend_queue::GetQueueReport;
-use usher_core::backend::server::{GetServerReport, SetAdminState};
-use usher_core::backend::AdminState;
-use usher_core::ReloadError;
+use usher_core::broker::BrokerReport;
+use usher_core::{AdminState, ControlError, ReloadChange, ReloadError};
 
 /// One frontend `web` on backend `app` with `servers` (name, address,
 /// weight, maxconn); `extra` is appended.
@@ -37,7 +35,8 @@ fn leastconn(toml: String) -> String {
 async fn queued(broker: &TestBroker, n: usize) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let report = broker.control.backends[0].queue.send(GetQueueReport).await.expect("queue");
+        let stats = broker.handle.stats().await.expect("stats");
+        let report = &stats.backends[0].queue;
         let waiting = report.backend_queue + report.servers.iter().map(|s| s.queued).sum::<usize>();
         if waiting == n {
             return;
@@ -149,7 +148,8 @@ async fn queued_sessions_move_to_the_new_servers_and_maxconn_holds() {
     // s1 goes, s2 comes: the queue moves to s2 at once.
     file.write(&config(&[("s2", new.addr, 1, 5)], ""));
     let summary = broker.reload().await.expect("reload");
-    assert!(summary.changes.iter().any(|c| c.contains("server s1 removed")), "{:?}", summary.changes);
+    let removed = ReloadChange::ServerRemoved { backend: "app".into(), server: "s1".into() };
+    assert!(summary.changes.contains(&removed), "{:?}", summary.changes);
     for w in waiting {
         let (i, echo) = w.await.expect("task");
         assert_eq!(echo.expect("served after the reload"), payload(i));
@@ -174,7 +174,8 @@ async fn listeners_open_and_close_with_the_configuration() {
     let extra = "[frontends.extra]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n";
     file.write(&config(&[("s1", backend.addr, 1, 10)], extra));
     let summary = broker.reload().await.expect("reload");
-    assert!(summary.changes.contains(&"frontend extra added".to_owned()), "{:?}", summary.changes);
+    let added = ReloadChange::FrontendAdded { frontend: "extra".into() };
+    assert!(summary.changes.contains(&added), "{:?}", summary.changes);
     let opened = broker.logs.wait_for("listening", |r| r.get("frontend") == "extra").await;
     let address: SocketAddr = opened.get("address").parse().expect("address");
     assert_eq!(request(address, b"new door").await.expect("served"), b"new door");
@@ -182,7 +183,8 @@ async fn listeners_open_and_close_with_the_configuration() {
 
     file.write(&config(&[("s1", backend.addr, 1, 10)], ""));
     let summary = broker.reload().await.expect("reload");
-    assert!(summary.changes.contains(&"frontend extra removed".to_owned()), "{:?}", summary.changes);
+    let removed = ReloadChange::FrontendRemoved { frontend: "extra".into() };
+    assert!(summary.changes.contains(&removed), "{:?}", summary.changes);
     broker.logs.wait_for("listener closed", |r| r.get("address") == address.to_string()).await;
     assert!(tokio::net::TcpStream::connect(address).await.is_err(), "the removed address is closed");
     assert_eq!(request(broker.addr("web"), b"still open").await.expect("served"), b"still open");
@@ -195,17 +197,15 @@ async fn runtime_changes_survive_unless_the_configuration_changed_them() {
     let (a, b, c) = (backends[0].addr, backends[1].addr, backends[2].addr);
     let file = ConfigFile::new("admin-state", &config(&[("s1", a, 1, 10), ("s2", b, 1, 10)], ""));
     let mut broker = TestBroker::start_reloadable(&file.0, false);
-    let s1 = broker.control.server("app", "s1").expect("s1").clone();
-    s1.send(SetAdminState(AdminState::Drain)).await.expect("drain");
-    broker.control.watchdog.send(SetFrontendMaxconn { frontend: "web".into(), maxconn: 7 }).await.expect("maxconn");
+    broker.handle.set_server_state("app", "s1", AdminState::Drain).await.expect("drain");
+    broker.handle.set_frontend_maxconn("web", 7).await.expect("maxconn");
 
     // An unrelated change: s1 stays drained, the frontend keeps maxconn 7.
     file.write(&config(&[("s1", a, 1, 10), ("s2", b, 1, 10), ("s3", c, 1, 10)], ""));
     broker.reload().await.expect("reload");
-    let s1 = broker.control.server("app", "s1").expect("s1").clone();
-    assert_eq!(s1.send(GetServerReport).await.expect("report").admin, AdminState::Drain);
-    let status = broker.control.watchdog.send(GetStatus).await.expect("status");
-    assert_eq!(status.frontends[0].maxconn, 7, "runtime frontend maxconn survives");
+    assert_eq!(broker.handle.server_status("app", "s1").await.expect("s1").admin, AdminState::Drain);
+    let stats = broker.handle.stats().await.expect("stats");
+    assert_eq!(stats.admission.frontends[0].maxconn, 7, "runtime frontend maxconn survives");
     for i in 0..6u64 {
         assert_eq!(request(broker.addr("web"), &payload(i)).await.expect("served"), payload(i));
     }
@@ -214,8 +214,9 @@ async fn runtime_changes_survive_unless_the_configuration_changed_them() {
     // The configuration changes s1: its values win (ready, weight 3).
     file.write(&config(&[("s1", a, 3, 10), ("s2", b, 1, 10), ("s3", c, 1, 10)], ""));
     let summary = broker.reload().await.expect("reload");
-    assert_eq!(summary.changes, vec!["backend app: server s1 changed".to_owned()]);
-    let report = broker.control.server("app", "s1").expect("s1").send(GetServerReport).await.expect("report");
+    assert_eq!(summary.changes, vec![ReloadChange::ServerChanged { backend: "app".into(), server: "s1".into() }]);
+    assert_eq!(summary.changes[0].to_string(), "backend app: server s1 changed");
+    let report = broker.handle.server_status("app", "s1").await.expect("s1");
     assert_eq!((report.admin, report.weight), (AdminState::Ready, 3));
     for i in 0..10u64 {
         assert_eq!(request(broker.addr("web"), &payload(i)).await.expect("served"), payload(i));
@@ -247,7 +248,11 @@ async fn a_bad_configuration_is_rejected_and_the_running_one_stays() {
     );
     file.write(&format!("{good}{taken}"));
     assert!(matches!(broker.reload().await, Err(ReloadError::Bind(_))), "bind failure rejects the reload");
-    assert!(broker.control.server("app", "s2").is_none(), "no part of a rejected reload applies");
+    assert_eq!(
+        broker.handle.server_status("app", "s2").await,
+        Err(ControlError::UnknownServer { backend: "app".into(), server: "s2".into() }),
+        "no part of a rejected reload applies"
+    );
     broker.stop().await.expect("clean stop");
 }
 
@@ -320,5 +325,70 @@ async fn a_session_counts_in_the_backend_it_was_admitted_to() {
         assert!(tokio::time::Instant::now() < deadline, "stats never counted both sessions: {stats}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    broker.stop().await.expect("clean stop");
+}
+
+/// What a reload may change, as the handle reports it: the settings in
+/// force, every backend's and server's id, every listener and its state.
+fn shape(report: &BrokerReport) -> String {
+    let backends: Vec<_> = report
+        .backends
+        .iter()
+        .map(|b| (b.name.clone(), b.id, b.servers.iter().map(|(id, s)| (*id, s.name.clone())).collect::<Vec<_>>()))
+        .collect();
+    let listeners: Vec<_> =
+        report.admission.listeners.iter().map(|l| (l.id, l.frontend.clone(), l.address, l.state)).collect();
+    format!(
+        "{:?}\n{backends:?}\n{listeners:?}\n{:?}\n{:?}",
+        report.settings,
+        report.frontends,
+        report.traffic.servers.iter().map(Vec::len).collect::<Vec<_>>()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_whose_last_step_fails_changes_nothing() {
+    let (a, b) = (TestBackend::start(Behavior::Echo), TestBackend::start(Behavior::Echo));
+    let good = config(&[("s1", a.addr, 1, 10)], "");
+    let file = ConfigFile::new("last-step", &good);
+    let mut broker = TestBroker::start_reloadable(&file.0, true);
+    let admin = broker.admin_addr.expect("admin");
+    let before = broker.handle.stats().await.expect("stats");
+    let stats_before = http::get(admin, "/stats", None).await.json();
+
+    // A server added, the backend changed, and last a listener on an
+    // address this test holds: opening it fails after everything else was
+    // planned.
+    let held = integration_tests::listener();
+    let grown = config(&[("s1", a.addr, 1, 10), ("s2", b.addr, 1, 10)], "")
+        .replace("retries = 0\n", "retries = 0\nmaxqueue = 5\n");
+    let extra = format!("[frontends.extra]\nbind = [\"{}\"]\nbackend = \"app\"\n", held.local_addr().expect("addr"));
+    file.write(&format!("{grown}{extra}"));
+    assert!(matches!(broker.reload().await, Err(ReloadError::Bind(_))), "the held address rejects the reload");
+
+    let after = broker.handle.stats().await.expect("stats");
+    assert_eq!(shape(&after), shape(&before), "the handle reports the same broker");
+    assert_eq!(broker.handle.settings().as_ref(), before.settings.as_ref(), "settings in force unchanged");
+    let stats_after = http::get(admin, "/stats", None).await.json();
+    assert_eq!(stats_after["listeners"], stats_before["listeners"]);
+    assert_eq!(stats_after["backends"][0]["servers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(stats_after["backends"][0]["queue_limit"], stats_before["backends"][0]["queue_limit"]);
+    for i in 0..4u64 {
+        assert_eq!(request(broker.addr("web"), &payload(i)).await.expect("served"), payload(i));
+    }
+    assert_eq!(b.accepted(), 0, "the planned server never served");
+
+    // Without the held address, the same reload applies whole.
+    file.write(&grown);
+    let summary = broker.reload().await.expect("reload");
+    assert_eq!(
+        summary.changes,
+        vec![
+            ReloadChange::ServerAdded { backend: "app".into(), server: "s2".into() },
+            ReloadChange::BackendChanged { backend: "app".into() },
+        ]
+    );
+    assert_eq!(broker.handle.server_status("app", "s2").await.expect("s2 runs").weight, 1);
+    drop(held);
     broker.stop().await.expect("clean stop");
 }

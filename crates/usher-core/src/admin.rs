@@ -1,13 +1,12 @@
 //! The admin HTTP API (actix-web), run inside the broker's actix System on
 //! the listener the caller bound (`admin.bind`): reports and run-time
-//! changes, all by message to the actors — it owns no broker state.
+//! changes, all through the broker's handle — it owns no broker state.
 //!
 //! - `GET /stats` (JSON) and `GET /metrics` (Prometheus text) render one
-//!   [`Snapshot`] gathered from the watchdog, the Stats actor, every
-//!   BackendQueue and every Server ([`stats_json`], [`metrics`]).
+//!   [`Snapshot`] of the broker's report ([`stats_json`], [`metrics`]).
 //! - `PUT /backends/{b}/servers/{s}` and `PUT /frontends/{f}` validate
-//!   first, then send `SetAdminState`, `SetWeight`, `SetMaxconn` or
-//!   `SetFrontendMaxconn`; each actor logs the change ([`routes`]).
+//!   first, then apply the change through the [`BrokerHandle`]; the owning
+//!   actor logs it ([`routes`]).
 //! - `POST /reload` re-reads the configuration and applies it (as SIGHUP).
 //! - `GET /health` answers 200 while running, 503 once shutdown began.
 //! - With `admin.token`, every request needs `Authorization: Bearer
@@ -30,13 +29,8 @@ use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context as _;
 use slog::{info, Logger};
 
-use actix::{Addr, MailboxError};
-
-use crate::broker::topology::{GetHandle, Topology};
-use crate::broker::BrokerHandle;
-use crate::config::{Balance, Settings};
-
-
+use crate::broker::{BrokerHandle, ControlError};
+use crate::config::{AdminSettings, Balance, Settings};
 
 /// Largest request body accepted (a PUT body is a few dozen bytes).
 const MAX_BODY: usize = 16 * 1024;
@@ -45,19 +39,19 @@ const MAX_CONNECTIONS: usize = 256;
 /// How long in-flight admin requests get at shutdown.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What the handlers share: the actors' addresses, the static facts of the
-/// configuration the reports need, the token and the shutdown flag.
+/// What the handlers share: the broker's handle, the token and the
+/// shutdown flag.
 pub(crate) struct Admin {
-    /// Asked for the running actors and configuration on every request:
-    /// a reload may have changed them.
-    topology: Addr<Topology>,
+    /// Asked for the configuration in force on every request: a reload may
+    /// have changed it.
+    broker: BrokerHandle,
     token: String,
     stopping: AtomicBool,
     log: Logger,
 }
 
 /// Configured facts that no actor reports, in declaration order (the same
-/// order as `BrokerHandle::backends` and `BrokerHandle::frontends`).
+/// order as the broker's reports).
 struct Layout {
     frontends: Vec<FrontendLayout>,
     backends: Vec<BackendLayout>,
@@ -134,10 +128,10 @@ impl Layout {
 }
 
 impl Admin {
-    /// The running actors and the layout of the configuration in force.
-    async fn view(&self) -> Result<(BrokerHandle, Layout), MailboxError> {
-        let handle = self.topology.send(GetHandle).await?;
-        let layout = Layout::of(&handle.settings);
+    /// A handle on the configuration in force, and its layout.
+    async fn view(&self) -> Result<(BrokerHandle, Layout), ControlError> {
+        let handle = self.broker.refreshed().await.ok_or(ControlError::Stopped)?;
+        let layout = Layout::of(handle.settings());
         Ok((handle, layout))
     }
 }
@@ -172,15 +166,15 @@ impl AdminServer {
 /// System that runs the broker's actors.
 pub fn start(
     listener: TcpListener,
-    settings: &Settings,
-    topology: Addr<Topology>,
+    settings: &AdminSettings,
+    broker: BrokerHandle,
     log: Logger,
 ) -> anyhow::Result<AdminServer> {
     let address = listener.local_addr().context("admin listener without an address")?;
     listener.set_nonblocking(true).context("admin listener")?;
     let admin = Arc::new(Admin {
-        topology,
-        token: settings.admin.token.clone(),
+        broker,
+        token: settings.token.clone(),
         stopping: AtomicBool::new(false),
         log: log.clone(),
     });
@@ -202,6 +196,6 @@ pub fn start(
     let server_handle = server.handle();
     actix_rt::spawn(server);
     info!(log, "admin API listening"; "address" => %address,
-        "auth" => if settings.admin.token.is_empty() { "none" } else { "bearer token" });
+        "auth" => if settings.token.is_empty() { "none" } else { "bearer token" });
     Ok(AdminServer { handle: server_handle, admin, address })
 }

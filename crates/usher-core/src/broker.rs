@@ -1,25 +1,33 @@
-//! The broker entry point: `run(settings, listeners, log, extensions, shutdown)`.
+//! The broker: starts the actors a configuration describes, hands out a
+//! [`BrokerHandle`] to control them, and drains them at shutdown.
 //!
 //! The caller binds the listening sockets (the daemon with [`bind_all`],
-//! tests on `127.0.0.1:0`) and decides what shutdown means (signals, a test's
-//! oneshot). `run` must be awaited inside an actix `System`: the actors run
-//! on the System arbiter (control plane) and sessions on `global.workers`
-//! data-plane threads (with one worker, on the System thread itself). Which actors exist is
-//! the Topology actor's business (`actors/topology.rs`), at start and on
-//! every reload.
+//! tests on `127.0.0.1:0`) and decides what shutdown means (`crate::run`).
+//! [`start`] must be called inside an actix `System`: the actors run on the
+//! System arbiter (control plane) and sessions on `global.workers`
+//! data-plane threads (with one worker, on the System thread itself). Which
+//! actors exist is the Topology actor's business (`broker/topology.rs`), at
+//! start and on every reload.
 
+mod bind;
+mod commit;
 mod extensions;
 mod handle;
+pub mod planner;
+pub mod reload_outcome;
 pub mod reload_plan;
 pub mod topology;
+pub mod wiring;
 
 pub use extensions::{Extensions, OnReady, OnStart};
-pub use handle::{BackendControl, BrokerHandle};
-pub use reload_plan::{ReloadError, ReloadSummary};
+pub use handle::{
+    Actors, BackendControl, BackendReport, BrokerHandle, BrokerReport, ControlError, ServerChange, ServerStatus,
+    MAX_MAXCONN, MAX_WEIGHT,
+};
+pub use reload_outcome::{ReloadChange, ReloadError, ReloadSummary, RestartKey};
 pub use topology::ConfigLoader;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::TcpListener;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -31,17 +39,15 @@ use slog::{info, o, warn, Logger};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::observe::stats::Gauges;
-use crate::broker::topology::{BeginShutdown, GetHandle, Shared, Topology};
-use crate::admission::watchdog::WatchdogConfig;
-use crate::admission::ResourceWatchdog;
-use crate::observe::Stats;
-use crate::admission::SessionGauge;
-use crate::observe::stats_book::StatsBook;
-use crate::admission::AdmissionConfig;
-use crate::config::Settings;
 use crate::admission::fd_budget::FdBudget;
-use crate::admission::StopAccepting;
+use crate::admission::watchdog::WatchdogConfig;
+use crate::admission::{AdmissionConfig, ResourceWatchdog, SessionGauge, StopAccepting};
+use crate::config::Settings;
+use crate::extension::CheckClient;
+use crate::observe::stats::Gauges;
+use crate::observe::stats_book::StatsBook;
+use crate::observe::Stats;
+use topology::{BeginShutdown, GetHandle, Shared, Topology};
 
 /// Where sessions run. With one worker they share the actix System thread
 /// with the actors (like HAProxy with `nbthread 1`): every Reserve, grant,
@@ -109,6 +115,11 @@ impl BoundListeners {
     pub fn admin(&self) -> Option<&TcpListener> {
         self.1.as_ref()
     }
+
+    /// The frontends' sockets and the admin API's.
+    pub fn into_parts(self) -> (HashMap<String, Vec<TcpListener>>, Option<TcpListener>) {
+        (self.0, self.1)
+    }
 }
 
 /// listen() backlog of the admin API's socket.
@@ -133,15 +144,38 @@ pub fn bind_all(settings: &Settings) -> anyhow::Result<BoundListeners> {
 }
 
 
-/// Runs the broker until `shutdown` resolves, then stops accepting, lets
-/// sessions finish for up to `global.grace`, closes the rest and returns.
-pub async fn run(
-    settings: Settings,
-    mut listeners: BoundListeners,
+/// A started broker: its actors run and its listeners accept.
+pub struct Broker {
+    handle: BrokerHandle,
+    topology: Addr<Topology>,
+    /// Dropped with the broker, which stops the data-plane threads.
+    _data_plane: DataPlane,
+    kill: CancellationToken,
+    tracker: TaskTracker,
+    facts: StartFacts,
     log: Logger,
-    mut extensions: Extensions,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+}
+
+/// What the `started` record tells.
+struct StartFacts {
+    frontends: usize,
+    backends: usize,
+    listeners: usize,
+    workers: usize,
+    maxconn: u32,
+}
+
+/// Starts everything `settings` describes on the sockets in `listeners`
+/// (by frontend; addresses without one are bound here). `admission` is
+/// consulted for each new client, `loader` re-reads the configuration on
+/// a reload.
+pub async fn start(
+    settings: Settings,
+    listeners: HashMap<String, Vec<TcpListener>>,
+    log: Logger,
+    admission: Vec<Recipient<CheckClient>>,
+    loader: Option<ConfigLoader>,
+) -> anyhow::Result<Broker> {
     let workers = settings.global.worker_threads();
     let data_plane = DataPlane::start(workers)?;
 
@@ -153,7 +187,39 @@ pub async fn run(
         "nofile" => fd_budget.nofile, "hard" => fd_budget.hard, "in_use" => fd_budget.in_use,
         "spare" => fd_budget.spare, "sessions" => fd_budget.sessions, "maxconn" => maxconn,
         "maxconn_source" => if settings.global.maxconn == 0 { "fd budget" } else { "global.maxconn" });
-    let watchdog = ResourceWatchdog::new(
+    let watchdog = start_watchdog(&settings, fd_budget, maxconn, &log);
+    let global_gauge = Arc::new(SessionGauge::default());
+    let gauges = Gauges { global: global_gauge.clone(), ..Gauges::default() };
+    let stats = Stats::new(StatsBook::new(0, &[]), gauges).start();
+
+    let kill = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let shared = Shared {
+        data_plane: data_plane.handle(),
+        watchdog,
+        stats,
+        global_gauge,
+        admission,
+        kill: kill.clone(),
+        tracker: tracker.clone(),
+        session_ids: Arc::new(AtomicU64::new(1)),
+        epoch: tokio::time::Instant::now(),
+        log: log.clone(),
+    };
+    let facts = StartFacts {
+        frontends: settings.frontends.len(),
+        backends: settings.backends.len(),
+        listeners: settings.frontends.iter().map(|f| f.bind.len()).sum(),
+        workers,
+        maxconn,
+    };
+    let topology = Topology::start(settings, listeners, loader, shared)?;
+    let handle = topology.send(GetHandle).await.context("topology stopped")?;
+    Ok(Broker { handle, topology, _data_plane: data_plane, kill, tracker, facts, log })
+}
+
+fn start_watchdog(settings: &Settings, fd_budget: FdBudget, maxconn: u32, log: &Logger) -> Addr<ResourceWatchdog> {
+    ResourceWatchdog::new(
         WatchdogConfig {
             admission: AdmissionConfig { global_maxconn: maxconn, ..AdmissionConfig::default() },
             listeners: Vec::new(),
@@ -167,72 +233,43 @@ pub async fn run(
         },
         log.new(o!("actor" => "watchdog")),
     )
-    .start();
-    let global_gauge = Arc::new(SessionGauge::default());
-    let gauges = Gauges { global: global_gauge.clone(), ..Gauges::default() };
-    let stats = Stats::new(StatsBook::new(0, &[]), gauges).start();
+    .start()
+}
 
-    let kill = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let shared = Shared {
-        data_plane: data_plane.handle(),
-        watchdog,
-        stats,
-        global_gauge,
-        admission: extensions.admission.clone(),
-        kill: kill.clone(),
-        tracker: tracker.clone(),
-        session_ids: Arc::new(AtomicU64::new(1)),
-        epoch: tokio::time::Instant::now(),
-        log: log.clone(),
-    };
-    let (frontends, backends) = (settings.frontends.len(), settings.backends.len());
-    let listener_count: usize = settings.frontends.iter().map(|f| f.bind.len()).sum();
-    let admin_listener = listeners.1.take();
-    let topology = Topology::start(settings, std::mem::take(&mut listeners.0), extensions.reload.take(), shared)?;
-    let handle = topology.send(GetHandle).await.context("topology stopped")?;
-    if let Some(on_start) = extensions.on_start.take() {
-        on_start(handle.clone());
-    }
-    let admin = match admin_listener {
-        Some(listener) => {
-            Some(crate::admin::start(listener, &handle.settings, topology.clone(), log.new(o!("actor" => "admin")))?)
-        }
-        None => None,
-    };
-    info!(log, "started";
-        "frontends" => frontends, "backends" => backends,
-        "listeners" => listener_count, "workers" => workers, "maxconn" => maxconn);
-    if frontends == 0 {
-        warn!(log, "no frontends configured: nothing to accept");
-    }
-    if let Some(on_ready) = extensions.on_ready.take() {
-        on_ready();
+impl Broker {
+    pub fn handle(&self) -> &BrokerHandle {
+        &self.handle
     }
 
-    shutdown.await;
-    if let Some(admin) = &admin {
-        admin.stopping();
-    }
-
-    let (running, grace) = topology.send(BeginShutdown).await.context("topology stopped")?;
-    info!(log, "shutting down"; "grace" => %humantime::format_duration(grace), "sessions" => tracker.len());
-    for listener in &running {
-        let _ = listener.send(StopAccepting).await;
-    }
-    tracker.close();
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        warn!(log, "grace expired, closing sessions"; "sessions" => tracker.len());
-        kill.cancel();
-        if tokio::time::timeout(KILL_WAIT, tracker.wait()).await.is_err() {
-            warn!(log, "sessions still open after kill"; "sessions" => tracker.len());
+    /// The `started` record (and a warning when nothing can be accepted).
+    pub fn announce(&self) {
+        let f = &self.facts;
+        info!(self.log, "started";
+            "frontends" => f.frontends, "backends" => f.backends,
+            "listeners" => f.listeners, "workers" => f.workers, "maxconn" => f.maxconn);
+        if f.frontends == 0 {
+            warn!(self.log, "no frontends configured: nothing to accept");
         }
     }
-    // The admin API stays up through the grace, so the drain can be watched.
-    if let Some(admin) = admin {
-        admin.stop().await;
+
+    /// Stops accepting, lets sessions finish for up to `global.grace` and
+    /// closes the rest. Dropping the broker then stops the data-plane
+    /// threads.
+    pub async fn drain(&self) -> anyhow::Result<()> {
+        let log = &self.log;
+        let (running, grace) = self.topology.send(BeginShutdown).await.context("topology stopped")?;
+        info!(log, "shutting down"; "grace" => %humantime::format_duration(grace), "sessions" => self.tracker.len());
+        for listener in &running {
+            let _ = listener.send(StopAccepting).await;
+        }
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            warn!(log, "grace expired, closing sessions"; "sessions" => self.tracker.len());
+            self.kill.cancel();
+            if tokio::time::timeout(KILL_WAIT, self.tracker.wait()).await.is_err() {
+                warn!(log, "sessions still open after kill"; "sessions" => self.tracker.len());
+            }
+        }
+        Ok(())
     }
-    drop(data_plane);
-    info!(log, "stopped");
-    Ok(())
 }

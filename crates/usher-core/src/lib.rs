@@ -10,11 +10,14 @@
 //! - `proxy_protocol`: PROXY v1/v2 headers;
 //! - `observe/`: the logger and the traffic counters;
 //! - `admin/`: the HTTP API;
-//! - `broker/`: start, the running topology, reload.
+//! - `broker/`: start, the running topology, reload (plan, then commit),
+//!   the [`BrokerHandle`];
+//! - `run`: the process around them: broker, admin API, shutdown.
 //!
 //! Dependencies run one way: `session` uses the protocols of `admission`
-//! and `backend`; `broker` uses everything; nothing uses `broker` but
-//! `admin`, through the public [`BrokerHandle`].
+//! and `backend`; `broker` uses everything but `admin`; nothing uses
+//! `broker` but `admin`, through the public [`BrokerHandle`], and `run`
+//! (`tests/module_deps.rs` keeps it so).
 //!
 //! The public surface is what this page lists. The modules behind it, and
 //! with them the protocol messages (`Reserve`, `Release`, `Dequeue`, the
@@ -39,19 +42,22 @@ macro_rules! internal_modules {
 
 internal_modules!(admin, admission, backend, broker, observe, proxy_protocol, session);
 
+mod run;
+
 pub mod config;
 pub mod extension;
 pub mod ids;
 pub mod net;
 
-pub use backend::AdminState;
+pub use backend::{AdminState, OpState};
 pub use broker::{
-    bind_all, run, BackendControl, BoundListeners, BrokerHandle, ConfigLoader, Extensions, OnReady, OnStart,
-    ReloadError, ReloadSummary,
+    bind_all, BoundListeners, BrokerHandle, ConfigLoader, ControlError, Extensions, OnReady, OnStart, ReloadChange,
+    ReloadError, ReloadSummary, RestartKey, ServerChange, ServerStatus,
 };
 pub use config::Settings;
 pub use extension::{CheckClient, Verdict};
 pub use observe::{logger, LogGuard};
+pub use run::run;
 pub use session::Termination;
 
 /// Mailbox capacity set on every actor. actix only enforces it for

@@ -1,4 +1,4 @@
-//! Issue 5 item 4: the daemon under a (simulated) systemd `Type=notify`
+//! The daemon under a (simulated) systemd `Type=notify`
 //! unit. A Unix datagram socket stands in for the service manager's
 //! `NOTIFY_SOCKET`: usher must say `READY=1` once it listens, survive the
 //! `ExecReload` signal (SIGHUP), say `STOPPING=1` on SIGTERM and exit 0.

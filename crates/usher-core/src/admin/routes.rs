@@ -15,16 +15,8 @@ use serde_json::json;
 use slog::info;
 
 use super::{metrics, stats_json, Admin, MAX_BODY};
-use crate::backend::server::{GetServerReport, SetAdminState, SetMaxconn, SetWeight};
-use crate::broker::topology::Reload;
-use crate::admission::watchdog::SetFrontendMaxconn;
 use crate::backend::AdminState;
-use crate::broker::reload_plan::ReloadError;
-
-/// Largest weight (HAProxy's absolute weights go from 0 to 256).
-const MAX_WEIGHT: u64 = 256;
-/// Largest maxconn, as in the configuration.
-const MAX_MAXCONN: u64 = 10_000_000;
+use crate::broker::{ControlError, ReloadError, ServerChange, MAX_MAXCONN, MAX_WEIGHT};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/health").route(web::get().to(health)).default_service(web::to(method_not_allowed)))
@@ -48,13 +40,10 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 async fn reload(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
     info!(admin.log, "reload requested"; "client" => client(&req));
     // The Topology logs the outcome.
-    match admin.topology.send(Reload { settings: None }).await {
-        Ok(Ok(summary)) => HttpResponse::Ok().json(summary),
-        Ok(Err(err @ (ReloadError::Config(_) | ReloadError::Bind(_)))) => {
-            error(StatusCode::BAD_REQUEST, err.to_string())
-        }
-        Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
-        Err(_) => unavailable(),
+    match admin.broker.reload().await {
+        Ok(summary) => HttpResponse::Ok().json(summary),
+        Err(err @ (ReloadError::Config(_) | ReloadError::Bind(_))) => error(StatusCode::BAD_REQUEST, err.to_string()),
+        Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
     }
 }
 
@@ -63,7 +52,20 @@ fn error(status: StatusCode, reason: impl Into<String>) -> HttpResponse {
 }
 
 fn unavailable() -> HttpResponse {
-    error(StatusCode::SERVICE_UNAVAILABLE, "the broker is not answering (stopping?)")
+    error(StatusCode::SERVICE_UNAVAILABLE, ControlError::Stopped.to_string())
+}
+
+/// Unknown names are 404, refused values 400, a broker that no longer
+/// answers 503.
+fn refused(err: ControlError) -> HttpResponse {
+    let status = match err {
+        ControlError::UnknownBackend(_) | ControlError::UnknownServer { .. } | ControlError::UnknownFrontend(_) => {
+            StatusCode::NOT_FOUND
+        }
+        ControlError::Rejected(_) => StatusCode::BAD_REQUEST,
+        ControlError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, err.to_string())
 }
 
 pub(super) async fn not_found(req: HttpRequest) -> HttpResponse {
@@ -121,7 +123,7 @@ fn shown(value: Option<u32>) -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ServerChange {
+struct ServerBody {
     state: Option<String>,
     weight: Option<u64>,
     maxconn: Option<u64>,
@@ -129,17 +131,9 @@ struct ServerChange {
 
 const SERVER_BODY: &str = r#"{"state": "ready" | "drain" | "maint", "weight": 0..256, "maxconn": n} (any of them)"#;
 
-/// A validated server change.
-#[derive(Debug, PartialEq, Eq)]
-struct ServerPlan {
-    state: Option<AdminState>,
-    weight: Option<u32>,
-    maxconn: Option<u32>,
-}
-
 /// Checks every field; `configured_maxconn` 0 means the server is
 /// unlimited, and a limit cannot be added at run time.
-fn plan_server(change: ServerChange, configured_maxconn: u32) -> Result<ServerPlan, String> {
+fn plan_server(change: ServerBody, configured_maxconn: u32) -> Result<ServerChange, String> {
     if change.state.is_none() && change.weight.is_none() && change.maxconn.is_none() {
         return Err(format!("nothing to change; expected {SERVER_BODY}"));
     }
@@ -152,7 +146,7 @@ fn plan_server(change: ServerChange, configured_maxconn: u32) -> Result<ServerPl
     };
     let weight = match change.weight {
         None => None,
-        Some(w) if w <= MAX_WEIGHT => Some(w as u32),
+        Some(w) if w <= u64::from(MAX_WEIGHT) => Some(w as u32),
         Some(w) => return Err(format!("weight {w} is out of range; expected 0 to {MAX_WEIGHT}")),
     };
     let maxconn = match change.maxconn {
@@ -162,27 +156,24 @@ fn plan_server(change: ServerChange, configured_maxconn: u32) -> Result<ServerPl
                         expected a maxconn in the configuration to change it at run time"
                 .to_owned());
         }
-        Some(m) if (1..=MAX_MAXCONN).contains(&m) => Some(m as u32),
+        Some(m) if (1..=u64::from(MAX_MAXCONN)).contains(&m) => Some(m as u32),
         Some(m) => return Err(format!("maxconn {m} is out of range; expected 1 to {MAX_MAXCONN}")),
     };
-    Ok(ServerPlan { state, weight, maxconn })
+    Ok(ServerChange { state, weight, maxconn })
 }
 
 async fn put_server(req: HttpRequest, admin: web::Data<Admin>, body: web::Payload) -> HttpResponse {
     let backend = req.match_info().get("backend").unwrap_or_default().to_owned();
     let server = req.match_info().get("server").unwrap_or_default().to_owned();
     let Ok((handle, layout)) = admin.view().await else { return unavailable() };
-    let Some((bi, layout)) = layout.backend(&backend) else {
-        return error(StatusCode::NOT_FOUND, format!("no backend {backend:?}"));
+    let Some((_, layout)) = layout.backend(&backend) else {
+        return refused(ControlError::UnknownBackend(backend));
     };
-    let Some(si) = layout.servers.iter().position(|s| s.name == server) else {
-        return error(StatusCode::NOT_FOUND, format!("no server {server:?} in backend {backend:?}"));
+    let Some(configured) = layout.servers.iter().find(|s| s.name == server) else {
+        return refused(ControlError::UnknownServer { backend, server });
     };
-    let Some(addr) = handle.backends.get(bi).and_then(|b| b.servers.get(si)).map(|(_, _, a)| a.clone()) else {
-        return error(StatusCode::NOT_FOUND, format!("no server {server:?} in backend {backend:?}"));
-    };
-    let configured_maxconn = layout.servers[si].maxconn;
-    let change: ServerChange = match json_body(body, SERVER_BODY).await {
+    let configured_maxconn = configured.maxconn;
+    let change: ServerBody = match json_body(body, SERVER_BODY).await {
         Ok(change) => change,
         Err(response) => return response,
     };
@@ -194,28 +185,16 @@ async fn put_server(req: HttpRequest, admin: web::Data<Admin>, body: web::Payloa
         "state" => plan.state.map_or("-", AdminState::as_str), "weight" => shown(plan.weight),
         "maxconn" => shown(plan.maxconn));
     // Each actor logs its own change record.
-    let applied = async {
-        if let Some(maxconn) = plan.maxconn {
-            addr.send(SetMaxconn(maxconn)).await?;
-        }
-        if let Some(weight) = plan.weight {
-            addr.send(SetWeight(weight)).await?;
-        }
-        if let Some(state) = plan.state {
-            addr.send(SetAdminState(state)).await?;
-        }
-        addr.send(GetServerReport).await
-    };
-    match applied.await {
-        Ok(report) => HttpResponse::Ok().json(json!({
+    match handle.change_server(&backend, &server, plan).await {
+        Ok(status) => HttpResponse::Ok().json(json!({
             "backend": backend,
             "server": server,
-            "op": report.op.as_str(),
-            "admin": report.admin.as_str(),
-            "weight": report.weight,
-            "maxconn": report.maxconn,
+            "op": status.op.as_str(),
+            "admin": status.admin.as_str(),
+            "weight": status.weight,
+            "maxconn": status.maxconn,
         })),
-        Err(_) => unavailable(),
+        Err(err) => refused(err),
     }
 }
 
@@ -233,13 +212,13 @@ async fn put_frontend(req: HttpRequest, admin: web::Data<Admin>, body: web::Payl
     let frontend = req.match_info().get("frontend").unwrap_or_default().to_owned();
     let Ok((handle, layout)) = admin.view().await else { return unavailable() };
     if !layout.frontends.iter().any(|f| f.name == frontend) {
-        return error(StatusCode::NOT_FOUND, format!("no frontend {frontend:?}"));
+        return refused(ControlError::UnknownFrontend(frontend));
     }
     let change: FrontendChange = match json_body(body, FRONTEND_BODY).await {
         Ok(change) => change,
         Err(response) => return response,
     };
-    if change.maxconn > MAX_MAXCONN {
+    if change.maxconn > u64::from(MAX_MAXCONN) {
         return error(
             StatusCode::BAD_REQUEST,
             format!("maxconn {} is out of range; expected 0 (only the global limit) to {MAX_MAXCONN}", change.maxconn),
@@ -247,12 +226,11 @@ async fn put_frontend(req: HttpRequest, admin: web::Data<Admin>, body: web::Payl
     }
     let maxconn = change.maxconn as u32;
     info!(admin.log, "frontend change requested"; "client" => client(&req), "frontend" => &frontend, "maxconn" => maxconn);
-    match handle.watchdog.send(SetFrontendMaxconn { frontend: frontend.clone(), maxconn }).await {
-        Ok(Some(previous)) => {
+    match handle.set_frontend_maxconn(&frontend, maxconn).await {
+        Ok(previous) => {
             HttpResponse::Ok().json(json!({ "frontend": frontend, "maxconn": maxconn, "previous": previous }))
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no frontend {frontend:?}")),
-        Err(_) => unavailable(),
+        Err(err) => refused(err),
     }
 }
 
@@ -260,15 +238,15 @@ async fn put_frontend(req: HttpRequest, admin: web::Data<Admin>, body: web::Payl
 mod tests {
     use super::*;
 
-    fn change(state: Option<&str>, weight: Option<u64>, maxconn: Option<u64>) -> ServerChange {
-        ServerChange { state: state.map(str::to_owned), weight, maxconn }
+    fn change(state: Option<&str>, weight: Option<u64>, maxconn: Option<u64>) -> ServerBody {
+        ServerBody { state: state.map(str::to_owned), weight, maxconn }
     }
 
     #[test]
     fn server_changes_are_validated_whole() {
         assert_eq!(
             plan_server(change(Some("drain"), Some(0), Some(3)), 10),
-            Ok(ServerPlan { state: Some(AdminState::Drain), weight: Some(0), maxconn: Some(3) })
+            Ok(ServerChange { state: Some(AdminState::Drain), weight: Some(0), maxconn: Some(3) })
         );
         assert!(plan_server(change(Some("DRAIN"), None, None), 10).unwrap_err().contains("unknown state"));
         assert!(plan_server(change(None, Some(257), None), 10).unwrap_err().contains("weight 257"));

@@ -8,18 +8,15 @@
 
 use std::net::SocketAddr;
 
-use actix::MailboxError;
 use serde::Serialize;
 
-use super::Admin;
-use crate::backend::backend_queue::GetQueueReport;
-use crate::backend::server::GetServerReport;
-use crate::observe::stats::GetStats;
-use crate::admission::watchdog::{GetStatus, WatchdogCounters};
-use crate::observe::stats_book::Counters;
-use crate::backend::{AdminState, OpState};
-use crate::config::Balance;
+use super::{Admin, Layout};
 use crate::admission::fd_budget::FdBudget;
+use crate::admission::watchdog::WatchdogCounters;
+use crate::backend::{AdminState, OpState};
+use crate::broker::ControlError;
+use crate::config::Balance;
+use crate::observe::stats_book::Counters;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -142,12 +139,12 @@ fn status_word(op: OpState, admin: AdminState) -> &'static str {
     }
 }
 
-/// Asks every actor for its figures. Fails only when an actor is gone
-/// (the broker is stopping).
-pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, MailboxError> {
-    let (handle, layout) = admin.view().await?;
-    let status = handle.watchdog.send(GetStatus).await?;
-    let stats = handle.stats.send(GetStats).await?;
+/// Asks the broker for every actor's figures. Fails only when an actor is
+/// gone (the broker is stopping).
+pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
+    let report = admin.broker.stats().await?;
+    let layout = Layout::of(&report.settings);
+    let (status, stats) = (&report.admission, &report.traffic);
 
     let global = GlobalStats {
         sessions_current: stats.global.current,
@@ -165,7 +162,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, MailboxError> {
         .enumerate()
         .map(|(i, f)| {
             // Stats and the watchdog count by frontend id.
-            let i = handle.frontends.get(i).map_or(usize::MAX, |(_, id)| id.0);
+            let i = report.frontends.get(i).map_or(usize::MAX, |(_, id)| id.0);
             let gauge = stats.frontend_sessions.get(i).copied().unwrap_or_default();
             let limits = status.frontends.get(i);
             FrontendStats {
@@ -198,14 +195,13 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, MailboxError> {
         .collect();
 
     let mut backends = Vec::new();
-    for (control, layout) in handle.backends.iter().zip(&layout.backends) {
+    for (backend, layout) in report.backends.iter().zip(&layout.backends) {
         // Stats count by backend id and server id.
-        let bi = control.index;
-        let queue = control.queue.send(GetQueueReport).await?;
+        let bi = backend.id.0;
+        let queue = &backend.queue;
         let mut servers = Vec::new();
-        for ((_, id, addr), s) in control.servers.iter().zip(&layout.servers) {
+        for ((id, report), s) in backend.servers.iter().zip(&layout.servers) {
             let si = id.0;
-            let report = addr.send(GetServerReport).await?;
             let q = queue.servers.get(si).copied();
             servers.push(ServerStats {
                 name: s.name.clone(),

@@ -1,23 +1,245 @@
 //! The running broker as its embedders see it: the daemon, the admin API,
-//! extensions and tests.
+//! extensions and tests. Every method asks the Topology for the actors in
+//! force at that moment, so a handle never talks to a server a reload
+//! removed; only [`BrokerHandle::settings`] is a snapshot.
 
+use std::fmt;
 use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::reload_plan::{ReloadError, ReloadSummary};
-use super::topology::{GetHandle, Reload, Topology};
+use super::reload_outcome::{ReloadError, ReloadSummary};
+use super::topology::{GetActors, GetHandle, Reload, Topology};
+use crate::admission::watchdog::{GetStatus, SetFrontendMaxconn, WatchdogStatus};
 use crate::admission::ResourceWatchdog;
-use crate::backend::{BackendQueue, Server};
+use crate::backend::backend_queue::{GetQueueReport, QueueReport};
+use crate::backend::server::{GetServerReport, ServerReport, SetAdminState, SetMaxconn, SetWeight};
+use crate::backend::{AdminState, BackendQueue, OpState, Server};
 use crate::config::Settings;
-use crate::ids::{FrontendId, ServerId};
+use crate::ids::{BackendId, FrontendId, ServerId};
+use crate::observe::stats::{GetStats, StatsReport};
 use crate::observe::Stats;
 
-/// Addresses of the running actors, for the admin API, tests and
-/// extensions: everything a control plane may talk to. A snapshot: after a
-/// reload, ask the Topology for a fresh one.
+/// Largest server weight (HAProxy's absolute weights go from 0 to 256).
+pub const MAX_WEIGHT: u32 = 256;
+/// Largest maxconn, as in the configuration.
+pub const MAX_MAXCONN: u32 = 10_000_000;
+
+/// Reloads, run-time changes and reports of a running broker.
 #[derive(Clone)]
 pub struct BrokerHandle {
+    topology: Addr<Topology>,
+    settings: Arc<Settings>,
+}
+
+/// Why a run-time change or report was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlError {
+    UnknownBackend(String),
+    UnknownServer { backend: String, server: String },
+    UnknownFrontend(String),
+    /// A value out of range, or a change the server cannot take.
+    Rejected(String),
+    /// The broker is stopping: its actors no longer answer.
+    Stopped,
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::UnknownBackend(backend) => write!(f, "no backend {backend:?}"),
+            ControlError::UnknownServer { backend, server } => {
+                write!(f, "no server {server:?} in backend {backend:?}")
+            }
+            ControlError::UnknownFrontend(frontend) => write!(f, "no frontend {frontend:?}"),
+            ControlError::Rejected(reason) => f.write_str(reason),
+            ControlError::Stopped => f.write_str("the broker is not answering (stopping?)"),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
+
+impl From<MailboxError> for ControlError {
+    fn from(_: MailboxError) -> ControlError {
+        ControlError::Stopped
+    }
+}
+
+/// A run-time change of one server; absent fields stay. Applied in the
+/// order maxconn, weight, state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerChange {
+    pub state: Option<AdminState>,
+    pub weight: Option<u32>,
+    pub maxconn: Option<u32>,
+}
+
+/// A server's states and limits in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerStatus {
+    pub op: OpState,
+    pub admin: AdminState,
+    pub weight: u32,
+    pub maxconn: u32,
+}
+
+/// Everything the stats report: the settings in force and every actor's
+/// figures, backends and servers in declaration order.
+#[derive(Debug, Clone)]
+pub struct BrokerReport {
+    pub settings: Arc<Settings>,
+    pub admission: WatchdogStatus,
+    pub traffic: StatsReport,
+    /// Configured frontends in declaration order, with their ids.
+    pub frontends: Vec<(String, FrontendId)>,
+    pub backends: Vec<BackendReport>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendReport {
+    pub name: String,
+    pub id: BackendId,
+    pub queue: QueueReport,
+    /// Configured servers in declaration order, with their ids.
+    pub servers: Vec<(ServerId, ServerReport)>,
+}
+
+impl BrokerHandle {
+    pub(super) fn new(topology: Addr<Topology>, settings: Arc<Settings>) -> BrokerHandle {
+        BrokerHandle { topology, settings }
+    }
+
+    /// The configuration in force when this handle was made.
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    /// Re-reads the configuration from where the broker was started from
+    /// (as SIGHUP does) and applies the difference.
+    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        self.topology.send(Reload { settings: None }).await.unwrap_or(Err(ReloadError::Stopping))
+    }
+
+    /// Applies `settings` as a reload would.
+    pub async fn reload_with(&self, settings: Settings) -> Result<ReloadSummary, ReloadError> {
+        self.topology.send(Reload { settings: Some(settings) }).await.unwrap_or(Err(ReloadError::Stopping))
+    }
+
+    /// A fresh handle: the settings in force now (after a reload).
+    pub async fn refreshed(&self) -> Option<BrokerHandle> {
+        self.topology.send(GetHandle).await.ok()
+    }
+
+    pub async fn set_server_state(&self, backend: &str, server: &str, state: AdminState) -> Result<ServerStatus, ControlError> {
+        self.change_server(backend, server, ServerChange { state: Some(state), ..ServerChange::default() }).await
+    }
+
+    pub async fn set_server_weight(&self, backend: &str, server: &str, weight: u32) -> Result<ServerStatus, ControlError> {
+        self.change_server(backend, server, ServerChange { weight: Some(weight), ..ServerChange::default() }).await
+    }
+
+    pub async fn set_server_maxconn(&self, backend: &str, server: &str, maxconn: u32) -> Result<ServerStatus, ControlError> {
+        self.change_server(backend, server, ServerChange { maxconn: Some(maxconn), ..ServerChange::default() }).await
+    }
+
+    /// A server's states and limits now.
+    pub async fn server_status(&self, backend: &str, server: &str) -> Result<ServerStatus, ControlError> {
+        self.change_server(backend, server, ServerChange::default()).await
+    }
+
+    /// Checks every field of `change` first (a bad value changes nothing),
+    /// then applies it through the server's actor, which logs it.
+    pub async fn change_server(
+        &self,
+        backend: &str,
+        server: &str,
+        change: ServerChange,
+    ) -> Result<ServerStatus, ControlError> {
+        let actors = self.current().await?;
+        let (configured, actor) = actors.find_server(backend, server)?;
+        change.check(configured)?;
+        if let Some(maxconn) = change.maxconn {
+            actor.send(SetMaxconn(maxconn)).await?;
+        }
+        if let Some(weight) = change.weight {
+            actor.send(SetWeight(weight)).await?;
+        }
+        if let Some(state) = change.state {
+            actor.send(SetAdminState(state)).await?;
+        }
+        let report = actor.send(GetServerReport).await?;
+        Ok(ServerStatus { op: report.op, admin: report.admin, weight: report.weight, maxconn: report.maxconn })
+    }
+
+    /// Changes a frontend's `maxconn` (0 = only the global limit); answers
+    /// the previous value.
+    pub async fn set_frontend_maxconn(&self, frontend: &str, maxconn: u32) -> Result<u32, ControlError> {
+        if maxconn > MAX_MAXCONN {
+            return Err(ControlError::Rejected(format!(
+                "maxconn {maxconn} is out of range; expected 0 (only the global limit) to {MAX_MAXCONN}"
+            )));
+        }
+        let actors = self.current().await?;
+        let change = SetFrontendMaxconn { frontend: frontend.to_owned(), maxconn };
+        actors.watchdog.send(change).await?.ok_or_else(|| ControlError::UnknownFrontend(frontend.to_owned()))
+    }
+
+    /// Every actor's figures, with the settings in force.
+    pub async fn stats(&self) -> Result<BrokerReport, ControlError> {
+        let actors = self.current().await?;
+        let admission = actors.watchdog.send(GetStatus).await?;
+        let traffic = actors.stats.send(GetStats).await?;
+        let mut backends = Vec::with_capacity(actors.backends.len());
+        for control in &actors.backends {
+            let queue = control.queue.send(GetQueueReport).await?;
+            let mut servers = Vec::with_capacity(control.servers.len());
+            for (_, id, actor) in &control.servers {
+                servers.push((*id, actor.send(GetServerReport).await?));
+            }
+            backends.push(BackendReport { name: control.name.clone(), id: BackendId(control.index), queue, servers });
+        }
+        Ok(BrokerReport { settings: actors.settings, admission, traffic, frontends: actors.frontends, backends })
+    }
+
+    /// The actors in force now.
+    async fn current(&self) -> Result<Actors, ControlError> {
+        Ok(self.topology.send(GetActors).await?)
+    }
+
+    /// The actors in force now, for white-box tests and the benchmark.
+    #[cfg(feature = "internals")]
+    pub async fn actors(&self) -> Option<Actors> {
+        self.current().await.ok()
+    }
+}
+
+impl ServerChange {
+    /// Every field in range; `configured_maxconn` 0 means the server is
+    /// unlimited, and a limit cannot be added at run time.
+    fn check(&self, configured_maxconn: u32) -> Result<(), ControlError> {
+        if let Some(weight) = self.weight.filter(|w| *w > MAX_WEIGHT) {
+            return Err(ControlError::Rejected(format!("weight {weight} is out of range; expected 0 to {MAX_WEIGHT}")));
+        }
+        match self.maxconn {
+            Some(_) if configured_maxconn == 0 => Err(ControlError::Rejected(
+                "the server has no maxconn (unlimited in the configuration); \
+                 expected a maxconn in the configuration to change it at run time"
+                    .to_owned(),
+            )),
+            Some(m) if !(1..=MAX_MAXCONN).contains(&m) => {
+                Err(ControlError::Rejected(format!("maxconn {m} is out of range; expected 1 to {MAX_MAXCONN}")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Addresses of the running actors, in declaration order of the settings
+/// in force: what the handle's methods talk to. Reachable from outside the
+/// crate only with the `internals` feature.
+#[derive(Clone)]
+pub struct Actors {
     pub watchdog: Addr<ResourceWatchdog>,
     /// Configured backends, in declaration order.
     pub backends: Vec<BackendControl>,
@@ -25,8 +247,6 @@ pub struct BrokerHandle {
     pub frontends: Vec<(String, FrontendId)>,
     /// Traffic counters and live-session gauges.
     pub stats: Addr<Stats>,
-    /// Reloads, fresh handles.
-    pub topology: Addr<Topology>,
     /// The configuration in force.
     pub settings: Arc<Settings>,
 }
@@ -42,27 +262,17 @@ pub struct BackendControl {
     pub servers: Vec<(String, ServerId, Addr<Server>)>,
 }
 
-impl BrokerHandle {
+impl Actors {
     pub fn server(&self, backend: &str, server: &str) -> Option<&Addr<Server>> {
         let b = self.backends.iter().find(|b| b.name == backend)?;
         b.servers.iter().find(|(name, _, _)| name == server).map(|(_, _, addr)| addr)
     }
-}
 
-impl BrokerHandle {
-    /// Re-reads the configuration from where the broker was started from
-    /// (as SIGHUP does) and applies the difference.
-    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
-        self.topology.send(Reload { settings: None }).await.unwrap_or(Err(ReloadError::Stopping))
-    }
-
-    /// Applies `settings` as a reload would.
-    pub async fn reload_with(&self, settings: Settings) -> Result<ReloadSummary, ReloadError> {
-        self.topology.send(Reload { settings: Some(settings) }).await.unwrap_or(Err(ReloadError::Stopping))
-    }
-
-    /// A fresh handle: the actors and settings in force now (after a reload).
-    pub async fn refreshed(&self) -> Option<BrokerHandle> {
-        self.topology.send(GetHandle).await.ok()
+    /// A server's configured maxconn and its actor.
+    fn find_server(&self, backend: &str, server: &str) -> Result<(u32, &Addr<Server>), ControlError> {
+        let settings = self.settings.backend(backend).ok_or_else(|| ControlError::UnknownBackend(backend.to_owned()))?;
+        let unknown = || ControlError::UnknownServer { backend: backend.to_owned(), server: server.to_owned() };
+        let configured = settings.servers.iter().find(|s| s.name == server).ok_or_else(unknown)?.maxconn;
+        Ok((configured, self.server(backend, server).ok_or_else(unknown)?))
     }
 }

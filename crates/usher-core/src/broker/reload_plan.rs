@@ -1,6 +1,6 @@
 //! Hot reload decisions, with no actix in them: what a new configuration
 //! changes, what must wait for a restart, and how each server is carried
-//! over. The Topology actor (`actors/topology.rs`) applies them.
+//! over. [`super::planner`] turns them into a plan the Topology commits.
 //!
 //! The rules, as an operator coming from HAProxy or Envoy expects them:
 //! - things are matched by name (frontends, backends, servers in their
@@ -17,11 +17,8 @@
 //!   admin listener, watchdog timers) keep their running values and the
 //!   reload names them.
 
-use std::fmt;
-
-use serde::Serialize;
-
-use crate::config::{ConfigErrors, ServerSettings, Settings};
+use super::reload_outcome::RestartKey;
+use crate::config::{ServerSettings, Settings};
 
 /// How a server is carried over by a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,16 +43,16 @@ pub fn server_plan(old: &ServerSettings, new: &ServerSettings) -> ServerPlan {
 }
 
 /// Keys whose change needs a restart, changed between `old` and `new`.
-pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
+pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<RestartKey> {
     let (o, n) = (&old.global, &new.global);
     let changed = [
-        ("global.workers", o.workers != n.workers),
-        ("global.maxconn", o.maxconn != n.maxconn),
-        ("global.maxaccept", o.maxaccept != n.maxaccept),
-        ("watchdog", old.watchdog != new.watchdog),
-        ("log", old.log != new.log),
-        ("admin", old.admin != new.admin),
-        ("actors", old.actors != new.actors),
+        (RestartKey::GlobalWorkers, o.workers != n.workers),
+        (RestartKey::GlobalMaxconn, o.maxconn != n.maxconn),
+        (RestartKey::GlobalMaxaccept, o.maxaccept != n.maxaccept),
+        (RestartKey::Watchdog, old.watchdog != new.watchdog),
+        (RestartKey::Log, old.log != new.log),
+        (RestartKey::Admin, old.admin != new.admin),
+        (RestartKey::Actors, old.actors != new.actors),
     ];
     changed.into_iter().filter(|(_, changed)| *changed).map(|(key, _)| key).collect()
 }
@@ -72,41 +69,6 @@ pub fn applicable(old: &Settings, mut new: Settings) -> Settings {
     new.actors = old.actors.clone();
     new
 }
-
-/// What a reload did, for its log record and `POST /reload`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ReloadSummary {
-    /// One line per change applied (`"backend app: server s3 added"`).
-    pub changes: Vec<String>,
-    /// Changed keys that keep their running value until a restart.
-    pub restart_needed: Vec<&'static str>,
-}
-
-/// Why a reload was refused; the running configuration stays.
-#[derive(Debug)]
-pub enum ReloadError {
-    /// The broker was started without a configuration source to re-read.
-    NoSource,
-    /// The new configuration has errors (all of them).
-    Config(ConfigErrors),
-    /// A new listening address cannot be bound.
-    Bind(String),
-    /// The broker is shutting down.
-    Stopping,
-}
-
-impl fmt::Display for ReloadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReloadError::NoSource => write!(f, "no configuration source to re-read"),
-            ReloadError::Config(errors) => write!(f, "{}", errors.to_string().trim_end()),
-            ReloadError::Bind(err) => write!(f, "{err}"),
-            ReloadError::Stopping => write!(f, "shutting down"),
-        }
-    }
-}
-
-impl std::error::Error for ReloadError {}
 
 #[cfg(test)]
 mod tests {
@@ -148,7 +110,7 @@ mod tests {
         new.global.workers = 7;
         new.global.bufsize = 65536;
         new.log.level = crate::config::LogLevel::Debug;
-        assert_eq!(restart_needed(&old, &new), vec!["global.workers", "log"]);
+        assert_eq!(restart_needed(&old, &new), vec![RestartKey::GlobalWorkers, RestartKey::Log]);
         let applied = applicable(&old, new);
         assert_eq!(applied.global.workers, old.global.workers);
         assert_eq!(applied.log, old.log);

@@ -1,0 +1,326 @@
+//! The second half of a reload: the Topology applies a bound [`Plan`].
+//! Nothing here can fail — every fallible step (configuration, binding,
+//! reading the new addresses) happened before.
+//!
+//! Order matters, and everything below runs inside one handler (nothing
+//! else runs on this arbiter in between):
+//! 1. backends: new servers are announced to their BackendQueue before they
+//!    lend it their first slots; removed servers' queues are balanced again;
+//! 2. frontends and listeners take their new ids;
+//! 3. the watchdog and the Stats actor learn the new ids before any session
+//!    can use them;
+//! 4. every listener gets its frontend's new context (sessions accepted from
+//!    then on use it; established and queued sessions keep theirs);
+//! 5. new listeners start, removed ones close.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use slog::o;
+use tokio::sync::watch;
+
+use super::bind::OpenedSocket;
+use super::planner::{BackendStep, BackendUpdate, FrontendStep, ListenerPlan, Plan, ServerStep};
+use super::reload_outcome::ReloadSummary;
+use super::topology::{BackendSlot, FrontendSlot, ListenerSlot, ServerSlot, Topology};
+use super::wiring::{self, backend_params, backend_setup, check_spec, health_config, new_server, server_info, server_setup};
+use crate::admission::listener::{ListenerWiring, SessionStarter};
+use crate::admission::watchdog::{ListenerInfo, ReconfigureAdmission};
+use crate::admission::{AdmissionConfig, FrontendLimits, Listener, ListenerLimits, SessionGauge, StopAccepting};
+use crate::backend::backend_queue::{ReconfigureBackend, RetireBackend, ServerChange};
+use crate::backend::balance;
+use crate::backend::server::{ReconfigureServer, RetireServer};
+use crate::backend::Server;
+use crate::config::BackendSettings;
+use crate::ids::{BackendId, FrontendId, ListenerId};
+use crate::observe::stats::{Gauges, ResizeStats};
+use crate::session::FrontendContext;
+
+/// New listeners' sockets, to start; closed listeners' actors, to stop.
+type ListenerTurnover = (Vec<(ListenerId, TcpListener)>, Vec<Option<Addr<Listener>>>);
+
+impl Topology {
+    /// Applies `plan`, whose new listeners are `opened` (in order).
+    pub(super) fn commit(&mut self, plan: Plan, opened: Vec<OpenedSocket>) -> ReloadSummary {
+        let addresses: Vec<_> = opened.iter().map(|o| o.address).collect();
+        let changes = plan.changes(&addresses);
+        let Plan { settings, restart_needed, backends, frontends, listeners, .. } = plan;
+        for step in backends {
+            self.commit_backend(step);
+        }
+        for step in frontends {
+            self.commit_frontend(step);
+        }
+        self.settings = Arc::new(settings);
+        let contexts = self.frontend_contexts();
+        let (starting, closing) = self.commit_listeners(listeners, opened, &contexts);
+        // The watchdog and the Stats actor learn the new ids before any
+        // session can use them (their mailboxes are in order).
+        self.tell_watchdog_and_stats();
+
+        // Contexts: sessions accepted from now on use the new settings.
+        for slot in self.listeners.iter().filter(|l| l.open) {
+            if let Some(context) = contexts.get(&slot.frontend) {
+                slot.context.send_replace(context.clone() as Arc<dyn SessionStarter>);
+            }
+        }
+        for (id, socket) in starting {
+            self.start_listener(id, socket);
+        }
+        for change in &changes {
+            change.log(&self.log);
+        }
+        for listener in closing.into_iter().flatten() {
+            listener.do_send(StopAccepting);
+        }
+        ReloadSummary { changes, restart_needed }
+    }
+
+    fn commit_backend(&mut self, step: BackendStep) {
+        match step {
+            BackendStep::Add { id, settings } => {
+                debug_assert_eq!(id, BackendId(self.backends.len()), "planned after every id in use");
+                self.backends.push(start_backend(settings, &self.shared.log));
+            }
+            BackendStep::Update(update) => self.update_backend(update),
+            BackendStep::Remove { id, .. } => {
+                let slot = &mut self.backends[id.0];
+                slot.live = false;
+                slot.queue.do_send(RetireBackend);
+                for server in &mut slot.servers {
+                    if let Some(actor) = server.actor.take() {
+                        actor.do_send(RetireServer);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies a backend's new settings and servers.
+    fn update_backend(&mut self, update: BackendUpdate) {
+        let BackendUpdate { id, settings: b, retire, servers, reconfigure, .. } = update;
+        let log = self.shared.log.new(o!("backend" => b.name.clone()));
+        let slot = &mut self.backends[id.0];
+        let mut server_changes = Vec::new();
+        let mut starting = Vec::new();
+        // Removed, or replaced: retire first (ids of the others stay).
+        for retired in retire {
+            if let Some(actor) = slot.servers[retired.id.0].actor.take() {
+                actor.do_send(RetireServer);
+            }
+            server_changes.push(ServerChange::Remove { id: retired.id });
+        }
+        for step in servers {
+            match step {
+                ServerStep::Update { id, settings: s } => {
+                    let server = &mut slot.servers[id.0];
+                    let actor = server.actor.clone().expect("the plan updates live servers only");
+                    actor.do_send(ReconfigureServer { health: health_config(&s), check: check_spec(&s) });
+                    let info = server_info(id, &s, &slot.settings.name, &actor);
+                    server_changes.push(ServerChange::Update { id, info, setup: server_setup(&s) });
+                    server.settings = s;
+                }
+                ServerStep::Add { id, settings: s } => {
+                    debug_assert_eq!(id.0, slot.servers.len(), "planned after every id in use");
+                    let ctx: Context<Server> = Context::new();
+                    let actor = ctx.address();
+                    let info = server_info(id, &s, &b.name, &actor);
+                    server_changes.push(ServerChange::Add { id, info, setup: server_setup(&s) });
+                    starting.push((ctx, new_server(id, &s, &slot.queue, &log)));
+                    slot.servers.push(ServerSlot { settings: s, actor: Some(actor) });
+                }
+            }
+        }
+        if reconfigure {
+            let weights: Vec<u32> =
+                slot.servers.iter().map(|s| if s.actor.is_some() { s.settings.weight } else { 0 }).collect();
+            slot.queue.do_send(ReconfigureBackend {
+                setup: backend_setup(&b),
+                balancer: balance::for_kind(b.balance, &weights, b.draws, b.hash_balance_factor),
+                servers: server_changes,
+            });
+        }
+        // Announced to the queue above: only now may they lend it slots.
+        for (ctx, server) in starting {
+            ctx.run(server);
+        }
+        slot.params = backend_params(&b);
+        slot.settings = b;
+    }
+
+    fn commit_frontend(&mut self, step: FrontendStep) {
+        match step {
+            FrontendStep::Add { id, settings } => {
+                debug_assert_eq!(id, FrontendId(self.frontends.len()), "planned after every id in use");
+                self.frontends.push(FrontendSlot {
+                    name: settings.name.clone(),
+                    settings,
+                    live: true,
+                    gauge: Arc::new(SessionGauge::default()),
+                });
+            }
+            FrontendStep::Change { id, settings } => self.frontends[id.0].settings = settings,
+            FrontendStep::Remove { id, .. } => self.frontends[id.0].live = false,
+        }
+    }
+
+    /// Listeners take their frontends' ids; closed ones leave their slot
+    /// (their actors are returned, to stop), new ones get one (their
+    /// sockets are returned, to start).
+    fn commit_listeners(
+        &mut self,
+        plan: ListenerPlan,
+        opened: Vec<OpenedSocket>,
+        contexts: &HashMap<FrontendId, Arc<FrontendContext>>,
+    ) -> ListenerTurnover {
+        for (id, frontend) in plan.keep {
+            self.listeners[id.0].frontend = frontend;
+        }
+        let closing = plan
+            .close
+            .iter()
+            .map(|(id, _)| {
+                let slot = &mut self.listeners[id.0];
+                slot.open = false;
+                slot.actor.take()
+            })
+            .collect();
+        let mut starting = Vec::new();
+        for (new, OpenedSocket { socket, address }) in plan.open.into_iter().zip(opened) {
+            debug_assert_eq!(new.id, ListenerId(self.listeners.len()), "planned after every id in use");
+            // Validated settings name an existing backend for every frontend.
+            let context = contexts.get(&new.frontend).expect("every live frontend has a backend").clone();
+            starting.push((new.id, socket));
+            self.listeners.push(ListenerSlot {
+                key: new.key,
+                frontend: new.frontend,
+                address,
+                open: true,
+                actor: None,
+                context: watch::channel(context as Arc<dyn SessionStarter>).0,
+                gauge: Arc::new(SessionGauge::default()),
+            });
+        }
+        (starting, closing)
+    }
+
+    /// Starts the accept loop of a new listener on its opened socket.
+    fn start_listener(&mut self, id: ListenerId, socket: TcpListener) {
+        let slot = &self.listeners[id.0];
+        let front = &self.frontends[slot.frontend.0];
+        let wiring = ListenerWiring {
+            front: slot.context.subscribe(),
+            admit: self.shared.watchdog.clone().recipient(),
+            closed: self.shared.watchdog.clone().recipient(),
+            give_back: self.shared.watchdog.clone().recipient(),
+            shortage: self.shared.watchdog.clone().recipient(),
+            maxaccept: self.settings.global.maxaccept,
+            error_pause: self.settings.watchdog.shortage_recheck,
+            gauges: [self.shared.global_gauge.clone(), slot.gauge.clone()],
+            log: self.shared.log.new(o!("frontend" => front.name.clone())),
+        };
+        // The plan bound the socket and read its address: nothing here can fail.
+        let listener = Listener::new(id, socket, slot.address, wiring, self.shared.data_plane.clone());
+        self.listeners[id.0].actor = Some(listener.start());
+    }
+
+    /// The watchdog's and the Stats actor's view of every id.
+    fn tell_watchdog_and_stats(&self) {
+        let admission = AdmissionConfig {
+            global_maxconn: 0, // kept by the watchdog
+            global_rate: self.settings.global.maxconnrate,
+            frontends: self
+                .frontends
+                .iter()
+                .map(|f| FrontendLimits { maxconn: f.settings.maxconn, rate: f.settings.rate_limit })
+                .collect(),
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| ListenerLimits {
+                    frontend: l.frontend,
+                    maxconn: self.frontends[l.frontend.0].settings.bind_maxconn,
+                })
+                .collect(),
+        };
+        let listeners = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| ListenerInfo {
+                id: ListenerId(i),
+                frontend: self.frontends[l.frontend.0].name.clone(),
+                address: l.address,
+                closed: !l.open,
+            })
+            .collect();
+        self.shared.watchdog.do_send(ReconfigureAdmission {
+            admission,
+            listeners,
+            frontend_names: self.frontends.iter().map(|f| f.name.clone()).collect(),
+            stress_cooldowns: self.frontends.iter().map(|f| f.settings.stress.cooldown).collect(),
+        });
+        self.shared.stats.do_send(ResizeStats {
+            frontends: self.frontends.len(),
+            servers: self.backends.iter().map(|b| b.servers.len()).collect(),
+            gauges: Gauges {
+                global: self.shared.global_gauge.clone(),
+                frontends: self.frontends.iter().map(|f| f.gauge.clone()).collect(),
+                listeners: self.listeners.iter().map(|l| l.gauge.clone()).collect(),
+            },
+        });
+    }
+
+    fn frontend_contexts(&self) -> HashMap<FrontendId, Arc<FrontendContext>> {
+        let mut contexts = HashMap::new();
+        for (i, slot) in self.frontends.iter().enumerate().filter(|(_, f)| f.live) {
+            let f = &slot.settings;
+            let Some(b) = self.live_backend(&f.backend) else { continue };
+            let backend = &self.backends[b];
+            let s = &self.shared;
+            contexts.insert(
+                FrontendId(i),
+                Arc::new(FrontendContext {
+                    id: FrontendId(i),
+                    name: Arc::from(f.name.as_str()),
+                    client_timeout: f.timeout.client,
+                    stress: f.stress.timeout.clone(),
+                    bufsize: self.settings.global.bufsize as usize,
+                    bufsize_max: self.settings.global.relay_buffer_max(),
+                    backend: backend.params.clone(),
+                    backend_id: BackendId(b),
+                    reserve: backend.queue.clone().recipient(),
+                    cancel: backend.queue.clone().recipient(),
+                    stats: s.stats.clone().recipient(),
+                    sessions: slot.gauge.clone(),
+                    admission: s.admission.clone(),
+                    // Access records name their frontend themselves.
+                    log: s.log.clone(),
+                    kill: s.kill.clone(),
+                    tracker: s.tracker.clone(),
+                    session_ids: s.session_ids.clone(),
+                    epoch: s.epoch,
+                    priority_class: f.priority_class,
+                    priority_offset_ms: f.priority_offset,
+                    accept_proxy: f.accept_proxy,
+                    proxy_timeout: f.timeout.proxy,
+                }),
+            );
+        }
+        contexts
+    }
+}
+
+/// A new backend's actors, in the registry's slot.
+fn start_backend(settings: BackendSettings, log: &slog::Logger) -> BackendSlot {
+    let actors = wiring::start_backend(&settings, log);
+    let servers = settings
+        .servers
+        .iter()
+        .zip(actors.servers)
+        .map(|(s, actor)| ServerSlot { settings: s.clone(), actor: Some(actor) })
+        .collect();
+    BackendSlot { params: backend_params(&settings), settings, live: true, queue: actors.queue, servers }
+}

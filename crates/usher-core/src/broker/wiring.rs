@@ -1,0 +1,119 @@
+//! From settings to the runtime values the actors take: a server's health
+//! and check setup, a backend's queue setup and session parameters, and the
+//! start of a whole backend (its BackendQueue and a Server per server).
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use slog::{o, Logger};
+
+use crate::backend::balance;
+use crate::backend::server::CheckSpec;
+use crate::backend::{BackendQueue, BackendSetup, HealthConfig, Server, ServerInfo, ServerSetup};
+use crate::config::{BackendSettings, ServerSettings};
+use crate::ids::ServerId;
+use crate::proxy_protocol;
+use crate::session::BackendParams;
+
+pub fn health_config(s: &ServerSettings) -> HealthConfig {
+    let c = &s.check;
+    HealthConfig {
+        checks: c.enabled,
+        inter: c.inter,
+        fastinter: c.fastinter,
+        downinter: c.downinter,
+        rise: c.rise,
+        fall: c.fall,
+        error_limit: c.error_limit,
+        slowstart: s.slowstart,
+        weight: s.weight,
+        maxconn: s.maxconn,
+    }
+}
+
+pub fn check_spec(s: &ServerSettings) -> CheckSpec {
+    let c = &s.check;
+    CheckSpec {
+        timeout: if c.timeout.is_zero() { c.inter } else { c.timeout },
+        proxy_header: proxy_protocol::encode_unknown(s.send_proxy).unwrap_or_default(),
+        send: c.send.clone().into_bytes(),
+        expect: c.expect.clone().into_bytes(),
+    }
+}
+
+pub fn server_setup(s: &ServerSettings) -> ServerSetup {
+    ServerSetup { maxconn: s.maxconn, weight: s.weight, maxqueue: s.maxqueue, backup: s.backup, minconn: s.minconn }
+}
+
+pub fn backend_setup(b: &BackendSettings) -> BackendSetup {
+    BackendSetup { maxqueue: b.maxqueue, redispatch: b.redispatch, fullconn: b.fullconn }
+}
+
+pub fn backend_params(b: &BackendSettings) -> BackendParams {
+    BackendParams {
+        name: Arc::from(b.name.as_str()),
+        queue_timeout: b.timeout.queue,
+        connect_timeout: b.timeout.connect,
+        server_timeout: b.timeout.server,
+        retries: b.retries,
+        redispatch: b.redispatch,
+        servers: b.servers.len(),
+    }
+}
+
+pub fn server_info(id: ServerId, s: &ServerSettings, backend: &str, actor: &Addr<Server>) -> Arc<ServerInfo> {
+    let c = &s.check;
+    Arc::new(ServerInfo {
+        id,
+        name: Arc::from(s.name.as_str()),
+        backend: Arc::from(backend),
+        address: s.address,
+        send_proxy: s.send_proxy,
+        observe: (c.enabled && c.error_limit > 0).then(|| actor.clone().recipient()),
+        release: actor.clone().recipient(),
+    })
+}
+
+/// A Server actor (not started) lending its slots to `queue`.
+pub fn new_server(id: ServerId, s: &ServerSettings, queue: &Addr<BackendQueue>, log: &Logger) -> Server {
+    Server::new(
+        id,
+        s.name.clone(),
+        s.address,
+        health_config(s),
+        check_spec(s),
+        queue.clone().recipient(),
+        queue.clone().recipient(),
+        log.new(o!("server" => s.name.clone())),
+    )
+}
+
+/// The actors of one running backend.
+pub struct BackendActors {
+    pub queue: Addr<BackendQueue>,
+    /// By server id (declaration order).
+    pub servers: Vec<Addr<Server>>,
+}
+
+/// Starts one backend as the broker does: its BackendQueue, which knows
+/// every server before any of them lends it a slot, and a Server per
+/// configured server. Must run inside an actix System.
+pub fn start_backend(b: &BackendSettings, log: &Logger) -> BackendActors {
+    let log = log.new(o!("backend" => b.name.clone()));
+    let ctx: Context<BackendQueue> = Context::new();
+    let queue = ctx.address();
+    let mut infos = Vec::with_capacity(b.servers.len());
+    let mut setups = Vec::with_capacity(b.servers.len());
+    let mut servers = Vec::with_capacity(b.servers.len());
+    for (i, s) in b.servers.iter().enumerate() {
+        let id = ServerId(i);
+        let server = new_server(id, s, &queue, &log).start();
+        infos.push(server_info(id, s, &b.name, &server));
+        setups.push(server_setup(s));
+        servers.push(server);
+    }
+    let weights: Vec<u32> = b.servers.iter().map(|s| s.weight).collect();
+    let balancer = balance::for_kind(b.balance, &weights, b.draws, b.hash_balance_factor);
+    ctx.run(BackendQueue::new(&setups, infos, backend_setup(b), balancer, log));
+    BackendActors { queue, servers }
+}

@@ -1,0 +1,55 @@
+//! The whole process around the broker: start it, serve the admin API on
+//! its handle, wait for shutdown, drain. The broker knows nothing of the
+//! admin API; the admin API knows the broker only by its handle.
+
+use std::future::Future;
+
+use slog::{info, o, Logger};
+
+use crate::broker::{self, BoundListeners, Extensions};
+use crate::config::Settings;
+
+/// Runs the broker until `shutdown` resolves, then stops accepting, lets
+/// sessions finish for up to `global.grace`, closes the rest and returns.
+/// Must be awaited inside an actix `System`.
+pub async fn run(
+    settings: Settings,
+    listeners: BoundListeners,
+    log: Logger,
+    mut extensions: Extensions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (frontends, admin_listener) = listeners.into_parts();
+    let admin_settings = settings.admin.clone();
+    let admission = std::mem::take(&mut extensions.admission);
+    let broker = broker::start(settings, frontends, log.clone(), admission, extensions.reload.take()).await?;
+    if let Some(on_start) = extensions.on_start.take() {
+        on_start(broker.handle().clone());
+    }
+    let admin = match admin_listener {
+        Some(listener) => Some(crate::admin::start(
+            listener,
+            &admin_settings,
+            broker.handle().clone(),
+            log.new(o!("actor" => "admin")),
+        )?),
+        None => None,
+    };
+    broker.announce();
+    if let Some(on_ready) = extensions.on_ready.take() {
+        on_ready();
+    }
+
+    shutdown.await;
+    if let Some(admin) = &admin {
+        admin.stopping();
+    }
+    broker.drain().await?;
+    // The admin API stays up through the grace, so the drain can be watched.
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
+    drop(broker);
+    info!(log, "stopped");
+    Ok(())
+}
