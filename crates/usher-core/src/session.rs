@@ -108,7 +108,7 @@ async fn drive(
     if front.accept_proxy {
         // Boxed: the header reader holds a header-sized buffer, and inline it
         // would size every session's future (and idle memory) by it.
-        match Box::pin(proxy_protocol::read_header(&mut client, front.proxy_timeout, &front.kill)).await {
+        match Box::pin(proxy_protocol::read_header(&mut client, (!front.proxy_timeout.is_zero()).then_some(front.proxy_timeout), &front.kill)).await {
             Ok(Some(addresses)) => {
                 record.client = addresses.source;
                 proxied_to = Some(addresses.destination);
@@ -358,5 +358,20 @@ fn answered(
         }
         // The BackendQueue stopped (shutdown) without answering.
         Err(_) => Err(leaving.unwrap_or(Termination::Internal)),
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+    fn size_of_future<F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(Arc<FrontendContext>, std::net::TcpStream, SocketAddr, Admitted) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+    #[test]
+    fn print_size() {
+        eprintln!("SESSION FUTURE SIZE = {}", size_of_future(run));
     }
 }
