@@ -13,8 +13,5 @@
 pub mod codec;
 pub mod socket;
 
-pub use crate::config::ProxyVersion;
-#[cfg(feature = "internals")]
-pub use codec::parse;
-pub use codec::{encode, encode_unknown, parse_v1, parse_v2_fixed, Addresses, V2Fixed, V1_MAX, V2_SIGNATURE};
-pub use socket::{read_header, send_header, HeaderError};
+pub use codec::encode_unknown;
+pub use socket::{read_header, send_header};

@@ -47,7 +47,7 @@ use crate::backend::{BackendSetup, HealthConfig, ServerInfo, ServerSetup};
 use crate::config::{BackendSettings, ConfigErrors, FrontendSettings, ServerSettings, Settings};
 use crate::admission::accept::{AcceptLoop, SessionStarter};
 use crate::proxy_protocol;
-use crate::session::{BackendParams, FrontendContext};
+use crate::session::{BackendParams, FrontendContext, SessionHandles, SessionSettings};
 use crate::extension::CheckClient;
 use super::handle::{BackendControl, BrokerHandle};
 use crate::ids::{BackendId, FrontendId, ListenerId, ServerId};
@@ -505,38 +505,25 @@ impl Topology {
     fn frontend_contexts(&self) -> HashMap<FrontendId, Arc<FrontendContext>> {
         let mut contexts = HashMap::new();
         for (i, slot) in self.frontends.iter().enumerate().filter(|(_, f)| f.live) {
-            let f = &slot.settings;
-            let Some(b) = self.live_backend(&f.backend) else { continue };
+            let Some(b) = self.live_backend(&slot.settings.backend) else { continue };
             let backend = &self.backends[b];
+            let settings =
+                SessionSettings::new(FrontendId(i), &slot.settings, BackendId(b), &backend.params, &self.settings.global);
             let s = &self.shared;
-            contexts.insert(
-                FrontendId(i),
-                Arc::new(FrontendContext {
-                    id: FrontendId(i),
-                    name: Arc::from(f.name.as_str()),
-                    client_timeout: f.timeout.client,
-                    stress: f.stress.timeout.clone(),
-                    bufsize: self.settings.global.bufsize as usize,
-                    bufsize_max: self.settings.global.relay_buffer_max(),
-                    backend: backend.params.clone(),
-                    backend_id: BackendId(b),
-                    reserve: backend.queue.clone().recipient(),
-                    cancel: backend.queue.clone().recipient(),
-                    stats: s.stats.clone().recipient(),
-                    sessions: slot.gauge.clone(),
-                    admission: s.admission.clone(),
-                    // Access records name their frontend themselves.
-                    log: s.log.clone(),
-                    kill: s.kill.clone(),
-                    tracker: s.tracker.clone(),
-                    session_ids: s.session_ids.clone(),
-                    epoch: s.epoch,
-                    priority_class: f.priority_class,
-                    priority_offset_ms: f.priority_offset,
-                    accept_proxy: f.accept_proxy,
-                    proxy_timeout: f.timeout.proxy,
-                }),
-            );
+            let handles = SessionHandles {
+                reserve: backend.queue.clone().recipient(),
+                cancel: backend.queue.clone().recipient(),
+                stats: s.stats.clone().recipient(),
+                gauge: slot.gauge.clone(),
+                admission: s.admission.clone(),
+                // Access records name their frontend themselves.
+                log: s.log.clone(),
+                kill: s.kill.clone(),
+                tracker: s.tracker.clone(),
+                session_ids: s.session_ids.clone(),
+                epoch: s.epoch,
+            };
+            contexts.insert(FrontendId(i), Arc::new(FrontendContext::new(settings, handles)));
         }
         contexts
     }
