@@ -301,14 +301,14 @@ pub fn encode_unknown(version: ProxyVersion) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn addr(s: &str) -> SocketAddr {
+    pub(in crate::proxy_protocol) fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
 
-    fn pair(src: &str, dst: &str) -> Option<Addresses> {
+    pub(in crate::proxy_protocol) fn pair(src: &str, dst: &str) -> Option<Addresses> {
         Some(Addresses { source: addr(src), destination: addr(dst) })
     }
 

@@ -140,14 +140,7 @@ pub async fn send_header(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    fn pair(src: &str, dst: &str) -> Option<Addresses> {
-        Some(Addresses { source: addr(src), destination: addr(dst) })
-    }
+    use crate::proxy_protocol::codec::tests::{addr, pair};
 
     async fn socket_pair() -> (TcpStream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -19,7 +19,7 @@ const MAX_TURNAROUND: Duration = Duration::from_secs(1);
 impl Session<'_> {
     /// Connects to the server of `slot`, retrying as the backend says; the
     /// slot returned is the one whose server answered. The time it took,
-    /// retries included, is the session's `connect_ms`.
+    /// retries included, is the session's connect time.
     pub(super) async fn connect(&mut self, mut slot: Slot) -> Result<(Slot, TcpStream), Termination> {
         let policy = self.front.settings.connect;
         let started = Instant::now();
@@ -34,7 +34,7 @@ impl Session<'_> {
             }
             let failure = match attempt {
                 Ok(server) => {
-                    self.record.connect_ms = started.elapsed().as_millis() as i64;
+                    self.record.connect_time = Some(started.elapsed());
                     let _ = server.set_nodelay(true);
                     return Ok((slot, server));
                 }

@@ -12,11 +12,11 @@ use crate::backend::{CancelReserve, QueueKey, QueuePlace, Reserve, ReserveReply,
 use crate::ids::{ServerId, SessionId};
 
 impl Session<'_> {
-    /// The session's first slot; the time it took is its `queue_ms`.
+    /// The session's first slot; the time it took is its queue wait.
     pub(super) async fn seat(&mut self) -> Result<Slot, Termination> {
         let started = Instant::now();
         let reserved = self.reserve(None).await;
-        self.record.queue_ms = started.elapsed().as_millis() as i64;
+        self.record.queue_wait = Some(started.elapsed());
         reserved
     }
 
@@ -127,8 +127,8 @@ fn answered(
 /// `srv_queue`/`backend_queue`), however it left the queue.
 fn record_place(record: &mut AccessRecord, queued: Option<QueuePlace>) {
     match queued {
-        Some(QueuePlace { server_queue: true, position }) => record.server_queue_pos = i64::from(position),
-        Some(QueuePlace { server_queue: false, position }) => record.backend_queue_pos = i64::from(position),
+        Some(QueuePlace { server_queue: true, position }) => record.server_queue_pos = Some(position),
+        Some(QueuePlace { server_queue: false, position }) => record.backend_queue_pos = Some(position),
         None => {}
     }
 }
