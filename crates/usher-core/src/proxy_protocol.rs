@@ -4,11 +4,11 @@
 //! (`servers.Y.send_proxy`).
 //!
 //! [`codec`] is plain functions over bytes: where a header ends
-//! ([`codec::frame`], the one framing both the socket reader and [`parse`]
-//! follow), what it says, and how usher writes one. [`socket`] reads a
-//! client's header under a time limit without consuming a byte past it, and
-//! writes one to a server; it is tested on real sockets here and in
-//! `integration-tests`.
+//! ([`codec::frame`], the one framing that both the socket reader and the
+//! tests' `codec::parse` follow), what it says, and how usher writes one.
+//! [`socket`] reads a client's header under a time limit without consuming
+//! a byte past it, and writes one to a server; it is tested on real sockets
+//! here and in `integration-tests`.
 
 pub mod codec;
 pub mod socket;

@@ -1,19 +1,19 @@
 //! One client session, from accept to its access record. Its life is a
-//! short sequence of phases, each in its own file:
+//! short sequence of phases, each a method of `Session` in its own file
+//! under `session/`:
 //!
-//! 1. [`handshake`](Session::handshake): with `accept_proxy`, the client's
-//!    PROXY header names the real client (`CR` if it is bad or late);
-//! 2. [`admission_hooks`](Session::admission_hooks): every admission actor
-//!    allows the client, or the session ends (`PR`);
-//! 3. [`seat`](Session::seat): reserve a slot on a server, maybe waiting in
-//!    a queue while the client is watched (`CQ`, `sQ`, `SQ`, `SC`);
-//! 4. [`connect`](Session::connect): connect to that server, retrying,
-//!    pausing after a refusal, or moving to another server (`CC`, `SC`, `sC`);
-//! 5. [`forward_to_server`](Session::forward_to_server): the PROXY header
-//!    and the bytes the client sent meanwhile go to the server (`SD`);
-//! 6. [`relay`](Session::relay): bytes flow both ways until an end (`--`,
-//!    `CD`, `SD`, `cD`, `sD`);
-//! 7. [`finish`]: one `SessionEnded` for the stats, one access record.
+//! 1. `handshake`: with `accept_proxy`, the client's PROXY header names the
+//!    real client (`CR` if it is bad or late);
+//! 2. `admission_hooks`: every admission actor allows the client, or the
+//!    session ends (`PR`);
+//! 3. `seat`: reserve a slot on a server, maybe waiting in a queue while
+//!    the client is watched (`CQ`, `sQ`, `SQ`, `SC`);
+//! 4. `connect`: connect to that server, retrying, pausing after a refusal,
+//!    or moving to another server (`CC`, `SC`, `sC`);
+//! 5. `relay`: first `forward_to_server`, the PROXY header and the bytes
+//!    the client sent meanwhile (`SD`), then bytes flow both ways until an
+//!    end (`--`, `CD`, `SD`, `cD`, `sD`);
+//! 6. `finish`: one `SessionEnded` for the stats, one access record.
 //!
 //! Shutdown (`global.grace` ran out) ends any phase with `K?`.
 //!

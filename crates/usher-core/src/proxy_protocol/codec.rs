@@ -54,8 +54,8 @@ pub enum Frame {
 
 /// The one framing of PROXY headers: what `bytes` (the stream's first
 /// bytes, possibly incomplete) hold, and how many more bytes belong to the
-/// header. Following it never reads past the header: the first
-/// [`MIN_HEADER`] bytes are header whenever they can start one, a v1 line
+/// header. Following it never reads past the header: the first 15 bytes
+/// (the shortest header) are header whenever they can start one, a v1 line
 /// ends at its first `\n`, and a v2 header announces its length.
 pub fn frame(bytes: &[u8]) -> Frame {
     if !may_start_header(&bytes[..bytes.len().min(MIN_HEADER)]) {
