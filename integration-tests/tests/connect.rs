@@ -1,4 +1,4 @@
-//! Issue test 7: connection failures, retries and redispatch.
+//! Connection failures, retries and redispatch.
 
 use std::net::SocketAddr;
 

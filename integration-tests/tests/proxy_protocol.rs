@@ -1,4 +1,4 @@
-//! Issue 5 item 3, the PROXY protocol on real sockets: servers with
+//! The PROXY protocol on real sockets: servers with
 //! `send_proxy` get the real client address and port first; frontends with
 //! `accept_proxy` take the client address from the header (access record,
 //! admission, hashing), relay the payload without it, and close a client

@@ -1,4 +1,4 @@
-//! Issue test 8: bytes are relayed exactly both ways, with half-close in
+//! Bytes are relayed exactly both ways, with half-close in
 //! each direction; and the idle timeouts of each side.
 
 use std::sync::Arc;

@@ -16,7 +16,7 @@ fn one_backend(servers: &[(&str, std::net::SocketAddr, u32)], backend_extra: &st
     toml
 }
 
-/// Issue test 1: 2 servers with maxconn 1, 200 clients at once, each held
+/// 2 servers with maxconn 1, 200 clients at once, each held
 /// ~10 ms: all served, no server ever sees 2 connections, no queue timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_of_one_slot_serve_200_clients() {
@@ -46,7 +46,7 @@ async fn queued_client(broker: &TestBroker, position: i64) -> TcpStream {
     client
 }
 
-/// Issue test 3: clients queued in a known order are served in that order.
+/// Clients queued in a known order are served in that order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_clients_are_served_in_arrival_order() {
     let server = TestBackend::start(Behavior::Echo);
@@ -80,7 +80,7 @@ async fn queued_clients_are_served_in_arrival_order() {
     assert_eq!(places, vec![-1, 0, 1, 2, 3, 4, 5], "queue positions in the access records");
 }
 
-/// Issue test 4: a queued client is closed at the queue deadline; the server
+/// A queued client is closed at the queue deadline; the server
 /// never sees it; the record says sQ.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_timeout_closes_the_client_and_spares_the_server() {
@@ -100,7 +100,7 @@ async fn queue_timeout_closes_the_client_and_spares_the_server() {
     assert_eq!(server.accepted(), 1, "the server saw the timed-out client");
 }
 
-/// Issue test 5: a queued client that resets leaves the queue at once
+/// A queued client that resets leaves the queue at once
 /// (CQ); the next one takes its place and is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_client_reset_leaves_the_queue() {
@@ -148,7 +148,7 @@ async fn queued_half_close_with_data_is_forwarded() {
     assert_eq!(record.termination(), "--");
 }
 
-/// Issue test 6: a full queue refuses at once (SQ) and never grows past
+/// A full queue refuses at once (SQ) and never grows past
 /// its bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_refuses_at_once() {

@@ -1,4 +1,4 @@
-//! Issue test 2, the lost-wakeup soak: one server with one slot, 20 000
+//! The lost-wakeup soak: one server with one slot, 20 000
 //! short sessions in bursts from many concurrent clients, two data-plane
 //! workers. A single session stuck in the queue while the slot is free would
 //! end as a queue timeout (`sQ`); there must be none, and no failure.

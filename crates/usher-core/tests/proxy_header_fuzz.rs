@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use proptest::prelude::*;
 use usher_core::config::ProxyVersion;
-use usher_core::proxy_protocol::{encode, parse, parse_v1};
+use usher_core::proxy_protocol::codec::{encode, parse, parse_v1};
 
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 

@@ -36,7 +36,7 @@ use crate::backend::Server;
 use crate::config::BackendSettings;
 use crate::ids::{BackendId, FrontendId, ListenerId};
 use crate::observe::stats::{Gauges, ResizeStats};
-use crate::session::FrontendContext;
+use crate::session::{FrontendContext, SessionHandles, SessionSettings};
 
 /// New listeners' sockets, to start; closed listeners' actors, to stop.
 type ListenerTurnover = (Vec<(ListenerId, TcpListener)>, Vec<Option<Addr<Listener>>>);
@@ -276,38 +276,25 @@ impl Topology {
     fn frontend_contexts(&self) -> HashMap<FrontendId, Arc<FrontendContext>> {
         let mut contexts = HashMap::new();
         for (i, slot) in self.frontends.iter().enumerate().filter(|(_, f)| f.live) {
-            let f = &slot.settings;
-            let Some(b) = self.live_backend(&f.backend) else { continue };
+            let Some(b) = self.live_backend(&slot.settings.backend) else { continue };
             let backend = &self.backends[b];
+            let settings =
+                SessionSettings::new(FrontendId(i), &slot.settings, BackendId(b), &backend.params, &self.settings.global);
             let s = &self.shared;
-            contexts.insert(
-                FrontendId(i),
-                Arc::new(FrontendContext {
-                    id: FrontendId(i),
-                    name: Arc::from(f.name.as_str()),
-                    client_timeout: f.timeout.client,
-                    stress: f.stress.timeout.clone(),
-                    bufsize: self.settings.global.bufsize as usize,
-                    bufsize_max: self.settings.global.relay_buffer_max(),
-                    backend: backend.params.clone(),
-                    backend_id: BackendId(b),
-                    reserve: backend.queue.clone().recipient(),
-                    cancel: backend.queue.clone().recipient(),
-                    stats: s.stats.clone().recipient(),
-                    sessions: slot.gauge.clone(),
-                    admission: s.admission.clone(),
-                    // Access records name their frontend themselves.
-                    log: s.log.clone(),
-                    kill: s.kill.clone(),
-                    tracker: s.tracker.clone(),
-                    session_ids: s.session_ids.clone(),
-                    epoch: s.epoch,
-                    priority_class: f.priority_class,
-                    priority_offset_ms: f.priority_offset,
-                    accept_proxy: f.accept_proxy,
-                    proxy_timeout: f.timeout.proxy,
-                }),
-            );
+            let handles = SessionHandles {
+                reserve: backend.queue.clone().recipient(),
+                cancel: backend.queue.clone().recipient(),
+                stats: s.stats.clone().recipient(),
+                gauge: slot.gauge.clone(),
+                admission: s.admission.clone(),
+                // Access records name their frontend themselves.
+                log: s.log.clone(),
+                kill: s.kill.clone(),
+                tracker: s.tracker.clone(),
+                session_ids: s.session_ids.clone(),
+                epoch: s.epoch,
+            };
+            contexts.insert(FrontendId(i), Arc::new(FrontendContext::new(settings, handles)));
         }
         contexts
     }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use slog::{info, Logger};
 use tokio::time::Instant;
@@ -23,18 +24,21 @@ pub struct AccessRecord {
     /// Its index in the backend (not logged; for the stats).
     pub server_id: Option<ServerId>,
     pub accepted: Instant,
-    /// Time spent waiting for a slot (ms); -1 if it never asked for one.
-    pub queue_ms: i64,
-    /// Time to connect to the final server, retries included (ms); -1 if never connected.
-    pub connect_ms: i64,
+    /// Time spent waiting for a slot, if it asked for one (`queue_ms`).
+    pub queue_wait: Option<Duration>,
+    /// Time to connect to the final server, retries included, if it
+    /// connected (`connect_ms`).
+    pub connect_time: Option<Duration>,
     pub bytes_from_client: u64,
     pub bytes_from_server: u64,
     pub retries: u32,
     pub redispatched: bool,
-    /// Sessions already waiting in the server queue when it joined (-1 = not queued there).
-    pub server_queue_pos: i64,
-    /// Sessions already waiting in the backend queue when it joined (-1 = not queued there).
-    pub backend_queue_pos: i64,
+    /// Sessions already waiting in the server queue when it joined, if it
+    /// was queued there.
+    pub server_queue_pos: Option<u32>,
+    /// Sessions already waiting in the backend queue when it joined, if it
+    /// was queued there.
+    pub backend_queue_pos: Option<u32>,
     /// Accepted while its frontend was in stress mode (stress timeouts).
     pub stress: bool,
 }
@@ -49,14 +53,14 @@ impl AccessRecord {
             server: None,
             server_id: None,
             accepted: Instant::now(),
-            queue_ms: -1,
-            connect_ms: -1,
+            queue_wait: None,
+            connect_time: None,
             bytes_from_client: 0,
             bytes_from_server: 0,
             retries: 0,
             redispatched: false,
-            server_queue_pos: -1,
-            backend_queue_pos: -1,
+            server_queue_pos: None,
+            backend_queue_pos: None,
             stress: false,
         }
     }
@@ -76,21 +80,21 @@ impl AccessRecord {
     }
 
     pub fn write(&self, log: &Logger, end: Termination) {
-        let total_ms = self.accepted.elapsed().as_millis() as i64;
+        let total_ms = millis(self.accepted.elapsed());
         // slog-term prints fields last-to-first: listed in reverse so that
         // people read them session → termination. JSON order is irrelevant.
         info!(log, "session";
             "termination" => end.code(),
             "stress" => self.stress,
-            "backend_queue_pos" => self.backend_queue_pos,
-            "server_queue_pos" => self.server_queue_pos,
+            "backend_queue_pos" => or_minus_one(self.backend_queue_pos.map(i64::from)),
+            "server_queue_pos" => or_minus_one(self.server_queue_pos.map(i64::from)),
             "redispatched" => self.redispatched,
             "retries" => self.retries,
             "bytes_from_server" => self.bytes_from_server,
             "bytes_from_client" => self.bytes_from_client,
             "total_ms" => total_ms,
-            "connect_ms" => self.connect_ms,
-            "queue_ms" => self.queue_ms,
+            "connect_ms" => or_minus_one(self.connect_time.map(millis)),
+            "queue_ms" => or_minus_one(self.queue_wait.map(millis)),
             "server" => self.server.as_deref().unwrap_or("-"),
             "backend" => &*self.backend,
             "frontend" => &*self.frontend,
@@ -98,4 +102,13 @@ impl AccessRecord {
             "session" => self.session,
         );
     }
+}
+
+fn millis(duration: Duration) -> i64 {
+    duration.as_millis() as i64
+}
+
+/// The log's way of saying "never": -1.
+fn or_minus_one(value: Option<i64>) -> i64 {
+    value.unwrap_or(-1)
 }

@@ -1,4 +1,6 @@
-//! What every session of one frontend shares.
+//! What every session of one frontend shares: the settings it runs with
+//! (plain data, taken from the configuration once per frontend and reload)
+//! and the handles through which it reaches the rest of the broker.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,14 +11,14 @@ use slog::Logger;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::session::SessionEnded;
 use crate::admission::SessionGauge;
-use crate::config::StressTimeouts;
+use crate::backend::{CancelReserve, Reserve};
+use crate::config::{FrontendSettings, GlobalSettings};
 use crate::extension::CheckClient;
 use crate::ids::{BackendId, FrontendId, SessionId};
-use crate::backend::{CancelReserve, Reserve};
+use crate::session::SessionEnded;
 
-/// The backend settings a session needs, copied once per frontend.
+/// The backend settings a session needs, copied once per backend.
 #[derive(Debug, Clone)]
 pub struct BackendParams {
     pub name: Arc<str>,
@@ -28,46 +30,152 @@ pub struct BackendParams {
     pub servers: usize,
 }
 
-pub struct FrontendContext {
-    pub id: FrontendId,
-    pub name: Arc<str>,
-    pub client_timeout: Duration,
-    /// Timeouts of sessions accepted in stress mode.
-    pub stress: StressTimeouts,
-    pub bufsize: usize,
-    /// Most a streaming direction's relay buffer grows to (≥ `bufsize`).
-    pub bufsize_max: usize,
-    pub backend: BackendParams,
+/// The settings one frontend's sessions run with. Durations that the
+/// configuration writes as zero for "none" are `None` here.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub frontend: FrontendId,
+    pub frontend_name: Arc<str>,
     /// The backend's id: its sessions count there in stats even if a
     /// reload points the frontend at another backend meanwhile.
-    pub backend_id: BackendId,
+    pub backend: BackendId,
+    pub backend_name: Arc<str>,
+    /// Timeouts of sessions accepted normally.
+    pub timeouts: Timeouts,
+    /// Timeouts of sessions accepted in stress mode.
+    pub stress_timeouts: Timeouts,
+    pub connect: ConnectPolicy,
+    /// `timeout.server`: server side idle limit while relaying.
+    pub server_idle: Option<Duration>,
+    pub buffers: RelayBuffers,
+    pub priority: QueuePriority,
+    /// `frontends.X.accept_proxy`: clients start with a PROXY header.
+    pub accept_proxy: Option<AcceptProxy>,
+}
+
+/// The timeouts that differ between normal and stress mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Client side idle limit while relaying.
+    pub client: Option<Duration>,
+    /// Longest wait for a slot.
+    pub queue: Option<Duration>,
+}
+
+/// How a session reaches its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectPolicy {
+    /// Limit of one attempt.
+    pub timeout: Option<Duration>,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// A failed attempt asks for another server (`redispatch`, and the
+    /// backend has more than one).
+    pub redispatch: bool,
+}
+
+/// Relay buffer sizes, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayBuffers {
+    /// A direction's first bulk buffer.
+    pub first: usize,
+    /// Most a streaming direction's buffer grows to (≥ `first`).
+    pub max: usize,
+}
+
+/// Where a session's arrival falls in the queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePriority {
+    /// `frontends.X.priority_class`: lower classes are served first.
+    pub class: i32,
+    /// `frontends.X.priority_offset` in ms: added to the arrival time.
+    pub offset_ms: i64,
+}
+
+/// Reading the PROXY header clients start with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptProxy {
+    /// `frontends.X.timeout.proxy`: time to read the header.
+    pub timeout: Option<Duration>,
+}
+
+/// `None` for the zero that configuration durations use for "no limit".
+fn limit(duration: Duration) -> Option<Duration> {
+    (!duration.is_zero()).then_some(duration)
+}
+
+impl SessionSettings {
+    pub fn new(
+        id: FrontendId,
+        frontend: &FrontendSettings,
+        backend_id: BackendId,
+        backend: &BackendParams,
+        global: &GlobalSettings,
+    ) -> SessionSettings {
+        let stress = &frontend.stress.timeout;
+        SessionSettings {
+            frontend: id,
+            frontend_name: Arc::from(frontend.name.as_str()),
+            backend: backend_id,
+            backend_name: backend.name.clone(),
+            timeouts: Timeouts { client: limit(frontend.timeout.client), queue: limit(backend.queue_timeout) },
+            stress_timeouts: Timeouts { client: limit(stress.client), queue: limit(stress.queue) },
+            connect: ConnectPolicy {
+                timeout: limit(backend.connect_timeout),
+                retries: backend.retries,
+                redispatch: backend.redispatch && backend.servers > 1,
+            },
+            server_idle: limit(backend.server_timeout),
+            buffers: RelayBuffers { first: global.bufsize as usize, max: global.relay_buffer_max() },
+            priority: QueuePriority { class: frontend.priority_class, offset_ms: frontend.priority_offset },
+            accept_proxy: frontend.accept_proxy.then_some(AcceptProxy { timeout: limit(frontend.timeout.proxy) }),
+        }
+    }
+
+    /// The timeouts of a session accepted in stress mode or not.
+    pub fn timeouts(&self, stress: bool) -> Timeouts {
+        if stress {
+            self.stress_timeouts
+        } else {
+            self.timeouts
+        }
+    }
+}
+
+/// The broker parts every session of one frontend talks to.
+pub struct SessionHandles {
+    /// The backend's queue: `Reserve` a slot, `CancelReserve` to leave.
     pub reserve: Recipient<Reserve>,
     pub cancel: Recipient<CancelReserve>,
     /// The Stats actor: one `SessionEnded` per session.
     pub stats: Recipient<SessionEnded>,
     /// Live sessions of this frontend (and their peak), for stats.
-    pub sessions: Arc<SessionGauge>,
+    pub gauge: Arc<SessionGauge>,
+    /// Admission actors asked about every client, in order.
     pub admission: Vec<Recipient<CheckClient>>,
     pub log: Logger,
     /// Cancelled when `global.grace` ran out: live sessions close.
     pub kill: CancellationToken,
     /// Every session task, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Session ids, unique in the process.
     pub session_ids: Arc<AtomicU64>,
     /// When the broker started: queue keys count time from here.
     pub epoch: tokio::time::Instant,
-    /// `frontends.X.priority_class`: lower classes are served first.
-    pub priority_class: i32,
-    /// `frontends.X.priority_offset` in ms: added to the arrival time.
-    pub priority_offset_ms: i64,
-    /// `frontends.X.accept_proxy`: clients start with a PROXY header.
-    pub accept_proxy: bool,
-    /// `frontends.X.timeout.proxy`: time to read that header (zero = none).
-    pub proxy_timeout: Duration,
+}
+
+/// What every session of one frontend shares.
+pub struct FrontendContext {
+    pub(super) settings: SessionSettings,
+    pub(super) handles: SessionHandles,
 }
 
 impl FrontendContext {
+    pub fn new(settings: SessionSettings, handles: SessionHandles) -> FrontendContext {
+        FrontendContext { settings, handles }
+    }
+
     pub fn next_session(&self) -> SessionId {
-        SessionId(self.session_ids.fetch_add(1, Ordering::Relaxed))
+        SessionId(self.handles.session_ids.fetch_add(1, Ordering::Relaxed))
     }
 }

@@ -1,0 +1,316 @@
+//! Byte-exact relay between client and server.
+//!
+//! Both directions run in the session's own task. A FIN read on one side is
+//! passed on as a write shutdown to the other, and the other direction
+//! carries on (half-close). A side is idle when nothing was read from it or
+//! written to it for its timeout (`timeout.client`, `timeout.server`); the
+//! first side to go idle ends the session.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RelayLimits {
+    /// `timeout.client`, if any.
+    pub client_idle: Option<Duration>,
+    /// `timeout.server`, if any.
+    pub server_idle: Option<Duration>,
+    /// First bulk buffer of a direction.
+    pub bufsize: usize,
+    /// Most a bulk buffer grows to while reads keep filling it.
+    pub bufsize_max: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// Both directions finished with a FIN.
+    Done,
+    ClientReset,
+    ServerReset,
+    ClientIdle,
+    ServerIdle,
+    Killed,
+}
+
+#[derive(Debug)]
+pub struct RelayOutcome {
+    pub end: RelayEnd,
+    pub from_client: u64,
+    pub from_server: u64,
+}
+
+enum PumpError {
+    Read,
+    Write,
+}
+
+/// Which way a pump copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    ClientToServer,
+    ServerToClient,
+}
+
+/// What both pumps of a session share (one task polls both, so plain
+/// relaxed atomics suffice: they only make the shared state `Sync`).
+struct Shared {
+    /// Start of the relay; activity is kept in ms since then.
+    start: Instant,
+    /// Last time anything was read from or written to each side.
+    client_seen: AtomicU64,
+    server_seen: AtomicU64,
+    /// Bytes copied, and whether the reading side sent its FIN, per direction.
+    bytes: [AtomicU64; 2],
+    eof: [AtomicBool; 2],
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            start: Instant::now(),
+            client_seen: AtomicU64::new(0),
+            server_seen: AtomicU64::new(0),
+            bytes: [AtomicU64::new(0), AtomicU64::new(0)],
+            eof: [AtomicBool::new(false), AtomicBool::new(false)],
+        }
+    }
+
+    fn touch(&self, side: &AtomicU64) -> u64 {
+        let at = self.start.elapsed().as_millis() as u64;
+        side.store(at, Ordering::Relaxed);
+        at
+    }
+
+    fn idle_deadline(&self, side: &AtomicU64, timeout: Option<Duration>) -> Option<Instant> {
+        let timeout = timeout?;
+        Some(self.start + Duration::from_millis(side.load(Ordering::Relaxed)) + timeout)
+    }
+
+    /// (side read from, side written to, index of the direction)
+    fn sides(&self, direction: Direction) -> (&AtomicU64, &AtomicU64, usize) {
+        match direction {
+            Direction::ClientToServer => (&self.client_seen, &self.server_seen, 0),
+            Direction::ServerToClient => (&self.server_seen, &self.client_seen, 1),
+        }
+    }
+}
+
+/// Bytes read on the stack before a heap buffer is taken.
+const SMALL_READ: usize = 2048;
+
+/// What one small read did.
+enum Small {
+    Eof,
+    /// `n` bytes read; `rest` is what the writer did not take at once.
+    Read {
+        n: usize,
+        filled: bool,
+        rest: Option<Vec<u8>>,
+    },
+}
+
+/// One read into a stack array, written straight on when the writer takes
+/// it. The array lives only inside this poll, so it is not part of the
+/// session's future: an idle session holds no relay buffer at all, and a
+/// small message (keepalive ping-pong) costs no allocation.
+fn poll_small(cx: &mut Context<'_>, from: &mut ReadHalf<'_>, to: &TcpStream) -> Poll<Result<Small, PumpError>> {
+    // Uninitialised: the pump is polled on every wake of the session, and
+    // zeroing 2 KiB each time would be wasted.
+    let mut small = [MaybeUninit::<u8>::uninit(); SMALL_READ];
+    let mut read = ReadBuf::uninit(&mut small);
+    // poll_read (unlike try_read) treats a short read as "drained", which
+    // saves the read that would only return EAGAIN.
+    ready!(Pin::new(from).poll_read(cx, &mut read)).map_err(|_| PumpError::Read)?;
+    let data = read.filled();
+    let n = data.len();
+    if n == 0 {
+        return Poll::Ready(Ok(Small::Eof));
+    }
+    let written = match to.try_write(data) {
+        Ok(written) => written,
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(_) => return Poll::Ready(Err(PumpError::Write)),
+    };
+    let rest = (written < n).then(|| data[written..].to_vec());
+    Poll::Ready(Ok(Small::Read { n, filled: n == SMALL_READ, rest }))
+}
+
+/// Copies one direction until EOF (then half-closes `to`) or an error.
+///
+/// Reads go first into a small stack array (see [`poll_small`]): that is
+/// all an interactive session ever uses, with no allocation and no extra
+/// `recv`. A read that fills it means bulk: the pump takes a `bufsize` heap
+/// buffer and reads without waiting (`try_read_buf`) while data is there,
+/// doubling the buffer up to `bufsize_max` each time a read fills it. The
+/// first read that would block frees the buffer and the pump goes back to
+/// waiting with none, so a session holds a relay buffer only while bytes
+/// flow, and an idle one holds none.
+async fn pump(
+    mut from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
+    limits: &RelayLimits,
+    shared: &Shared,
+    direction: Direction,
+) -> Result<(), PumpError> {
+    let (read_side, write_side, index) = shared.sides(direction);
+    let first_bulk = limits.bufsize.max(SMALL_READ);
+    loop {
+        let n = match poll_fn(|cx| poll_small(cx, &mut from, to.as_ref())).await? {
+            Small::Eof => 0,
+            Small::Read { n, filled, rest } => {
+                let at = shared.touch(read_side);
+                if let Some(rest) = rest {
+                    to.write_all(&rest).await.map_err(|_| PumpError::Write)?;
+                    shared.touch(write_side);
+                } else {
+                    // Written at once: one clock read serves both sides
+                    // (it is a measurable share of a small round trip).
+                    write_side.store(at, Ordering::Relaxed);
+                }
+                shared.bytes[index].fetch_add(n as u64, Ordering::Relaxed);
+                if filled {
+                    bulk(&mut from, &mut to, first_bulk, limits.bufsize_max, shared, direction).await?
+                } else {
+                    n
+                }
+            }
+        };
+        if n == 0 {
+            shared.touch(read_side);
+            shared.eof[index].store(true, Ordering::Relaxed);
+            if shared.eof[1 - index].load(Ordering::Relaxed) {
+                // The other way is finished too: `to` has nothing left to
+                // read, so closing it (when the session ends, at once) sends
+                // the FIN without a `shutdown` call of its own.
+                return Ok(());
+            }
+            return match to.shutdown().await {
+                Ok(()) => Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::NotConnected => Ok(()),
+                Err(_) => Err(PumpError::Write),
+            };
+        }
+    }
+}
+
+/// Copies while the socket has data, through a heap buffer that grows from
+/// `size` to `max` while reads fill it. Returns 0 at EOF, or a non-zero
+/// count once the socket is drained (the buffer is freed on return).
+async fn bulk(
+    from: &mut ReadHalf<'_>,
+    to: &mut WriteHalf<'_>,
+    mut size: usize,
+    max: usize,
+    shared: &Shared,
+    direction: Direction,
+) -> Result<usize, PumpError> {
+    let (read_side, write_side, index) = shared.sides(direction);
+    let source: &TcpStream = from.as_ref();
+    let mut buf = Vec::with_capacity(size);
+    loop {
+        buf.clear();
+        let n = match source.try_read_buf(&mut buf) {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(1),
+            Err(_) => return Err(PumpError::Read),
+        };
+        if n == 0 {
+            return Ok(0);
+        }
+        shared.touch(read_side);
+        to.write_all(&buf).await.map_err(|_| PumpError::Write)?;
+        shared.touch(write_side);
+        shared.bytes[index].fetch_add(n as u64, Ordering::Relaxed);
+        if n == size && size < max {
+            size = (size * 2).min(max);
+            buf = Vec::with_capacity(size);
+        }
+    }
+}
+
+/// Relays until both directions are finished, a side resets or idles, or
+/// `kill` fires. `client_done` means the client already half-closed (its FIN
+/// is passed on to the server first).
+pub async fn relay(
+    client: &mut TcpStream,
+    server: &mut TcpStream,
+    client_done: bool,
+    limits: RelayLimits,
+    kill: &CancellationToken,
+) -> RelayOutcome {
+    let shared = Shared::new();
+    let (cr, cw) = client.split();
+    let (sr, mut sw) = server.split();
+
+    let mut c2s_done = client_done;
+    if client_done {
+        if sw.shutdown().await.is_err() {
+            return RelayOutcome { end: RelayEnd::ServerReset, from_client: 0, from_server: 0 };
+        }
+        shared.eof[0].store(true, Ordering::Relaxed);
+    }
+    let c2s = pump(cr, sw, &limits, &shared, Direction::ClientToServer);
+    let s2c = pump(sr, cw, &limits, &shared, Direction::ServerToClient);
+    let killed = kill.cancelled();
+    // One timer for the session, armed at the earliest idle deadline and
+    // moved only when it fires: activity only moves deadlines later, so a
+    // timer that fires early just re-reads them.
+    let next_deadline = || {
+        let client = shared.idle_deadline(&shared.client_seen, limits.client_idle);
+        let server = shared.idle_deadline(&shared.server_seen, limits.server_idle);
+        [client, server].into_iter().flatten().min()
+    };
+    let mut next = next_deadline();
+    let idle = sleep_until(next.unwrap_or_else(Instant::now));
+    tokio::pin!(c2s, s2c, killed, idle);
+    let mut s2c_done = false;
+
+    let end = loop {
+        if c2s_done && s2c_done {
+            break RelayEnd::Done;
+        }
+        tokio::select! {
+            biased;
+            r = &mut c2s, if !c2s_done => match r {
+                Ok(()) => c2s_done = true,
+                Err(PumpError::Read) => break RelayEnd::ClientReset,
+                Err(PumpError::Write) => break RelayEnd::ServerReset,
+            },
+            r = &mut s2c, if !s2c_done => match r {
+                Ok(()) => s2c_done = true,
+                Err(PumpError::Read) => break RelayEnd::ServerReset,
+                Err(PumpError::Write) => break RelayEnd::ClientReset,
+            },
+            () = &mut idle, if next.is_some() => {
+                let now = Instant::now();
+                if shared.idle_deadline(&shared.client_seen, limits.client_idle).is_some_and(|d| d <= now) {
+                    break RelayEnd::ClientIdle;
+                }
+                if shared.idle_deadline(&shared.server_seen, limits.server_idle).is_some_and(|d| d <= now) {
+                    break RelayEnd::ServerIdle;
+                }
+                next = next_deadline();
+                if let Some(deadline) = next {
+                    idle.as_mut().reset(deadline);
+                }
+            },
+            () = &mut killed => break RelayEnd::Killed,
+        }
+    };
+    RelayOutcome {
+        end,
+        from_client: shared.bytes[0].load(Ordering::Relaxed),
+        from_server: shared.bytes[1].load(Ordering::Relaxed),
+    }
+}

@@ -1,0 +1,134 @@
+//! Seat: a slot on a server, from the backend's queue. The session may
+//! wait there; meanwhile the client is watched, and the queue timeout and
+//! shutdown can end the wait.
+
+use tokio::sync::oneshot;
+use tokio::time::{sleep_until, Instant};
+
+use actix::Recipient;
+
+use super::{AccessRecord, Session, Termination};
+use crate::backend::{CancelReserve, QueueKey, QueuePlace, Reserve, ReserveReply, Slot};
+use crate::ids::{ServerId, SessionId};
+
+impl Session<'_> {
+    /// The session's first slot; the time it took is its queue wait.
+    pub(super) async fn seat(&mut self) -> Result<Slot, Termination> {
+        let started = Instant::now();
+        let reserved = self.reserve(None).await;
+        self.record.queue_wait = Some(started.elapsed());
+        reserved
+    }
+
+    /// Asks the backend for a slot (on another server than `avoid`) and
+    /// waits for it, watching the client, the queue timeout and shutdown.
+    ///
+    /// Exactly one answer comes per `Reserve`. A session that stops waiting
+    /// on its own (client gone, queue timeout) sends `CancelReserve` and
+    /// still reads that answer: `Left` with its place in the queue, or a
+    /// grant or refusal the backend sent first. A grant that raced the
+    /// queue timeout is used rather than wasted; one that raced a leaving
+    /// client is released.
+    pub(super) async fn reserve(&mut self, avoid: Option<ServerId>) -> Result<Slot, Termination> {
+        let front = self.front;
+        let (tx, mut rx) = oneshot::channel();
+        let priority = front.settings.priority;
+        let key = QueueKey {
+            class: priority.class,
+            time_ms: self.record.accepted.duration_since(front.handles.epoch).as_millis() as i64 + priority.offset_ms,
+            seq: self.id.0,
+        };
+        let client = self.record.client.ip();
+        // do_send on the per-connection path: at most one Reserve per
+        // session is in flight, so the mailbox is bounded by live sessions.
+        front.handles.reserve.do_send(Reserve { session: self.id, key, client, pin: None, avoid, reply: tx });
+        let mut ticket = QueueTicket { session: self.id, cancel: Some(front.handles.cancel.clone()) };
+        let deadline = self.timeouts.queue.map(|limit| Instant::now() + limit);
+
+        let leaving = tokio::select! {
+            reply = &mut rx => {
+                ticket.disarm();
+                return answered(self.record, reply, None);
+            }
+            _ = self.watch.gone(&mut self.client) => Termination::ClientAbortInQueue,
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Termination::QueueTimeout,
+            // The ticket's drop leaves the queue.
+            _ = front.handles.kill.cancelled() => return Err(Termination::KilledInQueue),
+        };
+        ticket.leave();
+        let reply = tokio::select! {
+            reply = rx => reply,
+            _ = front.handles.kill.cancelled() => return Err(Termination::KilledInQueue),
+        };
+        let result = answered(self.record, reply, Some(leaving));
+        if leaving == Termination::ClientAbortInQueue {
+            // A raced grant is dropped here: its slot goes back.
+            return Err(leaving);
+        }
+        result
+    }
+}
+
+/// Removes the session from its queue when dropped while still armed (the
+/// session was killed or its task aborted while waiting).
+struct QueueTicket {
+    session: SessionId,
+    cancel: Option<Recipient<CancelReserve>>,
+}
+
+impl QueueTicket {
+    fn disarm(&mut self) {
+        self.cancel = None;
+    }
+
+    /// Leaves the queue now; the answer to the `Reserve` follows.
+    fn leave(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            // do_send: one CancelReserve per Reserve bounds the mailbox.
+            cancel.do_send(CancelReserve { session: self.session });
+        }
+    }
+}
+
+impl Drop for QueueTicket {
+    fn drop(&mut self) {
+        // Drop cannot await: nobody hears the answer.
+        self.leave();
+    }
+}
+
+/// What an answer to `Reserve` means for the session; `leaving` is why it
+/// had already left the queue, if it had.
+fn answered(
+    record: &mut AccessRecord,
+    reply: Result<ReserveReply, oneshot::error::RecvError>,
+    leaving: Option<Termination>,
+) -> Result<Slot, Termination> {
+    match reply {
+        Ok(ReserveReply::Granted { slot, queued }) => {
+            record_place(record, queued);
+            Ok(slot)
+        }
+        Ok(ReserveReply::Left { queued }) => {
+            record_place(record, Some(queued));
+            Err(leaving.unwrap_or(Termination::Internal))
+        }
+        Ok(ReserveReply::Full) => Err(Termination::QueueFull),
+        Ok(ReserveReply::NoServer { queued }) => {
+            record_place(record, queued);
+            Err(Termination::NoServer)
+        }
+        // The BackendQueue stopped (shutdown) without answering.
+        Err(_) => Err(leaving.unwrap_or(Termination::Internal)),
+    }
+}
+
+/// Keeps where the session waited in its access record (HAProxy's
+/// `srv_queue`/`backend_queue`), however it left the queue.
+fn record_place(record: &mut AccessRecord, queued: Option<QueuePlace>) {
+    match queued {
+        Some(QueuePlace { server_queue: true, position }) => record.server_queue_pos = Some(position),
+        Some(QueuePlace { server_queue: false, position }) => record.backend_queue_pos = Some(position),
+        None => {}
+    }
+}
