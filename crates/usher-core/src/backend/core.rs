@@ -87,8 +87,6 @@ pub struct Grant<W> {
 /// A queued session that can no longer be served.
 #[derive(Debug)]
 pub struct Refusal<W> {
-    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // read by the models
-    pub session: SessionId,
     pub waiter: W,
     pub queued: QueuePlace,
 }
@@ -352,8 +350,8 @@ impl<W> BackendState<W> {
     }
 
     /// A grant could not be delivered (the waiter was gone): the slot is
-    /// held again, ready for [`credit`](Self::credit) or [`dispatch`](Self::dispatch).
-    pub fn ungrant(&mut self, server: ServerId) {
+    /// held again, ready for [`credit`](Self::credit) or the next dispatch.
+    pub(crate) fn ungrant(&mut self, server: ServerId) {
         let s = &mut self.servers[server.0];
         s.served = s.served.saturating_sub(1);
         if let Some(held) = &mut s.held {
@@ -402,14 +400,6 @@ impl<W> BackendState<W> {
         self.grant_from(server)
     }
 
-    /// Offers one held slot of `server` to the best waiter again (after an
-    /// [`ungrant`](Self::ungrant)); `None` leaves it held.
-    /// Used by white-box tests only.
-    #[cfg(feature = "internals")]
-    pub fn regrant(&mut self, server: ServerId) -> Option<Grant<W>> {
-        self.grant_from(server)
-    }
-
     /// Hands one held slot of `server` to the best waiter, if it may.
     fn grant_from(&mut self, server: ServerId) -> Option<Grant<W>> {
         let any_active = self.any_active();
@@ -433,15 +423,14 @@ impl<W> BackendState<W> {
     }
 
     /// Grants every held slot that may be used now to a waiter (after a
-    /// weight, cap, state or load change raised what servers may take).
-    pub fn dispatch(&mut self) -> Vec<Grant<W>> {
-        let mut grants = Vec::new();
+    /// weight, cap, state or load change raised what servers may take),
+    /// into `grants`.
+    pub(crate) fn dispatch_into(&mut self, grants: &mut Vec<Grant<W>>) {
         for i in 0..self.servers.len() {
             while let Some(grant) = self.grant_from(ServerId(i)) {
                 grants.push(grant);
             }
         }
-        grants
     }
 
     // === server status ===
@@ -476,7 +465,7 @@ impl<W> BackendState<W> {
         s.limit_seen = s.limit_seen.max(status.cap.unwrap_or(0));
         // Waiters already queued go first: a slot that just became usable
         // (a backup taking over, a weight raised) is theirs.
-        grants.extend(self.dispatch());
+        self.dispatch_into(&mut grants);
         if went_down {
             let mut stranded = Vec::new();
             while let Some((key, w)) = self.servers[server.0].queue.pop_front_keyed() {
@@ -486,7 +475,7 @@ impl<W> BackendState<W> {
             for (key, w) in stranded {
                 let queued = QueuePlace::of(&w, true);
                 if !redispatch {
-                    refusals.push(Refusal { session: w.session, waiter: w.waiter, queued });
+                    refusals.push(Refusal { waiter: w.waiter, queued });
                     continue;
                 }
                 // Balanced again with its original key: it keeps its place
@@ -498,7 +487,7 @@ impl<W> BackendState<W> {
                     }
                     Reserved::Queued { .. } => {}
                     Reserved::Full { waiter } | Reserved::NoServer { waiter } => {
-                        refusals.push(Refusal { session: w.session, waiter, queued })
+                        refusals.push(Refusal { waiter, queued })
                     }
                 }
             }
@@ -507,10 +496,10 @@ impl<W> BackendState<W> {
             while let Some(w) = self.queue.pop_front() {
                 self.location.remove(&w.session);
                 let queued = QueuePlace::of(&w, false);
-                refusals.push(Refusal { session: w.session, waiter: w.waiter, queued });
+                refusals.push(Refusal { waiter: w.waiter, queued });
             }
         }
-        grants.extend(self.dispatch());
+        self.dispatch_into(&mut grants);
         (grants, refusals)
     }
 
@@ -558,7 +547,9 @@ impl<W> BackendState<W> {
     pub fn reconfigure(&mut self, setup: BackendSetup, balancer: Box<dyn Balancer>) -> Vec<Grant<W>> {
         self.setup = setup;
         self.balancer = balancer;
-        self.dispatch()
+        let mut grants = Vec::new();
+        self.dispatch_into(&mut grants);
+        grants
     }
 
     /// Whether `server` was removed by a reload.
