@@ -547,7 +547,7 @@ fn source_bounded_load_spreads_one_hot_client() {
 }
 
 /// Regression (fixed in 2e7a031): a redispatched retry (`avoid` = the
-/// server it failed to connect to; data_plane/session.rs) under `source`
+/// server it failed to connect to; the session's retry) under `source`
 /// went straight back to that server, because the hash ignored `avoid`, so
 /// `redispatch` did nothing for hashed sessions. Like HAProxy's hash lookup
 /// with an avoid server, it must move on along the ring.
@@ -780,7 +780,7 @@ fn backup_servers_only_while_all_actives_are_down() {
     assert_eq!(b.holding.values().filter(|&&s| s == 2).count(), 2, "drained: the backup takes the waiter");
 }
 
-/// Regression (FIFO, invariant 3; found by `bookkeeping_model.rs`, fixed in
+/// Regression (FIFO by queue key; found by `backend_model.rs`, fixed in
 /// 2e7a031): when the last active server went down with `redispatch` on,
 /// `set_status` re-reserved the downed server's queue *before* dispatching
 /// to the backup that had just become usable, so the session redispatched

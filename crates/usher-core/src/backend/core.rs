@@ -401,7 +401,7 @@ impl<W> BackendState<W> {
     }
 
     /// Hands one held slot of `server` to the best waiter, if it may.
-    fn grant_from(&mut self, server: ServerId) -> Option<Grant<W>> {
+    pub(crate) fn grant_from(&mut self, server: ServerId) -> Option<Grant<W>> {
         let any_active = self.any_active();
         let load = self.load();
         if !self.servers[server.0].status.up || !self.has_room(server.0, load) {
@@ -425,7 +425,7 @@ impl<W> BackendState<W> {
     /// Grants every held slot that may be used now to a waiter (after a
     /// weight, cap, state or load change raised what servers may take),
     /// into `grants`.
-    pub(crate) fn dispatch_into(&mut self, grants: &mut Vec<Grant<W>>) {
+    fn dispatch_into(&mut self, grants: &mut Vec<Grant<W>>) {
         for i in 0..self.servers.len() {
             while let Some(grant) = self.grant_from(ServerId(i)) {
                 grants.push(grant);

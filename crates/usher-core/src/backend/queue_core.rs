@@ -81,9 +81,6 @@ pub struct QueueCore<W: Waiter> {
     /// By server id; `None` once a reload removed the server.
     servers: Vec<Option<W::Server>>,
     retired: bool,
-    /// One dispatch round's grants; kept between messages so that settling
-    /// allocates nothing once warm.
-    grants: Vec<Grant<W>>,
     log: Logger,
 }
 
@@ -100,7 +97,6 @@ impl<W: Waiter> QueueCore<W> {
             state: BackendState::with_setup(setups, setup, balancer),
             servers: infos.into_iter().map(Some).collect(),
             retired: false,
-            grants: Vec::new(),
             log,
         }
     }
@@ -267,20 +263,23 @@ impl<W: Waiter> QueueCore<W> {
         }
     }
 
-    /// Hands every usable held slot to waiters, until none is left; a slot
-    /// whose waiter was gone goes around again.
+    /// Hands every usable held slot to waiters, until none is left. Each
+    /// grant is delivered as it is made: a gone waiter's slot is offered to
+    /// the next one at once, and the next grant sees the backend's load
+    /// without the gone session.
     fn settle(&mut self) {
-        let mut grants = std::mem::take(&mut self.grants);
         loop {
-            self.state.dispatch_into(&mut grants);
-            if grants.is_empty() {
+            let mut granted = false;
+            for i in 0..self.state.servers() {
+                while let Some(grant) = self.state.grant_from(ServerId(i)) {
+                    self.deliver_grant(grant);
+                    granted = true;
+                }
+            }
+            if !granted {
                 break;
             }
-            for grant in grants.drain(..) {
-                self.deliver_grant(grant);
-            }
         }
-        self.grants = grants;
         debug_assert_eq!(self.state.check(), Ok(()));
     }
 }

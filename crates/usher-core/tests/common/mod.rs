@@ -91,3 +91,13 @@ pub fn queue_core(servers: &[ServerSetup], setup: BackendSetup, balancer: Box<dy
     let log = slog::Logger::root(slog::Discard, slog::o!());
     QueueCore::new(servers, vec![(); servers.len()], setup, balancer, log)
 }
+
+/// At least 1024 cases (a case takes well under a millisecond);
+/// `PROPTEST_CASES` may ask for more.
+pub fn proptest_config() -> proptest::prelude::ProptestConfig {
+    let default = proptest::prelude::ProptestConfig::default();
+    proptest::prelude::ProptestConfig { cases: default.cases.max(1024), ..default }
+}
+
+/// Longest op sequence per case.
+pub const MAX_OPS: usize = 200;
