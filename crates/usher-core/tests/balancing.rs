@@ -342,8 +342,8 @@ fn leastconn_follows_load() {
 /// Regression (fixed in 2e7a031): leastconn ranked servers by
 /// `(load + 1) / weight`, so idle servers were ranked by weight alone and
 /// under light traffic every session went to the heaviest server ([0, 0,
-/// 6000] here). Equal loads must rotate, following the weights (issue 4:
-/// "round robin among equals"; nginx's least_conn does weighted round robin
+/// 6000] here). Equal loads must rotate, following the weights ("round robin among
+/// equals"; nginx's least_conn does weighted round robin
 /// among ties).
 #[test]
 fn leastconn_idle_traffic_follows_weights() {
