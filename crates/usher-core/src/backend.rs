@@ -28,7 +28,7 @@ pub use backend_queue::BackendQueue;
 pub use core::{
     BackendSetup, BackendState, Grant, QueuePlace, Refusal, ReserveRequest, Reserved, ServerSetup, ServerStatus,
 };
-pub use health::{AdminState, HealthConfig, OpState, ServerHealth, Transition};
+pub use health::{AdminState, CheckResult, HealthConfig, OpState, ServerHealth, Transition};
 pub use queue_core::{After, Answer, Gone, QueueCore, Waiter};
 pub use protocol::{
     CancelReserve, ConnectOutcome, Dequeue, Release, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, Slot,

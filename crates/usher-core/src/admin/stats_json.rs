@@ -125,7 +125,7 @@ pub struct ServerStats {
 pub struct CheckStats {
     pub enabled: bool,
     /// Result of the last active check (`L4OK`, `L4CON`, `L4TOUT`, `L7RSP`); `null` before the first.
-    pub status: Option<String>,
+    pub status: Option<crate::backend::CheckResult>,
     /// Consecutive good and failed checks.
     pub good: u32,
     pub failed: u32,

@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use serde::Serialize;
 use tokio::time::Instant;
 
 use super::core::ServerStatus;
@@ -74,6 +75,46 @@ pub struct HealthConfig {
     pub weight: u32,
     /// 0 = unlimited.
     pub maxconn: u32,
+}
+
+/// The result of one active check, in HAProxy's words (logs and the admin
+/// API show exactly these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CheckResult {
+    /// Connected (and, if the check sends or expects, did so).
+    #[serde(rename = "L4OK")]
+    L4Ok,
+    /// Could not connect, or the connection failed while sending.
+    #[serde(rename = "L4CON")]
+    L4Con,
+    /// Did not finish within the check's timeout.
+    #[serde(rename = "L4TOUT")]
+    L4Tout,
+    /// The reply was short or not the expected one.
+    #[serde(rename = "L7RSP")]
+    L7Rsp,
+}
+
+impl CheckResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckResult::L4Ok => "L4OK",
+            CheckResult::L4Con => "L4CON",
+            CheckResult::L4Tout => "L4TOUT",
+            CheckResult::L7Rsp => "L7RSP",
+        }
+    }
+
+    /// The check passed.
+    pub fn passed(self) -> bool {
+        self == CheckResult::L4Ok
+    }
+}
+
+impl std::fmt::Display for CheckResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A change worth a log record.
@@ -372,6 +413,20 @@ mod tests {
             assert_eq!(r.is_some(), round == 2, "fall = 3 failed checks, one per error_limit errors");
         }
         assert_eq!(h.op(), OpState::Down);
+    }
+
+    #[test]
+    fn check_results_keep_haproxy_words() {
+        for (r, word) in [
+            (CheckResult::L4Ok, "L4OK"),
+            (CheckResult::L4Con, "L4CON"),
+            (CheckResult::L4Tout, "L4TOUT"),
+            (CheckResult::L7Rsp, "L7RSP"),
+        ] {
+            assert_eq!(r.to_string(), word);
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{word}\""));
+            assert_eq!(r.passed(), word == "L4OK");
+        }
     }
 
     #[test]
