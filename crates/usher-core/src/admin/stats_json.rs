@@ -224,7 +224,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, MailboxError> {
                 queue_limit: s.maxqueue,
                 check: CheckStats {
                     enabled: s.checks,
-                    status: report.last_check.clone(),
+                    status: report.last_check,
                     good: report.checks.0,
                     failed: report.checks.1,
                 },

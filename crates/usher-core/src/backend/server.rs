@@ -353,7 +353,7 @@ impl Handler<GetServerReport> for Server {
             maxconn: self.health.maxconn(),
             slots_out: self.state.out(),
             checks: self.health.counts(),
-            last_check: self.last_check.clone(),
+            last_check: self.last_check,
             since_change: Instant::now().saturating_duration_since(self.health.last_change()),
         }
     }
