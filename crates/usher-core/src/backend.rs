@@ -12,12 +12,14 @@
 //!   to the queue core.
 //! - [`server`]: the Server actor (one upstream: its slot count, health,
 //!   admin state) over [`server_state`] and [`health`].
-//! - [`balance`]: the balancing algorithms; [`wait_queue`]: the queues.
+//! - [`balance`]: the balancing algorithms; [`wait_queue`]: the queues;
+//!   [`limit`]: the configuration's "0 means unlimited" as a type.
 
 pub mod backend_queue;
 pub mod balance;
 pub mod core;
 pub mod health;
+pub mod limit;
 pub mod protocol;
 pub mod queue_core;
 pub mod server;

@@ -26,6 +26,7 @@
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
+use super::limit::Limit;
 use super::wait_queue::{QueueKey, WaitQueue, Waiting};
 use crate::backend::balance::{least_loaded, Balancer, Candidate, Choice};
 use crate::ids::{ServerId, SessionId};
@@ -133,9 +134,10 @@ struct ServerSlots<W> {
     held: Option<u32>,
     /// Sessions holding a slot of this server.
     served: u32,
-    maxconn: u32,
-    minconn: u32,
-    maxqueue: u32,
+    maxconn: Limit,
+    /// Dynamic maxconn floor, with the backend's `fullconn`.
+    minconn: Limit,
+    maxqueue: Limit,
     backup: bool,
     status: ServerStatus,
     queue: WaitQueue<W>,
@@ -153,12 +155,13 @@ struct ServerSlots<W> {
 
 impl<W> ServerSlots<W> {
     fn new(s: &ServerSetup) -> ServerSlots<W> {
+        let maxconn = Limit::from_config(s.maxconn);
         ServerSlots {
-            held: if s.maxconn == 0 { None } else { Some(0) },
+            held: if maxconn.is_unlimited() { None } else { Some(0) },
             served: 0,
-            maxconn: s.maxconn,
-            minconn: s.minconn,
-            maxqueue: s.maxqueue,
+            maxconn,
+            minconn: Limit::from_config(s.minconn),
+            maxqueue: Limit::from_config(s.maxqueue),
             backup: s.backup,
             status: ServerStatus { up: true, weight: s.weight, cap: None },
             queue: WaitQueue::default(),
@@ -170,10 +173,28 @@ impl<W> ServerSlots<W> {
     }
 }
 
+/// [`BackendSetup`] with its bounds typed.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    maxqueue: Limit,
+    redispatch: bool,
+    fullconn: Limit,
+}
+
+impl From<BackendSetup> for Setup {
+    fn from(s: BackendSetup) -> Setup {
+        Setup {
+            maxqueue: Limit::from_config(s.maxqueue),
+            redispatch: s.redispatch,
+            fullconn: Limit::from_config(s.fullconn),
+        }
+    }
+}
+
 pub struct BackendState<W> {
     servers: Vec<ServerSlots<W>>,
     queue: WaitQueue<W>,
-    setup: BackendSetup,
+    setup: Setup,
     balancer: Box<dyn Balancer>,
     /// Which queue each waiting session is in (`None` = backend queue).
     location: FxHashMap<SessionId, Option<ServerId>>,
@@ -196,7 +217,7 @@ impl<W> BackendState<W> {
         BackendState {
             servers,
             queue: WaitQueue::default(),
-            setup,
+            setup: setup.into(),
             balancer,
             location: FxHashMap::default(),
             max_queue: 0,
@@ -228,10 +249,13 @@ impl<W> BackendState<W> {
     fn effective_max(&self, i: usize, load: u64) -> Option<u32> {
         let s = &self.servers[i];
         let mut max = s.status.cap;
-        if s.minconn > 0 && s.maxconn > 0 && self.setup.fullconn > 0 && load < u64::from(self.setup.fullconn) {
-            let dynamic = (load * u64::from(s.maxconn) / u64::from(self.setup.fullconn)) as u32;
-            let dynamic = dynamic.max(s.minconn).min(s.maxconn);
-            max = Some(max.map_or(dynamic, |m| m.min(dynamic)));
+        if let (Some(minconn), Some(maxconn), Some(fullconn)) = (s.minconn.get(), s.maxconn.get(), self.setup.fullconn.get())
+        {
+            if load < u64::from(fullconn) {
+                let dynamic = (load * u64::from(maxconn) / u64::from(fullconn)) as u32;
+                let dynamic = dynamic.max(minconn).min(maxconn);
+                max = Some(max.map_or(dynamic, |m| m.min(dynamic)));
+            }
         }
         max
     }
@@ -296,7 +320,7 @@ impl<W> BackendState<W> {
     }
 
     fn enqueue_backend(&mut self, req: ReserveRequest, waiter: W) -> Reserved<W> {
-        if self.setup.maxqueue > 0 && self.queue.len() >= self.setup.maxqueue as usize {
+        if self.setup.maxqueue.reached_by(self.queue.len()) {
             return Reserved::Full { waiter };
         }
         let position = self.queue.push(req.key, req.session, waiter);
@@ -317,7 +341,7 @@ impl<W> BackendState<W> {
             return Reserved::Granted { server: pin, waiter };
         }
         let s = &self.servers[pin.0];
-        if s.maxqueue > 0 && s.queue.len() >= s.maxqueue as usize {
+        if s.maxqueue.reached_by(s.queue.len()) {
             if hashed && self.setup.redispatch {
                 // Its server's queue is full: any other server will do.
                 let candidates = self.candidates(Some(pin));
@@ -518,11 +542,12 @@ impl<W> BackendState<W> {
     /// its Server, in the next status report.
     pub fn update_server(&mut self, server: ServerId, setup: &ServerSetup) {
         let Some(s) = self.servers.get_mut(server.0).filter(|s| !s.removed) else { return };
-        debug_assert_eq!(s.maxconn == 0, setup.maxconn == 0, "limited and unlimited swap servers");
-        s.maxconn = setup.maxconn;
+        let maxconn = Limit::from_config(setup.maxconn);
+        debug_assert_eq!(s.maxconn.is_unlimited(), maxconn.is_unlimited(), "limited and unlimited swap servers");
+        s.maxconn = maxconn;
         s.limit_seen = s.limit_seen.max(setup.maxconn);
-        s.minconn = setup.minconn;
-        s.maxqueue = setup.maxqueue;
+        s.minconn = Limit::from_config(setup.minconn);
+        s.maxqueue = Limit::from_config(setup.maxqueue);
         s.backup = setup.backup;
     }
 
@@ -545,7 +570,7 @@ impl<W> BackendState<W> {
     /// balancer, sized for every server id). Returns what became grantable
     /// (fullconn changes what servers may take).
     pub fn reconfigure(&mut self, setup: BackendSetup, balancer: Box<dyn Balancer>) -> Vec<Grant<W>> {
-        self.setup = setup;
+        self.setup = setup.into();
         self.balancer = balancer;
         let mut grants = Vec::new();
         self.dispatch_into(&mut grants);
@@ -631,7 +656,7 @@ impl<W> BackendState<W> {
     /// Checks the invariants listed in the module doc; returns the first
     /// violation. Used by tests after every step.
     pub fn check(&self) -> Result<(), String> {
-        if self.setup.maxqueue > 0 && self.queue.len() > self.setup.maxqueue as usize {
+        if self.setup.maxqueue.exceeded_by(self.queue.len()) {
             return Err(format!("backend queue {} > maxqueue {}", self.queue.len(), self.setup.maxqueue));
         }
         let any_active = self.any_active();
@@ -644,10 +669,10 @@ impl<W> BackendState<W> {
             if s.removed && (!s.queue.is_empty() || s.held.is_some_and(|n| n > 0) || s.status.up) {
                 return Err(format!("removed server {i} still queues, holds credits or is up"));
             }
-            if s.maxqueue > 0 && s.queue.len() > s.maxqueue as usize {
+            if s.maxqueue.exceeded_by(s.queue.len()) {
                 return Err(format!("server {i} queue {} > maxqueue {}", s.queue.len(), s.maxqueue));
             }
-            if s.maxconn > 0 && s.served > s.limit_seen {
+            if !s.maxconn.is_unlimited() && s.served > s.limit_seen {
                 return Err(format!("server {i} serves {} > maxconn {}", s.served, s.limit_seen));
             }
             let usable_credit = s.held.is_some_and(|n| n > 0) && s.status.up && self.has_room(i, load);

@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::core::ServerStatus;
+use super::limit::Limit;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpState {
@@ -328,19 +329,20 @@ impl ServerHealth {
     pub fn status(&self, now: Instant) -> ServerStatus {
         let up = self.op != OpState::Down && self.admin != AdminState::Maint;
         let mut weight = if self.admin == AdminState::Drain { 0 } else { self.weight };
+        let maxconn = Limit::from_config(self.maxconn).get();
         let mut cap = None;
         if let Some(pct) = self.ramp_percent(now) {
             if weight > 0 {
                 weight = ((u64::from(weight) * pct / 100) as u32).max(1);
             }
-            if self.maxconn > 0 {
-                cap = Some(((u64::from(self.maxconn) * pct / 100) as u32).max(1));
+            if let Some(maxconn) = maxconn {
+                cap = Some(((u64::from(maxconn) * pct / 100) as u32).max(1));
             }
         }
-        if self.maxconn > 0 && self.maxconn != self.cfg.maxconn {
+        if let Some(maxconn) = maxconn.filter(|&m| m != self.cfg.maxconn) {
             // Changed at run time. Lowered: slots already lent drain down to
             // it. Raised: the BackendQueue learns the new bound.
-            cap = Some(cap.map_or(self.maxconn, |c| c.min(self.maxconn)));
+            cap = Some(cap.map_or(maxconn, |c| c.min(maxconn)));
         }
         ServerStatus { up, weight, cap }
     }
