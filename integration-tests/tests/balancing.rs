@@ -1,4 +1,4 @@
-//! Issue 4 on real sockets: balancing algorithms, source pinning with
+//! On real sockets: balancing algorithms, source pinning with
 //! maxconn/maxqueue, and priority classes.
 
 use std::net::{IpAddr, SocketAddr};
@@ -64,7 +64,7 @@ async fn leastconn_spreads_long_sessions() {
     s2.wait_until("3 on s2", |s| s.current() == 3).await;
 }
 
-/// Issue 4 test 2: same client IP → same server; a pinned server at
+/// Same client IP → same server; a pinned server at
 /// maxconn queues, then redispatches when its queue is full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_pins_clients_and_respects_maxconn() {
@@ -129,7 +129,7 @@ async fn source_without_redispatch_refuses_when_the_server_queue_is_full() {
     assert_eq!(record.get("server"), "-");
 }
 
-/// Issue 4 test 8: queued sessions of a better class are served first;
+/// Queued sessions of a better class are served first;
 /// arrival order is kept within a class.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priority_classes_are_served_first() {
@@ -162,7 +162,7 @@ async fn priority_classes_are_served_first() {
     assert_eq!(served, b"XYabc", "gold first in arrival order, then bronze in arrival order");
 }
 
-/// Issue 4 item 6: under every algorithm, a server with maxconn 1 never sees
+/// Under every algorithm, a server with maxconn 1 never sees
 /// 2 connections, and every client of a 200-client burst is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_algorithm_exceeds_maxconn() {
@@ -190,7 +190,7 @@ async fn no_algorithm_exceeds_maxconn() {
     }
 }
 
-/// Issue 4 test 1 on sockets: sessions follow the weights.
+/// On sockets: sessions follow the weights.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_shape_the_distribution() {
     for balance in ["roundrobin", "static-rr", "random"] {

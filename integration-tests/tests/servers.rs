@@ -1,4 +1,4 @@
-//! Issue 4 on real sockets: health checks, admin states, backups, queues of
+//! On real sockets: health checks, admin states, backups, queues of
 //! servers that go away, slowstart and dynamic maxconn.
 
 use std::time::Duration;
@@ -22,7 +22,7 @@ async fn admin(broker: &TestBroker, server: &str, state: AdminState) {
     broker.control.server("app", server).expect("server").send(SetAdminState(state)).await.expect("delivered");
 }
 
-/// Issue 4 test 3: a killed backend is marked down within about
+/// A killed backend is marked down within about
 /// fall × inter and gets no new sessions; it comes back after rise checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_take_a_dead_server_out_and_back() {
@@ -71,7 +71,7 @@ async fn live_traffic_errors_mark_a_server_down() {
     assert_eq!(down.get("reason"), "live traffic errors");
 }
 
-/// Issue 4 test 4: drain stops new balanced sessions while established ones
+/// Drain stops new balanced sessions while established ones
 /// continue; maint takes it out; ready brings it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_maint_and_ready_at_run_time() {
@@ -105,7 +105,7 @@ async fn drain_maint_and_ready_at_run_time() {
     broker.logs.wait_for("server admin state changed", |r| r.get("to") == "maint").await;
 }
 
-/// Issue 4 test 4 (queues): sessions queued for a server sent to
+/// Sessions queued for a server sent to
 /// maintenance are redispatched at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_of_a_server_in_maintenance_is_redispatched() {
@@ -137,7 +137,7 @@ async fn queue_of_a_server_in_maintenance_is_redispatched() {
     assert!(records.iter().all(|r| r.get("server") != home && r.termination() == "--"), "{records:?}");
 }
 
-/// Issue 4 test 5: the last usable server goes away while 5 clients are
+/// The last usable server goes away while 5 clients are
 /// queued: all 5 fail at once (queue timeout an hour away).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_queue_fails_fast_when_no_server_is_left() {
@@ -162,7 +162,7 @@ async fn backend_queue_fails_fast_when_no_server_is_left() {
     }
 }
 
-/// Issue 4 test 6: a backup server is used only while all actives are down.
+/// A backup server is used only while all actives are down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_serves_only_while_actives_are_down() {
     let active = TestBackend::start(Behavior::Echo);
@@ -185,7 +185,7 @@ async fn backup_serves_only_while_actives_are_down() {
     assert_eq!((active.accepted(), backup.accepted()), (7, 3));
 }
 
-/// Issue 4 test 7: slowstart ramps a returning server's effective maxconn.
+/// Slowstart ramps a returning server's effective maxconn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowstart_ramps_effective_maxconn() {
     let s1 = TestBackend::start(Behavior::Echo);
@@ -215,7 +215,7 @@ async fn slowstart_ramps_effective_maxconn() {
     broker.logs.wait_for("server state changed", |r| r.get("reason") == "slowstart done").await;
 }
 
-/// Issue 4 test 7: dynamic maxconn (minconn / fullconn) follows backend load.
+/// Dynamic maxconn (minconn / fullconn) follows backend load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_maxconn_follows_backend_load() {
     let s1 = TestBackend::start(Behavior::Drain);

@@ -3,19 +3,25 @@
 //!
 //! - [`protocol`]: what sessions, Servers and the BackendQueue say to each
 //!   other (`Reserve`, `Release`, `Dequeue`, the [`Slot`] a grant hands out).
-//! - [`core`]: the BackendQueue's rules as a plain struct, with no actix:
-//!   who gets a slot, who waits, who is refused.
+//! - [`core`]: the BackendQueue's bookkeeping as a plain struct, with no
+//!   actix: who gets a slot, who waits, who is refused.
+//! - [`queue_core`]: the BackendQueue's protocol over it, with no actix:
+//!   answers each message's waiters (generic [`Waiter`]s), re-offers the
+//!   slot of a gone one, settles, applies reloads, retires.
 //! - [`backend_queue`]: the BackendQueue actor, which only forwards messages
-//!   to the core and sends what it returns.
+//!   to the queue core.
 //! - [`server`]: the Server actor (one upstream: its slot count, health,
 //!   admin state) over [`server_state`] and [`health`].
-//! - [`balance`]: the balancing algorithms; [`wait_queue`]: the queues.
+//! - [`balance`]: the balancing algorithms; [`wait_queue`]: the queues;
+//!   [`limit`]: the configuration's "0 means unlimited" as a type.
 
 pub mod backend_queue;
 pub mod balance;
 pub mod core;
 pub mod health;
+pub mod limit;
 pub mod protocol;
+pub mod queue_core;
 pub mod server;
 pub mod server_state;
 pub mod wait_queue;
@@ -24,7 +30,8 @@ pub use backend_queue::BackendQueue;
 pub use core::{
     BackendSetup, BackendState, Grant, QueuePlace, Refusal, ReserveRequest, Reserved, ServerSetup, ServerStatus,
 };
-pub use health::{AdminState, HealthConfig, OpState, ServerHealth, Transition};
+pub use health::{AdminState, CheckResult, HealthConfig, OpState, ServerHealth, Transition};
+pub use queue_core::{After, Answer, Gone, QueueCore, Waiter};
 pub use protocol::{
     CancelReserve, ConnectOutcome, Dequeue, Release, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, Slot,
 };

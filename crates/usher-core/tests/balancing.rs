@@ -1,29 +1,30 @@
 //! Distribution and lifecycle tests of every balancing algorithm, through
-//! `BackendState` (the BackendQueue's bookkeeping) rather than the bare
-//! balancer: candidates, slots, queues, releases and server status changes
-//! all play their part, as in the actor.
+//! the BackendQueue's core (`QueueCore` over `BackendState`) rather than the
+//! bare balancer: candidates, slots, queues, releases and server status
+//! changes all play their part, as in the actor.
 //!
-//! [`Backend`] drives a `BackendState` the way `actors/backend_queue.rs`
-//! does: every limited server lends all its slots at start (`credit`); a
-//! `Reserve` is `reserve` then `settle` (`dispatch` until no grant); a
-//! session's close is a `Dequeue` (`released`, then `credit` for a limited
-//! server, then `settle`); `ServerStatusChanged` is `set_status`, whose
-//! grants are delivered and whose refusals leave. `check()` must hold after
-//! every message.
+//! [`Backend`] sends the core the BackendQueue's messages: every limited
+//! server lends all its slots at start (`Dequeue`); a session's close is a
+//! `Dequeue` (its release, plus a credit for a limited server); a status
+//! change is `ServerStatusChanged`. The answers the sessions hear say who
+//! was granted and who refused. `check()` must hold after every message.
 //!
 //! Sessions' lifetimes come from a seeded xorshift, so every run is the same.
 //!
 //! Three tests here found bugs in `src/` (leastconn idle traffic, source
 //! ignoring `avoid`, stranded sessions overtaking older waiters); all fixed.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use common::{queue_core, Reply, Sessions, TestWaiter};
 use tokio::time::Instant;
 use usher_core::backend::balance::{Balancer, ConsistentHash, First, LeastConn, PowerOfChoices, SmoothRoundRobin};
 use usher_core::backend::{
-    BackendSetup, BackendState, HealthConfig, QueueKey, ReserveRequest, Reserved, ServerHealth, ServerSetup,
+    BackendSetup, BackendState, HealthConfig, QueueCore, QueueKey, ReserveRequest, Reserved, ServerHealth, ServerSetup,
     ServerStatus,
 };
 use usher_core::ids::{ServerId, SessionId};
@@ -42,9 +43,10 @@ enum Answer {
     NoServer,
 }
 
-/// One backend as its BackendQueue actor drives it.
+/// One backend's queue core, sent the BackendQueue's messages.
 struct Backend {
-    state: BackendState<u64>,
+    core: QueueCore<TestWaiter>,
+    sessions: Sessions,
     limited: Vec<bool>,
     next: u64,
     /// Sessions holding a slot, by id: their server.
@@ -73,21 +75,25 @@ fn ip(i: u32) -> IpAddr {
 
 impl Backend {
     fn new(servers: &[ServerSetup], setup: BackendSetup, balancer: Box<dyn Balancer>) -> Backend {
-        let mut state = BackendState::with_setup(servers, setup, balancer);
-        // `Server::started`: every slot is lent at once.
-        for (i, s) in servers.iter().enumerate() {
-            for _ in 0..s.maxconn {
-                assert!(state.credit(ServerId(i)).is_none());
-            }
-        }
-        Backend {
-            state,
+        let mut b = Backend {
+            core: queue_core(servers, setup, balancer),
+            sessions: Sessions::default(),
             limited: servers.iter().map(|s| s.maxconn > 0).collect(),
             next: 1,
             holding: BTreeMap::new(),
             log: Vec::new(),
             refused: Vec::new(),
+        };
+        // `Server::started`: every slot is lent at once.
+        for (i, s) in servers.iter().enumerate() {
+            let _ = b.core.dequeue(ServerId(i), s.maxconn, 0);
+            assert!(b.hear().is_empty(), "nobody waits yet");
         }
+        b
+    }
+
+    fn state(&self) -> &BackendState<TestWaiter> {
+        self.core.state()
     }
 
     fn plain(servers: &[ServerSetup], balancer: Box<dyn Balancer>) -> Backend {
@@ -112,70 +118,54 @@ impl Backend {
         self.next += 1;
         let req =
             ReserveRequest { session: SessionId(id), key, client, pin: pin.map(ServerId), avoid: avoid.map(ServerId) };
-        let answer = match self.state.reserve(req, id) {
-            Reserved::Granted { server, waiter } => {
-                assert_eq!(waiter, id);
-                self.grant(id, server.0);
-                Answer::Granted(server.0)
-            }
+        let answer = match self.core.reserve(req, self.sessions.waiter(id)) {
+            Reserved::Granted { server, .. } => Answer::Granted(server.0),
             Reserved::Queued { server, .. } => Answer::Queued(server.map(|s| s.0)),
             Reserved::Full { .. } => Answer::Full,
             Reserved::NoServer { .. } => Answer::NoServer,
         };
-        self.settle();
+        self.hear();
         (id, answer)
     }
 
-    fn grant(&mut self, id: u64, server: usize) {
-        assert!(self.holding.insert(id, server).is_none(), "session {id} granted twice");
-        self.log.push((id, server));
-    }
-
-    /// `BackendQueue::settle`.
-    fn settle(&mut self) {
-        loop {
-            let grants = self.state.dispatch();
-            if grants.is_empty() {
-                break;
-            }
-            for g in grants {
-                self.grant(g.session.0, g.server.0);
+    /// What the sessions heard since the last message: the grants, in
+    /// order, are logged; refused sessions leave. Returns the grants.
+    fn hear(&mut self) -> Vec<(u64, usize)> {
+        let mut grants = Vec::new();
+        for heard in self.sessions.heard() {
+            assert!(heard.delivered, "nobody is gone here");
+            match heard.reply {
+                Reply::Granted { server, .. } => {
+                    assert!(self.holding.insert(heard.session, server).is_none(), "{heard:?}: granted twice");
+                    self.log.push((heard.session, server));
+                    grants.push((heard.session, server));
+                }
+                Reply::NoServer { queued: Some(_) } => self.refused.push(heard.session),
+                Reply::Full | Reply::NoServer { .. } | Reply::Left { .. } => {}
             }
         }
-        assert_eq!(self.state.check(), Ok(()));
+        assert_eq!(self.state().check(), Ok(()));
+        grants
     }
 
     /// Session `id` closes: its Server reports the release with the credit
     /// it lends back (`Dequeue`).
     fn release(&mut self, id: u64) {
         let s = self.holding.remove(&id).expect("release of a session holding a slot");
-        self.state.released(ServerId(s), 1);
-        if self.limited[s] {
-            if let Some(g) = self.state.credit(ServerId(s)) {
-                self.grant(g.session.0, g.server.0);
-            }
-        }
-        self.settle();
+        let _ = self.core.dequeue(ServerId(s), u32::from(self.limited[s]), 1);
+        self.hear();
     }
 
     /// `ServerStatusChanged`: returns the sessions granted and refused.
     fn set_status(&mut self, s: usize, status: ServerStatus) -> (Vec<(u64, usize)>, Vec<u64>) {
-        let (grants, refusals) = self.state.set_status(ServerId(s), status);
-        let grants: Vec<(u64, usize)> = grants.iter().map(|g| (g.session.0, g.server.0)).collect();
-        for &(id, server) in &grants {
-            self.grant(id, server);
-        }
-        let refusals: Vec<u64> = refusals.iter().map(|r| r.session.0).collect();
-        self.refused.extend(&refusals);
-        let before = self.log.len();
-        self.settle();
-        let mut all = grants;
-        all.extend_from_slice(&self.log[before..]);
-        (all, refusals)
+        let before = self.refused.len();
+        let _ = self.core.status_changed(ServerId(s), status);
+        let grants = self.hear();
+        (grants, self.refused[before..].to_vec())
     }
 
     fn served(&self, s: usize) -> u32 {
-        self.state.served(ServerId(s))
+        self.state().served(ServerId(s))
     }
 
     fn served_all(&self, n: usize) -> Vec<u32> {
@@ -352,8 +342,8 @@ fn leastconn_follows_load() {
 /// Regression (fixed in 2e7a031): leastconn ranked servers by
 /// `(load + 1) / weight`, so idle servers were ranked by weight alone and
 /// under light traffic every session went to the heaviest server ([0, 0,
-/// 6000] here). Equal loads must rotate, following the weights (issue 4:
-/// "round robin among equals"; nginx's least_conn does weighted round robin
+/// 6000] here). Equal loads must rotate, following the weights ("round robin among
+/// equals"; nginx's least_conn does weighted round robin
 /// among ties).
 #[test]
 fn leastconn_idle_traffic_follows_weights() {
@@ -557,7 +547,7 @@ fn source_bounded_load_spreads_one_hot_client() {
 }
 
 /// Regression (fixed in 2e7a031): a redispatched retry (`avoid` = the
-/// server it failed to connect to; data_plane/session.rs) under `source`
+/// server it failed to connect to; the session's retry) under `source`
 /// went straight back to that server, because the hash ignored `avoid`, so
 /// `redispatch` did nothing for hashed sessions. Like HAProxy's hash lookup
 /// with an avoid server, it must move on along the ring.
@@ -590,13 +580,13 @@ fn slowstart_cap_limits_grants() {
     let answers: Vec<Answer> = (0..10).map(|_| b.arrive(None).1).collect();
     assert_eq!(answers.iter().filter(|a| **a == Answer::Granted(0)).count(), 3);
     assert_eq!(b.served(0), 3);
-    assert_eq!(b.state.effective_maxconn(ServerId(0)), Some(3));
+    assert_eq!(b.state().effective_maxconn(ServerId(0)), Some(3));
     let (grants, _) = b.set_status(0, ServerStatus { up: true, weight: 1, cap: Some(6) });
     assert_eq!(grants, [(4, 0), (5, 0), (6, 0)], "oldest first");
     let (grants, _) = b.set_status(0, up(1));
     assert_eq!(grants.len(), 4);
     assert_eq!(b.served(0), 10);
-    assert_eq!(b.state.held(ServerId(0)), Some(0));
+    assert_eq!(b.state().held(ServerId(0)), Some(0));
 
     // A capped server takes no more than its cap; its neighbour the rest.
     let mut b = Backend::plain(&[server(10, 1), server(10, 1)], Box::new(SmoothRoundRobin::new(2)));
@@ -634,7 +624,7 @@ fn slowstart_ramp_grows_the_effective_maxconn() {
     for _ in 0..50 {
         b.arrive(None);
     }
-    assert_eq!((b.served(0), b.served(1), b.state.backend_queue_len()), (0, 20, 30));
+    assert_eq!((b.served(0), b.served(1), b.state().backend_queue_len()), (0, 20, 30));
     health.check_result(true, t0);
     let mut last = 0;
     for sec in 0..=10u64 {
@@ -648,7 +638,7 @@ fn slowstart_ramp_grows_the_effective_maxconn() {
         last = want;
     }
     assert_eq!(last, 20);
-    assert_eq!(b.state.backend_queue_len(), 10);
+    assert_eq!(b.state().backend_queue_len(), 10);
 }
 
 /// Dynamic maxconn (HAProxy's minconn/fullconn): a server's effective
@@ -665,14 +655,14 @@ fn dynamic_maxconn_scales_grants_with_backend_load() {
         // Backend load k: every session is served or queued.
         assert_eq!(b.served(0), k.min(eff(k)), "after {k} sessions");
         let want = (k < 20).then(|| eff(k));
-        assert_eq!(b.state.effective_maxconn(ServerId(0)), want, "effective maxconn at load {k}");
+        assert_eq!(b.state().effective_maxconn(ServerId(0)), want, "effective maxconn at load {k}");
     }
     // As sessions close the load falls: nobody is stuck, all are served.
     let mut served = BTreeSet::new();
     while let Some(&id) = b.holding.keys().next() {
         served.insert(id);
         b.release(id);
-        assert!(b.served(0) > 0 || b.state.backend_queue_len() == 0, "sessions wait with no slot in use");
+        assert!(b.served(0) > 0 || b.state().backend_queue_len() == 0, "sessions wait with no slot in use");
     }
     assert_eq!(served.len(), 30);
 
@@ -687,7 +677,7 @@ fn dynamic_maxconn_scales_grants_with_backend_load() {
         b.arrive(None);
         let dynamic = if k < 20 { (k * 10 / 20).max(1) } else { 10 };
         assert!(b.served(0) <= dynamic, "after {k} sessions server 0 serves {} > {dynamic}", b.served(0));
-        if b.state.backend_queue_len() > 0 {
+        if b.state().backend_queue_len() > 0 {
             assert_eq!(b.served_all(2), [dynamic, 10], "after {k} sessions, some waiting");
         } else {
             assert_eq!(b.served(0) + b.served(1), k);
@@ -715,7 +705,7 @@ fn priority_classes_then_arrival_order() {
     }
     let mut current = holder;
     let mut order = Vec::new();
-    while b.state.backend_queue_len() > 0 {
+    while b.state().backend_queue_len() > 0 {
         b.release(current);
         current = *b.holding.keys().next().unwrap();
         order.push(current);
@@ -790,7 +780,7 @@ fn backup_servers_only_while_all_actives_are_down() {
     assert_eq!(b.holding.values().filter(|&&s| s == 2).count(), 2, "drained: the backup takes the waiter");
 }
 
-/// Regression (FIFO, invariant 3; found by `bookkeeping_model.rs`, fixed in
+/// Regression (FIFO by queue key; found by `backend_model.rs`, fixed in
 /// 2e7a031): when the last active server went down with `redispatch` on,
 /// `set_status` re-reserved the downed server's queue *before* dispatching
 /// to the backup that had just become usable, so the session redispatched
@@ -808,9 +798,9 @@ fn redispatched_session_overtakes_older_waiter_on_backup() {
     // Server 0 down: session 3 moves to the backend queue (server 1 full).
     let (grants, refused) = b.set_status(0, down(1));
     assert!(grants.is_empty() && refused.is_empty());
-    assert_eq!(b.state.backend_queue_len(), 1);
+    assert_eq!(b.state().backend_queue_len(), 1);
     // Server 1 down: the backup has one slot; 3 queued first, so 3 gets it.
     let (grants, _) = b.set_status(1, down(1));
     assert_eq!(grants, [(older, 2)], "the backup's slot went to {grants:?}, not the older session {older}");
-    assert!(b.state.is_queued(SessionId(newer)));
+    assert!(b.state().is_queued(SessionId(newer)));
 }

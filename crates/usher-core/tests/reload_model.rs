@@ -1,6 +1,6 @@
 //! Seeded random interleavings of a backend's traffic with reloads that add,
-//! change and remove servers (`BackendState::add_server`, `update_server`,
-//! `remove_server`, `reconfigure`), against the Servers' own slot ledgers.
+//! change and remove servers (`QueueCore::reconfigure`, the BackendQueue's
+//! own reload code), against the Servers' own slot ledgers.
 //!
 //! What must hold at every step, whatever the order:
 //! - `BackendState::check` (no usable credit while someone waits, queues
@@ -11,12 +11,15 @@
 //! - every session is accounted for exactly once: served, refused, waiting
 //!   or cancelled — a reload never loses a waiting session.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
+use common::{queue_core, Reply, Sessions, TestWaiter};
 use proptest::prelude::*;
 use usher_core::backend::balance::SmoothRoundRobin;
-use usher_core::backend::ServerSetup;
-use usher_core::backend::{BackendSetup, BackendState, QueueKey, ReserveRequest, Reserved};
+use usher_core::backend::queue_core::ServerChange;
+use usher_core::backend::{BackendSetup, QueueCore, QueueKey, ReserveRequest, ServerSetup};
 use usher_core::ids::{ServerId, SessionId};
 
 #[derive(Debug, Clone)]
@@ -45,7 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A Server's slot ledger, as `actors/server.rs` keeps it.
+/// A Server's slot ledger, as the Server actor keeps it.
 struct Ledger {
     maxconn: u32,
     /// Slots lent to the BackendQueue or held by sessions.
@@ -54,7 +57,8 @@ struct Ledger {
 }
 
 struct Model {
-    state: BackendState<u64>,
+    queue: QueueCore<TestWaiter>,
+    sessions: Sessions,
     ledgers: Vec<Ledger>,
     /// Served sessions and their server.
     served: BTreeMap<u64, usize>,
@@ -67,9 +71,10 @@ struct Model {
 impl Model {
     fn new() -> Model {
         let setups = [setup(2), setup(1)];
-        let state = BackendState::with_setup(&setups, backend(), Box::new(SmoothRoundRobin::new(2)));
+        let queue = queue_core(&setups, backend(), Box::new(SmoothRoundRobin::new(2)));
         let mut m = Model {
-            state,
+            queue,
+            sessions: Sessions::default(),
             ledgers: setups.iter().map(|s| Ledger { maxconn: s.maxconn, out: 0, removed: false }).collect(),
             served: BTreeMap::new(),
             waiting: BTreeSet::new(),
@@ -83,19 +88,41 @@ impl Model {
         m
     }
 
-    /// The Server lends its free slots (and reports `released`).
+    /// The Server lends its free slots (and reports `released`): a `Dequeue`.
     fn lend_free(&mut self, i: usize, released: u32) {
-        self.state.released(ServerId(i), released);
         let ledger = &mut self.ledgers[i];
         let free = ledger.maxconn.saturating_sub(ledger.out);
         ledger.out += free;
-        for _ in 0..free {
-            if let Some(grant) = self.state.credit(ServerId(i)) {
-                self.granted(grant.server.0, grant.waiter);
-            }
-        }
+        let _ = self.queue.dequeue(ServerId(i), free, released);
         // Credits a removed server lends are dropped by the BackendState:
         // they stay "out" in its ledger, which is what keeps it bounded.
+        self.hear();
+    }
+
+    /// What the sessions heard from the queue (nobody is gone here).
+    fn hear(&mut self) {
+        for heard in self.sessions.heard() {
+            assert!(heard.delivered);
+            let session = heard.session;
+            match heard.reply {
+                Reply::Granted { server, .. } => self.granted(server, session),
+                Reply::Full | Reply::NoServer { .. } => {
+                    assert!(self.waiting.remove(&session), "refused a session that was not waiting");
+                    self.refused += 1;
+                }
+                Reply::Left { .. } => {
+                    assert!(self.waiting.remove(&session), "cancelled a session that was not waiting");
+                    self.cancelled += 1;
+                }
+            }
+        }
+    }
+
+    /// A reload: new settings and balancer for every server id, and `change`.
+    fn reload(&mut self, change: ServerChange<()>) {
+        let balancer = Box::new(SmoothRoundRobin::new(self.ledgers.len()));
+        let _ = self.queue.reconfigure(backend(), balancer, vec![change]);
+        self.hear();
     }
 
     fn granted(&mut self, server: usize, session: u64) {
@@ -125,14 +152,8 @@ impl Model {
                     avoid: None,
                 };
                 self.waiting.insert(id);
-                match self.state.reserve(req, id) {
-                    Reserved::Granted { server, waiter } => self.granted(server.0, waiter),
-                    Reserved::Queued { .. } => {}
-                    Reserved::Full { .. } | Reserved::NoServer { .. } => {
-                        self.waiting.remove(&id);
-                        self.refused += 1;
-                    }
-                }
+                let _ = self.queue.reserve(req, self.sessions.waiter(id));
+                self.hear();
             }
             Op::End(k) => {
                 let Some((&session, &server)) = self.served.iter().nth(k % self.served.len().max(1)) else { return };
@@ -143,16 +164,14 @@ impl Model {
             }
             Op::Leave(k) => {
                 let Some(&session) = self.waiting.iter().nth(k % self.waiting.len().max(1)) else { return };
-                if self.state.cancel(SessionId(session)).is_some() {
-                    self.waiting.remove(&session);
-                    self.cancelled += 1;
-                }
+                let _ = self.queue.cancel(SessionId(session));
+                self.hear();
             }
             Op::Add(maxconn) => {
-                let id = self.state.add_server(&setup(maxconn));
-                assert_eq!(id.0, self.ledgers.len(), "ids are handed out in order");
+                let id = ServerId(self.ledgers.len());
                 self.ledgers.push(Ledger { maxconn, out: 0, removed: false });
-                self.rebalance();
+                self.reload(ServerChange::Add { id, info: (), setup: setup(maxconn) });
+                assert_eq!(self.queue.state().servers(), self.ledgers.len(), "ids are handed out in order");
                 self.lend_free(id.0, 0);
             }
             Op::Remove(k) => {
@@ -164,46 +183,21 @@ impl Model {
                 }
                 let server = live[k % live.len()];
                 self.ledgers[server].removed = true;
-                let (grants, refusals) = self.state.remove_server(ServerId(server));
-                for g in grants {
-                    self.granted(g.server.0, g.waiter);
-                }
-                for r in refusals {
-                    assert!(self.waiting.remove(&r.waiter), "refused a session that was not waiting");
-                    self.refused += 1;
-                }
-                self.rebalance();
+                self.reload(ServerChange::Remove { id: ServerId(server) });
             }
             Op::Resize(k, maxconn) => {
                 let live = self.live();
                 let server = live[k % live.len()];
-                self.state.update_server(ServerId(server), &setup(maxconn));
+                self.reload(ServerChange::Update { id: ServerId(server), info: (), setup: setup(maxconn) });
                 self.ledgers[server].maxconn = maxconn;
                 self.lend_free(server, 0);
             }
         }
-        // What the actor does after every message.
-        loop {
-            let grants = self.state.dispatch();
-            if grants.is_empty() {
-                break;
-            }
-            for g in grants {
-                self.granted(g.server.0, g.waiter);
-            }
-        }
-        if let Err(e) = self.state.check() {
+        if let Err(e) = self.queue.state().check() {
             panic!("BackendState::check: {e}");
         }
         let accounted = self.served.len() as u64 + self.waiting.len() as u64 + self.refused + self.cancelled;
         assert!(accounted <= self.next, "sessions counted twice");
-    }
-
-    fn rebalance(&mut self) {
-        let grants = self.state.reconfigure(backend(), Box::new(SmoothRoundRobin::new(self.ledgers.len())));
-        for g in grants {
-            self.granted(g.server.0, g.waiter);
-        }
     }
 }
 

@@ -122,7 +122,7 @@ pub struct ServerStats {
 pub struct CheckStats {
     pub enabled: bool,
     /// Result of the last active check (`L4OK`, `L4CON`, `L4TOUT`, `L7RSP`); `null` before the first.
-    pub status: Option<String>,
+    pub status: Option<crate::backend::CheckResult>,
     /// Consecutive good and failed checks.
     pub good: u32,
     pub failed: u32,
@@ -220,7 +220,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
                 queue_limit: s.maxqueue,
                 check: CheckStats {
                     enabled: s.checks,
-                    status: report.last_check.clone(),
+                    status: report.last_check,
                     good: report.checks.0,
                     failed: report.checks.1,
                 },

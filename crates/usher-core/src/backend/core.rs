@@ -26,6 +26,7 @@
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
+use super::limit::Limit;
 use super::wait_queue::{QueueKey, WaitQueue, Waiting};
 use crate::backend::balance::{least_loaded, Balancer, Candidate, Choice};
 use crate::ids::{ServerId, SessionId};
@@ -87,8 +88,6 @@ pub struct Grant<W> {
 /// A queued session that can no longer be served.
 #[derive(Debug)]
 pub struct Refusal<W> {
-    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // read by the models
-    pub session: SessionId,
     pub waiter: W,
     pub queued: QueuePlace,
 }
@@ -135,9 +134,10 @@ struct ServerSlots<W> {
     held: Option<u32>,
     /// Sessions holding a slot of this server.
     served: u32,
-    maxconn: u32,
-    minconn: u32,
-    maxqueue: u32,
+    maxconn: Limit,
+    /// Dynamic maxconn floor, with the backend's `fullconn`.
+    minconn: Limit,
+    maxqueue: Limit,
     backup: bool,
     status: ServerStatus,
     queue: WaitQueue<W>,
@@ -155,12 +155,13 @@ struct ServerSlots<W> {
 
 impl<W> ServerSlots<W> {
     fn new(s: &ServerSetup) -> ServerSlots<W> {
+        let maxconn = Limit::from_config(s.maxconn);
         ServerSlots {
-            held: if s.maxconn == 0 { None } else { Some(0) },
+            held: if maxconn.is_unlimited() { None } else { Some(0) },
             served: 0,
-            maxconn: s.maxconn,
-            minconn: s.minconn,
-            maxqueue: s.maxqueue,
+            maxconn,
+            minconn: Limit::from_config(s.minconn),
+            maxqueue: Limit::from_config(s.maxqueue),
             backup: s.backup,
             status: ServerStatus { up: true, weight: s.weight, cap: None },
             queue: WaitQueue::default(),
@@ -172,10 +173,28 @@ impl<W> ServerSlots<W> {
     }
 }
 
+/// [`BackendSetup`] with its bounds typed.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    maxqueue: Limit,
+    redispatch: bool,
+    fullconn: Limit,
+}
+
+impl From<BackendSetup> for Setup {
+    fn from(s: BackendSetup) -> Setup {
+        Setup {
+            maxqueue: Limit::from_config(s.maxqueue),
+            redispatch: s.redispatch,
+            fullconn: Limit::from_config(s.fullconn),
+        }
+    }
+}
+
 pub struct BackendState<W> {
     servers: Vec<ServerSlots<W>>,
     queue: WaitQueue<W>,
-    setup: BackendSetup,
+    setup: Setup,
     balancer: Box<dyn Balancer>,
     /// Which queue each waiting session is in (`None` = backend queue).
     location: FxHashMap<SessionId, Option<ServerId>>,
@@ -198,7 +217,7 @@ impl<W> BackendState<W> {
         BackendState {
             servers,
             queue: WaitQueue::default(),
-            setup,
+            setup: setup.into(),
             balancer,
             location: FxHashMap::default(),
             max_queue: 0,
@@ -230,10 +249,13 @@ impl<W> BackendState<W> {
     fn effective_max(&self, i: usize, load: u64) -> Option<u32> {
         let s = &self.servers[i];
         let mut max = s.status.cap;
-        if s.minconn > 0 && s.maxconn > 0 && self.setup.fullconn > 0 && load < u64::from(self.setup.fullconn) {
-            let dynamic = (load * u64::from(s.maxconn) / u64::from(self.setup.fullconn)) as u32;
-            let dynamic = dynamic.max(s.minconn).min(s.maxconn);
-            max = Some(max.map_or(dynamic, |m| m.min(dynamic)));
+        if let (Some(minconn), Some(maxconn), Some(fullconn)) = (s.minconn.get(), s.maxconn.get(), self.setup.fullconn.get())
+        {
+            if load < u64::from(fullconn) {
+                let dynamic = (load * u64::from(maxconn) / u64::from(fullconn)) as u32;
+                let dynamic = dynamic.max(minconn).min(maxconn);
+                max = Some(max.map_or(dynamic, |m| m.min(dynamic)));
+            }
         }
         max
     }
@@ -298,7 +320,7 @@ impl<W> BackendState<W> {
     }
 
     fn enqueue_backend(&mut self, req: ReserveRequest, waiter: W) -> Reserved<W> {
-        if self.setup.maxqueue > 0 && self.queue.len() >= self.setup.maxqueue as usize {
+        if self.setup.maxqueue.reached_by(self.queue.len()) {
             return Reserved::Full { waiter };
         }
         let position = self.queue.push(req.key, req.session, waiter);
@@ -319,7 +341,7 @@ impl<W> BackendState<W> {
             return Reserved::Granted { server: pin, waiter };
         }
         let s = &self.servers[pin.0];
-        if s.maxqueue > 0 && s.queue.len() >= s.maxqueue as usize {
+        if s.maxqueue.reached_by(s.queue.len()) {
             if hashed && self.setup.redispatch {
                 // Its server's queue is full: any other server will do.
                 let candidates = self.candidates(Some(pin));
@@ -352,8 +374,8 @@ impl<W> BackendState<W> {
     }
 
     /// A grant could not be delivered (the waiter was gone): the slot is
-    /// held again, ready for [`credit`](Self::credit) or [`dispatch`](Self::dispatch).
-    pub fn ungrant(&mut self, server: ServerId) {
+    /// held again, ready for [`credit`](Self::credit) or the next dispatch.
+    pub(crate) fn ungrant(&mut self, server: ServerId) {
         let s = &mut self.servers[server.0];
         s.served = s.served.saturating_sub(1);
         if let Some(held) = &mut s.held {
@@ -402,16 +424,8 @@ impl<W> BackendState<W> {
         self.grant_from(server)
     }
 
-    /// Offers one held slot of `server` to the best waiter again (after an
-    /// [`ungrant`](Self::ungrant)); `None` leaves it held.
-    /// Used by white-box tests only.
-    #[cfg(feature = "internals")]
-    pub fn regrant(&mut self, server: ServerId) -> Option<Grant<W>> {
-        self.grant_from(server)
-    }
-
     /// Hands one held slot of `server` to the best waiter, if it may.
-    fn grant_from(&mut self, server: ServerId) -> Option<Grant<W>> {
+    pub(crate) fn grant_from(&mut self, server: ServerId) -> Option<Grant<W>> {
         let any_active = self.any_active();
         let load = self.load();
         if !self.servers[server.0].status.up || !self.has_room(server.0, load) {
@@ -433,15 +447,14 @@ impl<W> BackendState<W> {
     }
 
     /// Grants every held slot that may be used now to a waiter (after a
-    /// weight, cap, state or load change raised what servers may take).
-    pub fn dispatch(&mut self) -> Vec<Grant<W>> {
-        let mut grants = Vec::new();
+    /// weight, cap, state or load change raised what servers may take),
+    /// into `grants`.
+    fn dispatch_into(&mut self, grants: &mut Vec<Grant<W>>) {
         for i in 0..self.servers.len() {
             while let Some(grant) = self.grant_from(ServerId(i)) {
                 grants.push(grant);
             }
         }
-        grants
     }
 
     // === server status ===
@@ -476,7 +489,7 @@ impl<W> BackendState<W> {
         s.limit_seen = s.limit_seen.max(status.cap.unwrap_or(0));
         // Waiters already queued go first: a slot that just became usable
         // (a backup taking over, a weight raised) is theirs.
-        grants.extend(self.dispatch());
+        self.dispatch_into(&mut grants);
         if went_down {
             let mut stranded = Vec::new();
             while let Some((key, w)) = self.servers[server.0].queue.pop_front_keyed() {
@@ -486,7 +499,7 @@ impl<W> BackendState<W> {
             for (key, w) in stranded {
                 let queued = QueuePlace::of(&w, true);
                 if !redispatch {
-                    refusals.push(Refusal { session: w.session, waiter: w.waiter, queued });
+                    refusals.push(Refusal { waiter: w.waiter, queued });
                     continue;
                 }
                 // Balanced again with its original key: it keeps its place
@@ -498,7 +511,7 @@ impl<W> BackendState<W> {
                     }
                     Reserved::Queued { .. } => {}
                     Reserved::Full { waiter } | Reserved::NoServer { waiter } => {
-                        refusals.push(Refusal { session: w.session, waiter, queued })
+                        refusals.push(Refusal { waiter, queued })
                     }
                 }
             }
@@ -507,10 +520,10 @@ impl<W> BackendState<W> {
             while let Some(w) = self.queue.pop_front() {
                 self.location.remove(&w.session);
                 let queued = QueuePlace::of(&w, false);
-                refusals.push(Refusal { session: w.session, waiter: w.waiter, queued });
+                refusals.push(Refusal { waiter: w.waiter, queued });
             }
         }
-        grants.extend(self.dispatch());
+        self.dispatch_into(&mut grants);
         (grants, refusals)
     }
 
@@ -529,11 +542,12 @@ impl<W> BackendState<W> {
     /// its Server, in the next status report.
     pub fn update_server(&mut self, server: ServerId, setup: &ServerSetup) {
         let Some(s) = self.servers.get_mut(server.0).filter(|s| !s.removed) else { return };
-        debug_assert_eq!(s.maxconn == 0, setup.maxconn == 0, "limited and unlimited swap servers");
-        s.maxconn = setup.maxconn;
+        let maxconn = Limit::from_config(setup.maxconn);
+        debug_assert_eq!(s.maxconn.is_unlimited(), maxconn.is_unlimited(), "limited and unlimited swap servers");
+        s.maxconn = maxconn;
         s.limit_seen = s.limit_seen.max(setup.maxconn);
-        s.minconn = setup.minconn;
-        s.maxqueue = setup.maxqueue;
+        s.minconn = Limit::from_config(setup.minconn);
+        s.maxqueue = Limit::from_config(setup.maxqueue);
         s.backup = setup.backup;
     }
 
@@ -556,9 +570,11 @@ impl<W> BackendState<W> {
     /// balancer, sized for every server id). Returns what became grantable
     /// (fullconn changes what servers may take).
     pub fn reconfigure(&mut self, setup: BackendSetup, balancer: Box<dyn Balancer>) -> Vec<Grant<W>> {
-        self.setup = setup;
+        self.setup = setup.into();
         self.balancer = balancer;
-        self.dispatch()
+        let mut grants = Vec::new();
+        self.dispatch_into(&mut grants);
+        grants
     }
 
     /// Whether `server` was removed by a reload.
@@ -640,7 +656,7 @@ impl<W> BackendState<W> {
     /// Checks the invariants listed in the module doc; returns the first
     /// violation. Used by tests after every step.
     pub fn check(&self) -> Result<(), String> {
-        if self.setup.maxqueue > 0 && self.queue.len() > self.setup.maxqueue as usize {
+        if self.setup.maxqueue.exceeded_by(self.queue.len()) {
             return Err(format!("backend queue {} > maxqueue {}", self.queue.len(), self.setup.maxqueue));
         }
         let any_active = self.any_active();
@@ -653,10 +669,10 @@ impl<W> BackendState<W> {
             if s.removed && (!s.queue.is_empty() || s.held.is_some_and(|n| n > 0) || s.status.up) {
                 return Err(format!("removed server {i} still queues, holds credits or is up"));
             }
-            if s.maxqueue > 0 && s.queue.len() > s.maxqueue as usize {
+            if s.maxqueue.exceeded_by(s.queue.len()) {
                 return Err(format!("server {i} queue {} > maxqueue {}", s.queue.len(), s.maxqueue));
             }
-            if s.maxconn > 0 && s.served > s.limit_seen {
+            if !s.maxconn.is_unlimited() && s.served > s.limit_seen {
                 return Err(format!("server {i} serves {} > maxconn {}", s.served, s.limit_seen));
             }
             let usable_credit = s.held.is_some_and(|n| n > 0) && s.status.up && self.has_room(i, load);

@@ -14,9 +14,11 @@
 
 use std::time::Duration;
 
+use serde::Serialize;
 use tokio::time::Instant;
 
 use super::core::ServerStatus;
+use super::limit::Limit;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpState {
@@ -74,6 +76,46 @@ pub struct HealthConfig {
     pub weight: u32,
     /// 0 = unlimited.
     pub maxconn: u32,
+}
+
+/// The result of one active check, in HAProxy's words (logs and the admin
+/// API show exactly these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CheckResult {
+    /// Connected (and, if the check sends or expects, did so).
+    #[serde(rename = "L4OK")]
+    L4Ok,
+    /// Could not connect, or the connection failed while sending.
+    #[serde(rename = "L4CON")]
+    L4Con,
+    /// Did not finish within the check's timeout.
+    #[serde(rename = "L4TOUT")]
+    L4Tout,
+    /// The reply was short or not the expected one.
+    #[serde(rename = "L7RSP")]
+    L7Rsp,
+}
+
+impl CheckResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckResult::L4Ok => "L4OK",
+            CheckResult::L4Con => "L4CON",
+            CheckResult::L4Tout => "L4TOUT",
+            CheckResult::L7Rsp => "L7RSP",
+        }
+    }
+
+    /// The check passed.
+    pub fn passed(self) -> bool {
+        self == CheckResult::L4Ok
+    }
+}
+
+impl std::fmt::Display for CheckResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A change worth a log record.
@@ -287,19 +329,20 @@ impl ServerHealth {
     pub fn status(&self, now: Instant) -> ServerStatus {
         let up = self.op != OpState::Down && self.admin != AdminState::Maint;
         let mut weight = if self.admin == AdminState::Drain { 0 } else { self.weight };
+        let maxconn = Limit::from_config(self.maxconn).get();
         let mut cap = None;
         if let Some(pct) = self.ramp_percent(now) {
             if weight > 0 {
                 weight = ((u64::from(weight) * pct / 100) as u32).max(1);
             }
-            if self.maxconn > 0 {
-                cap = Some(((u64::from(self.maxconn) * pct / 100) as u32).max(1));
+            if let Some(maxconn) = maxconn {
+                cap = Some(((u64::from(maxconn) * pct / 100) as u32).max(1));
             }
         }
-        if self.maxconn > 0 && self.maxconn != self.cfg.maxconn {
+        if let Some(maxconn) = maxconn.filter(|&m| m != self.cfg.maxconn) {
             // Changed at run time. Lowered: slots already lent drain down to
             // it. Raised: the BackendQueue learns the new bound.
-            cap = Some(cap.map_or(self.maxconn, |c| c.min(self.maxconn)));
+            cap = Some(cap.map_or(maxconn, |c| c.min(maxconn)));
         }
         ServerStatus { up, weight, cap }
     }
@@ -372,6 +415,20 @@ mod tests {
             assert_eq!(r.is_some(), round == 2, "fall = 3 failed checks, one per error_limit errors");
         }
         assert_eq!(h.op(), OpState::Down);
+    }
+
+    #[test]
+    fn check_results_keep_haproxy_words() {
+        for (r, word) in [
+            (CheckResult::L4Ok, "L4OK"),
+            (CheckResult::L4Con, "L4CON"),
+            (CheckResult::L4Tout, "L4TOUT"),
+            (CheckResult::L7Rsp, "L7RSP"),
+        ] {
+            assert_eq!(r.to_string(), word);
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{word}\""));
+            assert_eq!(r.passed(), word == "L4OK");
+        }
     }
 
     #[test]

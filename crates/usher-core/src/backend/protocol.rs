@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::core::QueuePlace;
 use super::wait_queue::QueueKey;
+use crate::backend::{Answer, Gone, Waiter};
 use crate::ids::{ServerId, SessionId};
 
 // === Slots ===
@@ -100,6 +101,30 @@ pub enum ReserveReply {
     NoServer { queued: Option<QueuePlace> },
     /// It left its queue on its `CancelReserve`.
     Left { queued: QueuePlace },
+}
+
+/// A session task waits on the receiving end; a grant becomes its [`Slot`].
+impl Waiter for oneshot::Sender<ReserveReply> {
+    type Server = Arc<ServerInfo>;
+
+    fn answer(self, answer: Answer<'_, Arc<ServerInfo>>) -> Result<(), Gone> {
+        let reply = match answer {
+            Answer::Granted { server, info, queued } => {
+                debug_assert_eq!(info.id, server, "a grant carries its own server's info");
+                ReserveReply::Granted { slot: Slot::new(info.clone()), queued }
+            }
+            Answer::Full => ReserveReply::Full,
+            Answer::NoServer { queued } => ReserveReply::NoServer { queued },
+            Answer::Left { queued } => ReserveReply::Left { queued },
+        };
+        self.send(reply).map_err(|unheard| {
+            if let ReserveReply::Granted { slot, .. } = unheard {
+                // Never taken: no Release for it, the queue holds it again.
+                slot.disarm();
+            }
+            Gone
+        })
+    }
 }
 
 /// A queued session leaves its queue (client gone, queue timeout). The

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-use crate::backend::{AdminState, HealthConfig, OpState, ServerHealth, ServerState, Transition};
+use crate::backend::{AdminState, CheckResult, HealthConfig, OpState, ServerHealth, ServerState, Transition};
 use crate::ids::ServerId;
 use crate::backend::{ConnectOutcome, Dequeue, Release, ServerStatusChanged};
 
@@ -84,7 +84,7 @@ pub struct ServerReport {
     pub slots_out: u32,
     /// Consecutive good and failed checks.
     pub checks: (u32, u32),
-    pub last_check: Option<String>,
+    pub last_check: Option<CheckResult>,
     pub since_change: Duration,
 }
 
@@ -95,7 +95,7 @@ pub struct Server {
     state: ServerState,
     health: ServerHealth,
     check: CheckSpec,
-    last_check: Option<String>,
+    last_check: Option<CheckResult>,
     released: u32,
     backend: Recipient<Dequeue>,
     status_to: Recipient<ServerStatusChanged>,
@@ -155,7 +155,7 @@ impl Server {
         let (good, bad) = self.health.counts();
         info!(self.log, "server state changed";
             "server" => &self.name, "from" => t.from.as_str(), "to" => t.to.as_str(), "reason" => t.reason,
-            "good_checks" => good, "failed_checks" => bad, "last_check" => self.last_check.as_deref().unwrap_or("-"));
+            "good_checks" => good, "failed_checks" => bad, "last_check" => self.last_check.map_or("-", CheckResult::as_str));
     }
 
     fn after_transition(&mut self, t: Option<Transition>, ctx: &mut Context<Self>) {
@@ -193,10 +193,9 @@ impl Server {
                     return;
                 }
                 let now = Instant::now();
-                let ok = result.is_ok();
-                act.last_check = Some(result.err().unwrap_or_else(|| "L4OK".to_owned()));
-                debug!(act.log, "check done"; "server" => &act.name, "result" => act.last_check.as_deref());
-                let t = act.health.check_result(ok, now);
+                act.last_check = Some(result);
+                debug!(act.log, "check done"; "server" => &act.name, "result" => result.as_str());
+                let t = act.health.check_result(result.passed(), now);
                 act.after_transition(t, ctx);
                 act.schedule_check(ctx);
             }));
@@ -205,27 +204,30 @@ impl Server {
 }
 
 /// One TCP check: connect, the PROXY header if the server gets one,
-/// optionally send, optionally expect a prefix. Errors are HAProxy-style
-/// status words.
-async fn tcp_check(address: SocketAddr, spec: CheckSpec) -> Result<(), String> {
+/// optionally send, optionally expect a prefix.
+async fn tcp_check(address: SocketAddr, spec: CheckSpec) -> CheckResult {
     let run = async {
-        let mut stream = TcpStream::connect(address).await.map_err(|_| "L4CON".to_owned())?;
+        let mut stream = TcpStream::connect(address).await.map_err(|_| CheckResult::L4Con)?;
         if !spec.proxy_header.is_empty() {
-            stream.write_all(&spec.proxy_header).await.map_err(|_| "L4CON".to_owned())?;
+            stream.write_all(&spec.proxy_header).await.map_err(|_| CheckResult::L4Con)?;
         }
         if !spec.send.is_empty() {
-            stream.write_all(&spec.send).await.map_err(|_| "L4CON".to_owned())?;
+            stream.write_all(&spec.send).await.map_err(|_| CheckResult::L4Con)?;
         }
         if !spec.expect.is_empty() {
             let mut got = vec![0u8; spec.expect.len()];
-            stream.read_exact(&mut got).await.map_err(|_| "L7RSP".to_owned())?;
+            stream.read_exact(&mut got).await.map_err(|_| CheckResult::L7Rsp)?;
             if got != spec.expect {
-                return Err("L7RSP".to_owned());
+                return Err(CheckResult::L7Rsp);
             }
         }
         Ok(())
     };
-    timeout(spec.timeout, run).await.unwrap_or_else(|_| Err("L4TOUT".to_owned()))
+    match timeout(spec.timeout, run).await {
+        Ok(Ok(())) => CheckResult::L4Ok,
+        Ok(Err(failed)) => failed,
+        Err(_) => CheckResult::L4Tout,
+    }
 }
 
 impl Actor for Server {
@@ -351,7 +353,7 @@ impl Handler<GetServerReport> for Server {
             maxconn: self.health.maxconn(),
             slots_out: self.state.out(),
             checks: self.health.counts(),
-            last_check: self.last_check.clone(),
+            last_check: self.last_check,
             since_change: Instant::now().saturating_duration_since(self.health.last_change()),
         }
     }

@@ -5,25 +5,29 @@
 //! (`Dequeue`) and gets it back only through `Release`, so
 //! `out <= maxconn` at every step and a slot is never in two places.
 
+use super::limit::Limit;
+
 #[derive(Debug, Clone)]
 pub struct ServerState {
-    /// Configured limit; 0 = unlimited (no credits circulate).
-    maxconn: u32,
+    /// Unlimited: no credits circulate.
+    maxconn: Limit,
     /// Slots lent to the BackendQueue or held by sessions.
     out: u32,
 }
 
 impl ServerState {
+    /// `maxconn`: 0 = unlimited.
     pub fn new(maxconn: u32) -> ServerState {
-        ServerState { maxconn, out: 0 }
+        ServerState { maxconn: Limit::from_config(maxconn), out: 0 }
     }
 
     pub fn unlimited(&self) -> bool {
-        self.maxconn == 0
+        self.maxconn.is_unlimited()
     }
 
+    /// As configured, for logs: 0 = unlimited.
     pub fn maxconn(&self) -> u32 {
-        self.maxconn
+        self.maxconn.get().unwrap_or(0)
     }
 
     pub fn out(&self) -> u32 {
@@ -32,10 +36,8 @@ impl ServerState {
 
     /// Credits to lend now: every slot not yet out.
     pub fn lend_free(&mut self) -> u32 {
-        if self.unlimited() {
-            return 0;
-        }
-        let free = self.maxconn.saturating_sub(self.out);
+        let Some(maxconn) = self.maxconn.get() else { return 0 };
+        let free = maxconn.saturating_sub(self.out);
         self.out += free;
         free
     }
@@ -43,7 +45,8 @@ impl ServerState {
     /// Changes `maxconn` at run time. Raising it lends the new slots at once
     /// (returned); lowering it lends nothing back until `out` is below it.
     pub fn set_maxconn(&mut self, maxconn: u32) -> u32 {
-        self.maxconn = maxconn;
+        debug_assert!(maxconn > 0, "a limited server stays limited");
+        self.maxconn = Limit::from_config(maxconn);
         self.lend_free()
     }
 

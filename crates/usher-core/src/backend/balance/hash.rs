@@ -4,7 +4,7 @@
 //! adding or removing one of N servers moves only about 1/N of the clients.
 //!
 //! The result is *pinned*: if that server is full the session waits in its
-//! own queue (HAProxy's hash balancing ignores saturation, issue #2893;
+//! own queue (HAProxy's hash balancing ignores saturation;
 //! here `maxconn` still holds). With `hash_balance_factor` (percent, e.g.
 //! 125), bounded-load hashing walks the ring past servers already above
 //! that share of the average load, so one hot key cannot pile onto one

@@ -1,0 +1,285 @@
+//! The BackendQueue's protocol as a plain struct, with no actix: what it
+//! does with each message it gets, over the bookkeeping of [`BackendState`].
+//!
+//! - A grant is sent to its waiter at once. A grant that cannot be
+//!   delivered (the session is gone) hands its slot back: it is held again
+//!   and offered to the next waiter, so a gone session never strands a slot.
+//! - After every message the queue *settles*: every held slot that may be
+//!   used now goes to a waiter, round after round, until none is left (the
+//!   "no usable slot while someone waits who could take it" invariant).
+//! - Queued sessions that no server can take any more are refused
+//!   (`NoServer`) at once rather than left to time out.
+//! - A reload applies new and changed servers first (so the queues of
+//!   removed servers can move to them), then the new settings and balancer,
+//!   then the removals.
+//! - A retired backend stops once nobody waits in it.
+//!
+//! Waiters are generic ([`Waiter`]): sessions' reply channels in the actor,
+//! recording waiters in the model tests, which so run this very code.
+
+use slog::{debug, info, Logger};
+
+use crate::backend::balance::Balancer;
+use crate::backend::{
+    BackendSetup, BackendState, Grant, QueuePlace, Refusal, ReserveRequest, Reserved, ServerSetup, ServerStatus,
+};
+use crate::ids::{ServerId, SessionId};
+
+/// The answer to a session's `Reserve`, before it is put in the session's
+/// own terms (a [`Slot`](super::Slot) for a grant).
+#[derive(Debug)]
+pub enum Answer<'a, S> {
+    /// A slot on `server` is the session's; `info` is what the queue keeps
+    /// of that server. `queued`: where it waited, if it did.
+    Granted { server: ServerId, info: &'a S, queued: Option<QueuePlace> },
+    /// The queue it would join is at its `maxqueue`.
+    Full,
+    /// No server can take it.
+    NoServer { queued: Option<QueuePlace> },
+    /// It left its queue on its own `CancelReserve`.
+    Left { queued: QueuePlace },
+}
+
+/// The session an answer was meant for is gone: a grant it carried was not
+/// taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+/// Whoever waits for the answer to one `Reserve`.
+pub trait Waiter: Sized {
+    /// What a grant needs to know about its server.
+    type Server;
+
+    /// Delivers the answer. `Err(Gone)` for a grant means the slot was not
+    /// taken: no `Release` will ever come for it.
+    fn answer(self, answer: Answer<'_, Self::Server>) -> Result<(), Gone>;
+}
+
+/// A server change of a reload, by stable server id. `S` is what the queue
+/// keeps of each server for its grants.
+pub enum ServerChange<S> {
+    /// A new server; its id must be the next one (`BackendState::add_server`).
+    Add { id: ServerId, info: S, setup: ServerSetup },
+    /// Same server, new settings (a new `info` for grants from now on).
+    Update { id: ServerId, info: S, setup: ServerSetup },
+    /// Gone from the configuration: its queue is balanced again, its
+    /// sessions carry on.
+    Remove { id: ServerId },
+}
+
+/// What the actor does after a message.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Run,
+    /// The backend was retired and nobody waits any more.
+    Stop,
+}
+
+pub struct QueueCore<W: Waiter> {
+    state: BackendState<W>,
+    /// By server id; `None` once a reload removed the server.
+    servers: Vec<Option<W::Server>>,
+    retired: bool,
+    log: Logger,
+}
+
+impl<W: Waiter> QueueCore<W> {
+    /// `infos[i]` is what grants on server `i` carry.
+    pub fn new(
+        setups: &[ServerSetup],
+        infos: Vec<W::Server>,
+        setup: BackendSetup,
+        balancer: Box<dyn Balancer>,
+        log: Logger,
+    ) -> QueueCore<W> {
+        QueueCore {
+            state: BackendState::with_setup(setups, setup, balancer),
+            servers: infos.into_iter().map(Some).collect(),
+            retired: false,
+            log,
+        }
+    }
+
+    /// The bookkeeping, for reports and tests.
+    pub fn state(&self) -> &BackendState<W> {
+        &self.state
+    }
+
+    // === messages ===
+
+    /// `Reserve`: grants at once, queues, or refuses; then settles (a
+    /// larger backend load may raise dynamic maxconn). Returns what was
+    /// decided; the waiter was answered already unless it was queued.
+    pub fn reserve(&mut self, req: ReserveRequest, waiter: W) -> Reserved<()> {
+        let decided = match self.state.reserve(req, waiter) {
+            Reserved::Granted { server, waiter } => {
+                // A gone session's slot is held again: the settle below
+                // offers it on.
+                let _ = self.deliver(server, waiter, None);
+                Reserved::Granted { server, waiter: () }
+            }
+            // Its answer comes when it leaves the queue, with its place.
+            Reserved::Queued { server, position } => {
+                debug!(self.log, "session queued"; "session" => req.session.0,
+                    "queue" => if server.is_some() { "server" } else { "backend" }, "position" => position);
+                Reserved::Queued { server, position }
+            }
+            Reserved::Full { waiter } => {
+                let _ = waiter.answer(Answer::Full);
+                Reserved::Full { waiter: () }
+            }
+            Reserved::NoServer { waiter } => {
+                let _ = waiter.answer(Answer::NoServer { queued: None });
+                Reserved::NoServer { waiter: () }
+            }
+        };
+        self.settle();
+        decided
+    }
+
+    /// `CancelReserve`: a queued session leaves its queue.
+    pub fn cancel(&mut self, session: SessionId) -> After {
+        if let Some((waiter, queued)) = self.state.cancel(session) {
+            // Unheard when the session is already gone (dropped its receiver).
+            let _ = waiter.answer(Answer::Left { queued });
+        }
+        self.stop_if_retired()
+    }
+
+    /// `Dequeue`: `released` sessions of `server` gave their slot back and
+    /// it lends `credits` free slots; each goes to a waiter at once.
+    pub fn dequeue(&mut self, server: ServerId, credits: u32, released: u32) -> After {
+        self.state.released(server, released);
+        for _ in 0..credits {
+            if let Some(grant) = self.state.credit(server) {
+                self.deliver_grant(grant);
+            }
+        }
+        self.settle();
+        self.stop_if_retired()
+    }
+
+    /// `ServerStatusChanged`.
+    pub fn status_changed(&mut self, server: ServerId, status: ServerStatus) -> After {
+        let (grants, refusals) = self.state.set_status(server, status);
+        self.deliver_grants(grants);
+        self.refuse(refusals);
+        self.settle();
+        self.stop_if_retired()
+    }
+
+    /// A reload changed this backend: settings, balancer, servers.
+    pub fn reconfigure(
+        &mut self,
+        setup: BackendSetup,
+        balancer: Box<dyn Balancer>,
+        changes: Vec<ServerChange<W::Server>>,
+    ) -> After {
+        // New and changed servers first, so the queues of removed servers
+        // can move to them; then the new settings and balancer (sized for
+        // every id); then the removals.
+        let mut removed = Vec::new();
+        for change in changes {
+            match change {
+                ServerChange::Add { id, info, setup } => {
+                    let got = self.state.add_server(&setup);
+                    debug_assert_eq!(got, id, "server ids are handed out in order");
+                    self.servers.push(Some(info));
+                }
+                ServerChange::Update { id, info, setup } => {
+                    self.state.update_server(id, &setup);
+                    if let Some(Some(old)) = self.servers.get_mut(id.0) {
+                        *old = info;
+                    }
+                }
+                ServerChange::Remove { id } => removed.push(id),
+            }
+        }
+        let grants = self.state.reconfigure(setup, balancer);
+        self.deliver_grants(grants);
+        for id in removed {
+            let (grants, refusals) = self.state.remove_server(id);
+            if let Some(entry) = self.servers.get_mut(id.0) {
+                // Its Server stops when its last session's slot comes back.
+                *entry = None;
+            }
+            self.deliver_grants(grants);
+            self.refuse(refusals);
+        }
+        self.settle();
+        self.stop_if_retired()
+    }
+
+    /// A reload removed this backend: no frontend sends it new sessions. It
+    /// serves the sessions already queued, then stops once nobody waits.
+    pub fn retire(&mut self) -> After {
+        self.retired = true;
+        self.stop_if_retired()
+    }
+
+    // === delivery ===
+
+    /// A retired backend stops once nobody waits in it any more: its
+    /// servers then stop when their last session gives its slot back.
+    fn stop_if_retired(&mut self) -> After {
+        if self.retired && self.state.nobody_waits() {
+            info!(self.log, "backend retired");
+            self.servers.clear();
+            return After::Stop;
+        }
+        After::Run
+    }
+
+    /// Sends a granted slot; if the waiter is gone, the slot is held again.
+    fn deliver(&mut self, server: ServerId, waiter: W, queued: Option<QueuePlace>) -> Result<(), Gone> {
+        // Grants only come from servers that are not removed.
+        let info = self.servers[server.0].as_ref().expect("granted server exists");
+        let sent = waiter.answer(Answer::Granted { server, info, queued });
+        if sent.is_err() {
+            self.state.ungrant(server);
+        }
+        sent
+    }
+
+    fn deliver_grant(&mut self, grant: Grant<W>) {
+        if self.deliver(grant.server, grant.waiter, Some(grant.queued)).is_err() {
+            debug!(self.log, "granted waiter was gone"; "session" => grant.session.0);
+        }
+    }
+
+    fn deliver_grants(&mut self, grants: Vec<Grant<W>>) {
+        for grant in grants {
+            self.deliver_grant(grant);
+        }
+    }
+
+    fn refuse(&self, refusals: Vec<Refusal<W>>) {
+        if !refusals.is_empty() {
+            info!(self.log, "queued sessions refused: no usable server"; "sessions" => refusals.len());
+        }
+        for r in refusals {
+            let _ = r.waiter.answer(Answer::NoServer { queued: Some(r.queued) });
+        }
+    }
+
+    /// Hands every usable held slot to waiters, until none is left. Each
+    /// grant is delivered as it is made: a gone waiter's slot is offered to
+    /// the next one at once, and the next grant sees the backend's load
+    /// without the gone session.
+    fn settle(&mut self) {
+        loop {
+            let mut granted = false;
+            for i in 0..self.state.servers() {
+                while let Some(grant) = self.state.grant_from(ServerId(i)) {
+                    self.deliver_grant(grant);
+                    granted = true;
+                }
+            }
+            if !granted {
+                break;
+            }
+        }
+        debug_assert_eq!(self.state.check(), Ok(()));
+    }
+}
