@@ -1,12 +1,11 @@
 //! `actors`: Reserve → grant → Release cycles per second through one
-//! BackendQueue and its Servers, in process, wired as the broker wires them
-//! (`broker.rs` `start_backend`), with the actors on the actix System
+//! BackendQueue and its Servers, in process, wired by the broker's own wiring
+//! (`broker/wiring.rs` `start_backend`), with the actors on the actix System
 //! thread. The requesting tasks run either on one separate tokio worker
 //! thread, as sessions do (every message crosses threads), or on the System
 //! thread itself (the actors' own capacity, without thread hops). A granted
 //! `Slot` is dropped at once, which sends `Release`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +13,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use anyhow::anyhow;
 use tokio::sync::oneshot;
-use usher_core::backend::server::CheckSpec;
-use usher_core::backend::ServerSetup;
-use usher_core::backend::{BackendQueue, Server};
-use usher_core::backend::{BackendSetup, HealthConfig, QueueKey};
-use usher_core::backend::{Reserve, ReserveReply, ServerInfo};
-use usher_core::config::Balance;
-use usher_core::ids::{ServerId, SessionId};
+use usher_core::backend::{QueueKey, Reserve, ReserveReply};
+use usher_core::broker::wiring::start_backend as start_backend_actors;
+use usher_core::ids::SessionId;
 
 use super::{Harness, SHARED};
 use crate::proxies::ProxyKind;
@@ -77,7 +72,7 @@ fn cycles_per_second(
     let spawner = data.handle().clone();
     let system = actix_rt::System::new();
     let rate = system.block_on(async move {
-        let reserve = start_backend(maxconn);
+        let reserve = start_backend(maxconn)?;
         let done = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let ids = Arc::new(AtomicU64::new(1));
@@ -104,60 +99,17 @@ fn cycles_per_second(
     rate
 }
 
-/// One BackendQueue and its Servers, as `broker.rs` starts them.
-fn start_backend(maxconn: u32) -> Recipient<Reserve> {
+/// One BackendQueue and its Servers, started by the broker's own wiring
+/// from a configuration, so the bench measures exactly what usher runs.
+fn start_backend(maxconn: u32) -> anyhow::Result<Recipient<Reserve>> {
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    let ctx: Context<BackendQueue> = Context::new();
-    let queue = ctx.address();
-    let mut servers = Vec::new();
-    let mut setups = Vec::new();
-    for i in 0..SERVERS {
-        let id = ServerId(i);
-        let address: SocketAddr = ([127, 0, 0, 1], 9).into();
-        let health = HealthConfig {
-            checks: false,
-            inter: Duration::from_secs(2),
-            fastinter: Duration::ZERO,
-            downinter: Duration::ZERO,
-            rise: 2,
-            fall: 3,
-            error_limit: 0,
-            slowstart: Duration::ZERO,
-            weight: 1,
-            maxconn,
-        };
-        let spec = CheckSpec {
-            timeout: Duration::from_secs(2),
-            proxy_header: Vec::new(),
-            send: Vec::new(),
-            expect: Vec::new(),
-        };
-        let server = Server::new(
-            id,
-            format!("s{i}"),
-            address,
-            health,
-            spec,
-            queue.clone().recipient(),
-            queue.clone().recipient(),
-            log.clone(),
-        )
-        .start();
-        let info = Arc::new(ServerInfo {
-            id,
-            name: Arc::from(format!("s{i}")),
-            backend: Arc::from("bench"),
-            address,
-            send_proxy: Default::default(),
-            observe: None,
-            release: server.recipient(),
-        });
-        servers.push(info);
-        setups.push(ServerSetup { maxconn, weight: 1, maxqueue: 0, backup: false, minconn: 0 });
-    }
-    let balancer = usher_core::backend::balance::for_kind(Balance::Roundrobin, &[1; SERVERS], 2, 0);
-    let setup = BackendSetup { maxqueue: 0, redispatch: false, fullconn: 0 };
-    ctx.run(BackendQueue::new(&setups, servers, setup, balancer, log)).recipient()
+    let servers: String = (0..SERVERS)
+        .map(|i| format!("[backends.bench.servers.s{i}]\naddress = \"127.0.0.1:9\"\nmaxconn = {maxconn}\n"))
+        .collect();
+    let settings = usher_core::config::from_toml_str(&format!("[backends.bench]\nbalance = \"roundrobin\"\n{servers}"))
+        .map_err(|err| anyhow!("bench backend configuration: {err}"))?;
+    let backend = settings.backend("bench").ok_or_else(|| anyhow!("bench backend missing"))?;
+    Ok(start_backend_actors(backend, &log).queue.recipient())
 }
 
 async fn cycle(
