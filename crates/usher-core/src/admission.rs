@@ -20,15 +20,19 @@ pub mod stress;
 pub mod throttle;
 pub mod watchdog;
 
-pub use core::{
-    AdmissionConfig, AdmissionState, Admitted, FrontendLimits, LimitHit, ListenerLimits, ListenerState, PauseReason,
-    Resumed,
-};
-
-pub use gauge::{GaugeTicket, SessionGauge};
-pub use hits::{HitBook, HitEffects};
+pub use core::{AdmissionConfig, FrontendLimits, ListenerLimits, ListenerState, PauseReason};
+pub use gauge::SessionGauge;
 pub use listener::Listener;
-pub use protocol::{AdmissionGuard, Admit, AdmitGrant, GiveBack, SessionClosed, Shortage, StopAccepting};
-pub use stress::{StressChange, StressState};
-pub use throttle::WarningThrottle;
+pub use protocol::StopAccepting;
 pub use watchdog::ResourceWatchdog;
+
+// The plain cores and the protocol, named at the root for white-box tests.
+#[cfg(feature = "internals")]
+pub use {
+    core::{AdmissionState, Admitted, LimitHit, Resumed},
+    gauge::GaugeTicket,
+    hits::{HitBook, HitEffects},
+    protocol::{AdmissionGuard, Admit, AdmitGrant, GiveBack, SessionClosed, Shortage},
+    stress::{StressChange, StressState},
+    throttle::WarningThrottle,
+};

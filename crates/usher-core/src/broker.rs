@@ -21,9 +21,11 @@ pub mod wiring;
 
 pub use extensions::{Extensions, OnReady, OnStart};
 pub use handle::{
-    Actors, BackendControl, BackendReport, BrokerHandle, BrokerReport, ControlError, ServerChange, ServerStatus,
-    MAX_MAXCONN, MAX_WEIGHT,
+    BackendReport, BrokerHandle, BrokerReport, ControlError, ServerChange, ServerStatus, MAX_MAXCONN, MAX_WEIGHT,
 };
+// The actors behind the handle, for white-box tests.
+#[cfg(feature = "internals")]
+pub use handle::{Actors, BackendControl};
 pub use reload_outcome::{ReloadChange, ReloadError, ReloadSummary, RestartKey};
 pub use topology::ConfigLoader;
 

@@ -27,6 +27,8 @@
 //! on the `internals` feature, which makes those modules public.
 
 #![forbid(unsafe_code)]
+// Every type the public API hands out can be named by its users.
+#![warn(unnameable_types)]
 
 /// Declares modules that are private unless the `internals` feature is on
 /// (tests, usher-bench): then they are public, hidden from the docs.
@@ -59,6 +61,20 @@ pub use extension::{CheckClient, Verdict};
 pub use observe::{logger, LogGuard};
 pub use run::run;
 pub use session::Termination;
+
+/// What a running broker reports about itself: [`BrokerHandle::stats`] and
+/// the admin API's `/stats` and `/metrics` are made of these.
+pub mod report {
+    pub use crate::admission::fd_budget::{FdBudget, FdBudgetError};
+    pub use crate::admission::watchdog::{FrontendStatus, ListenerStatus, WatchdogCounters, WatchdogStatus};
+    pub use crate::admission::{ListenerState, PauseReason};
+    pub use crate::backend::backend_queue::{QueueReport, ServerQueueReport};
+    pub use crate::backend::server::ServerReport;
+    pub use crate::backend::CheckResult;
+    pub use crate::broker::{BackendReport, BrokerReport};
+    pub use crate::observe::stats::{GaugeReading, StatsReport};
+    pub use crate::observe::stats_book::Counters;
+}
 
 /// Mailbox capacity set on every actor. actix only enforces it for
 /// `try_send`; the real bound is by construction (see the protocol modules).

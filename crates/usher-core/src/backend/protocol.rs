@@ -25,7 +25,6 @@ use crate::ids::{ServerId, SessionId};
 pub struct ServerInfo {
     pub id: ServerId,
     pub name: Arc<str>,
-    pub backend: Arc<str>,
     pub address: SocketAddr,
     /// PROXY protocol header written after connecting (`servers.X.send_proxy`).
     pub send_proxy: crate::config::ProxyVersion,

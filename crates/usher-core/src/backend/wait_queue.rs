@@ -26,7 +26,9 @@ pub struct QueueKey {
 }
 
 impl QueueKey {
-    /// Plain FIFO by accept order.
+    /// Plain FIFO by accept order (models and the bench; sessions build
+    /// their key from their frontend's priority).
+    #[cfg(any(test, feature = "internals"))]
     pub fn fifo(session: SessionId) -> QueueKey {
         QueueKey { class: 0, time_ms: 0, seq: session.0 }
     }

@@ -118,7 +118,7 @@ impl Topology {
                     let server = &mut slot.servers[id.0];
                     let actor = server.actor.clone().expect("the plan updates live servers only");
                     actor.do_send(ReconfigureServer { health: health_config(&s), check: check_spec(&s) });
-                    let info = server_info(id, &s, &slot.settings.name, &actor);
+                    let info = server_info(id, &s, &actor);
                     server_changes.push(ServerChange::Update { id, info, setup: server_setup(&s) });
                     server.settings = s;
                 }
@@ -126,7 +126,7 @@ impl Topology {
                     debug_assert_eq!(id.0, slot.servers.len(), "planned after every id in use");
                     let ctx: Context<Server> = Context::new();
                     let actor = ctx.address();
-                    let info = server_info(id, &s, &b.name, &actor);
+                    let info = server_info(id, &s, &actor);
                     server_changes.push(ServerChange::Add { id, info, setup: server_setup(&s) });
                     starting.push((ctx, new_server(id, &s, &slot.queue, &log)));
                     slot.servers.push(ServerSlot { settings: s, actor: Some(actor) });

@@ -61,12 +61,11 @@ pub fn backend_params(b: &BackendSettings) -> BackendParams {
     }
 }
 
-pub fn server_info(id: ServerId, s: &ServerSettings, backend: &str, actor: &Addr<Server>) -> Arc<ServerInfo> {
+pub fn server_info(id: ServerId, s: &ServerSettings, actor: &Addr<Server>) -> Arc<ServerInfo> {
     let c = &s.check;
     Arc::new(ServerInfo {
         id,
         name: Arc::from(s.name.as_str()),
-        backend: Arc::from(backend),
         address: s.address,
         send_proxy: s.send_proxy,
         observe: (c.enabled && c.error_limit > 0).then(|| actor.clone().recipient()),
@@ -108,7 +107,7 @@ pub fn start_backend(b: &BackendSettings, log: &Logger) -> BackendActors {
     for (i, s) in b.servers.iter().enumerate() {
         let id = ServerId(i);
         let server = new_server(id, s, &queue, &log).start();
-        infos.push(server_info(id, s, &b.name, &server));
+        infos.push(server_info(id, s, &server));
         setups.push(server_setup(s));
         servers.push(server);
     }
