@@ -118,7 +118,11 @@ impl Session<'_> {
         let (slot, mut server) = self.connect(slot).await?;
         self.forward_to_server(&slot, &mut server, proxied_to).await?;
         let end = self.relay(&mut server).await;
-        // The slot goes back before the server's socket closes.
+        // The server's socket closes before its slot goes back: a session
+        // granted that slot next must never find the server still holding
+        // this connection (never over maxconn at the server, even with
+        // several data-plane threads).
+        drop(server);
         drop(slot);
         Ok(end)
     }
