@@ -38,7 +38,7 @@ pub fn evaluate(results: &[CaseResult]) -> Vec<Verdict> {
 }
 
 pub fn render(verdicts: &[Verdict]) -> String {
-    let mut out = String::from("\n== targets (issue 6)\n");
+    let mut out = String::from("\n== targets\n");
     for v in verdicts {
         let status = match v.status {
             Status::Met => "met",

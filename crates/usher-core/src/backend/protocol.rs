@@ -1,6 +1,6 @@
 //! The backend's protocol: what sessions, Servers and the BackendQueue say
 //! to each other about slots. `Reserve`, `Release` and `Dequeue` are the
-//! design card's names.
+//! names the whole codebase (docs, logs, tests) uses for these steps.
 //!
 //! Mailbox bounds come by construction (actix's `do_send` ignores mailbox
 //! capacity): a session has at most one `Reserve`, one `CancelReserve` and one
