@@ -261,7 +261,7 @@ impl Topology {
             admission,
             listeners,
             frontend_names: self.frontends.iter().map(|f| f.name.clone()).collect(),
-            stress_cooldowns: self.frontends.iter().map(|f| f.settings.stress.cooldown.or_zero()).collect(),
+            stress_cooldowns: self.frontends.iter().map(|f| f.settings.stress.cooldown).collect(),
         });
         self.shared.stats.do_send(ResizeStats {
             frontends: self.frontends.len(),
