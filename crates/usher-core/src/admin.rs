@@ -21,6 +21,7 @@ mod routes;
 mod stats_json;
 
 use std::net::{SocketAddr, TcpListener};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,23 +61,23 @@ struct Layout {
 struct FrontendLayout {
     name: String,
     backend: String,
-    bind_maxconn: u32,
+    bind_maxconn: Option<NonZeroU32>,
 }
 
 struct BackendLayout {
     name: String,
     balance: Balance,
-    maxqueue: u32,
-    fullconn: u32,
+    maxqueue: Option<NonZeroU32>,
+    fullconn: Option<NonZeroU32>,
     servers: Vec<ServerLayout>,
 }
 
 struct ServerLayout {
     name: String,
     address: SocketAddr,
-    /// Configured maxconn; 0 = unlimited (no run-time limit can be set).
-    maxconn: u32,
-    maxqueue: u32,
+    /// Configured maxconn; `None` = unlimited (no run-time limit can be set).
+    maxconn: Option<NonZeroU32>,
+    maxqueue: Option<NonZeroU32>,
     backup: bool,
     checks: bool,
 }
@@ -122,8 +123,8 @@ impl Layout {
         self.backends.iter().enumerate().find(|(_, b)| b.name == name)
     }
 
-    fn bind_maxconn(&self, frontend: &str) -> u32 {
-        self.frontends.iter().find(|f| f.name == frontend).map_or(0, |f| f.bind_maxconn)
+    fn bind_maxconn(&self, frontend: &str) -> Option<NonZeroU32> {
+        self.frontends.iter().find(|f| f.name == frontend).and_then(|f| f.bind_maxconn)
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use usher_core::config::{
     self, ConfigError, ConfigErrorKind, ConfigErrors, ConfigSources, EnvLayer, LogFormat, LogLevel, LogOverflow,
-    Settings,
+    Settings, ZeroForNone,
 };
 
 const DEMO_TOML: &str = include_str!("../../../configs/demo.toml");
@@ -124,7 +124,7 @@ fn embedded_defaults_alone_load() {
     assert!(s.actors.is_empty(), "defaults declare no actor table");
 
     assert_eq!(s.global.maxconn, 0, "0 = derived from the fd budget");
-    assert_eq!(s.global.maxconnrate, 0);
+    assert_eq!(s.global.maxconnrate.or_zero(), 0);
     assert_eq!(s.watchdog.warn_interval, Duration::from_secs(60));
     assert_eq!(s.global.workers, 0);
     assert_eq!(s.global.grace, Duration::from_secs(30));
@@ -144,25 +144,25 @@ fn defaults_apply_to_new_entries() {
     let f = s.frontend("web").expect("frontend web");
     assert_eq!(f.bind, vec!["127.0.0.1:0".parse().unwrap()]);
     assert_eq!(f.backend, "app");
-    assert_eq!(f.maxconn, 0);
+    assert_eq!(f.maxconn.or_zero(), 0);
     assert_eq!(f.backlog, 4096);
-    assert_eq!(f.timeout.client, Duration::from_secs(60));
+    assert_eq!(f.timeout.client.or_zero(), Duration::from_secs(60));
 
     let b = s.backend("app").expect("backend app");
     assert_eq!(b.balance, config::Balance::Roundrobin);
-    assert_eq!(b.maxqueue, 0);
+    assert_eq!(b.maxqueue.or_zero(), 0);
     assert_eq!(b.retries, 3);
     assert!(b.redispatch);
-    assert_eq!(b.timeout.queue, Duration::from_secs(30));
-    assert_eq!(b.timeout.connect, Duration::from_secs(5));
-    assert_eq!(b.timeout.server, Duration::from_secs(60));
+    assert_eq!(b.timeout.queue.or_zero(), Duration::from_secs(30));
+    assert_eq!(b.timeout.connect.or_zero(), Duration::from_secs(5));
+    assert_eq!(b.timeout.server.or_zero(), Duration::from_secs(60));
 
     assert_eq!(b.servers.len(), 2);
     let s1 = &b.servers[0];
-    assert_eq!((s1.name.as_str(), s1.weight, s1.maxconn, s1.maxqueue), ("s1", 2, 1, 0));
+    assert_eq!((s1.name.as_str(), s1.weight, s1.maxconn.or_zero(), s1.maxqueue.or_zero()), ("s1", 2, 1, 0));
     assert_eq!(s1.address, "127.0.0.1:9".parse().unwrap());
     let s2 = &b.servers[1];
-    assert_eq!((s2.name.as_str(), s2.weight, s2.maxconn, s2.maxqueue), ("s2", 1, 0, 0));
+    assert_eq!((s2.name.as_str(), s2.weight, s2.maxconn.or_zero(), s2.maxqueue.or_zero()), ("s2", 1, 0, 0));
 }
 
 /// Every key of default.toml is read by some Settings field: changing any of
@@ -215,15 +215,20 @@ maxqueue = 22
     assert_eq!(s.watchdog.shortage_recheck, Duration::from_millis(50));
     assert_eq!((s.log.format, s.log.level, s.log.overflow), (LogFormat::Json, LogLevel::Debug, LogOverflow::Block));
     let f = s.frontend("web").unwrap();
-    assert_eq!((f.maxconn, f.backlog, f.timeout.client), (12, 13, Duration::from_secs(14)));
+    assert_eq!((f.maxconn.or_zero(), f.backlog, f.timeout.client.or_zero()), (12, 13, Duration::from_secs(14)));
     let b = s.backend("app").unwrap();
-    assert_eq!((b.maxqueue, b.retries, b.redispatch), (15, 16, false));
+    assert_eq!((b.maxqueue.or_zero(), b.retries, b.redispatch), (15, 16, false));
     assert_eq!(
-        (b.timeout.queue, b.timeout.connect, b.timeout.server),
+        (b.timeout.queue.or_zero(), b.timeout.connect.or_zero(), b.timeout.server.or_zero()),
         (Duration::from_secs(17), Duration::from_secs(18), Duration::from_secs(19))
     );
     for server in &b.servers {
-        assert_eq!((server.weight, server.maxconn, server.maxqueue), (20, 21, 22), "server {}", server.name);
+        assert_eq!(
+            (server.weight, server.maxconn.or_zero(), server.maxqueue.or_zero()),
+            (20, 21, 22),
+            "server {}",
+            server.name
+        );
     }
 }
 
@@ -243,12 +248,12 @@ fn demo_config_parses_and_validates() {
     assert_eq!(f.bind, vec!["127.0.0.1:8080".parse().unwrap()]);
     assert_eq!(f.backend, "demo");
     let b = s.backend("demo").expect("backend demo");
-    assert_eq!((b.maxqueue, b.retries), (50, 1));
-    assert_eq!(b.timeout.queue, Duration::from_secs(20));
-    assert_eq!(b.timeout.connect, Duration::from_secs(1));
+    assert_eq!((b.maxqueue.or_zero(), b.retries), (50, 1));
+    assert_eq!(b.timeout.queue.or_zero(), Duration::from_secs(20));
+    assert_eq!(b.timeout.connect.or_zero(), Duration::from_secs(1));
     let names: Vec<&str> = b.servers.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["demo-1", "demo-2"]);
-    assert!(b.servers.iter().all(|s| s.maxconn == 2 && s.weight == 1));
+    assert!(b.servers.iter().all(|s| s.maxconn.or_zero() == 2 && s.weight == 1));
 }
 
 // ------------------------------------------------------ 3. kinds of errors
@@ -533,7 +538,7 @@ fn later_file_overrides_one_key_and_keeps_the_rest() {
     let b = s.backend("app").unwrap();
     let s1 = &b.servers[0];
     assert_eq!(s1.name, "s1");
-    assert_eq!(s1.maxconn, 5, "overridden by the second file");
+    assert_eq!(s1.maxconn.or_zero(), 5, "overridden by the second file");
     assert_eq!(s1.weight, 2, "kept from the first file");
     assert_eq!(s1.address, "127.0.0.1:9".parse().unwrap(), "kept from the first file");
     assert_eq!(b.servers.len(), 2, "s2 kept from the first file");
@@ -541,7 +546,7 @@ fn later_file_overrides_one_key_and_keeps_the_rest() {
 
     // The other order: the first file's value loses.
     let s = ok(&files(&[&second, &first]));
-    assert_eq!(s.backend("app").unwrap().servers[0].maxconn, 1);
+    assert_eq!(s.backend("app").unwrap().servers[0].maxconn.or_zero(), 1);
 }
 
 #[test]
@@ -555,7 +560,7 @@ fn error_names_the_layer_that_set_the_value_last() {
     let bad_first = TempToml::new(&GOOD.replace("maxconn = 1", "maxconn = \"many\""));
     let fix = TempToml::new("[backends.app.servers.s1]\nmaxconn = 4\n");
     let s = ok(&files(&[&bad_first, &fix]));
-    assert_eq!(s.backend("app").unwrap().servers[0].maxconn, 4);
+    assert_eq!(s.backend("app").unwrap().servers[0].maxconn.or_zero(), 4);
 }
 
 #[test]
@@ -582,9 +587,9 @@ fn environment_overrides_files() {
     assert_eq!(s.global.maxconn, 500);
     assert_eq!(s.watchdog.shortage_recheck, Duration::from_millis(250));
     let b = s.backend("app").unwrap();
-    assert_eq!(b.timeout.queue, Duration::from_secs(2));
+    assert_eq!(b.timeout.queue.or_zero(), Duration::from_secs(2));
     assert!(!b.redispatch);
-    assert_eq!(b.timeout.connect, Duration::from_secs(5), "untouched keys keep their defaults");
+    assert_eq!(b.timeout.connect.or_zero(), Duration::from_secs(5), "untouched keys keep their defaults");
     assert_eq!(b.servers.len(), 2, "servers kept from the file");
     let f = s.frontend("web").unwrap();
     assert_eq!(f.bind, vec!["127.0.0.1:7001".parse().unwrap(), "127.0.0.1:7002".parse().unwrap()]);
@@ -757,15 +762,15 @@ fn watchdog_and_stress_keys() {
          [backends.app.servers.s1]\naddress = \"127.0.0.1:9\"\n",
     )
     .expect("valid");
-    assert_eq!(s.global.maxconnrate, 300);
+    assert_eq!(s.global.maxconnrate.or_zero(), 300);
     let web = s.frontend("web").unwrap();
-    assert_eq!((web.bind_maxconn, web.rate_limit), (7, 0));
-    assert_eq!(web.stress.cooldown, Duration::ZERO, "stress disabled for web");
+    assert_eq!((web.bind_maxconn.or_zero(), web.rate_limit.or_zero()), (7, 0));
+    assert_eq!(web.stress.cooldown.or_zero(), Duration::ZERO, "stress disabled for web");
     let api = s.frontend("api").unwrap();
-    assert_eq!(api.rate_limit, 50);
-    assert_eq!(api.stress.cooldown, Duration::from_secs(60));
-    assert_eq!(api.stress.timeout.client, Duration::from_secs(10));
-    assert_eq!(api.stress.timeout.queue, Duration::from_secs(5));
+    assert_eq!(api.rate_limit.or_zero(), 50);
+    assert_eq!(api.stress.cooldown.or_zero(), Duration::from_secs(60));
+    assert_eq!(api.stress.timeout.client.or_zero(), Duration::from_secs(10));
+    assert_eq!(api.stress.timeout.queue.or_zero(), Duration::from_secs(5));
     let err = usher_core::config::from_toml_str(
         "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n[frontends.web.stress]\ncoldown = \"1s\"\n\
          [backends.app.servers.s1]\naddress = \"127.0.0.1:9\"\n",

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use usher_core::config::{from_toml_str, ProxyVersion};
+use usher_core::config::{from_toml_str, ProxyVersion, ZeroForNone};
 
 const BASE: &str = r#"
 [frontends.web]
@@ -20,7 +20,7 @@ fn defaults_are_off() {
     let s = from_toml_str(BASE).expect("valid");
     let f = s.frontend("web").unwrap();
     assert!(!f.accept_proxy);
-    assert_eq!(f.timeout.proxy, Duration::from_secs(5));
+    assert_eq!(f.timeout.proxy.or_zero(), Duration::from_secs(5));
     assert_eq!(s.backend("app").unwrap().servers[0].send_proxy, ProxyVersion::None);
 }
 
@@ -34,7 +34,7 @@ fn keys_set_per_entry_and_in_defaults() {
     let s = from_toml_str(&doc).expect("valid");
     let f = s.frontend("web").unwrap();
     assert!(f.accept_proxy);
-    assert_eq!(f.timeout.proxy, Duration::from_millis(250));
+    assert_eq!(f.timeout.proxy.or_zero(), Duration::from_millis(250));
     let servers = &s.backend("app").unwrap().servers;
     assert_eq!((servers[0].send_proxy, servers[1].send_proxy), (ProxyVersion::V2, ProxyVersion::V1));
 

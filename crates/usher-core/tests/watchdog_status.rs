@@ -47,7 +47,7 @@ fn status_reports_listener_states_budget_stress_and_counters() {
                 },
             ],
             frontend_names: vec!["small".into(), "other".into()],
-            stress_cooldowns: vec![Duration::from_secs(60), Duration::ZERO],
+            stress_cooldowns: vec![Some(Duration::from_secs(60)), None],
             maxconn_recheck: Duration::from_secs(3600),
             shortage_recheck: Duration::from_millis(100),
             warn_interval: Duration::from_secs(60),

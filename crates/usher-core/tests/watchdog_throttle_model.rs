@@ -88,7 +88,9 @@ proptest! {
     ) {
         let base = Instant::now();
         let n = cooldowns_ms.len();
-        let cooldowns: Vec<Duration> = cooldowns_ms.iter().map(|&ms| Duration::from_millis(ms)).collect();
+        // 0 ms is a frontend without stress mode, as the configuration writes it.
+        let cooldowns: Vec<Option<Duration>> =
+            cooldowns_ms.iter().map(|&ms| (ms > 0).then(|| Duration::from_millis(ms))).collect();
         let mut stress = StressState::new(&cooldowns);
         // Per frontend: while in stress, the time of its last hit (ms).
         let mut last_hit: Vec<Option<u64>> = vec![None; n];

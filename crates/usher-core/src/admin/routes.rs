@@ -8,6 +8,8 @@
 //! values 400, an actor that no longer answers 503 — always as JSON
 //! `{"error": "<reason>"}`.
 
+use std::num::NonZeroU32;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -131,9 +133,9 @@ struct ServerBody {
 
 const SERVER_BODY: &str = r#"{"state": "ready" | "drain" | "maint", "weight": 0..256, "maxconn": n} (any of them)"#;
 
-/// Checks every field; `configured_maxconn` 0 means the server is
+/// Checks every field; a server without `configured_maxconn` is
 /// unlimited, and a limit cannot be added at run time.
-fn plan_server(change: ServerBody, configured_maxconn: u32) -> Result<ServerChange, String> {
+fn plan_server(change: ServerBody, configured_maxconn: Option<NonZeroU32>) -> Result<ServerChange, String> {
     if change.state.is_none() && change.weight.is_none() && change.maxconn.is_none() {
         return Err(format!("nothing to change; expected {SERVER_BODY}"));
     }
@@ -151,7 +153,7 @@ fn plan_server(change: ServerBody, configured_maxconn: u32) -> Result<ServerChan
     };
     let maxconn = match change.maxconn {
         None => None,
-        Some(_) if configured_maxconn == 0 => {
+        Some(_) if configured_maxconn.is_none() => {
             return Err("the server has no maxconn (unlimited in the configuration); \
                         expected a maxconn in the configuration to change it at run time"
                 .to_owned());
@@ -238,6 +240,10 @@ async fn put_frontend(req: HttpRequest, admin: web::Data<Admin>, body: web::Payl
 mod tests {
     use super::*;
 
+    fn limit(n: u32) -> Option<NonZeroU32> {
+        NonZeroU32::new(n)
+    }
+
     fn change(state: Option<&str>, weight: Option<u64>, maxconn: Option<u64>) -> ServerBody {
         ServerBody { state: state.map(str::to_owned), weight, maxconn }
     }
@@ -245,13 +251,13 @@ mod tests {
     #[test]
     fn server_changes_are_validated_whole() {
         assert_eq!(
-            plan_server(change(Some("drain"), Some(0), Some(3)), 10),
+            plan_server(change(Some("drain"), Some(0), Some(3)), limit(10)),
             Ok(ServerChange { state: Some(AdminState::Drain), weight: Some(0), maxconn: Some(3) })
         );
-        assert!(plan_server(change(Some("DRAIN"), None, None), 10).unwrap_err().contains("unknown state"));
-        assert!(plan_server(change(None, Some(257), None), 10).unwrap_err().contains("weight 257"));
-        assert!(plan_server(change(None, None, Some(0)), 10).unwrap_err().contains("maxconn 0"));
-        assert!(plan_server(change(None, None, Some(5)), 0).unwrap_err().contains("unlimited"));
-        assert!(plan_server(change(None, None, None), 10).unwrap_err().contains("nothing to change"));
+        assert!(plan_server(change(Some("DRAIN"), None, None), limit(10)).unwrap_err().contains("unknown state"));
+        assert!(plan_server(change(None, Some(257), None), limit(10)).unwrap_err().contains("weight 257"));
+        assert!(plan_server(change(None, None, Some(0)), limit(10)).unwrap_err().contains("maxconn 0"));
+        assert!(plan_server(change(None, None, Some(5)), None).unwrap_err().contains("unlimited"));
+        assert!(plan_server(change(None, None, None), limit(10)).unwrap_err().contains("nothing to change"));
     }
 }

@@ -15,7 +15,7 @@ use crate::admission::fd_budget::FdBudget;
 use crate::admission::watchdog::WatchdogCounters;
 use crate::backend::{AdminState, OpState};
 use crate::broker::ControlError;
-use crate::config::Balance;
+use crate::config::{Balance, ZeroForNone};
 use crate::observe::stats_book::Counters;
 
 #[derive(Debug, Clone, Serialize)]
@@ -189,7 +189,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
                 state: l.state.to_string(),
                 sessions_current: gauge.current,
                 sessions_max: gauge.max,
-                sessions_limit: layout.bind_maxconn(&l.frontend),
+                sessions_limit: layout.bind_maxconn(&l.frontend).or_zero(),
             }
         })
         .collect();
@@ -217,7 +217,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
                 sessions_limit_effective: q.and_then(|q| q.effective_maxconn),
                 queue_current: q.map_or(0, |q| q.queued),
                 queue_max: q.map_or(0, |q| q.max_queued),
-                queue_limit: s.maxqueue,
+                queue_limit: s.maxqueue.or_zero(),
                 check: CheckStats {
                     enabled: s.checks,
                     status: report.last_check,
@@ -233,10 +233,10 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
             balance: layout.balance,
             sessions_current: queue.servers.iter().map(|s| s.served).sum(),
             sessions_max: queue.max_served,
-            sessions_limit: layout.fullconn,
+            sessions_limit: layout.fullconn.or_zero(),
             queue_current: queue.backend_queue,
             queue_max: queue.max_backend_queue,
-            queue_limit: layout.maxqueue,
+            queue_limit: layout.maxqueue.or_zero(),
             totals: stats.backends.get(bi).cloned().unwrap_or_default(),
             servers,
         });

@@ -52,7 +52,7 @@ pub struct HitBook {
 }
 
 impl HitBook {
-    pub fn new(warn_interval: Duration, stress_cooldowns: &[Duration]) -> HitBook {
+    pub fn new(warn_interval: Duration, stress_cooldowns: &[Option<Duration>]) -> HitBook {
         HitBook {
             counters: WatchdogCounters::default(),
             warnings: WarningThrottle::new(warn_interval),
@@ -79,7 +79,7 @@ impl HitBook {
     }
 
     /// A reload: stress cooldowns by frontend id.
-    pub fn reconfigure_stress(&mut self, cooldowns: &[Duration]) {
+    pub fn reconfigure_stress(&mut self, cooldowns: &[Option<Duration>]) {
         self.stress.reconfigure(cooldowns);
     }
 
@@ -110,7 +110,7 @@ mod tests {
     fn hits_are_counted_throttled_per_owner_and_enter_stress() {
         let t = Instant::now();
         let s = Duration::from_secs(1);
-        let mut book = HitBook::new(Duration::from_secs(10), &[s, Duration::ZERO]);
+        let mut book = HitBook::new(Duration::from_secs(10), &[Some(s), None]);
         let first = book.hit(hit(0, 0, PauseReason::Frontend), t);
         assert_eq!(first, HitEffects { warn: Some(1), stress_entered: true });
         let again = book.hit(hit(0, 1, PauseReason::Frontend), t);

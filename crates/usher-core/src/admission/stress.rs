@@ -19,23 +19,23 @@ pub enum StressChange {
 
 #[derive(Debug)]
 pub struct StressState {
-    /// Per frontend: its cooldown (zero = stress mode disabled) and, while in
-    /// stress, the last hit.
-    frontends: Vec<(Duration, Option<Instant>)>,
+    /// Per frontend: its cooldown (`None` = stress mode disabled) and, while
+    /// in stress, the last hit.
+    frontends: Vec<(Option<Duration>, Option<Instant>)>,
 }
 
 impl StressState {
-    pub fn new(cooldowns: &[Duration]) -> StressState {
+    pub fn new(cooldowns: &[Option<Duration>]) -> StressState {
         StressState { frontends: cooldowns.iter().map(|c| (*c, None)).collect() }
     }
 
     /// A reload: cooldowns by frontend id (new frontends come after).
-    pub fn reconfigure(&mut self, cooldowns: &[Duration]) {
+    pub fn reconfigure(&mut self, cooldowns: &[Option<Duration>]) {
         for (i, c) in cooldowns.iter().enumerate() {
             match self.frontends.get_mut(i) {
                 Some((cooldown, last)) => {
                     *cooldown = *c;
-                    if c.is_zero() {
+                    if c.is_none() {
                         *last = None;
                     }
                 }
@@ -47,7 +47,7 @@ impl StressState {
     /// A limit was hit on `frontend`.
     pub fn hit(&mut self, frontend: FrontendId, now: Instant) -> Option<StressChange> {
         let (cooldown, last) = &mut self.frontends[frontend.0];
-        if cooldown.is_zero() {
+        if cooldown.is_none() {
             return None;
         }
         let entered = last.is_none();
@@ -59,7 +59,7 @@ impl StressState {
     pub fn expire(&mut self, now: Instant) -> Vec<StressChange> {
         let mut left = Vec::new();
         for (i, (cooldown, last)) in self.frontends.iter_mut().enumerate() {
-            if last.is_some_and(|at| now.saturating_duration_since(at) >= *cooldown) {
+            if last.zip(*cooldown).is_some_and(|(at, cooldown)| now.saturating_duration_since(at) >= cooldown) {
                 *last = None;
                 left.push(StressChange::Left(FrontendId(i)));
             }
@@ -73,7 +73,7 @@ impl StressState {
 
     /// When the earliest stress period may end (for the actor's timer).
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.frontends.iter().filter_map(|(cooldown, last)| last.map(|at| at + *cooldown)).min()
+        self.frontends.iter().filter_map(|(cooldown, last)| last.zip(*cooldown).map(|(at, c)| at + c)).min()
     }
 }
 
@@ -85,7 +85,7 @@ mod tests {
     fn stays_until_a_full_cooldown_without_hits() {
         let t = Instant::now();
         let s = Duration::from_secs(1);
-        let mut st = StressState::new(&[s, Duration::ZERO]);
+        let mut st = StressState::new(&[Some(s), None]);
         assert_eq!(st.hit(FrontendId(0), t), Some(StressChange::Entered(FrontendId(0))));
         assert_eq!(st.hit(FrontendId(0), t + s / 2), None, "already in stress");
         assert!(st.expire(t + s).is_empty(), "the second hit restarted the cooldown");

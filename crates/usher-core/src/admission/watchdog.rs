@@ -45,8 +45,8 @@ pub struct WatchdogConfig {
     pub admission: AdmissionConfig,
     pub listeners: Vec<ListenerInfo>,
     pub frontend_names: Vec<String>,
-    /// Stress cooldown per frontend (zero = no stress mode there).
-    pub stress_cooldowns: Vec<Duration>,
+    /// Stress cooldown per frontend (`None` = no stress mode there).
+    pub stress_cooldowns: Vec<Option<Duration>>,
     pub maxconn_recheck: Duration,
     pub shortage_recheck: Duration,
     pub warn_interval: Duration,
@@ -110,7 +110,7 @@ pub struct ReconfigureAdmission {
     pub admission: AdmissionConfig,
     pub listeners: Vec<ListenerInfo>,
     pub frontend_names: Vec<String>,
-    pub stress_cooldowns: Vec<Duration>,
+    pub stress_cooldowns: Vec<Option<Duration>>,
 }
 
 /// Asks for a [`WatchdogStatus`].
@@ -177,7 +177,8 @@ impl ResourceWatchdog {
         }
         for f in self.hits.expire_stress(now) {
             info!(self.log, "stress mode left"; "frontend" => &self.config.frontend_names[f.0],
-                "cooldown" => %humantime::format_duration(self.config.stress_cooldowns[f.0]));
+                // Only a frontend with a cooldown enters stress, so it has one.
+                "cooldown" => %humantime::format_duration(self.config.stress_cooldowns[f.0].unwrap_or_default()));
         }
     }
 

@@ -25,15 +25,16 @@ use super::bind::OpenedSocket;
 use super::planner::{BackendStep, BackendUpdate, FrontendStep, ListenerPlan, Plan, ServerStep};
 use super::reload_outcome::ReloadSummary;
 use super::topology::{BackendSlot, FrontendSlot, ListenerSlot, ServerSlot, Topology};
-use super::wiring::{self, backend_params, backend_setup, check_spec, health_config, new_server, server_info, server_setup};
+use super::wiring::{
+    self, backend_params, backend_setup, balancer, check_spec, health_config, new_server, server_info, server_setup,
+};
 use crate::admission::listener::{ListenerWiring, SessionStarter};
 use crate::admission::watchdog::{ListenerInfo, ReconfigureAdmission};
 use crate::admission::{AdmissionConfig, FrontendLimits, Listener, ListenerLimits, SessionGauge, StopAccepting};
 use crate::backend::backend_queue::{ReconfigureBackend, RetireBackend, ServerChange};
-use crate::backend::balance;
 use crate::backend::server::{ReconfigureServer, RetireServer};
 use crate::backend::Server;
-use crate::config::BackendSettings;
+use crate::config::{BackendSettings, ZeroForNone};
 use crate::ids::{BackendId, FrontendId, ListenerId};
 use crate::observe::stats::{Gauges, ResizeStats};
 use crate::session::{FrontendContext, SessionHandles, SessionSettings};
@@ -138,7 +139,7 @@ impl Topology {
                 slot.servers.iter().map(|s| if s.actor.is_some() { s.settings.weight } else { 0 }).collect();
             slot.queue.do_send(ReconfigureBackend {
                 setup: backend_setup(&b),
-                balancer: balance::for_kind(b.balance, &weights, b.draws, b.hash_balance_factor),
+                balancer: balancer(&b, &weights),
                 servers: server_changes,
             });
         }
@@ -230,18 +231,18 @@ impl Topology {
     fn tell_watchdog_and_stats(&self) {
         let admission = AdmissionConfig {
             global_maxconn: 0, // kept by the watchdog
-            global_rate: self.settings.global.maxconnrate,
+            global_rate: self.settings.global.maxconnrate.or_zero(),
             frontends: self
                 .frontends
                 .iter()
-                .map(|f| FrontendLimits { maxconn: f.settings.maxconn, rate: f.settings.rate_limit })
+                .map(|f| FrontendLimits { maxconn: f.settings.maxconn.or_zero(), rate: f.settings.rate_limit.or_zero() })
                 .collect(),
             listeners: self
                 .listeners
                 .iter()
                 .map(|l| ListenerLimits {
                     frontend: l.frontend,
-                    maxconn: self.frontends[l.frontend.0].settings.bind_maxconn,
+                    maxconn: self.frontends[l.frontend.0].settings.bind_maxconn.or_zero(),
                 })
                 .collect(),
         };

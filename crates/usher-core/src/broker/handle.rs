@@ -4,6 +4,7 @@
 //! removed; only [`BrokerHandle::settings`] is a snapshot.
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -215,14 +216,14 @@ impl BrokerHandle {
 }
 
 impl ServerChange {
-    /// Every field in range; `configured_maxconn` 0 means the server is
+    /// Every field in range; a server without `configured_maxconn` is
     /// unlimited, and a limit cannot be added at run time.
-    fn check(&self, configured_maxconn: u32) -> Result<(), ControlError> {
+    fn check(&self, configured_maxconn: Option<NonZeroU32>) -> Result<(), ControlError> {
         if let Some(weight) = self.weight.filter(|w| *w > MAX_WEIGHT) {
             return Err(ControlError::Rejected(format!("weight {weight} is out of range; expected 0 to {MAX_WEIGHT}")));
         }
         match self.maxconn {
-            Some(_) if configured_maxconn == 0 => Err(ControlError::Rejected(
+            Some(_) if configured_maxconn.is_none() => Err(ControlError::Rejected(
                 "the server has no maxconn (unlimited in the configuration); \
                  expected a maxconn in the configuration to change it at run time"
                     .to_owned(),
@@ -269,7 +270,7 @@ impl Actors {
     }
 
     /// A server's configured maxconn and its actor.
-    fn find_server(&self, backend: &str, server: &str) -> Result<(u32, &Addr<Server>), ControlError> {
+    fn find_server(&self, backend: &str, server: &str) -> Result<(Option<NonZeroU32>, &Addr<Server>), ControlError> {
         let settings = self.settings.backend(backend).ok_or_else(|| ControlError::UnknownBackend(backend.to_owned()))?;
         let unknown = || ControlError::UnknownServer { backend: backend.to_owned(), server: server.to_owned() };
         let configured = settings.servers.iter().find(|s| s.name == server).ok_or_else(unknown)?.maxconn;

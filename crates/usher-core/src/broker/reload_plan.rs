@@ -33,7 +33,7 @@ pub enum ServerPlan {
 }
 
 pub fn server_plan(old: &ServerSettings, new: &ServerSettings) -> ServerPlan {
-    if old.address != new.address || (old.maxconn == 0) != (new.maxconn == 0) {
+    if old.address != new.address || old.maxconn.is_none() != new.maxconn.is_none() {
         ServerPlan::Replace
     } else if old == new {
         ServerPlan::Keep

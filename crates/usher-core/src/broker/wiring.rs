@@ -7,10 +7,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use slog::{o, Logger};
 
-use crate::backend::balance;
+use crate::backend::balance::{self, Balancer};
 use crate::backend::server::CheckSpec;
 use crate::backend::{BackendQueue, BackendSetup, HealthConfig, Server, ServerInfo, ServerSetup};
-use crate::config::{BackendSettings, ServerSettings};
+use crate::config::{BackendSettings, ServerSettings, ZeroForNone};
 use crate::ids::ServerId;
 use crate::proxy_protocol;
 use crate::session::BackendParams;
@@ -20,21 +20,21 @@ pub fn health_config(s: &ServerSettings) -> HealthConfig {
     HealthConfig {
         checks: c.enabled,
         inter: c.inter,
-        fastinter: c.fastinter,
-        downinter: c.downinter,
+        fastinter: c.fastinter_or_inter(),
+        downinter: c.downinter_or_inter(),
         rise: c.rise,
         fall: c.fall,
-        error_limit: c.error_limit,
-        slowstart: s.slowstart,
+        error_limit: c.error_limit.or_zero(),
+        slowstart: s.slowstart.or_zero(),
         weight: s.weight,
-        maxconn: s.maxconn,
+        maxconn: s.maxconn.or_zero(),
     }
 }
 
 pub fn check_spec(s: &ServerSettings) -> CheckSpec {
     let c = &s.check;
     CheckSpec {
-        timeout: if c.timeout.is_zero() { c.inter } else { c.timeout },
+        timeout: c.timeout_or_inter(),
         proxy_header: proxy_protocol::encode_unknown(s.send_proxy).unwrap_or_default(),
         send: c.send.clone().into_bytes(),
         expect: c.expect.clone().into_bytes(),
@@ -42,11 +42,22 @@ pub fn check_spec(s: &ServerSettings) -> CheckSpec {
 }
 
 pub fn server_setup(s: &ServerSettings) -> ServerSetup {
-    ServerSetup { maxconn: s.maxconn, weight: s.weight, maxqueue: s.maxqueue, backup: s.backup, minconn: s.minconn }
+    ServerSetup {
+        maxconn: s.maxconn.or_zero(),
+        weight: s.weight,
+        maxqueue: s.maxqueue.or_zero(),
+        backup: s.backup,
+        minconn: s.minconn.or_zero(),
+    }
 }
 
 pub fn backend_setup(b: &BackendSettings) -> BackendSetup {
-    BackendSetup { maxqueue: b.maxqueue, redispatch: b.redispatch, fullconn: b.fullconn }
+    BackendSetup { maxqueue: b.maxqueue.or_zero(), redispatch: b.redispatch, fullconn: b.fullconn.or_zero() }
+}
+
+/// The balancer of `backends.NAME.balance` over servers of these weights.
+pub fn balancer(b: &BackendSettings, weights: &[u32]) -> Box<dyn Balancer> {
+    balance::for_kind(b.balance, weights, b.draws, b.hash_balance_factor.or_zero())
 }
 
 pub fn backend_params(b: &BackendSettings) -> BackendParams {
@@ -68,7 +79,7 @@ pub fn server_info(id: ServerId, s: &ServerSettings, actor: &Addr<Server>) -> Ar
         name: Arc::from(s.name.as_str()),
         address: s.address,
         send_proxy: s.send_proxy,
-        observe: (c.enabled && c.error_limit > 0).then(|| actor.clone().recipient()),
+        observe: (c.enabled && c.error_limit.is_some()).then(|| actor.clone().recipient()),
         release: actor.clone().recipient(),
     })
 }
@@ -112,7 +123,6 @@ pub fn start_backend(b: &BackendSettings, log: &Logger) -> BackendActors {
         servers.push(server);
     }
     let weights: Vec<u32> = b.servers.iter().map(|s| s.weight).collect();
-    let balancer = balance::for_kind(b.balance, &weights, b.draws, b.hash_balance_factor);
-    ctx.run(BackendQueue::new(&setups, infos, backend_setup(b), balancer, log));
+    ctx.run(BackendQueue::new(&setups, infos, backend_setup(b), balancer(b, &weights), log));
     BackendActors { queue, servers }
 }

@@ -1,6 +1,8 @@
 //! One validation pass from the merged tree to [`Settings`].
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
 
 use config::{Map, Value, ValueKind};
 
@@ -54,7 +56,7 @@ pub(super) fn settings(merged: &Merged) -> Result<Settings, ConfigErrors> {
 fn global(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<GlobalSettings> {
     let mut s = Section::new("global", root.get("global"), report);
     let maxconn = s.u32_in("maxconn", 0, 10_000_000, report);
-    let maxconnrate = s.u32_in("maxconnrate", 0, 10_000_000, report);
+    let maxconnrate = s.limit_up_to("maxconnrate", 10_000_000, report);
     let workers = s.u32_in("workers", 0, 1024, report);
     let grace = s.duration("grace", report);
     let bufsize = s.u32_in("bufsize", 1024, 16 << 20, report);
@@ -179,37 +181,37 @@ fn defaults(root: &Map<String, Value>, report: &mut Report<'_>) -> Defaults {
 struct FrontendKeys {
     bind: Option<Vec<std::net::SocketAddr>>,
     backend: Option<String>,
-    maxconn: Option<u32>,
+    maxconn: Option<Option<NonZeroU32>>,
     backlog: Option<u32>,
-    bind_maxconn: Option<u32>,
-    rate_limit: Option<u32>,
+    bind_maxconn: Option<Option<NonZeroU32>>,
+    rate_limit: Option<Option<NonZeroU32>>,
     priority_class: Option<i64>,
     priority_offset: Option<i64>,
     accept_proxy: Option<bool>,
-    client: Option<std::time::Duration>,
-    proxy: Option<std::time::Duration>,
+    client: Option<Option<Duration>>,
+    proxy: Option<Option<Duration>>,
     stress: Option<StressSettings>,
 }
 
 fn frontend_keys(s: &mut Section, report: &mut Report<'_>) -> FrontendKeys {
     let bind = s.bind_list("bind", report);
     let backend = s.string("backend", report);
-    let maxconn = s.u32_in("maxconn", 0, 10_000_000, report);
+    let maxconn = s.limit_up_to("maxconn", 10_000_000, report);
     let backlog = s.u32_in("backlog", 1, 65_535, report);
-    let bind_maxconn = s.u32_in("bind_maxconn", 0, 10_000_000, report);
-    let rate_limit = s.u32_in("rate_limit", 0, 10_000_000, report);
+    let bind_maxconn = s.limit_up_to("bind_maxconn", 10_000_000, report);
+    let rate_limit = s.limit_up_to("rate_limit", 10_000_000, report);
     let priority_class = s.i64_in("priority_class", -2047, 2047, report);
     let priority_offset = s.i64_in("priority_offset", -524_287, 524_287, report);
     let accept_proxy = s.bool("accept_proxy", report);
     let mut t = s.sub("timeout", report);
-    let client = t.duration("client", report);
-    let proxy = t.duration("proxy", report);
+    let client = t.duration_or_none("client", report);
+    let proxy = t.duration_or_none("proxy", report);
     t.finish(report);
     let mut st = s.sub("stress", report);
-    let cooldown = st.duration("cooldown", report);
+    let cooldown = st.duration_or_none("cooldown", report);
     let mut stt = st.sub("timeout", report);
-    let stress_client = stt.duration("client", report);
-    let stress_queue = stt.duration("queue", report);
+    let stress_client = stt.duration_or_none("client", report);
+    let stress_queue = stt.duration_or_none("queue", report);
     stt.finish(report);
     st.finish(report);
     let stress = match (cooldown, stress_client, stress_queue) {
@@ -237,14 +239,14 @@ fn frontend_keys(s: &mut Section, report: &mut Report<'_>) -> FrontendKeys {
 struct BackendKeys {
     balance: Option<Balance>,
     draws: Option<u32>,
-    hash_balance_factor: Option<u32>,
-    fullconn: Option<u32>,
-    maxqueue: Option<u32>,
+    hash_balance_factor: Option<Option<NonZeroU32>>,
+    fullconn: Option<Option<NonZeroU32>>,
+    maxqueue: Option<Option<NonZeroU32>>,
     retries: Option<u32>,
     redispatch: Option<bool>,
-    queue: Option<std::time::Duration>,
-    connect: Option<std::time::Duration>,
-    server: Option<std::time::Duration>,
+    queue: Option<Option<Duration>>,
+    connect: Option<Option<Duration>>,
+    server: Option<Option<Duration>>,
 }
 
 fn backend_keys(s: &mut Section, report: &mut Report<'_>) -> BackendKeys {
@@ -261,17 +263,17 @@ fn backend_keys(s: &mut Section, report: &mut Report<'_>) -> BackendKeys {
         report,
     );
     let draws = s.u32_in("draws", 1, 16, report);
-    let hash_balance_factor = s.u32_in("hash_balance_factor", 0, 10_000, report);
-    let fullconn = s.u32_in("fullconn", 0, 10_000_000, report);
-    let maxqueue = s.u32_in("maxqueue", 0, 10_000_000, report);
+    let hash_balance_factor = s.limit_up_to("hash_balance_factor", 10_000, report);
+    let fullconn = s.limit_up_to("fullconn", 10_000_000, report);
+    let maxqueue = s.limit_up_to("maxqueue", 10_000_000, report);
     let retries = s.u32_in("retries", 0, 100, report);
     let redispatch = s.bool("redispatch", report);
     let mut t = s.sub("timeout", report);
-    let queue = t.duration("queue", report);
-    let connect = t.duration("connect", report);
-    let server = t.duration("server", report);
+    let queue = t.duration_or_none("queue", report);
+    let connect = t.duration_or_none("connect", report);
+    let server = t.duration_or_none("server", report);
     t.finish(report);
-    if hash_balance_factor.is_some_and(|f| f > 0 && f < 100) {
+    if hash_balance_factor.flatten().is_some_and(|f| f.get() < 100) {
         report.error(
             &format!("{}.hash_balance_factor", s.path()),
             "below 100; expected 0 (off) or a percent of the average load of at least 100, such as 125",
@@ -283,40 +285,40 @@ fn backend_keys(s: &mut Section, report: &mut Report<'_>) -> BackendKeys {
 struct ServerKeys {
     address: Option<std::net::SocketAddr>,
     weight: Option<u32>,
-    maxconn: Option<u32>,
-    maxqueue: Option<u32>,
+    maxconn: Option<Option<NonZeroU32>>,
+    maxqueue: Option<Option<NonZeroU32>>,
     send_proxy: Option<ProxyVersion>,
     backup: Option<bool>,
-    minconn: Option<u32>,
-    slowstart: Option<std::time::Duration>,
+    minconn: Option<Option<NonZeroU32>>,
+    slowstart: Option<Option<Duration>>,
     check: Option<CheckSettings>,
 }
 
 fn server_keys(s: &mut Section, report: &mut Report<'_>) -> ServerKeys {
     let address = s.server_address("address", report);
     let weight = s.u32_in("weight", 0, 256, report);
-    let maxconn = s.u32_in("maxconn", 0, 10_000_000, report);
-    let maxqueue = s.u32_in("maxqueue", 0, 10_000_000, report);
+    let maxconn = s.limit_up_to("maxconn", 10_000_000, report);
+    let maxqueue = s.limit_up_to("maxqueue", 10_000_000, report);
     let send_proxy = s.choice(
         "send_proxy",
         &[("none", ProxyVersion::None), ("v1", ProxyVersion::V1), ("v2", ProxyVersion::V2)],
         report,
     );
     let backup = s.bool("backup", report);
-    let minconn = s.u32_in("minconn", 0, 10_000_000, report);
-    let slowstart = s.duration("slowstart", report);
+    let minconn = s.limit_up_to("minconn", 10_000_000, report);
+    let slowstart = s.duration_or_none("slowstart", report);
     let mut c = s.sub("check", report);
     let check = (|| {
         let enabled = c.bool("enabled", report);
         let inter = c.duration("inter", report);
-        let fastinter = c.duration("fastinter", report);
-        let downinter = c.duration("downinter", report);
+        let fastinter = c.duration_or_none("fastinter", report);
+        let downinter = c.duration_or_none("downinter", report);
         let rise = c.u32_in("rise", 1, 1000, report);
         let fall = c.u32_in("fall", 1, 1000, report);
-        let timeout = c.duration("timeout", report);
+        let timeout = c.duration_or_none("timeout", report);
         let send = c.text("send", report);
         let expect = c.text("expect", report);
-        let error_limit = c.u32_in("error_limit", 0, 1_000_000, report);
+        let error_limit = c.limit_up_to("error_limit", 1_000_000, report);
         Some(CheckSettings {
             enabled: enabled?,
             inter: inter?,

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use config::{Map, Value, ValueKind};
@@ -127,6 +128,11 @@ impl Section {
         })
     }
 
+    /// A bound from 0 to `max` where 0 means none.
+    pub fn limit_up_to(&mut self, key: &'static str, max: u32, report: &mut Report<'_>) -> Option<Option<NonZeroU32>> {
+        self.u32_in(key, 0, max, report).map(NonZeroU32::new)
+    }
+
     pub fn i64_in(&mut self, key: &'static str, min: i64, max: i64, report: &mut Report<'_>) -> Option<i64> {
         let expected = format!("an integer from {min} to {max}");
         self.get(key, &expected, report, |v| {
@@ -149,6 +155,11 @@ impl Section {
             ValueKind::String(s) => humantime::parse_duration(s.trim()).ok(),
             _ => None,
         })
+    }
+
+    /// A duration where zero means none (no limit, or "use another").
+    pub fn duration_or_none(&mut self, key: &'static str, report: &mut Report<'_>) -> Option<Option<Duration>> {
+        self.duration(key, report).map(|d| (!d.is_zero()).then_some(d))
     }
 
     pub fn string(&mut self, key: &'static str, report: &mut Report<'_>) -> Option<String> {

@@ -2,6 +2,7 @@
 //! `configs/default.toml`, which holds its default.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
@@ -27,6 +28,39 @@ macro_rules! named {
     )*};
 }
 named!(FrontendSettings, BackendSettings, ServerSettings);
+
+/// The configuration writes "no limit" and "no timeout" as 0; the settings
+/// hold `None` instead. This is the way back to the written form, for
+/// `usher check` output and for the run-time structs that still take the
+/// configuration's 0 (admission and backend setups, the admin API).
+pub trait ZeroForNone {
+    type Written;
+    fn or_zero(self) -> Self::Written;
+}
+
+impl ZeroForNone for Option<NonZeroU32> {
+    type Written = u32;
+    fn or_zero(self) -> u32 {
+        self.map_or(0, NonZeroU32::get)
+    }
+}
+
+impl ZeroForNone for Option<Duration> {
+    type Written = Duration;
+    fn or_zero(self) -> Duration {
+        self.unwrap_or(Duration::ZERO)
+    }
+}
+
+/// A bound that may be absent, printed as written: 0 for none.
+fn limit_or_zero<S: Serializer>(limit: &Option<NonZeroU32>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u32(limit.or_zero())
+}
+
+/// A duration that may be absent, printed as written: `0s` for none.
+fn duration_or_zero<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    humantime_serde::serialize(&duration.or_zero(), serializer)
+}
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -62,11 +96,15 @@ impl Settings {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GlobalSettings {
-    /// Concurrent client sessions in the process (0 = derived from the fd limit).
+    /// Concurrent client sessions in the process. Stays the written number:
+    /// 0 is not "unlimited" but "derived from the fd limit", which the
+    /// fd budget resolves at start (see `FdBudget::effective_maxconn`).
     pub maxconn: u32,
-    /// New sessions per second in the process (0 = unlimited).
-    pub maxconnrate: u32,
-    /// Data-plane threads (0 = one per core).
+    /// New sessions per second in the process (`None` = unlimited, written 0).
+    #[serde(serialize_with = "limit_or_zero")]
+    pub maxconnrate: Option<NonZeroU32>,
+    /// Data-plane threads as written (0 = one per core): read it through
+    /// [`GlobalSettings::worker_threads`].
     pub workers: u32,
     /// Time live sessions get to finish after a stop signal.
     #[serde(with = "humantime_serde")]
@@ -77,6 +115,23 @@ pub struct GlobalSettings {
     pub bufsize_max: u32,
     /// Accepts in a row per listener wake-up.
     pub maxaccept: u32,
+}
+
+impl CheckSettings {
+    /// Interval while changing state: `fastinter`, else `inter`.
+    pub fn fastinter_or_inter(&self) -> Duration {
+        self.fastinter.unwrap_or(self.inter)
+    }
+
+    /// Interval while down: `downinter`, else `inter`.
+    pub fn downinter_or_inter(&self) -> Duration {
+        self.downinter.unwrap_or(self.inter)
+    }
+
+    /// Limit for one check: `timeout`, else `inter`.
+    pub fn timeout_or_inter(&self) -> Duration {
+        self.timeout.unwrap_or(self.inter)
+    }
 }
 
 impl GlobalSettings {
@@ -178,14 +233,17 @@ pub struct FrontendSettings {
     pub bind: Vec<SocketAddr>,
     /// Name of the backend that serves this frontend.
     pub backend: String,
-    /// Concurrent sessions of this frontend (0 = only the global limit).
-    pub maxconn: u32,
+    /// Concurrent sessions of this frontend (`None` = only the global limit, written 0).
+    #[serde(serialize_with = "limit_or_zero")]
+    pub maxconn: Option<NonZeroU32>,
     /// listen() backlog.
     pub backlog: u32,
-    /// Concurrent sessions per bind address (0 = unlimited).
-    pub bind_maxconn: u32,
-    /// New sessions per second (0 = unlimited).
-    pub rate_limit: u32,
+    /// Concurrent sessions per bind address (`None` = unlimited, written 0).
+    #[serde(serialize_with = "limit_or_zero")]
+    pub bind_maxconn: Option<NonZeroU32>,
+    /// New sessions per second (`None` = unlimited, written 0).
+    #[serde(serialize_with = "limit_or_zero")]
+    pub rate_limit: Option<NonZeroU32>,
     /// Queue priority class of its sessions (-2047..=2047; lower first).
     pub priority_class: i32,
     /// Added to its sessions' arrival time in the queues, in ms (negative = earlier).
@@ -198,28 +256,30 @@ pub struct FrontendSettings {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StressSettings {
-    /// Time without a limit hit before stress ends (zero = stress disabled).
-    #[serde(with = "humantime_serde")]
-    pub cooldown: Duration,
+    /// Time without a limit hit before stress ends (`None` = stress disabled, written 0).
+    #[serde(serialize_with = "duration_or_zero")]
+    pub cooldown: Option<Duration>,
     pub timeout: StressTimeouts,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StressTimeouts {
-    #[serde(with = "humantime_serde")]
-    pub client: Duration,
-    #[serde(with = "humantime_serde")]
-    pub queue: Duration,
+    /// `timeout.client` of sessions accepted in stress mode (`None` = none, written 0).
+    #[serde(serialize_with = "duration_or_zero")]
+    pub client: Option<Duration>,
+    /// `timeout.queue` of sessions accepted in stress mode (`None` = none, written 0).
+    #[serde(serialize_with = "duration_or_zero")]
+    pub queue: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FrontendTimeouts {
-    /// Client-side inactivity limit while relaying (zero = none).
-    #[serde(with = "humantime_serde")]
-    pub client: Duration,
-    /// Limit for reading the PROXY header with `accept_proxy` (zero = none).
-    #[serde(with = "humantime_serde")]
-    pub proxy: Duration,
+    /// Client-side inactivity limit while relaying (`None` = none, written 0).
+    #[serde(serialize_with = "duration_or_zero")]
+    pub client: Option<Duration>,
+    /// Limit for reading the PROXY header with `accept_proxy` (`None` = none, written 0).
+    #[serde(serialize_with = "duration_or_zero")]
+    pub proxy: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -244,18 +304,22 @@ pub struct BackendSettings {
     #[serde(skip)]
     pub name: String,
     pub balance: Balance,
-    /// Backend queue bound (0 = unbounded).
-    pub maxqueue: u32,
+    /// Backend queue bound (`None` = unbounded, written 0).
+    #[serde(serialize_with = "limit_or_zero")]
+    pub maxqueue: Option<NonZeroU32>,
     /// Further attempts after a failed connection.
     pub retries: u32,
     /// Retries go to another server when there is one.
     pub redispatch: bool,
     /// Random draws for `balance = "random"`.
     pub draws: u32,
-    /// Bounded-load consistent hashing, percent of the average load (0 = off).
-    pub hash_balance_factor: u32,
-    /// Backend load at which servers with `minconn` reach `maxconn` (0 = off).
-    pub fullconn: u32,
+    /// Bounded-load consistent hashing, percent of the average load, at least
+    /// 100 (`None` = off, written 0).
+    #[serde(serialize_with = "limit_or_zero")]
+    pub hash_balance_factor: Option<NonZeroU32>,
+    /// Backend load at which servers with `minconn` reach `maxconn` (`None` = off, written 0).
+    #[serde(serialize_with = "limit_or_zero")]
+    pub fullconn: Option<NonZeroU32>,
     pub timeout: BackendTimeouts,
     /// Servers in declaration order.
     #[serde(serialize_with = "by_name")]
@@ -264,15 +328,15 @@ pub struct BackendSettings {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackendTimeouts {
-    /// Longest wait in a queue (zero = unbounded).
-    #[serde(with = "humantime_serde")]
-    pub queue: Duration,
-    /// Limit for one connection attempt (zero = none).
-    #[serde(with = "humantime_serde")]
-    pub connect: Duration,
-    /// Server-side inactivity limit while relaying (zero = none).
-    #[serde(with = "humantime_serde")]
-    pub server: Duration,
+    /// Longest wait in a queue (`None` = unbounded, written 0).
+    #[serde(serialize_with = "duration_or_zero")]
+    pub queue: Option<Duration>,
+    /// Limit for one connection attempt (`None` = none, written 0).
+    #[serde(serialize_with = "duration_or_zero")]
+    pub connect: Option<Duration>,
+    /// Server-side inactivity limit while relaying (`None` = none, written 0).
+    #[serde(serialize_with = "duration_or_zero")]
+    pub server: Option<Duration>,
 }
 
 /// Which PROXY protocol header usher sends a server (`servers.X.send_proxy`).
@@ -294,19 +358,22 @@ pub struct ServerSettings {
     pub name: String,
     pub address: SocketAddr,
     pub weight: u32,
-    /// Concurrent sessions (0 = unlimited).
-    pub maxconn: u32,
-    /// Own queue bound (0 = unbounded).
-    pub maxqueue: u32,
+    /// Concurrent sessions (`None` = unlimited, written 0).
+    #[serde(serialize_with = "limit_or_zero")]
+    pub maxconn: Option<NonZeroU32>,
+    /// Own queue bound (`None` = unbounded, written 0).
+    #[serde(serialize_with = "limit_or_zero")]
+    pub maxqueue: Option<NonZeroU32>,
     /// PROXY protocol header written after connecting, before any client byte.
     pub send_proxy: ProxyVersion,
     /// Takes traffic only while no active server is usable.
     pub backup: bool,
-    /// Dynamic maxconn floor with `fullconn` (0 = off).
-    pub minconn: u32,
-    /// Ramp of weight and maxconn after coming back up (zero = none).
-    #[serde(with = "humantime_serde")]
-    pub slowstart: Duration,
+    /// Dynamic maxconn floor with `fullconn` (`None` = off, written 0).
+    #[serde(serialize_with = "limit_or_zero")]
+    pub minconn: Option<NonZeroU32>,
+    /// Ramp of weight and maxconn after coming back up (`None` = none, written 0).
+    #[serde(serialize_with = "duration_or_zero")]
+    pub slowstart: Option<Duration>,
     pub check: CheckSettings,
 }
 
@@ -315,24 +382,26 @@ pub struct ServerSettings {
 pub struct CheckSettings {
     /// Run active checks.
     pub enabled: bool,
+    /// Interval between checks (never zero).
     #[serde(with = "humantime_serde")]
     pub inter: Duration,
-    /// Interval while changing state (zero = inter).
-    #[serde(with = "humantime_serde")]
-    pub fastinter: Duration,
-    /// Interval while down (zero = inter).
-    #[serde(with = "humantime_serde")]
-    pub downinter: Duration,
+    /// Interval while changing state (`None` = `inter`, written 0).
+    #[serde(serialize_with = "duration_or_zero")]
+    pub fastinter: Option<Duration>,
+    /// Interval while down (`None` = `inter`, written 0).
+    #[serde(serialize_with = "duration_or_zero")]
+    pub downinter: Option<Duration>,
     pub rise: u32,
     pub fall: u32,
-    /// Limit for one check (zero = inter).
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
+    /// Limit for one check (`None` = `inter`, written 0).
+    #[serde(serialize_with = "duration_or_zero")]
+    pub timeout: Option<Duration>,
     /// Bytes sent after connecting (empty = connect only).
     pub send: String,
     /// Expected prefix of the reply (empty = none).
     pub expect: String,
     /// Consecutive failed connections from live traffic that count as a
-    /// failed check (0 = off).
-    pub error_limit: u32,
+    /// failed check (`None` = off, written 0).
+    #[serde(serialize_with = "limit_or_zero")]
+    pub error_limit: Option<NonZeroU32>,
 }

@@ -22,16 +22,16 @@ use crate::session::SessionEnded;
 #[derive(Debug, Clone)]
 pub struct BackendParams {
     pub name: Arc<str>,
-    pub queue_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub server_timeout: Duration,
+    pub queue_timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+    pub server_timeout: Option<Duration>,
     pub retries: u32,
     pub redispatch: bool,
     pub servers: usize,
 }
 
 /// The settings one frontend's sessions run with. Durations that the
-/// configuration writes as zero for "none" are `None` here.
+/// configuration writes as zero for "none" are `None` here, as in the settings.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub frontend: FrontendId,
@@ -99,11 +99,6 @@ pub struct AcceptProxy {
     pub timeout: Option<Duration>,
 }
 
-/// `None` for the zero that configuration durations use for "no limit".
-fn limit(duration: Duration) -> Option<Duration> {
-    (!duration.is_zero()).then_some(duration)
-}
-
 impl SessionSettings {
     pub fn new(
         id: FrontendId,
@@ -118,17 +113,17 @@ impl SessionSettings {
             frontend_name: Arc::from(frontend.name.as_str()),
             backend: backend_id,
             backend_name: backend.name.clone(),
-            timeouts: Timeouts { client: limit(frontend.timeout.client), queue: limit(backend.queue_timeout) },
-            stress_timeouts: Timeouts { client: limit(stress.client), queue: limit(stress.queue) },
+            timeouts: Timeouts { client: frontend.timeout.client, queue: backend.queue_timeout },
+            stress_timeouts: Timeouts { client: stress.client, queue: stress.queue },
             connect: ConnectPolicy {
-                timeout: limit(backend.connect_timeout),
+                timeout: backend.connect_timeout,
                 retries: backend.retries,
                 redispatch: backend.redispatch && backend.servers > 1,
             },
-            server_idle: limit(backend.server_timeout),
+            server_idle: backend.server_timeout,
             buffers: RelayBuffers { first: global.bufsize as usize, max: global.relay_buffer_max() },
             priority: QueuePriority { class: frontend.priority_class, offset_ms: frontend.priority_offset },
-            accept_proxy: frontend.accept_proxy.then_some(AcceptProxy { timeout: limit(frontend.timeout.proxy) }),
+            accept_proxy: frontend.accept_proxy.then_some(AcceptProxy { timeout: frontend.timeout.proxy }),
         }
     }
 
