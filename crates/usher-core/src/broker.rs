@@ -188,7 +188,7 @@ pub async fn start(
     info!(log, "fd budget";
         "nofile" => fd_budget.nofile, "hard" => fd_budget.hard, "in_use" => fd_budget.in_use,
         "spare" => fd_budget.spare, "sessions" => fd_budget.sessions, "maxconn" => maxconn,
-        "maxconn_source" => if settings.global.maxconn == 0 { "fd budget" } else { "global.maxconn" });
+        "maxconn_source" => if settings.global.maxconn.is_none() { "fd budget" } else { "global.maxconn" });
     let watchdog = start_watchdog(&settings, fd_budget, maxconn, &log);
     let global_gauge = Arc::new(SessionGauge::default());
     let gauges = Gauges { global: global_gauge.clone(), ..Gauges::default() };
@@ -231,7 +231,7 @@ fn start_watchdog(settings: &Settings, fd_budget: FdBudget, maxconn: u32, log: &
             shortage_recheck: settings.watchdog.shortage_recheck,
             warn_interval: settings.watchdog.warn_interval,
             fd_budget: Some(fd_budget),
-            maxconn_from_fd_budget: settings.global.maxconn == 0,
+            maxconn_from_fd_budget: settings.global.maxconn.is_none(),
         },
         log.new(o!("actor" => "watchdog")),
     )

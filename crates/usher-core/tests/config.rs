@@ -123,10 +123,10 @@ fn embedded_defaults_alone_load() {
     assert!(s.backends.is_empty(), "defaults declare no backend");
     assert!(s.actors.is_empty(), "defaults declare no actor table");
 
-    assert_eq!(s.global.maxconn, 0, "0 = derived from the fd budget");
+    assert_eq!(s.global.maxconn.or_zero(), 0, "0 = derived from the fd budget");
     assert_eq!(s.global.maxconnrate.or_zero(), 0);
     assert_eq!(s.watchdog.warn_interval, Duration::from_secs(60));
-    assert_eq!(s.global.workers, 0);
+    assert_eq!(s.global.workers.or_zero(), 0);
     assert_eq!(s.global.grace, Duration::from_secs(30));
     assert_eq!(s.global.bufsize, 32_768);
     assert_eq!((s.global.bufsize_max, s.global.relay_buffer_max()), (262_144, 262_144));
@@ -206,7 +206,7 @@ maxqueue = 22
     let s =
         ok(&ConfigSources { inline: vec![doc.into(), GOOD.replace("weight = 2\nmaxconn = 1\n", "")], ..no_layers() });
     assert_eq!(
-        (s.global.maxconn, s.global.workers, s.global.grace, s.global.bufsize, s.global.maxaccept),
+        (s.global.maxconn.or_zero(), s.global.workers.or_zero(), s.global.grace, s.global.bufsize, s.global.maxaccept),
         (11, 2, Duration::from_secs(7), 4096, 3)
     );
     assert_eq!(s.global.bufsize_max, 1000);
@@ -243,7 +243,7 @@ fn embedded_defaults_are_the_shipped_file() {
 #[test]
 fn demo_config_parses_and_validates() {
     let s = ok(&ConfigSources::inline(DEMO_TOML));
-    assert_eq!(s.global.maxconn, 200);
+    assert_eq!(s.global.maxconn.or_zero(), 200);
     let f = s.frontend("demo").expect("frontend demo");
     assert_eq!(f.bind, vec!["127.0.0.1:8080".parse().unwrap()]);
     assert_eq!(f.backend, "demo");
@@ -567,7 +567,7 @@ fn error_names_the_layer_that_set_the_value_last() {
 fn inline_documents_come_before_files() {
     let file = TempToml::new("[global]\nmaxconn = 42\n");
     let sources = ConfigSources { inline: vec!["[global]\nmaxconn = 41\n".into()], ..files(&[&file]) };
-    assert_eq!(ok(&sources).global.maxconn, 42);
+    assert_eq!(ok(&sources).global.maxconn.or_zero(), 42);
 }
 
 #[test]
@@ -584,7 +584,7 @@ fn environment_overrides_files() {
         ..files(&[&file])
     };
     let s = ok(&sources);
-    assert_eq!(s.global.maxconn, 500);
+    assert_eq!(s.global.maxconn.or_zero(), 500);
     assert_eq!(s.watchdog.shortage_recheck, Duration::from_millis(250));
     let b = s.backend("app").unwrap();
     assert_eq!(b.timeout.queue.or_zero(), Duration::from_secs(2));
@@ -602,7 +602,7 @@ fn variables_without_the_prefix_are_ignored() {
         env: vars(&[("GLOBAL__MAXCONN", "1"), ("USHERX__GLOBAL__MAXCONN", "2"), ("PATH", "/bin")]),
         ..no_layers()
     };
-    assert_eq!(ok(&sources).global.maxconn, 0);
+    assert_eq!(ok(&sources).global.maxconn.or_zero(), 0);
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! `global.maxconn = 0` takes what fits.
 
 use std::fmt;
+use std::num::NonZeroU32;
 
 /// Fds kept free for everything that is not a session (logs, admin, reload).
 pub const FD_SPARE: u64 = 16;
@@ -42,13 +43,14 @@ impl FdBudget {
 
     /// The global session limit to run with: `configured`, or what fits when
     /// it is 0. Errors when `configured` does not fit.
-    pub fn effective_maxconn(&self, configured: u32) -> Result<u32, FdBudgetError> {
+    pub fn effective_maxconn(&self, configured: Option<NonZeroU32>) -> Result<u32, FdBudgetError> {
         let fits = self.sessions.min(u64::from(u32::MAX)) as u32;
+        let too_many = FdBudgetError { configured: configured.map_or(0, NonZeroU32::get), budget: *self };
         match configured {
-            0 if fits == 0 => Err(FdBudgetError { configured, budget: *self }),
-            0 => Ok(fits),
-            n if u64::from(n) <= self.sessions => Ok(n),
-            _ => Err(FdBudgetError { configured, budget: *self }),
+            None if fits == 0 => Err(too_many),
+            None => Ok(fits),
+            Some(n) if u64::from(n.get()) <= self.sessions => Ok(n.get()),
+            Some(_) => Err(too_many),
         }
     }
 }
@@ -84,10 +86,10 @@ mod tests {
     fn budget_and_effective_maxconn() {
         let b = FdBudget::compute(64, 64, 12);
         assert_eq!(b.sessions, (64 - 12 - FD_SPARE) / 2);
-        assert_eq!(b.effective_maxconn(0).unwrap(), 18);
-        assert_eq!(b.effective_maxconn(10).unwrap(), 10);
-        let err = b.effective_maxconn(100).unwrap_err().to_string();
+        assert_eq!(b.effective_maxconn(None).unwrap(), 18);
+        assert_eq!(b.effective_maxconn(NonZeroU32::new(10)).unwrap(), 10);
+        let err = b.effective_maxconn(NonZeroU32::new(100)).unwrap_err().to_string();
         assert!(err.contains("global.maxconn = 100") && err.contains("at most 18"), "{err}");
-        assert!(FdBudget::compute(20, 20, 10).effective_maxconn(0).is_err());
+        assert!(FdBudget::compute(20, 20, 10).effective_maxconn(None).is_err());
     }
 }

@@ -107,7 +107,7 @@ mod tests {
     fn process_settings_wait_for_a_restart() {
         let old = settings("");
         let mut new = settings("");
-        new.global.workers = 7;
+        new.global.workers = std::num::NonZeroU32::new(7);
         new.global.bufsize = 65536;
         new.log.level = crate::config::LogLevel::Debug;
         assert_eq!(restart_needed(&old, &new), vec![RestartKey::GlobalWorkers, RestartKey::Log]);

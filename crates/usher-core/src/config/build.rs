@@ -55,9 +55,9 @@ pub(super) fn settings(merged: &Merged) -> Result<Settings, ConfigErrors> {
 
 fn global(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<GlobalSettings> {
     let mut s = Section::new("global", root.get("global"), report);
-    let maxconn = s.u32_in("maxconn", 0, 10_000_000, report);
+    let maxconn = s.limit_up_to("maxconn", 10_000_000, report);
     let maxconnrate = s.limit_up_to("maxconnrate", 10_000_000, report);
-    let workers = s.u32_in("workers", 0, 1024, report);
+    let workers = s.limit_up_to("workers", 1024, report);
     let grace = s.duration("grace", report);
     let bufsize = s.u32_in("bufsize", 1024, 16 << 20, report);
     let bufsize_max = s.u32_in("bufsize_max", 0, 64 << 20, report);

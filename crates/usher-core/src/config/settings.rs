@@ -96,16 +96,18 @@ impl Settings {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GlobalSettings {
-    /// Concurrent client sessions in the process. Stays the written number:
-    /// 0 is not "unlimited" but "derived from the fd limit", which the
-    /// fd budget resolves at start (see `FdBudget::effective_maxconn`).
-    pub maxconn: u32,
+    /// Concurrent client sessions in the process. `None` (written 0) is not
+    /// "unlimited" but "what the fd limit allows", which the fd budget
+    /// resolves at start.
+    #[serde(serialize_with = "limit_or_zero")]
+    pub maxconn: Option<NonZeroU32>,
     /// New sessions per second in the process (`None` = unlimited, written 0).
     #[serde(serialize_with = "limit_or_zero")]
     pub maxconnrate: Option<NonZeroU32>,
-    /// Data-plane threads as written (0 = one per core): read it through
-    /// [`GlobalSettings::worker_threads`].
-    pub workers: u32,
+    /// Data-plane threads; `None` (written 0) = one per core: read it
+    /// through [`GlobalSettings::worker_threads`].
+    #[serde(serialize_with = "limit_or_zero")]
+    pub workers: Option<NonZeroU32>,
     /// Time live sessions get to finish after a stop signal.
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
@@ -135,11 +137,11 @@ impl CheckSettings {
 }
 
 impl GlobalSettings {
-    /// `workers`, with 0 resolved to the number of cores.
+    /// `workers`, with "one per core" resolved to the number of cores.
     pub fn worker_threads(&self) -> usize {
         match self.workers {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            n => n as usize,
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            Some(n) => n.get() as usize,
         }
     }
 
