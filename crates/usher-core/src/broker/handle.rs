@@ -216,8 +216,9 @@ impl BrokerHandle {
 
 impl ServerChange {
     /// Every field in range; `configured_maxconn` 0 means the server is
-    /// unlimited, and a limit cannot be added at run time.
-    fn check(&self, configured_maxconn: u32) -> Result<(), ControlError> {
+    /// unlimited, and a limit cannot be added at run time. The only check
+    /// of a server change: the admin API runs it before logging a request.
+    pub fn check(&self, configured_maxconn: u32) -> Result<(), ControlError> {
         if let Some(weight) = self.weight.filter(|w| *w > MAX_WEIGHT) {
             return Err(ControlError::Rejected(format!("weight {weight} is out of range; expected 0 to {MAX_WEIGHT}")));
         }
