@@ -25,8 +25,8 @@ use common::{proptest_config as config, MAX_OPS};
 use proptest::prelude::*;
 use tokio::time::Instant;
 use usher_core::admission::{
-    AdmissionConfig, AdmissionState, Admitted, FrontendLimits, LimitHit, ListenerLimits, ListenerState, PauseReason,
-    Resumed,
+    AdmissionConfig, AdmissionState, Admitted, FrontendLimits, HitBook, HitEffects, LimitHit, ListenerLimits,
+    ListenerState, PauseReason, Resumed,
 };
 use usher_core::ids::{FrontendId, ListenerId};
 
@@ -62,6 +62,14 @@ impl RateModel {
     fn new(rate: u32) -> RateModel {
         let rate = i128::from(rate);
         RateModel { rate, level: rate * NANO, at: 0, net: 0, lowest: 0 }
+    }
+
+    /// A reload: a changed rate starts a fresh, full bucket at `t`.
+    fn reconfigure(&mut self, rate: u32, t: u64) {
+        if i128::from(rate) != self.rate {
+            *self = RateModel::new(rate);
+            self.settle(t);
+        }
     }
 
     fn limited(&self) -> bool {
@@ -163,6 +171,55 @@ enum AOp {
     /// Listener `l` stops silently (drops its reply channel): credits it
     /// holds, or gets later, come back through `give_back`.
     Stop(usize),
+    /// The admin API sets frontend `f`'s `maxconn` (never below its count:
+    /// see `clamp`).
+    SetMaxconn { f: usize, maxconn: u32 },
+    /// A reload with new limits for the same frontends and listeners.
+    Reload(ReloadLimits),
+}
+
+/// Limits a reload brings, by id; only the first frontends and listeners
+/// that exist are used.
+#[derive(Debug, Clone)]
+struct ReloadLimits {
+    /// Ignored by a reload (needs a restart): the model keeps the old one.
+    global_maxconn: u32,
+    global_rate: u32,
+    /// `maxconn`, `rate_limit` and stress cooldown (ms) per frontend.
+    frontends: Vec<(u32, u32, u64)>,
+    /// `bind_maxconn` per listener.
+    listeners: Vec<u32>,
+}
+
+/// The model's cooldowns (zero: no stress mode) as the settings carry them.
+fn configured_cooldowns(cooldowns: &[Duration]) -> Vec<Option<Duration>> {
+    cooldowns.iter().map(|c| (!c.is_zero()).then_some(*c)).collect()
+}
+
+/// Stress cooldowns: often none, so stress mode is both on and off.
+fn cooldown_ms() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(0u64), 1u64..=2_000]
+}
+
+fn reload_limits() -> impl Strategy<Value = ReloadLimits> {
+    (0u32..=5, rate(), prop::collection::vec((0u32..=3, rate(), cooldown_ms()), 3), prop::collection::vec(0u32..=3, 6))
+        .prop_map(|(global_maxconn, global_rate, frontends, listeners)| ReloadLimits {
+            global_maxconn,
+            global_rate,
+            frontends,
+            listeners,
+        })
+}
+
+/// A limit set at run time never goes below the sessions and credits it
+/// already counts: `AdmissionState::check` (asserted by the watchdog after
+/// every message) takes a count over its limit for an error.
+fn clamp(maxconn: u32, used: u32) -> u32 {
+    if maxconn == 0 {
+        0
+    } else {
+        maxconn.max(used)
+    }
 }
 
 /// Rates: often unlimited, so count limits and rates both get exercised.
@@ -212,6 +269,8 @@ fn admission_op() -> impl Strategy<Value = AOp> {
         1 => Just(AOp::Tick),
         1 => (0usize..6).prop_map(AOp::Unpark),
         1 => (0usize..6).prop_map(AOp::Stop),
+        1 => (0usize..3, 0u32..=4).prop_map(|(f, maxconn)| AOp::SetMaxconn { f, maxconn }),
+        1 => reload_limits().prop_map(AOp::Reload),
     ]
 }
 
@@ -224,10 +283,14 @@ enum Lst {
     /// Waiting for credits; `dead`: stopped meanwhile (its reply channel is
     /// closed, so a later grant comes back).
     Parked { want: u32, dead: bool },
-    /// Resumed after it stopped: the watchdog is giving these credits back.
+    /// Resumed after it stopped: `hand_out` is to give these credits back.
     Returning(u32),
     /// Stopped for good.
     Gone,
+}
+
+fn ms_to(ms: u64) -> Duration {
+    Duration::from_millis(ms)
 }
 
 fn free(max: u32, used: u32) -> u32 {
@@ -245,6 +308,45 @@ struct RoomModel {
     reasons: Vec<PauseReason>,
     /// If it may grant: the lowest and highest room it may see.
     grant: Option<(u32, u32)>,
+}
+
+/// What the state shows of its listeners at one moment of `hand_out`.
+#[derive(Debug)]
+struct Snapshot {
+    parked: Vec<usize>,
+    shown: Vec<ListenerState>,
+    used: Vec<u32>,
+}
+
+impl Snapshot {
+    fn of(state: &AdmissionState<usize>, listeners: usize) -> Snapshot {
+        Snapshot {
+            parked: state.parked().map(|l| l.0).collect(),
+            shown: (0..listeners).map(|l| state.listener_state(ListenerId(l))).collect(),
+            used: (0..listeners).map(|l| state.listener_used(ListenerId(l))).collect(),
+        }
+    }
+}
+
+/// One call of `hand_out`'s `send`: the credits offered, the stress flag the
+/// watchdog puts in the grant, and the state as `send` sees it.
+#[derive(Debug)]
+struct Offer {
+    resumed: Resumed<usize>,
+    stress: bool,
+    seen: Snapshot,
+}
+
+/// Why parked listener `l` waits, per what the state shows of it.
+fn pause_reason(l: usize, shown: ListenerState) -> PauseReason {
+    match shown {
+        ListenerState::Full => PauseReason::Listener,
+        ListenerState::Paused(reason) => {
+            assert_ne!(reason, PauseReason::Listener, "listener {l} at bind_maxconn shows as Paused, not Full");
+            reason
+        }
+        ListenerState::Open => panic!("parked listener {l} shows as Open"),
+    }
 }
 
 /// The ResourceWatchdog and its listeners, simulated.
@@ -265,12 +367,33 @@ struct AdmissionSim {
     frontend_rates: Vec<RateModel>,
     /// Limit hits the state must report at the next `take_hits`.
     hits: Vec<LimitHit>,
+    /// Frontend limits as last configured (a run-time `maxconn` survives a
+    /// reload that leaves them alone); `cfg` holds the ones in force.
+    configured: Vec<FrontendLimits>,
+    /// The watchdog's hit book, fed the state's hits as the watchdog does.
+    book: HitBook,
+    /// Per frontend: stress cooldown (ns, 0 = none) and the last hit while
+    /// in stress.
+    stress: Vec<(u64, Option<u64>)>,
+    /// Hits seen per (reason, owner): the first of each warns.
+    warned: std::collections::HashSet<(PauseReason, usize)>,
+    /// Hits seen: (count limits, rate limits, shortages).
+    counted: (u64, u64, u64),
+    /// Resumed listeners whose credits `hand_out` has not offered yet.
+    unoffered: Vec<usize>,
 }
 
 impl AdmissionSim {
-    fn new(cfg: AdmissionConfig) -> AdmissionSim {
+    fn new(cfg: AdmissionConfig, cooldowns: &[u64]) -> AdmissionSim {
         let base = Instant::now();
+        let cooldowns: Vec<Duration> = cfg.frontends.iter().zip(cooldowns).map(|(_, &ms)| ms_to(ms)).collect();
         let sim = AdmissionSim {
+            configured: cfg.frontends.clone(),
+            book: HitBook::new(Duration::from_secs(3600), &configured_cooldowns(&cooldowns)),
+            stress: cooldowns.iter().map(|c| (c.as_nanos() as u64, None)).collect(),
+            warned: Default::default(),
+            counted: (0, 0, 0),
+            unoffered: Vec::new(),
             state: AdmissionState::new(&cfg, base),
             base,
             t: 0,
@@ -336,14 +459,7 @@ impl AdmissionSim {
 
     /// Why the state says parked listener `l` waits.
     fn pause_reason(&self, l: usize) -> PauseReason {
-        match self.state.listener_state(ListenerId(l)) {
-            ListenerState::Full => PauseReason::Listener,
-            ListenerState::Paused(reason) => {
-                assert_ne!(reason, PauseReason::Listener, "listener {l} at bind_maxconn shows as Paused, not Full");
-                reason
-            }
-            ListenerState::Open => panic!("parked listener {l} shows as Open"),
-        }
+        pause_reason(l, self.state.listener_state(ListenerId(l)))
     }
 
     /// What `admit` (or a resume) may answer for `l` now. The state checks,
@@ -417,8 +533,55 @@ impl AdmissionSim {
                     Lst::Returning(_) => unreachable!("only inside resume"),
                 }
             }
+            AOp::SetMaxconn { f, maxconn } => {
+                let f = f % self.cfg.frontends.len();
+                let maxconn = clamp(maxconn, self.frontend_used(f));
+                let (from, resumed) =
+                    self.state.set_frontend_maxconn(FrontendId(f), maxconn, self.now()).expect("a frontend");
+                assert_eq!(from, self.cfg.frontends[f].maxconn, "frontend {f}'s previous maxconn");
+                self.cfg.frontends[f].maxconn = maxconn;
+                self.resume(resumed);
+            }
+            AOp::Reload(ref limits) => self.reload(limits),
         }
         self.check();
+    }
+
+    /// A reload amid the traffic: the state's own `reload`, then the
+    /// watchdog's `reconfigure_stress` and `resume`. Frontends whose
+    /// configured limits did not change keep a run-time `maxconn`; a changed
+    /// rate starts a fresh bucket; `global_maxconn` stays.
+    fn reload(&mut self, limits: &ReloadLimits) {
+        let mut next = self.cfg.clone();
+        next.global_maxconn = limits.global_maxconn;
+        next.global_rate = limits.global_rate;
+        for (l, &maxconn) in limits.listeners.iter().enumerate().take(next.listeners.len()) {
+            next.listeners[l].maxconn = clamp(maxconn, self.listener_used(l));
+        }
+        let mut cooldowns = Vec::new();
+        for (f, &(maxconn, rate, ms)) in limits.frontends.iter().enumerate().take(next.frontends.len()) {
+            next.frontends[f] = FrontendLimits { maxconn: clamp(maxconn, self.frontend_used(f)), rate };
+            cooldowns.push(ms_to(ms));
+        }
+        for (f, configured) in next.frontends.iter().enumerate() {
+            if *configured != self.configured[f] {
+                self.cfg.frontends[f].maxconn = configured.maxconn;
+            }
+            self.cfg.frontends[f].rate = configured.rate;
+            self.frontend_rates[f].reconfigure(configured.rate, self.t);
+            let (cooldown, last) = &mut self.stress[f];
+            *cooldown = cooldowns[f].as_nanos() as u64;
+            if *cooldown == 0 {
+                *last = None;
+            }
+        }
+        self.configured.clone_from(&next.frontends);
+        self.cfg.listeners.clone_from(&next.listeners);
+        self.cfg.global_rate = next.global_rate;
+        self.global_rate.reconfigure(next.global_rate, self.t);
+        let resumed = self.state.reload(&next, self.now());
+        self.book.reconfigure_stress(&configured_cooldowns(&cooldowns));
+        self.resume(resumed);
     }
 
     /// `Admit` handler: grant `min(want, room)` at once, or park.
@@ -503,11 +666,16 @@ impl AdmissionSim {
     /// `GiveBack`: `n` credits of `l`, no longer counted by the model, come
     /// back (to the buckets too: the sessions never happened).
     fn give_back(&mut self, l: usize, n: u32) {
+        self.refund(l, n);
+        let resumed = self.state.give_back(ListenerId(l), n, self.now());
+        self.resume(resumed);
+    }
+
+    /// Credits of `l` that were never used go back to the model's buckets.
+    fn refund(&mut self, l: usize, n: u32) {
         let f = self.frontend(l);
         self.global_rate.give_back(n, self.t);
         self.frontend_rates[f].give_back(n, self.t);
-        let resumed = self.state.give_back(ListenerId(l), n, self.now());
-        self.resume(resumed);
     }
 
     fn close(&mut self, pick: usize) {
@@ -521,31 +689,94 @@ impl AdmissionSim {
         self.resume(resumed);
     }
 
-    /// `ResourceWatchdog::resume`: the batch is checked against the model of
-    /// `serve_parked`; credits of listeners that stopped meanwhile come back
-    /// (last first, as the watchdog pops them) and may resume more.
+    /// `ResourceWatchdog::resume`: the state's own `hand_out`, with a
+    /// `send` that fails for listeners that stopped (their reply channel is
+    /// closed). The batch is checked against the model of `serve_parked`
+    /// first; a refused offer makes the state take the credits back and
+    /// serve the parked listeners again, and that pass is checked from what
+    /// the state shows at the next offer (or after `hand_out`). Every resumed
+    /// listener must be offered its credits exactly once.
     fn resume(&mut self, resumed: Vec<Resumed<usize>>) {
-        let mut pending = self.served(resumed);
-        while let Some((l, n)) = pending.pop() {
-            if self.listeners[l] == Lst::Returning(n) {
-                self.listeners[l] = Lst::Gone;
-                let f = self.frontend(l);
-                self.global_rate.give_back(n, self.t);
-                self.frontend_rates[f].give_back(n, self.t);
-                let more = self.state.give_back(ListenerId(l), n, self.now());
-                pending.extend(self.served(more));
+        let nl = self.listeners.len();
+        self.served(&resumed, &Snapshot::of(&self.state, nl));
+        let stopped: Vec<bool> =
+            self.listeners.iter().map(|s| matches!(s, Lst::Parked { dead: true, .. } | Lst::Returning(_))).collect();
+        let mut offers = Vec::new();
+        let book = &self.book;
+        self.state.hand_out(resumed, self.now(), |resumed, state| {
+            let stress = book.in_stress(resumed.frontend);
+            let accepted = !stopped[resumed.listener.0];
+            offers.push(Offer { resumed, stress, seen: Snapshot::of(state, nl) });
+            accepted
+        });
+        let mut refused = false;
+        for offer in offers {
+            if refused {
+                self.resumed_after_refusal(&offer.seen);
             }
+            refused = self.offered(offer);
         }
+        if refused {
+            self.resumed_after_refusal(&Snapshot::of(&self.state, nl));
+        }
+        assert!(self.unoffered.is_empty(), "listeners {:?} resumed but never offered credits", self.unoffered);
+    }
+
+    /// One offer of `hand_out`: to a listener resumed and not offered yet,
+    /// with the credits it was resumed with, and the stress flag of its
+    /// frontend. Answers whether it was refused: a stopped listener's
+    /// credits go back.
+    fn offered(&mut self, offer: Offer) -> bool {
+        let r = offer.resumed;
+        let l = r.listener.0;
+        assert_eq!(r.waiter, l, "credits offered to another listener's waiter");
+        let i = self.unoffered.iter().position(|&x| x == l);
+        assert!(i.is_some(), "listener {l} offered credits it was not resumed with (or twice)");
+        self.unoffered.remove(i.unwrap_or_default());
+        let f = self.frontend(l);
+        assert_eq!(r.frontend, FrontendId(f), "listener {l} offered credits for another frontend");
+        assert_eq!(offer.stress, self.stress[f].1.is_some(), "stress flag of frontend {f}'s grant");
+        match self.listeners[l] {
+            Lst::Holding(n) => {
+                assert_eq!(r.granted, n, "listener {l} offered another count than resumed with");
+                false
+            }
+            Lst::Returning(n) => {
+                assert_eq!(r.granted, n, "listener {l} offered another count than resumed with");
+                self.listeners[l] = Lst::Gone;
+                self.refund(l, n);
+                true
+            }
+            other => panic!("listener {l} offered credits while {other:?}"),
+        }
+    }
+
+    /// After a refused offer the state served its parked listeners again:
+    /// those no longer parked in `seen` were resumed with what they count
+    /// now beyond the model's record. Checked as one `serve_parked` pass.
+    fn resumed_after_refusal(&mut self, seen: &Snapshot) {
+        let resumed: Vec<Resumed<usize>> = self
+            .parked
+            .iter()
+            .filter(|l| !seen.parked.contains(l))
+            .map(|&l| Resumed {
+                listener: ListenerId(l),
+                frontend: FrontendId(self.frontend(l)),
+                granted: seen.used[l] - self.listener_used(l),
+                waiter: l,
+            })
+            .collect();
+        self.served(&resumed, seen);
+        assert_eq!(seen.parked, self.parked.iter().copied().collect::<Vec<_>>(), "parked listeners, in order");
     }
 
     /// One `serve_parked` pass, replayed on the model: parked listeners are
     /// tried in park order (resumed listeners come in park order); each gets
     /// `min(want, room)` credits or stays parked on a reason the model
-    /// allows — so nobody is skipped while it has room. Returns the resumed
-    /// ones, in order.
-    fn served(&mut self, resumed: Vec<Resumed<usize>>) -> Vec<(usize, u32)> {
-        let mut resumed = resumed.into_iter().peekable();
-        let mut out = Vec::new();
+    /// allows — so nobody is skipped while it has room. `seen`: the state
+    /// right after the pass.
+    fn served(&mut self, resumed: &[Resumed<usize>], seen: &Snapshot) {
+        let mut resumed = resumed.iter().peekable();
         let order: Vec<usize> = self.parked.iter().copied().collect();
         for l in order {
             let Lst::Parked { want, dead } = self.listeners[l] else {
@@ -554,9 +785,6 @@ impl AdmissionSim {
             let room = self.room(l);
             match resumed.next_if(|r| r.listener.0 == l) {
                 Some(r) => {
-                    assert_eq!(r.waiter, l);
-                    let f = self.frontend(l);
-                    assert_eq!(r.frontend, FrontendId(f), "listener {l} resumed on another frontend");
                     let Some((lo, hi)) = room.grant else {
                         panic!(
                             "listener {l} resumed with {}; the model has it blocked by {:?}",
@@ -570,10 +798,10 @@ impl AdmissionSim {
                     );
                     self.parked.retain(|&p| p != l);
                     self.grant(l, r.granted, dead);
-                    out.push((l, r.granted));
+                    self.unoffered.push(l);
                 }
                 None => {
-                    let reason = self.pause_reason(l);
+                    let reason = pause_reason(l, seen.shown[l]);
                     assert!(
                         room.reasons.contains(&reason),
                         "listener {l} left parked on {reason:?}; the model allows {room:?}"
@@ -584,7 +812,6 @@ impl AdmissionSim {
         if let Some(r) = resumed.next() {
             panic!("listener {} resumed out of park order, or not parked", r.listener.0);
         }
-        out
     }
 
     /// `recheck(now)`: the watchdog's timer or its `maxconn_recheck` tick.
@@ -657,7 +884,18 @@ impl AdmissionSim {
 
     fn check(&mut self) {
         let now = self.now();
-        assert_eq!(self.state.take_hits(), std::mem::take(&mut self.hits), "limit hits");
+        let hits = self.state.take_hits();
+        assert_eq!(hits, std::mem::take(&mut self.hits), "limit hits");
+        self.account_hits(hits);
+        assert_eq!(self.state.global_max(), self.cfg.global_maxconn, "global maxconn in force");
+        assert_eq!(self.state.global_rate(), self.cfg.global_rate, "global maxconnrate in force");
+        for (f, limits) in self.cfg.frontends.iter().enumerate() {
+            let id = FrontendId(f);
+            assert_eq!((self.state.frontend_max(id), self.state.frontend_rate(id)), (limits.maxconn, limits.rate));
+        }
+        for (l, limits) in self.cfg.listeners.iter().enumerate() {
+            assert_eq!(self.state.listener_max(ListenerId(l)), limits.maxconn, "listener {l}'s bind_maxconn");
+        }
         // Never over a count limit: the simulator's count (sessions + credits out) is
         // what the state counts, and never exceeds a limit: global, frontend
         // or listener (bind_maxconn).
@@ -725,6 +963,47 @@ impl AdmissionSim {
         self.check_wakeup();
     }
 
+    /// The watchdog's `account_hits`: each hit goes to the `HitBook`, which
+    /// counts it, warns the first time for its cause and owner, and puts a
+    /// frontend with a stress cooldown in stress; then stress periods over
+    /// by now end.
+    fn account_hits(&mut self, hits: Vec<LimitHit>) {
+        let now = self.now();
+        for hit in hits {
+            let counted = &mut self.counted;
+            match hit.reason {
+                PauseReason::Global | PauseReason::Frontend | PauseReason::Listener => counted.0 += 1,
+                PauseReason::GlobalRate | PauseReason::FrontendRate => counted.1 += 1,
+                PauseReason::Shortage => counted.2 += 1,
+            }
+            let first = self.warned.insert((hit.reason, hit.owner()));
+            let (cooldown, last) = &mut self.stress[hit.frontend.0];
+            let entered = *cooldown > 0 && last.is_none();
+            if *cooldown > 0 {
+                *last = Some(self.t);
+            }
+            let effects = self.book.hit(hit, now);
+            assert_eq!(effects.stress_entered, entered, "{hit:?} entering stress");
+            if first {
+                assert_eq!(effects, HitEffects { warn: Some(1), stress_entered: entered }, "first {hit:?}");
+            }
+        }
+        let mut left: Vec<FrontendId> = Vec::new();
+        for (f, (cooldown, last)) in self.stress.iter_mut().enumerate() {
+            if last.is_some_and(|at| self.t - at >= *cooldown) {
+                *last = None;
+                left.push(FrontendId(f));
+            }
+        }
+        assert_eq!(self.book.expire_stress(now), left, "frontends leaving stress");
+        let counters = self.book.counters();
+        let counted = (counters.limit_reached, counters.rate_limited, counters.shortages);
+        assert_eq!(counted, self.counted, "watchdog counters (count limits, rates, shortages)");
+        for (f, (_, last)) in self.stress.iter().enumerate() {
+            assert_eq!(self.book.in_stress(FrontendId(f)), last.is_some(), "frontend {f} in stress");
+        }
+    }
+
     fn holding_any(&self) -> bool {
         self.listeners.iter().any(|s| matches!(s, Lst::Holding(_)))
     }
@@ -774,12 +1053,17 @@ proptest! {
     #![proptest_config(config())]
 
     /// Model 2: random limits (global, frontend and listener maxconn;
-    /// global and frontend rates) and listeners, random interleavings of
-    /// admits, accepts, shortages, closes, clock moves, timer wake-ups,
-    /// rechecks and stops.
+    /// global and frontend rates; stress cooldowns) and listeners, random
+    /// interleavings of admits, accepts, shortages, closes, clock moves,
+    /// timer wake-ups, rechecks, stops, run-time maxconn changes and
+    /// reloads.
     #[test]
-    fn admission(cfg in admission_cfg(), ops in prop::collection::vec(admission_op(), 0..MAX_OPS)) {
-        let mut sim = AdmissionSim::new(cfg);
+    fn admission(
+        cfg in admission_cfg(),
+        cooldowns in prop::collection::vec(cooldown_ms(), 3),
+        ops in prop::collection::vec(admission_op(), 0..MAX_OPS),
+    ) {
+        let mut sim = AdmissionSim::new(cfg, &cooldowns);
         for op in &ops {
             sim.step(op);
         }

@@ -8,7 +8,6 @@
 //! values 400, an actor that no longer answers 503 — always as JSON
 //! `{"error": "<reason>"}`.
 
-use std::num::NonZeroU32;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -18,7 +17,7 @@ use slog::info;
 
 use super::{metrics, stats_json, Admin, MAX_BODY};
 use crate::backend::AdminState;
-use crate::broker::{ControlError, ReloadError, ServerChange, MAX_MAXCONN, MAX_WEIGHT};
+use crate::broker::{ControlError, ReloadError, ServerChange, MAX_MAXCONN};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/health").route(web::get().to(health)).default_service(web::to(method_not_allowed)))
@@ -133,9 +132,10 @@ struct ServerBody {
 
 const SERVER_BODY: &str = r#"{"state": "ready" | "drain" | "maint", "weight": 0..256, "maxconn": n} (any of them)"#;
 
-/// Checks every field; a server without `configured_maxconn` is
-/// unlimited, and a limit cannot be added at run time.
-fn plan_server(change: ServerBody, configured_maxconn: Option<NonZeroU32>) -> Result<ServerChange, String> {
+/// Reads the body into a change. The ranges are the handle's to check
+/// ([`ServerChange::check`]); a number too big for a `u32` saturates, which
+/// is out of every range.
+fn parse_server(change: ServerBody) -> Result<ServerChange, String> {
     if change.state.is_none() && change.weight.is_none() && change.maxconn.is_none() {
         return Err(format!("nothing to change; expected {SERVER_BODY}"));
     }
@@ -146,22 +146,8 @@ fn plan_server(change: ServerBody, configured_maxconn: Option<NonZeroU32>) -> Re
                 .ok_or_else(|| format!("unknown state {word:?}; expected \"ready\", \"drain\" or \"maint\""))?,
         ),
     };
-    let weight = match change.weight {
-        None => None,
-        Some(w) if w <= u64::from(MAX_WEIGHT) => Some(w as u32),
-        Some(w) => return Err(format!("weight {w} is out of range; expected 0 to {MAX_WEIGHT}")),
-    };
-    let maxconn = match change.maxconn {
-        None => None,
-        Some(_) if configured_maxconn.is_none() => {
-            return Err("the server has no maxconn (unlimited in the configuration); \
-                        expected a maxconn in the configuration to change it at run time"
-                .to_owned());
-        }
-        Some(m) if (1..=u64::from(MAX_MAXCONN)).contains(&m) => Some(m as u32),
-        Some(m) => return Err(format!("maxconn {m} is out of range; expected 1 to {MAX_MAXCONN}")),
-    };
-    Ok(ServerChange { state, weight, maxconn })
+    let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    Ok(ServerChange { state, weight: change.weight.map(narrow), maxconn: change.maxconn.map(narrow) })
 }
 
 async fn put_server(req: HttpRequest, admin: web::Data<Admin>, body: web::Payload) -> HttpResponse {
@@ -179,10 +165,14 @@ async fn put_server(req: HttpRequest, admin: web::Data<Admin>, body: web::Payloa
         Ok(change) => change,
         Err(response) => return response,
     };
-    let plan = match plan_server(change, configured_maxconn) {
+    let plan = match parse_server(change) {
         Ok(plan) => plan,
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
+    // Checked before the request is logged: a rejected change logs nothing.
+    if let Err(err) = plan.check(configured_maxconn) {
+        return refused(err);
+    }
     info!(admin.log, "server change requested"; "client" => client(&req), "backend" => &backend, "server" => &server,
         "state" => plan.state.map_or("-", AdminState::as_str), "weight" => shown(plan.weight),
         "maxconn" => shown(plan.maxconn));
@@ -240,8 +230,8 @@ async fn put_frontend(req: HttpRequest, admin: web::Data<Admin>, body: web::Payl
 mod tests {
     use super::*;
 
-    fn limit(n: u32) -> Option<NonZeroU32> {
-        NonZeroU32::new(n)
+    fn limit(n: u32) -> Option<std::num::NonZeroU32> {
+        std::num::NonZeroU32::new(n)
     }
 
     fn change(state: Option<&str>, weight: Option<u64>, maxconn: Option<u64>) -> ServerBody {
@@ -250,14 +240,20 @@ mod tests {
 
     #[test]
     fn server_changes_are_validated_whole() {
+        let plan = |body, configured| parse_server(body).and_then(|c: ServerChange| match c.check(configured) {
+            Ok(()) => Ok(c),
+            Err(err) => Err(err.to_string()),
+        });
         assert_eq!(
-            plan_server(change(Some("drain"), Some(0), Some(3)), limit(10)),
+            plan(change(Some("drain"), Some(0), Some(3)), limit(10)),
             Ok(ServerChange { state: Some(AdminState::Drain), weight: Some(0), maxconn: Some(3) })
         );
-        assert!(plan_server(change(Some("DRAIN"), None, None), limit(10)).unwrap_err().contains("unknown state"));
-        assert!(plan_server(change(None, Some(257), None), limit(10)).unwrap_err().contains("weight 257"));
-        assert!(plan_server(change(None, None, Some(0)), limit(10)).unwrap_err().contains("maxconn 0"));
-        assert!(plan_server(change(None, None, Some(5)), None).unwrap_err().contains("unlimited"));
-        assert!(plan_server(change(None, None, None), limit(10)).unwrap_err().contains("nothing to change"));
+        assert!(plan(change(Some("DRAIN"), None, None), limit(10)).unwrap_err().contains("unknown state"));
+        assert!(plan(change(None, Some(257), None), limit(10)).unwrap_err().contains("weight 257"));
+        assert!(plan(change(None, Some(1 << 40), None), limit(10)).unwrap_err().contains("out of range"));
+        assert!(plan(change(None, None, Some(0)), limit(10)).unwrap_err().contains("maxconn 0"));
+        assert!(plan(change(None, None, Some(1 << 40)), limit(10)).unwrap_err().contains("out of range"));
+        assert!(plan(change(None, None, Some(5)), None).unwrap_err().contains("unlimited"));
+        assert!(plan(change(None, None, None), limit(10)).unwrap_err().contains("nothing to change"));
     }
 }

@@ -202,6 +202,9 @@ pub struct BackendState<W> {
     max_queue: usize,
     /// Most sessions the servers served at once, together (stats).
     max_served: u32,
+    /// The balancer's view of the servers, refilled on every balanced
+    /// reserve: kept here so a reserve allocates nothing.
+    candidates: Vec<Candidate>,
 }
 
 impl<W> BackendState<W> {
@@ -222,6 +225,7 @@ impl<W> BackendState<W> {
             location: FxHashMap::default(),
             max_queue: 0,
             max_served: 0,
+            candidates: Vec::new(),
         }
     }
 
@@ -266,22 +270,29 @@ impl<W> BackendState<W> {
         s.held.is_none_or(|n| n > 0) && self.effective_max(i, load).is_none_or(|m| s.served < m)
     }
 
-    fn candidates(&self, avoid: Option<ServerId>) -> Vec<Candidate> {
+    /// Some server takes balanced traffic.
+    fn any_usable(&self) -> bool {
+        let any_active = self.any_active();
+        (0..self.servers.len()).any(|i| self.balanced(i, any_active))
+    }
+
+    /// Refills `self.candidates`: the balancer's view of every server.
+    fn fill_candidates(&mut self, avoid: Option<ServerId>) {
+        let mut c = std::mem::take(&mut self.candidates);
+        c.clear();
         let any_active = self.any_active();
         let load = self.load();
-        let mut c: Vec<Candidate> = (0..self.servers.len())
-            .map(|i| {
-                let s = &self.servers[i];
-                let usable = self.balanced(i, any_active);
-                Candidate {
-                    id: ServerId(i),
-                    weight: s.status.weight,
-                    usable,
-                    available: usable && s.queue.is_empty() && self.has_room(i, load),
-                    load: s.served + s.queue.len() as u32,
-                }
-            })
-            .collect();
+        c.extend((0..self.servers.len()).map(|i| {
+            let s = &self.servers[i];
+            let usable = self.balanced(i, any_active);
+            Candidate {
+                id: ServerId(i),
+                weight: s.status.weight,
+                usable,
+                available: usable && s.queue.is_empty() && self.has_room(i, load),
+                load: s.served + s.queue.len() as u32,
+            }
+        }));
         if let Some(avoid) = avoid.filter(|a| a.0 < c.len()) {
             if c.iter().any(|x| x.available && x.id != avoid) {
                 c[avoid.0].available = false;
@@ -292,7 +303,7 @@ impl<W> BackendState<W> {
                 c[avoid.0].usable = false;
             }
         }
-        c
+        self.candidates = c;
     }
 
     // === reserve ===
@@ -302,15 +313,15 @@ impl<W> BackendState<W> {
         if let Some(pin) = req.pin {
             return self.reserve_pinned(pin, req, waiter, false);
         }
-        let candidates = self.candidates(req.avoid);
-        if !candidates.iter().any(|c| c.usable) {
+        self.fill_candidates(req.avoid);
+        if !self.candidates.iter().any(|c| c.usable) {
             return Reserved::NoServer { waiter };
         }
         // Nobody overtakes the backend queue: while it is non-empty, no
         // balanced server has a usable credit (see `credit`), so no
         // candidate is available.
-        match self.balancer.pick(&candidates, req.client) {
-            Some(Choice::Balanced(server)) if candidates[server.0].available => {
+        match self.balancer.pick(&self.candidates, req.client) {
+            Some(Choice::Balanced(server)) if self.candidates[server.0].available => {
                 self.take_slot(server);
                 Reserved::Granted { server, waiter }
             }
@@ -344,9 +355,9 @@ impl<W> BackendState<W> {
         if s.maxqueue.reached_by(s.queue.len()) {
             if hashed && self.setup.redispatch {
                 // Its server's queue is full: any other server will do.
-                let candidates = self.candidates(Some(pin));
-                if let Some(i) = least_loaded(&candidates, 0, |c| c.id != pin) {
-                    let server = candidates[i].id;
+                self.fill_candidates(Some(pin));
+                if let Some(i) = least_loaded(&self.candidates, 0, |c| c.id != pin) {
+                    let server = self.candidates[i].id;
                     self.take_slot(server);
                     return Reserved::Granted { server, waiter };
                 }
@@ -516,7 +527,7 @@ impl<W> BackendState<W> {
                 }
             }
         }
-        if !self.candidates(None).iter().any(|c| c.usable) {
+        if !self.any_usable() {
             while let Some(w) = self.queue.pop_front() {
                 self.location.remove(&w.session);
                 let queued = QueuePlace::of(&w, false);

@@ -217,8 +217,9 @@ impl BrokerHandle {
 
 impl ServerChange {
     /// Every field in range; a server without `configured_maxconn` is
-    /// unlimited, and a limit cannot be added at run time.
-    fn check(&self, configured_maxconn: Option<NonZeroU32>) -> Result<(), ControlError> {
+    /// unlimited, and a limit cannot be added at run time. The only check
+    /// of a server change: the admin API runs it before logging a request.
+    pub fn check(&self, configured_maxconn: Option<NonZeroU32>) -> Result<(), ControlError> {
         if let Some(weight) = self.weight.filter(|w| *w > MAX_WEIGHT) {
             return Err(ControlError::Rejected(format!("weight {weight} is out of range; expected 0 to {MAX_WEIGHT}")));
         }
