@@ -74,12 +74,35 @@ struct Limit {
     /// `None`: unlimited.
     max: Option<NonZeroU32>,
     used: u32,
+    /// Sessions over `max` that were admitted before it was lowered below
+    /// them, or that came with their listener from another frontend on a
+    /// reload. They may stay until they end (lowering a limit only delays
+    /// new accepts); the count never grows past `max` by an admission.
+    carried: u32,
 }
 
 impl Limit {
     /// A limit as configured: 0 = unlimited.
     fn new(max: u32) -> Limit {
-        Limit { max: NonZeroU32::new(max), used: 0 }
+        Limit { max: NonZeroU32::new(max), used: 0, carried: 0 }
+    }
+
+    /// Sessions above the limit now.
+    fn over(&self) -> u32 {
+        self.max.map_or(0, |max| self.used.saturating_sub(max.get()))
+    }
+
+    /// `n` sessions ended (or their credits came back unused).
+    fn release(&mut self, n: u32) {
+        self.used = self.used.saturating_sub(n);
+        self.carried = self.carried.min(self.over());
+    }
+
+    /// `n` live sessions join this count from another one (a reload moved
+    /// their listener): they are carried, whatever the limit.
+    fn carry_in(&mut self, n: u32) {
+        self.used += n;
+        self.carried = self.over();
     }
 
     fn free(&self) -> u32 {
@@ -91,8 +114,10 @@ impl Limit {
         self.max.is_some_and(|max| self.used >= max.get())
     }
 
+    /// Over the limit by more than the sessions it carries: an admission
+    /// went past it.
     fn exceeded(&self) -> bool {
-        self.max.is_some_and(|max| self.used > max.get())
+        self.over() > self.carried
     }
 
     /// The limit as configured: 0 = unlimited.
@@ -104,6 +129,7 @@ impl Limit {
     fn set_max(&mut self, max: u32) -> u32 {
         let from = self.max();
         self.max = NonZeroU32::new(max);
+        self.carried = self.over();
         from
     }
 }
@@ -288,11 +314,9 @@ impl<W> AdmissionState<W> {
     fn untake(&mut self, listener: ListenerId, n: u32, now: Instant) {
         let frontend = self.frontend_of(listener);
         debug_assert!(self.global.used >= n && self.frontends[frontend.0].used >= n);
-        self.global.used = self.global.used.saturating_sub(n);
-        let f = &mut self.frontends[frontend.0];
-        f.used = f.used.saturating_sub(n);
-        let l = &mut self.listeners[listener.0].1;
-        l.used = l.used.saturating_sub(n);
+        self.global.release(n);
+        self.frontends[frontend.0].release(n);
+        self.listeners[listener.0].1.release(n);
         self.global_rate.give_back(n, now);
         self.frontend_rates[frontend.0].give_back(n, now);
     }
@@ -327,11 +351,9 @@ impl<W> AdmissionState<W> {
     pub fn session_closed(&mut self, listener: ListenerId, now: Instant) -> Vec<Resumed<W>> {
         let frontend = self.frontend_of(listener);
         debug_assert!(self.global.used >= 1 && self.frontends[frontend.0].used >= 1);
-        self.global.used = self.global.used.saturating_sub(1);
-        let f = &mut self.frontends[frontend.0];
-        f.used = f.used.saturating_sub(1);
-        let l = &mut self.listeners[listener.0].1;
-        l.used = l.used.saturating_sub(1);
+        self.global.release(1);
+        self.frontends[frontend.0].release(1);
+        self.listeners[listener.0].1.release(1);
         self.shortage.clear();
         self.serve_parked(now)
     }
@@ -441,8 +463,8 @@ impl<W> AdmissionState<W> {
                     if *frontend != l.frontend {
                         // Moved to another frontend: its live sessions move too.
                         let used = limit.used;
-                        self.frontends[frontend.0].used = self.frontends[frontend.0].used.saturating_sub(used);
-                        self.frontends[l.frontend.0].used += used;
+                        self.frontends[frontend.0].release(used);
+                        self.frontends[l.frontend.0].carry_in(used);
                         *frontend = l.frontend;
                     }
                     limit.set_max(l.maxconn);
@@ -710,6 +732,24 @@ mod tests {
         assert_eq!(sent, vec![1, 2]);
         assert_eq!((a.global_used(), a.listener_used(ListenerId(1))), (1, 1));
         a.check(t).unwrap();
+    }
+
+    #[test]
+    fn a_limit_lowered_below_its_count_carries_the_sessions_it_has() {
+        let t = Instant::now();
+        let mut a: AdmissionState<u8> = AdmissionState::new(&config(0, &[(4, 0)], &[(0, 0)]), t);
+        assert!(matches!(a.admit(ListenerId(0), 4, 0, t), Admitted::Granted(4, 0)));
+        a.set_frontend_maxconn(FrontendId(0), 2, t).expect("frontend 0");
+        a.check(t).expect("sessions admitted before the limit was lowered may stay");
+        assert!(matches!(a.admit(ListenerId(0), 1, 1, t), Admitted::Parked(PauseReason::Frontend)));
+        assert!(a.session_closed(ListenerId(0), t).is_empty(), "3 live, limit 2");
+        assert!(a.session_closed(ListenerId(0), t).is_empty(), "2 live, limit 2");
+        let resumed = a.session_closed(ListenerId(0), t);
+        assert_eq!(resumed.iter().map(|r| r.granted).sum::<u32>(), 1, "one place under the lowered limit");
+        a.check(t).unwrap();
+        // An admission past the limit is still caught.
+        a.frontends[0].used += 1;
+        assert!(a.check(t).is_err());
     }
 
     #[test]
