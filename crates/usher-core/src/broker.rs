@@ -21,7 +21,7 @@ pub mod wiring;
 
 pub use extensions::{Extensions, OnReady, OnStart};
 pub use handle::{
-    BackendReport, BrokerHandle, BrokerReport, ControlError, ServerChange, ServerStatus, MAX_MAXCONN, MAX_WEIGHT,
+    BackendReport, BrokerHandle, BrokerReport, ControlError, ServerChange, ServerStatus, MAX_MAXCONN,
 };
 // The actors behind the handle, for white-box tests.
 #[cfg(feature = "internals")]

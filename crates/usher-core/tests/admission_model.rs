@@ -1078,15 +1078,7 @@ proptest! {
 #[test]
 fn check_excepts_time_based_pauses() {
     let t = Instant::now();
-    let config = AdmissionConfig {
-        global_maxconn: 0,
-        global_rate: 0,
-        frontends: vec![FrontendLimits { maxconn: 0, rate: 3 }, FrontendLimits { maxconn: 0, rate: 0 }],
-        listeners: vec![
-            ListenerLimits { frontend: FrontendId(0), maxconn: 0 },
-            ListenerLimits { frontend: FrontendId(1), maxconn: 0 },
-        ],
-    };
+    let config = AdmissionConfig::from_limits(0, &[(0, 3), (0, 0)], &[(0, 0), (1, 0)]);
     let mut a: AdmissionState<()> = AdmissionState::new(&config, t);
     assert!(matches!(a.admit(ListenerId(0), 3, (), t), Admitted::Granted(3, ())));
     assert!(matches!(a.admit(ListenerId(0), 1, (), t), Admitted::Parked(PauseReason::FrontendRate)));

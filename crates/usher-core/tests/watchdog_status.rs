@@ -8,9 +8,9 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 use usher_core::admission::fd_budget::FdBudget;
 use usher_core::admission::watchdog::{GetStatus, ListenerInfo, ResourceWatchdog, WatchdogConfig};
-use usher_core::admission::{AdmissionConfig, FrontendLimits, ListenerLimits, ListenerState, PauseReason};
+use usher_core::admission::{AdmissionConfig, ListenerState, PauseReason};
 use usher_core::admission::{Admit, AdmitGrant, SessionClosed};
-use usher_core::ids::{FrontendId, ListenerId};
+use usher_core::ids::ListenerId;
 
 fn admit(w: &Addr<ResourceWatchdog>, listener: usize) -> oneshot::Receiver<AdmitGrant> {
     let (tx, rx) = oneshot::channel();
@@ -23,15 +23,7 @@ fn status_reports_listener_states_budget_stress_and_counters() {
     actix_rt::System::new().block_on(async {
         let log = slog::Logger::root(slog::Discard, slog::o!());
         let config = WatchdogConfig {
-            admission: AdmissionConfig {
-                global_maxconn: 100,
-                global_rate: 0,
-                frontends: vec![FrontendLimits { maxconn: 1, rate: 0 }, FrontendLimits { maxconn: 0, rate: 0 }],
-                listeners: vec![
-                    ListenerLimits { frontend: FrontendId(0), maxconn: 0 },
-                    ListenerLimits { frontend: FrontendId(1), maxconn: 1 },
-                ],
-            },
+            admission: AdmissionConfig::from_limits(100, &[(1, 0), (0, 0)], &[(0, 0), (1, 1)]),
             listeners: vec![
                 ListenerInfo {
                     id: ListenerId(0),

@@ -162,6 +162,24 @@ pub struct AdmissionConfig {
     pub listeners: Vec<ListenerLimits>,
 }
 
+impl AdmissionConfig {
+    /// Concurrency limits from plain numbers (0 = unlimited), no process
+    /// rate: frontends as `(maxconn, rate)`, listeners as `(frontend index,
+    /// maxconn)`. For tests.
+    #[cfg(any(test, feature = "internals"))]
+    pub fn from_limits(global_maxconn: u32, frontends: &[(u32, u32)], listeners: &[(usize, u32)]) -> AdmissionConfig {
+        AdmissionConfig {
+            global_maxconn,
+            global_rate: 0,
+            frontends: frontends.iter().map(|&(maxconn, rate)| FrontendLimits { maxconn, rate }).collect(),
+            listeners: listeners
+                .iter()
+                .map(|&(f, maxconn)| ListenerLimits { frontend: FrontendId(f), maxconn })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Parked<W> {
     listener: ListenerId,
@@ -606,15 +624,7 @@ mod tests {
     use super::*;
 
     fn config(global: u32, frontends: &[(u32, u32)], listeners: &[(usize, u32)]) -> AdmissionConfig {
-        AdmissionConfig {
-            global_maxconn: global,
-            global_rate: 0,
-            frontends: frontends.iter().map(|&(maxconn, rate)| FrontendLimits { maxconn, rate }).collect(),
-            listeners: listeners
-                .iter()
-                .map(|&(f, maxconn)| ListenerLimits { frontend: FrontendId(f), maxconn })
-                .collect(),
-        }
+        AdmissionConfig::from_limits(global, frontends, listeners)
     }
 
     #[test]

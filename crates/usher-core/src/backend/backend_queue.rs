@@ -124,44 +124,27 @@ impl Handler<Reserve> for BackendQueue {
     }
 }
 
-impl Handler<CancelReserve> for BackendQueue {
-    type Result = ();
+/// Messages the actor only hands to its core, then follows the core's word
+/// on whether it runs on (a retired backend stops once nobody waits).
+macro_rules! forward_to_core {
+    ($($message:ty => |$core:ident, $msg:pat_param| $call:expr;)*) => {$(
+        impl Handler<$message> for BackendQueue {
+            type Result = ();
 
-    fn handle(&mut self, msg: CancelReserve, ctx: &mut Self::Context) {
-        follow(self.core.cancel(msg.session), ctx);
-    }
+            fn handle(&mut self, $msg: $message, ctx: &mut Self::Context) {
+                let $core = &mut self.core;
+                follow($call, ctx);
+            }
+        }
+    )*};
 }
 
-impl Handler<Dequeue> for BackendQueue {
-    type Result = ();
-
-    fn handle(&mut self, msg: Dequeue, ctx: &mut Self::Context) {
-        follow(self.core.dequeue(msg.server, msg.credits, msg.released), ctx);
-    }
-}
-
-impl Handler<ServerStatusChanged> for BackendQueue {
-    type Result = ();
-
-    fn handle(&mut self, msg: ServerStatusChanged, ctx: &mut Self::Context) {
-        follow(self.core.status_changed(msg.server, msg.status), ctx);
-    }
-}
-
-impl Handler<ReconfigureBackend> for BackendQueue {
-    type Result = ();
-
-    fn handle(&mut self, msg: ReconfigureBackend, ctx: &mut Self::Context) {
-        follow(self.core.reconfigure(msg.setup, msg.balancer, msg.servers), ctx);
-    }
-}
-
-impl Handler<RetireBackend> for BackendQueue {
-    type Result = ();
-
-    fn handle(&mut self, _: RetireBackend, ctx: &mut Self::Context) {
-        follow(self.core.retire(), ctx);
-    }
+forward_to_core! {
+    CancelReserve => |core, msg| core.cancel(msg.session);
+    Dequeue => |core, msg| core.dequeue(msg.server, msg.credits, msg.released);
+    ServerStatusChanged => |core, msg| core.status_changed(msg.server, msg.status);
+    ReconfigureBackend => |core, msg| core.reconfigure(msg.setup, msg.balancer, msg.servers);
+    RetireBackend => |core, _msg| core.retire();
 }
 
 impl Handler<GetQueueReport> for BackendQueue {
