@@ -251,6 +251,20 @@ impl ResourceWatchdog {
         self.resume(resumed, now);
     }
 
+    /// One message that may free room: recheck, apply `change` to the
+    /// state, hand out what it resumed, then account and reschedule.
+    fn freeing(
+        &mut self,
+        ctx: &mut Context<Self>,
+        change: impl FnOnce(&mut AdmissionState<oneshot::Sender<AdmitGrant>>, Instant) -> Vec<Resumed<oneshot::Sender<AdmitGrant>>>,
+    ) {
+        let now = Instant::now();
+        self.before(now);
+        let resumed = change(&mut self.state, now);
+        self.resume(resumed, now);
+        self.after(ctx, now);
+    }
+
     fn after(&mut self, ctx: &mut Context<Self>, now: Instant) {
         self.account_hits(now);
         self.schedule(ctx, now);
@@ -299,11 +313,7 @@ impl Handler<GiveBack> for ResourceWatchdog {
     type Result = ();
 
     fn handle(&mut self, msg: GiveBack, ctx: &mut Self::Context) {
-        let now = Instant::now();
-        self.before(now);
-        let resumed = self.state.give_back(msg.listener, msg.credits, now);
-        self.resume(resumed, now);
-        self.after(ctx, now);
+        self.freeing(ctx, |state, now| state.give_back(msg.listener, msg.credits, now));
     }
 }
 
@@ -311,11 +321,7 @@ impl Handler<SessionClosed> for ResourceWatchdog {
     type Result = ();
 
     fn handle(&mut self, msg: SessionClosed, ctx: &mut Self::Context) {
-        let now = Instant::now();
-        self.before(now);
-        let resumed = self.state.session_closed(msg.listener, now);
-        self.resume(resumed, now);
-        self.after(ctx, now);
+        self.freeing(ctx, |state, now| state.session_closed(msg.listener, now));
     }
 }
 
