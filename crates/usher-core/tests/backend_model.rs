@@ -515,17 +515,41 @@ impl BackendSim {
                 load: self.served[s] + self.queued_at(Some(s)) as u32,
             })
             .collect();
-        if let Some(a) = avoid {
-            // A redispatched retry prefers any other server.
-            if c.iter().any(|x| x.available && x.id.0 != a) {
-                c[a].available = false;
-            }
-            // Hashing walks past it while another server is usable.
-            if c.iter().any(|x| x.usable && x.id.0 != a) {
-                c[a].usable = false;
-            }
+        if self.avoiding(avoid) {
+            // A retry never goes back to the server it failed on while
+            // another is usable (hashing walks past it too).
+            let a = avoid.unwrap();
+            c[a].usable = false;
+            c[a].available = false;
         }
         c
+    }
+
+    /// A retry leaving `avoid` keeps off it: it takes balanced traffic and
+    /// another server does too.
+    fn avoiding(&self, avoid: Option<usize>) -> bool {
+        avoid.is_some_and(|a| self.balanced(a) && (0..self.n()).any(|o| o != a && self.balanced(o)))
+    }
+
+    /// How many may wait in the backend queue (0 = unbounded): the
+    /// backend's maxqueue, and no more than the sum of the balanced
+    /// servers' maxqueue when every one of them has one.
+    fn backend_bound(&self) -> u32 {
+        let mut sum = 0u32;
+        for s in 0..self.n() {
+            if self.balanced(s) {
+                let own = self.cfg.servers[s].maxqueue;
+                if own == 0 {
+                    return self.cfg.maxqueue;
+                }
+                sum += own;
+            }
+        }
+        match self.cfg.maxqueue {
+            _ if sum == 0 => self.cfg.maxqueue,
+            0 => sum,
+            own => own.min(sum),
+        }
     }
 
     /// Session `id` now holds a slot of `s`.
@@ -548,10 +572,23 @@ impl BackendSim {
     }
 
     fn enqueue_backend(&mut self, id: u64, key: QueueKey, gone: bool) -> Outcome {
-        if queue_full(self.cfg.maxqueue, self.queued_at(None)) {
+        if queue_full(self.backend_bound(), self.queued_at(None)) {
             return Outcome::Full;
         }
         self.enqueue(None, id, key, gone)
+    }
+
+    /// A retry keeping off the server it failed on, with nothing available:
+    /// it waits in the own queue of the least loaded other usable server
+    /// (ties to the lowest index), unless that queue is full.
+    fn enqueue_elsewhere(&mut self, candidates: &[Candidate], id: u64, key: QueueKey, gone: bool) -> Outcome {
+        let usable: Vec<Candidate> = candidates.iter().map(|c| Candidate { available: c.usable, ..*c }).collect();
+        match least_loaded(&usable, usize::MAX) {
+            Some(s) if !queue_full(self.cfg.servers[s].maxqueue, self.queued_at(Some(s))) => {
+                self.enqueue(Some(s), id, key, gone)
+            }
+            _ => self.enqueue_backend(id, key, gone),
+        }
     }
 
     // === the shadow: what the BackendQueue must do, step by step ===
@@ -568,7 +605,7 @@ impl BackendSim {
         gone: bool,
     ) -> Outcome {
         if let Some(p) = pin {
-            return self.model_pinned(id, key, p, gone, false);
+            return self.model_pinned(id, key, p, None, gone, false);
         }
         let candidates = self.candidates(avoid);
         if !candidates.iter().any(|c| c.usable) {
@@ -590,7 +627,7 @@ impl BackendSim {
             }
             Some(Choice::Pinned(ServerId(p))) => {
                 assert!(candidates[p].usable, "session {id} hashed to unusable server {p}");
-                self.model_pinned(id, key, p, gone, true)
+                self.model_pinned(id, key, p, avoid, gone, true)
             }
             None => {
                 // Nothing available (static-rr included: a server configured
@@ -599,6 +636,9 @@ impl BackendSim {
                     !candidates.iter().any(|c| c.available),
                     "session {id}: balancer found nothing among {candidates:?}"
                 );
+                if self.avoiding(avoid) {
+                    return self.enqueue_elsewhere(&candidates, id, key, gone);
+                }
                 self.enqueue_backend(id, key, gone)
             }
         }
@@ -606,7 +646,15 @@ impl BackendSim {
 
     /// `reserve_pinned`: `hashed` by `source` (may redispatch when its
     /// server's queue is full) or explicitly pinned.
-    fn model_pinned(&mut self, id: u64, key: QueueKey, p: usize, gone: bool, hashed: bool) -> Outcome {
+    fn model_pinned(
+        &mut self,
+        id: u64,
+        key: QueueKey,
+        p: usize,
+        avoid: Option<usize>,
+        gone: bool,
+        hashed: bool,
+    ) -> Outcome {
         if p >= self.n() || !self.status[p].up {
             return Outcome::NoServer;
         }
@@ -618,9 +666,18 @@ impl BackendSim {
             if hashed && self.cfg.redispatch {
                 // Its server's queue is full: the least loaded other
                 // available server, else the backend queue.
-                if let Some(s) = least_loaded(&self.candidates(Some(p)), p) {
+                let mut others = self.candidates(Some(p));
+                // Nor the server a retry is leaving.
+                if let Some(a) = avoid {
+                    others[a].available = false;
+                }
+                if let Some(s) = least_loaded(&others, p) {
                     self.grant_new(id, s, true);
                     return Outcome::Granted(s);
+                }
+                // No other server could ever take it: refused at once.
+                if !(0..self.n()).any(|o| o != p && Some(o) != avoid && self.balanced(o)) {
+                    return Outcome::Full;
                 }
                 return self.enqueue_backend(id, key, gone);
             }
@@ -776,8 +833,12 @@ impl BackendSim {
         // open.
         // An avoided server is not available while another one is.
         let available: Vec<bool> = (0..n).map(|s| balanced[s] && open[s]).collect();
-        let avoided = |s: usize| avoid == Some(s) && (0..n).any(|o| o != s && available[o]);
+        // A retry keeps off the server it failed on while another server
+        // takes balanced traffic, even when it must wait for that one.
+        let avoiding = pin.is_none() && self.avoiding(avoid);
+        let avoided = |s: usize| avoiding && avoid == Some(s);
         let pickable: Vec<bool> = (0..n).map(|s| available[s] && !avoided(s)).collect();
+        let backend_bound = self.backend_bound();
 
         let expect = match pin {
             Some(p) if p >= n || !self.status[p].up => Some(Expect::NoServer),
@@ -790,7 +851,9 @@ impl BackendSim {
             // `source` pins by hash; the shadow follows its choice.
             None if hashed => None,
             None if pickable.iter().any(|&p| p) => Some(Expect::Granted),
-            None if queue_full(self.cfg.maxqueue, backend_q) => Some(Expect::Full),
+            // It waits, in another server's queue or the backend queue.
+            None if avoiding => None,
+            None if queue_full(backend_bound, backend_q) => Some(Expect::Full),
             None => Some(Expect::Queued),
         };
 
@@ -847,9 +910,7 @@ impl BackendSim {
                     None => {
                         assert!(balanced[s], "balanced session granted server {s}, which takes no balanced traffic");
                         assert!(!self.cfg.servers[s].backup || !active_usable, "backup {s} granted a balanced session");
-                        if !hashed {
-                            assert!(!avoided(s), "session {id} granted avoided server {s} though others were free");
-                        }
+                        assert!(!avoided(s), "retry {id} granted the server {s} it failed on though another is usable");
                     }
                 }
                 if gone {
@@ -865,8 +926,19 @@ impl BackendSim {
                     Some(p) => server_q[p.0],
                     None => backend_q,
                 };
-                if !hashed {
+                if !hashed && !avoiding {
                     assert_eq!(server.map(|s| s.0), pin, "session {id} queued in the wrong queue");
+                }
+                if avoiding {
+                    assert_ne!(server.map(|s| s.0), avoid, "retry {id} queued for the server it failed on");
+                }
+                if server.is_none() {
+                    // The backend queue's bound: each server's maxqueue
+                    // holds whatever the algorithm.
+                    assert!(
+                        backend_bound == 0 || len < backend_bound as usize,
+                        "session {id} joined the backend queue at {len} >= its bound {backend_bound}"
+                    );
                 }
                 assert_eq!(position as usize, len, "queue position of session {id}");
                 if gone {
@@ -1236,6 +1308,7 @@ impl BackendSim {
         }
         let backend_q = self.state().backend_queue_len();
         assert_eq!(backend_q, self.queued_at(None), "backend queue length");
+        assert_eq!(self.state().backend_queue_limit().unwrap_or(0), self.backend_bound(), "backend queue bound");
         if self.cfg.maxqueue > 0 {
             assert!(backend_q <= self.cfg.maxqueue as usize, "backend queue over maxqueue");
         }

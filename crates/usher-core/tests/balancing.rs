@@ -610,6 +610,7 @@ fn slowstart_ramp_grows_the_effective_maxconn() {
         rise: 1,
         fall: 1,
         error_limit: 0,
+        down_after_failed_connects: None,
         slowstart: Duration::from_secs(10),
         weight: 10,
         maxconn: 20,
@@ -803,4 +804,109 @@ fn redispatched_session_overtakes_older_waiter_on_backup() {
     let (grants, _) = b.set_status(1, down(1));
     assert_eq!(grants, [(older, 2)], "the backup's slot went to {grants:?}, not the older session {older}");
     assert!(b.state().is_queued(SessionId(newer)));
+}
+
+// =====================================================================
+// maxqueue under every algorithm, and retries
+// =====================================================================
+
+/// Every algorithm, built for `n` servers of weight 1.
+fn every_algorithm(n: usize) -> Vec<(&'static str, Box<dyn Balancer>)> {
+    vec![
+        ("roundrobin", Box::new(SmoothRoundRobin::new(n))),
+        ("static-rr", Box::new(SmoothRoundRobin::with_static_weights(&vec![1; n]))),
+        ("leastconn", Box::new(LeastConn::default())),
+        ("first", Box::new(First)),
+        ("random", Box::new(PowerOfChoices::new(2, 7))),
+        ("source", Box::new(ConsistentHash::new(0))),
+    ]
+}
+
+/// One server, maxconn 1, its own `maxqueue = 2`, no backend bound, five
+/// clients at once: one served, two wait, the last two are refused at once
+/// (`SQ`) — whatever the algorithm, and under `source` even with
+/// `redispatch` (no other server could take them).
+#[test]
+fn a_servers_maxqueue_bounds_its_waiters_under_every_algorithm() {
+    for redispatch in [false, true] {
+        for (name, balancer) in every_algorithm(1) {
+            let servers = [ServerSetup { maxconn: 1, weight: 1, maxqueue: 2, backup: false, minconn: 0 }];
+            let mut b = Backend::new(&servers, BackendSetup { maxqueue: 0, redispatch, fullconn: 0 }, balancer);
+            let answers: Vec<Answer> = (0..5).map(|_| b.arrive(Some(ip(1))).1).collect();
+            assert_eq!(answers[0], Answer::Granted(0), "{name}");
+            assert!(
+                matches!(answers[1], Answer::Queued(_)) && matches!(answers[2], Answer::Queued(_)),
+                "{name}: {answers:?}"
+            );
+            assert_eq!(answers[3..], [Answer::Full, Answer::Full], "{name} (redispatch {redispatch}): {answers:?}");
+        }
+    }
+}
+
+/// The backend queue holds at most the sum of the usable servers' own
+/// `maxqueue` when every one has one, and the backend's `maxqueue` when
+/// that is lower; one server without a bound leaves only the backend's.
+#[test]
+fn the_backend_queue_is_bounded_by_the_servers_maxqueue_sum() {
+    let with = |maxqueue: u32| ServerSetup { maxconn: 1, weight: 1, maxqueue, backup: false, minconn: 0 };
+    for (servers, backend_maxqueue, waiting) in [
+        (vec![with(2), with(3)], 0, 5),
+        (vec![with(2), with(3)], 4, 4),
+        (vec![with(2), with(0)], 4, 4),
+        (vec![with(2), with(0)], 0, 50),
+    ] {
+        let setup = BackendSetup { maxqueue: backend_maxqueue, redispatch: false, fullconn: 0 };
+        let mut b = Backend::new(&servers, setup, Box::new(SmoothRoundRobin::new(2)));
+        let answers: Vec<Answer> = (0..52).map(|_| b.arrive(None).1).collect();
+        let queued = answers.iter().filter(|a| **a == Answer::Queued(None)).count();
+        assert_eq!(queued, waiting, "{servers:?} backend maxqueue {backend_maxqueue}");
+        assert_eq!(answers.iter().filter(|a| **a == Answer::Full).count(), 50 - waiting);
+        // A server going down shrinks the bound for newcomers.
+        if backend_maxqueue == 0 && waiting == 5 {
+            b.set_status(1, down(1));
+            assert_eq!(b.state().backend_queue_limit(), Some(2));
+        }
+    }
+}
+
+/// A retry leaving the server it failed on waits for the other server,
+/// in that server's own queue, rather than take back the slot the failed
+/// server just freed; a newcomer may take that slot.
+#[test]
+fn a_retry_waits_for_another_server_rather_than_go_back() {
+    let setup = BackendSetup { maxqueue: 0, redispatch: true, fullconn: 0 };
+    let mut b = Backend::new(&[server(1, 1), server(1, 1)], setup, Box::new(SmoothRoundRobin::new(2)));
+    let (a, first) = b.arrive(None);
+    let (other, second) = b.arrive(None);
+    let Answer::Granted(failed) = first else { panic!("{first:?}") };
+    assert_eq!(second, Answer::Granted(1 - failed));
+    // `a`'s connect failed: its slot goes back, and it asks again.
+    b.release(a);
+    let retry_key = QueueKey::fifo(SessionId(a)).for_retry();
+    let (retry, answer) = b.arrive_with(retry_key, None, None, Some(failed));
+    assert_eq!(answer, Answer::Queued(Some(1 - failed)), "waits for the other server");
+    let (_, newcomer) = b.arrive(None);
+    assert_eq!(newcomer, Answer::Granted(failed), "the freed slot serves a newcomer");
+    b.release(other);
+    assert_eq!(b.holding.get(&retry), Some(&(1 - failed)));
+}
+
+/// A retry on the same server (after its turn-around pause, without
+/// `redispatch`) goes ahead of every session waiting for the first time,
+/// though they arrived before it asked again.
+#[test]
+fn a_retry_goes_ahead_of_first_time_waiters() {
+    let mut b = Backend::plain(&[server(1, 1)], Box::new(SmoothRoundRobin::new(1)));
+    let (a, _) = b.arrive(None);
+    let (waiting, answer) = b.arrive(None);
+    assert_eq!(answer, Answer::Queued(None));
+    // `a`'s connect was refused: its slot goes to the next waiter at once.
+    b.release(a);
+    assert_eq!(b.holding.get(&waiting), Some(&0), "the next waiter tries meanwhile");
+    let (late, _) = b.arrive(None);
+    let (retry, answer) = b.arrive_with(QueueKey::fifo(SessionId(a)).for_retry(), None, Some(0), None);
+    assert_eq!(answer, Answer::Queued(Some(0)));
+    b.release(waiting);
+    assert_eq!(b.holding.get(&retry), Some(&0), "the retry first");
+    assert!(!b.holding.contains_key(&late));
 }

@@ -67,15 +67,16 @@ pub fn for_kind(kind: Balance, weights: &[u32], draws: u32, hash_balance_factor:
     }
 }
 
-/// Among `candidates`, the available one with the least load relative to
-/// its weight; ties go to the first at or after `start` (rotating ties).
+/// Among the `candidates` that `only` accepts (and with a weight), the one
+/// with the least load relative to its weight; ties go to the first at or
+/// after `start` (rotating ties).
 pub(crate) fn least_loaded(candidates: &[Candidate], start: usize, only: impl Fn(&Candidate) -> bool) -> Option<usize> {
     let n = candidates.len();
     let mut best: Option<usize> = None;
     for k in 0..n {
         let i = (start + k) % n;
         let c = &candidates[i];
-        if !c.available || c.weight == 0 || !only(c) {
+        if c.weight == 0 || !only(c) {
             continue;
         }
         best = match best {

@@ -277,7 +277,8 @@ impl<W> BackendState<W> {
     }
 
     /// Refills `self.candidates`: the balancer's view of every server.
-    fn fill_candidates(&mut self, avoid: Option<ServerId>) {
+    /// Returns whether `avoid` was taken out of it (see below).
+    fn fill_candidates(&mut self, avoid: Option<ServerId>) -> bool {
         let mut c = std::mem::take(&mut self.candidates);
         c.clear();
         let any_active = self.any_active();
@@ -293,17 +294,46 @@ impl<W> BackendState<W> {
                 load: s.served + s.queue.len() as u32,
             }
         }));
+        let mut avoiding = false;
         if let Some(avoid) = avoid.filter(|a| a.0 < c.len()) {
-            if c.iter().any(|x| x.available && x.id != avoid) {
-                c[avoid.0].available = false;
-            }
-            // Hashing walks past the server a retry is leaving (HAProxy's
-            // hash lookups take it as "avoid"), as long as another is usable.
-            if c.iter().any(|x| x.usable && x.id != avoid) {
+            // A retry never goes back to the server it just failed on while
+            // another server is usable, even if it must wait for that one:
+            // a refusing server frees its slot at once, and a retry that
+            // took it again would spend its retries in a millisecond.
+            // Hashing walks past it too (HAProxy's hash lookups take it as
+            // "avoid").
+            if c[avoid.0].usable && c.iter().any(|x| x.usable && x.id != avoid) {
                 c[avoid.0].usable = false;
+                c[avoid.0].available = false;
+                avoiding = true;
             }
         }
         self.candidates = c;
+        avoiding
+    }
+
+    /// How many may wait in the backend queue: the backend's `maxqueue`
+    /// and, when every server that takes balanced traffic has a `maxqueue`
+    /// of its own, no more than their sum — a session in the backend queue
+    /// waits for any of them, so each server's bound holds whatever the
+    /// algorithm.
+    fn backend_queue_bound(&self) -> Limit {
+        let any_active = self.any_active();
+        let mut sum: u32 = 0;
+        for (i, s) in self.servers.iter().enumerate() {
+            if !self.balanced(i, any_active) {
+                continue;
+            }
+            match s.maxqueue.get() {
+                Some(max) => sum = sum.saturating_add(max),
+                None => return self.setup.maxqueue,
+            }
+        }
+        match self.setup.maxqueue.get() {
+            _ if sum == 0 => self.setup.maxqueue,
+            Some(own) => Limit::from_config(own.min(sum)),
+            None => Limit::from_config(sum),
+        }
     }
 
     // === reserve ===
@@ -313,7 +343,7 @@ impl<W> BackendState<W> {
         if let Some(pin) = req.pin {
             return self.reserve_pinned(pin, req, waiter, false);
         }
-        self.fill_candidates(req.avoid);
+        let avoiding = self.fill_candidates(req.avoid);
         if !self.candidates.iter().any(|c| c.usable) {
             return Reserved::NoServer { waiter };
         }
@@ -326,18 +356,44 @@ impl<W> BackendState<W> {
                 Reserved::Granted { server, waiter }
             }
             Some(Choice::Pinned(server)) => self.reserve_pinned(server, req, waiter, true),
+            _ if avoiding => self.enqueue_elsewhere(req, waiter),
             _ => self.enqueue_backend(req, waiter),
         }
     }
 
     fn enqueue_backend(&mut self, req: ReserveRequest, waiter: W) -> Reserved<W> {
-        if self.setup.maxqueue.reached_by(self.queue.len()) {
+        if self.backend_queue_bound().reached_by(self.queue.len()) {
             return Reserved::Full { waiter };
         }
         let position = self.queue.push(req.key, req.session, waiter);
         self.location.insert(req.session, None);
         self.max_queue = self.max_queue.max(self.queue.len());
         Reserved::Queued { server: None, position }
+    }
+
+    /// A retry leaving a server (`avoid`) while every other is busy: it
+    /// waits for the least loaded other usable server in that server's own
+    /// queue, where a slot the failed server frees cannot reach it. Only
+    /// when that queue is at its `maxqueue` does it wait in the backend
+    /// queue instead.
+    fn enqueue_elsewhere(&mut self, req: ReserveRequest, waiter: W) -> Reserved<W> {
+        let Some(i) = least_loaded(&self.candidates, 0, |c| c.usable) else {
+            return self.enqueue_backend(req, waiter);
+        };
+        let server = self.candidates[i].id;
+        let s = &self.servers[server.0];
+        if s.maxqueue.reached_by(s.queue.len()) {
+            return self.enqueue_backend(req, waiter);
+        }
+        self.enqueue_server(server, req, waiter)
+    }
+
+    fn enqueue_server(&mut self, server: ServerId, req: ReserveRequest, waiter: W) -> Reserved<W> {
+        let position = self.servers[server.0].queue.push(req.key, req.session, waiter);
+        self.location.insert(req.session, Some(server));
+        let s = &mut self.servers[server.0];
+        s.max_queue = s.max_queue.max(s.queue.len());
+        Reserved::Queued { server: Some(server), position }
     }
 
     /// `hashed`: pinned by a hash algorithm (may redispatch when full), as
@@ -354,22 +410,26 @@ impl<W> BackendState<W> {
         let s = &self.servers[pin.0];
         if s.maxqueue.reached_by(s.queue.len()) {
             if hashed && self.setup.redispatch {
-                // Its server's queue is full: any other server will do.
+                // Its server's queue is full: any other server will do —
+                // except the one a retry is leaving.
                 self.fill_candidates(Some(pin));
-                if let Some(i) = least_loaded(&self.candidates, 0, |c| c.id != pin) {
+                let other = |c: &Candidate| c.id != pin && Some(c.id) != req.avoid;
+                if let Some(i) = least_loaded(&self.candidates, 0, |c| c.available && other(c)) {
                     let server = self.candidates[i].id;
                     self.take_slot(server);
                     return Reserved::Granted { server, waiter };
+                }
+                // With no other server that could ever take it, waiting in
+                // the backend queue would only be waiting for this same
+                // server past its `maxqueue`: refused at once.
+                if !self.candidates.iter().any(|c| c.usable && other(c)) {
+                    return Reserved::Full { waiter };
                 }
                 return self.enqueue_backend(req, waiter);
             }
             return Reserved::Full { waiter };
         }
-        let position = self.servers[pin.0].queue.push(req.key, req.session, waiter);
-        self.location.insert(req.session, Some(pin));
-        let s = &mut self.servers[pin.0];
-        s.max_queue = s.max_queue.max(s.queue.len());
-        Reserved::Queued { server: Some(pin), position }
+        self.enqueue_server(pin, req, waiter)
     }
 
     fn take_slot(&mut self, server: ServerId) {
@@ -642,6 +702,13 @@ impl<W> BackendState<W> {
     /// Longest `server`'s own queue was.
     pub fn max_server_queue(&self, server: ServerId) -> usize {
         self.servers.get(server.0).map_or(0, |s| s.max_queue)
+    }
+
+    /// How many may wait in the backend queue now (`None` = unbounded).
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
+    pub fn backend_queue_limit(&self) -> Option<u32> {
+        self.backend_queue_bound().get()
     }
 
     /// Longest the backend queue was.

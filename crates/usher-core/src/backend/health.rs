@@ -6,12 +6,20 @@
 //!   consecutive good ones bring a DOWN server back. `error_limit`
 //!   consecutive failed connections of live traffic count as one failed
 //!   check (HAProxy's `observe layer4` with `on-error fail-check`).
+//! - Live traffic teaches the state even without checks:
+//!   `down_after_failed_connects` consecutive failed connects (refused or
+//!   timed out, no success between) take the server DOWN at once (HAProxy's
+//!   `on-error mark-down`). A server taken down this way while active
+//!   checks are off is *probed*: a plain TCP connect every `downinter`,
+//!   and the first that succeeds brings it back. With checks on, the
+//!   checks bring it back (`rise`).
 //! - Administrative: `ready`, `drain` (weight 0: no new balanced sessions,
 //!   own queue still served), `maint` (no traffic, no checks).
 //! - Slowstart: after coming back (never at process start), weight and
 //!   maxconn ramp from 0 to full over `slowstart`, in whole-second steps as
 //!   in HAProxy, never below 1.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -72,6 +80,9 @@ pub struct HealthConfig {
     pub rise: u32,
     pub fall: u32,
     pub error_limit: u32,
+    /// Consecutive failed connects of live traffic that take the server
+    /// DOWN at once (`None` = never).
+    pub down_after_failed_connects: Option<NonZeroU32>,
     pub slowstart: Duration,
     pub weight: u32,
     /// 0 = unlimited.
@@ -134,8 +145,14 @@ pub struct ServerHealth {
     /// Consecutive good and failed checks.
     good: u32,
     bad: u32,
-    /// Consecutive failed connections of live traffic.
+    /// Consecutive failed connections of live traffic, toward `error_limit`.
     passive_errors: u32,
+    /// Consecutive failed connects of live traffic, toward
+    /// `down_after_failed_connects`.
+    failed_connects: u32,
+    /// Taken DOWN by failed connects while checks are off: probes run
+    /// until one succeeds.
+    probing: bool,
     /// When the slowstart ramp began.
     ramp_from: Option<Instant>,
     weight: u32,
@@ -154,6 +171,8 @@ impl ServerHealth {
             good: 0,
             bad: 0,
             passive_errors: 0,
+            failed_connects: 0,
+            probing: false,
             ramp_from: None,
             weight,
             maxconn,
@@ -171,11 +190,13 @@ impl ServerHealth {
         self.admin = AdminState::Ready;
         self.ramp_from = None;
         self.passive_errors = 0;
+        self.failed_connects = 0;
+        self.probing = false;
         let checks = cfg.checks;
         self.cfg = cfg;
         match self.op {
             OpState::Up => None,
-            _ if !checks => self.change(OpState::Up, "checks disabled by reload", now),
+            _ if !checks => self.change(OpState::Up, "reconfigured without checks", now),
             OpState::Starting => self.change(OpState::Up, "reconfigured", now),
             OpState::Down => None,
         }
@@ -206,9 +227,15 @@ impl ServerHealth {
         (self.good, self.bad)
     }
 
-    /// Active checks run now (enabled and not in maintenance).
+    /// Active checks or probes run now (not in maintenance).
     pub fn checking(&self) -> bool {
-        self.cfg.checks && self.admin != AdminState::Maint
+        (self.cfg.checks || self.probing) && self.admin != AdminState::Maint
+    }
+
+    /// The checks that run now are probes: a plain connect, whatever the
+    /// configured check sends or expects (checks are off).
+    pub fn probing(&self) -> bool {
+        self.probing
     }
 
     /// Time to the next check: `fastinter` while changing state, `downinter`
@@ -234,6 +261,8 @@ impl ServerHealth {
     }
 
     fn come_back(&mut self, reason: &'static str, now: Instant) -> Option<Transition> {
+        self.probing = false;
+        self.failed_connects = 0;
         if self.cfg.slowstart.is_zero() {
             self.ramp_from = None;
             self.change(OpState::Up, reason, now)
@@ -249,6 +278,9 @@ impl ServerHealth {
             self.bad = 0;
             self.good = self.good.saturating_add(1);
             self.passive_errors = 0;
+            if self.op == OpState::Down && self.probing {
+                return self.come_back("probe passed", now);
+            }
             if self.op == OpState::Down && self.good >= self.cfg.rise {
                 return self.come_back("check passed", now);
             }
@@ -265,11 +297,20 @@ impl ServerHealth {
 
     /// The result of one connection attempt of live traffic.
     pub fn observe(&mut self, ok: bool, now: Instant) -> Option<Transition> {
-        if !self.cfg.checks || self.cfg.error_limit == 0 {
-            return None;
-        }
         if ok {
             self.passive_errors = 0;
+            self.failed_connects = 0;
+            return None;
+        }
+        if self.op == OpState::Down {
+            // Attempts that were under way when it went down.
+            return None;
+        }
+        self.failed_connects = self.failed_connects.saturating_add(1);
+        if self.cfg.down_after_failed_connects.is_some_and(|n| self.failed_connects >= n.get()) {
+            return self.mark_down_by_failed_connects(now);
+        }
+        if !self.cfg.checks || self.cfg.error_limit == 0 {
             return None;
         }
         self.passive_errors += 1;
@@ -279,6 +320,15 @@ impl ServerHealth {
         self.passive_errors = 0;
         let t = self.check_result(false, now);
         t.map(|t| Transition { reason: "live traffic errors", ..t })
+    }
+
+    fn mark_down_by_failed_connects(&mut self, now: Instant) -> Option<Transition> {
+        self.failed_connects = 0;
+        self.passive_errors = 0;
+        self.good = 0;
+        self.ramp_from = None;
+        self.probing = !self.cfg.checks;
+        self.change(OpState::Down, "connect failures", now)
     }
 
     pub fn set_admin(&mut self, admin: AdminState, now: Instant) -> Option<Transition> {
@@ -361,6 +411,7 @@ mod tests {
             rise: 2,
             fall: 3,
             error_limit: 4,
+            down_after_failed_connects: None,
             slowstart: Duration::from_secs(10),
             weight: 10,
             maxconn: 100,
@@ -415,6 +466,61 @@ mod tests {
             assert_eq!(r.is_some(), round == 2, "fall = 3 failed checks, one per error_limit errors");
         }
         assert_eq!(h.op(), OpState::Down);
+    }
+
+    fn without_checks(down_after: u32) -> HealthConfig {
+        HealthConfig {
+            checks: false,
+            slowstart: Duration::ZERO,
+            down_after_failed_connects: NonZeroU32::new(down_after),
+            ..cfg()
+        }
+    }
+
+    #[test]
+    fn failed_connects_take_a_server_down_without_checks_and_a_probe_brings_it_back() {
+        let t = Instant::now();
+        let mut h = ServerHealth::new(without_checks(3), t);
+        assert!(!h.checking(), "no checks while up");
+        assert_eq!(h.observe(false, t), None);
+        assert_eq!(h.observe(false, t), None);
+        assert_eq!(h.observe(true, t), None, "a success in between starts the count again");
+        assert_eq!(h.observe(false, t), None);
+        assert_eq!(h.observe(false, t), None);
+        let down = h.observe(false, t).expect("down after 3 consecutive failed connects");
+        assert_eq!((down.from, down.to, down.reason), (OpState::Up, OpState::Down, "connect failures"));
+        assert!(!h.status(t).up);
+        assert!(h.checking() && h.probing(), "probed while down");
+        assert_eq!(h.next_interval(), Duration::from_secs(5), "probes every downinter");
+        assert_eq!(h.observe(false, t), None, "attempts under way when it went down change nothing");
+        assert_eq!(h.check_result(false, t), None);
+        let back = h.check_result(true, t).expect("the first passing probe brings it back");
+        assert_eq!((back.to, back.reason), (OpState::Up, "probe passed"));
+        assert!(!h.checking() && !h.probing(), "probes stop once up");
+    }
+
+    #[test]
+    fn failed_connects_can_be_turned_off() {
+        let t = Instant::now();
+        let mut h = ServerHealth::new(without_checks(0), t);
+        for _ in 0..100 {
+            assert_eq!(h.observe(false, t), None);
+        }
+        assert_eq!(h.op(), OpState::Up);
+    }
+
+    #[test]
+    fn with_checks_a_server_down_by_failed_connects_needs_rise_checks() {
+        let t = Instant::now();
+        let mut h = ServerHealth::new(
+            HealthConfig { down_after_failed_connects: NonZeroU32::new(2), slowstart: Duration::ZERO, ..cfg() },
+            t,
+        );
+        h.observe(false, t);
+        assert_eq!(h.observe(false, t).map(|t| t.reason), Some("connect failures"));
+        assert!(!h.probing(), "the configured checks run, not probes");
+        assert_eq!(h.check_result(true, t), None, "rise = 2");
+        assert_eq!(h.check_result(true, t).map(|t| t.to), Some(OpState::Up));
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub struct ServerInfo {
     pub address: SocketAddr,
     /// PROXY protocol header written after connecting (`servers.X.send_proxy`).
     pub send_proxy: crate::config::ProxyVersion,
-    /// Where to report connect outcomes, when the server observes live
-    /// traffic (`check.error_limit`).
+    /// Where to report connect outcomes, when the server learns from live
+    /// traffic (`check.down_after_failed_connects`, `check.error_limit`).
     pub observe: Option<Recipient<ConnectOutcome>>,
     /// The Server actor that owns this server's slots: a [`Slot`] sends its
     /// `Release` here. Kept once per server rather than per slot, so a grant

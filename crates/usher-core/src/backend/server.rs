@@ -35,6 +35,14 @@ pub struct CheckSpec {
     pub expect: Vec<u8>,
 }
 
+impl CheckSpec {
+    /// A probe of a server whose checks are off: connect (with the PROXY
+    /// header it insists on) and nothing else.
+    fn connect_only(&self) -> CheckSpec {
+        CheckSpec { send: Vec::new(), expect: Vec::new(), ..self.clone() }
+    }
+}
+
 // === admin messages ===
 
 /// Sets the administrative state: ready, drain or maint.
@@ -187,7 +195,8 @@ impl Server {
             if !act.health.checking() || act.retired || act.check_epoch != epoch {
                 return;
             }
-            let check = tcp_check(act.address, act.check.clone());
+            let spec = if act.health.probing() { act.check.connect_only() } else { act.check.clone() };
+            let check = tcp_check(act.address, spec);
             ctx.spawn(check.into_actor(act).map(move |result, act, ctx| {
                 if act.retired || act.check_epoch != epoch {
                     return;
@@ -256,9 +265,14 @@ impl Handler<ConnectOutcome> for Server {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectOutcome, ctx: &mut Self::Context) {
+        let was_checking = self.health.checking();
         let t = self.health.observe(msg.ok, Instant::now());
         if t.is_some() {
             self.after_transition(t, ctx);
+        }
+        if !was_checking && self.health.checking() {
+            // Taken down by failed connects with checks off: probes start.
+            self.schedule_check(ctx);
         }
     }
 }

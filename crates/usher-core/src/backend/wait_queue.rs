@@ -26,6 +26,13 @@ pub struct QueueKey {
 }
 
 impl QueueKey {
+    /// The key of a retry: ahead of every session waiting for the first
+    /// time (a retry was at the head once already and must not go to the
+    /// tail for a server's failure), in original order among retries.
+    pub fn for_retry(self) -> QueueKey {
+        QueueKey { class: i32::MIN, ..self }
+    }
+
     /// Plain FIFO by accept order (models and the bench; sessions build
     /// their key from their frontend's priority).
     #[cfg(any(test, feature = "internals"))]

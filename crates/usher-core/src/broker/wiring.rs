@@ -25,6 +25,7 @@ pub fn health_config(s: &ServerSettings) -> HealthConfig {
         rise: c.rise,
         fall: c.fall,
         error_limit: c.error_limit.or_zero(),
+        down_after_failed_connects: c.down_after_failed_connects,
         slowstart: s.slowstart.or_zero(),
         weight: s.weight,
         maxconn: s.maxconn.or_zero(),
@@ -79,7 +80,8 @@ pub fn server_info(id: ServerId, s: &ServerSettings, actor: &Addr<Server>) -> Ar
         name: Arc::from(s.name.as_str()),
         address: s.address,
         send_proxy: s.send_proxy,
-        observe: (c.enabled && c.error_limit.is_some()).then(|| actor.clone().recipient()),
+        observe: (c.down_after_failed_connects.is_some() || (c.enabled && c.error_limit.is_some()))
+            .then(|| actor.clone().recipient()),
         release: actor.clone().recipient(),
     })
 }

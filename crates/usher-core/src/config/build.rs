@@ -319,6 +319,7 @@ fn server_keys(s: &mut Section, report: &mut Report<'_>) -> ServerKeys {
         let send = c.text("send", report);
         let expect = c.text("expect", report);
         let error_limit = c.limit_up_to("error_limit", 1_000_000, report);
+        let down_after_failed_connects = c.limit_up_to("down_after_failed_connects", 1_000_000, report);
         Some(CheckSettings {
             enabled: enabled?,
             inter: inter?,
@@ -330,6 +331,7 @@ fn server_keys(s: &mut Section, report: &mut Report<'_>) -> ServerKeys {
             send: send?,
             expect: expect?,
             error_limit: error_limit?,
+            down_after_failed_connects: down_after_failed_connects?,
         })
     })();
     if check.as_ref().is_some_and(|c| c.inter.is_zero()) {

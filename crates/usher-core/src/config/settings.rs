@@ -406,4 +406,9 @@ pub struct CheckSettings {
     /// failed check (`None` = off, written 0).
     #[serde(serialize_with = "limit_or_zero")]
     pub error_limit: Option<NonZeroU32>,
+    /// Consecutive failed connects from live traffic (no success between)
+    /// that take the server DOWN at once, checks or not; probed back up
+    /// when checks are off (`None` = off, written 0).
+    #[serde(serialize_with = "limit_or_zero")]
+    pub down_after_failed_connects: Option<NonZeroU32>,
 }

@@ -1,7 +1,12 @@
 //! Connect: reach the server of the slot, with retries. After a failed
-//! attempt the session either moves to another server (`redispatch`: its
-//! slot goes to the next waiter at once) or, refused, pauses before trying
-//! the same server again (HAProxy's turn-around).
+//! attempt the session gives its slot back at once, then either asks for
+//! one on another server (`redispatch`) or, refused, pauses (HAProxy's
+//! turn-around) and asks for one on the same server again. Its retry goes
+//! ahead of the sessions waiting for the first time, but the slot is never
+//! held through a pause: the next waiter may try meanwhile, and each
+//! failure it sees teaches the server's state (a dead server goes DOWN
+//! after a few failed connects and its queue is refused or redispatched at
+//! once instead of draining one retry at a time).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,6 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 
+use super::seat::Want;
 use super::{Session, Termination};
 use crate::backend::{ConnectOutcome, Slot};
 
@@ -45,15 +51,19 @@ impl Session<'_> {
             }
             retries_left -= 1;
             self.record.retries += 1;
-            if policy.redispatch {
-                let avoid = slot.server.id;
-                drop(slot);
+            let failed = slot.server.id;
+            drop(slot);
+            let want = if policy.redispatch {
                 self.record.redispatched = true;
-                slot = self.reserve(Some(avoid)).await?;
-            } else if failure == Termination::ConnectRefused {
-                let pause = policy.timeout.map_or(MAX_TURNAROUND, |limit| limit.min(MAX_TURNAROUND));
-                self.watching_client(sleep(pause)).await?;
-            }
+                Want::Elsewhere(failed)
+            } else {
+                if failure == Termination::ConnectRefused {
+                    let pause = policy.timeout.map_or(MAX_TURNAROUND, |limit| limit.min(MAX_TURNAROUND));
+                    self.watching_client(sleep(pause)).await?;
+                }
+                Want::Again(failed)
+            };
+            slot = self.reserve(want).await.map_err(|end| retry_refused(end, failure))?;
         }
     }
 
@@ -65,6 +75,19 @@ impl Session<'_> {
             _ = self.watch.gone(&mut self.client) => Err(Termination::ClientAbortInConnect),
             _ = self.front.handles.kill.cancelled() => Err(Termination::KilledInConnect),
         }
+    }
+}
+
+/// How a retry that got no slot ends, in connect terms: with no usable
+/// server left (the failed one went DOWN meanwhile) the session ends with
+/// its own last failure; a client that left or a shutdown while it waited
+/// for the retry's slot ended it while connecting.
+fn retry_refused(end: Termination, failure: Termination) -> Termination {
+    match end {
+        Termination::NoServer => failure,
+        Termination::ClientAbortInQueue => Termination::ClientAbortInConnect,
+        Termination::KilledInQueue => Termination::KilledInConnect,
+        other => other,
     }
 }
 

@@ -15,13 +15,13 @@ impl Session<'_> {
     /// The session's first slot; the time it took is its queue wait.
     pub(super) async fn seat(&mut self) -> Result<Slot, Termination> {
         let started = Instant::now();
-        let reserved = self.reserve(None).await;
+        let reserved = self.reserve(Want::First).await;
         self.record.queue_wait = Some(started.elapsed());
         reserved
     }
 
-    /// Asks the backend for a slot (on another server than `avoid`) and
-    /// waits for it, watching the client, the queue timeout and shutdown.
+    /// Asks the backend for the slot the session wants and waits for it,
+    /// watching the client, the queue timeout and shutdown.
     ///
     /// Exactly one answer comes per `Reserve`. A session that stops waiting
     /// on its own (client gone, queue timeout) sends `CancelReserve` and
@@ -29,7 +29,7 @@ impl Session<'_> {
     /// grant or refusal the backend sent first. A grant that raced the
     /// queue timeout is used rather than wasted; one that raced a leaving
     /// client is released.
-    pub(super) async fn reserve(&mut self, avoid: Option<ServerId>) -> Result<Slot, Termination> {
+    pub(super) async fn reserve(&mut self, want: Want) -> Result<Slot, Termination> {
         let front = self.front;
         let (tx, mut rx) = oneshot::channel();
         let priority = front.settings.priority;
@@ -38,10 +38,15 @@ impl Session<'_> {
             time_ms: self.record.accepted.duration_since(front.handles.epoch).as_millis() as i64 + priority.offset_ms,
             seq: self.id.0,
         };
+        let (key, pin, avoid) = match want {
+            Want::First => (key, None, None),
+            Want::Again(server) => (key.for_retry(), Some(server), None),
+            Want::Elsewhere(server) => (key.for_retry(), None, Some(server)),
+        };
         let client = self.record.client.ip();
         // do_send on the per-connection path: at most one Reserve per
         // session is in flight, so the mailbox is bounded by live sessions.
-        front.handles.reserve.do_send(Reserve { session: self.id, key, client, pin: None, avoid, reply: tx });
+        front.handles.reserve.do_send(Reserve { session: self.id, key, client, pin, avoid, reply: tx });
         let mut ticket = QueueTicket { session: self.id, cancel: Some(front.handles.cancel.clone()) };
         let deadline = self.timeouts.queue.map(|limit| Instant::now() + limit);
 
@@ -67,6 +72,19 @@ impl Session<'_> {
         }
         result
     }
+}
+
+/// Which slot a session asks for.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Want {
+    /// Its first slot, on whichever server balancing picks.
+    First,
+    /// A retry on the server whose connect failed (after its turn-around
+    /// pause), ahead of the sessions waiting for the first time.
+    Again(ServerId),
+    /// A retry on any other usable server (`redispatch`), ahead of the
+    /// sessions waiting for the first time.
+    Elsewhere(ServerId),
 }
 
 /// Removes the session from its queue when dropped while still armed (the
