@@ -74,3 +74,13 @@ pub async fn seated(addr: std::net::SocketAddr, byte: u8) -> tokio::net::TcpStre
     c.read_exact(&mut b).await.expect("seated and echoed");
     c
 }
+
+// Fault injection: servers that misbehave on purpose, and the one check that
+// everything is back once a fault's traffic ended.
+pub mod at_rest;
+pub mod faulty_server;
+pub mod full_backlog;
+
+pub use at_rest::{assert_everything_back, ServerUnderTest};
+pub use faulty_server::{Fault, FaultyServer, Script};
+pub use full_backlog::FullBacklogServer;
