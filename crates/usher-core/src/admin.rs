@@ -46,7 +46,7 @@ pub(crate) struct Admin {
     /// Asked for the configuration in force on every request: a reload may
     /// have changed it.
     broker: BrokerHandle,
-    token: String,
+    access: auth::Access,
     stopping: AtomicBool,
     log: Logger,
 }
@@ -175,7 +175,7 @@ pub fn start(
     listener.set_nonblocking(true).context("admin listener")?;
     let admin = Arc::new(Admin {
         broker,
-        token: settings.token.clone(),
+        access: auth::Access::of(&settings.token),
         stopping: AtomicBool::new(false),
         log: log.clone(),
     });
@@ -196,7 +196,6 @@ pub fn start(
     .run();
     let server_handle = server.handle();
     actix_rt::spawn(server);
-    info!(log, "admin API listening"; "address" => %address,
-        "auth" => if settings.token.is_empty() { "none" } else { "bearer token" });
+    info!(log, "admin API listening"; "address" => %address, "auth" => admin.access.describe());
     Ok(AdminServer { handle: server_handle, admin, address })
 }
