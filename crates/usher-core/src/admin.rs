@@ -12,11 +12,20 @@
 //! - With `admin.token`, every request needs `Authorization: Bearer
 //!   TOKEN` ([`auth`]).
 //!
+//! Slow and idle clients are bounded: a connection carries one request,
+//! which must be in whole (head and body) within `admin.timeout.request` of
+//! the connection opening ([`request_body`]; actix-web's request timeout for
+//! the head), and a client address holds at most `admin.maxconn_per_client`
+//! connections — more are closed at once ([`connections`]) — so `/health`
+//! stays answerable while one client floods the port.
+//!
 //! Errors are JSON, `{"error": "<reason>"}`; handlers never panic on what a
 //! client sends.
 
 mod auth;
+mod connections;
 mod metrics;
+mod request_body;
 mod routes;
 mod stats_json;
 
@@ -26,19 +35,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::KeepAlive;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context as _;
 use slog::{info, Logger};
 
 use crate::broker::{BrokerHandle, ControlError};
-use crate::config::{AdminSettings, Balance, Settings};
+use crate::config::{AdminSettings, Balance, Settings, ADMIN_MAX_CONNECTIONS};
+use connections::ClientCounts;
 
 /// Largest request body accepted (a PUT body is a few dozen bytes).
 const MAX_BODY: usize = 16 * 1024;
-/// Concurrent admin connections; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 256;
 /// How long in-flight admin requests get at shutdown.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connection closed after a refused request (408, 413) keeps
+/// discarding what the client still sends, so the client reads the reply
+/// rather than a reset; then it is closed regardless.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// What the handlers share: the broker's handle, the token and the
 /// shutdown flag.
@@ -46,7 +59,7 @@ pub(crate) struct Admin {
     /// Asked for the configuration in force on every request: a reload may
     /// have changed it.
     broker: BrokerHandle,
-    token: String,
+    access: auth::Access,
     stopping: AtomicBool,
     log: Logger,
 }
@@ -175,20 +188,35 @@ pub fn start(
     listener.set_nonblocking(true).context("admin listener")?;
     let admin = Arc::new(Admin {
         broker,
-        token: settings.token.clone(),
+        access: auth::Access::of(&settings.token),
         stopping: AtomicBool::new(false),
         log: log.clone(),
     });
     let data = web::Data::from(admin.clone());
+    let counts = ClientCounts::new(settings.maxconn_per_client);
+    let request_timeout = settings.timeout.request;
+    let connection_log = log.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            // The last one wrapped runs first: the body is in before the token is checked.
             .wrap(middleware::from_fn(auth::require_token))
+            .wrap(middleware::from_fn(request_body::read_whole_body))
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     })
     .workers(1)
-    .max_connections(MAX_CONNECTIONS)
+    .max_connections(ADMIN_MAX_CONNECTIONS as usize)
+    .on_connect(move |io, extensions| {
+        connections::on_connect(&counts, request_timeout, &connection_log, io, extensions)
+    })
+    // The head's share of the request deadline; the body's is read_whole_body's.
+    .client_request_timeout(request_timeout)
+    // One request per connection: a second request's head would have no
+    // deadline (actix-web times only a connection's first), and an idle
+    // kept-alive connection would hold a slot for nothing.
+    .keep_alive(KeepAlive::Disabled)
+    .client_disconnect_timeout(LINGER)
     .disable_signals()
     .shutdown_timeout(STOP_TIMEOUT.as_secs())
     .listen(listener)
@@ -196,7 +224,8 @@ pub fn start(
     .run();
     let server_handle = server.handle();
     actix_rt::spawn(server);
-    info!(log, "admin API listening"; "address" => %address,
-        "auth" => if settings.token.is_empty() { "none" } else { "bearer token" });
+    info!(log, "admin API listening"; "address" => %address, "auth" => admin.access.describe(),
+        "maxconn_per_client" => settings.maxconn_per_client.get(),
+        "request_timeout" => %humantime::format_duration(request_timeout));
     Ok(AdminServer { handle: server_handle, admin, address })
 }

@@ -778,3 +778,51 @@ fn watchdog_and_stress_keys() {
     .unwrap_err();
     assert!(err.mentions("frontends.web.stress.coldown"), "{err}");
 }
+
+/// `admin.maxconn_per_client` and `admin.timeout.request`: their defaults,
+/// overrides from a file and the environment, `usher check` output that
+/// reads back, and every bad value (zero, negative, wrong type, unknown
+/// key) reported with the key and its layer.
+#[test]
+fn admin_hardening_keys() {
+    let defaults = ok(&no_layers());
+    assert_eq!(defaults.admin.maxconn_per_client.get(), 16);
+    assert_eq!(defaults.admin.timeout.request, Duration::from_secs(2));
+
+    let file = TempToml::new("[admin]\nmaxconn_per_client = 4\n[admin.timeout]\nrequest = \"750ms\"\n");
+    let s = ok(&files(&[&file]));
+    assert_eq!(s.admin.maxconn_per_client.get(), 4);
+    assert_eq!(s.admin.timeout.request, Duration::from_millis(750));
+    let printed = s.to_toml();
+    assert!(printed.contains("maxconn_per_client = 4"), "{printed}");
+    assert!(printed.contains("[admin.timeout]"), "{printed}");
+    let again = config::from_toml_str(&printed).expect("printed config loads");
+    assert_eq!(again.admin, s.admin);
+
+    let env = ConfigSources {
+        inline: vec![],
+        files: vec![],
+        env: vars(&[("USHER__ADMIN__MAXCONN_PER_CLIENT", "32"), ("USHER__ADMIN__TIMEOUT__REQUEST", "5s")]),
+    };
+    let s = ok(&env);
+    assert_eq!((s.admin.maxconn_per_client.get(), s.admin.timeout.request), (32, Duration::from_secs(5)));
+
+    for (value, needle) in [("0", "0"), ("-3", "-3"), ("\"many\"", "\"many\""), ("1025", "1025"), ("true", "true")] {
+        let file = TempToml::new(&format!("[admin]\nmaxconn_per_client = {value}\n"));
+        let errs = errors(&files(&[&file]));
+        assert_error(&errs, "admin.maxconn_per_client", &file.origin(), &[needle, "from 1 to 1024"]);
+    }
+    for value in ["\"0\"", "\"0s\"", "0", "\"-1s\"", "\"soon\"", "2", "true"] {
+        let file = TempToml::new(&format!("[admin.timeout]\nrequest = {value}\n"));
+        let errs = errors(&files(&[&file]));
+        assert_error(&errs, "admin.timeout.request", &file.origin(), &["above zero", "cannot be disabled"]);
+    }
+    let env = ConfigSources { inline: vec![], files: vec![], env: vars(&[("USHER__ADMIN__TIMEOUT__REQUEST", "0")]) };
+    let errs = errors(&env);
+    let err = error_for(&errs, "admin.timeout.request");
+    assert!(err.origin.contains("USHER__ADMIN__TIMEOUT__REQUEST"), "{errs}");
+
+    let file = TempToml::new("[admin.timeout]\nrequets = \"1s\"\n");
+    let errs = errors(&files(&[&file]));
+    assert_error(&errs, "admin.timeout.requets", &file.origin(), &["unknown key", "request"]);
+}

@@ -48,7 +48,7 @@ async fn reload(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
     }
 }
 
-fn error(status: StatusCode, reason: impl Into<String>) -> HttpResponse {
+pub(super) fn error(status: StatusCode, reason: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": reason.into() }))
 }
 

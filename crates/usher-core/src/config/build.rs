@@ -120,8 +120,13 @@ fn admin(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<AdminSett
         },
     );
     let token = s.text("token", report);
+    let maxconn_per_client = s.u32_in("maxconn_per_client", 1, ADMIN_MAX_CONNECTIONS, report).and_then(NonZeroU32::new);
+    let mut timeout = s.sub("timeout", report);
+    let request = admin_limit_duration(&mut timeout, "request", report);
+    timeout.finish(report);
     s.finish(report);
-    let (bind, token) = (bind?, token?);
+    let (bind, token, maxconn_per_client) = (bind?, token?, maxconn_per_client?);
+    let timeout = AdminTimeouts { request: request? };
     // Beyond loopback, anyone who reaches the port could drain servers.
     if let Some(addr) = bind.filter(|a| !a.ip().to_canonical().is_loopback()) {
         if token.is_empty() {
@@ -135,7 +140,18 @@ fn admin(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<AdminSett
             return None;
         }
     }
-    Some(AdminSettings { bind, token })
+    Some(AdminSettings { bind, token, maxconn_per_client, timeout })
+}
+
+/// An admin time limit: a duration above zero. Unlike most timeouts, "0"
+/// cannot disable it — an API without it is what lets idle or trickling
+/// clients hold every connection.
+fn admin_limit_duration(s: &mut Section, key: &'static str, report: &mut Report<'_>) -> Option<Duration> {
+    const EXPECTED: &str = "a duration above zero such as \"500ms\" or \"2s\" (this limit cannot be disabled)";
+    s.get(key, EXPECTED, report, |v| match v {
+        ValueKind::String(text) => humantime::parse_duration(text.trim()).ok().filter(|d| !d.is_zero()),
+        _ => None,
+    })
 }
 
 /// The `[defaults.*]` tables, checked for unknown kinds only; their keys are

@@ -209,13 +209,37 @@ pub struct AdminSettings {
     /// Bearer token every request must carry (empty = none; required when
     /// `bind` is not a loopback address).
     pub token: String,
+    /// Open connections one client address may hold (an IPv6 client counts
+    /// by its /64); more are closed at once. At most
+    /// [`ADMIN_MAX_CONNECTIONS`].
+    pub maxconn_per_client: NonZeroU32,
+    pub timeout: AdminTimeouts,
+}
+
+/// The admin API's total of open connections (every client together); a
+/// client's `admin.maxconn_per_client` fits in it, so one client address can
+/// never hold them all.
+pub const ADMIN_MAX_CONNECTIONS: u32 = 1024;
+
+/// `[admin.timeout]`. Never zero: the admin API has no "no limit" here.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdminTimeouts {
+    /// From a connection's opening to the last byte of its request (head
+    /// and body); a request not in by then is answered 408 and closed.
+    #[serde(with = "humantime_serde")]
+    pub request: Duration,
 }
 
 impl std::fmt::Debug for AdminSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The token is a secret: never in debug output.
         let token = if self.token.is_empty() { "" } else { "<set>" };
-        f.debug_struct("AdminSettings").field("bind", &self.bind).field("token", &token).finish()
+        f.debug_struct("AdminSettings")
+            .field("bind", &self.bind)
+            .field("token", &token)
+            .field("maxconn_per_client", &self.maxconn_per_client)
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
