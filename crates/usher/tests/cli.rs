@@ -161,6 +161,18 @@ fn check_bad_config_exits_64_naming_key_and_file() {
     assert!(!stdout.contains("[global]"), "no settings printed for a bad config:\n{stdout}");
 }
 
+/// A duration the clock cannot add passed `check` and then panicked every
+/// session: it is refused up front, by key and file.
+#[test]
+fn check_refuses_a_duration_past_the_bound() {
+    let file = TempToml::new(&format!("{GOOD}\n[backends.app.timeout]\nqueue = \"500000000000y\"\n"));
+    let (code, stdout, stderr) = run_bounded(check(file.path()));
+    assert_eq!(code, Some(EXIT_CONFIG), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("backends.app.timeout.queue"), "stderr lacks the key:\n{stderr}");
+    assert!(stderr.contains(&format!("file {}", file.shown())), "stderr lacks the file:\n{stderr}");
+    assert!(stderr.contains("at most 30days"), "stderr lacks what was expected:\n{stderr}");
+}
+
 #[test]
 fn check_reports_every_problem_and_invalid_toml() {
     let file = TempToml::new(&BAD.replace("backend = \"app\"", "backend = \"app\"\nmaxcon = 1"));
