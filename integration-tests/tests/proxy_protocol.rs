@@ -11,6 +11,7 @@ mod deny_list;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use integration_tests::sockets::fds_on_port;
 use integration_tests::{request, Behavior, TestBackend, TestBroker, DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -292,4 +293,110 @@ async fn health_checks_of_a_send_proxy_server_start_with_a_header() {
     assert_eq!(v2_server.captured()[0], v2_local);
     assert_eq!(plain_server.captured()[0], b"HELLO");
     broker.stop().await.expect("clean stop");
+}
+
+/// Waits until this process holds `expected` fds on `port` (the broker's
+/// listener and accepted sockets); returns how long it took.
+async fn until_fds_on_port(port: u16, expected: usize) -> Duration {
+    let started = tokio::time::Instant::now();
+    loop {
+        let now = fds_on_port(port);
+        if now == expected {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < DEADLINE, "{now} fds still open on port {port}, expected {expected}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Writes `header` one byte every 50 ms; true when a write failed before
+/// the end (usher closed the connection), false if it all went out.
+async fn send_slowly(mut stream: TcpStream, header: Vec<u8>) -> bool {
+    for byte in header {
+        if stream.write_all(&[byte]).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Clients still sending their header hold a place of the frontend's
+/// maxconn, so it is `timeout.proxy` that frees them: a flood of silent
+/// clients and slow senders (one byte at a time) on an `accept_proxy`
+/// frontend with a small maxconn is closed at that deadline, `CR` each,
+/// while another frontend of the same broker answers promptly, and the
+/// broker's fds on the flooded port come back to where they started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_and_slow_headers_is_closed_at_timeout_proxy() {
+    const PROXY_MS: i64 = 400;
+    let server = TestBackend::start(Behavior::Echo);
+    let broker = TestBroker::start(&format!(
+        "[frontends.guarded]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\naccept_proxy = true\nmaxconn = 4\n\
+         [frontends.guarded.timeout]\nproxy = \"{PROXY_MS}ms\"\n\
+         [frontends.open]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
+         [backends.app.servers.s1]\naddress = \"{}\"\n",
+        server.addr
+    ));
+    let guarded = broker.addr("guarded");
+    let before = fds_on_port(guarded.port());
+
+    // A header that takes seconds at one byte per 50 ms.
+    let long_header = b"PROXY TCP6 2001:db8:1:2:3:4:5:6 2001:db8:6:5:4:3:2:1 65001 443\r\n".to_vec();
+    let mut clients = Vec::new();
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let (stream, local) = connect(guarded).await;
+        clients.push(local);
+        slow.push(tokio::spawn(send_slowly(stream, long_header.clone())));
+    }
+    let mut silent = Vec::new();
+    for _ in 0..12 {
+        let (stream, local) = connect(guarded).await;
+        clients.push(local);
+        silent.push(stream);
+    }
+
+    // The flooded frontend is full: the others wait in its backlog.
+    broker
+        .logs
+        .wait_for("frontend reached its limit; new clients wait in the kernel backlog", |r| {
+            r.get("frontend") == "guarded"
+        })
+        .await;
+    // The broker holds the listener and the four it admitted.
+    until_fds_on_port(guarded.port(), before + 4).await;
+    let asked = tokio::time::Instant::now();
+    assert_eq!(request(broker.addr("open"), b"still here").await.expect("reply"), b"still here");
+    let answered = asked.elapsed();
+    println!("the other frontend answered in {answered:?} during the flood");
+    assert!(answered < Duration::from_secs(2), "the other frontend was slowed down: {answered:?}");
+
+    for stream in &mut silent {
+        let mut got = Vec::new();
+        // Closed by usher: we never write nor half-close.
+        let read = timeout(DEADLINE, stream.read_to_end(&mut got)).await.expect("usher closed a silent client");
+        assert!(got.is_empty(), "{read:?}");
+    }
+    for sender in slow {
+        let cut = timeout(DEADLINE, sender).await.expect("slow sender finished").expect("task");
+        assert!(cut, "a slow sender got its whole header through");
+    }
+    let records = broker.logs.wait_sessions(clients.len() + 1).await;
+    let mut longest = 0;
+    for client in &clients {
+        let r = records.iter().find(|r| r.get("client") == client.to_string()).expect("a record per client");
+        assert_eq!(r.termination(), "CR", "{r:?}");
+        assert_eq!(r.get("server"), "-", "{r:?}");
+        let total = r.int("total_ms");
+        assert!(total >= PROXY_MS - 10, "closed before timeout.proxy: {r:?}");
+        longest = longest.max(total);
+    }
+    println!("flooded clients held their place for at most {longest} ms (timeout.proxy {PROXY_MS} ms)");
+    assert!(longest < PROXY_MS + 2_000, "a client outlived timeout.proxy: {longest} ms");
+    assert_eq!(server.accepted(), 1, "only the other frontend's client reached the server");
+
+    drop(silent);
+    let settled = until_fds_on_port(guarded.port(), before).await;
+    println!("fds on the flooded port back to {before} after {settled:?}");
 }

@@ -162,6 +162,22 @@ impl Section {
         self.duration(key, report).map(|d| (!d.is_zero()).then_some(d))
     }
 
+    /// A duration that must be set: more than 0 and at most `max`;
+    /// `why_not_zero` tells the operator what 0 would allow.
+    pub fn duration_set_up_to(
+        &mut self,
+        key: &'static str,
+        max: Duration,
+        why_not_zero: &str,
+        report: &mut Report<'_>,
+    ) -> Option<Duration> {
+        let expected = format!(
+            "a duration from 1ms to {} such as \"5s\" (not \"0\": {why_not_zero})",
+            humantime::format_duration(max)
+        );
+        self.get(key, &expected, report, |v| parse_duration(v).filter(|d| !d.is_zero() && *d <= max))
+    }
+
     pub fn string(&mut self, key: &'static str, report: &mut Report<'_>) -> Option<String> {
         self.get(key, "a string", report, |v| match v {
             ValueKind::String(s) if !s.is_empty() => Some(s.clone()),
