@@ -43,6 +43,13 @@ impl TestBroker {
         Self::launch(toml, extensions, false)
     }
 
+    /// Starts a broker on `settings` as given, validation bypassed (as an
+    /// embedder that builds them in code may), with one fresh 127.0.0.1:0
+    /// listener per frontend.
+    pub fn start_settings(settings: Settings) -> TestBroker {
+        Self::launch_settings(settings, |_| Extensions::default(), false)
+    }
+
     /// Starts on the configuration file `path` (over the built-in defaults),
     /// which every reload reads again, as the daemon does; with the admin
     /// API when `admin`.
@@ -75,6 +82,14 @@ impl TestBroker {
         admin: bool,
     ) -> TestBroker {
         let settings = usher_core::config::from_toml_str(toml).unwrap_or_else(|err| panic!("test config: {err}"));
+        Self::launch_settings(settings, extensions, admin)
+    }
+
+    fn launch_settings(
+        settings: Settings,
+        extensions: impl FnOnce(&Settings) -> Extensions + Send + 'static,
+        admin: bool,
+    ) -> TestBroker {
         let mut listeners = BoundListeners::default();
         let mut addrs: HashMap<String, Vec<SocketAddr>> = HashMap::new();
         for f in &settings.frontends {

@@ -7,11 +7,13 @@
 //! - [`backend`]: [`TestBackend`] servers that record their peak concurrency.
 //! - [`logs`]: [`LogCapture`], the broker's records as key-value maps.
 //! - [`http`]: a minimal HTTP/1.1 client for the admin API.
+//! - [`sockets`]: the kernel's view of this process's TCP sockets.
 
 pub mod backend;
 pub mod broker;
 pub mod http;
 pub mod logs;
+pub mod sockets;
 
 pub use backend::{Behavior, TestBackend};
 pub use broker::TestBroker;

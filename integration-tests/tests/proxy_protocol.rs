@@ -11,6 +11,7 @@ mod deny_list;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use integration_tests::sockets::fds_on_port;
 use integration_tests::{request, Behavior, TestBackend, TestBroker, DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -292,4 +293,252 @@ async fn health_checks_of_a_send_proxy_server_start_with_a_header() {
     assert_eq!(v2_server.captured()[0], v2_local);
     assert_eq!(plain_server.captured()[0], b"HELLO");
     broker.stop().await.expect("clean stop");
+}
+
+/// Waits until this process holds `expected` fds on `port` (the broker's
+/// listener and accepted sockets); returns how long it took.
+async fn until_fds_on_port(port: u16, expected: usize) -> Duration {
+    let started = tokio::time::Instant::now();
+    loop {
+        let now = fds_on_port(port);
+        if now == expected {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < DEADLINE, "{now} fds still open on port {port}, expected {expected}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Writes `header` one byte every 50 ms; true when a write failed before
+/// the end (usher closed the connection), false if it all went out.
+async fn send_slowly(mut stream: TcpStream, header: Vec<u8>) -> bool {
+    for byte in header {
+        if stream.write_all(&[byte]).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Clients still sending their header hold a place of the frontend's
+/// maxconn, so it is `timeout.proxy` that frees them: a flood of silent
+/// clients and slow senders (one byte at a time) on an `accept_proxy`
+/// frontend with a small maxconn is closed at that deadline, `CR` each,
+/// while another frontend of the same broker answers promptly, and the
+/// broker's fds on the flooded port come back to where they started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_and_slow_headers_is_closed_at_timeout_proxy() {
+    const PROXY_MS: i64 = 400;
+    let server = TestBackend::start(Behavior::Echo);
+    let broker = TestBroker::start(&format!(
+        "[frontends.guarded]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\naccept_proxy = true\nmaxconn = 4\n\
+         [frontends.guarded.timeout]\nproxy = \"{PROXY_MS}ms\"\n\
+         [frontends.open]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
+         [backends.app.servers.s1]\naddress = \"{}\"\n",
+        server.addr
+    ));
+    let guarded = broker.addr("guarded");
+    let before = fds_on_port(guarded.port());
+
+    // A header that takes seconds at one byte per 50 ms.
+    let long_header = b"PROXY TCP6 2001:db8:1:2:3:4:5:6 2001:db8:6:5:4:3:2:1 65001 443\r\n".to_vec();
+    let mut clients = Vec::new();
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let (stream, local) = connect(guarded).await;
+        clients.push(local);
+        slow.push(tokio::spawn(send_slowly(stream, long_header.clone())));
+    }
+    let mut silent = Vec::new();
+    for _ in 0..12 {
+        let (stream, local) = connect(guarded).await;
+        clients.push(local);
+        silent.push(stream);
+    }
+
+    // The flooded frontend is full: the others wait in its backlog.
+    broker
+        .logs
+        .wait_for("frontend reached its limit; new clients wait in the kernel backlog", |r| {
+            r.get("frontend") == "guarded"
+        })
+        .await;
+    // The broker holds the listener and the four it admitted.
+    until_fds_on_port(guarded.port(), before + 4).await;
+    let asked = tokio::time::Instant::now();
+    assert_eq!(request(broker.addr("open"), b"still here").await.expect("reply"), b"still here");
+    let answered = asked.elapsed();
+    println!("the other frontend answered in {answered:?} during the flood");
+    assert!(answered < Duration::from_secs(2), "the other frontend was slowed down: {answered:?}");
+
+    for stream in &mut silent {
+        let mut got = Vec::new();
+        // Closed by usher: we never write nor half-close.
+        let read = timeout(DEADLINE, stream.read_to_end(&mut got)).await.expect("usher closed a silent client");
+        assert!(got.is_empty(), "{read:?}");
+    }
+    for sender in slow {
+        let cut = timeout(DEADLINE, sender).await.expect("slow sender finished").expect("task");
+        assert!(cut, "a slow sender got its whole header through");
+    }
+    let records = broker.logs.wait_sessions(clients.len() + 1).await;
+    let mut longest = 0;
+    for client in &clients {
+        let r = records.iter().find(|r| r.get("client") == client.to_string()).expect("a record per client");
+        assert_eq!(r.termination(), "CR", "{r:?}");
+        assert_eq!(r.get("server"), "-", "{r:?}");
+        let total = r.int("total_ms");
+        assert!(total >= PROXY_MS - 10, "closed before timeout.proxy: {r:?}");
+        longest = longest.max(total);
+    }
+    println!("flooded clients held their place for at most {longest} ms (timeout.proxy {PROXY_MS} ms)");
+    assert!(longest < PROXY_MS + 2_000, "a client outlived timeout.proxy: {longest} ms");
+    assert_eq!(server.accepted(), 1, "only the other frontend's client reached the server");
+
+    drop(silent);
+    let settled = until_fds_on_port(guarded.port(), before).await;
+    println!("fds on the flooded port back to {before} after {settled:?}");
+}
+
+/// Headers usher must take whole: both versions, both families, UNKNOWN,
+/// LOCAL, and a v2 header with TLVs after its addresses.
+fn valid_headers() -> Vec<Vec<u8>> {
+    let mut with_tlv = V2_SIGNATURE.to_vec();
+    with_tlv.extend_from_slice(&[0x21, 0x11, 0x00, 20, 192, 0, 2, 7, 198, 51, 100, 1, 0x9c, 0x41, 0x01, 0xbb]);
+    with_tlv.extend_from_slice(&[0x04, 0x00, 0x05, b'n', b'o', b'o', b'p', b'!']);
+    let mut local = V2_SIGNATURE.to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+    vec![
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 40001 443\r\n".to_vec(),
+        b"PROXY TCP6 2001:db8::9 2001:db8::1 40002 443\r\n".to_vec(),
+        b"PROXY UNKNOWN\r\n".to_vec(),
+        v2_inet(addr("192.0.2.7:40001"), addr("198.51.100.1:443")),
+        v2_inet6(addr("[2001:db8::9]:40002"), addr("[2001:db8::1]:443")),
+        local,
+        with_tlv,
+    ]
+}
+
+/// A v2 TCP4 header announcing the largest length, 65535 bytes: its
+/// addresses and then TLV bytes usher skips.
+fn v2_of_65535_bytes() -> Vec<u8> {
+    let mut header = V2_SIGNATURE.to_vec();
+    header.extend_from_slice(&[0x21, 0x11, 0xff, 0xff, 192, 0, 2, 7, 198, 51, 100, 1, 0x9c, 0x41, 0x01, 0xbb]);
+    header.resize(16 + 65_535, 0xee);
+    header
+}
+
+/// Every prefix of every valid header (closed mid-header); for three of
+/// them, every byte in turn replaced by 0xff or a newline, followed by a
+/// distinct payload; the valid headers themselves and a v2 header announcing
+/// 65535 bytes that all come, each followed by a payload. About 450 inputs;
+/// some mutations stay valid.
+fn header_inputs() -> Vec<Vec<u8>> {
+    use usher_core::proxy_protocol::codec::parse;
+
+    let valid = valid_headers();
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for header in &valid {
+        inputs.extend((0..header.len()).map(|n| header[..n].to_vec()));
+    }
+    let mut followed: Vec<Vec<u8>> = Vec::new();
+    for header in [&valid[0], &valid[3], &valid[6]] {
+        for at in 0..header.len() {
+            for byte in [0xff, b'\n'] {
+                let mut mutated = header.clone();
+                mutated[at] = byte;
+                followed.push(mutated);
+            }
+        }
+    }
+    followed.extend(valid);
+    followed.push(v2_of_65535_bytes());
+    for (i, mut input) in followed.into_iter().enumerate() {
+        input.extend_from_slice(format!("payload-{i}").as_bytes());
+        // A mutated length may swallow the payload into the header; a
+        // client that then sends nothing more and closes has left, which is
+        // another rule (tested in seating.rs), so those are left out.
+        if !matches!(parse(&input), Ok((_, len)) if len == input.len()) {
+            inputs.push(input);
+        }
+    }
+    inputs
+}
+
+/// Hundreds of malformed, truncated and valid PROXY headers on real
+/// sockets, 32 clients at a time: none hangs (each client sends, half-closes
+/// and is answered within the deadline), a bad one is closed `CR`, a valid
+/// one has exactly its bytes after the header forwarded, and the broker's
+/// fds on the port return to the listener alone. A v2 header announcing
+/// 65535 bytes that never come is closed at `timeout.proxy`.
+/// What is valid is what the codec says (its own fuzz test is
+/// `proxy_header_fuzz.rs`): this test is about the sockets around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_headers_on_real_sockets_never_hang_nor_leak() {
+    use usher_core::proxy_protocol::codec::parse;
+
+    let server = TestBackend::start(Behavior::Capture { reply: b"ok" });
+    let broker = TestBroker::start(&format!(
+        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\naccept_proxy = true\n\
+         [frontends.web.timeout]\nproxy = \"300ms\"\n\
+         [backends.app.servers.s1]\naddress = \"{}\"\n",
+        server.addr
+    ));
+    let front = broker.addr("web");
+    let before = fds_on_port(front.port());
+
+    let inputs = header_inputs();
+    let mut forwarded: Vec<Vec<u8>> = Vec::new();
+    for input in &inputs {
+        if let Ok((_, len)) = parse(input) {
+            forwarded.push(input[len..].to_vec());
+        }
+    }
+    let started = tokio::time::Instant::now();
+    for batch in inputs.chunks(32) {
+        let clients: Vec<_> = batch
+            .iter()
+            .map(|input| {
+                let input = input.clone();
+                tokio::spawn(async move {
+                    let (stream, _) = connect(front).await;
+                    let reply = exchange(stream, &input).await;
+                    (parse(&input).is_ok(), reply, input)
+                })
+            })
+            .collect();
+        for client in clients {
+            let (valid, reply, input) = client.await.expect("client task");
+            assert_eq!(
+                reply,
+                if valid { b"ok".as_slice() } else { b"" },
+                "valid: {valid}: {:?}",
+                String::from_utf8_lossy(&input)
+            );
+        }
+    }
+    println!("{} inputs, {} valid, answered in {:?}", inputs.len(), forwarded.len(), started.elapsed());
+
+    // Announces 65535 bytes, sends a few, then neither sends nor closes.
+    let (mut silent, silent_addr) = connect(front).await;
+    silent.write_all(&v2_of_65535_bytes()[..40]).await.expect("write");
+    let mut got = Vec::new();
+    let _ = timeout(DEADLINE, silent.read_to_end(&mut got)).await.expect("usher closed the silent client");
+    assert!(got.is_empty());
+
+    let records = broker.logs.wait_sessions(inputs.len() + 1).await;
+    let count = |code: &str| records.iter().filter(|r| r.termination() == code).count();
+    assert_eq!(count("--"), forwarded.len(), "valid headers served");
+    assert_eq!(count("CR"), inputs.len() + 1 - forwarded.len(), "bad headers closed");
+    let r = records.iter().find(|r| r.get("client") == silent_addr.to_string()).expect("the silent client's record");
+    assert_eq!(r.termination(), "CR");
+    assert!(r.int("total_ms") >= 290, "closed before timeout.proxy: {r:?}");
+
+    let mut captured = server.captured();
+    captured.sort();
+    forwarded.sort();
+    assert!(captured == forwarded, "the server got other bytes than those after the headers");
+    drop(silent);
+    until_fds_on_port(front.port(), before).await;
 }

@@ -17,6 +17,7 @@ mod settings;
 mod sources;
 
 pub use errors::{ConfigError, ConfigErrorKind, ConfigErrors};
+pub use reader::MAX_DURATION;
 pub use settings::*;
 pub use sources::{ConfigSources, EnvLayer, DEFAULT_TOML};
 

@@ -312,6 +312,90 @@ fn bad_duration() {
     assert_error(&errs, "backends.app.timeout.queue", &file.origin(), &["5 parsecs", "duration"]);
 }
 
+/// Every duration key, as `section`, `key` of the TOML that sets it.
+const DURATION_KEYS: &[(&str, &str)] = &[
+    ("global", "grace"),
+    ("watchdog", "maxconn_recheck"),
+    ("watchdog", "shortage_recheck"),
+    ("watchdog", "warn_interval"),
+    ("frontends.web.timeout", "client"),
+    ("frontends.web.stress", "cooldown"),
+    ("frontends.web.stress.timeout", "client"),
+    ("frontends.web.stress.timeout", "queue"),
+    ("backends.app.timeout", "queue"),
+    ("backends.app.timeout", "connect"),
+    ("backends.app.timeout", "server"),
+    ("backends.app.servers.s1", "slowstart"),
+    ("backends.app.servers.s1.check", "inter"),
+    ("backends.app.servers.s1.check", "fastinter"),
+    ("backends.app.servers.s1.check", "downinter"),
+    ("backends.app.servers.s1.check", "timeout"),
+];
+
+/// A layer over `GOOD` that sets every duration key to `value`.
+fn every_duration_set_to(value: &str) -> String {
+    let mut doc = String::new();
+    let mut table = "";
+    for (section, key) in DURATION_KEYS {
+        if *section != table {
+            doc.push_str(&format!("\n[{section}]\n"));
+            table = section;
+        }
+        doc.push_str(&format!("{key} = \"{value}\"\n"));
+    }
+    doc
+}
+
+/// A duration the clock cannot add (centuries) would pass a lax parser and
+/// then panic every session that meets it: each key refuses it by name.
+#[test]
+fn huge_durations_are_refused_for_every_key() {
+    let (good, file) = (TempToml::new(GOOD), TempToml::new(&every_duration_set_to("500000000000y")));
+    let errs = errors(&files(&[&good, &file]));
+    for (section, key) in DURATION_KEYS {
+        assert_error(&errs, &format!("{section}.{key}"), &file.origin(), &["500000000000y", "at most 30days"]);
+    }
+    assert_eq!(errs.0.len(), DURATION_KEYS.len(), "{errs}");
+}
+
+#[test]
+fn durations_are_bounded_at_thirty_days() {
+    assert_eq!(config::MAX_DURATION, Duration::from_secs(30 * 24 * 3600));
+    let over_good =
+        |value: &str| ConfigSources { inline: vec![GOOD.into(), every_duration_set_to(value)], ..no_layers() };
+    let settings = ok(&over_good("30days"));
+    assert_eq!(settings.backend("app").unwrap().timeout.queue, Some(config::MAX_DURATION));
+    let errs = errors(&over_good("30days 1ms"));
+    assert_error(&errs, "watchdog.shortage_recheck", "inline document #2", &["\"30days 1ms\"", "at most 30days"]);
+    assert_eq!(errs.0.len(), DURATION_KEYS.len(), "{errs}");
+}
+
+#[test]
+fn huge_environment_duration_names_the_variable() {
+    let file = TempToml::new(GOOD);
+    let sources = ConfigSources {
+        env: vars(&[
+            ("USHER__BACKENDS__APP__TIMEOUT__QUEUE", "500000000000y"),
+            ("USHER__FRONTENDS__WEB__TIMEOUT__CLIENT", "1000000000000000s"),
+        ]),
+        ..files(&[&file])
+    };
+    let errs = errors(&sources);
+    assert_error(
+        &errs,
+        "backends.app.timeout.queue",
+        "environment variable USHER__BACKENDS__APP__TIMEOUT__QUEUE",
+        &["500000000000y", "at most 30days"],
+    );
+    assert_error(
+        &errs,
+        "frontends.web.timeout.client",
+        "environment variable USHER__FRONTENDS__WEB__TIMEOUT__CLIENT",
+        &["1000000000000000s", "at most 30days"],
+    );
+    assert_eq!(errs.0.len(), 2, "{errs}");
+}
+
 #[test]
 fn missing_backend_reference() {
     let file = TempToml::new(&GOOD.replace("backend = \"app\"", "backend = \"nope\""));

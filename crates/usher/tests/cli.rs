@@ -161,6 +161,54 @@ fn check_bad_config_exits_64_naming_key_and_file() {
     assert!(!stdout.contains("[global]"), "no settings printed for a bad config:\n{stdout}");
 }
 
+/// A duration the clock cannot add passed `check` and then panicked every
+/// session: it is refused up front, by key and file.
+#[test]
+fn check_refuses_a_duration_past_the_bound() {
+    let file = TempToml::new(&format!("{GOOD}\n[backends.app.timeout]\nqueue = \"500000000000y\"\n"));
+    let (code, stdout, stderr) = run_bounded(check(file.path()));
+    assert_eq!(code, Some(EXIT_CONFIG), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("backends.app.timeout.queue"), "stderr lacks the key:\n{stderr}");
+    assert!(stderr.contains(&format!("file {}", file.shown())), "stderr lacks the file:\n{stderr}");
+    assert!(stderr.contains("at most 30days"), "stderr lacks what was expected:\n{stderr}");
+}
+
+/// Mutations of a good configuration, each a second `-c` layer: `usher
+/// check` never panics on them and exits 64 naming the key and that file.
+#[test]
+fn mutated_configs_exit_64_naming_the_key() {
+    let mutations: &[(&str, &str)] = &[
+        ("global.maxconn", "[global]\nmaxconn = -1\n"),
+        ("global.maxconn", "[global]\nmaxconn = 10000001\n"),
+        ("global.bufsize", "[global]\nbufsize = 0\n"),
+        ("global.grace", "[global]\ngrace = \"1e309s\"\n"),
+        ("watchdog.shortage_recheck", "[watchdog]\nshortage_recheck = \"18446744073709551616s\"\n"),
+        ("log.level", "[log]\nlevel = 7\n"),
+        ("frontends.web.bind", "[frontends.web]\nbind = []\n"),
+        ("frontends.web.bind", "[frontends.web]\nbind = [\"127.0.0.1:99999\"]\n"),
+        ("frontends.web.backend", "[frontends.web]\nbackend = { name = \"app\" }\n"),
+        ("frontends.web.priority_class", "[frontends.web]\npriority_class = 9223372036854775807\n"),
+        ("frontends.web.timeout.proxy", "[frontends.web.timeout]\nproxy = \"0\"\n"),
+        ("frontends.web.timeout.client", "[frontends.web.timeout]\nclient = \"-5s\"\n"),
+        ("backends.app.balance", "[backends.app]\nbalance = [\"roundrobin\"]\n"),
+        ("backends.app.retries", "[backends.app]\nretries = 1.5\n"),
+        ("backends.app.timeout.queue", "[backends.app.timeout]\nqueue = \"500000000000y\"\n"),
+        ("backends.app.servers.s1.address", "[backends.app.servers.s1]\naddress = \"\"\n"),
+        ("backends.app.servers.s1.weight", "[backends.app.servers.s1]\nweight = \"heavy\"\n"),
+    ];
+    let good = TempToml::new(GOOD);
+    for (key, mutation) in mutations {
+        let bad = TempToml::new(mutation);
+        let mut cmd = check(good.path());
+        cmd.arg("-c").arg(bad.path());
+        let (code, _, stderr) = run_bounded(cmd);
+        assert!(!stderr.contains("panicked"), "{key}: usher panicked:\n{stderr}");
+        assert_eq!(code, Some(EXIT_CONFIG), "{key}: {stderr}");
+        assert!(stderr.contains(&format!("{key}: ")), "{key}: the key is not named:\n{stderr}");
+        assert!(stderr.contains(&format!("file {}", bad.shown())), "{key}: the file is not named:\n{stderr}");
+    }
+}
+
 #[test]
 fn check_reports_every_problem_and_invalid_toml() {
     let file = TempToml::new(&BAD.replace("backend = \"app\"", "backend = \"app\"\nmaxcon = 1"));

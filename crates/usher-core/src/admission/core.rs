@@ -261,8 +261,10 @@ pub struct AdmissionState<W> {
     frontend_rates: Vec<RateLimiter>,
     listeners: Vec<(FrontendId, Limit)>,
     parked: VecDeque<Parked<W>>,
-    /// Listeners paused after an accept failed for lack of resources, until.
-    shortage: HashMap<ListenerId, Instant>,
+    /// Listeners paused after an accept failed for lack of resources, until
+    /// when (`None`: a recheck past what the clock can hold, so until a
+    /// session ends).
+    shortage: HashMap<ListenerId, Option<Instant>>,
     hits: Vec<LimitHit>,
     /// Frontend limits as last configured (a `maxconn` changed at run time
     /// survives a reload that leaves its frontend's configured limits alone).
@@ -290,7 +292,7 @@ impl<W> AdmissionState<W> {
 
     /// How many `listener` may accept now, or why none.
     fn room(&mut self, listener: ListenerId, now: Instant) -> Result<u32, PauseReason> {
-        if self.shortage.get(&listener).is_some_and(|until| *until > now) {
+        if self.shortage.get(&listener).is_some_and(|until| until.is_none_or(|until| until > now)) {
             return Err(PauseReason::Shortage);
         }
         let (frontend, own) = self.listeners[listener.0];
@@ -378,8 +380,10 @@ impl<W> AdmissionState<W> {
 
     /// `accept()` on `listener` failed for lack of fds or memory: pause it
     /// until `now + recheck` or until a session closes, whichever is first.
+    /// A recheck the clock cannot add (set in code past the configuration's
+    /// bound) leaves only the session end: never a panic.
     pub fn shortage(&mut self, listener: ListenerId, now: Instant, recheck: Duration) {
-        self.shortage.insert(listener, now + recheck);
+        self.shortage.insert(listener, now.checked_add(recheck));
         let frontend = self.frontend_of(listener);
         self.hits.push(LimitHit { frontend, listener, reason: PauseReason::Shortage });
     }
@@ -387,7 +391,7 @@ impl<W> AdmissionState<W> {
     /// Timers: serves parked listeners whose rate or shortage pause is over.
     /// Does nothing for listeners still at a count limit.
     pub fn recheck(&mut self, now: Instant) -> Vec<Resumed<W>> {
-        self.shortage.retain(|_, until| *until > now);
+        self.shortage.retain(|_, until| until.is_none_or(|until| until > now));
         self.serve_parked(now)
     }
 
@@ -398,7 +402,7 @@ impl<W> AdmissionState<W> {
         for p in &self.parked {
             match p.reason {
                 PauseReason::Shortage => {
-                    if let Some(until) = self.shortage.get(&p.listener) {
+                    if let Some(Some(until)) = self.shortage.get(&p.listener) {
                         consider(*until);
                     }
                 }
@@ -682,6 +686,19 @@ mod tests {
         a.shortage(ListenerId(0), t, recheck);
         assert!(matches!(a.admit(ListenerId(0), 4, (), t), Admitted::Parked(PauseReason::Shortage)));
         assert_eq!(a.session_closed(ListenerId(0), t).len(), 1);
+    }
+
+    #[test]
+    fn a_recheck_the_clock_cannot_hold_pauses_until_a_release() {
+        let t = Instant::now();
+        let mut a: AdmissionState<()> = AdmissionState::new(&config(0, &[(0, 0)], &[(0, 0)]), t);
+        assert!(matches!(a.admit(ListenerId(0), 1, (), t), Admitted::Granted(1, ())));
+        a.shortage(ListenerId(0), t, Duration::MAX);
+        assert!(matches!(a.admit(ListenerId(0), 4, (), t), Admitted::Parked(PauseReason::Shortage)));
+        assert_eq!(a.next_wakeup(t), None, "no timer for a recheck past the clock");
+        let years = Duration::from_secs(100 * 365 * 24 * 3600);
+        assert!(a.recheck(t + years).is_empty(), "still paused a century later");
+        assert_eq!(a.session_closed(ListenerId(0), t + years).len(), 1);
     }
 
     #[test]

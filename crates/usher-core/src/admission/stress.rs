@@ -71,9 +71,10 @@ impl StressState {
         self.frontends[frontend.0].1.is_some()
     }
 
-    /// When the earliest stress period may end (for the actor's timer).
+    /// When the earliest stress period may end (for the actor's timer). A
+    /// cooldown that ends past what the clock can hold sets no timer.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.frontends.iter().filter_map(|(cooldown, last)| last.zip(*cooldown).map(|(at, c)| at + c)).min()
+        self.frontends.iter().filter_map(|(cooldown, last)| (*last)?.checked_add((*cooldown)?)).min()
     }
 }
 
@@ -94,5 +95,16 @@ mod tests {
         assert_eq!(st.expire(t + s / 2 + s), vec![StressChange::Left(FrontendId(0))]);
         assert!(!st.in_stress(FrontendId(0)));
         assert_eq!(st.hit(FrontendId(1), t), None, "stress disabled there");
+    }
+
+    #[test]
+    fn a_cooldown_the_clock_cannot_hold_sets_no_timer() {
+        let t = Instant::now();
+        let mut st = StressState::new(&[Some(Duration::MAX), Some(Duration::from_secs(1))]);
+        assert_eq!(st.hit(FrontendId(0), t), Some(StressChange::Entered(FrontendId(0))));
+        assert_eq!(st.next_expiry(), None);
+        assert!(st.expire(t + Duration::from_secs(100 * 365 * 24 * 3600)).is_empty());
+        st.hit(FrontendId(1), t);
+        assert_eq!(st.next_expiry(), Some(t + Duration::from_secs(1)), "the other frontend still expires");
     }
 }

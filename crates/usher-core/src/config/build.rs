@@ -205,9 +205,15 @@ struct FrontendKeys {
     priority_offset: Option<i64>,
     accept_proxy: Option<bool>,
     client: Option<Option<Duration>>,
-    proxy: Option<Option<Duration>>,
+    proxy: Option<Duration>,
     stress: Option<StressSettings>,
 }
+
+/// Longest `timeout.proxy`. A client still sending its PROXY header holds a
+/// place of its frontend's maxconn; a balancer sends the header at once, so
+/// a minute is already generous, and a slow or silent peer must not keep
+/// the place longer.
+const MAX_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn frontend_keys(s: &mut Section, report: &mut Report<'_>) -> FrontendKeys {
     let bind = s.bind_list("bind", report);
@@ -221,7 +227,12 @@ fn frontend_keys(s: &mut Section, report: &mut Report<'_>) -> FrontendKeys {
     let accept_proxy = s.bool("accept_proxy", report);
     let mut t = s.sub("timeout", report);
     let client = t.duration_or_none("client", report);
-    let proxy = t.duration_or_none("proxy", report);
+    let proxy = t.duration_set_up_to(
+        "proxy",
+        MAX_PROXY_TIMEOUT,
+        "a client still sending its header holds a place of the frontend's maxconn, and would hold it forever",
+        report,
+    );
     t.finish(report);
     let mut st = s.sub("stress", report);
     let cooldown = st.duration_or_none("cooldown", report);

@@ -148,18 +148,34 @@ impl Section {
         })
     }
 
+    /// A duration from 0 (which disables it) to [`MAX_DURATION`].
     pub fn duration(&mut self, key: &'static str, report: &mut Report<'_>) -> Option<Duration> {
-        self.get(key, "a duration such as \"250ms\", \"5s\" or \"1m\" (\"0\" disables)", report, |v| match v {
-            ValueKind::String(s) if s.trim() == "0" => Some(Duration::ZERO),
-            ValueKind::I64(0) | ValueKind::U64(0) => Some(Duration::ZERO),
-            ValueKind::String(s) => humantime::parse_duration(s.trim()).ok(),
-            _ => None,
-        })
+        let expected = format!(
+            "a duration of at most {} such as \"250ms\", \"5s\" or \"1m\" (\"0\" disables)",
+            humantime::format_duration(MAX_DURATION)
+        );
+        self.get(key, &expected, report, |v| parse_duration(v).filter(|d| *d <= MAX_DURATION))
     }
 
     /// A duration where zero means none (no limit, or "use another").
     pub fn duration_or_none(&mut self, key: &'static str, report: &mut Report<'_>) -> Option<Option<Duration>> {
         self.duration(key, report).map(|d| (!d.is_zero()).then_some(d))
+    }
+
+    /// A duration that must be set: more than 0 and at most `max`;
+    /// `why_not_zero` tells the operator what 0 would allow.
+    pub fn duration_set_up_to(
+        &mut self,
+        key: &'static str,
+        max: Duration,
+        why_not_zero: &str,
+        report: &mut Report<'_>,
+    ) -> Option<Duration> {
+        let expected = format!(
+            "a duration from 1ms to {} such as \"5s\" (not \"0\": {why_not_zero})",
+            humantime::format_duration(max)
+        );
+        self.get(key, &expected, report, |v| parse_duration(v).filter(|d| !d.is_zero() && *d <= max))
     }
 
     pub fn string(&mut self, key: &'static str, report: &mut Report<'_>) -> Option<String> {
@@ -228,6 +244,23 @@ impl Section {
                 );
             }
         }
+    }
+}
+
+/// Longest duration any key accepts: 30 days. Every configured duration
+/// ends up added to the clock (deadlines, timers), and a value the clock
+/// cannot hold would panic every session; 30 days is far beyond any useful
+/// timeout or interval, yet every timer set from it really fires (tokio's
+/// timer wheel reaches about two years).
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// A human duration (`"250ms"`, `"5s"`), or `0`; nothing checks its size yet.
+fn parse_duration(v: &ValueKind) -> Option<Duration> {
+    match v {
+        ValueKind::String(s) if s.trim() == "0" => Some(Duration::ZERO),
+        ValueKind::I64(0) | ValueKind::U64(0) => Some(Duration::ZERO),
+        ValueKind::String(s) => humantime::parse_duration(s.trim()).ok(),
+        _ => None,
     }
 }
 

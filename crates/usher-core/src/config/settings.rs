@@ -303,9 +303,10 @@ pub struct FrontendTimeouts {
     /// Client-side inactivity limit while relaying (`None` = none, written 0).
     #[serde(serialize_with = "duration_or_zero")]
     pub client: Option<Duration>,
-    /// Limit for reading the PROXY header with `accept_proxy` (`None` = none, written 0).
-    #[serde(serialize_with = "duration_or_zero")]
-    pub proxy: Option<Duration>,
+    /// Limit for reading the PROXY header with `accept_proxy`; always set
+    /// (never "no limit"): a client sending its header holds a maxconn place.
+    #[serde(with = "humantime_serde")]
+    pub proxy: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

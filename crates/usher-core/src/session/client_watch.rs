@@ -5,10 +5,13 @@
 //! once (`CQ`). A client that sent data and then half-closed still wants its
 //! answer: it stays queued, its bytes are kept (up to `bufsize`) and
 //! forwarded, and the half-close is passed on once connected.
+//!
+//! Once no more may be read — `bufsize` bytes kept, or the half-close seen —
+//! the client is still watched, for a reset only: its socket's error
+//! readiness, without reading. So a client that filled the buffer and then
+//! reset leaves at once rather than at `timeout.queue`.
 
-use std::future::pending;
-
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
 /// Most a waiting client's bytes grow `early` by at a time: requests are
@@ -27,8 +30,8 @@ impl ClientWatch {
         ClientWatch { early: Vec::new(), half_closed: false, limit }
     }
 
-    /// Resolves only when the client has left; reads what it sends meanwhile.
-    /// Cancel-safe: bytes read are kept in `early`.
+    /// Resolves only when the client has left; reads what it sends meanwhile,
+    /// up to the bound. Cancel-safe: bytes read are kept in `early`.
     ///
     /// `read_buf` fills spare capacity without zeroing it, and a short read
     /// clears the socket's readiness, so a request costs one `recv`, not a
@@ -36,7 +39,7 @@ impl ClientWatch {
     pub async fn gone(&mut self, client: &mut TcpStream) {
         loop {
             if self.half_closed || self.early.len() >= self.limit {
-                return pending().await;
+                return reset(client).await;
             }
             let room = self.limit - self.early.len();
             self.early.reserve_exact(room.min(EARLY_CHUNK));
@@ -53,4 +56,14 @@ impl ClientWatch {
     pub fn take_early(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.early)
     }
+}
+
+/// Resolves when the client resets, reading nothing: an RST sets the
+/// socket's error readiness (EPOLLERR) even while bytes it sent wait unread
+/// in the kernel, whereas a half-close (FIN) does not, so a client that sent
+/// data and half-closed keeps its place.
+async fn reset(client: &TcpStream) {
+    // Only an error wakes this (or a failure to wait at all, which is as
+    // fatal for the socket).
+    let _ = client.ready(Interest::ERROR).await;
 }

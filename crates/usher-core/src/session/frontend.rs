@@ -95,8 +95,8 @@ pub struct QueuePriority {
 /// Reading the PROXY header clients start with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AcceptProxy {
-    /// `frontends.X.timeout.proxy`: time to read the header.
-    pub timeout: Option<Duration>,
+    /// `frontends.X.timeout.proxy`: time to read the header, always bounded.
+    pub timeout: Duration,
 }
 
 impl SessionSettings {

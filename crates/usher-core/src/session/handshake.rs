@@ -15,7 +15,9 @@ impl Session<'_> {
         let Some(accept) = front.settings.accept_proxy else { return Ok(None) };
         // Boxed: the header reader holds a header-sized buffer, and inline it
         // would size every session's future (and idle memory) by it.
-        match Box::pin(read_header(&mut self.client, accept.timeout, &front.handles.kill)).await {
+        // Always a deadline: the client holds a place of the frontend's
+        // maxconn until its header is read.
+        match Box::pin(read_header(&mut self.client, Some(accept.timeout), &front.handles.kill)).await {
             Ok(Some(addresses)) => {
                 self.record.client = addresses.source;
                 Ok(Some(addresses.destination))

@@ -48,7 +48,7 @@ impl Session<'_> {
         // session is in flight, so the mailbox is bounded by live sessions.
         front.handles.reserve.do_send(Reserve { session: self.id, key, client, pin, avoid, reply: tx });
         let mut ticket = QueueTicket { session: self.id, cancel: Some(front.handles.cancel.clone()) };
-        let deadline = self.timeouts.queue.map(|limit| Instant::now() + limit);
+        let deadline = self.timeouts.queue.and_then(|limit| Instant::now().checked_add(limit));
 
         let leaving = tokio::select! {
             reply = &mut rx => {

@@ -92,9 +92,12 @@ impl Shared {
         at
     }
 
+    /// When `side` goes idle under `timeout`. A deadline the clock cannot
+    /// hold (a timeout of centuries, set in code past the configuration's
+    /// bound) is no deadline: the session must not panic on it.
     fn idle_deadline(&self, side: &AtomicU64, timeout: Option<Duration>) -> Option<Instant> {
-        let timeout = timeout?;
-        Some(self.start + Duration::from_millis(side.load(Ordering::Relaxed)) + timeout)
+        let seen = Duration::from_millis(side.load(Ordering::Relaxed));
+        self.start.checked_add(seen)?.checked_add(timeout?)
     }
 
     /// (side read from, side written to, index of the direction)
@@ -312,5 +315,21 @@ pub async fn relay(
         end,
         from_client: shared.bytes[0].load(Ordering::Relaxed),
         from_server: shared.bytes[1].load(Ordering::Relaxed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_timeout_the_clock_cannot_hold_is_no_deadline() {
+        let shared = Shared::new();
+        assert_eq!(shared.idle_deadline(&shared.server_seen, Some(Duration::MAX)), None);
+        shared.touch(&shared.client_seen);
+        assert_eq!(shared.idle_deadline(&shared.client_seen, Some(Duration::MAX)), None);
+        assert_eq!(shared.idle_deadline(&shared.server_seen, None), None);
+        let second = Duration::from_secs(1);
+        assert_eq!(shared.idle_deadline(&shared.server_seen, Some(second)), Some(shared.start + second));
     }
 }
