@@ -55,20 +55,16 @@ impl From<io::Error> for HeaderError {
     }
 }
 
-/// Reads one PROXY header (v1 or v2) from `client`, within `limit` (`None`:
-/// no limit) and until `kill`. `Ok(None)`: a valid header that carries no
+/// Reads one PROXY header (v1 or v2) from `client`, within `limit` (always
+/// one: a client still sending its header holds a place in its frontend's
+/// maxconn) and until `kill`. `Ok(None)`: a valid header that carries no
 /// usable address (`UNKNOWN`, `LOCAL`, a non-TCP family): keep the socket's.
 pub async fn read_header(
     client: &mut TcpStream,
-    limit: Option<Duration>,
+    limit: Duration,
     kill: &CancellationToken,
 ) -> Result<Option<Addresses>, HeaderError> {
-    let read = async {
-        match limit {
-            None => read_framed(client).await,
-            Some(limit) => tokio::time::timeout(limit, read_framed(client)).await.unwrap_or(Err(HeaderError::Timeout)),
-        }
-    };
+    let read = async { tokio::time::timeout(limit, read_framed(client)).await.unwrap_or(Err(HeaderError::Timeout)) };
     tokio::select! {
         result = read => result,
         _ = kill.cancelled() => Err(HeaderError::Shutdown),
@@ -172,7 +168,7 @@ mod tests {
                     client.shutdown().await.unwrap();
                     client
                 });
-                let got = read_header(&mut server, Some(Duration::from_secs(5)), &CancellationToken::new()).await.unwrap();
+                let got = read_header(&mut server, Duration::from_secs(5), &CancellationToken::new()).await.unwrap();
                 if header.starts_with(b"PROXY UNKNOWN") {
                     assert_eq!(got, None);
                 } else {
@@ -190,27 +186,27 @@ mod tests {
     async fn reader_refuses_garbage_eof_and_silence() {
         let (mut client, mut server) = socket_pair().await;
         client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
-        let got = read_header(&mut server, Some(Duration::from_secs(5)), &CancellationToken::new()).await;
+        let got = read_header(&mut server, Duration::from_secs(5), &CancellationToken::new()).await;
         assert_eq!(got, Err(HeaderError::Malformed("not a PROXY header")));
 
         let (mut client, mut server) = socket_pair().await;
         client.write_all(b"PROXY TCP4 1.2").await.unwrap();
         client.shutdown().await.unwrap();
-        let got = read_header(&mut server, Some(Duration::from_secs(5)), &CancellationToken::new()).await;
+        let got = read_header(&mut server, Duration::from_secs(5), &CancellationToken::new()).await;
         assert_eq!(got, Err(HeaderError::Eof));
 
         let (_client, mut server) = socket_pair().await;
-        let got = read_header(&mut server, Some(Duration::from_millis(50)), &CancellationToken::new()).await;
+        let got = read_header(&mut server, Duration::from_millis(50), &CancellationToken::new()).await;
         assert_eq!(got, Err(HeaderError::Timeout));
 
         let (_client, mut server) = socket_pair().await;
         let kill = CancellationToken::new();
         kill.cancel();
-        assert_eq!(read_header(&mut server, None, &kill).await, Err(HeaderError::Shutdown));
+        assert_eq!(read_header(&mut server, Duration::from_secs(5), &kill).await, Err(HeaderError::Shutdown));
 
         let (mut client, mut server) = socket_pair().await;
         client.write_all(format!("PROXY {}", "1".repeat(120)).as_bytes()).await.unwrap();
-        let got = read_header(&mut server, Some(Duration::from_secs(5)), &CancellationToken::new()).await;
+        let got = read_header(&mut server, Duration::from_secs(5), &CancellationToken::new()).await;
         assert_eq!(got, Err(HeaderError::Malformed("v1 header without CRLF in 107 bytes")));
     }
 }

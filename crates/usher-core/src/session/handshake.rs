@@ -17,7 +17,7 @@ impl Session<'_> {
         // would size every session's future (and idle memory) by it.
         // Always a deadline: the client holds a place of the frontend's
         // maxconn until its header is read.
-        match Box::pin(read_header(&mut self.client, Some(accept.timeout), &front.handles.kill)).await {
+        match Box::pin(read_header(&mut self.client, accept.timeout, &front.handles.kill)).await {
             Ok(Some(addresses)) => {
                 self.record.client = addresses.source;
                 Ok(Some(addresses.destination))
