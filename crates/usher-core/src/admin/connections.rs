@@ -41,6 +41,10 @@ impl ClientKey {
 /// slots it hands out.
 pub(super) struct ClientCounts {
     limit: NonZeroU32,
+    /// A lock, not an actor's mailbox: actix-web's `on_connect` callback
+    /// must be `Send + Sync` and cannot await. It guards only the admin
+    /// API's own connection counts — never broker state — and the admin
+    /// server runs one worker, so it is never contended.
     open: Mutex<HashMap<ClientKey, u32>>,
 }
 
