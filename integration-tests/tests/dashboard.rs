@@ -162,6 +162,28 @@ async fn wait_displayed(browser: &Client, css: &str) {
     panic!("{css} never became visible within {DEADLINE:?}");
 }
 
+/// Waits (bounded) until the app backend's sparkline has `n` samples; returns its points.
+async fn wait_samples(browser: &Client, n: usize) -> Vec<(f64, f64)> {
+    let script =
+        r#"return document.querySelector('[data-backend="app"] svg.sparkline polyline').getAttribute("points");"#;
+    let start = Instant::now();
+    loop {
+        let points = browser.execute(script, vec![]).await.expect("read the sparkline");
+        let points: Vec<(f64, f64)> = points
+            .as_str()
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.split_once(','))
+            .filter_map(|(x, y)| Some((x.parse().ok()?, y.parse().ok()?)))
+            .collect();
+        if points.len() >= n {
+            return points;
+        }
+        assert!(start.elapsed() < DEADLINE, "the sparkline never had {n} samples: {points:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn server_field(server: &str, field: &str) -> String {
     format!(r#"[data-backend="app"] [data-server="{server}"] [data-field="{field}"]"#)
 }
@@ -238,6 +260,11 @@ async fn the_page_shows_a_saturated_backend_and_a_down_server() {
     wait_text(&browser, &server_field("s1", "status"), "UP").await;
     wait_text(&browser, &format!("{} .meter-label", server_field("s1", "sessions")), "1 / 1").await;
     println!("dashboard showed the saturated backend {:?} after loading", started.elapsed());
+    wait_text(&browser, r#"[data-backend="app"] [data-field="spark-peak"]"#, "3").await;
+    // Three samples of queue history (about two seconds), so the
+    // screenshot shows the sparkline as a line, not a dot.
+    let points = wait_samples(&browser, 3).await;
+    assert!(points.iter().all(|&(_, y)| y < 5.0), "every sample at the peak of 3 is drawn at the top: {points:?}");
     let check_text = browser.find(Locator::Css(&server_field("s2", "check"))).await.expect("check cell");
     let check_text = check_text.text().await.expect("text");
     assert!(check_text.starts_with("L4CON"), "s2's failed check is shown: {check_text:?}");
