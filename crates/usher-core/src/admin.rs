@@ -9,8 +9,10 @@
 //!   actor logs it ([`routes`]).
 //! - `POST /reload` re-reads the configuration and applies it (as SIGHUP).
 //! - `GET /health` answers 200 while running, 503 once shutdown began.
+//! - `GET /` and `GET /ui` serve the live dashboard, a page that reads
+//!   `/stats` and changes servers through this same API ([`dashboard`]).
 //! - With `admin.token`, every request needs `Authorization: Bearer
-//!   TOKEN` ([`auth`]).
+//!   TOKEN` ([`auth`]), except reading the dashboard page itself.
 //!
 //! Slow and idle clients are bounded: a connection carries one request,
 //! which must be in whole (head and body) within `admin.timeout.request` of
@@ -24,6 +26,7 @@
 
 mod auth;
 mod connections;
+mod dashboard;
 mod metrics;
 mod request_body;
 mod routes;

@@ -1,5 +1,7 @@
 //! Bearer-token check for every admin request when `admin.token` is set:
-//! `Authorization: Bearer TOKEN`, else 401 with a JSON reason.
+//! `Authorization: Bearer TOKEN`, else 401 with a JSON reason. The one
+//! exception is reading the dashboard page, which holds no data and which a
+//! browser cannot load with a header ([`super::dashboard`]).
 //!
 //! The token is never compared as written: the configured one is kept as its
 //! SHA-256 digest (computed once at start) and a presented one is hashed the
@@ -15,7 +17,7 @@ use actix_web::{web, Error, HttpResponse};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::Admin;
+use super::{dashboard, Admin};
 
 /// Who may use the API.
 pub(super) enum Access {
@@ -59,7 +61,8 @@ pub(super) async fn require_token(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let given = presented(&req);
-    let admitted = req.app_data::<web::Data<Admin>>().is_some_and(|admin| admin.access.admits(given));
+    let admitted = dashboard::reads_the_page(req.method(), req.path())
+        || req.app_data::<web::Data<Admin>>().is_some_and(|admin| admin.access.admits(given));
     if admitted {
         return Ok(next.call(req).await?.map_into_left_body());
     }

@@ -1,5 +1,6 @@
-//! The admin endpoints: reports (`/health`, `/stats`, `/metrics`) and
-//! run-time changes (`PUT /backends/{b}/servers/{s}`, `PUT /frontends/{f}`).
+//! The admin endpoints: the dashboard page (`/`, `/ui`), reports
+//! (`/health`, `/stats`, `/metrics`) and run-time changes
+//! (`PUT /backends/{b}/servers/{s}`, `PUT /frontends/{f}`).
 //!
 //! A change is validated whole before anything is sent (a bad value
 //! changes nothing), then applied through the owning actor, which logs it;
@@ -15,11 +16,14 @@ use serde::Deserialize;
 use serde_json::json;
 use slog::info;
 
-use super::{metrics, stats_json, Admin, MAX_BODY};
+use super::{dashboard, metrics, stats_json, Admin, MAX_BODY};
 use crate::backend::AdminState;
 use crate::broker::{ControlError, ReloadError, ServerChange, MAX_MAXCONN};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    for path in dashboard::PATHS {
+        cfg.service(web::resource(path).route(web::get().to(dashboard::page)).default_service(web::to(method_not_allowed)));
+    }
     cfg.service(web::resource("/health").route(web::get().to(health)).default_service(web::to(method_not_allowed)))
         .service(web::resource("/stats").route(web::get().to(stats)).default_service(web::to(method_not_allowed)))
         .service(web::resource("/metrics").route(web::get().to(metrics)).default_service(web::to(method_not_allowed)))
