@@ -5,6 +5,7 @@
 
 mod cli;
 mod demo;
+mod status;
 mod systemd;
 
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(config),
+        Command::Status(args) => status::status(args),
         Command::Run { config } => {
             let sources = ConfigSources::files(config);
             match load(sources.clone()) {
