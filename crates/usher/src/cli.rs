@@ -1,4 +1,5 @@
-//! Command line: `usher run|check|demo [-c FILE]…`, `usher status`.
+//! Command line: `usher run|check|demo [-c FILE]…`, `usher status`,
+//! `usher man`, `usher completions SHELL`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,6 +37,18 @@ pub enum Command {
     /// Show frontends, backends and servers from the admin API (GET /stats):
     /// sessions against limits, listener states, queues, server states.
     Status(StatusArgs),
+    /// Print the man page usher(1) (roff) on stdout, e.g. `usher man > usher.1`;
+    /// with --dir, write it and one page per subcommand (usher-run.1, …) there.
+    Man {
+        /// Directory to write every page to, such as /usr/local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Print the completion script for SHELL on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 
 mod cli;
 mod demo;
+mod docs;
 mod status;
 mod systemd;
 
@@ -36,6 +37,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(config),
         Command::Status(args) => status::status(args),
+        Command::Man { dir } => docs::man(dir.as_deref()),
+        Command::Completions { shell } => docs::completions(shell),
         Command::Run { config } => {
             let sources = ConfigSources::files(config);
             match load(sources.clone()) {
