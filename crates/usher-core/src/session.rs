@@ -10,6 +10,9 @@
 //!    the client is watched (`CQ`, `sQ`, `SQ`, `SC`);
 //! 4. `connect`: connect to that server, retrying, pausing after a refusal,
 //!    or moving to another server (`CC`, `SC`, `sC`);
+//!
+//! A client that leaves during 3 or 4 having sent nothing and never queued
+//! is a probe (`CN`, [`Session::client_left`]).
 //! 5. `relay`: first `forward_to_server`, the PROXY header and the bytes
 //!    the client sent meanwhile (`SD`), then bytes flow both ways until an
 //!    end (`--`, `CD`, `SD`, `cD`, `sD`);
@@ -109,6 +112,20 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
+    /// How the session ends when the watch saw its client leave during
+    /// `phase` (`CQ` while seating, `CC` while connecting). A client that
+    /// sent nothing and never waited in a queue only checked that the port
+    /// answers — a port probe or a balancer's TCP health check — and ends
+    /// `CN`, so that probes are not counted as clients giving up on a queue.
+    fn client_left(&self, phase: Termination) -> Termination {
+        let queued = self.record.server_queue_pos.is_some() || self.record.backend_queue_pos.is_some();
+        if self.watch.sent_nothing() && !queued {
+            Termination::Probe
+        } else {
+            phase
+        }
+    }
+
     /// The phases in order; `Err` is how the phase that ended the session
     /// early ended it.
     async fn phases(&mut self) -> Result<Termination, Termination> {

@@ -431,6 +431,49 @@ fn bad_log_format() {
     assert_error(&errs, "log.format", &file.origin(), &["\"xml\"", "\"term\"", "\"json\""]);
 }
 
+/// `log.level` takes the spellings operators bring from other tools, in any
+/// case; every one names the level it should.
+#[test]
+fn log_level_accepts_common_spellings() {
+    let cases = [
+        ("critical", LogLevel::Critical),
+        ("crit", LogLevel::Critical),
+        ("CRIT", LogLevel::Critical),
+        ("error", LogLevel::Error),
+        ("err", LogLevel::Error),
+        ("Error", LogLevel::Error),
+        ("warning", LogLevel::Warning),
+        ("warn", LogLevel::Warning),
+        ("WARN", LogLevel::Warning),
+        ("info", LogLevel::Info),
+        ("INFO", LogLevel::Info),
+        ("debug", LogLevel::Debug),
+        ("Debug", LogLevel::Debug),
+        ("trace", LogLevel::Trace),
+        ("TRACE", LogLevel::Trace),
+    ];
+    for (word, level) in cases {
+        let s = ok(&ConfigSources { inline: vec![format!("[log]\nlevel = \"{word}\"\n"), GOOD.into()], ..no_layers() });
+        assert_eq!(s.log.level, level, "log.level = {word:?}");
+    }
+    // The environment layer goes through the same parsing.
+    let s =
+        ok(&ConfigSources { inline: vec![GOOD.into()], files: vec![], env: vars(&[("USHER__LOG__LEVEL", "warn")]) });
+    assert_eq!(s.log.level, LogLevel::Warning, "USHER__LOG__LEVEL=warn");
+}
+
+#[test]
+fn bad_log_level_lists_the_spellings() {
+    let file = TempToml::new("[log]\nlevel = \"verbose\"\n");
+    let errs = errors(&files(&[&file]));
+    assert_error(
+        &errs,
+        "log.level",
+        &file.origin(),
+        &["\"verbose\"", "\"warning\"", "\"warn\"", "\"crit\"", "any case"],
+    );
+}
+
 #[test]
 fn bad_log_overflow() {
     let file = TempToml::new("[log]\noverflow = \"sometimes\"\n");

@@ -5,6 +5,8 @@
 
 mod cli;
 mod demo;
+mod docs;
+mod status;
 mod systemd;
 
 use std::path::PathBuf;
@@ -34,6 +36,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(config),
+        Command::Status(args) => status::status(args),
+        Command::Man { dir } => docs::man(dir.as_deref()),
+        Command::Completions { shell } => docs::completions(shell),
         Command::Run { config } => {
             let sources = ConfigSources::files(config);
             match load(sources.clone()) {

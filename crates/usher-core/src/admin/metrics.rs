@@ -60,7 +60,7 @@ fn escape(value: &str) -> String {
 /// A counter every scope with totals has: name suffix, help, field.
 type Total = (&'static str, &'static str, fn(&Counters) -> u64);
 
-const TOTALS: [Total; 9] = [
+const TOTALS: [Total; 10] = [
     ("sessions_total", "Ended sessions.", |c| c.sessions_total),
     ("bytes_in_total", "Bytes relayed from clients.", |c| c.bytes_in),
     ("bytes_out_total", "Bytes relayed from servers.", |c| c.bytes_out),
@@ -70,6 +70,7 @@ const TOTALS: [Total; 9] = [
     ("queue_timeouts_total", "Sessions whose timeout.queue expired (sQ).", |c| c.queue_timeouts),
     ("queue_full_total", "Sessions refused by a full queue (SQ).", |c| c.queue_full),
     ("queue_aborts_total", "Clients that left while queued (CQ).", |c| c.queue_aborts),
+    ("probes_total", "Clients that left having sent nothing, never queued: probes (CN).", |c| c.probes),
 ];
 
 pub(super) fn render(s: &Snapshot) -> String {

@@ -90,17 +90,14 @@ fn watchdog(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<Watchd
 fn log(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<LogSettings> {
     let mut s = Section::new("log", root.get("log"), report);
     let format = s.choice("format", &[("term", LogFormat::Term), ("json", LogFormat::Json)], report);
-    let level = s.choice(
+    let level = s.get(
         "level",
-        &[
-            ("critical", LogLevel::Critical),
-            ("error", LogLevel::Error),
-            ("warning", LogLevel::Warning),
-            ("info", LogLevel::Info),
-            ("debug", LogLevel::Debug),
-            ("trace", LogLevel::Trace),
-        ],
+        "a log level: \"critical\" (or \"crit\"), \"error\" (\"err\"), \"warning\" (\"warn\"), \"info\", \"debug\" or \"trace\", in any case",
         report,
+        |v| match v {
+            ValueKind::String(text) => LogLevel::from_spelling(text),
+            _ => None,
+        },
     );
     let overflow = s.choice("overflow", &[("drop", LogOverflow::Drop), ("block", LogOverflow::Block)], report);
     s.finish(report);

@@ -180,6 +180,29 @@ pub enum LogLevel {
     Trace,
 }
 
+impl LogLevel {
+    /// Every spelling `log.level` accepts. Operators bring the words of the
+    /// tools they know (`warn` from env_logger and nginx, `crit` and `err`
+    /// from syslog), so each level takes its common short form too.
+    const SPELLINGS: &'static [(&'static str, LogLevel)] = &[
+        ("critical", LogLevel::Critical),
+        ("crit", LogLevel::Critical),
+        ("error", LogLevel::Error),
+        ("err", LogLevel::Error),
+        ("warning", LogLevel::Warning),
+        ("warn", LogLevel::Warning),
+        ("info", LogLevel::Info),
+        ("debug", LogLevel::Debug),
+        ("trace", LogLevel::Trace),
+    ];
+
+    /// The level a configured word names, in any case (`"WARN"`, `"Info"`).
+    pub fn from_spelling(word: &str) -> Option<LogLevel> {
+        let word = word.trim();
+        Self::SPELLINGS.iter().find(|(name, _)| name.eq_ignore_ascii_case(word)).map(|(_, level)| *level)
+    }
+}
+
 /// What happens when records come faster than stderr takes them and the
 /// log buffer is full (`log.overflow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

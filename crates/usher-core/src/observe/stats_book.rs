@@ -12,12 +12,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::session::SessionSummary;
+use crate::session::{SessionSummary, Termination};
 #[cfg(test)]
-use crate::{
-    ids::{BackendId, FrontendId, ServerId},
-    session::Termination,
-};
+use crate::ids::{BackendId, FrontendId, ServerId};
 
 /// Totals of one frontend, backend or server.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -41,6 +38,10 @@ pub struct Counters {
     pub queue_full: u64,
     /// Clients that left while queued (`CQ`).
     pub queue_aborts: u64,
+    /// Clients that left having sent nothing and never queued (`CN`): port
+    /// probes and balancers' TCP health checks, kept apart from
+    /// `queue_aborts` so that probing does not look like clients giving up.
+    pub probes: u64,
     /// Sessions per termination code.
     pub terminations: BTreeMap<&'static str, u64>,
 }
@@ -53,11 +54,16 @@ impl Counters {
         self.bytes_out += s.bytes_from_server;
         self.retries += u64::from(s.retries);
         self.redispatches += u64::from(s.redispatched);
-        match code {
-            "SC" | "sC" if s.server.is_some() => self.connect_errors += 1,
-            "sQ" => self.queue_timeouts += 1,
-            "SQ" => self.queue_full += 1,
-            "CQ" => self.queue_aborts += 1,
+        match s.termination {
+            Termination::NoServer | Termination::ConnectRefused | Termination::ConnectTimeout
+                if s.server.is_some() =>
+            {
+                self.connect_errors += 1
+            }
+            Termination::QueueTimeout => self.queue_timeouts += 1,
+            Termination::QueueFull => self.queue_full += 1,
+            Termination::ClientAbortInQueue => self.queue_aborts += 1,
+            Termination::Probe => self.probes += 1,
             _ => {}
         }
         *self.terminations.entry(code).or_default() += 1;
@@ -141,16 +147,18 @@ mod tests {
         book.record(&ended(0, None, Termination::QueueTimeout));
         book.record(&ended(0, None, Termination::QueueFull));
         book.record(&ended(0, None, Termination::ClientAbortInQueue));
+        book.record(&ended(0, None, Termination::Probe));
         book.record(&ended(7, Some(0), Termination::Normal));
         book.record(&ended(0, Some(9), Termination::Normal));
 
-        assert_eq!(book.frontends[0].sessions_total, 5);
+        assert_eq!(book.frontends[0].sessions_total, 6);
         assert_eq!(book.frontends[1].sessions_total, 2);
         let b = &book.backends[1];
-        assert_eq!(b.sessions_total, 7);
-        assert_eq!((b.bytes_in, b.bytes_out, b.retries, b.redispatches), (70, 140, 7, 7));
+        assert_eq!(b.sessions_total, 8);
+        assert_eq!((b.bytes_in, b.bytes_out, b.retries, b.redispatches), (80, 160, 8, 8));
         assert_eq!(b.connect_errors, 1, "SC without a server is not a connect error");
-        assert_eq!((b.queue_timeouts, b.queue_full, b.queue_aborts), (1, 1, 1));
+        assert_eq!((b.queue_timeouts, b.queue_full, b.queue_aborts, b.probes), (1, 1, 1, 1), "a probe is no queue abort");
+        assert_eq!(b.terminations.get("CN"), Some(&1));
         assert_eq!(b.terminations.get("SC"), Some(&2));
         assert_eq!(b.terminations.get("--"), Some(&2));
         assert_eq!(book.backends[0], Counters::default());

@@ -52,6 +52,12 @@ impl ClientWatch {
         }
     }
 
+    /// Whether the client has sent no byte so far (nothing read, no
+    /// half-close after data). Meaningful until `take_early`.
+    pub fn sent_nothing(&self) -> bool {
+        self.early.is_empty()
+    }
+
     /// The bytes read so far, leaving the watch without a buffer.
     pub fn take_early(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.early)

@@ -72,7 +72,7 @@ impl Session<'_> {
     async fn watching_client<T>(&mut self, step: impl Future<Output = T>) -> Result<T, Termination> {
         tokio::select! {
             done = step => Ok(done),
-            _ = self.watch.gone(&mut self.client) => Err(Termination::ClientAbortInConnect),
+            _ = self.watch.gone(&mut self.client) => Err(self.client_left(Termination::ClientAbortInConnect)),
             _ = self.front.handles.kill.cancelled() => Err(Termination::KilledInConnect),
         }
     }

@@ -67,8 +67,9 @@ impl Session<'_> {
         };
         let result = answered(self.record, reply, Some(leaving));
         if leaving == Termination::ClientAbortInQueue {
-            // A raced grant is dropped here: its slot goes back.
-            return Err(leaving);
+            // A raced grant is dropped here: its slot goes back. Decided
+            // after the answer, which says whether the session had queued.
+            return Err(self.client_left(leaving));
         }
         result
     }

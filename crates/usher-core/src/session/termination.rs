@@ -6,7 +6,10 @@
 //! (queue, connect, idle), `P` a policy (an admission actor), `K` killed at
 //! shutdown when `global.grace` ran out, `I` an internal error.
 //! Second character, phase: `R` admission, `Q` queue, `C` connect, `D` data,
-//! `-` normal end.
+//! `-` normal end, and `N` *nothing*: the client left before its first byte
+//! without having waited in a queue — a port probe or a balancer's TCP
+//! health check (`CN`), not a client giving up on a queue (`CQ`). `N`
+//! rather than `P`, which already means a policy in the first place.
 
 /// How a session ended. [`Termination::TABLE`] is the documented table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +18,9 @@ pub enum Termination {
     DeniedByPolicy,
     BadProxyHeader,
     ClientAbortInQueue,
+    /// The client closed or reset having sent nothing and never waited in a
+    /// queue, before any data was relayed: a probe, not a queue abort.
+    Probe,
     QueueTimeout,
     QueueFull,
     NoServer,
@@ -42,6 +48,11 @@ impl Termination {
             "bad or missing PROXY header (accept_proxy): malformed, timeout.proxy expired, or closed first",
         ),
         (Termination::ClientAbortInQueue, "CQ", "client reset, or closed without sending data, while queued"),
+        (
+            Termination::Probe,
+            "CN",
+            "probe: the client closed or reset having sent nothing, never queued, before any data was relayed",
+        ),
         (Termination::QueueTimeout, "sQ", "timeout.queue expired while queued; the server never saw it"),
         (Termination::QueueFull, "SQ", "the queue was at its maxqueue: refused at once"),
         (Termination::NoServer, "SC", "no server can take it (server shown as \"-\"), or the last connect was refused"),
