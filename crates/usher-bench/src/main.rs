@@ -15,7 +15,7 @@ use usher_bench::{sys, targets, Case, Harness, Options};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
-#[command(name = "usher-bench", about = "usher vs HAProxy vs no proxy, on 127.0.0.1")]
+#[command(name = "usher-bench", about = "usher vs HAProxy vs nginx vs no proxy, on 127.0.0.1")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,7 +32,7 @@ struct Cli {
     #[arg(long, global = true)]
     quick: bool,
     /// Proxies to compare, comma-separated.
-    #[arg(long, global = true, value_delimiter = ',', default_value = "usher,haproxy,direct")]
+    #[arg(long, global = true, value_delimiter = ',', default_value = "usher,haproxy,nginx,direct")]
     proxies: Vec<String>,
     /// Do not pin with taskset.
     #[arg(long, global = true)]
@@ -46,6 +46,9 @@ struct Cli {
     /// The HAProxy binary.
     #[arg(long, global = true, default_value = "/usr/sbin/haproxy")]
     haproxy: PathBuf,
+    /// The nginx binary (its stream module is looked for in the usual module directories).
+    #[arg(long, global = true, default_value = "/usr/sbin/nginx")]
+    nginx: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +115,7 @@ fn bench(cli: &Cli, cases: &[Case]) -> anyhow::Result<bool> {
     opts.pin = !cli.no_pin;
     opts.idle_conns = cli.idle_conns.max(1);
     opts.haproxy = cli.haproxy.clone();
+    opts.nginx = cli.nginx.clone();
     opts.proxies = cli.proxies.iter().map(|p| ProxyKind::parse(p.trim())).collect::<anyhow::Result<_>>()?;
     opts.quiet_wait = cli.quiet_wait;
     if cli.quick {
@@ -134,6 +138,7 @@ fn print_header(h: &Harness) {
     println!("command:  usher-bench {}", args.join(" "));
     println!("machine:  {} cores, Linux {}", sys::cores(), sys::kernel());
     println!("haproxy:  {}", h.haproxy_version.as_deref().unwrap_or("not installed"));
+    println!("nginx:    {}", h.nginx_version.as_deref().unwrap_or("not installed (or no stream module)"));
     let proxies: Vec<&str> = h.proxies.iter().map(|p| p.name()).collect();
     println!("proxies:  {} (alternated run by run)", proxies.join(", "));
     println!(

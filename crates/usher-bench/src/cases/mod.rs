@@ -84,6 +84,7 @@ pub struct Options {
     /// The usher-bench binary (for `serve-usher`).
     pub exe: PathBuf,
     pub haproxy: PathBuf,
+    pub nginx: PathBuf,
 }
 
 impl Options {
@@ -99,6 +100,7 @@ impl Options {
             quiet_wait: Duration::from_secs(120),
             exe,
             haproxy: PathBuf::from("/usr/sbin/haproxy"),
+            nginx: PathBuf::from("/usr/sbin/nginx"),
         }
     }
 
@@ -116,10 +118,12 @@ impl Options {
 
 pub struct Harness {
     pub opts: Options,
-    /// Proxies that will run (HAProxy dropped when not installed).
+    /// Proxies that will run (HAProxy, nginx dropped when not installed).
     pub proxies: Vec<ProxyKind>,
     pub pinned: bool,
     pub haproxy_version: Option<String>,
+    /// e.g. "nginx/1.22.1"; `None` when nginx or its stream module is absent.
+    pub nginx_version: Option<String>,
     /// What the header should say: skipped proxies, unpinned runs, fd limit.
     pub notes: Vec<String>,
     /// Global maxconn of both proxies (fits the fd limit).
@@ -139,6 +143,14 @@ impl Harness {
             notes.push(note.to_owned());
             proxies.retain(|p| *p != ProxyKind::Haproxy);
         }
+        let nginx = crate::nginx::Nginx::find(&opts.nginx);
+        if let (true, Err(note)) = (proxies.contains(&ProxyKind::Nginx), &nginx) {
+            eprintln!("{note}");
+            notes.push(note.clone());
+            proxies.retain(|p| *p != ProxyKind::Nginx);
+        }
+        let nginx = nginx.ok();
+        let nginx_version = nginx.as_ref().map(|n| n.version.clone());
         let pinned = opts.pin && {
             match sys::can_pin() {
                 Ok(()) => true,
@@ -168,8 +180,18 @@ impl Harness {
         let workdir = std::env::temp_dir().join(format!("usher-bench-{}", std::process::id()));
         std::fs::create_dir_all(&workdir)?;
         let haproxy = haproxy_version.as_ref().map(|_| opts.haproxy.clone());
-        let launcher = Launcher { exe: opts.exe.clone(), haproxy, workdir, spent: Rc::new(Cell::new(0.0)) };
-        Ok(Harness { opts, proxies, pinned, haproxy_version, notes, maxconn, launcher, run_seq: Cell::new(0) })
+        let launcher = Launcher { exe: opts.exe.clone(), haproxy, nginx, workdir, spent: Rc::new(Cell::new(0.0)) };
+        Ok(Harness {
+            opts,
+            proxies,
+            pinned,
+            haproxy_version,
+            nginx_version,
+            notes,
+            maxconn,
+            launcher,
+            run_seq: Cell::new(0),
+        })
     }
 
     /// Runs one case: every variant, every repeat, proxies alternated.
