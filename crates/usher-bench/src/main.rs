@@ -67,6 +67,12 @@ enum Command {
     Queue,
     /// Reserve→grant→Release cycles/s through one BackendQueue (in process).
     Actors,
+    /// Per connrate session: proxy CPU µs and system calls (strace -c), over a fixed number of sessions.
+    Cost {
+        /// Sessions per batch (one batch timed, one under strace).
+        #[arg(long, default_value_t = 20_000)]
+        sessions: u64,
+    },
     /// Runs usher on FILE and prints `LISTENING <addr>` (used by the bench).
     #[command(hide = true)]
     ServeUsher {
@@ -94,6 +100,7 @@ fn main() -> ExitCode {
         Command::Idle => vec![Case::Idle],
         Command::Queue => vec![Case::Queue],
         Command::Actors => vec![Case::Actors],
+        Command::Cost { .. } => vec![Case::Cost],
     };
     match bench(&cli, &cases) {
         Ok(true) => ExitCode::SUCCESS,
@@ -118,6 +125,9 @@ fn bench(cli: &Cli, cases: &[Case]) -> anyhow::Result<bool> {
     opts.nginx = cli.nginx.clone();
     opts.proxies = cli.proxies.iter().map(|p| ProxyKind::parse(p.trim())).collect::<anyhow::Result<_>>()?;
     opts.quiet_wait = cli.quiet_wait;
+    if let Command::Cost { sessions } = cli.command {
+        opts.cost_sessions = sessions.max(1);
+    }
     if cli.quick {
         opts = opts.quick();
     }

@@ -4,6 +4,7 @@
 
 mod actors;
 mod connrate;
+mod cost;
 mod idle;
 mod keepalive;
 mod queue;
@@ -29,6 +30,8 @@ pub enum Case {
     Idle,
     Queue,
     Actors,
+    /// Per-session CPU and system calls; not in [`Case::ALL`] (strace is slow).
+    Cost,
 }
 
 impl Case {
@@ -43,6 +46,7 @@ impl Case {
             Case::Idle => "idle",
             Case::Queue => "queue",
             Case::Actors => "actors",
+            Case::Cost => "cost",
         }
     }
 }
@@ -79,6 +83,8 @@ pub struct Options {
     pub proxies: Vec<ProxyKind>,
     pub pin: bool,
     pub idle_conns: usize,
+    /// Sessions per batch in the `cost` case.
+    pub cost_sessions: u64,
     /// Longest wait before each run for other processes to go quiet (0 = none).
     pub quiet_wait: Duration,
     /// The usher-bench binary (for `serve-usher`).
@@ -97,6 +103,7 @@ impl Options {
             proxies: ProxyKind::ALL.to_vec(),
             pin: true,
             idle_conns: 10_000,
+            cost_sessions: 20_000,
             quiet_wait: Duration::from_secs(120),
             exe,
             haproxy: PathBuf::from("/usr/sbin/haproxy"),
@@ -111,6 +118,7 @@ impl Options {
         self.duration = Duration::from_millis(600);
         self.repeats = 1;
         self.idle_conns = self.idle_conns.min(500);
+        self.cost_sessions = self.cost_sessions.min(300);
         self.quiet_wait = Duration::ZERO;
         self
     }
@@ -203,7 +211,16 @@ impl Harness {
             Case::Idle => idle::run(self),
             Case::Queue => queue::run(self),
             Case::Actors => actors::run(self),
+            Case::Cost => cost::run(self),
         }
+    }
+
+    /// A path for a run's side files (strace's output), in the bench's
+    /// temporary directory, unique per call.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let seq = self.run_seq.get() + 1;
+        self.run_seq.set(seq);
+        self.launcher.workdir.join(format!("{name}-{seq}"))
     }
 
     /// These proxies, among the ones that run.
