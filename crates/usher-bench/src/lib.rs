@@ -1,18 +1,22 @@
-//! usher-bench: usher side by side with HAProxy and with no proxy at all.
+//! usher-bench: usher side by side with HAProxy, nginx and with no proxy at all.
 //! `cargo run --release -p usher-bench -- all`.
 //!
-//! - [`cases`]: the six cases and the harness (placement, alternation, repeats).
-//! - [`proxies`]: starting usher (`serve-usher` child) and HAProxy, pinned.
+//! - [`cases`]: the cases and the harness (placement, alternation, repeats).
+//! - [`proxies`]: starting usher (`serve-usher` child), HAProxy and nginx, pinned.
+//! - [`nginx`]: finding nginx's stream module and writing its configuration.
 //! - [`backends`]: built-in tokio backends that count their peak concurrency.
 //! - [`load`]: the load generator and its latency histograms.
 //! - [`report`], [`targets`]: tables and the targets.
+//! - [`strace`]: counting a proxy's system calls with `strace -c`.
 //! - [`sys`]: taskset, RLIMIT_NOFILE, /proc readings.
 
 pub mod backends;
 pub mod cases;
 pub mod load;
+pub mod nginx;
 pub mod proxies;
 pub mod report;
+pub mod strace;
 pub mod sys;
 pub mod targets;
 

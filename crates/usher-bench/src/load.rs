@@ -146,6 +146,33 @@ pub async fn sessions(addr: SocketAddr, spec: Sessions, w: Window) -> Outcome {
     join(set).await
 }
 
+/// Exactly `total` sessions spread over `spec.clients` loops, all counted
+/// (no window): for costs per session, measured around the whole batch.
+pub async fn session_batch(addr: SocketAddr, spec: Sessions, total: u64) -> Outcome {
+    let tickets = Arc::new(std::sync::atomic::AtomicU64::new(total));
+    let take = |t: &std::sync::atomic::AtomicU64| {
+        t.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    };
+    let mut set = JoinSet::new();
+    for _ in 0..spec.clients {
+        let tickets = tickets.clone();
+        set.spawn(async move {
+            let mut out = Outcome::new();
+            let request = vec![b'q'; spec.request];
+            while take(&tickets) {
+                let start = Instant::now();
+                match timeout(spec.limit, session(addr, &request, spec.reply)).await {
+                    Ok(Ok(())) => out.record(start.elapsed()),
+                    _ => out.errors += 1,
+                }
+            }
+            out
+        });
+    }
+    join(set).await
+}
+
 async fn session(addr: SocketAddr, request: &[u8], reply: usize) -> std::io::Result<()> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;

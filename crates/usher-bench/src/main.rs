@@ -15,7 +15,7 @@ use usher_bench::{sys, targets, Case, Harness, Options};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
-#[command(name = "usher-bench", about = "usher vs HAProxy vs no proxy, on 127.0.0.1")]
+#[command(name = "usher-bench", about = "usher vs HAProxy vs nginx vs no proxy, on 127.0.0.1")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,7 +32,7 @@ struct Cli {
     #[arg(long, global = true)]
     quick: bool,
     /// Proxies to compare, comma-separated.
-    #[arg(long, global = true, value_delimiter = ',', default_value = "usher,haproxy,direct")]
+    #[arg(long, global = true, value_delimiter = ',', default_value = "usher,haproxy,nginx,direct")]
     proxies: Vec<String>,
     /// Do not pin with taskset.
     #[arg(long, global = true)]
@@ -46,6 +46,9 @@ struct Cli {
     /// The HAProxy binary.
     #[arg(long, global = true, default_value = "/usr/sbin/haproxy")]
     haproxy: PathBuf,
+    /// The nginx binary (its stream module is looked for in the usual module directories).
+    #[arg(long, global = true, default_value = "/usr/sbin/nginx")]
+    nginx: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +67,12 @@ enum Command {
     Queue,
     /// Reserve→grant→Release cycles/s through one BackendQueue (in process).
     Actors,
+    /// Per connrate session: proxy CPU µs and system calls (strace -c), over a fixed number of sessions.
+    Cost {
+        /// Sessions per batch (one batch timed, one under strace).
+        #[arg(long, default_value_t = 20_000)]
+        sessions: u64,
+    },
     /// Runs usher on FILE and prints `LISTENING <addr>` (used by the bench).
     #[command(hide = true)]
     ServeUsher {
@@ -91,6 +100,7 @@ fn main() -> ExitCode {
         Command::Idle => vec![Case::Idle],
         Command::Queue => vec![Case::Queue],
         Command::Actors => vec![Case::Actors],
+        Command::Cost { .. } => vec![Case::Cost],
     };
     match bench(&cli, &cases) {
         Ok(true) => ExitCode::SUCCESS,
@@ -112,8 +122,12 @@ fn bench(cli: &Cli, cases: &[Case]) -> anyhow::Result<bool> {
     opts.pin = !cli.no_pin;
     opts.idle_conns = cli.idle_conns.max(1);
     opts.haproxy = cli.haproxy.clone();
+    opts.nginx = cli.nginx.clone();
     opts.proxies = cli.proxies.iter().map(|p| ProxyKind::parse(p.trim())).collect::<anyhow::Result<_>>()?;
     opts.quiet_wait = cli.quiet_wait;
+    if let Command::Cost { sessions } = cli.command {
+        opts.cost_sessions = sessions.max(1);
+    }
     if cli.quick {
         opts = opts.quick();
     }
@@ -123,7 +137,11 @@ fn bench(cli: &Cli, cases: &[Case]) -> anyhow::Result<bool> {
     for &case in cases {
         results.extend(harness.run(case));
     }
-    print!("{}", targets::render(&targets::evaluate(&results)));
+    let verdicts = targets::evaluate(&results);
+    // `cost` has no target: no empty "targets" heading after its tables.
+    if !verdicts.is_empty() {
+        print!("{}", targets::render(&verdicts));
+    }
     Ok(results.iter().all(|r| r.errors.is_empty()))
 }
 
@@ -134,6 +152,7 @@ fn print_header(h: &Harness) {
     println!("command:  usher-bench {}", args.join(" "));
     println!("machine:  {} cores, Linux {}", sys::cores(), sys::kernel());
     println!("haproxy:  {}", h.haproxy_version.as_deref().unwrap_or("not installed"));
+    println!("nginx:    {}", h.nginx_version.as_deref().unwrap_or("not installed (or no stream module)"));
     let proxies: Vec<&str> = h.proxies.iter().map(|p| p.name()).collect();
     println!("proxies:  {} (alternated run by run)", proxies.join(", "));
     println!(

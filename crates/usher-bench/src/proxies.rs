@@ -1,7 +1,9 @@
 //! The proxies compared: usher (this binary's hidden `serve-usher`
 //! subcommand, a child process), HAProxy (`haproxy -f FILE -db`, a child
-//! process) and `direct` (no proxy). Both proxies get the same threads,
-//! maxconn, server maxconn, timeouts and retries, and are pinned with taskset.
+//! process), nginx's stream proxy (`nginx -c FILE`, a child process, see
+//! [`crate::nginx`]) and `direct` (no proxy). The proxies get the same
+//! threads, maxconn, server maxconn, timeouts and retries, and are pinned
+//! with taskset.
 
 use std::cell::Cell;
 use std::io::{BufRead, BufReader};
@@ -17,24 +19,26 @@ use anyhow::{anyhow, bail, Context as _};
 /// How long a proxy may take to start listening.
 const START_LIMIT: Duration = Duration::from_secs(15);
 /// Timeouts given to both proxies (the queue timeout is per case).
-const CONNECT_TIMEOUT: &str = "5s";
-const IDLE_TIMEOUT: &str = "30s";
-const RETRIES: u32 = 3;
+pub(crate) const CONNECT_TIMEOUT: &str = "5s";
+pub(crate) const IDLE_TIMEOUT: &str = "30s";
+pub(crate) const RETRIES: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ProxyKind {
     Usher,
     Haproxy,
+    Nginx,
     Direct,
 }
 
 impl ProxyKind {
-    pub const ALL: [ProxyKind; 3] = [ProxyKind::Usher, ProxyKind::Haproxy, ProxyKind::Direct];
+    pub const ALL: [ProxyKind; 4] = [ProxyKind::Usher, ProxyKind::Haproxy, ProxyKind::Nginx, ProxyKind::Direct];
 
     pub fn name(self) -> &'static str {
         match self {
             ProxyKind::Usher => "usher",
             ProxyKind::Haproxy => "haproxy",
+            ProxyKind::Nginx => "nginx",
             ProxyKind::Direct => "direct",
         }
     }
@@ -43,7 +47,7 @@ impl ProxyKind {
         ProxyKind::ALL
             .into_iter()
             .find(|p| p.name() == name)
-            .ok_or_else(|| anyhow!("unknown proxy {name:?}; expected usher, haproxy or direct"))
+            .ok_or_else(|| anyhow!("unknown proxy {name:?}; expected usher, haproxy, nginx or direct"))
     }
 }
 
@@ -110,6 +114,7 @@ pub struct Launcher {
     /// This benchmark's binary, which has the `serve-usher` subcommand.
     pub exe: PathBuf,
     pub haproxy: Option<PathBuf>,
+    pub nginx: Option<crate::nginx::Nginx>,
     pub workdir: PathBuf,
     /// CPU seconds of the proxies stopped so far.
     pub spent: Rc<Cell<f64>>,
@@ -133,10 +138,7 @@ impl Launcher {
             }
             ProxyKind::Haproxy => {
                 let exe = self.haproxy.as_ref().ok_or_else(|| anyhow!("haproxy not found"))?;
-                // HAProxy must be given its port: take a free one from the
-                // kernel and hand it over. Another process could grab it in
-                // between; this small race exists only here, in the benchmark.
-                let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+                let addr = free_port()?;
                 let config = stem.with_extension("cfg");
                 std::fs::write(&config, haproxy_cfg(addr, servers, tune))?;
                 let mut cmd = wrapped(tune, exe);
@@ -146,8 +148,31 @@ impl Launcher {
                 wait_accepting(&mut running, &stem)?;
                 Ok(running)
             }
+            ProxyKind::Nginx => {
+                let nginx = self.nginx.as_ref().ok_or_else(|| anyhow!("nginx with its stream module not found"))?;
+                let addr = free_port()?;
+                let config = stem.with_extension("conf");
+                let pid = stem.with_extension("pid");
+                std::fs::write(&config, crate::nginx::config(&nginx.stream, addr, servers, tune, &pid)?)?;
+                let mut cmd = wrapped(tune, &nginx.exe);
+                // -p: relative paths under the run's directory, not /usr/share/nginx;
+                // -e: errors before the configuration is read go to stderr too,
+                // not to the packaged /var/log/nginx/error.log.
+                cmd.arg("-p").arg(&self.workdir).arg("-e").arg("stderr").arg("-c").arg(&config);
+                let child = spawn_logged(cmd, &stem, Stdio::null())?;
+                let mut running = Running { kind, addr, child: Some(child), spent: self.spent.clone() };
+                wait_accepting(&mut running, &stem)?;
+                Ok(running)
+            }
         }
     }
+}
+
+/// A port for a proxy that must be told which one to listen on (HAProxy,
+/// nginx): a free one from the kernel, handed over. Another process could
+/// grab it in between; this small race exists only here, in the benchmark.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// `program` under `taskset -c CPUS` when pinned, and under `setpriv

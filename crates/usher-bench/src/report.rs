@@ -1,5 +1,5 @@
 //! Results of one case variant and its table: median (min–max) per proxy,
-//! and the ratios usher/HAProxy and usher/direct.
+//! and the ratios usher/HAProxy, usher/nginx and usher/direct.
 //!
 //! A ratio is paired: each round's usher run is divided by the same round's
 //! run of the other (they ran seconds apart), and the table shows the median
@@ -85,7 +85,7 @@ impl CaseResult {
     pub fn render(&self) -> String {
         let mut header = vec!["".to_owned()];
         header.extend(self.proxies.iter().map(|p| p.name().to_owned()));
-        let others: Vec<ProxyKind> = [ProxyKind::Haproxy, ProxyKind::Direct]
+        let others: Vec<ProxyKind> = [ProxyKind::Haproxy, ProxyKind::Nginx, ProxyKind::Direct]
             .into_iter()
             .filter(|p| self.proxies.contains(p) && self.proxies.contains(&ProxyKind::Usher))
             .collect();
@@ -228,5 +228,72 @@ mod tests {
         assert_eq!(r.paired_ratios(ProxyKind::Haproxy, "rate"), vec![1.25, 1.25, 1.25]);
         assert_eq!(r.ratio(ProxyKind::Haproxy, "rate"), Some(1.25));
         assert_eq!(r.median(ProxyKind::Usher, "rate"), Some(50.0));
+    }
+
+    fn three_peers(runs: Vec<(usize, ProxyKind, Vec<f64>)>) -> CaseResult {
+        CaseResult {
+            case: "c",
+            title: "t".into(),
+            proxies: vec![ProxyKind::Usher, ProxyKind::Haproxy, ProxyKind::Nginx, ProxyKind::Direct],
+            metrics: vec![Metric::higher("rate", 0), Metric::lower("proxy CPU", 1)],
+            runs,
+            errors: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// The table's cells for `row` (by its first cell), split on the
+    /// column gaps (three spaces or more).
+    fn row_cells(table: &str, row: &str) -> Vec<String> {
+        let line = table.lines().find(|l| l.trim_start().starts_with(row)).unwrap_or_else(|| panic!("{table}"));
+        line.split("   ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn nginx_ratio_column_sits_beside_haproxys_and_pairs_rounds() {
+        let r = three_peers(vec![
+            (1, ProxyKind::Usher, vec![100.0, 8.0]),
+            (1, ProxyKind::Haproxy, vec![80.0, 10.0]),
+            (1, ProxyKind::Nginx, vec![50.0, 4.0]),
+            (1, ProxyKind::Direct, vec![200.0, f64::NAN]),
+            // The machine halves its speed: nginx's per-round ratio stays 2.
+            (2, ProxyKind::Usher, vec![50.0, 8.0]),
+            (2, ProxyKind::Haproxy, vec![40.0, 10.0]),
+            (2, ProxyKind::Nginx, vec![25.0, 4.0]),
+            (2, ProxyKind::Direct, vec![100.0, f64::NAN]),
+        ]);
+        assert_eq!(r.paired_ratios(ProxyKind::Nginx, "rate"), vec![2.0, 2.0]);
+        let table = r.render();
+        assert_eq!(
+            row_cells(&table, "usher")[..],
+            ["usher", "haproxy", "nginx", "direct", "usher/haproxy", "usher/nginx", "usher/direct"],
+            "{table}"
+        );
+        assert_eq!(
+            row_cells(&table, "rate")[..],
+            [
+                "rate",
+                "75 (50–100)",
+                "60 (40–80)",
+                "38 (25–50)",
+                "150 (100–200)",
+                "1.25× (1.25–1.25)",
+                "2.00× (2.00–2.00)",
+                "0.50× (0.50–0.50)"
+            ],
+            "{table}"
+        );
+        // No CPU for direct: its ratio cell is empty, nginx's is not.
+        assert_eq!(row_cells(&table, "proxy CPU")[5..], ["0.80× (0.80–0.80)", "2.00× (2.00–2.00)", "-"], "{table}");
+    }
+
+    #[test]
+    fn no_nginx_column_when_nginx_did_not_run() {
+        let mut r =
+            three_peers(vec![(1, ProxyKind::Usher, vec![100.0, 8.0]), (1, ProxyKind::Haproxy, vec![80.0, 10.0])]);
+        r.proxies = vec![ProxyKind::Usher, ProxyKind::Haproxy];
+        let table = r.render();
+        assert!(!table.contains("nginx"), "{table}");
+        assert_eq!(row_cells(&table, "rate")[..], ["rate", "100", "80", "1.25×"], "{table}");
     }
 }

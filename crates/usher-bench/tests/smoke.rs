@@ -1,5 +1,5 @@
 //! CI smoke test: every case with the `--quick` settings against usher and
-//! direct (and HAProxy when installed) completes with non-zero figures;
+//! direct (and HAProxy and nginx when installed) completes with non-zero figures;
 //! `queue` has no stuck session and no server above its maxconn. Benchmark
 //! figures themselves are not checked: CI machines are too noisy for that.
 

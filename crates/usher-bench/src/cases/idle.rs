@@ -22,7 +22,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
     let n = h.opts.idle_conns;
     let title = format!("idle: {n} idle connections (one 64 B echo each, then quiet); {}", h.describe(&p));
     let metrics = vec![Metric::lower("RSS KiB/conn", 2), Metric::lower("RSS MiB total", 1)];
-    let proxies = h.only(&[ProxyKind::Usher, ProxyKind::Haproxy]);
+    let proxies = h.only(&[ProxyKind::Usher, ProxyKind::Haproxy, ProxyKind::Nginx]);
     let result = h.alternate("idle", title, metrics, proxies, |kind| {
         let rt = h.load_runtime(&p)?;
         let backend = Backend::start(rt.handle(), Behavior::Echo)?;

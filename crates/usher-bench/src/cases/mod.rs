@@ -4,6 +4,7 @@
 
 mod actors;
 mod connrate;
+mod cost;
 mod idle;
 mod keepalive;
 mod queue;
@@ -29,6 +30,8 @@ pub enum Case {
     Idle,
     Queue,
     Actors,
+    /// Per-session CPU and system calls; not in [`Case::ALL`] (strace is slow).
+    Cost,
 }
 
 impl Case {
@@ -43,6 +46,7 @@ impl Case {
             Case::Idle => "idle",
             Case::Queue => "queue",
             Case::Actors => "actors",
+            Case::Cost => "cost",
         }
     }
 }
@@ -79,11 +83,14 @@ pub struct Options {
     pub proxies: Vec<ProxyKind>,
     pub pin: bool,
     pub idle_conns: usize,
+    /// Sessions per batch in the `cost` case.
+    pub cost_sessions: u64,
     /// Longest wait before each run for other processes to go quiet (0 = none).
     pub quiet_wait: Duration,
     /// The usher-bench binary (for `serve-usher`).
     pub exe: PathBuf,
     pub haproxy: PathBuf,
+    pub nginx: PathBuf,
 }
 
 impl Options {
@@ -96,9 +103,11 @@ impl Options {
             proxies: ProxyKind::ALL.to_vec(),
             pin: true,
             idle_conns: 10_000,
+            cost_sessions: 20_000,
             quiet_wait: Duration::from_secs(120),
             exe,
             haproxy: PathBuf::from("/usr/sbin/haproxy"),
+            nginx: PathBuf::from("/usr/sbin/nginx"),
         }
     }
 
@@ -109,6 +118,7 @@ impl Options {
         self.duration = Duration::from_millis(600);
         self.repeats = 1;
         self.idle_conns = self.idle_conns.min(500);
+        self.cost_sessions = self.cost_sessions.min(300);
         self.quiet_wait = Duration::ZERO;
         self
     }
@@ -116,10 +126,12 @@ impl Options {
 
 pub struct Harness {
     pub opts: Options,
-    /// Proxies that will run (HAProxy dropped when not installed).
+    /// Proxies that will run (HAProxy, nginx dropped when not installed).
     pub proxies: Vec<ProxyKind>,
     pub pinned: bool,
     pub haproxy_version: Option<String>,
+    /// e.g. "nginx/1.22.1"; `None` when nginx or its stream module is absent.
+    pub nginx_version: Option<String>,
     /// What the header should say: skipped proxies, unpinned runs, fd limit.
     pub notes: Vec<String>,
     /// Global maxconn of both proxies (fits the fd limit).
@@ -139,6 +151,14 @@ impl Harness {
             notes.push(note.to_owned());
             proxies.retain(|p| *p != ProxyKind::Haproxy);
         }
+        let nginx = crate::nginx::Nginx::find(&opts.nginx);
+        if let (true, Err(note)) = (proxies.contains(&ProxyKind::Nginx), &nginx) {
+            eprintln!("{note}");
+            notes.push(note.clone());
+            proxies.retain(|p| *p != ProxyKind::Nginx);
+        }
+        let nginx = nginx.ok();
+        let nginx_version = nginx.as_ref().map(|n| n.version.clone());
         let pinned = opts.pin && {
             match sys::can_pin() {
                 Ok(()) => true,
@@ -168,8 +188,18 @@ impl Harness {
         let workdir = std::env::temp_dir().join(format!("usher-bench-{}", std::process::id()));
         std::fs::create_dir_all(&workdir)?;
         let haproxy = haproxy_version.as_ref().map(|_| opts.haproxy.clone());
-        let launcher = Launcher { exe: opts.exe.clone(), haproxy, workdir, spent: Rc::new(Cell::new(0.0)) };
-        Ok(Harness { opts, proxies, pinned, haproxy_version, notes, maxconn, launcher, run_seq: Cell::new(0) })
+        let launcher = Launcher { exe: opts.exe.clone(), haproxy, nginx, workdir, spent: Rc::new(Cell::new(0.0)) };
+        Ok(Harness {
+            opts,
+            proxies,
+            pinned,
+            haproxy_version,
+            nginx_version,
+            notes,
+            maxconn,
+            launcher,
+            run_seq: Cell::new(0),
+        })
     }
 
     /// Runs one case: every variant, every repeat, proxies alternated.
@@ -181,7 +211,16 @@ impl Harness {
             Case::Idle => idle::run(self),
             Case::Queue => queue::run(self),
             Case::Actors => actors::run(self),
+            Case::Cost => cost::run(self),
         }
+    }
+
+    /// A path for a run's side files (strace's output), in the bench's
+    /// temporary directory, unique per call.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let seq = self.run_seq.get() + 1;
+        self.run_seq.set(seq);
+        self.launcher.workdir.join(format!("{name}-{seq}"))
     }
 
     /// These proxies, among the ones that run.

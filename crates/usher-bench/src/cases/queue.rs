@@ -4,6 +4,7 @@
 //! the queue timeout or were closed without a reply ("stuck"), and the
 //! peak concurrency each backend server saw (must stay ≤ maxconn).
 //! Proxy with 2 threads; proxy, load and backends share both cores.
+//! usher and HAProxy only: nginx OSS has no per-server maxconn queue.
 
 use std::time::Duration;
 
