@@ -10,6 +10,7 @@
 //! - [`sockets`]: the kernel's view of this process's TCP sockets.
 
 pub mod backend;
+pub mod etcd;
 pub mod broker;
 pub mod http;
 pub mod logs;

@@ -64,6 +64,8 @@ pub(crate) struct Admin {
     broker: BrokerHandle,
     access: auth::Access,
     stopping: AtomicBool,
+    /// Cluster mode: the cluster agent's last published status.
+    cluster: Option<tokio::sync::watch::Receiver<crate::cluster::ClusterStatus>>,
     log: Logger,
 }
 
@@ -185,6 +187,7 @@ pub fn start(
     listener: TcpListener,
     settings: &AdminSettings,
     broker: BrokerHandle,
+    cluster: Option<tokio::sync::watch::Receiver<crate::cluster::ClusterStatus>>,
     log: Logger,
 ) -> anyhow::Result<AdminServer> {
     let address = listener.local_addr().context("admin listener without an address")?;
@@ -193,6 +196,7 @@ pub fn start(
         broker,
         access: auth::Access::of(&settings.token),
         stopping: AtomicBool::new(false),
+        cluster,
         log: log.clone(),
     });
     let data = web::Data::from(admin.clone());

@@ -205,6 +205,7 @@ pub async fn start(
         kill: kill.clone(),
         tracker: tracker.clone(),
         session_ids: Arc::new(AtomicU64::new(1)),
+        clustered: settings.cluster.is_some(),
         epoch: tokio::time::Instant::now(),
         log: log.clone(),
     };

@@ -11,12 +11,14 @@
 //!    TOML, which is what `usher check` prints.
 
 mod build;
+mod cluster_section;
 mod errors;
 mod reader;
 mod settings;
 mod sources;
 
 pub use errors::{ConfigError, ConfigErrorKind, ConfigErrors};
+pub use cluster_section::CLUSTER_BUILT_IN;
 pub use reader::MAX_DURATION;
 pub use settings::*;
 pub use sources::{ConfigSources, EnvLayer, DEFAULT_TOML};

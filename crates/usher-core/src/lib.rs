@@ -42,7 +42,7 @@ macro_rules! internal_modules {
     )*};
 }
 
-internal_modules!(admin, admission, backend, broker, observe, proxy_protocol, session);
+internal_modules!(admin, admission, backend, broker, cluster, observe, proxy_protocol, session);
 
 mod run;
 

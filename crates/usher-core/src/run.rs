@@ -26,11 +26,13 @@ pub async fn run(
     if let Some(on_start) = extensions.on_start.take() {
         on_start(broker.handle().clone());
     }
+    let cluster = start_cluster(broker.handle(), &log);
     let admin = match admin_listener {
         Some(listener) => Some(crate::admin::start(
             listener,
             &admin_settings,
             broker.handle().clone(),
+            cluster.as_ref().map(ClusterAgent::status),
             log.new(o!("actor" => "admin")),
         )?),
         None => None,
@@ -45,6 +47,11 @@ pub async fn run(
         admin.stopping();
     }
     broker.drain().await?;
+    // Every session has ended: the slots this instance held go to the
+    // others now rather than when its lease ends.
+    if let Some(cluster) = cluster {
+        cluster.leave().await;
+    }
     // The admin API stays up through the grace, so the drain can be watched.
     if let Some(admin) = admin {
         admin.stop().await;
@@ -52,4 +59,33 @@ pub async fn run(
     drop(broker);
     info!(log, "stopped");
     Ok(())
+}
+
+#[cfg(feature = "cluster")]
+use crate::cluster::ClusterAgent;
+
+/// Starts the cluster agent when `[cluster]` is on.
+#[cfg(feature = "cluster")]
+fn start_cluster(handle: &crate::broker::BrokerHandle, log: &Logger) -> Option<ClusterAgent> {
+    let settings = handle.settings().cluster.clone()?;
+    Some(ClusterAgent::start(settings, handle.clone(), log.new(o!("actor" => "cluster"))))
+}
+
+/// Without the feature, `[cluster]` is refused by the configuration check.
+#[cfg(not(feature = "cluster"))]
+fn start_cluster(_: &crate::broker::BrokerHandle, _: &Logger) -> Option<ClusterAgent> {
+    None
+}
+
+/// Stands in for the agent in a build without cluster mode.
+#[cfg(not(feature = "cluster"))]
+enum ClusterAgent {}
+
+#[cfg(not(feature = "cluster"))]
+impl ClusterAgent {
+    fn status(&self) -> tokio::sync::watch::Receiver<crate::cluster::ClusterStatus> {
+        match *self {}
+    }
+
+    async fn leave(self) {}
 }

@@ -614,6 +614,7 @@ fn slowstart_ramp_grows_the_effective_maxconn() {
         slowstart: Duration::from_secs(10),
         weight: 10,
         maxconn: 20,
+        clustered: false,
     };
     let t0 = Instant::now();
     let mut health = ServerHealth::new(cfg, t0);

@@ -19,8 +19,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("session", &["admission", "backend", "config", "extension", "ids", "proxy_protocol"]),
     ("observe", &["admission", "backend", "config", "ids", "session"]),
     ("broker", &["admission", "backend", "config", "extension", "ids", "net", "observe", "proxy_protocol", "session"]),
-    ("admin", &["admission", "backend", "broker", "config", "ids", "observe"]),
-    ("run", &["admin", "broker", "config", "observe"]),
+    ("admin", &["admission", "backend", "broker", "cluster", "config", "ids", "observe"]),
+    ("cluster", &["broker", "config"]),
+    ("run", &["admin", "broker", "cluster", "config", "observe"]),
 ];
 
 /// A `crate::X` reference: who names whom, and where.

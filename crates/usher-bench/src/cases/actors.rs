@@ -109,7 +109,7 @@ fn start_backend(maxconn: u32) -> anyhow::Result<Recipient<Reserve>> {
     let settings = usher_core::config::from_toml_str(&format!("[backends.bench]\nbalance = \"roundrobin\"\n{servers}"))
         .map_err(|err| anyhow!("bench backend configuration: {err}"))?;
     let backend = settings.backend("bench").ok_or_else(|| anyhow!("bench backend missing"))?;
-    Ok(start_backend_actors(backend, &log).queue.recipient())
+    Ok(start_backend_actors(backend, &log, false).queue.recipient())
 }
 
 async fn cycle(

@@ -80,6 +80,7 @@ pub(super) fn render(s: &Snapshot) -> String {
     listeners(&mut e, s);
     backends(&mut e, &s.backends);
     servers(&mut e, &s.backends);
+    cluster(&mut e, s);
     e.out
 }
 
@@ -204,6 +205,28 @@ fn backends(e: &mut Exposition, b: &[BackendStats]) {
             .map(|(code, n)| (vec![("backend", x.name.clone()), ("code", (*code).to_owned())], *n))
     });
     e.counter("usher_backend_terminations_total", "Ended sessions by termination code.", by_code);
+}
+
+/// Cluster mode only: nothing is exposed when running alone.
+fn cluster(e: &mut Exposition, s: &Snapshot) {
+    let Some(status) = &s.cluster else { return };
+    e.gauge("usher_cluster_members", "Live instances in the cluster (this one included).", [(vec![], status.members as u64)]);
+    e.gauge(
+        "usher_cluster_in_lease",
+        "1 while this instance's etcd lease is surely alive (shares are the cluster's, not the fallback).",
+        [(vec![], u64::from(status.in_lease))],
+    );
+    e.counter("usher_cluster_store_errors_total", "Rounds that could not reach etcd.", [(vec![], status.store_errors)]);
+    let shares: Vec<(Labels, u64)> = s
+        .backends
+        .iter()
+        .flat_map(|b| {
+            b.servers.iter().filter_map(move |x| {
+                x.cluster_share.map(|share| (vec![("backend", b.name.clone()), ("server", x.name.clone())], u64::from(share)))
+            })
+        })
+        .collect();
+    e.gauge("usher_server_cluster_share", "This instance's share of the server's maxconn.", shares);
 }
 
 fn servers(e: &mut Exposition, b: &[BackendStats]) {

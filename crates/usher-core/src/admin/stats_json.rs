@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub frontends: Vec<FrontendStats>,
     pub listeners: Vec<ListenerStats>,
     pub backends: Vec<BackendStats>,
+    /// Cluster mode's status; `null` when running alone.
+    pub cluster: Option<crate::cluster::ClusterStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -101,8 +103,12 @@ pub struct ServerStats {
     /// Sessions holding one of its slots.
     pub sessions_current: u32,
     pub sessions_max: u32,
-    /// `maxconn` in force (0 = unlimited).
+    /// `maxconn` in force (0 = unlimited); in cluster mode, the bound of
+    /// every instance together.
     pub sessions_limit: u32,
+    /// Cluster mode: the share of `sessions_limit` this instance may use
+    /// now; `null` when running alone or for an unlimited server.
+    pub cluster_share: Option<u32>,
     /// What the limit is right now when slowstart, dynamic maxconn or a
     /// run-time change moved it; `null` otherwise.
     pub sessions_limit_effective: Option<u32>,
@@ -214,6 +220,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
                 sessions_current: q.map_or(0, |q| q.served),
                 sessions_max: q.map_or(0, |q| q.max_served),
                 sessions_limit: report.maxconn,
+                cluster_share: report.share,
                 sessions_limit_effective: q.and_then(|q| q.effective_maxconn),
                 queue_current: q.map_or(0, |q| q.queued),
                 queue_max: q.map_or(0, |q| q.max_queued),
@@ -241,7 +248,8 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
             servers,
         });
     }
-    Ok(Snapshot { global, frontends, listeners, backends })
+    let cluster = admin.cluster.as_ref().map(|status| status.borrow().clone());
+    Ok(Snapshot { global, frontends, listeners, backends, cluster })
 }
 
 #[cfg(test)]

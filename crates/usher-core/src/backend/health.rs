@@ -87,6 +87,9 @@ pub struct HealthConfig {
     pub weight: u32,
     /// 0 = unlimited.
     pub maxconn: u32,
+    /// Cluster mode: this instance may use only the share of `maxconn`
+    /// the cluster gives it, none until the first allocation.
+    pub clustered: bool,
 }
 
 /// The result of one active check, in HAProxy's words (logs and the admin
@@ -157,13 +160,15 @@ pub struct ServerHealth {
     ramp_from: Option<Instant>,
     weight: u32,
     maxconn: u32,
+    /// In cluster mode, this instance's share of `maxconn`.
+    share: Option<u32>,
     last_change: Instant,
 }
 
 impl ServerHealth {
     /// Starts UP (as HAProxy does), without slowstart.
     pub fn new(cfg: HealthConfig, now: Instant) -> ServerHealth {
-        let (weight, maxconn) = (cfg.weight, cfg.maxconn);
+        let (weight, maxconn, share) = (cfg.weight, cfg.maxconn, Self::first_share(&cfg));
         ServerHealth {
             cfg,
             op: OpState::Up,
@@ -176,8 +181,15 @@ impl ServerHealth {
             ramp_from: None,
             weight,
             maxconn,
+            share,
             last_change: now,
         }
+    }
+
+    /// A limited server in cluster mode starts with no share: it seats no
+    /// one until the cluster has given it slots.
+    fn first_share(cfg: &HealthConfig) -> Option<u32> {
+        (cfg.clustered && cfg.maxconn > 0).then_some(0)
     }
 
     /// A reload changed the configuration: its values replace run-time
@@ -192,6 +204,12 @@ impl ServerHealth {
         self.passive_errors = 0;
         self.failed_connects = 0;
         self.probing = false;
+        // A share carries over a reload; one that starts or ends with
+        // cluster mode or a limit follows it.
+        self.share = match Self::first_share(&cfg) {
+            Some(none_yet) => Some(self.share.unwrap_or(none_yet)),
+            None => None,
+        };
         let checks = cfg.checks;
         self.cfg = cfg;
         match self.op {
@@ -352,6 +370,18 @@ impl ServerHealth {
         self.maxconn = maxconn;
     }
 
+    /// Cluster mode: the share of maxconn this instance may use now.
+    /// Ignored for a server without a limit or outside cluster mode.
+    pub fn set_share(&mut self, share: u32) {
+        if self.share.is_some() {
+            self.share = Some(share);
+        }
+    }
+
+    pub fn share(&self) -> Option<u32> {
+        self.share
+    }
+
     /// Slowstart progress in percent, in whole-second steps.
     fn ramp_percent(&self, now: Instant) -> Option<u64> {
         let from = self.ramp_from?;
@@ -394,6 +424,11 @@ impl ServerHealth {
             // it. Raised: the BackendQueue learns the new bound.
             cap = Some(cap.map_or(maxconn, |c| c.min(maxconn)));
         }
+        if let Some(share) = self.share {
+            // Below maxconn, like a slowstart cap: the credits already lent
+            // stay with the BackendQueue, which grants none above it.
+            cap = Some(cap.map_or(share, |c| c.min(share)));
+        }
         ServerStatus { up, weight, cap }
     }
 }
@@ -415,6 +450,7 @@ mod tests {
             slowstart: Duration::from_secs(10),
             weight: 10,
             maxconn: 100,
+            clustered: false,
         }
     }
 

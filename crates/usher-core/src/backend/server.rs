@@ -60,6 +60,12 @@ pub struct SetWeight(pub u32);
 #[rtype(result = "()")]
 pub struct SetMaxconn(pub u32);
 
+/// Cluster mode: the share of maxconn this instance may use now. Lowered:
+/// no grant above it from now on, sessions over it end on their own.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SetShare(pub u32);
+
 /// A reload changed this server's settings: the configuration wins over
 /// run-time changes (admin state back to ready, configured weight and
 /// maxconn); its health state and slots carry on.
@@ -88,6 +94,8 @@ pub struct ServerReport {
     pub admin: AdminState,
     pub weight: u32,
     pub maxconn: u32,
+    /// Cluster mode: this instance's share of `maxconn`.
+    pub share: Option<u32>,
     /// Slots out: lent to the BackendQueue or held by sessions.
     pub slots_out: u32,
     /// Consecutive good and failed checks.
@@ -319,6 +327,21 @@ impl Handler<SetMaxconn> for Server {
     }
 }
 
+impl Handler<SetShare> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetShare, ctx: &mut Self::Context) {
+        let from = self.health.share();
+        self.health.set_share(msg.0);
+        if from != self.health.share() {
+            debug!(self.log, "server share changed"; "server" => &self.name,
+                "from" => from.unwrap_or(0), "to" => msg.0);
+            // The BackendQueue learns the bound; the slots were all lent.
+            self.after_transition(None, ctx);
+        }
+    }
+}
+
 impl Handler<ReconfigureServer> for Server {
     type Result = ();
 
@@ -365,6 +388,7 @@ impl Handler<GetServerReport> for Server {
             admin: self.health.admin(),
             weight: self.health.weight(),
             maxconn: self.health.maxconn(),
+            share: self.health.share(),
             slots_out: self.state.out(),
             checks: self.health.counts(),
             last_check: self.last_check,

@@ -83,7 +83,7 @@ impl Topology {
         match step {
             BackendStep::Add { id, settings } => {
                 debug_assert_eq!(id, BackendId(self.backends.len()), "planned after every id in use");
-                self.backends.push(start_backend(settings, &self.shared.log));
+                self.backends.push(start_backend(settings, &self.shared.log, self.shared.clustered));
             }
             BackendStep::Update(update) => self.update_backend(update),
             BackendStep::Remove { id, .. } => {
@@ -118,7 +118,7 @@ impl Topology {
                 ServerStep::Update { id, settings: s } => {
                     let server = &mut slot.servers[id.0];
                     let actor = server.actor.clone().expect("the plan updates live servers only");
-                    actor.do_send(ReconfigureServer { health: health_config(&s), check: check_spec(&s) });
+                    actor.do_send(ReconfigureServer { health: health_config(&s, self.shared.clustered), check: check_spec(&s) });
                     let info = server_info(id, &s, &actor);
                     server_changes.push(ServerChange::Update { id, info, setup: server_setup(&s) });
                     server.settings = s;
@@ -129,7 +129,7 @@ impl Topology {
                     let actor = ctx.address();
                     let info = server_info(id, &s, &actor);
                     server_changes.push(ServerChange::Add { id, info, setup: server_setup(&s) });
-                    starting.push((ctx, new_server(id, &s, &slot.queue, &log)));
+                    starting.push((ctx, new_server(id, &s, &slot.queue, &log, self.shared.clustered)));
                     slot.servers.push(ServerSlot { settings: s, actor: Some(actor) });
                 }
             }
@@ -302,8 +302,8 @@ impl Topology {
 }
 
 /// A new backend's actors, in the registry's slot.
-fn start_backend(settings: BackendSettings, log: &slog::Logger) -> BackendSlot {
-    let actors = wiring::start_backend(&settings, log);
+fn start_backend(settings: BackendSettings, log: &slog::Logger, clustered: bool) -> BackendSlot {
+    let actors = wiring::start_backend(&settings, log, clustered);
     let servers = settings
         .servers
         .iter()

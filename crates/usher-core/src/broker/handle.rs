@@ -173,6 +173,18 @@ impl BrokerHandle {
         Ok(ServerStatus { op: report.op, admin: report.admin, weight: report.weight, maxconn: report.maxconn })
     }
 
+    /// Cluster mode: the share of `server`'s maxconn this instance may use.
+    /// Only the cluster agent sets it: anyone else would break the
+    /// cluster's bound.
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn set_server_share(&self, backend: &str, server: &str, share: u32) -> Result<(), ControlError> {
+        let actors = self.current().await?;
+        let (_, actor) = actors.find_server(backend, server)?;
+        // Awaited: the Server has told its BackendQueue the new bound before
+        // this returns, so a report asked for after it reflects the share.
+        Ok(actor.send(crate::backend::server::SetShare(share)).await?)
+    }
+
     /// Changes a frontend's `maxconn` (0 = only the global limit); answers
     /// the previous value.
     pub async fn set_frontend_maxconn(&self, frontend: &str, maxconn: u32) -> Result<u32, ControlError> {

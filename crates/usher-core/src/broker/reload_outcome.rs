@@ -88,6 +88,7 @@ pub enum RestartKey {
     Log,
     Admin,
     Actors,
+    Cluster,
 }
 
 impl RestartKey {
@@ -101,6 +102,7 @@ impl RestartKey {
             RestartKey::Log => "log",
             RestartKey::Admin => "admin",
             RestartKey::Actors => "actors",
+            RestartKey::Cluster => "cluster",
         }
     }
 }

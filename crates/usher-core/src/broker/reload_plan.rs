@@ -53,6 +53,7 @@ pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<RestartKey> {
         (RestartKey::Log, old.log != new.log),
         (RestartKey::Admin, old.admin != new.admin),
         (RestartKey::Actors, old.actors != new.actors),
+        (RestartKey::Cluster, old.cluster != new.cluster),
     ];
     changed.into_iter().filter(|(_, changed)| *changed).map(|(key, _)| key).collect()
 }
@@ -67,6 +68,7 @@ pub fn applicable(old: &Settings, mut new: Settings) -> Settings {
     new.log = old.log.clone();
     new.admin = old.admin.clone();
     new.actors = old.actors.clone();
+    new.cluster = old.cluster.clone();
     new
 }
 

@@ -75,6 +75,9 @@ pub struct Shared {
     pub kill: CancellationToken,
     pub tracker: TaskTracker,
     pub session_ids: Arc<AtomicU64>,
+    /// Cluster mode (`[cluster]`, fixed at start): every limited server
+    /// starts with no share and takes the share the cluster gives it.
+    pub clustered: bool,
     pub epoch: tokio::time::Instant,
     pub log: Logger,
 }

@@ -15,7 +15,8 @@ use crate::ids::ServerId;
 use crate::proxy_protocol;
 use crate::session::BackendParams;
 
-pub fn health_config(s: &ServerSettings) -> HealthConfig {
+/// `clustered`: the broker runs in cluster mode (`[cluster]`).
+pub fn health_config(s: &ServerSettings, clustered: bool) -> HealthConfig {
     let c = &s.check;
     HealthConfig {
         checks: c.enabled,
@@ -29,6 +30,7 @@ pub fn health_config(s: &ServerSettings) -> HealthConfig {
         slowstart: s.slowstart.or_zero(),
         weight: s.weight,
         maxconn: s.maxconn.or_zero(),
+        clustered,
     }
 }
 
@@ -87,12 +89,13 @@ pub fn server_info(id: ServerId, s: &ServerSettings, actor: &Addr<Server>) -> Ar
 }
 
 /// A Server actor (not started) lending its slots to `queue`.
-pub fn new_server(id: ServerId, s: &ServerSettings, queue: &Addr<BackendQueue>, log: &Logger) -> Server {
+/// `clustered`: the server's slots are shared with other instances.
+pub fn new_server(id: ServerId, s: &ServerSettings, queue: &Addr<BackendQueue>, log: &Logger, clustered: bool) -> Server {
     Server::new(
         id,
         s.name.clone(),
         s.address,
-        health_config(s),
+        health_config(s, clustered),
         check_spec(s),
         queue.clone().recipient(),
         queue.clone().recipient(),
@@ -110,7 +113,8 @@ pub struct BackendActors {
 /// Starts one backend as the broker does: its BackendQueue, which knows
 /// every server before any of them lends it a slot, and a Server per
 /// configured server. Must run inside an actix System.
-pub fn start_backend(b: &BackendSettings, log: &Logger) -> BackendActors {
+/// `clustered`: its servers' slots are shared with other instances.
+pub fn start_backend(b: &BackendSettings, log: &Logger, clustered: bool) -> BackendActors {
     let log = log.new(o!("backend" => b.name.clone()));
     let ctx: Context<BackendQueue> = Context::new();
     let queue = ctx.address();
@@ -119,7 +123,7 @@ pub fn start_backend(b: &BackendSettings, log: &Logger) -> BackendActors {
     let mut servers = Vec::with_capacity(b.servers.len());
     for (i, s) in b.servers.iter().enumerate() {
         let id = ServerId(i);
-        let server = new_server(id, s, &queue, &log).start();
+        let server = new_server(id, s, &queue, &log, clustered).start();
         infos.push(server_info(id, s, &server));
         setups.push(server_setup(s));
         servers.push(server);

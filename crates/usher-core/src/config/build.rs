@@ -12,7 +12,7 @@ use super::settings::*;
 use super::sources::Merged;
 
 /// Sections whose keys are checked; `actors` is free-form for extensions.
-const SECTIONS: &[&str] = &["global", "watchdog", "log", "admin", "defaults", "frontends", "backends", "actors"];
+const SECTIONS: &[&str] = &["global", "watchdog", "log", "admin", "defaults", "frontends", "backends", "actors", "cluster"];
 
 pub(super) fn settings(merged: &Merged) -> Result<Settings, ConfigErrors> {
     let mut report = Report { origins: &merged.origins, errors: Vec::new() };
@@ -39,10 +39,11 @@ pub(super) fn settings(merged: &Merged) -> Result<Settings, ConfigErrors> {
     };
     cross_check(&frontends, &declared, &mut report);
     let actors = actors(root, &mut report);
+    let cluster = super::cluster_section::cluster(root, &mut report);
 
-    match (global, watchdog, log, admin) {
-        (Some(global), Some(watchdog), Some(log), Some(admin)) if report.errors.is_empty() => {
-            Ok(Settings { global, watchdog, log, admin, frontends, backends, actors })
+    match (global, watchdog, log, admin, cluster) {
+        (Some(global), Some(watchdog), Some(log), Some(admin), Some(cluster)) if report.errors.is_empty() => {
+            Ok(Settings { global, watchdog, log, admin, frontends, backends, actors, cluster })
         }
         _ => {
             // Entries that read the same bad default report it once each.

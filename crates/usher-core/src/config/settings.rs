@@ -77,6 +77,54 @@ pub struct Settings {
     pub backends: Vec<BackendSettings>,
     /// Free-form tables of extension actors, `[actors.NAME]`.
     pub actors: toml::Table,
+    /// Cluster mode; `None` (`cluster.etcd = []`) runs alone.
+    #[serde(serialize_with = "cluster_or_off")]
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// `[cluster]`: share every limited server's maxconn with other usher
+/// instances through etcd.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterSettings {
+    /// etcd endpoints, `http://HOST:PORT`.
+    pub etcd: Vec<String>,
+    /// This instance's name, unique in the cluster.
+    pub name: String,
+    /// Key prefix in etcd; instances with the same prefix share servers.
+    pub prefix: String,
+    /// The instance's etcd lease: how long after its last keep-alive the
+    /// others take its slots.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often demand is published and shares are recomputed.
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// Instances the operator runs (0 = not said).
+    pub expected_instances: u32,
+    pub fallback: ClusterFallback,
+}
+
+/// What an instance cut off from etcd keeps once its lease may have ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterFallback {
+    /// maxconn ÷ `expected_instances` (nothing when that is 0).
+    Even,
+    /// Nothing.
+    None,
+}
+
+/// Cluster mode off is written `etcd = []`, so `usher check` output reads back.
+fn cluster_or_off<S: Serializer>(cluster: &Option<ClusterSettings>, serializer: S) -> Result<S::Ok, S::Error> {
+    match cluster {
+        Some(cluster) => cluster.serialize(serializer),
+        None => {
+            use serde::ser::SerializeMap;
+            let mut map = serializer.serialize_map(Some(1))?;
+            map.serialize_entry("etcd", &Vec::<String>::new())?;
+            map.end()
+        }
+    }
 }
 
 impl Settings {

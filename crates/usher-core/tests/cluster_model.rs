@@ -1,0 +1,369 @@
+//! The cluster protocol under seeded random interleavings: several
+//! instances, each running its own `ShareKeeper` (the very struct the
+//! cluster agent runs), against a simulated store with etcd's semantics
+//! that matter here — leases that end a TTL after the last keep-alive,
+//! compare-and-swap on a key's revision, and leases refreshed when the
+//! store comes back after an outage.
+//!
+//! Sessions arrive and leave at every instance, rounds are split into their
+//! steps (read usage, read the store and decide, commit each write later,
+//! possibly against a record that changed meanwhile, possibly without the
+//! reply arriving), instances crash and restart, and the store goes away
+//! and comes back. After every step: the server never has more sessions
+//! than its maxconn from all instances together.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use usher_core::cluster::keeper::{Fallback, Reading, ShareKeeper, Usage, Write};
+use usher_core::cluster::plan::Holders;
+
+const SERVER: &str = "app/s1";
+const TTL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+enum Op {
+    Arrive(usize),
+    Leave(usize),
+    /// Reads the instance's usage (sessions served, demand) as the agent
+    /// does at the start of a round.
+    ReadUsage(usize),
+    /// Keep-alive, publish demand, read the store, decide, enforce shares.
+    Decide(usize),
+    /// The oldest pending write reaches the store; `lose_reply`: it is
+    /// applied but the instance never hears so.
+    Commit { instance: usize, lose_reply: bool },
+    Tick(u64),
+    Crash(usize),
+    Restart(usize),
+    StoreDown,
+    StoreUp,
+    /// The instance can no longer reach the store (others still can).
+    Cut(usize),
+    Heal(usize),
+}
+
+fn op(n: usize) -> impl Strategy<Value = Op> {
+    let i = 0..n;
+    prop_oneof![
+        6 => i.clone().prop_map(Op::Arrive),
+        4 => i.clone().prop_map(Op::Leave),
+        3 => i.clone().prop_map(Op::ReadUsage),
+        3 => i.clone().prop_map(Op::Decide),
+        3 => (i.clone(), prop::bool::weighted(0.1)).prop_map(|(instance, lose_reply)| Op::Commit { instance, lose_reply }),
+        2 => (100u64..3000).prop_map(Op::Tick),
+        1 => i.clone().prop_map(Op::Crash),
+        1 => i.clone().prop_map(Op::Restart),
+        1 => Just(Op::StoreDown),
+        2 => Just(Op::StoreUp),
+        1 => i.clone().prop_map(Op::Cut),
+        2 => i.prop_map(Op::Heal),
+    ]
+}
+
+struct Instance {
+    name: String,
+    keeper: ShareKeeper,
+    alive: bool,
+    cut: bool,
+    served: u32,
+    /// Clients that want a session here (served or waiting).
+    demand: u32,
+    /// Usage as read at the last `ReadUsage`, with the share in force then.
+    read: Option<Usage>,
+    pending: VecDeque<Write>,
+}
+
+struct Store {
+    up: bool,
+    members: BTreeMap<String, (Instant, BTreeMap<String, u32>)>,
+    holders: Option<(Holders, i64)>,
+    revision: i64,
+}
+
+struct World {
+    now: Instant,
+    maxconn: u32,
+    fallback: Fallback,
+    instances: Vec<Instance>,
+    store: Store,
+}
+
+impl World {
+    fn new(n: usize, maxconn: u32, fallback: Fallback) -> World {
+        let instances = (0..n)
+            .map(|i| {
+                let name = format!("usher-{i}");
+                Instance {
+                    keeper: ShareKeeper::new(name.clone(), fallback, TTL),
+                    name,
+                    alive: true,
+                    cut: false,
+                    served: 0,
+                    demand: 0,
+                    read: None,
+                    pending: VecDeque::new(),
+                }
+            })
+            .collect();
+        World {
+            now: Instant::now(),
+            maxconn,
+            fallback,
+            instances,
+            store: Store { up: true, members: BTreeMap::new(), holders: None, revision: 0 },
+        }
+    }
+
+    fn reachable(&self, i: usize) -> bool {
+        self.store.up && !self.instances[i].cut && self.instances[i].alive
+    }
+
+    fn expire(&mut self) {
+        if self.store.up {
+            let now = self.now;
+            self.store.members.retain(|_, (until, _)| *until > now);
+        }
+    }
+
+    fn step(&mut self, op: &Op) {
+        match *op {
+            Op::Arrive(i) => {
+                let inst = &mut self.instances[i];
+                if inst.alive {
+                    inst.demand += 1;
+                    // The BackendQueue grants only below the share in force.
+                    if inst.served < inst.keeper.share(SERVER) {
+                        inst.served += 1;
+                    }
+                }
+            }
+            Op::Leave(i) => {
+                let inst = &mut self.instances[i];
+                if inst.served > 0 {
+                    inst.served -= 1;
+                    inst.demand -= 1;
+                } else if inst.demand > 0 {
+                    inst.demand -= 1;
+                }
+                // A waiting client takes the freed slot if the share allows.
+                let waiting = inst.demand - inst.served;
+                if waiting > 0 && inst.served < inst.keeper.share(SERVER) {
+                    inst.served += 1;
+                }
+            }
+            Op::ReadUsage(i) => {
+                let inst = &mut self.instances[i];
+                if inst.alive {
+                    inst.read = Some(Usage { maxconn: self.maxconn, served: inst.served, demand: inst.demand });
+                }
+            }
+            Op::Decide(i) => self.decide(i),
+            Op::Commit { instance, lose_reply } => self.commit(instance, lose_reply),
+            Op::Tick(ms) => {
+                self.now += Duration::from_millis(ms);
+                // The agent's timer at each lease deadline.
+                let maxconn: BTreeMap<String, u32> = [(SERVER.to_owned(), self.maxconn)].into();
+                for inst in self.instances.iter_mut().filter(|i| i.alive) {
+                    inst.keeper.store_unreachable(self.now, &maxconn);
+                }
+                self.expire();
+            }
+            Op::Crash(i) => {
+                let inst = &mut self.instances[i];
+                // Its process is gone: so are its connections.
+                inst.alive = false;
+                inst.served = 0;
+                inst.demand = 0;
+                inst.read = None;
+                inst.pending.clear();
+            }
+            Op::Restart(i) => {
+                let inst = &mut self.instances[i];
+                if !inst.alive {
+                    inst.alive = true;
+                    inst.keeper = ShareKeeper::new(inst.name.clone(), self.fallback, TTL);
+                }
+            }
+            Op::StoreDown => self.store.up = false,
+            Op::StoreUp => {
+                if !self.store.up {
+                    // etcd refreshes every lease when it comes back.
+                    self.store.up = true;
+                    let until = self.now + TTL;
+                    self.store.members.values_mut().for_each(|(u, _)| *u = until);
+                }
+            }
+            Op::Cut(i) => self.instances[i].cut = true,
+            Op::Heal(i) => self.instances[i].cut = false,
+        }
+    }
+
+    fn decide(&mut self, i: usize) {
+        if !self.instances[i].alive {
+            return;
+        }
+        let now = self.now;
+        let Some(usage) = self.instances[i].read.take() else { return };
+        let usage: BTreeMap<String, Usage> = [(SERVER.to_owned(), usage)].into();
+        if !self.reachable(i) {
+            let maxconn = [(SERVER.to_owned(), self.maxconn)].into();
+            self.instances[i].keeper.store_unreachable(now, &maxconn);
+            return;
+        }
+        // Keep-alive (a new lease if the old one ended), then publish.
+        let name = self.instances[i].name.clone();
+        if !self.store.members.contains_key(&name) {
+            self.instances[i].keeper.lease_lost();
+        }
+        self.store.members.insert(name.clone(), (now + TTL, [(SERVER.to_owned(), usage[SERVER].demand)].into()));
+        self.instances[i].keeper.lease_renewed(now);
+        let reading = Reading {
+            members: self.store.members.iter().map(|(n, (_, d))| (n.clone(), d.clone())).collect(),
+            holders: self.store.holders.iter().map(|h| (SERVER.to_owned(), h.clone())).collect(),
+        };
+        let inst = &mut self.instances[i];
+        let round = inst.keeper.on_reading(now, &reading, &usage, now.elapsed().as_secs());
+        inst.pending.extend(round.writes);
+    }
+
+    fn commit(&mut self, i: usize, lose_reply: bool) {
+        if !self.reachable(i) {
+            return;
+        }
+        let Some(write) = self.instances[i].pending.pop_front() else { return };
+        let current = self.store.holders.as_ref().map_or(0, |(_, rev)| *rev);
+        if current != write.revision {
+            return;
+        }
+        self.store.revision += 1;
+        self.store.holders = Some((write.holders.clone(), self.store.revision));
+        if !lose_reply {
+            let now = self.now;
+            self.instances[i].keeper.committed(&write, now);
+        }
+    }
+
+    /// What the server sees: every instance's sessions together.
+    fn at_server(&self) -> u32 {
+        self.instances.iter().map(|i| i.served).sum()
+    }
+
+    /// Sessions an instance cut off from the store still holds above the
+    /// fallback once its lease may have ended: they are not cut, so the
+    /// documented bound is maxconn plus these.
+    fn lingering(&self) -> u32 {
+        let fallback = self.fallback.share_of(self.maxconn);
+        self.instances
+            .iter()
+            .filter(|i| i.alive && i.cut && !i.keeper.in_lease(self.now))
+            .map(|i| i.served.saturating_sub(fallback))
+            .sum()
+    }
+
+    fn check(&self, step: usize, op: &Op) -> Result<(), TestCaseError> {
+        let total = self.store.holders.as_ref().map_or(0, |(h, _)| h.total());
+        prop_assert!(total <= u64::from(self.maxconn), "step {step} {op:?}: entries sum to {total}");
+        let seen = self.at_server();
+        prop_assert!(
+            seen <= self.maxconn + self.lingering(),
+            "step {step} {op:?}: the server sees {seen} > maxconn {} (lingering {})",
+            self.maxconn,
+            self.lingering()
+        );
+        for inst in &self.instances {
+            prop_assert!(
+                inst.keeper.share(SERVER) <= self.maxconn,
+                "step {step}: {} has share {}",
+                inst.name,
+                inst.keeper.share(SERVER)
+            );
+        }
+        Ok(())
+    }
+
+    /// Everything healed and quiet: rounds until the shares stop moving.
+    fn settle(&mut self) {
+        self.step(&Op::StoreUp);
+        for i in 0..self.instances.len() {
+            self.step(&Op::Heal(i));
+            self.step(&Op::Restart(i));
+        }
+        for _ in 0..12 {
+            for i in 0..self.instances.len() {
+                self.step(&Op::ReadUsage(i));
+                self.step(&Op::Decide(i));
+                while !self.instances[i].pending.is_empty() {
+                    self.step(&Op::Commit { instance: i, lose_reply: false });
+                }
+            }
+            self.step(&Op::Tick(1000));
+        }
+    }
+}
+
+fn run(n: usize, maxconn: u32, fallback: Fallback, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut world = World::new(n, maxconn, fallback);
+    for (step, op) in ops.iter().enumerate() {
+        world.step(op);
+        world.check(step, op)?;
+    }
+    // Liveness: once healed and with no sessions left, every instance ends
+    // at its allocation and the allocations use every slot that no gone
+    // instance's fallback keeps.
+    for inst in &mut world.instances {
+        inst.served = 0;
+        inst.demand = 0;
+    }
+    world.settle();
+    world.check(ops.len(), &Op::Tick(0))?;
+    let shares: u32 = world.instances.iter().map(|i| i.keeper.share(SERVER)).sum();
+    prop_assert_eq!(shares, maxconn, "all instances live again: the whole maxconn is shared out");
+    for inst in &world.instances {
+        prop_assert_eq!(inst.keeper.share(SERVER), inst.keeper.target(SERVER), "{} at its allocation", inst.name);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Crashes, restarts, store outages, lost replies and stale writes:
+    /// never more than maxconn at the server.
+    #[test]
+    fn never_over_maxconn_across_instances(
+        n in 2usize..5,
+        maxconn in 1u32..16,
+        even in any::<bool>(),
+        ops in prop::collection::vec(op(4), 1..400),
+    ) {
+        let fallback = if even { Fallback::Even { expected: n as u32 } } else { Fallback::Nothing };
+        let ops: Vec<Op> = ops
+            .into_iter()
+            .filter(|o| instance_of(o).is_none_or(|i| i < n) && !matches!(o, Op::Cut(_) | Op::Heal(_)))
+            .collect();
+        run(n, maxconn, fallback, &ops)?;
+    }
+
+    /// An instance cut off from the store while the others go on: new
+    /// sessions never overshoot; only the sessions it still held above its
+    /// fallback when its lease ended can (they are not cut).
+    #[test]
+    fn a_cut_off_instance_overshoots_only_by_its_lingering_sessions(
+        n in 2usize..5,
+        maxconn in 1u32..16,
+        ops in prop::collection::vec(op(4), 1..400),
+    ) {
+        let ops: Vec<Op> = ops.into_iter().filter(|o| instance_of(o).is_none_or(|i| i < n)).collect();
+        run(n, maxconn, Fallback::Even { expected: n as u32 }, &ops)?;
+    }
+}
+
+fn instance_of(op: &Op) -> Option<usize> {
+    match *op {
+        Op::Arrive(i) | Op::Leave(i) | Op::ReadUsage(i) | Op::Decide(i) | Op::Crash(i) | Op::Restart(i) | Op::Cut(i) | Op::Heal(i) => Some(i),
+        Op::Commit { instance, .. } => Some(instance),
+        Op::Tick(_) | Op::StoreDown | Op::StoreUp => None,
+    }
+}
