@@ -93,8 +93,9 @@ pub async fn run(front: Arc<FrontendContext>, stream: std::net::TcpStream, clien
     drop(live);
 }
 
+/// The accept loop hands the stream over non-blocking already (`accept4`
+/// with `SOCK_NONBLOCK`), so registering it costs no `fcntl`/`ioctl`.
 fn prepare(stream: std::net::TcpStream) -> io::Result<TcpStream> {
-    stream.set_nonblocking(true)?;
     let stream = TcpStream::from_std(stream)?;
     stream.set_nodelay(true)?;
     Ok(stream)

@@ -18,7 +18,7 @@ use super::actor::ListenerWiring;
 use super::handoff::Admitted;
 use crate::admission::protocol::{AdmissionGuard, Admit, AdmitGrant, GiveBack, Shortage};
 use crate::ids::ListenerId;
-use crate::net::{classify_accept_error, AcceptError};
+use crate::net::{accept_nonblocking, classify_accept_error, AcceptError};
 
 /// One listener's loop; runs as a task on the data plane until `stop`.
 pub(super) struct AcceptLoop {
@@ -108,7 +108,7 @@ impl AcceptLoop {
         let mut used = 0;
         let mut end = RoundEnd::Done;
         while used < grant.credits {
-            match ready.try_io(|inner| inner.get_ref().accept()) {
+            match ready.try_io(|inner| accept_nonblocking(inner.get_ref())) {
                 Ok(Ok((stream, client))) => {
                     used += 1;
                     let admitted = Admitted {
