@@ -18,6 +18,19 @@ pub fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> 
     Ok(socket.into())
 }
 
+/// Sets `TCP_NODELAY` on a listening socket. Linux copies it to every
+/// socket the listener accepts (the accepted socket is cloned from the
+/// listener's), so sessions get Nagle off without one `setsockopt` each.
+pub fn set_nodelay_inherited(listener: &TcpListener) -> io::Result<()> {
+    SockRef::from(listener).set_nodelay(true)
+}
+
+/// Sets `TCP_NODELAY` on one accepted client: only where its listener's
+/// could not be set.
+pub fn set_nodelay(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)
+}
+
 /// Accepts one client as a non-blocking, close-on-exec socket, in the one
 /// `accept4` call: an accepted socket does not inherit `O_NONBLOCK` from its
 /// listener on Linux, and setting it afterwards (what `std`'s `accept` then
@@ -103,6 +116,16 @@ mod tests {
                 Err(err) => panic!("accept: {err}"),
             }
         }
+    }
+
+    /// What the accept loop relies on to make no `setsockopt` per session.
+    #[test]
+    fn accepted_sockets_inherit_the_listeners_nodelay() {
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 8).expect("bind");
+        set_nodelay_inherited(&listener).expect("TCP_NODELAY on the listener");
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+        let (accepted, _) = accept_one(&listener);
+        assert!(accepted.nodelay().expect("TCP_NODELAY"), "the accepted socket did not inherit TCP_NODELAY");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub trait SessionStarter: Send + Sync + 'static {
     fn frontend_gauge(&self) -> &Arc<SessionGauge>;
 
     /// Runs the client's session (on the data plane) until it ends. The
-    /// stream is already non-blocking (accepted with `SOCK_NONBLOCK`).
+    /// stream is already non-blocking (accepted with `SOCK_NONBLOCK`) and
+    /// has `TCP_NODELAY` (from its listener, or set by the accept loop).
     fn start(self: Arc<Self>, stream: TcpStream, client: SocketAddr, admitted: Admitted);
 }
