@@ -1,10 +1,11 @@
-//! Socket helpers: binding listeners, accepting, and classifying accept
-//! errors.
+//! Socket helpers: binding listeners, accepting, connecting to servers,
+//! and classifying accept errors.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::io::Interest;
 
 /// Binds a listening socket with `SO_REUSEADDR` and the given backlog
 /// (the kernel caps it at `net.core.somaxconn`). Non-blocking, ready for the
@@ -41,6 +42,31 @@ pub fn accept_nonblocking(listener: &TcpListener) -> io::Result<(TcpStream, Sock
     // for the accept loop to report, not a reason to panic.
     let peer = peer.as_socket().ok_or_else(|| io::Error::other("accepted a client whose address is not IP"))?;
     Ok((socket.into(), peer))
+}
+
+/// Connects to a server with `TCP_NODELAY` set on the socket before the
+/// SYN, in as few system calls as the kernel allows: `socket` (non-blocking
+/// from the start), `setsockopt`, `connect`, and registration. Whether the
+/// connection was refused comes from the socket's error readiness, which
+/// epoll reports with its first event: tokio's `TcpStream::connect` (and
+/// `TcpSocket::connect`) read `SO_ERROR` after every connect instead, one
+/// `getsockopt` per session that says nothing the event did not. The
+/// error itself is not read: a refusal, an unreachable host and a reset
+/// right after the handshake all make the attempt a failed connect.
+pub async fn connect_nodelay(address: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM.nonblocking(), None)?;
+    socket.set_nodelay(true)?;
+    match socket.connect(&address.into()) {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(err) => return Err(err),
+    }
+    let stream = tokio::net::TcpStream::from_std(socket.into())?;
+    let ready = stream.ready(Interest::WRITABLE | Interest::ERROR).await?;
+    if ready.is_error() {
+        return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "the connection failed"));
+    }
+    Ok(stream)
 }
 
 /// What the accept loop does after an `accept()` error.
@@ -116,6 +142,22 @@ mod tests {
                 Err(err) => panic!("accept: {err}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn connect_nodelay_connects_with_nagle_off_or_reports_the_failure() {
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 8).expect("bind");
+        let address = listener.local_addr().unwrap();
+        let deadline = std::time::Duration::from_secs(10);
+        let stream = tokio::time::timeout(deadline, connect_nodelay(address)).await.expect("in time").expect("connect");
+        assert!(stream.nodelay().expect("TCP_NODELAY"), "the server socket has Nagle on");
+        let (accepted, peer) = accept_one(&listener);
+        assert_eq!(peer, stream.local_addr().unwrap());
+        drop(accepted);
+        // The port closes: a connect to it now is refused, and says so.
+        drop(listener);
+        let refused = tokio::time::timeout(deadline, connect_nodelay(address)).await.expect("in time");
+        assert!(refused.is_err(), "a connect to a closed port succeeded");
     }
 
     /// What the accept loop relies on to make no `setsockopt` per session.
