@@ -84,6 +84,11 @@ impl Running {
         self.pid().and_then(|pid| crate::sys::cpu_seconds(pid).ok())
     }
 
+    /// Context switches of the proxy's threads so far (`None` for `direct`).
+    pub fn context_switches(&self) -> Option<u64> {
+        self.pid().and_then(|pid| crate::sys::context_switches(pid).ok())
+    }
+
     /// CPU seconds the proxy uses over the measured part of `w` (`None`
     /// for `direct`); run it alongside the load.
     pub async fn cpu_during(&self, w: crate::load::Window) -> Option<f64> {

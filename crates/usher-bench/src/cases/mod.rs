@@ -185,7 +185,11 @@ impl Harness {
             notes.push(note);
             opts.idle_conns = opts.idle_conns.min(fit);
         }
-        let workdir = std::env::temp_dir().join(format!("usher-bench-{}", std::process::id()));
+        // One directory per harness, not per process: each harness removes
+        // its own when dropped, and tests run several harnesses at once.
+        static HARNESSES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nth = HARNESSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let workdir = std::env::temp_dir().join(format!("usher-bench-{}-{nth}", std::process::id()));
         std::fs::create_dir_all(&workdir)?;
         let haproxy = haproxy_version.as_ref().map(|_| opts.haproxy.clone());
         let launcher = Launcher { exe: opts.exe.clone(), haproxy, nginx, workdir, spent: Rc::new(Cell::new(0.0)) };
