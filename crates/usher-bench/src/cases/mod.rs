@@ -3,6 +3,7 @@
 //! run (A B C A B C …) with repeats.
 
 mod actors;
+mod close;
 mod connrate;
 mod cost;
 mod idle;
@@ -30,13 +31,15 @@ pub enum Case {
     Idle,
     Queue,
     Actors,
+    /// Client close → server EOF, per session.
+    Close,
     /// Per-session CPU and system calls; not in [`Case::ALL`] (strace is slow).
     Cost,
 }
 
 impl Case {
-    pub const ALL: [Case; 6] =
-        [Case::Connrate, Case::Keepalive, Case::Throughput, Case::Idle, Case::Queue, Case::Actors];
+    pub const ALL: [Case; 7] =
+        [Case::Connrate, Case::Keepalive, Case::Throughput, Case::Idle, Case::Queue, Case::Actors, Case::Close];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -46,6 +49,7 @@ impl Case {
             Case::Idle => "idle",
             Case::Queue => "queue",
             Case::Actors => "actors",
+            Case::Close => "close",
             Case::Cost => "cost",
         }
     }
@@ -215,6 +219,7 @@ impl Harness {
             Case::Idle => idle::run(self),
             Case::Queue => queue::run(self),
             Case::Actors => actors::run(self),
+            Case::Close => close::run(self),
             Case::Cost => cost::run(self),
         }
     }
