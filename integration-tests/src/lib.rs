@@ -8,10 +8,12 @@
 //! - [`logs`]: [`LogCapture`], the broker's records as key-value maps.
 //! - [`http`]: a minimal HTTP/1.1 client for the admin API.
 //! - [`sockets`]: the kernel's view of this process's TCP sockets.
+//! - [`external`]: real third-party servers (PostgreSQL, Redis) for the recipes.
 
 pub mod backend;
 pub mod etcd;
 pub mod broker;
+pub mod external;
 pub mod http;
 pub mod logs;
 pub mod sockets;

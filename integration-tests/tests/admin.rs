@@ -57,16 +57,41 @@ async fn scrape(broker: &TestBroker) -> prometheus_parse::Scrape {
     assert!(reply.header("content-type").is_some_and(|t| t.starts_with("text/plain; version=0.0.4")), "{reply:?}");
     let lines: Vec<std::io::Result<String>> = reply.body.lines().map(|l| Ok(l.to_owned())).collect();
     let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).expect("Prometheus text format");
-    let sample_lines = reply.body.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count();
-    assert_eq!(scrape.samples.len(), sample_lines, "lines the parser did not take:\n{}", reply.body);
+    // The parser folds a histogram's `_bucket` lines into one sample per
+    // label set and keeps its `_sum` and `_count` as untyped samples.
+    let lines = || reply.body.lines().filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let taken: usize = scrape
+        .samples
+        .iter()
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets) => buckets.len(),
+            _ => 1,
+        })
+        .sum();
+    assert_eq!(taken, lines().count(), "lines the parser did not take:\n{}", reply.body);
     for sample in &scrape.samples {
         assert!(sample.metric.starts_with("usher_"), "{}", sample.metric);
-        assert!(scrape.docs.contains_key(&sample.metric), "no # HELP for {}", sample.metric);
         match sample.value {
             prometheus_parse::Value::Counter(_) => assert!(sample.metric.ends_with("_total"), "{}", sample.metric),
             prometheus_parse::Value::Gauge(_) => {}
-            ref other => panic!("{} is not a typed counter or gauge: {other:?}", sample.metric),
+            prometheus_parse::Value::Histogram(ref buckets) => {
+                let last = buckets.last().expect("buckets");
+                assert!(last.less_than.is_infinite(), "{} has no +Inf bucket", sample.metric);
+                assert!(
+                    buckets.windows(2).all(|w| w[0].count <= w[1].count),
+                    "{} buckets not cumulative",
+                    sample.metric
+                );
+            }
+            // A histogram's `_sum` and `_count`.
+            prometheus_parse::Value::Untyped(_) => {
+                let family = sample.metric.strip_suffix("_sum").or_else(|| sample.metric.strip_suffix("_count"));
+                assert!(family.is_some_and(|f| scrape.docs.contains_key(f)), "{} is untyped", sample.metric);
+                continue;
+            }
+            ref other => panic!("{} is not a typed counter, gauge or histogram: {other:?}", sample.metric),
         }
+        assert!(scrape.docs.contains_key(&sample.metric), "no # HELP for {}", sample.metric);
     }
     scrape
 }
@@ -107,6 +132,7 @@ async fn stats_and_metrics_agree_with_the_traffic() {
     assert_eq!(web["terminations"]["--"], 100);
     assert!(web["sessions_max"].as_u64().unwrap() >= 2, "{web}");
     let app = &s["backends"][0];
+    let app_stats = app.clone();
     assert_eq!(app["name"], "app");
     assert_eq!(app["sessions_total"], 100);
     assert_eq!(app["connect_errors"], 0);
@@ -155,6 +181,18 @@ async fn stats_and_metrics_agree_with_the_traffic() {
     }
     assert_eq!(total, 100.0);
     assert!(metric(&m, "usher_global_sessions_limit", &[]) > 0.0);
+    assert_eq!(metric(&m, "usher_build_info", &[("version", s["global"]["version"].as_str().expect("version"))]), 1.0);
+    assert!(metric(&m, "usher_process_start_time_seconds", &[]) > 1.6e9);
+    let waits = m.samples.iter().find(|x| x.metric == "usher_backend_queue_wait_seconds").expect("wait histogram");
+    match &waits.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert_eq!(buckets.last().map(|b| b.count), Some(100.0), "every session asked for a slot: {buckets:?}")
+        }
+        other => panic!("usher_backend_queue_wait_seconds is {other:?}"),
+    }
+    assert_eq!(app_stats["queue_wait_ms"]["count"], 100, "{app_stats}");
+    assert!(s["global"]["uptime_s"].is_u64() && s["global"]["started_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(s["global"]["version"], env!("CARGO_PKG_VERSION"));
 
     // Live figures fall back to zero once every session has ended.
     let deadline = tokio::time::Instant::now() + DEADLINE;

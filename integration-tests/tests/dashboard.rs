@@ -243,7 +243,7 @@ async fn the_page_shows_a_saturated_backend_and_a_down_server() {
     s2.kill().await;
     broker.logs.wait_for("server state changed", |r| r.get("server") == "s2" && r.get("to") == "DOWN").await;
 
-    let _seated = integration_tests::seated(broker.addr("web"), b'a').await;
+    let seated = integration_tests::seated(broker.addr("web"), b'a').await;
     let mut waiting = Vec::new();
     for _ in 0..3 {
         let mut client = TcpStream::connect(broker.addr("web")).await.expect("connect");
@@ -275,13 +275,41 @@ async fn the_page_shows_a_saturated_backend_and_a_down_server() {
         "DOWN is coloured as such"
     );
 
+    wait_text(&browser, r#"header [data-field="version"]"#, &format!("version {}", env!("CARGO_PKG_VERSION"))).await;
+
+    // The clients leave: the three that gave up waiting and the seated one
+    // (0 ms) are four waits, which the page sums up in plain words.
+    drop(waiting);
+    drop(seated);
+    let stats = wait_stats(admin, None, "four queue waits", |s| s["backends"][0]["queue_wait_ms"]["count"] == 4).await;
+    let waits = &stats["backends"][0]["queue_wait_ms"];
+    println!("/stats queue_wait_ms: {waits}");
+    let card = |field: &str| format!(r#"[data-backend="app"] [data-field="{field}"]"#);
+    wait_text(&browser, &card("wait-count"), "4").await;
+    for key in ["p50", "p99", "max"] {
+        let ms = waits[key].as_u64().unwrap_or_else(|| panic!("{key} in {waits}"));
+        wait_text(&browser, &card(&format!("wait-{key}")), &duration_text(ms)).await;
+    }
+    let sentence = browser.find(Locator::Css(&card("waits-some"))).await.expect("waits").text().await.expect("text");
+    println!("the page says: {sentence}");
+    assert!(sentence.starts_with("waited in queue (last minute, 4 sessions): half under "), "{sentence}");
+
     let png = browser.screenshot().await.expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     let path = artifact("dashboard.png");
     std::fs::write(&path, &png).expect("save the screenshot");
     println!("screenshot: {}", path.display());
     browser.close().await.expect("close the browser");
-    drop(waiting);
+}
+
+/// The page's way of writing a wait (`durationText` in the page).
+fn duration_text(ms: u64) -> String {
+    match (ms + 500) / 1000 {
+        _ if ms < 10_000 => format!("{ms} ms"),
+        s if s < 600 => format!("{s} s"),
+        s if s < 36_000 => format!("{} min", (s + 30) / 60),
+        s => format!("{} h", (s + 1800) / 3600),
+    }
 }
 
 /// With `admin.token` set, the page (served without it) asks for the

@@ -4,22 +4,25 @@
 //! up on a queue (`CQ`), which is what an operator would chase.
 
 use integration_tests::http::get;
-use integration_tests::{seated, Behavior, TestBackend, TestBroker};
+use integration_tests::{seated, Behavior, FullBacklogServer, TestBackend, TestBroker};
 use tokio::net::TcpStream;
 
-/// Frontend `edge` takes one session at a time in front of a server with
-/// room to spare; frontend `busy` is in front of a server with one slot.
+/// Frontend `edge` is in front of a server with slots to spare whose listen
+/// backlog is full, so a connect to it neither completes nor fails within
+/// the test; frontend `busy` is in front of a server with one slot.
 fn config(free: std::net::SocketAddr, full: std::net::SocketAddr) -> String {
     format!(
         r#"
 [frontends.edge]
 bind = ["127.0.0.1:0"]
 backend = "spare"
-maxconn = 1
 
 [frontends.busy]
 bind = ["127.0.0.1:0"]
 backend = "one_slot"
+
+[backends.spare]
+timeout.connect = "60s"
 
 [backends.spare.servers.free]
 address = "{free}"
@@ -36,18 +39,17 @@ maxconn = 1
 /// ends `CQ`; `/stats` and `/metrics` count each apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_is_not_a_queue_abort() {
-    let (free, full) = (TestBackend::start(Behavior::Echo), TestBackend::start(Behavior::Echo));
+    let (free, full) = (FullBacklogServer::start().await, TestBackend::start(Behavior::Echo));
     let broker = TestBroker::start_with_admin(&config(free.addr, full.addr));
     let admin = broker.admin_addr.expect("admin API");
 
-    // The probe connects and closes while `edge` is at its maxconn, so its
-    // close is already in the kernel when usher accepts it: whichever of
-    // the slot, the connect or the close usher sees first, the probe is
-    // gone before a byte could be relayed.
-    let holder = seated(broker.addr("edge"), b'H').await;
+    // The probe connects and closes at once. Whenever usher sees its
+    // close — before the slot is granted or while the connect to a server
+    // that cannot answer is pending — no byte could have been relayed: a
+    // server that accepted at once could race the close into a relayed,
+    // empty session (`--`).
     let probe = TcpStream::connect(broker.addr("edge")).await.expect("the kernel completes the handshake");
     drop(probe);
-    drop(holder);
     let probed = broker.logs.wait_for("session", |r| r.get("frontend") == "edge" && r.termination() != "--").await;
     assert_eq!(probed.termination(), "CN", "a probe with a free server: {probed:?}");
     assert_eq!(probed.int("backend_queue_pos"), -1, "the probe never queued: {probed:?}");

@@ -7,6 +7,7 @@
 //! - [`backends`]: built-in tokio backends that count their peak concurrency.
 //! - [`load`]: the load generator and its latency histograms.
 //! - [`report`], [`targets`]: tables and the targets.
+//! - [`stats_poller`]: `GET /stats` once a second, as an open dashboard does.
 //! - [`strace`]: counting a proxy's system calls with `strace -c`.
 //! - [`sys`]: taskset, RLIMIT_NOFILE, /proc readings.
 
@@ -16,6 +17,7 @@ pub mod load;
 pub mod nginx;
 pub mod proxies;
 pub mod report;
+pub mod stats_poller;
 pub mod strace;
 pub mod sys;
 pub mod targets;

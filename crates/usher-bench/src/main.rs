@@ -67,6 +67,8 @@ enum Command {
     Queue,
     /// Reserve→grant→Release cycles/s through one BackendQueue (in process).
     Actors,
+    /// 50 clients seated, then closed: delay from the client's close() to the server's EOF, p50/p99.
+    Close,
     /// Per connrate session: proxy CPU µs and system calls (strace -c), over a fixed number of sessions.
     Cost {
         /// Sessions per batch (one batch timed, one under strace).
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
         Command::Idle => vec![Case::Idle],
         Command::Queue => vec![Case::Queue],
         Command::Actors => vec![Case::Actors],
+        Command::Close => vec![Case::Close],
         Command::Cost { .. } => vec![Case::Cost],
     };
     match bench(&cli, &cases) {

@@ -1,7 +1,10 @@
 //! The proxies compared: usher (this binary's hidden `serve-usher`
 //! subcommand, a child process), HAProxy (`haproxy -f FILE -db`, a child
 //! process), nginx's stream proxy (`nginx -c FILE`, a child process, see
-//! [`crate::nginx`]) and `direct` (no proxy). The proxies get the same
+//! [`crate::nginx`]) and `direct` (no proxy). `usher-dashboard` is usher
+//! with its admin API polled as an open dashboard does
+//! ([`crate::stats_poller`]), to compare with plain usher run by run; it is
+//! only run when named in `--proxies`. The proxies get the same
 //! threads, maxconn, server maxconn, timeouts and retries, and are pinned
 //! with taskset.
 
@@ -16,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 
+use crate::stats_poller::StatsPoller;
+
 /// How long a proxy may take to start listening.
 const START_LIMIT: Duration = Duration::from_secs(15);
 /// Timeouts given to both proxies (the queue timeout is per case).
@@ -29,10 +34,16 @@ pub enum ProxyKind {
     Haproxy,
     Nginx,
     Direct,
+    /// usher with `GET /stats` once a second, as an open dashboard does.
+    UsherDashboard,
 }
 
 impl ProxyKind {
+    /// The default comparison.
     pub const ALL: [ProxyKind; 4] = [ProxyKind::Usher, ProxyKind::Haproxy, ProxyKind::Nginx, ProxyKind::Direct];
+    /// Every proxy `--proxies` may name.
+    pub const NAMED: [ProxyKind; 5] =
+        [ProxyKind::Usher, ProxyKind::Haproxy, ProxyKind::Nginx, ProxyKind::Direct, ProxyKind::UsherDashboard];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -40,14 +51,15 @@ impl ProxyKind {
             ProxyKind::Haproxy => "haproxy",
             ProxyKind::Nginx => "nginx",
             ProxyKind::Direct => "direct",
+            ProxyKind::UsherDashboard => "usher-dashboard",
         }
     }
 
     pub fn parse(name: &str) -> anyhow::Result<ProxyKind> {
-        ProxyKind::ALL
+        ProxyKind::NAMED
             .into_iter()
             .find(|p| p.name() == name)
-            .ok_or_else(|| anyhow!("unknown proxy {name:?}; expected usher, haproxy, nginx or direct"))
+            .ok_or_else(|| anyhow!("unknown proxy {name:?}; expected usher, haproxy, nginx, direct or usher-dashboard"))
     }
 }
 
@@ -73,6 +85,8 @@ pub struct Running {
     child: Option<Child>,
     /// Where the child's total CPU seconds are added when it is stopped.
     spent: Rc<Cell<f64>>,
+    /// `usher-dashboard`'s poller; stopped before the child.
+    poller: Option<StatsPoller>,
 }
 
 impl Running {
@@ -84,6 +98,11 @@ impl Running {
         self.pid().and_then(|pid| crate::sys::cpu_seconds(pid).ok())
     }
 
+    /// Context switches of the proxy's threads so far (`None` for `direct`).
+    pub fn context_switches(&self) -> Option<u64> {
+        self.pid().and_then(|pid| crate::sys::context_switches(pid).ok())
+    }
+
     /// CPU seconds the proxy uses over the measured part of `w` (`None`
     /// for `direct`); run it alongside the load.
     pub async fn cpu_during(&self, w: crate::load::Window) -> Option<f64> {
@@ -93,6 +112,11 @@ impl Running {
         Some(self.cpu_seconds()? - before?)
     }
 
+    /// `/stats` polls answered and failed so far (`usher-dashboard` only).
+    pub fn stats_polls(&self) -> Option<(u64, u64)> {
+        self.poller.as_ref().map(StatsPoller::polls)
+    }
+
     pub fn rss_kib(&self) -> Option<u64> {
         self.pid().and_then(|pid| crate::sys::rss_kib(pid).ok())
     }
@@ -100,6 +124,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
+        drop(self.poller.take());
         if let Some(child) = &mut self.child {
             let cpu = crate::sys::cpu_seconds(child.id()).unwrap_or(0.0);
             self.spent.set(self.spent.get() + cpu);
@@ -126,15 +151,19 @@ impl Launcher {
         match kind {
             ProxyKind::Direct => {
                 let addr = *servers.first().ok_or_else(|| anyhow!("no backend"))?;
-                Ok(Running { kind, addr, child: None, spent: self.spent.clone() })
+                Ok(Running { kind, addr, child: None, spent: self.spent.clone(), poller: None })
             }
-            ProxyKind::Usher => {
+            ProxyKind::Usher | ProxyKind::UsherDashboard => {
+                let admin = if kind == ProxyKind::UsherDashboard { Some(free_port()?) } else { None };
                 let config = stem.with_extension("toml");
-                std::fs::write(&config, usher_toml(servers, tune))?;
+                std::fs::write(&config, usher_toml(servers, tune, admin))?;
                 let mut cmd = wrapped(tune, &self.exe);
                 cmd.arg("serve-usher").arg("--config").arg(&config);
                 let (child, addr) = spawn_reporting(cmd, &stem)?;
-                Ok(Running { kind, addr, child: Some(child), spent: self.spent.clone() })
+                // The frontend listens once usher_core::run is under way; the
+                // admin API starts with it, so the first polls may fail.
+                let poller = admin.map(StatsPoller::start);
+                Ok(Running { kind, addr, child: Some(child), spent: self.spent.clone(), poller })
             }
             ProxyKind::Haproxy => {
                 let exe = self.haproxy.as_ref().ok_or_else(|| anyhow!("haproxy not found"))?;
@@ -144,7 +173,7 @@ impl Launcher {
                 let mut cmd = wrapped(tune, exe);
                 cmd.arg("-f").arg(&config).arg("-db");
                 let child = spawn_logged(cmd, &stem, Stdio::null())?;
-                let mut running = Running { kind, addr, child: Some(child), spent: self.spent.clone() };
+                let mut running = Running { kind, addr, child: Some(child), spent: self.spent.clone(), poller: None };
                 wait_accepting(&mut running, &stem)?;
                 Ok(running)
             }
@@ -160,7 +189,7 @@ impl Launcher {
                 // not to the packaged /var/log/nginx/error.log.
                 cmd.arg("-p").arg(&self.workdir).arg("-e").arg("stderr").arg("-c").arg(&config);
                 let child = spawn_logged(cmd, &stem, Stdio::null())?;
-                let mut running = Running { kind, addr, child: Some(child), spent: self.spent.clone() };
+                let mut running = Running { kind, addr, child: Some(child), spent: self.spent.clone(), poller: None };
                 wait_accepting(&mut running, &stem)?;
                 Ok(running)
             }
@@ -169,7 +198,7 @@ impl Launcher {
 }
 
 /// A port for a proxy that must be told which one to listen on (HAProxy,
-/// nginx): a free one from the kernel, handed over. Another process could
+/// nginx, usher's admin API): a free one from the kernel, handed over. Another process could
 /// grab it in between; this small race exists only here, in the benchmark.
 fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
@@ -254,7 +283,8 @@ fn wait_accepting(running: &mut Running, stem: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn usher_toml(servers: &[SocketAddr], tune: &Tune) -> String {
+/// `admin`: where the admin API listens, if anywhere.
+fn usher_toml(servers: &[SocketAddr], tune: &Tune, admin: Option<SocketAddr>) -> String {
     let mut toml = format!(
         r#"[global]
 maxconn = {maxconn}
@@ -264,9 +294,10 @@ grace = "1s"
 [log]
 level = "error"
 
-# No admin API: it is not measured, and brokers may run side by side.
+# No admin API unless the dashboard's polling is measured: brokers may run
+# side by side.
 [admin]
-bind = ""
+bind = "{admin}"
 
 [frontends.bench]
 bind = ["127.0.0.1:0"]
@@ -290,6 +321,7 @@ server = "{IDLE_TIMEOUT}"
         maxconn = tune.maxconn,
         threads = tune.threads,
         queue = tune.queue_timeout.as_millis(),
+        admin = admin.map_or(String::new(), |a| a.to_string()),
     );
     for (i, addr) in servers.iter().enumerate() {
         toml.push_str(&format!(

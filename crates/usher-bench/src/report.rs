@@ -85,10 +85,11 @@ impl CaseResult {
     pub fn render(&self) -> String {
         let mut header = vec!["".to_owned()];
         header.extend(self.proxies.iter().map(|p| p.name().to_owned()));
-        let others: Vec<ProxyKind> = [ProxyKind::Haproxy, ProxyKind::Nginx, ProxyKind::Direct]
-            .into_iter()
-            .filter(|p| self.proxies.contains(p) && self.proxies.contains(&ProxyKind::Usher))
-            .collect();
+        let others: Vec<ProxyKind> =
+            [ProxyKind::Haproxy, ProxyKind::Nginx, ProxyKind::Direct, ProxyKind::UsherDashboard]
+                .into_iter()
+                .filter(|p| self.proxies.contains(p) && self.proxies.contains(&ProxyKind::Usher))
+                .collect();
         header.extend(others.iter().map(|p| format!("usher/{}", p.name())));
         let mut rows = vec![header];
         for m in &self.metrics {

@@ -1,5 +1,5 @@
 //! The machine: CPU pinning with `taskset`, the fd limit, and a process's
-//! CPU time and RSS read from `/proc`.
+//! CPU time, context switches and RSS read from `/proc`.
 
 use std::fs;
 use std::io;
@@ -73,6 +73,26 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| io::Error::other("no VmRSS"))
+}
+
+/// Context switches of process `pid` so far, voluntary and not, summed
+/// over its threads (`/proc/PID/status` alone counts the main thread; every
+/// thread's own count is under `/proc/PID/task/TID/status`). A thread that
+/// ended is no longer counted, which is why the proxies' threads, which
+/// live as long as the proxy, are what this is for.
+pub fn context_switches(pid: u32) -> io::Result<u64> {
+    let mut total = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(status) = fs::read_to_string(task?.path().join("status")) else { continue };
+        total += status
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("voluntary_ctxt_switches:").or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(total)
 }
 
 pub fn kernel() -> String {

@@ -24,7 +24,7 @@ fn missing_nginx_is_skipped_with_a_note() {
 }
 
 #[test]
-fn cost_counts_cpu_and_system_calls_per_session() {
+fn cost_counts_cpu_context_switches_and_system_calls_per_session() {
     let harness = Harness::new(quick()).expect("harness");
     let results = harness.run(Case::Cost);
     let [r] = &results[..] else { panic!("one result expected, got {}", results.len()) };
@@ -36,6 +36,11 @@ fn cost_counts_cpu_and_system_calls_per_session() {
         // CPU comes in 10 ms ticks: a 300-session batch may see none.
         assert!(cpu[0] >= 0.0, "{}: {cpu:?}", proxy.name());
         assert_eq!(r.values(proxy, "errors"), vec![0.0], "{}", proxy.name());
+        // Every session wakes the proxy at least once; NaN would mean /proc
+        // could not be read.
+        let switches = r.values(proxy, "context switches/session");
+        println!("{}: {switches:?} context switches/session", proxy.name());
+        assert!(switches.len() == 1 && switches[0] > 0.0, "{}: {switches:?}", proxy.name());
         let calls = r.values(proxy, "system calls/session");
         if calls.is_empty() {
             // strace absent or ptrace not permitted: the note says which.

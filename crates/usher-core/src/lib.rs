@@ -72,8 +72,9 @@ pub mod report {
     pub use crate::backend::server::ServerReport;
     pub use crate::backend::CheckResult;
     pub use crate::broker::{BackendReport, BrokerReport};
-    pub use crate::observe::stats::{GaugeReading, StatsReport};
+    pub use crate::observe::stats::{GaugeReading, ProcessFacts, QueueWaitReport, StatsReport};
     pub use crate::observe::stats_book::Counters;
+    pub use crate::observe::wait_histogram::{WaitHistogram, WaitSummary};
 }
 
 /// Mailbox capacity set on every actor. actix only enforces it for

@@ -93,11 +93,11 @@ pub async fn run(front: Arc<FrontendContext>, stream: std::net::TcpStream, clien
     drop(live);
 }
 
+/// The accept loop hands the stream over non-blocking (`accept4` with
+/// `SOCK_NONBLOCK`) and with `TCP_NODELAY` (inherited from the listener),
+/// so registering it is the only system call left here.
 fn prepare(stream: std::net::TcpStream) -> io::Result<TcpStream> {
-    stream.set_nonblocking(true)?;
-    let stream = TcpStream::from_std(stream)?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    TcpStream::from_std(stream)
 }
 
 /// One session between accept and finish: what every phase works on.

@@ -16,7 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("proxy_protocol", &["config"]),
     ("admission", &["config", "ids", "net"]),
     ("backend", &["config", "ids", "proxy_protocol"]),
-    ("session", &["admission", "backend", "config", "extension", "ids", "proxy_protocol"]),
+    ("session", &["admission", "backend", "config", "extension", "ids", "net", "proxy_protocol"]),
     ("observe", &["admission", "backend", "config", "ids", "session"]),
     ("broker", &["admission", "backend", "config", "extension", "ids", "net", "observe", "proxy_protocol", "session"]),
     ("admin", &["admission", "backend", "broker", "cluster", "config", "ids", "observe"]),

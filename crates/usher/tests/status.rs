@@ -156,6 +156,14 @@ async fn status_shows_the_queued_client_and_the_full_server() {
     let admin = daemon.address("admin API listening");
     let web = daemon.address("listening");
 
+    // One client came and went, seated at once: a wait of 0 ms.
+    let mut passing = TcpStream::connect(&web).expect("connect");
+    passing.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    passing.write_all(b"p").expect("write");
+    passing.read_exact(&mut [0u8; 1]).expect("echoed");
+    drop(passing);
+    daemon.wait("session", |r| r["queue_ms"] == 0);
+
     // One client holds the only slot (its byte came back through s1)…
     let mut holder = TcpStream::connect(&web).expect("connect");
     holder.set_read_timeout(Some(DEADLINE)).expect("timeout");
@@ -175,9 +183,15 @@ async fn status_shows_the_queued_client_and_the_full_server() {
     println!("{table}");
     assert!(out.status.success(), "usher status failed: {}", text(&out.stderr));
     assert!(!table.contains('\x1b'), "colours only on a terminal; stdout is a pipe:\n{table:?}");
-    assert!(table.contains(&format!("usher at http://{admin}")), "{table}");
-    // Backend: 1 session, 1 queued (no maxqueue), its one server up.
-    assert_eq!(row(&table, "app", "roundrobin"), ["app", "roundrobin", "1", "1/-", "1/1"]);
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(table.starts_with(&format!("usher {version} at http://{admin}, up ")), "{table}");
+    // Backend: 1 session, 1 queued (no maxqueue), its one server up; the
+    // session that ended is in the rate (once its second is over) and
+    // waited 0 ms.
+    let backend = row(&table, "app", "roundrobin");
+    assert_eq!(backend[..5], ["app", "roundrobin", "1", "1/-", "1/1"], "{table}");
+    assert!(["0.0", "0.1"].contains(&backend[5]), "sessions per second: {table}");
+    assert_eq!(backend[6], "0ms", "{table}");
     // Server: up, at its maxconn of 1, nobody in its own queue.
     let server_addr = server.addr.to_string();
     assert_eq!(row(&table, "app", "s1"), ["app", "s1", server_addr.as_str(), "UP", "1/1", "0/-", "1"]);
@@ -257,7 +271,8 @@ async fn watch_refreshes_until_interrupted() {
         while summaries < 3 {
             let left = DEADLINE.saturating_sub(started.elapsed());
             let line = rx.recv_timeout(left).expect("a refresh within the deadline");
-            summaries += usize::from(line.starts_with("usher at "));
+            // The summary line: `usher VERSION at ADDRESS, up …: sessions …`.
+            summaries += usize::from(line.starts_with("usher ") && line.contains(": sessions "));
         }
         let elapsed = started.elapsed();
         assert!(watch.try_wait().expect("wait").is_none(), "--watch stopped on its own");

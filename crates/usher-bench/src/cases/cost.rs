@@ -1,6 +1,7 @@
 //! `cost`: what one connrate session costs each proxy, over a fixed number
-//! of sessions rather than a fixed time: CPU µs per session (utime + stime
-//! from /proc around the batch) and system calls per session (`strace -c -f
+//! of sessions rather than a fixed time: CPU µs and context switches per
+//! session (utime + stime, and every thread's voluntary and involuntary
+//! switches, from /proc around the batch) and system calls per session (`strace -c -f
 //! -p PID` around a second batch of the same size, since tracing slows the
 //! proxy and would inflate its CPU). Not part of `all`: strace makes it slow.
 
@@ -31,6 +32,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
     );
     let metrics = vec![
         Metric::lower("proxy CPU µs/session", 1),
+        Metric::lower("context switches/session", 2),
         Metric::lower("system calls/session", 2),
         Metric::zero("errors"),
     ];
@@ -46,9 +48,12 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
         // Warm-up: first allocations, accept queue, caches.
         let warm = rt.block_on(load::session_batch(proxy.addr, spec, (n / 10).max(100)));
         let before = proxy.cpu_seconds();
+        let switches_before = proxy.context_switches();
         let timed = rt.block_on(load::session_batch(proxy.addr, spec, n));
         let cpu = proxy.cpu_seconds().zip(before).map(|(after, before)| after - before);
         let cpu_us = cpu.map_or(f64::NAN, |c| c * 1e6 / n as f64);
+        let switches = proxy.context_switches().zip(switches_before).map(|(after, before)| after - before);
+        let switches = switches.map_or(f64::NAN, |s| s as f64 / n as f64);
         let mut errors = warm.errors + timed.errors;
         let calls = match Tracer::attach(pid, &h.scratch(&format!("{}-strace", kind.name()))) {
             Ok(tracer) => {
@@ -64,7 +69,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
                 f64::NAN
             }
         };
-        Ok(vec![cpu_us, calls, errors as f64])
+        Ok(vec![cpu_us, switches, calls, errors as f64])
     });
     if let Some(why) = untraced.into_inner() {
         println!("   note: {why}");

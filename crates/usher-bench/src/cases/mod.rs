@@ -3,6 +3,7 @@
 //! run (A B C A B C …) with repeats.
 
 mod actors;
+mod close;
 mod connrate;
 mod cost;
 mod idle;
@@ -30,13 +31,15 @@ pub enum Case {
     Idle,
     Queue,
     Actors,
+    /// Client close → server EOF, per session.
+    Close,
     /// Per-session CPU and system calls; not in [`Case::ALL`] (strace is slow).
     Cost,
 }
 
 impl Case {
-    pub const ALL: [Case; 6] =
-        [Case::Connrate, Case::Keepalive, Case::Throughput, Case::Idle, Case::Queue, Case::Actors];
+    pub const ALL: [Case; 7] =
+        [Case::Connrate, Case::Keepalive, Case::Throughput, Case::Idle, Case::Queue, Case::Actors, Case::Close];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -46,6 +49,7 @@ impl Case {
             Case::Idle => "idle",
             Case::Queue => "queue",
             Case::Actors => "actors",
+            Case::Close => "close",
             Case::Cost => "cost",
         }
     }
@@ -185,7 +189,11 @@ impl Harness {
             notes.push(note);
             opts.idle_conns = opts.idle_conns.min(fit);
         }
-        let workdir = std::env::temp_dir().join(format!("usher-bench-{}", std::process::id()));
+        // One directory per harness, not per process: each harness removes
+        // its own when dropped, and tests run several harnesses at once.
+        static HARNESSES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nth = HARNESSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let workdir = std::env::temp_dir().join(format!("usher-bench-{}-{nth}", std::process::id()));
         std::fs::create_dir_all(&workdir)?;
         let haproxy = haproxy_version.as_ref().map(|_| opts.haproxy.clone());
         let launcher = Launcher { exe: opts.exe.clone(), haproxy, nginx, workdir, spent: Rc::new(Cell::new(0.0)) };
@@ -211,6 +219,7 @@ impl Harness {
             Case::Idle => idle::run(self),
             Case::Queue => queue::run(self),
             Case::Actors => actors::run(self),
+            Case::Close => close::run(self),
             Case::Cost => cost::run(self),
         }
     }

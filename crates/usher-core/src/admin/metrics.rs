@@ -3,12 +3,15 @@
 //! exporter: `usher_<scope>_<what>[_total]`, scopes `global`, `frontend`,
 //! `listener`, `backend` and `server`, labelled by name
 //! (`usher_server_sessions_current{backend="app",server="s1"}`). Counters end
-//! in `_total`; limits of 0 mean "none", as in the configuration.
+//! in `_total`; limits of 0 mean "none", as in the configuration. Rates
+//! are left to Prometheus (`rate()` of the counters); queue waits since
+//! start are a histogram, `usher_backend_queue_wait_seconds`.
 
 use std::fmt::Write as _;
 
 use super::stats_json::{BackendStats, FrontendStats, ListenerStats, ServerStats, Snapshot};
 use crate::observe::stats_book::Counters;
+use crate::observe::wait_histogram::WaitHistogram;
 
 /// The `Content-Type` of the exposition format.
 pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -50,6 +53,53 @@ impl Exposition {
     fn counter(&mut self, name: &str, help: &str, samples: impl IntoIterator<Item = (Labels, u64)>) {
         self.family(name, "counter", help, samples);
     }
+
+    /// A histogram of waits in seconds: cumulative `_bucket`s at
+    /// [`HISTOGRAM_BOUNDS_MS`] and `+Inf`, then `_sum` and `_count`.
+    fn histogram(&mut self, name: &str, help: &str, samples: &[(Labels, &WaitHistogram)]) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} histogram");
+        for (labels, h) in samples {
+            let bounds = HISTOGRAM_BOUNDS_MS.iter().map(|&ms| (seconds(ms), h.count_at_most(ms)));
+            for (le, count) in bounds.chain([("+Inf".to_owned(), h.count())]) {
+                let _ = writeln!(self.out, "{name}_bucket{{{}le=\"{le}\"}} {count}", label_list(labels, ","));
+            }
+            let braces = |l: &Labels| if l.is_empty() { String::new() } else { format!("{{{}}}", label_list(l, "")) };
+            let _ = writeln!(self.out, "{name}_sum{} {}", braces(labels), seconds(h.sum_ms()));
+            let _ = writeln!(self.out, "{name}_count{} {}", braces(labels), h.count());
+        }
+    }
+}
+
+/// The `le` bounds of the wait histograms: powers of two from 1 ms to
+/// 2^22 ms (70 minutes); every one is an edge of the book's buckets, so the
+/// counts are exact. Longer waits only count in `+Inf`.
+const HISTOGRAM_BOUNDS_MS: [u64; 23] = {
+    let mut out = [0; 23];
+    let mut i = 0;
+    while i < 23 {
+        out[i] = 1 << i;
+        i += 1;
+    }
+    out
+};
+
+/// Milliseconds as seconds, exactly (`0.001`, `4194.304`).
+fn seconds(ms: u64) -> String {
+    match ms % 1000 {
+        0 => (ms / 1000).to_string(),
+        frac => format!("{}.{}", ms / 1000, format!("{frac:03}").trim_end_matches('0')),
+    }
+}
+
+/// `key="value"` pairs joined by commas, with `trailing` after the last.
+fn label_list(labels: &Labels, trailing: &str) -> String {
+    let pairs: Vec<String> = labels.iter().map(|(key, val)| format!("{key}=\"{}\"", escape(val))).collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("{}{trailing}", pairs.join(","))
+    }
 }
 
 /// A label value: backslash, double quote and newline escaped.
@@ -75,6 +125,7 @@ const TOTALS: [Total; 10] = [
 
 pub(super) fn render(s: &Snapshot) -> String {
     let mut e = Exposition { out: String::with_capacity(16 * 1024) };
+    process(&mut e, s);
     global(&mut e, s);
     frontends(&mut e, s);
     listeners(&mut e, s);
@@ -82,6 +133,18 @@ pub(super) fn render(s: &Snapshot) -> String {
     servers(&mut e, &s.backends);
     cluster(&mut e, s);
     e.out
+}
+
+/// Prometheus's conventions: the version as a label of a constant 1, the
+/// start time in seconds since the epoch (uptime is `time() - start`).
+fn process(e: &mut Exposition, s: &Snapshot) {
+    let g = &s.global;
+    e.gauge("usher_build_info", "Always 1; the version is a label.", [(vec![("version", g.version.to_owned())], 1)]);
+    e.gauge(
+        "usher_process_start_time_seconds",
+        "Start time of the process, seconds since the Unix epoch.",
+        [(vec![], g.started_at_unix_s)],
+    );
 }
 
 fn global(e: &mut Exposition, s: &Snapshot) {
@@ -205,6 +268,13 @@ fn backends(e: &mut Exposition, b: &[BackendStats]) {
             .map(|(code, n)| (vec![("backend", x.name.clone()), ("code", (*code).to_owned())], *n))
     });
     e.counter("usher_backend_terminations_total", "Ended sessions by termination code.", by_code);
+    let waits: Vec<(Labels, &WaitHistogram)> =
+        b.iter().map(|x| (vec![("backend", x.name.clone())], &x.queue_waits_since_start)).collect();
+    e.histogram(
+        "usher_backend_queue_wait_seconds",
+        "Time ended sessions waited for their first slot (queue_ms), since start.",
+        &waits,
+    );
 }
 
 /// Cluster mode only: nothing is exposed when running alone.
@@ -297,6 +367,38 @@ fn servers(e: &mut Exposition, b: &[BackendStats]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_histogram_has_cumulative_buckets_a_sum_and_a_count() {
+        let mut h = WaitHistogram::default();
+        for ms in [0, 1, 3, 1500, 9_000_000] {
+            h.record(std::time::Duration::from_millis(ms));
+        }
+        let mut e = Exposition { out: String::new() };
+        e.histogram("usher_w_seconds", "Help.", &[(vec![("backend", "app".to_owned())], &h)]);
+        let lines: Vec<&str> = e.out.lines().collect();
+        assert_eq!(lines[..5], [
+            "# HELP usher_w_seconds Help.",
+            "# TYPE usher_w_seconds histogram",
+            "usher_w_seconds_bucket{backend=\"app\",le=\"0.001\"} 2",
+            "usher_w_seconds_bucket{backend=\"app\",le=\"0.002\"} 2",
+            "usher_w_seconds_bucket{backend=\"app\",le=\"0.004\"} 3",
+        ]);
+        assert!(e.out.contains("usher_w_seconds_bucket{backend=\"app\",le=\"2.048\"} 4\n"), "{}", e.out);
+        assert!(e.out.contains("usher_w_seconds_bucket{backend=\"app\",le=\"4194.304\"} 4\n"), "{}", e.out);
+        assert!(e.out.ends_with(
+            "usher_w_seconds_bucket{backend=\"app\",le=\"+Inf\"} 5\n\
+             usher_w_seconds_sum{backend=\"app\"} 9001.504\n\
+             usher_w_seconds_count{backend=\"app\"} 5\n"
+        ));
+    }
+
+    #[test]
+    fn milliseconds_print_as_exact_seconds() {
+        assert_eq!([seconds(0), seconds(1), seconds(20), seconds(1500), seconds(4_194_304)], [
+            "0", "0.001", "0.02", "1.5", "4194.304"
+        ]);
+    }
 
     #[test]
     fn label_values_are_escaped() {

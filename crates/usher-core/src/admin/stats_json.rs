@@ -5,6 +5,10 @@
 //! Sessions figures: `sessions_current`/`sessions_max` are live sessions
 //! now and the most at once; `sessions_limit` is the limit in force (0 =
 //! none); totals and bytes count ended sessions. Queue figures likewise.
+//! `sessions_per_second` is ended sessions per second over the last ten
+//! whole seconds; a backend's `queue_wait_ms` sums up the waits for a first
+//! slot of the sessions that ended in the last minute (see
+//! [`crate::observe::stats_book`]).
 
 use std::net::SocketAddr;
 
@@ -17,6 +21,7 @@ use crate::backend::{AdminState, OpState};
 use crate::broker::ControlError;
 use crate::config::{Balance, ZeroForNone};
 use crate::observe::stats_book::Counters;
+use crate::observe::wait_histogram::{WaitHistogram, WaitSummary};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -30,6 +35,14 @@ pub struct Snapshot {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct GlobalStats {
+    /// The crate version.
+    pub version: &'static str,
+    /// RFC 3339, UTC, to the second.
+    pub started_at: String,
+    pub uptime_s: u64,
+    /// `started_at` in seconds since the Unix epoch, for `/metrics`.
+    #[serde(skip)]
+    pub started_at_unix_s: u64,
     pub sessions_current: u32,
     pub sessions_max: u32,
     /// `global.maxconn` in force (the fd budget when it is 0).
@@ -52,6 +65,8 @@ pub struct FrontendStats {
     pub sessions_limit: u32,
     /// New sessions per second (0 = unlimited).
     pub rate_limit: u32,
+    /// Ended sessions per second over the last ten seconds.
+    pub sessions_per_second: f64,
     pub stress: bool,
     #[serde(flatten)]
     pub totals: Counters,
@@ -83,6 +98,14 @@ pub struct BackendStats {
     pub queue_max: usize,
     /// `maxqueue` (0 = unbounded).
     pub queue_limit: u32,
+    /// Ended sessions per second over the last ten seconds.
+    pub sessions_per_second: f64,
+    /// Waits for a first slot, in ms, of the sessions that ended in the
+    /// last minute.
+    pub queue_wait_ms: WaitSummary,
+    /// Every wait since start, for `/metrics`.
+    #[serde(skip)]
+    pub queue_waits_since_start: WaitHistogram,
     #[serde(flatten)]
     pub totals: Counters,
     pub servers: Vec<ServerStats>,
@@ -145,6 +168,11 @@ fn status_word(op: OpState, admin: AdminState) -> &'static str {
     }
 }
 
+/// A rate to one decimal: an average over ten seconds is no finer.
+fn tenths(rate: f64) -> f64 {
+    (rate * 10.0).round() / 10.0
+}
+
 /// Asks the broker for every actor's figures. Fails only when an actor is
 /// gone (the broker is stopping).
 pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
@@ -152,7 +180,12 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
     let layout = Layout::of(&report.settings);
     let (status, stats) = (&report.admission, &report.traffic);
 
+    let process = &stats.process;
     let global = GlobalStats {
+        version: process.version,
+        started_at: humantime::format_rfc3339_seconds(process.started_at).to_string(),
+        uptime_s: process.uptime.as_secs(),
+        started_at_unix_s: process.started_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         sessions_current: stats.global.current,
         sessions_max: stats.global.max,
         sessions_limit: status.global_max,
@@ -178,6 +211,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
                 sessions_max: gauge.max,
                 sessions_limit: limits.map_or(0, |l| l.maxconn),
                 rate_limit: limits.map_or(0, |l| l.rate_limit),
+                sessions_per_second: tenths(stats.frontend_rates.get(i).copied().unwrap_or_default()),
                 stress: status.stressed.contains(&f.name),
                 totals: stats.frontends.get(i).cloned().unwrap_or_default(),
             }
@@ -205,6 +239,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
         // Stats count by backend id and server id.
         let bi = backend.id.0;
         let queue = &backend.queue;
+        let waits = stats.queue_waits.get(bi);
         let mut servers = Vec::new();
         for ((id, report), s) in backend.servers.iter().zip(&layout.servers) {
             let si = id.0;
@@ -244,6 +279,9 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
             queue_current: queue.backend_queue,
             queue_max: queue.max_backend_queue,
             queue_limit: layout.maxqueue.or_zero(),
+            sessions_per_second: tenths(stats.backend_rates.get(bi).copied().unwrap_or_default()),
+            queue_wait_ms: waits.map(|w| w.recent).unwrap_or_default(),
+            queue_waits_since_start: waits.map(|w| w.since_start.clone()).unwrap_or_default(),
             totals: stats.backends.get(bi).cloned().unwrap_or_default(),
             servers,
         });

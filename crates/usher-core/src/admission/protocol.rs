@@ -4,6 +4,8 @@
 //! Mailbox bounds come by construction: a listener has at most one `Admit`
 //! in flight, and every session sends one `SessionClosed`.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
@@ -52,14 +54,16 @@ pub struct SessionClosed {
     pub listener: ListenerId,
 }
 
-/// Held by every session; dropping it sends one `SessionClosed`.
+/// Held by every session; dropping it sends one `SessionClosed`. The
+/// recipient is shared with the listener (an `Arc`): cloning an actix
+/// `Recipient` allocates twice, on every session's path.
 pub struct AdmissionGuard {
     listener: ListenerId,
-    watchdog: Recipient<SessionClosed>,
+    watchdog: Arc<Recipient<SessionClosed>>,
 }
 
 impl AdmissionGuard {
-    pub(crate) fn new(listener: ListenerId, watchdog: Recipient<SessionClosed>) -> AdmissionGuard {
+    pub(crate) fn new(listener: ListenerId, watchdog: Arc<Recipient<SessionClosed>>) -> AdmissionGuard {
         AdmissionGuard { listener, watchdog }
     }
 }

@@ -214,7 +214,7 @@ impl Topology {
         let wiring = ListenerWiring {
             front: slot.context.subscribe(),
             admit: self.shared.watchdog.clone().recipient(),
-            closed: self.shared.watchdog.clone().recipient(),
+            closed: Arc::new(self.shared.watchdog.clone().recipient()),
             give_back: self.shared.watchdog.clone().recipient(),
             shortage: self.shared.watchdog.clone().recipient(),
             maxaccept: self.settings.global.maxaccept,

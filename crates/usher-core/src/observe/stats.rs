@@ -9,11 +9,13 @@
 //! `GetStats` (both go through this one mailbox, in order).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 
 use crate::admission::SessionGauge;
 use crate::observe::stats_book::{Counters, StatsBook};
+use crate::observe::wait_histogram::{WaitHistogram, WaitSummary};
 use crate::session::SessionEnded;
 
 /// A reload: counters for every frontend, backend and server id, and the
@@ -56,11 +58,35 @@ pub struct Gauges {
     pub listeners: Vec<Arc<SessionGauge>>,
 }
 
+/// When the process started and what it is.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessFacts {
+    /// The crate version.
+    pub version: &'static str,
+    pub started_at: SystemTime,
+    pub uptime: Duration,
+}
+
+/// One backend's queue waits: the last minute's, summed up, and every one
+/// since start.
+#[derive(Debug, Clone)]
+pub struct QueueWaitReport {
+    pub recent: WaitSummary,
+    pub since_start: WaitHistogram,
+}
+
 /// Counters (ended sessions) and gauges (live sessions), by index.
 #[derive(Debug, Clone, MessageResponse)]
 pub struct StatsReport {
+    pub process: ProcessFacts,
     pub frontends: Vec<Counters>,
+    /// Ended sessions per second over the last ten seconds, per frontend.
+    pub frontend_rates: Vec<f64>,
     pub backends: Vec<Counters>,
+    /// Ended sessions per second over the last ten seconds, per backend.
+    pub backend_rates: Vec<f64>,
+    /// Per backend.
+    pub queue_waits: Vec<QueueWaitReport>,
     /// Per backend, per server in declaration order.
     pub servers: Vec<Vec<Counters>>,
     pub global: GaugeReading,
@@ -71,11 +97,14 @@ pub struct StatsReport {
 pub struct Stats {
     book: StatsBook,
     gauges: Gauges,
+    started_at: SystemTime,
+    started: Instant,
 }
 
 impl Stats {
+    /// The process is taken to start now.
     pub fn new(book: StatsBook, gauges: Gauges) -> Stats {
-        Stats { book, gauges }
+        Stats { book, gauges, started_at: SystemTime::now(), started: Instant::now() }
     }
 }
 
@@ -91,7 +120,7 @@ impl Handler<SessionEnded> for Stats {
     type Result = ();
 
     fn handle(&mut self, msg: SessionEnded, _: &mut Self::Context) {
-        self.book.record(&msg.0);
+        self.book.record(&msg.0, Instant::now());
     }
 }
 
@@ -109,9 +138,23 @@ impl Handler<GetStats> for Stats {
 
     fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> StatsReport {
         let g = &self.gauges;
+        let now = Instant::now();
+        let book = &self.book;
         StatsReport {
-            frontends: self.book.frontends.clone(),
-            backends: self.book.backends.clone(),
+            process: ProcessFacts {
+                version: env!("CARGO_PKG_VERSION"),
+                started_at: self.started_at,
+                uptime: now.duration_since(self.started),
+            },
+            frontends: book.frontends.clone(),
+            frontend_rates: book.frontend_rates.iter().map(|r| r.per_second(now)).collect(),
+            backends: book.backends.clone(),
+            backend_rates: book.backend_rates.iter().map(|r| r.per_second(now)).collect(),
+            queue_waits: book
+                .queue_waits
+                .iter()
+                .map(|w| QueueWaitReport { recent: w.recent(now).summary(), since_start: w.since_start.clone() })
+                .collect(),
             servers: self.book.servers.clone(),
             global: GaugeReading::of(&g.global),
             frontend_sessions: g.frontends.iter().map(|f| GaugeReading::of(f)).collect(),

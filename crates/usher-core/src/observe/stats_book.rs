@@ -7,11 +7,22 @@
 //! it was admitted to too (even if a reload has since pointed the frontend
 //! elsewhere); a server's only the sessions that ended on it (the access
 //! record's `server`).
+//!
+//! Beside the totals it keeps recent figures: each frontend's and backend's
+//! rate of ended sessions ([`SessionRate`]) and each backend's queue waits
+//! ([`QueueWaits`]): every session that asked for a slot, with the access
+//! record's `queue_ms` — those seated at once count at 0 ms, and those that
+//! gave up (`sQ`, `SQ`, `CQ`) at the time they waited, as HAProxy's `Tw`
+//! counts every session. Like the counters they are recorded when the
+//! session ends, with no message of their own.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use serde::Serialize;
 
+use super::queue_waits::QueueWaits;
+use super::session_rate::SessionRate;
 use crate::session::{SessionSummary, Termination};
 #[cfg(test)]
 use crate::ids::{BackendId, FrontendId, ServerId};
@@ -71,30 +82,54 @@ impl Counters {
 }
 
 /// The counters of every frontend, backend and server, by index.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct StatsBook {
     pub frontends: Vec<Counters>,
     pub backends: Vec<Counters>,
     /// Per backend, per server in declaration order.
     pub servers: Vec<Vec<Counters>>,
+    /// Per frontend.
+    pub frontend_rates: Vec<SessionRate>,
+    /// Per backend.
+    pub backend_rates: Vec<SessionRate>,
+    /// Per backend.
+    pub queue_waits: Vec<QueueWaits>,
+    /// Where the recent windows count their periods from.
+    origin: Instant,
 }
 
 impl StatsBook {
     /// `frontends` frontend ids; `servers[b]`: how many server ids backend
     /// `b` has.
     pub fn new(frontends: usize, servers: &[usize]) -> StatsBook {
-        StatsBook {
-            frontends: vec![Counters::default(); frontends],
-            backends: vec![Counters::default(); servers.len()],
-            servers: servers.iter().map(|&n| vec![Counters::default(); n]).collect(),
-        }
+        StatsBook::starting_at(Instant::now(), frontends, servers)
+    }
+
+    /// A book whose recent windows start at `origin`.
+    pub fn starting_at(origin: Instant, frontends: usize, servers: &[usize]) -> StatsBook {
+        let mut book = StatsBook {
+            frontends: Vec::new(),
+            backends: Vec::new(),
+            servers: Vec::new(),
+            frontend_rates: Vec::new(),
+            backend_rates: Vec::new(),
+            queue_waits: Vec::new(),
+            origin,
+        };
+        book.resize(frontends, servers);
+        book
     }
 
     /// A reload: frontends, backends and servers by stable id (new ones come
     /// after); counters of kept ones carry on.
     pub fn resize(&mut self, frontends: usize, servers: &[usize]) {
-        self.frontends.resize(frontends.max(self.frontends.len()), Counters::default());
-        self.backends.resize(servers.len().max(self.backends.len()), Counters::default());
+        let (frontends, backends) = (frontends.max(self.frontends.len()), servers.len().max(self.backends.len()));
+        let origin = self.origin;
+        self.frontends.resize(frontends, Counters::default());
+        self.frontend_rates.resize_with(frontends, || SessionRate::new(origin));
+        self.backends.resize(backends, Counters::default());
+        self.backend_rates.resize_with(backends, || SessionRate::new(origin));
+        self.queue_waits.resize_with(backends, || QueueWaits::new(origin));
         self.servers.resize(servers.len().max(self.servers.len()), Vec::new());
         for (b, &n) in servers.iter().enumerate() {
             let list = &mut self.servers[b];
@@ -102,13 +137,19 @@ impl StatsBook {
         }
     }
 
-    /// Counts one ended session. Indices out of range are ignored.
-    pub fn record(&mut self, s: &SessionSummary) {
+    /// Counts one session that ended at `now`. Indices out of range are
+    /// ignored.
+    pub fn record(&mut self, s: &SessionSummary, now: Instant) {
         let Some(frontend) = self.frontends.get_mut(s.frontend.0) else { return };
         frontend.add(s);
+        self.frontend_rates[s.frontend.0].count(now);
         let b = s.backend.0;
         if let Some(backend) = self.backends.get_mut(b) {
             backend.add(s);
+            self.backend_rates[b].count(now);
+            if let Some(wait) = s.queue_wait {
+                self.queue_waits[b].record(wait, now);
+            }
         }
         if let Some(server) = s.server.and_then(|id| self.servers.get_mut(b)?.get_mut(id.0)) {
             server.add(s);
@@ -118,6 +159,8 @@ impl StatsBook {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn ended(frontend: usize, server: Option<usize>, termination: Termination) -> SessionSummary {
@@ -134,6 +177,7 @@ mod tests {
             retries: 1,
             redispatched: true,
             termination,
+            queue_wait: None,
         }
     }
 
@@ -141,15 +185,15 @@ mod tests {
     fn sessions_count_in_their_frontend_backend_and_server() {
         // Frontends 0 and 1 both use backend 1 (two servers); backend 0 unused.
         let mut book = StatsBook::new(2, &[1, 2]);
-        book.record(&ended(0, Some(1), Termination::Normal));
-        book.record(&ended(1, Some(1), Termination::ConnectRefused));
-        book.record(&ended(1, None, Termination::NoServer));
-        book.record(&ended(0, None, Termination::QueueTimeout));
-        book.record(&ended(0, None, Termination::QueueFull));
-        book.record(&ended(0, None, Termination::ClientAbortInQueue));
-        book.record(&ended(0, None, Termination::Probe));
-        book.record(&ended(7, Some(0), Termination::Normal));
-        book.record(&ended(0, Some(9), Termination::Normal));
+        book.record(&ended(0, Some(1), Termination::Normal), Instant::now());
+        book.record(&ended(1, Some(1), Termination::ConnectRefused), Instant::now());
+        book.record(&ended(1, None, Termination::NoServer), Instant::now());
+        book.record(&ended(0, None, Termination::QueueTimeout), Instant::now());
+        book.record(&ended(0, None, Termination::QueueFull), Instant::now());
+        book.record(&ended(0, None, Termination::ClientAbortInQueue), Instant::now());
+        book.record(&ended(0, None, Termination::Probe), Instant::now());
+        book.record(&ended(7, Some(0), Termination::Normal), Instant::now());
+        book.record(&ended(0, Some(9), Termination::Normal), Instant::now());
 
         assert_eq!(book.frontends[0].sessions_total, 6);
         assert_eq!(book.frontends[1].sessions_total, 2);
@@ -172,13 +216,34 @@ mod tests {
         // Frontend 0 used backend 0, then a reload pointed it at backend 1:
         // the session admitted before the reload still counts in backend 0.
         let mut book = StatsBook::new(1, &[1, 1]);
-        book.record(&admitted(0, 0, Some(0), Termination::Normal));
-        book.record(&admitted(0, 1, Some(0), Termination::Normal));
-        book.record(&admitted(0, 1, Some(0), Termination::Normal));
+        book.record(&admitted(0, 0, Some(0), Termination::Normal), Instant::now());
+        book.record(&admitted(0, 1, Some(0), Termination::Normal), Instant::now());
+        book.record(&admitted(0, 1, Some(0), Termination::Normal), Instant::now());
         assert_eq!(book.frontends[0].sessions_total, 3);
         assert_eq!((book.backends[0].sessions_total, book.servers[0][0].sessions_total), (1, 1));
         assert_eq!((book.backends[1].sessions_total, book.servers[1][0].sessions_total), (2, 2));
-        book.record(&admitted(0, 5, Some(0), Termination::Normal));
+        book.record(&admitted(0, 5, Some(0), Termination::Normal), Instant::now());
         assert_eq!(book.frontends[0].sessions_total, 4, "an unknown backend id is ignored, the frontend counts");
+    }
+
+    #[test]
+    fn queue_waits_and_rates_count_in_the_backend_and_frontend() {
+        let t0 = Instant::now();
+        let mut book = StatsBook::starting_at(t0, 1, &[1, 1]);
+        let waited = |ms| SessionSummary { queue_wait: Some(Duration::from_millis(ms)), ..admitted(0, 1, Some(0), Termination::Normal) };
+        book.record(&waited(0), t0);
+        book.record(&waited(300), t0);
+        // A probe never asked for a slot: no wait to count.
+        book.record(&admitted(0, 1, None, Termination::Probe), t0);
+        let at = t0 + Duration::from_secs(1);
+        let recent = book.queue_waits[1].recent(at).summary();
+        assert_eq!((recent.count, recent.p50, recent.max), (2, 0, 300));
+        assert_eq!(book.queue_waits[0].since_start.count(), 0);
+        assert_eq!(book.frontend_rates[0].per_second(at), 0.3);
+        assert_eq!(book.backend_rates[1].per_second(at), 0.3);
+        assert_eq!(book.backend_rates[0].per_second(at), 0.0);
+        book.resize(2, &[1, 1, 1]);
+        assert_eq!(book.queue_waits[1].since_start.count(), 2, "a reload keeps the waits");
+        assert_eq!((book.frontend_rates.len(), book.queue_waits.len()), (2, 3));
     }
 }

@@ -76,6 +76,7 @@ impl AccessRecord {
             retries: self.retries,
             redispatched: self.redispatched,
             termination: end,
+            queue_wait: self.queue_wait,
         }
     }
 

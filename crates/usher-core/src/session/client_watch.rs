@@ -41,8 +41,13 @@ impl ClientWatch {
             if self.half_closed || self.early.len() >= self.limit {
                 return reset(client).await;
             }
-            let room = self.limit - self.early.len();
-            self.early.reserve_exact(room.min(EARLY_CHUNK));
+            // Grow only when full: a request read into the first chunk
+            // leaves room for more, and growing it again would copy it
+            // (and could take the buffer past `limit`).
+            if self.early.len() == self.early.capacity() {
+                let room = self.limit - self.early.len();
+                self.early.reserve_exact(room.min(EARLY_CHUNK));
+            }
             match client.read_buf(&mut self.early).await {
                 Ok(0) if self.early.is_empty() => return,
                 Ok(0) => self.half_closed = true,

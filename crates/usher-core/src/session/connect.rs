@@ -18,6 +18,7 @@ use tokio::time::{sleep, timeout, Instant};
 use super::seat::Want;
 use super::{Session, Termination};
 use crate::backend::{ConnectOutcome, Slot};
+use crate::net::connect_nodelay;
 
 /// Longest pause before retrying a server that refused (HAProxy's turn-around).
 const MAX_TURNAROUND: Duration = Duration::from_secs(1);
@@ -41,7 +42,6 @@ impl Session<'_> {
             let failure = match attempt {
                 Ok(server) => {
                     self.record.connect_time = Some(started.elapsed());
-                    let _ = server.set_nodelay(true);
                     return Ok((slot, server));
                 }
                 Err(failure) => failure,
@@ -91,9 +91,9 @@ fn retry_refused(end: Termination, failure: Termination) -> Termination {
     }
 }
 
-/// One connection attempt, within `limit`.
+/// One connection attempt, within `limit`; the socket has `TCP_NODELAY`.
 async fn attempt(address: SocketAddr, limit: Option<Duration>) -> Result<TcpStream, Termination> {
-    let connecting = TcpStream::connect(address);
+    let connecting = connect_nodelay(address);
     let result = match limit {
         None => connecting.await,
         Some(limit) => match timeout(limit, connecting).await {

@@ -47,7 +47,7 @@ impl Session<'_> {
         // do_send on the per-connection path: at most one Reserve per
         // session is in flight, so the mailbox is bounded by live sessions.
         front.handles.reserve.do_send(Reserve { session: self.id, key, client, pin, avoid, reply: tx });
-        let mut ticket = QueueTicket { session: self.id, cancel: Some(front.handles.cancel.clone()) };
+        let mut ticket = QueueTicket { session: self.id, cancel: Some(&front.handles.cancel) };
         let deadline = self.timeouts.queue.and_then(|limit| Instant::now().checked_add(limit));
 
         let leaving = tokio::select! {
@@ -89,13 +89,15 @@ pub(super) enum Want {
 }
 
 /// Removes the session from its queue when dropped while still armed (the
-/// session was killed or its task aborted while waiting).
-struct QueueTicket {
+/// session was killed or its task aborted while waiting). It borrows the
+/// frontend's recipient: cloning an actix `Recipient` allocates twice, on
+/// every session's path.
+struct QueueTicket<'a> {
     session: SessionId,
-    cancel: Option<Recipient<CancelReserve>>,
+    cancel: Option<&'a Recipient<CancelReserve>>,
 }
 
-impl QueueTicket {
+impl QueueTicket<'_> {
     fn disarm(&mut self) {
         self.cancel = None;
     }
@@ -109,7 +111,7 @@ impl QueueTicket {
     }
 }
 
-impl Drop for QueueTicket {
+impl Drop for QueueTicket<'_> {
     fn drop(&mut self) {
         // Drop cannot await: nobody hears the answer.
         self.leave();

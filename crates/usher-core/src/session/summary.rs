@@ -1,5 +1,7 @@
 //! What a session reports when it ends, besides its access record.
 
+use std::time::Duration;
+
 use actix::prelude::*;
 
 use super::termination::Termination;
@@ -18,6 +20,9 @@ pub struct SessionSummary {
     pub retries: u32,
     pub redispatched: bool,
     pub termination: Termination,
+    /// Time it waited for its first slot, if it asked for one (the access
+    /// record's `queue_ms`).
+    pub queue_wait: Option<Duration>,
 }
 
 /// One session ended (sent once per session, before its access record).

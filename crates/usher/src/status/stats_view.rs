@@ -14,6 +14,11 @@ pub struct StatsView {
 
 #[derive(Debug, Deserialize)]
 pub struct GlobalView {
+    /// Absent from the answers of daemons older than this field.
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub uptime_s: Option<u64>,
     pub sessions_current: u64,
     pub sessions_max: u64,
     pub sessions_limit: u64,
@@ -50,7 +55,19 @@ pub struct BackendView {
     pub queue_current: u64,
     /// `maxqueue`; 0: unbounded.
     pub queue_limit: u64,
+    /// Ended sessions per second over the last ten seconds.
+    #[serde(default)]
+    pub sessions_per_second: Option<f64>,
+    /// Waits for a slot of the sessions that ended in the last minute.
+    #[serde(default)]
+    pub queue_wait_ms: Option<WaitView>,
     pub servers: Vec<ServerView>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WaitView {
+    pub p99: u64,
+    pub count: u64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -110,9 +110,11 @@ pub fn render(stats: &StatsView, source: &str) -> String {
     let mut out = String::new();
     let g = &stats.global;
     let stressed = if g.stressed.is_empty() { "none".to_owned() } else { g.stressed.join(", ") };
+    let version = g.version.as_deref().map_or(String::new(), |v| format!(" {v}"));
+    let uptime = g.uptime_s.map_or(String::new(), |s| format!(", up {}", uptime(s)));
     let _ = writeln!(
         out,
-        "usher at {source}: sessions {} (max {}), stress: {stressed}\n",
+        "usher{version} at {source}{uptime}: sessions {} (max {}), stress: {stressed}\n",
         of_limit(g.sessions_current, g.sessions_limit),
         g.sessions_max
     );
@@ -122,6 +124,28 @@ pub fn render(stats: &StatsView, source: &str) -> String {
     out.push('\n');
     servers(&mut out, &stats.backends);
     out
+}
+
+/// Uptime in its two largest units: `3d4h`, `2h5m`, `5m3s`, `42s`.
+fn uptime(seconds: u64) -> String {
+    let (d, h, m, s) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60, seconds % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s}s"),
+        (0, _, _) => format!("{h}h{m}m"),
+        _ => format!("{d}d{h}h"),
+    }
+}
+
+/// A wait: ms under 10 s, then whole seconds, minutes, hours (as the
+/// dashboard writes it).
+fn wait(ms: u64) -> String {
+    match (ms + 500) / 1000 {
+        _ if ms < 10_000 => format!("{ms}ms"),
+        s if s < 600 => format!("{s}s"),
+        s if s < 36_000 => format!("{}min", (s + 30) / 60),
+        s => format!("{}h", (s + 1800) / 3600),
+    }
 }
 
 fn frontends(out: &mut String, frontends: &[FrontendView], listeners: &[ListenerView]) {
@@ -147,7 +171,7 @@ fn frontends(out: &mut String, frontends: &[FrontendView], listeners: &[Listener
 }
 
 fn backends(out: &mut String, backends: &[BackendView]) {
-    let mut table = Table::new(&["BACKEND", "BALANCE", "SESSIONS", "QUEUE", "SERVERS UP"]);
+    let mut table = Table::new(&["BACKEND", "BALANCE", "SESSIONS", "QUEUE", "SERVERS UP", "SESS/S", "WAIT P99"]);
     for b in backends {
         let up = b.servers.iter().filter(|s| s.status == "UP").count();
         let servers_up = format!("{up}/{}", b.servers.len());
@@ -158,6 +182,10 @@ fn backends(out: &mut String, backends: &[BackendView]) {
             cell(b.sessions_current.to_string()),
             queue(b.queue_current, b.queue_limit),
             styled(servers_up, up_style),
+            // Over the last ten seconds, and waits over the last minute:
+            // `-` when nothing was measured (or the daemon predates them).
+            cell(b.sessions_per_second.map_or("-".to_owned(), |r| format!("{r:.1}"))),
+            cell(b.queue_wait_ms.as_ref().filter(|w| w.count > 0).map_or("-".to_owned(), |w| wait(w.p99))),
         ]);
     }
     table.render(out);
@@ -194,13 +222,15 @@ mod tests {
     fn stats() -> StatsView {
         serde_json::from_str(
             r#"{
-  "global": {"sessions_current": 2, "sessions_max": 3, "sessions_limit": 100, "stressed": [], "admitted": 2},
+  "global": {"sessions_current": 2, "sessions_max": 3, "sessions_limit": 100, "stressed": [], "admitted": 2,
+             "version": "1.2.3", "uptime_s": 7384},
   "frontends": [{"name": "web", "backend": "app", "sessions_current": 2, "sessions_max": 3,
                  "sessions_limit": 0, "stress": false, "probes": 0}],
   "listeners": [{"frontend": "web", "address": "127.0.0.1:8080", "state": "OPEN",
                  "sessions_current": 2, "sessions_max": 3, "sessions_limit": 0}],
   "backends": [{"name": "app", "balance": "roundrobin", "sessions_current": 1, "queue_current": 1,
-                "queue_limit": 0, "servers": [
+                "queue_limit": 0, "sessions_per_second": 12.5,
+                "queue_wait_ms": {"p50": 3, "p90": 80, "p99": 1200, "max": 1500, "count": 40}, "servers": [
     {"name": "s1", "address": "127.0.0.1:9001", "status": "UP", "weight": 1, "sessions_current": 1,
      "sessions_limit": 1, "sessions_limit_effective": null, "queue_current": 0, "queue_limit": 0}]}]
 }"#,
@@ -212,17 +242,49 @@ mod tests {
     fn names_every_figure_in_aligned_columns() {
         let text = render(&stats(), "http://127.0.0.1:9900");
         let plain = String::from_utf8(anstream::adapter::strip_bytes(text.as_bytes()).into_vec()).expect("utf-8");
-        assert!(plain.starts_with("usher at http://127.0.0.1:9900: sessions 2/100 (max 3), stress: none"), "{plain}");
+        assert!(
+            plain.starts_with("usher 1.2.3 at http://127.0.0.1:9900, up 2h3m: sessions 2/100 (max 3), stress: none"),
+            "{plain}"
+        );
         let server = plain.lines().find(|l| l.contains("s1")).expect("server row");
         let words: Vec<&str> = server.split_whitespace().collect();
         assert_eq!(words, ["app", "s1", "127.0.0.1:9001", "UP", "1/1", "0/-", "1"], "{plain}");
         let backend = plain.lines().find(|l| l.starts_with("app ")).expect("backend row");
-        assert_eq!(backend.split_whitespace().collect::<Vec<_>>(), ["app", "roundrobin", "1", "1/-", "1/1"]);
+        assert_eq!(
+            backend.split_whitespace().collect::<Vec<_>>(),
+            ["app", "roundrobin", "1", "1/-", "1/1", "12.5", "1200ms"]
+        );
         let frontend = plain.lines().find(|l| l.starts_with("web ")).expect("frontend row");
         assert!(frontend.ends_with("127.0.0.1:8080 OPEN 2/-"), "{frontend:?}");
         // Columns line up: the SESSIONS header starts where the server's figure does.
         let header = plain.lines().find(|l| l.contains("SERVER ")).expect("server header");
         assert_eq!(header.find("SESSIONS"), server.find("1/1"), "{plain}");
+    }
+
+    #[test]
+    fn a_daemon_without_rates_or_waits_shows_dashes() {
+        let mut old = stats();
+        old.global.version = None;
+        old.global.uptime_s = None;
+        old.backends[0].sessions_per_second = None;
+        old.backends[0].queue_wait_ms = None;
+        let plain =
+            String::from_utf8(anstream::adapter::strip_bytes(render(&old, "x").as_bytes()).into_vec()).expect("utf-8");
+        assert!(plain.starts_with("usher at x: sessions"), "{plain}");
+        let backend = plain.lines().find(|l| l.starts_with("app ")).expect("backend row");
+        assert_eq!(backend.split_whitespace().collect::<Vec<_>>()[4..], ["1/1", "-", "-"], "{backend:?}");
+    }
+
+    #[test]
+    fn uptimes_and_waits_read_in_their_largest_units() {
+        assert_eq!(
+            [uptime(42), uptime(303), uptime(7384), uptime(3 * 86_400 + 4 * 3600)],
+            ["42s", "5m3s", "2h3m", "3d4h"]
+        );
+        assert_eq!(
+            [wait(0), wait(9_999), wait(10_400), wait(900_000), wait(7_200_000 * 6)],
+            ["0ms", "9999ms", "10s", "15min", "12h"]
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::actor::ListenerWiring;
 use super::handoff::Admitted;
 use crate::admission::protocol::{AdmissionGuard, Admit, AdmitGrant, GiveBack, Shortage};
 use crate::ids::ListenerId;
-use crate::net::{classify_accept_error, AcceptError};
+use crate::net::{accept_nonblocking, classify_accept_error, set_nodelay, set_nodelay_inherited, AcceptError};
 
 /// One listener's loop; runs as a task on the data plane until `stop`.
 pub(super) struct AcceptLoop {
@@ -26,6 +26,15 @@ pub(super) struct AcceptLoop {
     pub(super) address: SocketAddr,
     pub(super) wiring: ListenerWiring,
     pub(super) stop: CancellationToken,
+}
+
+/// Where an accepted client's `TCP_NODELAY` comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nodelay {
+    /// Set on the listener; every accepted socket inherits it.
+    Inherited,
+    /// The listener's could not be set: set on each accepted socket.
+    PerSocket,
 }
 
 /// How a round of accepts ended.
@@ -42,6 +51,15 @@ impl AcceptLoop {
     /// Accepts until stopped, then closes the socket.
     pub(super) async fn run(self, socket: TcpListener) {
         let log = &self.wiring.log;
+        // Sessions relay small messages as they come (Nagle off); set once
+        // here rather than once per session.
+        let nodelay = match set_nodelay_inherited(&socket) {
+            Ok(()) => Nodelay::Inherited,
+            Err(err) => {
+                warn!(log, "listener cannot set TCP_NODELAY, setting it per client"; "address" => %self.address, "error" => %err);
+                Nodelay::PerSocket
+            }
+        };
         // Readiness without accepting needs AsyncFd (tokio's TcpListener can
         // only accept). `new` is deprecated because a borrowed fd could be
         // closed under it; here the AsyncFd owns the listener, so that cannot
@@ -54,17 +72,17 @@ impl AcceptLoop {
                 return;
             }
         };
-        self.accept_until_stopped(&fd).await;
+        self.accept_until_stopped(&fd, nodelay).await;
         // The socket closes here; only now is "closed" true for clients.
         drop(fd);
         info!(log, "listener closed"; "address" => %self.address);
     }
 
-    async fn accept_until_stopped(&self, fd: &AsyncFd<TcpListener>) {
+    async fn accept_until_stopped(&self, fd: &AsyncFd<TcpListener>, nodelay: Nodelay) {
         loop {
             let Some(mut ready) = self.backlog(fd).await else { return };
             let Some(grant) = self.admission().await else { return };
-            if let RoundEnd::Failed = self.accept_granted(&mut ready, grant) {
+            if let RoundEnd::Failed = self.accept_granted(&mut ready, grant, nodelay) {
                 tokio::select! {
                     _ = sleep(self.wiring.error_pause) => {}
                     _ = self.stop.cancelled() => return,
@@ -102,15 +120,23 @@ impl AcceptLoop {
     }
 
     /// Accepts up to the granted credits and gives the unused ones back.
-    fn accept_granted(&self, ready: &mut AsyncFdReadyGuard<'_, TcpListener>, grant: AdmitGrant) -> RoundEnd {
+    fn accept_granted(
+        &self,
+        ready: &mut AsyncFdReadyGuard<'_, TcpListener>,
+        grant: AdmitGrant,
+        nodelay: Nodelay,
+    ) -> RoundEnd {
         let w = &self.wiring;
         let front = w.front.borrow().clone();
         let mut used = 0;
         let mut end = RoundEnd::Done;
         while used < grant.credits {
-            match ready.try_io(|inner| inner.get_ref().accept()) {
+            match ready.try_io(|inner| accept_nonblocking(inner.get_ref())) {
                 Ok(Ok((stream, client))) => {
                     used += 1;
+                    if nodelay == Nodelay::PerSocket {
+                        let _ = set_nodelay(&stream);
+                    }
                     let admitted = Admitted {
                         guard: AdmissionGuard::new(self.id, w.closed.clone()),
                         live: [w.gauges[0].enter(), w.gauges[1].enter(), front.frontend_gauge().enter()],

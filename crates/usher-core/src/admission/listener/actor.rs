@@ -24,8 +24,9 @@ pub struct ListenerWiring {
     /// sessions accepted from then on use them (earlier ones keep theirs).
     pub front: watch::Receiver<Arc<dyn SessionStarter>>,
     pub admit: Recipient<Admit>,
-    /// Told when each admitted session ends (through its admission guard).
-    pub closed: Recipient<SessionClosed>,
+    /// Told when each admitted session ends (through its admission guard,
+    /// which shares it rather than cloning it).
+    pub closed: Arc<Recipient<SessionClosed>>,
     pub give_back: Recipient<GiveBack>,
     pub shortage: Recipient<Shortage>,
     /// Most accepts asked for at once.

@@ -23,6 +23,8 @@ pub trait SessionStarter: Send + Sync + 'static {
     /// Live sessions of the frontend the client is accepted for.
     fn frontend_gauge(&self) -> &Arc<SessionGauge>;
 
-    /// Runs the client's session (on the data plane) until it ends.
+    /// Runs the client's session (on the data plane) until it ends. The
+    /// stream is already non-blocking (accepted with `SOCK_NONBLOCK`) and
+    /// has `TCP_NODELAY` (from its listener, or set by the accept loop).
     fn start(self: Arc<Self>, stream: TcpStream, client: SocketAddr, admitted: Admitted);
 }
