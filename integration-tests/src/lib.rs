@@ -8,11 +8,12 @@
 //! - [`logs`]: [`LogCapture`], the broker's records as key-value maps.
 //! - [`http`]: a minimal HTTP/1.1 client for the admin API.
 //! - [`sockets`]: the kernel's view of this process's TCP sockets.
+//! - [`etcd`]: a real etcd on 127.0.0.1 for cluster-mode tests.
 //! - [`external`]: real third-party servers (PostgreSQL, Redis) for the recipes.
 
 pub mod backend;
-pub mod etcd;
 pub mod broker;
+pub mod etcd;
 pub mod external;
 pub mod http;
 pub mod logs;

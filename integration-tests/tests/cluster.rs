@@ -112,10 +112,9 @@ async fn three_instances_never_exceed_one_maxconn() {
     tokio::time::sleep_until((until - Duration::from_secs(10)).into()).await;
     stop_first.store(true, Ordering::SeqCst);
     let others: Vec<&TestBroker> = brokers[1..].iter().collect();
-    let moved = wait_views(&others, "the others take the idle instance's share", |v| {
-        total_share(v) >= u64::from(MAXCONN) - 1
-    })
-    .await;
+    let moved =
+        wait_views(&others, "the others take the idle instance's share", |v| total_share(v) >= u64::from(MAXCONN) - 1)
+            .await;
     println!("after instance u0's clients stopped, u1 + u2 held {} of {MAXCONN} slots within {moved:?}", MAXCONN - 1);
 
     for c in clients {

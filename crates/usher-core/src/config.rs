@@ -17,8 +17,8 @@ mod reader;
 mod settings;
 mod sources;
 
-pub use errors::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use cluster_section::CLUSTER_BUILT_IN;
+pub use errors::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use reader::MAX_DURATION;
 pub use settings::*;
 pub use sources::{ConfigSources, EnvLayer, DEFAULT_TOML};

@@ -33,7 +33,10 @@ enum Op {
     Decide(usize),
     /// The oldest pending write reaches the store; `lose_reply`: it is
     /// applied but the instance never hears so.
-    Commit { instance: usize, lose_reply: bool },
+    Commit {
+        instance: usize,
+        lose_reply: bool,
+    },
     Tick(u64),
     Crash(usize),
     Restart(usize),
@@ -362,7 +365,14 @@ proptest! {
 
 fn instance_of(op: &Op) -> Option<usize> {
     match *op {
-        Op::Arrive(i) | Op::Leave(i) | Op::ReadUsage(i) | Op::Decide(i) | Op::Crash(i) | Op::Restart(i) | Op::Cut(i) | Op::Heal(i) => Some(i),
+        Op::Arrive(i)
+        | Op::Leave(i)
+        | Op::ReadUsage(i)
+        | Op::Decide(i)
+        | Op::Crash(i)
+        | Op::Restart(i)
+        | Op::Cut(i)
+        | Op::Heal(i) => Some(i),
         Op::Commit { instance, .. } => Some(instance),
         Op::Tick(_) | Op::StoreDown | Op::StoreUp => None,
     }

@@ -12,7 +12,8 @@ use super::settings::*;
 use super::sources::Merged;
 
 /// Sections whose keys are checked; `actors` is free-form for extensions.
-const SECTIONS: &[&str] = &["global", "watchdog", "log", "admin", "defaults", "frontends", "backends", "actors", "cluster"];
+const SECTIONS: &[&str] =
+    &["global", "watchdog", "log", "admin", "defaults", "frontends", "backends", "actors", "cluster"];
 
 pub(super) fn settings(merged: &Merged) -> Result<Settings, ConfigErrors> {
     let mut report = Report { origins: &merged.origins, errors: Vec::new() };

@@ -45,8 +45,7 @@ pub(super) fn cluster(root: &Map<String, Value>, report: &mut Report<'_>) -> Opt
     let expected_instances = s.u32_in("expected_instances", 0, 1024, report);
     let fallback = s.choice("fallback", &[("even", ClusterFallback::Even), ("none", ClusterFallback::None)], report);
     s.finish(report);
-    let (etcd, name, prefix, lease_ttl, period) = (etcd?, name?, prefix?, lease_ttl?, period?);
-    let (expected_instances, fallback) = (expected_instances?, fallback?);
+    let (etcd, name, lease_ttl, period) = (etcd?, name?, lease_ttl?, period?);
     if etcd.is_empty() {
         return Some(None);
     }
@@ -89,7 +88,7 @@ pub(super) fn cluster(root: &Map<String, Value>, report: &mut Report<'_>) -> Opt
         report.error("cluster.lease_ttl", "expected whole seconds (etcd leases count in seconds)");
         ok = false;
     }
-    let name = name?;
+    let (name, prefix, expected_instances, fallback) = (name?, prefix?, expected_instances?, fallback?);
     ok.then_some(Some(ClusterSettings { etcd, name, prefix, lease_ttl, period, expected_instances, fallback }))
 }
 
@@ -101,4 +100,40 @@ fn endpoint_ok(endpoint: &str) -> bool {
 fn host_name() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     Some(name.trim().to_owned()).filter(|n| !n.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::from_toml_str;
+
+    fn errors(toml: &str) -> String {
+        from_toml_str(toml).expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn off_by_default() {
+        assert_eq!(from_toml_str("").expect("defaults").cluster, None);
+    }
+
+    #[test]
+    fn every_bad_key_is_named() {
+        let text = errors("[cluster]\netcd = [\"127.0.0.1:2379\"]\n");
+        assert!(text.contains("cluster.etcd") && text.contains("http://127.0.0.1:2379"), "{text}");
+        let text = errors(
+            "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nname = \"a b\"\nperiod = \"1s\"\nlease_ttl = \"2s\"\nfallback = \"half\"\n",
+        );
+        for key in ["cluster.name", "cluster.lease_ttl", "cluster.fallback"] {
+            assert!(text.contains(key), "{key} in {text}");
+        }
+    }
+
+    #[cfg(feature = "cluster")]
+    #[test]
+    fn a_valid_section_reads_back() {
+        let s = from_toml_str("[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nname = \"u1\"\nexpected_instances = 3\n")
+            .expect("valid");
+        let c = s.cluster.clone().expect("cluster on");
+        assert_eq!((c.name.as_str(), c.expected_instances, c.prefix.as_str()), ("u1", 3, "/usher"));
+        assert!(s.to_toml().contains("expected_instances = 3"));
+    }
 }
