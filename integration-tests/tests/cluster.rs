@@ -206,3 +206,32 @@ async fn an_etcd_outage_drops_no_session_and_never_overshoots() {
     a.stop().await.expect("clean stop");
     b.stop().await.expect("clean stop");
 }
+
+/// An instance that has never reached the store holds no share, so it
+/// seats no one: its clients wait in the queue and time out there, and the
+/// server never sees them. This holds from the first session on — the
+/// share of 0 is in force before the server's first slot is lent, not only
+/// after the cluster changes it once. Needs no etcd: the "store" is a
+/// listener that never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_without_a_share_seats_no_one() {
+    let silent_store = integration_tests::listener();
+    let store = format!("http://{}", silent_store.local_addr().expect("addr"));
+    let server = TestBackend::start(Behavior::Echo);
+    let toml = config(&store, &prefix("no-share"), "alone", server.addr).replace("\"30s\"", "\"300ms\"");
+    let broker = TestBroker::start_with_admin(&toml);
+    let addr = broker.addr("web");
+    let clients: Vec<_> = (0..5).map(|_| tokio::spawn(request(addr, b"hello"))).collect();
+    for c in clients {
+        let answer = c.await.expect("client task").unwrap_or_default();
+        assert!(answer.is_empty(), "a client was served without a share: {answer:?}");
+    }
+    let records =
+        broker.logs.wait_until(DEADLINE, "five sessions", |rs| rs.iter().filter(|r| r.is_session()).count() >= 5).await;
+    let codes: Vec<&str> = records.iter().filter(|r| r.is_session()).map(|r| r.termination()).collect();
+    assert!(codes.iter().all(|c| *c == "sQ"), "every client timed out in the queue: {codes:?}");
+    assert_eq!(server.accepted(), 0, "the server saw no connection");
+    assert_eq!(cluster_view(&broker).await.1, Some(0), "the share stays 0");
+    broker.stop().await.expect("clean stop");
+    drop(silent_store);
+}

@@ -252,6 +252,11 @@ impl Actor for Server {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        // The BackendQueue learns this server's bounds before its first
+        // credit, through the same mailbox: a cap in force from the start
+        // (a cluster share of 0 until the cluster grants slots) must hold
+        // for the very first grants, not only after its first change.
+        self.report_status();
         let credits = self.state.lend_free();
         debug!(self.log, "server slots lent"; "credits" => credits, "maxconn" => self.state.maxconn());
         self.lend(credits);
