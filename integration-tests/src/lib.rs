@@ -8,15 +8,19 @@
 //! - [`logs`]: [`LogCapture`], the broker's records as key-value maps.
 //! - [`http`]: a minimal HTTP/1.1 client for the admin API.
 //! - [`sockets`]: the kernel's view of this process's TCP sockets.
+//! - [`daemon`]: the `usher` binary as a real process (SIGKILL, systemd).
 //! - [`etcd`]: a real etcd on 127.0.0.1 for cluster-mode tests.
+//! - [`partition`]: a TCP relay a test cuts and heals (one instance off etcd).
 //! - [`external`]: real third-party servers (PostgreSQL, Redis) for the recipes.
 
 pub mod backend;
 pub mod broker;
+pub mod daemon;
 pub mod etcd;
 pub mod external;
 pub mod http;
 pub mod logs;
+pub mod partition;
 pub mod sockets;
 
 pub use backend::{Behavior, TestBackend};

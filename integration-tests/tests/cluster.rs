@@ -235,3 +235,153 @@ async fn an_instance_without_a_share_seats_no_one() {
     broker.stop().await.expect("clean stop");
     drop(silent_store);
 }
+
+/// `/stats` of one instance: whether its lease is surely alive.
+async fn in_lease(broker: &TestBroker) -> bool {
+    let stats = get(broker.admin_addr.expect("admin API"), "/stats", None).await.json();
+    stats["cluster"]["in_lease"].as_bool().unwrap_or(false)
+}
+
+/// Clients that send a request through `addr` in a loop until `stop`,
+/// counting answers and failures.
+fn load(addr: SocketAddr, clients: usize, stop: &Arc<AtomicBool>, served: &Arc<AtomicU64>, failed: &Arc<AtomicU64>) {
+    for _ in 0..clients {
+        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                match request(addr, b"hello").await {
+                    Ok(answer) if answer == b"ok" => served.fetch_add(1, Ordering::SeqCst),
+                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        });
+    }
+}
+
+/// One instance loses etcd while the other keeps it: the cut-off one
+/// serves within its last share, then within its fallback once its lease
+/// may have ended; the other takes the rest but leaves the fallback free
+/// for it; the server never sees more than maxconn; no session is
+/// dropped; and once the network is back the instance rejoins without a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_from_etcd_keeps_to_its_fallback_and_rejoins() {
+    let Some(binary) = etcd_or_skip("an_instance_cut_off_from_etcd_keeps_to_its_fallback_and_rejoins") else { return };
+    let etcd = EtcdServer::start(&binary);
+    let partition = integration_tests::partition::Partition::start(etcd.client);
+    let server = TestBackend::start(Behavior::Reply { hold: Duration::from_millis(20), reply: b"ok" });
+    let prefix = prefix("cut-off");
+    let fallback = "expected_instances = 2\nfallback = \"even\"\n";
+    let cut_off =
+        TestBroker::start_with_admin(&(config(&partition.endpoint(), &prefix, "cut", server.addr) + fallback));
+    let other = TestBroker::start_with_admin(&(config(&etcd.endpoint(), &prefix, "other", server.addr) + fallback));
+    wait_views(&[&cut_off, &other], "two members", |v| {
+        v.iter().all(|(m, _)| *m == 2) && total_share(v) == u64::from(MAXCONN)
+    })
+    .await;
+
+    let (stop, served, failed) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    // Busier than the other: its share is above the fallback when cut.
+    load(cut_off.addr("web"), 40, &stop, &served, &failed);
+    load(other.addr("web"), 4, &stop, &served, &failed);
+    let before = served.load(Ordering::SeqCst);
+    server.wait_until("sessions flow", |s| s.accepted() > before + 100).await;
+
+    wait_views(&[&cut_off], "the busier instance above its fallback", |v| v[0].1 > Some(u64::from(MAXCONN / 2))).await;
+    let (_, share_before) = cluster_view(&cut_off).await;
+    partition.cut();
+    let cut_at = Instant::now();
+    // Its lease may have ended: it drops to maxconn / 2.
+    loop {
+        if !in_lease(&cut_off).await {
+            break;
+        }
+        assert!(cut_at.elapsed() < DEADLINE, "the cut-off instance still counts on its lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fallen = cut_at.elapsed();
+    let (_, share_after) = cluster_view(&cut_off).await;
+    assert_eq!(share_after, Some(u64::from(MAXCONN / 2)), "on its fallback (before the cut: {share_before:?})");
+    // The other sees it gone once etcd ends its lease, and keeps its
+    // fallback free: never more than maxconn - maxconn / 2.
+    wait_views(&[&other], "the other instance alone", |v| v[0].0 == 1).await;
+    let (_, other_share) = cluster_view(&other).await;
+    assert!(
+        other_share.unwrap_or(0) <= u64::from(MAXCONN - MAXCONN / 2),
+        "the other took the fallback: {other_share:?}"
+    );
+    println!(
+        "cut off from etcd with a share of {share_before:?}: on its fallback {fallen:?} after the cut; \
+         the other alone {:?} after it",
+        cut_at.elapsed()
+    );
+    let before = served.load(Ordering::SeqCst);
+    server.wait_until("sessions still flow at both", |s| s.accepted() > before + 200).await;
+
+    partition.heal();
+    let rejoined = wait_views(&[&cut_off, &other], "rejoined", |v| {
+        v.iter().all(|(m, _)| *m == 2) && total_share(v) == u64::from(MAXCONN)
+    })
+    .await;
+    assert!(in_lease(&cut_off).await, "back in a lease");
+    println!("the network back, the instance rejoined within {rejoined:?}");
+
+    stop.store(true, Ordering::SeqCst);
+    // The clients' last requests end within one hold.
+    let ended = served.load(Ordering::SeqCst) + failed.load(Ordering::SeqCst);
+    println!("served {ended} sessions, {} failed; server peak {}", failed.load(Ordering::SeqCst), server.peak());
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "no session dropped or refused");
+    assert!(server.peak() <= u64::from(MAXCONN), "server peak {} > {MAXCONN}", server.peak());
+    cut_off.stop().await.expect("clean stop");
+    other.stop().await.expect("clean stop");
+}
+
+/// A server with fewer slots than instances: two slots, three instances
+/// with clients waiting at each. The server never sees more than two, and
+/// the slots rotate, so every instance's clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fewer_slots_than_instances_rotate_and_never_overshoot() {
+    let Some(binary) = etcd_or_skip("fewer_slots_than_instances_rotate_and_never_overshoot") else { return };
+    let etcd = EtcdServer::start(&binary);
+    let server = TestBackend::start(Behavior::Reply { hold: Duration::from_millis(20), reply: b"ok" });
+    let prefix = prefix("small");
+    let brokers: Vec<TestBroker> = (0..3)
+        .map(|i| {
+            let toml = config(&etcd.endpoint(), &prefix, &format!("s{i}"), server.addr)
+                .replace(&format!("maxconn = {MAXCONN}"), "maxconn = 2")
+                .replace("\"30s\"", "\"60s\"");
+            TestBroker::start_with_admin(&toml)
+        })
+        .collect();
+    let all: Vec<&TestBroker> = brokers.iter().collect();
+    wait_views(&all, "three members", |v| v.iter().all(|(m, _)| *m == 3)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let served: Vec<Arc<AtomicU64>> = (0..3).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    for (b, served) in brokers.iter().zip(&served) {
+        load(b.addr("web"), 3, &stop, served, &failed);
+    }
+    // Slots that do not divide evenly rotate every 10 s (wall clock): each
+    // instance is served within two rotations.
+    let start = Instant::now();
+    let limit = Duration::from_secs(35);
+    let mut first_served = [None; 3];
+    while first_served.iter().any(Option::is_none) {
+        for (i, s) in served.iter().enumerate() {
+            if first_served[i].is_none() && s.load(Ordering::SeqCst) > 0 {
+                first_served[i] = Some(start.elapsed());
+            }
+        }
+        assert!(start.elapsed() < limit, "not every instance was served in {limit:?}: {first_served:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    println!("maxconn 2 over three instances: first served at {first_served:?}; server peak {}", server.peak());
+    assert!(server.peak() <= 2, "server peak {} > maxconn 2", server.peak());
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "no client refused or dropped");
+    for b in brokers {
+        b.stop().await.expect("clean stop");
+    }
+}

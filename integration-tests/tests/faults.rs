@@ -293,6 +293,22 @@ fn tcp_max(which: &str) -> u64 {
         .unwrap_or_else(|| panic!("{path}: expected three numbers, found {text:?}"))
 }
 
+/// Waits until the server's byte count stops moving (nothing signals that
+/// it is blocked, so it is read until it holds still), noting the heap's
+/// peak meanwhile.
+async fn wait_for_stall(server: &FaultyServer, heap_peak: &mut usize) {
+    let deadline = Instant::now() + DEADLINE;
+    let (mut last, mut unchanged) = (server.written(), 0);
+    while unchanged < STALL_READINGS {
+        assert!(Instant::now() < deadline, "the server never stalled: {} bytes written", server.written());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        *heap_peak = (*heap_peak).max(ALLOCATOR.allocated());
+        let now = server.written();
+        unchanged = if now == last { unchanged + 1 } else { 0 };
+        last = now;
+    }
+}
+
 /// A client that stops reading while the server streams 100 MiB: usher
 /// holds at most `bufsize_max` per direction for the session, and the
 /// server is back-pressured — it cannot write more than the sockets'
@@ -316,8 +332,13 @@ async fn a_client_that_stops_reading_back_pressures_the_server() {
     let baseline = ALLOCATOR.allocated();
     let mut heap_peak = baseline;
 
-    // Bulk flows (the relay's buffer grows) before the client stops reading.
+    // The client reads nothing at first, so the server fills every buffer
+    // on the way and stalls; then it reads 4 MiB. The relay finds a full
+    // socket each time it reads and doubles its buffer: growth that does
+    // not depend on which side the scheduler favours (reading right away,
+    // a relay that keeps pace with the client may never fill a buffer).
     client.write_all(b"stream please").await.expect("write");
+    wait_for_stall(&server, &mut heap_peak).await;
     let mut got = 0;
     while got < taken.len() {
         let n = client.read(&mut taken[got..]).await.expect("the stream flows");
@@ -330,18 +351,8 @@ async fn a_client_that_stops_reading_back_pressures_the_server() {
         "the relay's buffer never grew (peak {heap_peak}, baseline {baseline}): this test would prove nothing"
     );
 
-    // Stalled: nothing signals that the server is blocked, so its byte
-    // count is read until it stops moving.
-    let deadline = Instant::now() + DEADLINE;
-    let (mut last, mut unchanged) = (server.written(), 0);
-    while unchanged < STALL_READINGS {
-        assert!(Instant::now() < deadline, "the server never stalled: {} bytes written", server.written());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        heap_peak = heap_peak.max(ALLOCATOR.allocated());
-        let now = server.written();
-        unchanged = if now == last { unchanged + 1 } else { 0 };
-        last = now;
-    }
+    // The client stops reading again: the server stalls for good.
+    wait_for_stall(&server, &mut heap_peak).await;
     let written = server.written();
     let in_flight = written - taken.len() as u64;
     // Server send buffer (the kernel may double SO_SNDBUF), usher's two

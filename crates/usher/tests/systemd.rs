@@ -3,12 +3,11 @@
 //! `NOTIFY_SOCKET`: usher must say `READY=1` once it listens, survive the
 //! `ExecReload` signal (SIGHUP), say `STOPPING=1` on SIGTERM and exit 0.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use integration_tests::daemon::Daemon;
 
 const USHER: &str = env!("CARGO_BIN_EXE_usher");
 /// Bound on every wait; only reached on failure.
@@ -22,60 +21,8 @@ impl Drop for TempDir {
     }
 }
 
-/// The daemon, killed if a test fails half-way.
-struct Daemon {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Daemon {
-    /// Starts `usher run -c config` without inherited `USHER__*` variables.
-    fn start(config: &std::path::Path, notify_socket: &std::ffi::OsStr) -> Daemon {
-        let mut cmd = Command::new(USHER);
-        cmd.args(["run", "-c"]).arg(config).env("NOTIFY_SOCKET", notify_socket);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().to_uppercase().starts_with("USHER__") {
-                cmd.env_remove(name);
-            }
-        }
-        let mut child =
-            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn usher");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Daemon { child, stderr: rx, seen: Vec::new() }
-    }
-
-    /// Waits for a stderr line containing `needle` (JSON log records).
-    fn wait_log(&mut self, needle: &str) {
-        let deadline = Instant::now() + DEADLINE;
-        while !self.seen.iter().any(|l| l.contains(needle)) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no log line with {needle:?}; stderr so far:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([format!("-{name}"), self.child.id().to_string()]).status();
-        assert!(status.expect("run kill").success(), "kill -{name} failed");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start(config: &Path, notify_socket: &std::ffi::OsStr) -> Daemon {
+    Daemon::start(Path::new(USHER), config, &[("NOTIFY_SOCKET", notify_socket)])
 }
 
 /// Receives notification datagrams until one contains `state`; returns it.
@@ -125,7 +72,7 @@ fn notifies_ready_and_stopping_and_exits_cleanly() {
     )
     .expect("write config");
 
-    let mut daemon = Daemon::start(&config, notify_path.as_os_str());
+    let mut daemon = start(&config, notify_path.as_os_str());
     let mut got = Vec::new();
 
     let ready = wait_notification(&socket, "READY=1", &mut got);
@@ -163,14 +110,7 @@ fn notifies_ready_and_stopping_and_exits_cleanly() {
     let stopping = wait_notification(&socket, "STOPPING=1", &mut got);
     assert!(stopping.contains("STATUS=stopping"), "{stopping:?}");
 
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = daemon.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "usher still running {DEADLINE:?} after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "exit status; stderr:\n{}", daemon.seen.join("\n"));
     assert_eq!(got.iter().filter(|m| m.contains("READY=1")).count(), 3, "start and two reloads: {got:?}");
 }
@@ -187,7 +127,7 @@ fn unusable_notify_socket_is_reported_not_fatal() {
          [backends.app.servers.s1]\naddress = \"127.0.0.1:9\"\n",
     )
     .expect("write config");
-    let mut daemon = Daemon::start(&config, "relative/path".as_ref());
+    let mut daemon = start(&config, "relative/path".as_ref());
     daemon.wait_log("cannot use NOTIFY_SOCKET");
     daemon.wait_log("\"started\"");
     daemon.signal("TERM");
