@@ -188,23 +188,25 @@ async fn random_faults_from_200_clients_leave_nothing_behind() {
     broker.stop().await.expect("clean stop");
 }
 
-/// Matches every record to its client's session by address, in accept
-/// order (an address is reused only after its previous session closed),
-/// and checks its code.
+/// Matches every record to its client's session by address and frontend,
+/// in accept order, and checks its code. The frontend is part of the key:
+/// the kernel gives the same source port to connections to different
+/// frontends at once (the 4-tuples differ); to one frontend an address is
+/// reused only after its previous session closed.
 fn check_each_record(outcomes: &[Outcome], records: &[integration_tests::Record], context: &str) {
-    let mut sessions: HashMap<String, Vec<&Outcome>> = HashMap::new();
+    let mut sessions: HashMap<(String, &str), Vec<&Outcome>> = HashMap::new();
     for o in outcomes {
-        sessions.entry(o.local.to_string()).or_default().push(o);
+        sessions.entry((o.local.to_string(), o.draw.frontend())).or_default().push(o);
     }
     for list in sessions.values_mut() {
         list.sort_by_key(|o| o.started);
     }
     let mut records: Vec<&integration_tests::Record> = records.iter().collect();
     records.sort_by_key(|r| r.int("session"));
-    let mut next: HashMap<String, usize> = HashMap::new();
+    let mut next: HashMap<(String, &str), usize> = HashMap::new();
     let mut wrong = Vec::new();
     for r in records {
-        let client = r.get("client").to_owned();
+        let client = (r.get("client").to_owned(), r.get("frontend"));
         let at = next.entry(client.clone()).or_default();
         let Some(outcome) = sessions.get(&client).and_then(|l| l.get(*at)) else {
             wrong.push(format!("a record for no session of this test: {r:?}"));
