@@ -57,6 +57,12 @@ pub struct Outcome {
     pub latency: Histogram<u64>,
 }
 
+impl Default for Outcome {
+    fn default() -> Outcome {
+        Outcome::new()
+    }
+}
+
 impl Outcome {
     fn new() -> Outcome {
         let latency = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
@@ -68,7 +74,7 @@ impl Outcome {
         self.latency.saturating_record(latency.as_micros() as u64);
     }
 
-    fn merge(&mut self, other: Outcome) {
+    pub fn merge(&mut self, other: Outcome) {
         self.count += other.count;
         self.bytes += other.bytes;
         self.errors += other.errors;

@@ -75,6 +75,10 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         sessions: u64,
     },
+    /// Two usher instances sharing one server's maxconn through etcd vs
+    /// one: aggregate sessions/s and the time to rebalance the slots
+    /// (needs etcd, and usher-bench built with `--features cluster`).
+    Cluster,
     /// Runs usher on FILE and prints `LISTENING <addr>` (used by the bench).
     #[command(hide = true)]
     ServeUsher {
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         Command::Queue => vec![Case::Queue],
         Command::Actors => vec![Case::Actors],
         Command::Close => vec![Case::Close],
+        Command::Cluster => vec![Case::Cluster],
         Command::Cost { .. } => vec![Case::Cost],
     };
     match bench(&cli, &cases) {

@@ -36,6 +36,12 @@ pub enum ProxyKind {
     Direct,
     /// usher with `GET /stats` once a second, as an open dashboard does.
     UsherDashboard,
+    /// One usher in cluster mode, alone in its etcd prefix (the `cluster`
+    /// case only, which starts it itself).
+    UsherCluster,
+    /// Two usher instances sharing every server's maxconn through etcd,
+    /// the load split evenly (the `cluster` case only).
+    UsherPair,
 }
 
 impl ProxyKind {
@@ -52,6 +58,8 @@ impl ProxyKind {
             ProxyKind::Nginx => "nginx",
             ProxyKind::Direct => "direct",
             ProxyKind::UsherDashboard => "usher-dashboard",
+            ProxyKind::UsherCluster => "usher-cluster",
+            ProxyKind::UsherPair => "usher-pair",
         }
     }
 
@@ -87,6 +95,8 @@ pub struct Running {
     spent: Rc<Cell<f64>>,
     /// `usher-dashboard`'s poller; stopped before the child.
     poller: Option<StatsPoller>,
+    /// Where usher's admin API listens, when it has one.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Running {
@@ -151,19 +161,18 @@ impl Launcher {
         match kind {
             ProxyKind::Direct => {
                 let addr = *servers.first().ok_or_else(|| anyhow!("no backend"))?;
-                Ok(Running { kind, addr, child: None, spent: self.spent.clone(), poller: None })
+                Ok(Running { kind, addr, child: None, spent: self.spent.clone(), poller: None, admin: None })
             }
             ProxyKind::Usher | ProxyKind::UsherDashboard => {
-                let admin = if kind == ProxyKind::UsherDashboard { Some(free_port()?) } else { None };
-                let config = stem.with_extension("toml");
-                std::fs::write(&config, usher_toml(servers, tune, admin))?;
-                let mut cmd = wrapped(tune, &self.exe);
-                cmd.arg("serve-usher").arg("--config").arg(&config);
-                let (child, addr) = spawn_reporting(cmd, &stem)?;
+                let dashboard = kind == ProxyKind::UsherDashboard;
+                let mut running = self.usher(kind, &stem, servers, tune, dashboard, "")?;
                 // The frontend listens once usher_core::run is under way; the
                 // admin API starts with it, so the first polls may fail.
-                let poller = admin.map(StatsPoller::start);
-                Ok(Running { kind, addr, child: Some(child), spent: self.spent.clone(), poller })
+                running.poller = running.admin.filter(|_| dashboard).map(StatsPoller::start);
+                Ok(running)
+            }
+            ProxyKind::UsherCluster | ProxyKind::UsherPair => {
+                bail!("{} is started by the cluster case only", kind.name())
             }
             ProxyKind::Haproxy => {
                 let exe = self.haproxy.as_ref().ok_or_else(|| anyhow!("haproxy not found"))?;
@@ -173,7 +182,8 @@ impl Launcher {
                 let mut cmd = wrapped(tune, exe);
                 cmd.arg("-f").arg(&config).arg("-db");
                 let child = spawn_logged(cmd, &stem, Stdio::null())?;
-                let mut running = Running { kind, addr, child: Some(child), spent: self.spent.clone(), poller: None };
+                let mut running =
+                    Running { kind, addr, child: Some(child), spent: self.spent.clone(), poller: None, admin: None };
                 wait_accepting(&mut running, &stem)?;
                 Ok(running)
             }
@@ -189,11 +199,34 @@ impl Launcher {
                 // not to the packaged /var/log/nginx/error.log.
                 cmd.arg("-p").arg(&self.workdir).arg("-e").arg("stderr").arg("-c").arg(&config);
                 let child = spawn_logged(cmd, &stem, Stdio::null())?;
-                let mut running = Running { kind, addr, child: Some(child), spent: self.spent.clone(), poller: None };
+                let mut running =
+                    Running { kind, addr, child: Some(child), spent: self.spent.clone(), poller: None, admin: None };
                 wait_accepting(&mut running, &stem)?;
                 Ok(running)
             }
         }
+    }
+}
+
+impl Launcher {
+    /// usher through this binary's `serve-usher`, with an admin API when
+    /// `admin`, and `extra` appended to its configuration.
+    pub fn usher(
+        &self,
+        kind: ProxyKind,
+        stem: &Path,
+        servers: &[SocketAddr],
+        tune: &Tune,
+        admin: bool,
+        extra: &str,
+    ) -> anyhow::Result<Running> {
+        let admin = if admin { Some(free_port()?) } else { None };
+        let config = stem.with_extension("toml");
+        std::fs::write(&config, usher_toml(servers, tune, admin) + extra)?;
+        let mut cmd = wrapped(tune, &self.exe);
+        cmd.arg("serve-usher").arg("--config").arg(&config);
+        let (child, addr) = spawn_reporting(cmd, stem)?;
+        Ok(Running { kind, addr, child: Some(child), spent: self.spent.clone(), poller: None, admin })
     }
 }
 

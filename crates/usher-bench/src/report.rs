@@ -61,12 +61,17 @@ impl CaseResult {
 
     /// usher / `other` for each round where both have a value.
     pub fn paired_ratios(&self, other: ProxyKind, metric: &str) -> Vec<f64> {
+        self.paired_ratios_of(ProxyKind::Usher, other, metric)
+    }
+
+    /// `base` / `other` for each round where both have a value.
+    pub fn paired_ratios_of(&self, base: ProxyKind, other: ProxyKind, metric: &str) -> Vec<f64> {
         let Some(i) = self.metrics.iter().position(|m| m.name == metric) else { return Vec::new() };
         let other_in =
             |round: usize| self.runs.iter().find(|(r, p, _)| *r == round && *p == other).map(|(_, _, v)| v[i]);
         self.runs
             .iter()
-            .filter(|(_, p, _)| *p == ProxyKind::Usher)
+            .filter(|(_, p, _)| *p == base)
             .filter_map(|(round, _, v)| Some((v[i], other_in(*round)?)))
             .filter(|(a, b)| a.is_finite() && b.is_finite() && *b != 0.0)
             .map(|(a, b)| a / b)
@@ -141,7 +146,7 @@ fn cell(values: &[f64], decimals: usize) -> String {
 }
 
 /// Paired ratios: "median× (min–max)".
-fn ratio_cell(ratios: &[f64]) -> String {
+pub fn ratio_cell(ratios: &[f64]) -> String {
     spread(ratios, |v| format!("{v:.2}×"), |v| format!("{v:.2}"))
 }
 
@@ -229,6 +234,8 @@ mod tests {
         assert_eq!(r.paired_ratios(ProxyKind::Haproxy, "rate"), vec![1.25, 1.25, 1.25]);
         assert_eq!(r.ratio(ProxyKind::Haproxy, "rate"), Some(1.25));
         assert_eq!(r.median(ProxyKind::Usher, "rate"), Some(50.0));
+        // Any two variants pair the same way (two cluster instances vs one).
+        assert_eq!(r.paired_ratios_of(ProxyKind::Haproxy, ProxyKind::Usher, "rate"), vec![0.8, 0.8, 0.8]);
     }
 
     fn three_peers(runs: Vec<(usize, ProxyKind, Vec<f64>)>) -> CaseResult {

@@ -4,6 +4,8 @@
 
 mod actors;
 mod close;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod connrate;
 mod cost;
 mod idle;
@@ -35,6 +37,9 @@ pub enum Case {
     Close,
     /// Per-session CPU and system calls; not in [`Case::ALL`] (strace is slow).
     Cost,
+    /// Two instances sharing a maxconn through etcd vs one; not in
+    /// [`Case::ALL`] (needs etcd and the `cluster` build).
+    Cluster,
 }
 
 impl Case {
@@ -51,6 +56,7 @@ impl Case {
             Case::Actors => "actors",
             Case::Close => "close",
             Case::Cost => "cost",
+            Case::Cluster => "cluster",
         }
     }
 }
@@ -221,6 +227,13 @@ impl Harness {
             Case::Actors => actors::run(self),
             Case::Close => close::run(self),
             Case::Cost => cost::run(self),
+            #[cfg(feature = "cluster")]
+            Case::Cluster => cluster::run(self),
+            #[cfg(not(feature = "cluster"))]
+            Case::Cluster => {
+                eprintln!("cluster: skipped: usher-bench was built without cluster mode (--features cluster)");
+                Vec::new()
+            }
         }
     }
 
@@ -261,6 +274,28 @@ impl Harness {
             server_maxconn,
             queue_timeout,
         }
+    }
+
+    /// `instances` usher processes in cluster mode, `cluster` their
+    /// `[cluster]` section without `name` (each gets its own), each with an
+    /// admin API.
+    pub fn start_clustered(
+        &self,
+        kind: ProxyKind,
+        instances: usize,
+        servers: &[std::net::SocketAddr],
+        tune: &Tune,
+        cluster: &str,
+    ) -> anyhow::Result<Vec<Running>> {
+        (0..instances)
+            .map(|i| {
+                let seq = self.run_seq.get() + 1;
+                self.run_seq.set(seq);
+                let stem = self.launcher.workdir.join(format!("{}-{seq}", kind.name()));
+                let section = format!("\n[cluster]\nname = \"bench-{seq}-{i}\"\n{cluster}");
+                self.launcher.usher(kind, &stem, servers, tune, true, &section)
+            })
+            .collect()
     }
 
     pub fn start_proxy(
