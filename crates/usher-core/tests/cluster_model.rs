@@ -253,14 +253,14 @@ impl World {
         self.instances.iter().map(|i| i.served).sum()
     }
 
-    /// Sessions an instance cut off from the store still holds above the
-    /// fallback once its lease may have ended: they are not cut, so the
-    /// documented bound is maxconn plus these.
+    /// Sessions a live instance still holds above the fallback once its
+    /// lease may have ended — cut off from the store, or too slow to renew
+    /// it: they are not cut, so the documented bound is maxconn plus these.
     fn lingering(&self) -> u32 {
         let fallback = self.fallback.share_of(self.maxconn);
         self.instances
             .iter()
-            .filter(|i| i.alive && i.cut && !i.keeper.in_lease(self.now))
+            .filter(|i| i.alive && !i.keeper.in_lease(self.now))
             .map(|i| i.served.saturating_sub(fallback))
             .sum()
     }
@@ -376,4 +376,34 @@ fn instance_of(op: &Op) -> Option<usize> {
         Op::Commit { instance, .. } => Some(instance),
         Op::Tick(_) | Op::StoreDown | Op::StoreUp => None,
     }
+}
+
+/// Found by the proptest above: instance 2's lease ends and instance 1,
+/// seeing it gone, decides to take its slot; instance 2 then comes back
+/// with a new lease, finds its old entry still in the record (instance 1's
+/// write has not gone in yet) and used to raise its share from it at once
+/// — then instance 1's write went in too, and the server saw 2 with
+/// maxconn 1. An entry from an earlier lease is now claimed by a write
+/// before it is used.
+#[test]
+fn an_entry_left_from_an_ended_lease_is_claimed_before_it_is_used() {
+    use Op::*;
+    let ops = [
+        ReadUsage(2),
+        Decide(2),
+        Tick(1625),
+        Tick(608),
+        Tick(1071),
+        Tick(1238),
+        Commit { instance: 2, lose_reply: false },
+        ReadUsage(1),
+        Tick(458),
+        Decide(1),
+        ReadUsage(2),
+        Decide(2),
+        Arrive(2),
+        Commit { instance: 1, lose_reply: false },
+        Arrive(1),
+    ];
+    run(3, 1, Fallback::Nothing, &ops).unwrap_or_else(|err| panic!("{err}"));
 }

@@ -4,7 +4,7 @@
 //! cluster agent runs it; the model tests drive this same struct against
 //! a simulated store under random interleavings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::plan::{plan, Holders, Local, ServerView};
@@ -61,6 +61,9 @@ pub struct Write {
     pub holders: Holders,
     pub revision: i64,
     pub share: u32,
+    /// The lease it was decided under: a write that goes in after that
+    /// lease may have ended raises nothing.
+    pub lease: u64,
 }
 
 /// What a reading makes the instance do: shares to enforce at once, then
@@ -82,6 +85,13 @@ pub struct ShareKeeper {
     /// answered, counted from when it was *sent*, plus the TTL less a
     /// margin. `None`: no lease yet, or it may have ended.
     lease_until: Option<Instant>,
+    /// Servers whose holders record took a write of this instance's under
+    /// its current lease: only there is its entry surely its own (see
+    /// [`Local::confirmed`](super::plan::Local)).
+    confirmed: BTreeSet<ServerKey>,
+    /// Counts the leases this instance has had: bumped each time one may
+    /// have ended.
+    lease: u64,
     /// Last allocation per server (reports).
     targets: BTreeMap<ServerKey, u32>,
     members: usize,
@@ -99,6 +109,8 @@ impl ShareKeeper {
             lease_ttl,
             shares: BTreeMap::new(),
             lease_until: None,
+            confirmed: BTreeSet::new(),
+            lease: 0,
             targets: BTreeMap::new(),
             members: 0,
         }
@@ -135,6 +147,15 @@ impl ShareKeeper {
     /// The lease is gone (the store said so, or it was revoked).
     pub fn lease_lost(&mut self) {
         self.lease_until = None;
+        self.lease_may_have_ended();
+    }
+
+    /// Entries written under the old lease may be trimmed by the others
+    /// from now on: each must be claimed again, and writes decided before
+    /// raise nothing when they go in.
+    fn lease_may_have_ended(&mut self) {
+        self.confirmed.clear();
+        self.lease += 1;
     }
 
     /// When the shares must drop to the fallback unless the lease is
@@ -152,7 +173,9 @@ impl ShareKeeper {
         if self.in_lease(now) {
             return round;
         }
-        self.lease_until = None;
+        if self.lease_until.take().is_some() {
+            self.lease_may_have_ended();
+        }
         for (server, share) in self.shares.iter_mut() {
             let fallback = maxconn.get(server).map_or(0, |&m| self.fallback.share_of(m));
             if *share > fallback {
@@ -195,14 +218,15 @@ impl ShareKeeper {
                 fallback: self.fallback.share_of(u.maxconn),
             };
             let share = self.share(server);
-            let p = plan(&self.me, view, Local { share, served: u.served });
+            let confirmed = self.confirmed.contains(server);
+            let p = plan(&self.me, view, Local { share, served: u.served, confirmed });
             self.targets.insert(server.clone(), p.target);
             if p.share_now != share || !self.shares.contains_key(server) {
                 self.shares.insert(server.clone(), p.share_now);
                 round.shares.push((server.clone(), p.share_now));
             }
             if let Some((holders, share)) = p.write {
-                round.writes.push(Write { server: server.clone(), holders, revision: *revision, share });
+                round.writes.push(Write { server: server.clone(), holders, revision: *revision, share, lease: self.lease });
             }
         }
         round
@@ -212,9 +236,10 @@ impl ShareKeeper {
     /// the lease is surely alive. Past that, the others may already be
     /// trimming this instance's entry as a gone holder's.
     pub fn committed(&mut self, write: &Write, now: Instant) -> Option<u32> {
-        if !self.in_lease(now) {
+        if !self.in_lease(now) || write.lease != self.lease {
             return None;
         }
+        self.confirmed.insert(write.server.clone());
         let share = self.shares.entry(write.server.clone()).or_insert(0);
         if write.share > *share {
             *share = write.share;
@@ -234,7 +259,7 @@ impl ShareKeeper {
             .map(|(server, (h, revision))| {
                 let mut holders = h.clone();
                 holders.entries.remove(&self.me);
-                Write { server: server.clone(), holders, revision: *revision, share: 0 }
+                Write { server: server.clone(), holders, revision: *revision, share: 0, lease: self.lease }
             })
             .collect()
     }

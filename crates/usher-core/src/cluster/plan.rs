@@ -66,6 +66,14 @@ pub struct Local {
     /// force: until a lower share is in force, sessions may still be
     /// granted up to `share`, so the entry keeps covering it.
     pub served: u32,
+    /// A write of this instance's has gone in under its current lease.
+    /// Until then its entry in the record may be left over from an earlier
+    /// lease that the others saw end, and they may be trimming it right
+    /// now from a reading older than this one: the entry is relied on only
+    /// to lower the share, and a write (even of the same record) must go
+    /// in first — its compare-and-swap fails any such trim, or fails
+    /// after it.
+    pub confirmed: bool,
 }
 
 /// The decision.
@@ -107,7 +115,8 @@ pub fn plan(me: &str, view: ServerView<'_>, local: Local) -> Plan {
     let target = view.members.iter().position(|(m, _)| m == me).map_or(0, |i| shares[i]);
 
     let held = view.holders.of(me);
-    let share_now = target.min(held);
+    let usable = if local.confirmed { held } else { held.min(local.share) };
+    let share_now = target.min(usable);
     // The entry must cover every session still seated and, until a lower
     // share is in force and read back, the share in force when `served`
     // was read (grants up to it may have happened since).
@@ -122,7 +131,7 @@ pub fn plan(me: &str, view: ServerView<'_>, local: Local) -> Plan {
     if entry > 0 {
         next.entries.insert(me.to_owned(), entry);
     }
-    let write = (next != *view.holders).then(|| (next, target.min(entry)));
+    let write = (next != *view.holders || !local.confirmed).then(|| (next, target.min(entry)));
     Plan { share_now, write, target }
 }
 
@@ -146,18 +155,18 @@ mod tests {
     fn a_newcomer_takes_only_what_is_free() {
         let m = members(&[("a", 50), ("b", 50)]);
         let h = holders(&[("a", 10)]);
-        let p = plan("b", view(&m, &h), Local { share: 0, served: 0 });
+        let p = plan("b", view(&m, &h), Local { share: 0, served: 0, confirmed: true });
         assert_eq!(p.target, 5);
         assert_eq!(p.share_now, 0, "nothing held yet");
         assert_eq!(p.write, None, "a holds all ten: no room, nothing to write");
         // a shrinks its share at once but keeps its entry while its sessions end.
-        let p = plan("a", view(&m, &h), Local { share: 10, served: 10 });
+        let p = plan("a", view(&m, &h), Local { share: 10, served: 10, confirmed: true });
         assert_eq!((p.share_now, p.write), (5, None));
-        let p = plan("a", view(&m, &h), Local { share: 5, served: 7 });
+        let p = plan("a", view(&m, &h), Local { share: 5, served: 7, confirmed: true });
         assert_eq!(p.write, Some((holders(&[("a", 7)]), 5)));
         // Now b can grow into the three freed slots, and no further.
         let h = holders(&[("a", 7)]);
-        let p = plan("b", view(&m, &h), Local { share: 0, served: 0 });
+        let p = plan("b", view(&m, &h), Local { share: 0, served: 0, confirmed: true });
         assert_eq!(p.write, Some((holders(&[("a", 7), ("b", 3)]), 3)));
     }
 
@@ -165,7 +174,7 @@ mod tests {
     fn a_share_within_the_entry_needs_no_write() {
         let m = members(&[("a", 0), ("b", 0)]);
         let h = holders(&[("a", 5), ("b", 5)]);
-        let p = plan("a", view(&m, &h), Local { share: 2, served: 0 });
+        let p = plan("a", view(&m, &h), Local { share: 2, served: 0, confirmed: true });
         assert_eq!((p.share_now, p.write), (5, None));
     }
 
@@ -173,17 +182,31 @@ mod tests {
     fn a_gone_holder_keeps_only_the_fallback() {
         let m = members(&[("a", 20)]);
         let h = holders(&[("a", 4), ("dead", 6)]);
-        let p = plan("a", view(&m, &h), Local { share: 4, served: 4 });
+        let p = plan("a", view(&m, &h), Local { share: 4, served: 4, confirmed: true });
         assert_eq!(p.write, Some((holders(&[("a", 10)]), 10)), "fallback 0: the dead one's slots are taken");
-        let p = plan("a", ServerView { fallback: 3, ..view(&m, &h) }, Local { share: 4, served: 4 });
+        let p = plan("a", ServerView { fallback: 3, ..view(&m, &h) }, Local { share: 4, served: 4, confirmed: true });
         assert_eq!(p.write, Some((holders(&[("a", 7), ("dead", 3)]), 7)));
+    }
+
+    #[test]
+    fn an_entry_from_an_earlier_lease_is_written_again_before_it_is_used() {
+        // b's lease ended and a new one began: its old entry of 5 may be
+        // being trimmed by a, which saw it gone.
+        let m = members(&[("a", 0), ("b", 0)]);
+        let h = holders(&[("a", 5), ("b", 5)]);
+        let p = plan("b", view(&m, &h), Local { share: 0, served: 0, confirmed: false });
+        assert_eq!(p.share_now, 0, "not raised from the old entry");
+        assert_eq!(p.write, Some((h.clone(), 5)), "the same record, written again to claim it");
+        // Lowering on an unconfirmed entry needs no write first.
+        let p = plan("b", view(&m, &h), Local { share: 8, served: 0, confirmed: false });
+        assert_eq!(p.share_now, 5);
     }
 
     #[test]
     fn an_instance_not_yet_a_member_gets_nothing() {
         let m = members(&[("a", 0)]);
         let h = holders(&[("a", 10)]);
-        let p = plan("new", view(&m, &h), Local { share: 0, served: 0 });
+        let p = plan("new", view(&m, &h), Local { share: 0, served: 0, confirmed: true });
         assert_eq!((p.target, p.share_now, p.write), (0, 0, None));
     }
 }

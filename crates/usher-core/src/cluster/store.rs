@@ -100,7 +100,13 @@ impl Store {
             let demand = serde_json::from_slice(kv.value()).unwrap_or_default();
             reading.members.insert(name, demand);
         }
-        let holders = self.client.get(self.keys.holders.as_str(), Some(GetOptions::new().with_prefix())).await?;
+        // The holders as of the same revision as the members: read later,
+        // they could hold an entry a member wrote under a lease this
+        // reading does not show yet, and this instance would trim it as a
+        // gone holder's — with a compare-and-swap that would succeed.
+        let at = members.header().map_or(0, |h| h.revision());
+        let holders =
+            self.client.get(self.keys.holders.as_str(), Some(GetOptions::new().with_prefix().with_revision(at))).await?;
         for kv in holders.kvs() {
             let server = String::from_utf8_lossy(&kv.key()[self.keys.holders.len()..]).into_owned();
             let record: Holders = serde_json::from_slice(kv.value())
