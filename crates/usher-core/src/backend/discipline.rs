@@ -18,6 +18,7 @@
 pub mod codel;
 pub mod fair;
 
+use std::cmp::Reverse;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -62,9 +63,10 @@ pub struct Queueing {
     /// The time of the message being handled (set by the core; only
     /// timed disciplines read it).
     now: Instant,
-    /// Waiters by age, then by (class, age) — only with a timed discipline.
+    /// Waiters by age, and by worst class first then age — only with a
+    /// timed discipline.
     by_age: BTreeSet<(Instant, SessionId)>,
-    by_class: BTreeSet<(i32, Instant, SessionId)>,
+    by_class: BTreeSet<(Reverse<i32>, Instant, SessionId)>,
     /// Waiters per source — only with a per-source cap.
     per_source: FxHashMap<SourceKey, u32>,
 }
@@ -74,7 +76,7 @@ impl Queueing {
         Queueing {
             settings,
             max_queued_per_source: Limit::from_config(settings.per_source.max_queued.map_or(0, |n| n.get())),
-            standing: StandingQueue::new(settings.codel),
+            standing: StandingQueue::new(settings.codel, now),
             now,
             by_age: BTreeSet::new(),
             by_class: BTreeSet::new(),
@@ -157,7 +159,7 @@ impl Queueing {
     pub fn joined(&mut self, j: &Joining) {
         if self.timed() {
             self.by_age.insert((j.joined, j.session));
-            self.by_class.insert((j.key.class, j.joined, j.session));
+            self.by_class.insert((Reverse(j.key.class), j.joined, j.session));
         }
         if let (Some(source), false) = (j.source, self.max_queued_per_source.is_unlimited()) {
             *self.per_source.entry(source).or_insert(0) += 1;
@@ -168,7 +170,7 @@ impl Queueing {
     pub fn left<W>(&mut self, w: &Waiting<W>) {
         if self.timed() {
             self.by_age.remove(&(w.joined, w.session));
-            self.by_class.remove(&(w.key.class, w.joined, w.session));
+            self.by_class.remove(&(Reverse(w.key.class), w.joined, w.session));
         }
         if let Some(source) = w.source {
             if let Some(n) = self.per_source.get_mut(&source) {
@@ -180,32 +182,23 @@ impl Queueing {
         }
     }
 
-    /// The waiters to refuse now: under overload, those older than the
-    /// shed age, worst class first — a class is shed only once no waiter
-    /// of a worse class is left (a better class is served before them
-    /// anyway, so its wait says less about overload).
+    /// The waiters to refuse now: under overload, those that waited the
+    /// shed age or longer, worst class first — a class is shed only once
+    /// no waiter of a worse class is left (a better class is served before
+    /// them anyway, so its wait says less about overload).
     pub fn to_shed(&self) -> Vec<SessionId> {
-        let mut shed = Vec::new();
+        let Some(bound) = self.shed_bound() else { return Vec::new() };
+        // Worst class first, oldest first within a class: the first waiter
+        // younger than the bound keeps its class, and so every better one.
+        self.by_class.iter().take_while(|(_, joined, _)| *joined <= bound).map(|(_, _, session)| *session).collect()
+    }
+
+    /// Under overload, waiters that joined at or before this are shed.
+    fn shed_bound(&self) -> Option<Instant> {
         if !self.overloaded() {
-            return shed;
+            return None;
         }
-        let Some(bound) = self.now.checked_sub(self.standing.shed_after()) else { return shed };
-        let mut class = None;
-        let mut kept_in_class = false;
-        for &(c, joined, session) in self.by_class.iter().rev() {
-            if class != Some(c) {
-                if kept_in_class {
-                    break;
-                }
-                class = Some(c);
-            }
-            if joined < bound {
-                shed.push(session);
-            } else {
-                kept_in_class = true;
-            }
-        }
-        shed
+        self.now.checked_sub(self.standing.shed_after())
     }
 
     /// Waiters indexed by age (`None` when the discipline keeps no index):
@@ -215,12 +208,22 @@ impl Queueing {
     }
 
     /// When [`to_shed`](Self::to_shed) may have someone to refuse next,
-    /// with nothing joining or leaving meanwhile (the BackendQueue's timer).
+    /// with nothing joining or leaving meanwhile (the BackendQueue's
+    /// timer): when overload starts, or — overloaded — when the oldest
+    /// waiter of the worst class reaches the shed age (a better class is
+    /// shed only after it, and it leaves through a message, which arms the
+    /// timer again).
     pub fn next_look(&self) -> Option<Instant> {
         if !self.timed() {
             return None;
         }
         let oldest = self.by_age.first().map(|(joined, _)| *joined);
-        self.standing.next_look(self.now, oldest)
+        match self.standing.overload_starts(self.now, oldest) {
+            Some(start) => Some(start),
+            None => {
+                let (_, joined, _) = self.by_class.first()?;
+                Some(*joined + self.standing.shed_after())
+            }
+        }
     }
 }

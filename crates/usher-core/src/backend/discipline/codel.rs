@@ -22,13 +22,16 @@ pub struct StandingQueue {
     target: Duration,
     interval: Duration,
     /// The last moment the queue was empty or its oldest waiter younger
-    /// than `target` (`None`: never looked at yet).
-    good_at: Option<Instant>,
+    /// than `target`.
+    good_at: Instant,
+    /// The last look: the oldest waiter then is the oldest until now.
+    last_look: Instant,
 }
 
 impl StandingQueue {
-    pub fn new(settings: CodelSettings) -> StandingQueue {
-        StandingQueue { target: settings.target, interval: settings.interval, good_at: None }
+    /// Starts with an empty queue at `now`.
+    pub fn new(settings: CodelSettings, now: Instant) -> StandingQueue {
+        StandingQueue { target: settings.target, interval: settings.interval, good_at: now, last_look: now }
     }
 
     /// New figures (a reload); what was measured so far stands.
@@ -43,14 +46,20 @@ impl StandingQueue {
     pub fn look(&mut self, now: Instant, oldest: Option<Instant>) {
         let good_until = match oldest {
             None => now,
-            Some(joined) => now.min(joined + self.target),
+            // Since the last look it was the oldest; it was young until
+            // `joined + target` — which counts only if that is after the
+            // last look (a waiter that becomes the oldest when an older one
+            // leaves does not make the past good).
+            Some(joined) if joined + self.target > self.last_look => now.min(joined + self.target),
+            Some(_) => self.good_at,
         };
-        self.good_at = Some(self.good_at.map_or(good_until, |g| g.max(good_until)));
+        self.good_at = self.good_at.max(good_until);
+        self.last_look = self.last_look.max(now);
     }
 
     /// The queue stood for a whole interval up to `now` (after [`look`](Self::look) at `now`).
     pub fn overloaded(&self, now: Instant) -> bool {
-        self.good_at.is_some_and(|good| now >= good + self.interval)
+        now >= self.good_at + self.interval
     }
 
     /// Under overload, a waiter older than this is refused: it has waited
@@ -60,17 +69,17 @@ impl StandingQueue {
         self.interval
     }
 
-    /// When the verdict may change next with nothing joining or leaving:
-    /// overload starts, or (overloaded) the oldest waiter crosses the shed
-    /// age. `None` when nobody waits.
-    pub fn next_look(&self, now: Instant, oldest: Option<Instant>) -> Option<Instant> {
+    /// When overload starts, with nothing joining or leaving meanwhile
+    /// (`None`: nobody waits, or it has started).
+    pub fn overload_starts(&self, now: Instant, oldest: Option<Instant>) -> Option<Instant> {
         let oldest = oldest?;
         if self.overloaded(now) {
-            return Some((oldest + self.shed_after()).max(now));
+            return None;
         }
-        // The oldest waiter counts as good until it is `target` old.
-        let good = self.good_at.unwrap_or(now).max(oldest + self.target);
-        Some((good + self.interval).max(now))
+        // The oldest waiter, still young, counts as good until it is
+        // `target` old.
+        let good = if oldest + self.target > now { oldest + self.target } else { self.good_at };
+        Some(good + self.interval)
     }
 }
 
@@ -80,14 +89,14 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn codel() -> StandingQueue {
-        StandingQueue::new(CodelSettings { target: 50 * MS, interval: 500 * MS })
+    fn codel(t0: Instant) -> StandingQueue {
+        StandingQueue::new(CodelSettings { target: 50 * MS, interval: 500 * MS }, t0)
     }
 
     #[test]
     fn a_burst_that_drains_is_not_overload() {
         let t0 = Instant::now();
-        let mut q = codel();
+        let mut q = codel(t0);
         q.look(t0, None);
         // Someone waits 400 ms, then the queue empties: never a whole
         // interval above target.
@@ -102,16 +111,19 @@ mod tests {
     #[test]
     fn a_queue_standing_for_an_interval_is_overloaded() {
         let t0 = Instant::now();
-        let mut q = codel();
+        let mut q = codel(t0);
         q.look(t0, Some(t0));
         // Good until t0 + 50 ms (target), so overloaded from t0 + 550 ms.
-        assert_eq!(q.next_look(t0, Some(t0)), Some(t0 + 550 * MS));
+        assert_eq!(q.overload_starts(t0, Some(t0)), Some(t0 + 550 * MS));
         q.look(t0 + 549 * MS, Some(t0));
         assert!(!q.overloaded(t0 + 549 * MS));
         q.look(t0 + 550 * MS, Some(t0));
         assert!(q.overloaded(t0 + 550 * MS));
-        // The oldest crosses the shed age at once (550 ms > 500 ms).
-        assert_eq!(q.next_look(t0 + 550 * MS, Some(t0)), Some(t0 + 550 * MS));
+        assert_eq!(q.overload_starts(t0 + 550 * MS, Some(t0)), None);
+        // The oldest leaves; the next one is 150 ms old already: still
+        // standing (its youth before the last look does not count).
+        q.look(t0 + 560 * MS, Some(t0 + 410 * MS));
+        assert!(q.overloaded(t0 + 560 * MS));
         // A young oldest waiter ends the overload.
         q.look(t0 + 600 * MS, Some(t0 + 590 * MS));
         assert!(!q.overloaded(t0 + 600 * MS));
@@ -122,7 +134,7 @@ mod tests {
         // The oldest stays while newer waiters come and go: it is the
         // oldest that counts.
         let t0 = Instant::now();
-        let mut q = codel();
+        let mut q = codel(t0);
         q.look(t0, Some(t0));
         for step in 1..=12u32 {
             q.look(t0 + step * 50 * MS, Some(t0));
