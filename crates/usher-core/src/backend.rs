@@ -13,11 +13,13 @@
 //! - [`server`]: the Server actor (one upstream: its slot count, health,
 //!   admin state) over [`server_state`] and [`health`].
 //! - [`balance`]: the balancing algorithms; [`wait_queue`]: the queues;
+//!   [`discipline`]: who they serve next and who they shed under overload;
 //!   [`limit`]: the configuration's "0 means unlimited" as a type.
 
 pub mod backend_queue;
 pub mod balance;
 pub mod core;
+pub mod discipline;
 pub mod health;
 pub mod limit;
 pub mod protocol;

@@ -13,12 +13,14 @@
 mod build;
 mod cluster_section;
 mod errors;
+mod queue_section;
 mod reader;
 mod settings;
 mod sources;
 
 pub use cluster_section::CLUSTER_BUILT_IN;
 pub use errors::{ConfigError, ConfigErrorKind, ConfigErrors};
+pub use queue_section::{CodelSettings, FairShare, PerSourceSettings, QueueDiscipline, QueueSettings};
 pub use reader::MAX_DURATION;
 pub use settings::*;
 pub use sources::{ConfigSources, EnvLayer, DEFAULT_TOML};

@@ -387,7 +387,12 @@ impl BackendSim {
         };
         let picks = Picks::default();
         let balancer = Box::new(Recording { inner, picks: picks.clone() });
-        let setup = BackendSetup { maxqueue: cfg.maxqueue, redispatch: cfg.redispatch, fullconn: cfg.fullconn };
+        let setup = BackendSetup {
+            maxqueue: cfg.maxqueue,
+            redispatch: cfg.redispatch,
+            fullconn: cfg.fullconn,
+            ..BackendSetup::default()
+        };
         let queue = queue_core(&setups, setup, balancer);
         let mut sim = BackendSim {
             servers: cfg.servers.iter().map(|s| ServerState::new(s.maxconn)).collect(),
@@ -879,6 +884,7 @@ impl BackendSim {
             Reserved::NoServer { .. } => {
                 ((Expect::NoServer, Outcome::NoServer), Some(Reply::NoServer { queued: None }))
             }
+            Reserved::SourceFull { .. } => panic!("session {id}: no per-source cap here, yet {real:?}"),
         };
         // Answered at once, before anything else; a queued one hears later.
         let heard = match answer {
@@ -945,7 +951,7 @@ impl BackendSim {
                     self.pool.push(Msg::Cancel { session: id });
                 }
             }
-            Reserved::Full { .. } | Reserved::NoServer { .. } => {}
+            Reserved::Full { .. } | Reserved::NoServer { .. } | Reserved::SourceFull { .. } => {}
         }
         self.offered(heard);
     }

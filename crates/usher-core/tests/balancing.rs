@@ -123,6 +123,7 @@ impl Backend {
             Reserved::Queued { server, .. } => Answer::Queued(server.map(|s| s.0)),
             Reserved::Full { .. } => Answer::Full,
             Reserved::NoServer { .. } => Answer::NoServer,
+            Reserved::SourceFull { .. } => unreachable!("these backends have no per-source cap"),
         };
         self.hear();
         (id, answer)
@@ -140,8 +141,8 @@ impl Backend {
                     self.log.push((heard.session, server));
                     grants.push((heard.session, server));
                 }
-                Reply::NoServer { queued: Some(_) } => self.refused.push(heard.session),
-                Reply::Full | Reply::NoServer { .. } | Reply::Left { .. } => {}
+                Reply::NoServer { queued: Some(_) } | Reply::Shed { .. } => self.refused.push(heard.session),
+                Reply::Full | Reply::SourceFull | Reply::NoServer { .. } | Reply::Left { .. } => {}
             }
         }
         assert_eq!(self.state().check(), Ok(()));
@@ -492,7 +493,7 @@ fn source_removing_one_of_five_moves_only_its_clients() {
 fn source_pinned_server_at_maxconn_queues_then_redispatches_or_refuses() {
     for redispatch in [false, true] {
         let servers = vec![ServerSetup { maxconn: 1, weight: 1, maxqueue: 1, backup: false, minconn: 0 }; 3];
-        let setup = BackendSetup { maxqueue: 0, redispatch, fullconn: 0 };
+        let setup = BackendSetup { maxqueue: 0, redispatch, fullconn: 0, ..BackendSetup::default() };
         let mut b = Backend::new(&servers, setup, Box::new(ConsistentHash::new(0)));
         let hot = Some(ip(1));
         let (a, answer) = b.arrive(hot);
@@ -553,7 +554,7 @@ fn source_bounded_load_spreads_one_hot_client() {
 /// with an avoid server, it must move on along the ring.
 #[test]
 fn source_redispatched_retry_avoids_the_failed_server() {
-    let setup = BackendSetup { maxqueue: 0, redispatch: true, fullconn: 0 };
+    let setup = BackendSetup { maxqueue: 0, redispatch: true, fullconn: 0, ..BackendSetup::default() };
     let mut b = Backend::new(&[server(10, 1); 3], setup, Box::new(ConsistentHash::new(0)));
     let client = Some(ip(1));
     let (first, answer) = b.arrive(client);
@@ -649,7 +650,7 @@ fn slowstart_ramp_grows_the_effective_maxconn() {
 #[test]
 fn dynamic_maxconn_scales_grants_with_backend_load() {
     let servers = [ServerSetup { maxconn: 10, weight: 1, maxqueue: 0, backup: false, minconn: 2 }];
-    let setup = BackendSetup { maxqueue: 0, redispatch: false, fullconn: 20 };
+    let setup = BackendSetup { maxqueue: 0, redispatch: false, fullconn: 20, ..BackendSetup::default() };
     let mut b = Backend::new(&servers, setup, Box::new(SmoothRoundRobin::new(1)));
     let eff = |load: u32| if load < 20 { (load * 10 / 20).max(2) } else { 10 };
     for k in 1..=30u32 {
@@ -791,7 +792,7 @@ fn backup_servers_only_while_all_actives_are_down() {
 #[test]
 fn redispatched_session_overtakes_older_waiter_on_backup() {
     let backup = ServerSetup { maxconn: 1, weight: 1, maxqueue: 0, backup: true, minconn: 0 };
-    let setup = BackendSetup { maxqueue: 0, redispatch: true, fullconn: 0 };
+    let setup = BackendSetup { maxqueue: 0, redispatch: true, fullconn: 0, ..BackendSetup::default() };
     let mut b = Backend::new(&[server(1, 1), server(1, 1), backup], setup, Box::new(SmoothRoundRobin::new(3)));
     assert_eq!(b.arrive(None).1, Answer::Granted(0)); // 1
     assert_eq!(b.arrive(None).1, Answer::Granted(1)); // 2
@@ -832,7 +833,11 @@ fn a_servers_maxqueue_bounds_its_waiters_under_every_algorithm() {
     for redispatch in [false, true] {
         for (name, balancer) in every_algorithm(1) {
             let servers = [ServerSetup { maxconn: 1, weight: 1, maxqueue: 2, backup: false, minconn: 0 }];
-            let mut b = Backend::new(&servers, BackendSetup { maxqueue: 0, redispatch, fullconn: 0 }, balancer);
+            let mut b = Backend::new(
+                &servers,
+                BackendSetup { maxqueue: 0, redispatch, fullconn: 0, ..BackendSetup::default() },
+                balancer,
+            );
             let answers: Vec<Answer> = (0..5).map(|_| b.arrive(Some(ip(1))).1).collect();
             assert_eq!(answers[0], Answer::Granted(0), "{name}");
             assert!(
@@ -856,7 +861,8 @@ fn the_backend_queue_is_bounded_by_the_servers_maxqueue_sum() {
         (vec![with(2), with(0)], 4, 4),
         (vec![with(2), with(0)], 0, 50),
     ] {
-        let setup = BackendSetup { maxqueue: backend_maxqueue, redispatch: false, fullconn: 0 };
+        let setup =
+            BackendSetup { maxqueue: backend_maxqueue, redispatch: false, fullconn: 0, ..BackendSetup::default() };
         let mut b = Backend::new(&servers, setup, Box::new(SmoothRoundRobin::new(2)));
         let answers: Vec<Answer> = (0..52).map(|_| b.arrive(None).1).collect();
         let queued = answers.iter().filter(|a| **a == Answer::Queued(None)).count();
@@ -875,7 +881,7 @@ fn the_backend_queue_is_bounded_by_the_servers_maxqueue_sum() {
 /// server just freed; a newcomer may take that slot.
 #[test]
 fn a_retry_waits_for_another_server_rather_than_go_back() {
-    let setup = BackendSetup { maxqueue: 0, redispatch: true, fullconn: 0 };
+    let setup = BackendSetup { maxqueue: 0, redispatch: true, fullconn: 0, ..BackendSetup::default() };
     let mut b = Backend::new(&[server(1, 1), server(1, 1)], setup, Box::new(SmoothRoundRobin::new(2)));
     let (a, first) = b.arrive(None);
     let (other, second) = b.arrive(None);

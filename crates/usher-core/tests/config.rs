@@ -953,3 +953,49 @@ fn admin_hardening_keys() {
     let errs = errors(&files(&[&file]));
     assert_error(&errs, "admin.timeout.requets", &file.origin(), &["unknown key", "request"]);
 }
+
+// ------------------------------------------------- queue disciplines, maxconn
+
+#[test]
+fn queue_discipline_defaults_to_fifo_and_reads_every_key() {
+    let b = ok(&ConfigSources::inline(GOOD)).backend("app").cloned().expect("backend app");
+    assert_eq!(b.queue, config::QueueSettings::default(), "fifo, codel 50ms/500ms, no fair share, no caps");
+    assert_eq!(b.queue.codel.target, Duration::from_millis(50));
+    assert_eq!(b.maxconn.or_zero(), 0);
+    let doc = format!(
+        "{GOOD}\n[backends.app]\nmaxconn = 7\n[backends.app.queue]\ndiscipline = \"adaptive_lifo\"\nfair = \"source/24\"\n\
+         [backends.app.queue.codel]\ntarget = \"20ms\"\ninterval = \"300ms\"\n[backends.app.queue.per_source]\nmax_queued = 9\n"
+    );
+    let b = ok(&ConfigSources::inline(&doc)).backend("app").cloned().unwrap();
+    assert_eq!(b.maxconn.or_zero(), 7);
+    assert_eq!(b.queue.discipline, config::QueueDiscipline::AdaptiveLifo);
+    assert_eq!(b.queue.fair, config::FairShare::Source { ipv4_prefix: 24 });
+    assert_eq!((b.queue.codel.target, b.queue.codel.interval), (Duration::from_millis(20), Duration::from_millis(300)));
+    assert_eq!(b.queue.per_source.max_queued.or_zero(), 9);
+    // `usher check` prints it back in the written form.
+    let printed = ok(&ConfigSources::inline(&doc)).to_toml();
+    assert!(
+        printed.contains("discipline = \"adaptive_lifo\"") && printed.contains("fair = \"source/24\""),
+        "{printed}"
+    );
+}
+
+#[test]
+fn bad_queue_keys_name_the_key_and_what_was_expected() {
+    let doc = format!(
+        "{GOOD}\n[backends.app]\nmaxconn = -1\n[backends.app.queue]\ndiscipline = \"lifo\"\nfair = \"source/40\"\n\
+         [backends.app.queue.codel]\ntarget = \"0\"\ninterval = \"2m\"\n[backends.app.queue.per_source]\nmax_queued = \"x\"\n"
+    );
+    let errors = inline_errors(&doc);
+    assert_error(&errors, "backends.app.maxconn", INLINE, &["-1", "integer from 0"]);
+    assert_error(&errors, "backends.app.queue.discipline", INLINE, &["\"fifo\", \"codel\", \"adaptive_lifo\""]);
+    assert_error(&errors, "backends.app.queue.fair", INLINE, &["source/N", "8 to 32"]);
+    assert_error(&errors, "backends.app.queue.codel.target", INLINE, &["not \"0\""]);
+    assert_error(&errors, "backends.app.queue.codel.interval", INLINE, &["1m"]);
+    assert_error(&errors, "backends.app.queue.per_source.max_queued", INLINE, &["integer"]);
+    let doc = format!("{GOOD}\n[backends.app.queue.codel]\ntarget = \"600ms\"\n");
+    let errors = inline_errors(&doc);
+    assert_error(&errors, "backends.app.queue.codel.target", INLINE, &["below the interval", "500ms"]);
+    let errors = inline_errors(&format!("{GOOD}\n[backends.app.queue]\nshed = true\n"));
+    assert_error(&errors, "backends.app.queue.shed", INLINE, &["discipline"]);
+}

@@ -106,7 +106,7 @@ impl Model {
             let session = heard.session;
             match heard.reply {
                 Reply::Granted { server, .. } => self.granted(server, session),
-                Reply::Full | Reply::NoServer { .. } => {
+                Reply::Full | Reply::SourceFull | Reply::Shed { .. } | Reply::NoServer { .. } => {
                     assert!(self.waiting.remove(&session), "refused a session that was not waiting");
                     self.refused += 1;
                 }
@@ -206,7 +206,7 @@ fn setup(maxconn: u32) -> ServerSetup {
 }
 
 fn backend() -> BackendSetup {
-    BackendSetup { maxqueue: 0, redispatch: false, fullconn: 0 }
+    BackendSetup { maxqueue: 0, redispatch: false, fullconn: 0, ..BackendSetup::default() }
 }
 
 proptest! {

@@ -15,10 +15,17 @@
 //! is disarmed (see the [`Waiter`] impl in [`protocol`](super::protocol));
 //! the core offers the slot to the next waiter at once.
 //!
+//! With a timed queue discipline (codel, adaptive LIFO) the actor gives the
+//! core the time of each message and keeps one timer armed at the moment
+//! the core names ([`QueueCore::next_look`]): when it fires, the core sheds
+//! the waiters its discipline refuses now. FIFO reads no clock and arms no
+//! timer.
+//!
 //! [`Slot`]: super::Slot
 //! [`Waiter`]: super::queue_core::Waiter
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use slog::Logger;
@@ -80,6 +87,8 @@ pub struct RetireBackend;
 
 pub struct BackendQueue {
     core: QueueCore<oneshot::Sender<ReserveReply>>,
+    /// The shedding timer, when armed: when it fires.
+    shed_timer: Option<(Instant, SpawnHandle)>,
 }
 
 impl BackendQueue {
@@ -90,7 +99,36 @@ impl BackendQueue {
         balancer: Box<dyn crate::backend::balance::Balancer>,
         log: Logger,
     ) -> BackendQueue {
-        BackendQueue { core: QueueCore::new(setups, servers, setup, balancer, log) }
+        BackendQueue { core: QueueCore::new(setups, servers, setup, balancer, log), shed_timer: None }
+    }
+
+    /// Before a message: the time it is handled at, for timed disciplines.
+    fn clock(&mut self) {
+        if self.core.timed() {
+            self.core.set_time(Instant::now());
+        }
+    }
+
+    /// After a message: the shedding timer fires when the core says,
+    /// earlier if a change brought that moment closer.
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        let next = self.core.next_look();
+        if let (Some(next), Some((armed, _))) = (next, self.shed_timer) {
+            if armed <= next {
+                return;
+            }
+        }
+        if let Some((_, handle)) = self.shed_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let Some(next) = next else { return };
+        let handle = ctx.run_later(next.saturating_duration_since(Instant::now()), |queue, ctx| {
+            queue.shed_timer = None;
+            queue.core.set_time(Instant::now());
+            follow(queue.core.shed(), ctx);
+            queue.arm(ctx);
+        });
+        self.shed_timer = Some((next, handle));
     }
 }
 
@@ -112,7 +150,8 @@ impl Actor for BackendQueue {
 impl Handler<Reserve> for BackendQueue {
     type Result = ();
 
-    fn handle(&mut self, msg: Reserve, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Reserve, ctx: &mut Self::Context) {
+        self.clock();
         let req = ReserveRequest {
             session: msg.session,
             key: msg.key,
@@ -121,6 +160,7 @@ impl Handler<Reserve> for BackendQueue {
             avoid: msg.avoid,
         };
         let _ = self.core.reserve(req, msg.reply);
+        self.arm(ctx);
     }
 }
 
@@ -132,8 +172,10 @@ macro_rules! forward_to_core {
             type Result = ();
 
             fn handle(&mut self, $msg: $message, ctx: &mut Self::Context) {
+                self.clock();
                 let $core = &mut self.core;
                 follow($call, ctx);
+                self.arm(ctx);
             }
         }
     )*};

@@ -25,10 +25,13 @@
 
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
+use std::time::Instant;
 
+use super::discipline::Queueing;
 use super::limit::Limit;
-use super::wait_queue::{QueueKey, WaitQueue, Waiting};
+use super::wait_queue::{Joining, QueueKey, WaitQueue, Waiting};
 use crate::backend::balance::{least_loaded, Balancer, Candidate, Choice};
+use crate::config::QueueSettings;
 use crate::ids::{ServerId, SessionId};
 
 /// A request for a slot.
@@ -54,6 +57,9 @@ pub enum Reserved<W> {
     Queued { server: Option<ServerId>, position: u32 },
     /// The queue it would join is at its `maxqueue`.
     Full { waiter: W },
+    /// Its client source already has `queue.per_source.max_queued`
+    /// sessions waiting in this backend.
+    SourceFull { waiter: W },
     /// No server can take it (none configured, all down, in maintenance or
     /// at weight 0).
     NoServer { waiter: W },
@@ -71,7 +77,7 @@ pub struct QueuePlace {
 }
 
 impl QueuePlace {
-    fn of<W>(waiting: &Waiting<W>, server_queue: bool) -> QueuePlace {
+    pub(crate) fn of<W>(waiting: &Waiting<W>, server_queue: bool) -> QueuePlace {
         QueuePlace { server_queue, position: waiting.position }
     }
 }
@@ -115,6 +121,12 @@ pub struct BackendSetup {
     /// Backend load (served + queued) at which servers with `minconn` reach
     /// their full `maxconn` (HAProxy's fullconn; 0 = off).
     pub fullconn: u32,
+    /// Sessions the servers serve at once, together (0 = no bound beyond
+    /// each server's own maxconn): beyond it sessions wait in the queues
+    /// even while a server holds a free slot.
+    pub maxconn: u32,
+    /// Discipline, fair share and per-source caps.
+    pub queue: QueueSettings,
 }
 
 /// What a Server tells its BackendQueue about itself.
@@ -179,6 +191,7 @@ struct Setup {
     maxqueue: Limit,
     redispatch: bool,
     fullconn: Limit,
+    maxconn: Limit,
 }
 
 impl From<BackendSetup> for Setup {
@@ -187,6 +200,7 @@ impl From<BackendSetup> for Setup {
             maxqueue: Limit::from_config(s.maxqueue),
             redispatch: s.redispatch,
             fullconn: Limit::from_config(s.fullconn),
+            maxconn: Limit::from_config(s.maxconn),
         }
     }
 }
@@ -205,6 +219,11 @@ pub struct BackendState<W> {
     /// The balancer's view of the servers, refilled on every balanced
     /// reserve: kept here so a reserve allocates nothing.
     candidates: Vec<Candidate>,
+    /// The discipline over all the queues: their order, shedding, caps.
+    queueing: Queueing,
+    /// The highest backend maxconn it ever had (`None` once it had none):
+    /// the servers together never serve more.
+    maxconn_seen: Option<u32>,
 }
 
 impl<W> BackendState<W> {
@@ -212,12 +231,12 @@ impl<W> BackendState<W> {
     /// Used by white-box tests only.
     #[cfg(feature = "internals")]
     pub fn new(servers: &[ServerSetup], maxqueue: u32, balancer: Box<dyn Balancer>) -> BackendState<W> {
-        Self::with_setup(servers, BackendSetup { maxqueue, redispatch: false, fullconn: 0 }, balancer)
+        Self::with_setup(servers, BackendSetup { maxqueue, ..BackendSetup::default() }, balancer)
     }
 
     pub fn with_setup(servers: &[ServerSetup], setup: BackendSetup, balancer: Box<dyn Balancer>) -> BackendState<W> {
-        let servers = servers.iter().map(ServerSlots::new).collect();
-        BackendState {
+        let servers: Vec<ServerSlots<W>> = servers.iter().map(ServerSlots::new).collect();
+        let mut state = BackendState {
             servers,
             queue: WaitQueue::default(),
             setup: setup.into(),
@@ -226,6 +245,17 @@ impl<W> BackendState<W> {
             max_queue: 0,
             max_served: 0,
             candidates: Vec::new(),
+            queueing: Queueing::new(setup.queue, Instant::now()),
+            maxconn_seen: Limit::from_config(setup.maxconn).get(),
+        };
+        state.set_fair(setup.queue.fair != crate::config::FairShare::None);
+        state
+    }
+
+    fn set_fair(&mut self, on: bool) {
+        self.queue.set_fair(on);
+        for s in &mut self.servers {
+            s.queue.set_fair(on);
         }
     }
 
@@ -264,10 +294,18 @@ impl<W> BackendState<W> {
         max
     }
 
-    /// A held credit it may use now (below its effective maxconn).
+    /// A held credit it may use now (below its effective maxconn, and the
+    /// backend below its own maxconn).
     fn has_room(&self, i: usize, load: u64) -> bool {
         let s = &self.servers[i];
-        s.held.is_none_or(|n| n > 0) && self.effective_max(i, load).is_none_or(|m| s.served < m)
+        s.held.is_none_or(|n| n > 0)
+            && self.effective_max(i, load).is_none_or(|m| s.served < m)
+            && self.setup.maxconn.get().is_none_or(|m| self.served_total() < m)
+    }
+
+    /// Sessions the servers serve, together.
+    fn served_total(&self) -> u32 {
+        self.servers.iter().map(|s| s.served).sum()
     }
 
     /// Some server takes balanced traffic.
@@ -340,8 +378,20 @@ impl<W> BackendState<W> {
 
     /// Decides at once: grant from a held credit, or queue, or refuse.
     pub fn reserve(&mut self, req: ReserveRequest, waiter: W) -> Reserved<W> {
+        let joining = Joining {
+            session: req.session,
+            key: req.key,
+            joined: self.queueing.now(),
+            source: self.queueing.source_of(req.client),
+        };
+        self.reserve_joining(req, joining, waiter)
+    }
+
+    /// [`reserve`](Self::reserve) for a session that would join as
+    /// `joining` (a redispatched waiter keeps its arrival and source).
+    fn reserve_joining(&mut self, req: ReserveRequest, joining: Joining, waiter: W) -> Reserved<W> {
         if let Some(pin) = req.pin {
-            return self.reserve_pinned(pin, req, waiter, false);
+            return self.reserve_pinned(pin, req, joining, waiter, false);
         }
         let avoiding = self.fill_candidates(req.avoid);
         if !self.candidates.iter().any(|c| c.usable) {
@@ -355,18 +405,22 @@ impl<W> BackendState<W> {
                 self.take_slot(server);
                 Reserved::Granted { server, waiter }
             }
-            Some(Choice::Pinned(server)) => self.reserve_pinned(server, req, waiter, true),
-            _ if avoiding => self.enqueue_elsewhere(req, waiter),
-            _ => self.enqueue_backend(req, waiter),
+            Some(Choice::Pinned(server)) => self.reserve_pinned(server, req, joining, waiter, true),
+            _ if avoiding => self.enqueue_elsewhere(joining, waiter),
+            _ => self.enqueue_backend(joining, waiter),
         }
     }
 
-    fn enqueue_backend(&mut self, req: ReserveRequest, waiter: W) -> Reserved<W> {
+    fn enqueue_backend(&mut self, joining: Joining, waiter: W) -> Reserved<W> {
         if self.backend_queue_bound().reached_by(self.queue.len()) {
             return Reserved::Full { waiter };
         }
-        let position = self.queue.push(req.key, req.session, waiter);
-        self.location.insert(req.session, None);
+        if !self.queueing.admits(joining.source) {
+            return Reserved::SourceFull { waiter };
+        }
+        let position = self.queue.push(joining, waiter);
+        self.queueing.joined(&joining);
+        self.location.insert(joining.session, None);
         self.max_queue = self.max_queue.max(self.queue.len());
         Reserved::Queued { server: None, position }
     }
@@ -376,21 +430,25 @@ impl<W> BackendState<W> {
     /// queue, where a slot the failed server frees cannot reach it. Only
     /// when that queue is at its `maxqueue` does it wait in the backend
     /// queue instead.
-    fn enqueue_elsewhere(&mut self, req: ReserveRequest, waiter: W) -> Reserved<W> {
+    fn enqueue_elsewhere(&mut self, joining: Joining, waiter: W) -> Reserved<W> {
         let Some(i) = least_loaded(&self.candidates, 0, |c| c.usable) else {
-            return self.enqueue_backend(req, waiter);
+            return self.enqueue_backend(joining, waiter);
         };
         let server = self.candidates[i].id;
         let s = &self.servers[server.0];
         if s.maxqueue.reached_by(s.queue.len()) {
-            return self.enqueue_backend(req, waiter);
+            return self.enqueue_backend(joining, waiter);
         }
-        self.enqueue_server(server, req, waiter)
+        self.enqueue_server(server, joining, waiter)
     }
 
-    fn enqueue_server(&mut self, server: ServerId, req: ReserveRequest, waiter: W) -> Reserved<W> {
-        let position = self.servers[server.0].queue.push(req.key, req.session, waiter);
-        self.location.insert(req.session, Some(server));
+    fn enqueue_server(&mut self, server: ServerId, joining: Joining, waiter: W) -> Reserved<W> {
+        if !self.queueing.admits(joining.source) {
+            return Reserved::SourceFull { waiter };
+        }
+        let position = self.servers[server.0].queue.push(joining, waiter);
+        self.queueing.joined(&joining);
+        self.location.insert(joining.session, Some(server));
         let s = &mut self.servers[server.0];
         s.max_queue = s.max_queue.max(s.queue.len());
         Reserved::Queued { server: Some(server), position }
@@ -398,7 +456,14 @@ impl<W> BackendState<W> {
 
     /// `hashed`: pinned by a hash algorithm (may redispatch when full), as
     /// opposed to an explicit pin.
-    fn reserve_pinned(&mut self, pin: ServerId, req: ReserveRequest, waiter: W, hashed: bool) -> Reserved<W> {
+    fn reserve_pinned(
+        &mut self,
+        pin: ServerId,
+        req: ReserveRequest,
+        joining: Joining,
+        waiter: W,
+        hashed: bool,
+    ) -> Reserved<W> {
         if pin.0 >= self.servers.len() || !self.servers[pin.0].status.up {
             return Reserved::NoServer { waiter };
         }
@@ -425,11 +490,11 @@ impl<W> BackendState<W> {
                 if !self.candidates.iter().any(|c| c.usable && other(c)) {
                     return Reserved::Full { waiter };
                 }
-                return self.enqueue_backend(req, waiter);
+                return self.enqueue_backend(joining, waiter);
             }
             return Reserved::Full { waiter };
         }
-        self.enqueue_server(pin, req, waiter)
+        self.enqueue_server(pin, joining, waiter)
     }
 
     fn take_slot(&mut self, server: ServerId) {
@@ -471,6 +536,7 @@ impl<W> BackendState<W> {
             None => self.queue.remove(session),
             Some(server) => self.servers[server.0].queue.remove(session),
         }?;
+        self.queueing.left(&waiting);
         let queued = QueuePlace::of(&waiting, at.is_some());
         Some((waiting.waiter, queued))
     }
@@ -502,16 +568,19 @@ impl<W> BackendState<W> {
         if !self.servers[server.0].status.up || !self.has_room(server.0, load) {
             return None;
         }
-        let own = self.servers[server.0].queue.head_key();
-        let shared = if self.balanced(server.0, any_active) { self.queue.head_key() } else { None };
+        let order = self.queueing.order();
+        let own = self.servers[server.0].queue.next_key(order);
+        let shared = if self.balanced(server.0, any_active) { self.queue.next_key(order) } else { None };
         let from_own = match (own, shared) {
             (None, None) => return None,
             (Some(_), None) => true,
             (None, Some(_)) => false,
-            (Some(own), Some(shared)) => own <= shared,
+            (Some(own), Some(shared)) => order.first(own, shared),
         };
-        let waiting = if from_own { self.servers[server.0].queue.pop_front() } else { self.queue.pop_front() }?;
+        let waiting =
+            if from_own { self.servers[server.0].queue.pop_next(order) } else { self.queue.pop_next(order) }?;
         self.location.remove(&waiting.session);
+        self.queueing.left(&waiting);
         self.take_slot(server);
         let queued = QueuePlace::of(&waiting, from_own);
         Some(Grant { server, session: waiting.session, waiter: waiting.waiter, queued })
@@ -526,6 +595,50 @@ impl<W> BackendState<W> {
                 grants.push(grant);
             }
         }
+    }
+
+    // === time and shedding (queue disciplines) ===
+
+    /// The discipline reads the clock (codel, adaptive LIFO): the core
+    /// sets the time of each message and arms the shedding timer.
+    pub fn timed(&self) -> bool {
+        self.queueing.timed()
+    }
+
+    /// The time of the message being handled.
+    pub fn set_now(&mut self, now: Instant) {
+        self.queueing.set_now(now);
+    }
+
+    /// Looks at the queues after a change, for CoDel's standing-queue test.
+    pub fn look(&mut self) {
+        self.queueing.look();
+    }
+
+    /// The queues have stood for a whole CoDel interval.
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
+    pub fn overloaded(&self) -> bool {
+        self.queueing.overloaded()
+    }
+
+    /// Takes out the waiters the discipline sheds now (overloaded: older
+    /// than the shed age, worst class first), to be refused.
+    pub fn shed(&mut self) -> Vec<Refusal<W>> {
+        let shed = self.queueing.to_shed();
+        let refusals = shed
+            .into_iter()
+            .filter_map(|session| self.cancel(session))
+            .map(|(waiter, queued)| Refusal { waiter, queued })
+            .collect();
+        self.queueing.look();
+        refusals
+    }
+
+    /// When the shedding timer should look again (`None`: nobody waits,
+    /// or the discipline sheds nobody).
+    pub fn next_look(&self) -> Option<Instant> {
+        self.queueing.next_look()
     }
 
     // === server status ===
@@ -563,25 +676,28 @@ impl<W> BackendState<W> {
         self.dispatch_into(&mut grants);
         if went_down {
             let mut stranded = Vec::new();
-            while let Some((key, w)) = self.servers[server.0].queue.pop_front_keyed() {
+            while let Some(w) = self.servers[server.0].queue.pop_front() {
                 self.location.remove(&w.session);
-                stranded.push((key, w));
+                self.queueing.left(&w);
+                stranded.push(w);
             }
-            for (key, w) in stranded {
+            for w in stranded {
                 let queued = QueuePlace::of(&w, true);
                 if !redispatch {
                     refusals.push(Refusal { waiter: w.waiter, queued });
                     continue;
                 }
-                // Balanced again with its original key: it keeps its place
-                // among the backend queue's waiters.
-                let req = ReserveRequest { session: w.session, key, client: None, pin: None, avoid: Some(server) };
-                match self.reserve(req, w.waiter) {
+                // Balanced again with its original key and arrival: it
+                // keeps its place among the backend queue's waiters.
+                let joining = w.joining();
+                let req =
+                    ReserveRequest { session: w.session, key: w.key, client: None, pin: None, avoid: Some(server) };
+                match self.reserve_joining(req, joining, w.waiter) {
                     Reserved::Granted { server, waiter } => {
                         grants.push(Grant { server, session: w.session, waiter, queued })
                     }
                     Reserved::Queued { .. } => {}
-                    Reserved::Full { waiter } | Reserved::NoServer { waiter } => {
+                    Reserved::Full { waiter } | Reserved::NoServer { waiter } | Reserved::SourceFull { waiter } => {
                         refusals.push(Refusal { waiter, queued })
                     }
                 }
@@ -590,6 +706,7 @@ impl<W> BackendState<W> {
         if !self.any_usable() {
             while let Some(w) = self.queue.pop_front() {
                 self.location.remove(&w.session);
+                self.queueing.left(&w);
                 let queued = QueuePlace::of(&w, false);
                 refusals.push(Refusal { waiter: w.waiter, queued });
             }
@@ -642,7 +759,14 @@ impl<W> BackendState<W> {
     /// (fullconn changes what servers may take).
     pub fn reconfigure(&mut self, setup: BackendSetup, balancer: Box<dyn Balancer>) -> Vec<Grant<W>> {
         self.setup = setup.into();
+        self.maxconn_seen = match (self.maxconn_seen, self.setup.maxconn.get()) {
+            (Some(seen), Some(now)) => Some(seen.max(now)),
+            _ => None,
+        };
         self.balancer = balancer;
+        self.set_fair(setup.queue.fair != crate::config::FairShare::None);
+        let waiting = self.queue.iter().chain(self.servers.iter().flat_map(|s| s.queue.iter()));
+        self.queueing.reconfigure(setup.queue, waiting);
         let mut grants = Vec::new();
         self.dispatch_into(&mut grants);
         grants
@@ -769,6 +893,16 @@ impl<W> BackendState<W> {
         let queued = self.queue.len() + self.servers.iter().map(|s| s.queue.len()).sum::<usize>();
         if queued != self.location.len() {
             return Err(format!("{queued} queued but {} located", self.location.len()));
+        }
+        if let Some(max) = self.maxconn_seen {
+            if self.served_total() > max {
+                return Err(format!("servers serve {} > backend maxconn {max}", self.served_total()));
+            }
+        }
+        if let Some(indexed) = self.queueing.indexed() {
+            if indexed != queued {
+                return Err(format!("{queued} queued but {indexed} indexed by age"));
+            }
         }
         Ok(())
     }

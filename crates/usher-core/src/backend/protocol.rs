@@ -96,6 +96,10 @@ pub enum ReserveReply {
     Granted { slot: Slot, queued: Option<QueuePlace> },
     /// The queue is at its `maxqueue`.
     Full,
+    /// Its client source has `queue.per_source.max_queued` waiting already.
+    SourceFull,
+    /// Shed by the queue discipline under overload.
+    Shed { queued: QueuePlace },
     /// No server can take it.
     NoServer { queued: Option<QueuePlace> },
     /// It left its queue on its `CancelReserve`.
@@ -113,6 +117,8 @@ impl Waiter for oneshot::Sender<ReserveReply> {
                 ReserveReply::Granted { slot: Slot::new(info.clone()), queued }
             }
             Answer::Full => ReserveReply::Full,
+            Answer::SourceFull => ReserveReply::SourceFull,
+            Answer::Shed { queued } => ReserveReply::Shed { queued },
             Answer::NoServer { queued } => ReserveReply::NoServer { queued },
             Answer::Left { queued } => ReserveReply::Left { queued },
         };

@@ -13,6 +13,10 @@
 //!   removed servers can move to them), then the new settings and balancer,
 //!   then the removals.
 //! - A retired backend stops once nobody waits in it.
+//! - With a timed discipline (codel, adaptive LIFO), the actor sets the time
+//!   of each message ([`QueueCore::set_time`]) and calls [`QueueCore::shed`]
+//!   at [`QueueCore::next_look`]; which waiters to shed is decided by the
+//!   bookkeeping ([`discipline`](super::discipline)).
 //!
 //! Waiters are generic ([`Waiter`]): sessions' reply channels in the actor,
 //! recording waiters in the model tests, which so run this very code.
@@ -34,6 +38,11 @@ pub enum Answer<'a, S> {
     Granted { server: ServerId, info: &'a S, queued: Option<QueuePlace> },
     /// The queue it would join is at its `maxqueue`.
     Full,
+    /// Its client source has `queue.per_source.max_queued` waiting already.
+    SourceFull,
+    /// Shed by the queue discipline under overload (it waited longer than
+    /// the shed age in a standing queue).
+    Shed { queued: QueuePlace },
     /// No server can take it.
     NoServer { queued: Option<QueuePlace> },
     /// It left its queue on its own `CancelReserve`.
@@ -129,6 +138,10 @@ impl<W: Waiter> QueueCore<W> {
                 let _ = waiter.answer(Answer::Full);
                 Reserved::Full { waiter: () }
             }
+            Reserved::SourceFull { waiter } => {
+                let _ = waiter.answer(Answer::SourceFull);
+                Reserved::SourceFull { waiter: () }
+            }
             Reserved::NoServer { waiter } => {
                 let _ = waiter.answer(Answer::NoServer { queued: None });
                 Reserved::NoServer { waiter: () }
@@ -144,7 +157,39 @@ impl<W: Waiter> QueueCore<W> {
             // Unheard when the session is already gone (dropped its receiver).
             let _ = waiter.answer(Answer::Left { queued });
         }
+        self.state.look();
         self.stop_if_retired()
+    }
+
+    /// The discipline reads the clock: set the time of every message and
+    /// call [`shed`](Self::shed) at [`next_look`](Self::next_look).
+    pub fn timed(&self) -> bool {
+        self.state.timed()
+    }
+
+    /// The time of the message about to be handled (timed disciplines).
+    pub fn set_time(&mut self, now: std::time::Instant) {
+        self.state.set_now(now);
+    }
+
+    /// The shedding timer: refuses the waiters the discipline sheds now,
+    /// each with its own answer (`Shed`), at once rather than at their
+    /// queue timeout.
+    pub fn shed(&mut self) -> After {
+        let shed = self.state.shed();
+        if !shed.is_empty() {
+            info!(self.log, "queued sessions shed: queue overloaded"; "sessions" => shed.len());
+        }
+        for r in shed {
+            let _ = r.waiter.answer(Answer::Shed { queued: r.queued });
+        }
+        self.settle();
+        self.stop_if_retired()
+    }
+
+    /// When the shedding timer should fire next (`None`: not needed now).
+    pub fn next_look(&self) -> Option<std::time::Instant> {
+        self.state.next_look()
     }
 
     /// `Dequeue`: `released` sessions of `server` gave their slot back and
@@ -280,6 +325,7 @@ impl<W: Waiter> QueueCore<W> {
                 break;
             }
         }
+        self.state.look();
         debug_assert_eq!(self.state.check(), Ok(()));
     }
 }

@@ -55,7 +55,13 @@ pub fn server_setup(s: &ServerSettings) -> ServerSetup {
 }
 
 pub fn backend_setup(b: &BackendSettings) -> BackendSetup {
-    BackendSetup { maxqueue: b.maxqueue.or_zero(), redispatch: b.redispatch, fullconn: b.fullconn.or_zero() }
+    BackendSetup {
+        maxqueue: b.maxqueue.or_zero(),
+        redispatch: b.redispatch,
+        fullconn: b.fullconn.or_zero(),
+        maxconn: b.maxconn.or_zero(),
+        queue: b.queue,
+    }
 }
 
 /// The balancer of `backends.NAME.balance` over servers of these weights.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use config::{Map, Value, ValueKind};
 
 use super::errors::{ConfigErrorKind, ConfigErrors};
+use super::queue_section::{queue_keys, QueueSettings};
 use super::reader::{Report, Section};
 use super::settings::*;
 use super::sources::Merged;
@@ -270,6 +271,8 @@ struct BackendKeys {
     maxqueue: Option<Option<NonZeroU32>>,
     retries: Option<u32>,
     redispatch: Option<bool>,
+    maxconn: Option<Option<NonZeroU32>>,
+    discipline: Option<QueueSettings>,
     queue: Option<Option<Duration>>,
     connect: Option<Option<Duration>>,
     server: Option<Option<Duration>>,
@@ -294,6 +297,8 @@ fn backend_keys(s: &mut Section, report: &mut Report<'_>) -> BackendKeys {
     let maxqueue = s.limit_up_to("maxqueue", 10_000_000, report);
     let retries = s.u32_in("retries", 0, 100, report);
     let redispatch = s.bool("redispatch", report);
+    let maxconn = s.limit_up_to("maxconn", 10_000_000, report);
+    let discipline = queue_keys(s, report);
     let mut t = s.sub("timeout", report);
     let queue = t.duration_or_none("queue", report);
     let connect = t.duration_or_none("connect", report);
@@ -305,7 +310,20 @@ fn backend_keys(s: &mut Section, report: &mut Report<'_>) -> BackendKeys {
             "below 100; expected 0 (off) or a percent of the average load of at least 100, such as 125",
         );
     }
-    BackendKeys { balance, draws, hash_balance_factor, fullconn, maxqueue, retries, redispatch, queue, connect, server }
+    BackendKeys {
+        balance,
+        draws,
+        hash_balance_factor,
+        fullconn,
+        maxqueue,
+        retries,
+        redispatch,
+        maxconn,
+        discipline,
+        queue,
+        connect,
+        server,
+    }
 }
 
 struct ServerKeys {
@@ -440,6 +458,8 @@ fn backends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report<
                 maxqueue: k.maxqueue?,
                 retries: k.retries?,
                 redispatch: k.redispatch?,
+                maxconn: k.maxconn?,
+                queue: k.discipline?,
                 timeout: BackendTimeouts { queue: k.queue?, connect: k.connect?, server: k.server? },
                 servers,
             })

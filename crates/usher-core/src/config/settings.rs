@@ -418,6 +418,13 @@ pub struct BackendSettings {
     /// Backend load at which servers with `minconn` reach `maxconn` (`None` = off, written 0).
     #[serde(serialize_with = "limit_or_zero")]
     pub fullconn: Option<NonZeroU32>,
+    /// Sessions its servers serve at once, together; more wait in the
+    /// backend queue even when a server has a free slot (`None` = no
+    /// bound, written 0).
+    #[serde(serialize_with = "limit_or_zero")]
+    pub maxconn: Option<NonZeroU32>,
+    /// Queue discipline, fair share and per-source caps.
+    pub queue: super::QueueSettings,
     pub timeout: BackendTimeouts,
     /// Servers in declaration order.
     #[serde(serialize_with = "by_name")]

@@ -135,6 +135,11 @@ fn answered(
             Err(leaving.unwrap_or(Termination::Internal))
         }
         Ok(ReserveReply::Full) => Err(Termination::QueueFull),
+        Ok(ReserveReply::SourceFull) => Err(Termination::SourceQueueFull),
+        Ok(ReserveReply::Shed { queued }) => {
+            record_place(record, Some(queued));
+            Err(Termination::QueueShed)
+        }
         Ok(ReserveReply::NoServer { queued }) => {
             record_place(record, queued);
             Err(Termination::NoServer)

@@ -3,10 +3,11 @@
 //!
 //! First character, who: `-` nobody (normal end), `C` the client, `c` the
 //! client timeout, `S` the server (or no server), `s` a server-side timeout
-//! (queue, connect, idle), `P` a policy (an admission actor), `K` killed at
+//! (queue, connect, idle), `P` a policy (an admission actor, or the queue
+//! discipline shedding under overload), `K` killed at
 //! shutdown when `global.grace` ran out, `I` an internal error.
 //! Second character, phase: `R` admission, `Q` queue, `C` connect, `D` data,
-//! `-` normal end, and `N` *nothing*: the client left before its first byte
+//! `-` normal end, `S` a per-source cap of the queue, and `N` *nothing*: the client left before its first byte
 //! without having waited in a queue — a port probe or a balancer's TCP
 //! health check (`CN`), not a client giving up on a queue (`CQ`). `N`
 //! rather than `P`, which already means a policy in the first place.
@@ -35,6 +36,10 @@ pub enum Termination {
     KilledInConnect,
     KilledInData,
     Internal,
+    /// Shed by the backend's queue discipline under overload.
+    QueueShed,
+    /// Refused at once: its client source has its cap of waiters queued.
+    SourceQueueFull,
 }
 
 impl Termination {
@@ -67,6 +72,17 @@ impl Termination {
         (Termination::KilledInConnect, "KC", "closed at shutdown after global.grace, while connecting"),
         (Termination::KilledInData, "KD", "closed at shutdown after global.grace, while relaying"),
         (Termination::Internal, "IQ", "internal error: the backend actor is gone"),
+        (
+            Termination::QueueShed,
+            "PQ",
+            "shed while queued: the queue had stood overloaded for a whole queue.codel.interval (codel, \
+             adaptive_lifo) and the session had waited longer than that; refused at once, the server never saw it",
+        ),
+        (
+            Termination::SourceQueueFull,
+            "PS",
+            "its client source already had queue.per_source.max_queued sessions waiting in the backend: refused at once",
+        ),
     ];
 
     pub fn code(self) -> &'static str {

@@ -17,6 +17,8 @@ use usher_core::backend::{Answer, BackendSetup, Gone, QueueCore, QueuePlace, Ser
 pub enum Reply {
     Granted { server: usize, queued: Option<QueuePlace> },
     Full,
+    SourceFull,
+    Shed { queued: QueuePlace },
     NoServer { queued: Option<QueuePlace> },
     Left { queued: QueuePlace },
 }
@@ -72,6 +74,8 @@ impl Waiter for TestWaiter {
         let reply = match answer {
             Answer::Granted { server, queued, .. } => Reply::Granted { server: server.0, queued },
             Answer::Full => Reply::Full,
+            Answer::SourceFull => Reply::SourceFull,
+            Answer::Shed { queued } => Reply::Shed { queued },
             Answer::NoServer { queued } => Reply::NoServer { queued },
             Answer::Left { queued } => Reply::Left { queued },
         };
