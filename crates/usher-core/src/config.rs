@@ -14,6 +14,7 @@ mod build;
 mod cluster_section;
 mod errors;
 mod reader;
+mod routes_section;
 mod settings;
 mod sources;
 

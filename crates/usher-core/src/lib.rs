@@ -50,6 +50,7 @@ pub mod config;
 pub mod extension;
 pub mod ids;
 pub mod net;
+pub mod routing;
 
 pub use backend::{AdminState, OpState};
 pub use broker::{
