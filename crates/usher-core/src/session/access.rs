@@ -97,6 +97,8 @@ impl AccessRecord {
             redispatched: self.redispatched,
             termination: end,
             queue_wait: self.queue_wait,
+            route: self.route,
+            spilled: self.spilled.is_some(),
         }
     }
 
