@@ -18,7 +18,7 @@ use crate::routing::client_hello::{self, ClientHello, HelloRead, Inspection};
 use crate::routing::{ConnectionFacts, QueueSnapshot};
 
 /// Most bytes one read of the ClientHello takes: a usual hello fits in one
-/// such read, into a stack buffer; only what was read is kept.
+/// such read, and the early bytes grow by no more at a time.
 const READ_CHUNK: usize = 2048;
 
 impl<'a> Session<'a> {
@@ -71,9 +71,13 @@ impl<'a> Session<'a> {
                 Inspection::Done(HelloRead::NotTls) => break HelloStatus::NotTls,
                 Inspection::Done(HelloRead::Malformed | HelloRead::NeedMore) => break HelloStatus::Malformed,
             };
-            let mut chunk = [0u8; READ_CHUNK];
+            // Read into the early bytes themselves, never more than `room`:
+            // a stack buffer here would grow every session's future (and
+            // past tokio's threshold, box it), routed or not.
+            self.watch.early.reserve(room);
+            let mut limited = (&mut self.client).take(room as u64);
             let read = tokio::select! {
-                read = self.client.read(&mut chunk[..room]) => read,
+                read = limited.read_buf(&mut self.watch.early) => read,
                 _ = sleep_until(deadline) => break HelloStatus::Late,
                 _ = kill.cancelled() => return Err(Termination::KilledInInspect),
             };
@@ -85,7 +89,7 @@ impl<'a> Session<'a> {
                     self.watch.half_closed = true;
                     break HelloStatus::Closed;
                 }
-                Ok(n) => self.watch.early.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(_) if self.watch.early.is_empty() => return Err(Termination::Probe),
                 Err(_) => return Err(Termination::NoClientHello),
             }
