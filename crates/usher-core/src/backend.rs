@@ -22,6 +22,7 @@ pub mod core;
 pub mod discipline;
 pub mod health;
 pub mod limit;
+pub mod load;
 pub mod protocol;
 pub mod queue_core;
 pub mod server;
@@ -29,6 +30,7 @@ pub mod server_state;
 pub mod wait_queue;
 
 pub use backend_queue::BackendQueue;
+pub use load::BackendLoad;
 pub use core::{
     BackendSetup, BackendState, Grant, QueuePlace, Refusal, ReserveRequest, Reserved, ServerSetup, ServerStatus,
 };

@@ -15,6 +15,7 @@ mod cluster_section;
 mod errors;
 mod queue_section;
 mod reader;
+mod routes_section;
 mod settings;
 mod sources;
 

@@ -50,6 +50,7 @@ pub mod config;
 pub mod extension;
 pub mod ids;
 pub mod net;
+pub mod routing;
 
 pub use backend::{AdminState, OpState};
 pub use broker::{
@@ -73,7 +74,7 @@ pub mod report {
     pub use crate::backend::CheckResult;
     pub use crate::broker::{BackendReport, BrokerReport};
     pub use crate::observe::stats::{GaugeReading, ProcessFacts, QueueWaitReport, StatsReport};
-    pub use crate::observe::stats_book::Counters;
+    pub use crate::observe::stats_book::{Counters, RouteCounters};
     pub use crate::observe::wait_histogram::{WaitHistogram, WaitSummary};
 }
 

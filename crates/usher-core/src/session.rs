@@ -6,17 +6,20 @@
 //!    real client (`CR` if it is bad or late);
 //! 2. `admission_hooks`: every admission actor allows the client, or the
 //!    session ends (`PR`);
-//! 3. `seat`: reserve a slot on a server, maybe waiting in a queue while
+//! 3. `route`: with routing rules, pick the backend — reading the
+//!    ClientHello first if a rule needs SNI or ALPN (`CI`, `cI`) — and
+//!    maybe spill to a rule's overflow backend; without rules, nothing;
+//! 4. `seat`: reserve a slot on a server, maybe waiting in a queue while
 //!    the client is watched (`CQ`, `sQ`, `SQ`, `SC`);
-//! 4. `connect`: connect to that server, retrying, pausing after a refusal,
+//! 5. `connect`: connect to that server, retrying, pausing after a refusal,
 //!    or moving to another server (`CC`, `SC`, `sC`);
 //!
-//! A client that leaves during 3 or 4 having sent nothing and never queued
+//! A client that leaves during 3 to 5 having sent nothing and never queued
 //! is a probe (`CN`, [`Session::client_left`]).
-//! 5. `relay`: first `forward_to_server`, the PROXY header and the bytes
+//! 6. `relay`: first `forward_to_server`, the PROXY header and the bytes
 //!    the client sent meanwhile (`SD`), then bytes flow both ways until an
 //!    end (`--`, `CD`, `SD`, `cD`, `sD`);
-//! 6. `finish`: one `SessionEnded` for the stats, one access record.
+//! 7. `finish`: one `SessionEnded` for the stats, one access record.
 //!
 //! Shutdown (`global.grace` ran out) ends any phase with `K?`.
 //!
@@ -33,12 +36,16 @@ mod finish;
 pub mod frontend;
 mod handshake;
 mod relay;
+mod route;
+mod routes;
 mod seat;
 mod summary;
 pub mod termination;
 
 pub use access::AccessRecord;
-pub use frontend::{BackendParams, FrontendContext, SessionHandles, SessionSettings};
+pub use access::HelloStatus;
+pub use frontend::{BackendParams, BackendTarget, FrontendContext, SessionHandles, SessionSettings};
+pub use routes::Routes;
 pub use summary::{SessionEnded, SessionSummary};
 pub use termination::Termination;
 
@@ -73,13 +80,15 @@ impl SessionStarter for FrontendContext {
 pub async fn run(front: Arc<FrontendContext>, stream: std::net::TcpStream, client: SocketAddr, admitted: Admitted) {
     let settings = &front.settings;
     let id = front.next_session();
-    let mut record = AccessRecord::new(id.0, client, settings.frontend_name.clone(), settings.backend_name.clone());
+    let backend = &front.default;
+    let mut record =
+        AccessRecord::new(id.0, client, settings.frontend_name.clone(), backend.name.clone(), backend.id);
     record.stress = admitted.stress;
     let end = match prepare(stream) {
         Ok(client) => {
-            let timeouts = settings.timeouts(admitted.stress);
+            let timeouts = settings.timeouts(admitted.stress, backend);
             let watch = ClientWatch::new(settings.buffers.first);
-            let mut session = Session { front: &front, id, timeouts, client, watch, record: &mut record };
+            let mut session = Session { front: &front, backend, id, timeouts, client, watch, record: &mut record };
             let (Ok(end) | Err(end)) = session.phases().await;
             end
             // The client's socket closes here, before the session is
@@ -103,6 +112,9 @@ fn prepare(stream: std::net::TcpStream) -> io::Result<TcpStream> {
 /// One session between accept and finish: what every phase works on.
 struct Session<'a> {
     front: &'a FrontendContext,
+    /// The backend it is seated on: the frontend's default until routing
+    /// picks another.
+    backend: &'a BackendTarget,
     id: SessionId,
     timeouts: Timeouts,
     client: TcpStream,
@@ -131,6 +143,7 @@ impl Session<'_> {
     async fn phases(&mut self) -> Result<Termination, Termination> {
         let proxied_to = self.handshake().await?;
         self.admission_hooks().await?;
+        self.route(proxied_to).await?;
         let slot = self.seat().await?;
         let (slot, mut server) = self.connect(slot).await?;
         self.forward_to_server(&slot, &mut server, proxied_to).await?;

@@ -31,7 +31,7 @@ use actix::prelude::*;
 use slog::Logger;
 use tokio::sync::oneshot;
 
-use crate::backend::{After, BackendSetup, QueueCore, ReserveRequest, ServerSetup};
+use crate::backend::{After, BackendLoad, BackendSetup, QueueCore, ReserveRequest, ServerSetup};
 use crate::backend::{CancelReserve, Dequeue, Reserve, ReserveReply, ServerInfo, ServerStatusChanged};
 use crate::ids::ServerId;
 
@@ -89,6 +89,8 @@ pub struct BackendQueue {
     core: QueueCore<oneshot::Sender<ReserveReply>>,
     /// The shedding timer, when armed: when it fires.
     shed_timer: Option<(Instant, SpawnHandle)>,
+    /// Published after every message once a routing rule spills from here.
+    load: Arc<BackendLoad>,
 }
 
 impl BackendQueue {
@@ -98,8 +100,9 @@ impl BackendQueue {
         setup: BackendSetup,
         balancer: Box<dyn crate::backend::balance::Balancer>,
         log: Logger,
+        load: Arc<BackendLoad>,
     ) -> BackendQueue {
-        BackendQueue { core: QueueCore::new(setups, servers, setup, balancer, log), shed_timer: None }
+        BackendQueue { core: QueueCore::new(setups, servers, setup, balancer, log), shed_timer: None, load }
     }
 
     /// Before a message: the time it is handled at, for timed disciplines.
@@ -127,8 +130,21 @@ impl BackendQueue {
             queue.core.set_time(Instant::now());
             follow(queue.core.shed(), ctx);
             queue.arm(ctx);
+            queue.publish_load(0);
         });
         self.shed_timer = Some((next, handle));
+    }
+
+    /// Publishes the queue's load for spill-over decisions, if a rule
+    /// watches it; `released`: slots the message gave back.
+    fn publish_load(&self, released: u32) {
+        if !self.load.watched() {
+            return;
+        }
+        let state = self.core.state();
+        let queued = state.backend_queue_len()
+            + (0..state.servers()).map(|i| state.server_queue_len(ServerId(i))).sum::<usize>();
+        self.load.publish(u32::try_from(queued).unwrap_or(u32::MAX), released, tokio::time::Instant::now());
     }
 }
 
@@ -161,32 +177,36 @@ impl Handler<Reserve> for BackendQueue {
         };
         let _ = self.core.reserve(req, msg.reply);
         self.arm(ctx);
+        self.publish_load(0);
     }
 }
 
 /// Messages the actor only hands to its core, then follows the core's word
 /// on whether it runs on (a retired backend stops once nobody waits).
 macro_rules! forward_to_core {
-    ($($message:ty => |$core:ident, $msg:pat_param| $call:expr;)*) => {$(
+    ($($message:ty => |$core:ident, $msg:ident| $call:expr, released: $released:expr;)*) => {$(
         impl Handler<$message> for BackendQueue {
             type Result = ();
 
+            #[allow(unused_variables)]
             fn handle(&mut self, $msg: $message, ctx: &mut Self::Context) {
+                let released = $released;
                 self.clock();
                 let $core = &mut self.core;
                 follow($call, ctx);
                 self.arm(ctx);
+                self.publish_load(released);
             }
         }
     )*};
 }
 
 forward_to_core! {
-    CancelReserve => |core, msg| core.cancel(msg.session);
-    Dequeue => |core, msg| core.dequeue(msg.server, msg.credits, msg.released);
-    ServerStatusChanged => |core, msg| core.status_changed(msg.server, msg.status);
-    ReconfigureBackend => |core, msg| core.reconfigure(msg.setup, msg.balancer, msg.servers);
-    RetireBackend => |core, _msg| core.retire();
+    CancelReserve => |core, msg| core.cancel(msg.session), released: 0;
+    Dequeue => |core, msg| core.dequeue(msg.server, msg.credits, msg.released), released: msg.released;
+    ServerStatusChanged => |core, msg| core.status_changed(msg.server, msg.status), released: 0;
+    ReconfigureBackend => |core, msg| core.reconfigure(msg.setup, msg.balancer, msg.servers), released: 0;
+    RetireBackend => |core, msg| core.retire(), released: 0;
 }
 
 impl Handler<GetQueueReport> for BackendQueue {

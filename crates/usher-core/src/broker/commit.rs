@@ -37,7 +37,7 @@ use crate::backend::Server;
 use crate::config::{BackendSettings, ZeroForNone};
 use crate::ids::{BackendId, FrontendId, ListenerId};
 use crate::observe::stats::{Gauges, ResizeStats};
-use crate::session::{FrontendContext, SessionHandles, SessionSettings};
+use crate::session::{BackendTarget, FrontendContext, Routes, SessionHandles, SessionSettings};
 
 /// New listeners' sockets, to start; closed listeners' actors, to stop.
 type ListenerTurnover = (Vec<(ListenerId, TcpListener)>, Vec<Option<Addr<Listener>>>);
@@ -277,14 +277,12 @@ impl Topology {
     fn frontend_contexts(&self) -> HashMap<FrontendId, Arc<FrontendContext>> {
         let mut contexts = HashMap::new();
         for (i, slot) in self.frontends.iter().enumerate().filter(|(_, f)| f.live) {
-            let Some(b) = self.live_backend(&slot.settings.backend) else { continue };
-            let backend = &self.backends[b];
-            let settings =
-                SessionSettings::new(FrontendId(i), &slot.settings, BackendId(b), &backend.params, &self.settings.global);
+            // Validated settings name live backends only (default and rules).
+            let Some(default) = self.backend_target(&slot.settings.backend) else { continue };
+            let routes = Routes::new(&slot.settings, |name| self.backend_target(name));
+            let settings = SessionSettings::new(FrontendId(i), &slot.settings, &self.settings.global);
             let s = &self.shared;
             let handles = SessionHandles {
-                reserve: backend.queue.clone().recipient(),
-                cancel: backend.queue.clone().recipient(),
                 stats: s.stats.clone().recipient(),
                 gauge: slot.gauge.clone(),
                 admission: s.admission.clone(),
@@ -295,9 +293,16 @@ impl Topology {
                 session_ids: s.session_ids.clone(),
                 epoch: s.epoch,
             };
-            contexts.insert(FrontendId(i), Arc::new(FrontendContext::new(settings, handles)));
+            contexts.insert(FrontendId(i), Arc::new(FrontendContext::new(settings, handles, default, routes)));
         }
         contexts
+    }
+
+    /// What a session needs of the live backend `name`.
+    fn backend_target(&self, name: &str) -> Option<BackendTarget> {
+        let b = self.live_backend(name)?;
+        let backend = &self.backends[b];
+        Some(BackendTarget::new(BackendId(b), &backend.params, &backend.queue, backend.load.clone()))
     }
 }
 
@@ -310,5 +315,12 @@ fn start_backend(settings: BackendSettings, log: &slog::Logger, clustered: bool)
         .zip(actors.servers)
         .map(|(s, actor)| ServerSlot { settings: s.clone(), actor: Some(actor) })
         .collect();
-    BackendSlot { params: backend_params(&settings), settings, live: true, queue: actors.queue, servers }
+    BackendSlot {
+        params: backend_params(&settings),
+        settings,
+        live: true,
+        queue: actors.queue,
+        load: actors.load,
+        servers,
+    }
 }

@@ -31,7 +31,7 @@ use super::planner::{self, ListenerKey, Running, RunningBackend};
 use super::reload_outcome::{ReloadError, ReloadSummary};
 use crate::admission::listener::SessionStarter;
 use crate::admission::{Listener, ResourceWatchdog, SessionGauge};
-use crate::backend::{BackendQueue, Server};
+use crate::backend::{BackendLoad, BackendQueue, Server};
 use crate::config::{BackendSettings, ConfigErrors, FrontendSettings, ServerSettings, Settings};
 use crate::extension::CheckClient;
 use crate::ids::{FrontendId, ServerId};
@@ -94,6 +94,8 @@ pub(super) struct BackendSlot {
     pub(super) settings: BackendSettings,
     pub(super) live: bool,
     pub(super) queue: Addr<BackendQueue>,
+    /// The load its queue publishes once a routing rule spills from it.
+    pub(super) load: Arc<BackendLoad>,
     /// By server id.
     pub(super) servers: Vec<ServerSlot>,
     pub(super) params: BackendParams,

@@ -9,7 +9,7 @@ use slog::{o, Logger};
 
 use crate::backend::balance::{self, Balancer};
 use crate::backend::server::CheckSpec;
-use crate::backend::{BackendQueue, BackendSetup, HealthConfig, Server, ServerInfo, ServerSetup};
+use crate::backend::{BackendLoad, BackendQueue, BackendSetup, HealthConfig, Server, ServerInfo, ServerSetup};
 use crate::config::{BackendSettings, ServerSettings, ZeroForNone};
 use crate::ids::ServerId;
 use crate::proxy_protocol;
@@ -112,6 +112,8 @@ pub fn new_server(id: ServerId, s: &ServerSettings, queue: &Addr<BackendQueue>, 
 /// The actors of one running backend.
 pub struct BackendActors {
     pub queue: Addr<BackendQueue>,
+    /// The load the queue publishes for routing's spill-over.
+    pub load: Arc<BackendLoad>,
     /// By server id (declaration order).
     pub servers: Vec<Addr<Server>>,
 }
@@ -135,6 +137,7 @@ pub fn start_backend(b: &BackendSettings, log: &Logger, clustered: bool) -> Back
         servers.push(server);
     }
     let weights: Vec<u32> = b.servers.iter().map(|s| s.weight).collect();
-    ctx.run(BackendQueue::new(&setups, infos, backend_setup(b), balancer(b, &weights), log));
-    BackendActors { queue, servers }
+    let load = Arc::new(BackendLoad::new());
+    ctx.run(BackendQueue::new(&setups, infos, backend_setup(b), balancer(b, &weights), log, load.clone()));
+    BackendActors { queue, load, servers }
 }

@@ -32,13 +32,13 @@ pub(super) fn settings(merged: &Merged) -> Result<Settings, ConfigErrors> {
     let admin = admin(root, &mut report);
     let defaults = defaults(root, &mut report);
     let backends = backends(root, &defaults, &mut report);
-    let frontends = frontends(root, &defaults, &mut report);
     // Every declared backend counts, valid or not: a frontend naming a backend
     // that has its own errors must not also get "not defined".
     let declared: Vec<&str> = match root.get("backends").map(|v| &v.kind) {
         Some(ValueKind::Table(table)) => table.keys().map(String::as_str).collect(),
         _ => Vec::new(),
     };
+    let frontends = frontends(root, &defaults, &declared, &mut report);
     cross_check(&frontends, &declared, &mut report);
     let actors = actors(root, &mut report);
     let cluster = super::cluster_section::cluster(root, &mut report);
@@ -204,16 +204,18 @@ struct FrontendKeys {
     priority_class: Option<i64>,
     priority_offset: Option<i64>,
     accept_proxy: Option<bool>,
+    no_client_hello: Option<NoClientHello>,
     client: Option<Option<Duration>>,
     proxy: Option<Duration>,
+    inspect: Option<Duration>,
     stress: Option<StressSettings>,
 }
 
-/// Longest `timeout.proxy`. A client still sending its PROXY header holds a
-/// place of its frontend's maxconn; a balancer sends the header at once, so
-/// a minute is already generous, and a slow or silent peer must not keep
-/// the place longer.
-const MAX_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest `timeout.proxy` and `timeout.inspect`. A client still sending
+/// its PROXY header or its ClientHello holds a place of its frontend's
+/// maxconn; both come at once from a real peer, so a minute is already
+/// generous, and a slow or silent peer must not keep the place longer.
+const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn frontend_keys(s: &mut Section, report: &mut Report<'_>) -> FrontendKeys {
     let bind = s.bind_list("bind", report);
@@ -225,12 +227,20 @@ fn frontend_keys(s: &mut Section, report: &mut Report<'_>) -> FrontendKeys {
     let priority_class = s.i64_in("priority_class", -2047, 2047, report);
     let priority_offset = s.i64_in("priority_offset", -524_287, 524_287, report);
     let accept_proxy = s.bool("accept_proxy", report);
+    let no_client_hello =
+        s.choice("no_client_hello", &[("default", NoClientHello::Default), ("refuse", NoClientHello::Refuse)], report);
     let mut t = s.sub("timeout", report);
     let client = t.duration_or_none("client", report);
     let proxy = t.duration_set_up_to(
         "proxy",
-        MAX_PROXY_TIMEOUT,
+        MAX_HANDSHAKE_TIMEOUT,
         "a client still sending its header holds a place of the frontend's maxconn, and would hold it forever",
+        report,
+    );
+    let inspect = t.duration_set_up_to(
+        "inspect",
+        MAX_HANDSHAKE_TIMEOUT,
+        "a client still sending its ClientHello holds a place of the frontend's maxconn, and would hold it forever",
         report,
     );
     t.finish(report);
@@ -257,8 +267,10 @@ fn frontend_keys(s: &mut Section, report: &mut Report<'_>) -> FrontendKeys {
         priority_class,
         priority_offset,
         accept_proxy,
+        no_client_hello,
         client,
         proxy,
+        inspect,
         stress,
     }
 }
@@ -385,13 +397,20 @@ fn server_keys(s: &mut Section, report: &mut Report<'_>) -> ServerKeys {
     ServerKeys { address, weight, maxconn, maxqueue, send_proxy, backup, minconn, slowstart, check }
 }
 
-fn frontends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report<'_>) -> Vec<FrontendSettings> {
+fn frontends(
+    root: &Map<String, Value>,
+    defaults: &Defaults,
+    declared: &[&str],
+    report: &mut Report<'_>,
+) -> Vec<FrontendSettings> {
     let table = Section::new("frontends", root.get("frontends"), report);
     let mut out = Vec::new();
     for (name, value) in table.entries() {
         let mut s = Section::new(format!("frontends.{name}"), Some(&value), report)
             .with_defaults("defaults.frontend", defaults.frontend.as_ref());
         let k = frontend_keys(&mut s, report);
+        // Not in frontend_keys: routes are a frontend's own, never a default.
+        let routes = super::routes_section::routes(&mut s, declared, report);
         s.finish(report);
         if let (
             Some(bind),
@@ -403,9 +422,12 @@ fn frontends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report
             Some(priority_class),
             Some(priority_offset),
             Some(accept_proxy),
+            Some(no_client_hello),
             Some(client),
             Some(proxy),
+            Some(inspect),
             Some(stress),
+            Some(routes),
         ) = (
             k.bind,
             k.backend,
@@ -416,9 +438,12 @@ fn frontends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report
             k.priority_class,
             k.priority_offset,
             k.accept_proxy,
+            k.no_client_hello,
             k.client,
             k.proxy,
+            k.inspect,
             k.stress,
+            routes,
         ) {
             out.push(FrontendSettings {
                 name,
@@ -431,8 +456,10 @@ fn frontends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report
                 priority_class: priority_class as i32,
                 priority_offset,
                 accept_proxy,
-                timeout: FrontendTimeouts { client, proxy },
+                no_client_hello,
+                timeout: FrontendTimeouts { client, proxy, inspect },
                 stress,
+                routes,
             });
         }
     }

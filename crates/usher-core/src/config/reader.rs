@@ -82,6 +82,13 @@ impl Section {
         table.get(key).map(|v| (format!("{path}.{key}"), v.clone()))
     }
 
+    /// The raw value of an optional `key` (here or in the defaults) and its
+    /// dotted path, for readers of their own (lists of tables); `None`
+    /// when it is not set, which is no error.
+    pub fn optional(&mut self, key: &'static str) -> Option<(String, Value)> {
+        self.raw(key)
+    }
+
     /// A nested table, e.g. `timeout`, with the matching defaults sub-table.
     pub fn sub(&mut self, key: &'static str, report: &mut Report<'_>) -> Section {
         self.known.insert(key);

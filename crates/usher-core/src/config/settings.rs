@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
+pub use crate::routing::{NoClientHello, RouteRule};
+
 /// Things configured as tables keyed by name (`[backends.app]`).
 trait Named {
     fn name(&self) -> &str;
@@ -347,8 +349,14 @@ pub struct FrontendSettings {
     pub priority_offset: i64,
     /// Clients start with a PROXY protocol header (v1 or v2) from an upstream balancer.
     pub accept_proxy: bool,
+    /// Clients whose ClientHello cannot be read, when some rule needs it:
+    /// routed without it, or refused.
+    pub no_client_hello: NoClientHello,
     pub timeout: FrontendTimeouts,
     pub stress: StressSettings,
+    /// Routing rules, first match wins; none matching: `backend`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -378,6 +386,10 @@ pub struct FrontendTimeouts {
     /// (never "no limit"): a client sending its header holds a maxconn place.
     #[serde(with = "humantime_serde")]
     pub proxy: Duration,
+    /// Limit for reading a ClientHello when routing rules need one; always
+    /// set: a client still sending it holds a maxconn place.
+    #[serde(with = "humantime_serde")]
+    pub inspect: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

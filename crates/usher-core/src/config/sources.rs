@@ -188,8 +188,20 @@ impl Origins {
 fn flatten(prefix: &str, map: &Map<String, Value>, out: &mut HashSet<String>) {
     for (key, value) in map {
         let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
-        if let ValueKind::Table(inner) = &value.kind {
-            flatten(&path, inner, out);
+        match &value.kind {
+            ValueKind::Table(inner) => flatten(&path, inner, out),
+            // Lists of tables (`[[frontends.web.routes]]`) are named by
+            // index, `frontends.web.routes[1].sni`, as errors name them.
+            ValueKind::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let entry = format!("{path}[{i}]");
+                    if let ValueKind::Table(inner) = &item.kind {
+                        flatten(&entry, inner, out);
+                    }
+                    out.insert(entry);
+                }
+            }
+            _ => {}
         }
         out.insert(path);
     }

@@ -55,6 +55,18 @@ pub struct Counters {
     pub probes: u64,
     /// Sessions per termination code.
     pub terminations: BTreeMap<&'static str, u64>,
+    /// A frontend's sessions per routing rule that chose their backend
+    /// (by index in `frontends.X.routes`); empty elsewhere.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<usize, RouteCounters>,
+}
+
+/// Sessions one routing rule chose the backend of.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RouteCounters {
+    pub sessions_total: u64,
+    /// Of those, the ones that went to the rule's overflow backend.
+    pub spill_overs: u64,
 }
 
 impl Counters {
@@ -142,6 +154,11 @@ impl StatsBook {
     pub fn record(&mut self, s: &SessionSummary, now: Instant) {
         let Some(frontend) = self.frontends.get_mut(s.frontend.0) else { return };
         frontend.add(s);
+        if let Some(rule) = s.route {
+            let route = frontend.routes.entry(rule).or_default();
+            route.sessions_total += 1;
+            route.spill_overs += u64::from(s.spilled);
+        }
         self.frontend_rates[s.frontend.0].count(now);
         let b = s.backend.0;
         if let Some(backend) = self.backends.get_mut(b) {
@@ -178,7 +195,25 @@ mod tests {
             redispatched: true,
             termination,
             queue_wait: None,
+            route: None,
+            spilled: false,
         }
+    }
+
+    #[test]
+    fn routed_sessions_and_spill_overs_count_per_rule_of_their_frontend() {
+        let mut book = StatsBook::new(1, &[1, 1]);
+        let now = Instant::now();
+        let routed = |rule, spilled| SessionSummary { route: Some(rule), spilled, ..ended(0, None, Termination::Normal) };
+        book.record(&routed(0, false), now);
+        book.record(&routed(0, true), now);
+        book.record(&routed(2, true), now);
+        book.record(&ended(0, None, Termination::Normal), now);
+        let routes = &book.frontends[0].routes;
+        assert_eq!(routes[&0], RouteCounters { sessions_total: 2, spill_overs: 1 });
+        assert_eq!(routes[&2], RouteCounters { sessions_total: 1, spill_overs: 1 });
+        assert_eq!(routes.len(), 2);
+        assert!(book.backends[1].routes.is_empty(), "counted in the frontend only");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::termination::Termination;
 use super::summary::SessionSummary;
 use crate::ids::{BackendId, FrontendId, ServerId};
+use crate::routing::SpillReason;
 
 /// Collected along a session's life, logged once at its end.
 #[derive(Debug)]
@@ -18,7 +19,16 @@ pub struct AccessRecord {
     pub session: u64,
     pub client: SocketAddr,
     pub frontend: Arc<str>,
+    /// The backend that served it: the frontend's, or the one routing chose.
     pub backend: Arc<str>,
+    pub backend_id: BackendId,
+    /// The routing rule that chose the backend (`None`: no rule matched,
+    /// or the frontend has none).
+    pub route: Option<usize>,
+    /// The rule's backend was too busy: the session went to its overflow.
+    pub spilled: Option<SpillReason>,
+    /// What became of the ClientHello routing read.
+    pub client_hello: HelloStatus,
     /// Final server, if one was reached.
     pub server: Option<Arc<str>>,
     /// Its index in the backend (not logged; for the stats).
@@ -44,12 +54,22 @@ pub struct AccessRecord {
 }
 
 impl AccessRecord {
-    pub fn new(session: u64, client: SocketAddr, frontend: Arc<str>, backend: Arc<str>) -> AccessRecord {
+    pub fn new(
+        session: u64,
+        client: SocketAddr,
+        frontend: Arc<str>,
+        backend: Arc<str>,
+        backend_id: BackendId,
+    ) -> AccessRecord {
         AccessRecord {
             session,
             client,
             frontend,
             backend,
+            backend_id,
+            route: None,
+            spilled: None,
+            client_hello: HelloStatus::NotRead,
             server: None,
             server_id: None,
             accepted: Instant::now(),
@@ -66,10 +86,10 @@ impl AccessRecord {
     }
 
     /// What the Stats actor counts of this session.
-    pub fn summary(&self, frontend: FrontendId, backend: BackendId, end: Termination) -> SessionSummary {
+    pub fn summary(&self, frontend: FrontendId, end: Termination) -> SessionSummary {
         SessionSummary {
             frontend,
-            backend,
+            backend: self.backend_id,
             server: self.server_id,
             bytes_from_client: self.bytes_from_client,
             bytes_from_server: self.bytes_from_server,
@@ -77,6 +97,8 @@ impl AccessRecord {
             redispatched: self.redispatched,
             termination: end,
             queue_wait: self.queue_wait,
+            route: self.route,
+            spilled: self.spilled.is_some(),
         }
     }
 
@@ -86,6 +108,9 @@ impl AccessRecord {
         // people read them session → termination. JSON order is irrelevant.
         info!(log, "session";
             "termination" => end.code(),
+            "client_hello" => self.client_hello.as_str(),
+            "spill" => self.spilled.map_or("-", SpillReason::as_str),
+            "route" => or_minus_one(self.route.map(|i| i as i64)),
             "stress" => self.stress,
             "backend_queue_pos" => or_minus_one(self.backend_queue_pos.map(i64::from)),
             "server_queue_pos" => or_minus_one(self.server_queue_pos.map(i64::from)),
@@ -112,4 +137,34 @@ fn millis(duration: Duration) -> i64 {
 /// The log's way of saying "never": -1.
 fn or_minus_one(value: Option<i64>) -> i64 {
     value.unwrap_or(-1)
+}
+
+/// What became of the ClientHello a routed session read (`client_hello`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelloStatus {
+    /// Not read: the frontend has no rule that needs it (`-`).
+    NotRead,
+    /// A complete ClientHello was read.
+    Read,
+    /// The client's first byte was not a TLS handshake record.
+    NotTls,
+    /// TLS records that make no ClientHello, or one over the bound.
+    Malformed,
+    /// `timeout.inspect` expired first.
+    Late,
+    /// The client half-closed before its ClientHello was complete.
+    Closed,
+}
+
+impl HelloStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HelloStatus::NotRead => "-",
+            HelloStatus::Read => "read",
+            HelloStatus::NotTls => "not_tls",
+            HelloStatus::Malformed => "malformed",
+            HelloStatus::Late => "timeout",
+            HelloStatus::Closed => "closed",
+        }
+    }
 }

@@ -28,7 +28,7 @@ impl Session<'_> {
     /// slot returned is the one whose server answered. The time it took,
     /// retries included, is the session's connect time.
     pub(super) async fn connect(&mut self, mut slot: Slot) -> Result<(Slot, TcpStream), Termination> {
-        let policy = self.front.settings.connect;
+        let policy = self.backend.connect;
         let started = Instant::now();
         let mut retries_left = policy.retries;
         loop {

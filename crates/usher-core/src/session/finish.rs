@@ -7,6 +7,6 @@ use super::{AccessRecord, FrontendContext, SessionEnded, Termination};
 /// whoever has read the record finds the session counted.
 pub(super) fn finish(front: &FrontendContext, record: &AccessRecord, end: Termination) {
     let settings = &front.settings;
-    front.handles.stats.do_send(SessionEnded(record.summary(settings.frontend, settings.backend, end)));
+    front.handles.stats.do_send(SessionEnded(record.summary(settings.frontend, end)));
     record.write(&front.handles.log, end);
 }

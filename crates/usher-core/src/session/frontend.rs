@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Recipient;
+use actix::{Addr, Recipient};
 use slog::Logger;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::SessionGauge;
-use crate::backend::{CancelReserve, Reserve};
+use super::routes::Routes;
+use crate::backend::{BackendLoad, BackendQueue, CancelReserve, Reserve};
 use crate::config::{FrontendSettings, GlobalSettings};
 use crate::extension::CheckClient;
 use crate::ids::{BackendId, FrontendId, SessionId};
@@ -36,21 +37,54 @@ pub struct BackendParams {
 pub struct SessionSettings {
     pub frontend: FrontendId,
     pub frontend_name: Arc<str>,
-    /// The backend's id: its sessions count there in stats even if a
-    /// reload points the frontend at another backend meanwhile.
-    pub backend: BackendId,
-    pub backend_name: Arc<str>,
-    /// Timeouts of sessions accepted normally.
-    pub timeouts: Timeouts,
+    /// `timeout.client` of sessions accepted normally (their queue timeout
+    /// is their backend's).
+    pub client_idle: Option<Duration>,
     /// Timeouts of sessions accepted in stress mode.
     pub stress_timeouts: Timeouts,
-    pub connect: ConnectPolicy,
-    /// `timeout.server`: server side idle limit while relaying.
-    pub server_idle: Option<Duration>,
     pub buffers: RelayBuffers,
     pub priority: QueuePriority,
     /// `frontends.X.accept_proxy`: clients start with a PROXY header.
     pub accept_proxy: Option<AcceptProxy>,
+}
+
+/// One backend a frontend's sessions may be seated on: its settings a
+/// session needs and the queue it reserves slots from. A frontend has its
+/// default backend and, with routing rules, one per rule (and overflow).
+pub struct BackendTarget {
+    /// The backend's id: its sessions count there in stats even if a
+    /// reload points the frontend at another backend meanwhile.
+    pub id: BackendId,
+    pub name: Arc<str>,
+    /// `timeout.queue` of sessions accepted normally.
+    pub queue_timeout: Option<Duration>,
+    pub connect: ConnectPolicy,
+    /// `timeout.server`: server side idle limit while relaying.
+    pub server_idle: Option<Duration>,
+    /// The backend's queue: `Reserve` a slot, `CancelReserve` to leave.
+    pub reserve: Recipient<Reserve>,
+    pub cancel: Recipient<CancelReserve>,
+    /// What its BackendQueue publishes of its load, for spill-over.
+    pub load: Arc<BackendLoad>,
+}
+
+impl BackendTarget {
+    pub fn new(id: BackendId, backend: &BackendParams, queue: &Addr<BackendQueue>, load: Arc<BackendLoad>) -> BackendTarget {
+        BackendTarget {
+            id,
+            name: backend.name.clone(),
+            queue_timeout: backend.queue_timeout,
+            connect: ConnectPolicy {
+                timeout: backend.connect_timeout,
+                retries: backend.retries,
+                redispatch: backend.redispatch && backend.servers > 1,
+            },
+            server_idle: backend.server_timeout,
+            reserve: queue.clone().recipient(),
+            cancel: queue.clone().recipient(),
+            load,
+        }
+    }
 }
 
 /// The timeouts that differ between normal and stress mode.
@@ -100,48 +134,31 @@ pub struct AcceptProxy {
 }
 
 impl SessionSettings {
-    pub fn new(
-        id: FrontendId,
-        frontend: &FrontendSettings,
-        backend_id: BackendId,
-        backend: &BackendParams,
-        global: &GlobalSettings,
-    ) -> SessionSettings {
+    pub fn new(id: FrontendId, frontend: &FrontendSettings, global: &GlobalSettings) -> SessionSettings {
         let stress = &frontend.stress.timeout;
         SessionSettings {
             frontend: id,
             frontend_name: Arc::from(frontend.name.as_str()),
-            backend: backend_id,
-            backend_name: backend.name.clone(),
-            timeouts: Timeouts { client: frontend.timeout.client, queue: backend.queue_timeout },
+            client_idle: frontend.timeout.client,
             stress_timeouts: Timeouts { client: stress.client, queue: stress.queue },
-            connect: ConnectPolicy {
-                timeout: backend.connect_timeout,
-                retries: backend.retries,
-                redispatch: backend.redispatch && backend.servers > 1,
-            },
-            server_idle: backend.server_timeout,
             buffers: RelayBuffers { first: global.bufsize as usize, max: global.relay_buffer_max() },
             priority: QueuePriority { class: frontend.priority_class, offset_ms: frontend.priority_offset },
             accept_proxy: frontend.accept_proxy.then_some(AcceptProxy { timeout: frontend.timeout.proxy }),
         }
     }
 
-    /// The timeouts of a session accepted in stress mode or not.
-    pub fn timeouts(&self, stress: bool) -> Timeouts {
+    /// The timeouts of a session on `backend`, accepted in stress mode or not.
+    pub fn timeouts(&self, stress: bool, backend: &BackendTarget) -> Timeouts {
         if stress {
             self.stress_timeouts
         } else {
-            self.timeouts
+            Timeouts { client: self.client_idle, queue: backend.queue_timeout }
         }
     }
 }
 
 /// The broker parts every session of one frontend talks to.
 pub struct SessionHandles {
-    /// The backend's queue: `Reserve` a slot, `CancelReserve` to leave.
-    pub reserve: Recipient<Reserve>,
-    pub cancel: Recipient<CancelReserve>,
     /// The Stats actor: one `SessionEnded` per session.
     pub stats: Recipient<SessionEnded>,
     /// Live sessions of this frontend (and their peak), for stats.
@@ -163,11 +180,21 @@ pub struct SessionHandles {
 pub struct FrontendContext {
     pub(super) settings: SessionSettings,
     pub(super) handles: SessionHandles,
+    /// `frontends.X.backend`: serves the sessions no rule routes elsewhere.
+    pub(super) default: BackendTarget,
+    /// Routing rules and their backends; `None` without rules, so such a
+    /// frontend's sessions pay nothing for routing.
+    pub(super) routes: Option<Box<Routes>>,
 }
 
 impl FrontendContext {
-    pub fn new(settings: SessionSettings, handles: SessionHandles) -> FrontendContext {
-        FrontendContext { settings, handles }
+    pub fn new(
+        settings: SessionSettings,
+        handles: SessionHandles,
+        default: BackendTarget,
+        routes: Option<Routes>,
+    ) -> FrontendContext {
+        FrontendContext { settings, handles, default, routes: routes.map(Box::new) }
     }
 
     pub fn next_session(&self) -> SessionId {

@@ -21,7 +21,7 @@ impl Session<'_> {
         let front = self.front;
         let limits = RelayLimits {
             client_idle: self.timeouts.client,
-            server_idle: front.settings.server_idle,
+            server_idle: self.backend.server_idle,
             bufsize: front.settings.buffers.first,
             bufsize_max: front.settings.buffers.max,
         };

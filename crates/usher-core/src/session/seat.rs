@@ -46,8 +46,9 @@ impl Session<'_> {
         let client = self.record.client.ip();
         // do_send on the per-connection path: at most one Reserve per
         // session is in flight, so the mailbox is bounded by live sessions.
-        front.handles.reserve.do_send(Reserve { session: self.id, key, client, pin, avoid, reply: tx });
-        let mut ticket = QueueTicket { session: self.id, cancel: Some(&front.handles.cancel) };
+        let backend = self.backend;
+        backend.reserve.do_send(Reserve { session: self.id, key, client, pin, avoid, reply: tx });
+        let mut ticket = QueueTicket { session: self.id, cancel: Some(&backend.cancel) };
         let deadline = self.timeouts.queue.and_then(|limit| Instant::now().checked_add(limit));
 
         let leaving = tokio::select! {

@@ -23,6 +23,10 @@ pub struct SessionSummary {
     /// Time it waited for its first slot, if it asked for one (the access
     /// record's `queue_ms`).
     pub queue_wait: Option<Duration>,
+    /// The routing rule that chose its backend, if one did.
+    pub route: Option<usize>,
+    /// That rule's backend was too busy: it went to the rule's overflow.
+    pub spilled: bool,
 }
 
 /// One session ended (sent once per session, before its access record).

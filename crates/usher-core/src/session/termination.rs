@@ -6,8 +6,9 @@
 //! (queue, connect, idle), `P` a policy (an admission actor, or the queue
 //! discipline shedding under overload), `K` killed at
 //! shutdown when `global.grace` ran out, `I` an internal error.
-//! Second character, phase: `R` admission, `Q` queue, `C` connect, `D` data,
-//! `-` normal end, `S` a per-source cap of the queue, and `N` *nothing*: the client left before its first byte
+//! Second character, phase: `R` admission, `I` inspection (routing reads
+//! the ClientHello), `Q` queue, `C` connect, `D` data, `-` normal end,
+//! `S` a per-source cap of the queue, and `N` *nothing*: the client left before its first byte
 //! without having waited in a queue — a port probe or a balancer's TCP
 //! health check (`CN`), not a client giving up on a queue (`CQ`). `N`
 //! rather than `P`, which already means a policy in the first place.
@@ -18,6 +19,12 @@ pub enum Termination {
     Normal,
     DeniedByPolicy,
     BadProxyHeader,
+    /// Routing needed a ClientHello and the client sent none readable (or
+    /// reset while sending it) under `no_client_hello = "refuse"`.
+    NoClientHello,
+    /// Routing needed a ClientHello and `timeout.inspect` expired first
+    /// under `no_client_hello = "refuse"`.
+    ClientHelloTimeout,
     ClientAbortInQueue,
     /// The client closed or reset having sent nothing and never waited in a
     /// queue, before any data was relayed: a probe, not a queue abort.
@@ -32,6 +39,7 @@ pub enum Termination {
     ClientTimeoutInData,
     ServerAbortInData,
     ServerTimeoutInData,
+    KilledInInspect,
     KilledInQueue,
     KilledInConnect,
     KilledInData,
@@ -52,6 +60,17 @@ impl Termination {
             "CR",
             "bad or missing PROXY header (accept_proxy): malformed, timeout.proxy expired, or closed first",
         ),
+        (
+            Termination::NoClientHello,
+            "CI",
+            "routing needed a ClientHello and got none readable (plain TCP, malformed, over 16 KiB) with \
+             no_client_hello = \"refuse\", or the client reset while sending it",
+        ),
+        (
+            Termination::ClientHelloTimeout,
+            "cI",
+            "timeout.inspect expired before a complete ClientHello, with no_client_hello = \"refuse\"",
+        ),
         (Termination::ClientAbortInQueue, "CQ", "client reset, or closed without sending data, while queued"),
         (
             Termination::Probe,
@@ -68,6 +87,7 @@ impl Termination {
         (Termination::ClientTimeoutInData, "cD", "timeout.client: client side idle while relaying"),
         (Termination::ServerAbortInData, "SD", "server reset while relaying"),
         (Termination::ServerTimeoutInData, "sD", "timeout.server: server side idle while relaying"),
+        (Termination::KilledInInspect, "KI", "closed at shutdown after global.grace, while its ClientHello was read"),
         (Termination::KilledInQueue, "KQ", "closed at shutdown after global.grace, while queued"),
         (Termination::KilledInConnect, "KC", "closed at shutdown after global.grace, while connecting"),
         (Termination::KilledInData, "KD", "closed at shutdown after global.grace, while relaying"),
