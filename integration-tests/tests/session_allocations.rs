@@ -33,6 +33,11 @@ const COUNTED: u64 = 1_000;
 /// path, as measured (the test prints the figure). Most are the actors'
 /// messages: actix boxes every message and its mailbox queue node.
 const CEILING: f64 = 23.0;
+/// Allocations of the broker's periodic work (the watchdog's tick, the
+/// stats book's window rotation) that happen to fall inside the counted
+/// window, spread over its sessions: a few in a thousand sessions. One more
+/// allocation made by every session adds 1.0, far above it.
+const BACKGROUND: f64 = 0.05;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Counts access records ("session") and lets the test wait for a count,
@@ -140,7 +145,7 @@ fn a_short_session_makes_a_bounded_number_of_allocations() {
         stats.bytes_allocated as f64 / COUNTED as f64
     );
     assert!(
-        per_session + reallocations <= CEILING,
+        per_session + reallocations <= CEILING + BACKGROUND,
         "a session makes {per_session:.2} allocations and {reallocations:.2} reallocations, \
          more than the {CEILING} allowed"
     );
