@@ -15,6 +15,7 @@
 
 pub mod backend;
 pub mod broker;
+pub mod counted_sessions;
 pub mod daemon;
 pub mod etcd;
 pub mod external;

@@ -8,18 +8,15 @@
 //! read), and with an SNI rule whose client sends a ClientHello. The
 //! figures are printed; README (Routing) quotes them.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpListener};
 
-use slog::{Drain, OwnedKVList, Record};
+use integration_tests::counted_sessions::{serve, session, SessionCounter};
+use slog::Drain;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
-const REPLY: usize = 64;
 const WARM_UP: u64 = 300;
 const COUNTED: u64 = 1_000;
 /// `session_allocations.rs`'s ceiling for a session without routing.
@@ -31,69 +28,6 @@ const BACKGROUND: f64 = 0.05;
 /// record, handshake and extension lists of `tls-parser`, the server name
 /// and the ALPN list kept.
 const PEEK_EXTRA: f64 = 12.0;
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Counts access records ("session") and lets the test wait for a count,
-/// without allocating.
-#[derive(Clone, Default)]
-struct SessionCounter(Arc<(Mutex<u64>, Condvar)>);
-
-impl SessionCounter {
-    fn wait_for(&self, want: u64) {
-        let (count, changed) = &*self.0;
-        let deadline = Instant::now() + DEADLINE;
-        let mut done = count.lock().expect("counter");
-        while *done < want {
-            let left = deadline.checked_duration_since(Instant::now()).unwrap_or_else(|| {
-                panic!("only {} of {want} sessions ended within {DEADLINE:?}", *done);
-            });
-            done = changed.wait_timeout(done, left).expect("counter").0;
-        }
-    }
-}
-
-impl Drain for SessionCounter {
-    type Ok = ();
-    type Err = slog::Never;
-
-    fn log(&self, record: &Record<'_>, _: &OwnedKVList) -> Result<(), slog::Never> {
-        if record.msg().as_str() == Some("session") {
-            let (count, changed) = &*self.0;
-            *count.lock().expect("counter") += 1;
-            changed.notify_all();
-        }
-        Ok(())
-    }
-}
-
-/// A server that reads the request, answers and closes, one connection at
-/// a time (the client runs one session at a time).
-fn serve(listener: TcpListener, request_len: usize) {
-    let mut request = vec![0u8; request_len];
-    let reply = [b'r'; REPLY];
-    while let Ok((mut stream, _)) = listener.accept() {
-        if stream.read_exact(&mut request).is_ok() {
-            let _ = stream.write_all(&reply);
-        }
-    }
-}
-
-/// One session through the broker: send, read the reply to its end, close.
-fn session(broker: SocketAddr, request: &[u8]) {
-    let mut stream = TcpStream::connect(broker).expect("connect to the broker");
-    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    stream.write_all(request).expect("send the request");
-    let mut reply = [0u8; REPLY + 1];
-    let mut got = 0;
-    loop {
-        match stream.read(&mut reply[got..]).expect("read the reply") {
-            0 => break,
-            n => got += n,
-        }
-    }
-    assert_eq!(got, REPLY, "the reply came whole, then the end");
-    let _ = stream.shutdown(Shutdown::Both);
-}
 
 /// A TLS 1.3-style ClientHello record for `sni`, offering ALPN h2.
 fn client_hello(sni: &str) -> Vec<u8> {
