@@ -120,3 +120,62 @@ async fn clients_queued_behind_a_full_server_show_their_wait() {
     let s = stats_until(admin, "a rate of 0.5/s", |s| rates(s) == (0.5.into(), 0.5.into())).await;
     println!("rates {:?}", rates(&s));
 }
+
+/// The value of the first `/metrics` line that starts with `series`.
+fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .unwrap_or_else(|| panic!("no {series} in\n{body}"))
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_are_kept_per_priority_class_and_per_server() {
+    let server = TestBackend::start(Behavior::Echo);
+    let broker = TestBroker::start_with_admin(&format!(
+        "[frontends.gold]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\npriority_class = 0\n\
+         [frontends.bulk]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\npriority_class = 5\n\
+         [backends.app.timeout]\nqueue = \"1m\"\n\
+         [backends.app.servers.s1]\naddress = \"{}\"\nmaxconn = 1\n",
+        server.addr
+    ));
+    let admin = broker.admin_addr.expect("admin API");
+
+    // A bulk client holds the only slot; one bulk and one gold client queue.
+    let holder = seated(broker.addr("bulk"), b'h').await;
+    let mut bulk = TcpStream::connect(broker.addr("bulk")).await.expect("connect");
+    bulk.write_all(b"b").await.expect("write");
+    stats_until(admin, "the bulk client queued", |s| s["backends"][0]["queue_current"] == 1).await;
+    let mut gold = TcpStream::connect(broker.addr("gold")).await.expect("connect");
+    gold.write_all(b"g").await.expect("write");
+    stats_until(admin, "both queued", |s| s["backends"][0]["queue_current"] == 2).await;
+
+    // The slot goes to the gold class first, then to bulk.
+    drop(holder);
+    let mut echo = [0u8; 1];
+    gold.read_exact(&mut echo).await.expect("gold seated first");
+    drop(gold);
+    bulk.read_exact(&mut echo).await.expect("bulk seated next");
+    drop(bulk);
+    broker.logs.wait_sessions(3).await;
+
+    let s = stats_until(admin, "three waits counted", |s| s["backends"][0]["queue_wait_ms"]["count"] == 3).await;
+    let backend = &s["backends"][0];
+    let classes = &backend["queue_wait_ms_by_class"];
+    println!("per class {classes}; server s1 {}", backend["servers"][0]["queue_wait_ms"]);
+    assert_eq!(classes["0"]["count"], 1, "{classes}");
+    assert_eq!(classes["5"]["count"], 2, "{classes}");
+    assert!(classes["5"]["max"].as_u64() > Some(0), "the queued bulk client waited: {classes}");
+    assert_eq!(backend["servers"][0]["queue_wait_ms"]["count"], 3, "all three were seated on s1");
+
+    let body = get(admin, "/metrics", None).await.body;
+    let class = |c: &str| {
+        metric(&body, &format!("usher_backend_class_queue_wait_seconds_count{{backend=\"app\",class=\"{c}\"}}"))
+    };
+    assert_eq!((class("0"), class("5")), (1.0, 2.0));
+    assert_eq!(metric(&body, "usher_server_queue_wait_seconds_count{backend=\"app\",server=\"s1\"}"), 3.0);
+    assert_eq!(metric(&body, "usher_backend_queue_shed_total{backend=\"app\"}"), 0.0);
+}

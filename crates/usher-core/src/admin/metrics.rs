@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use super::stats_json::{BackendStats, FrontendStats, ListenerStats, ServerStats, Snapshot};
-use crate::observe::stats_book::Counters;
+use crate::observe::stats_book::{Counters, RouteCounters};
 use crate::observe::wait_histogram::WaitHistogram;
 
 /// The `Content-Type` of the exposition format.
@@ -110,7 +110,7 @@ fn escape(value: &str) -> String {
 /// A counter every scope with totals has: name suffix, help, field.
 type Total = (&'static str, &'static str, fn(&Counters) -> u64);
 
-const TOTALS: [Total; 10] = [
+const TOTALS: [Total; 12] = [
     ("sessions_total", "Ended sessions.", |c| c.sessions_total),
     ("bytes_in_total", "Bytes relayed from clients.", |c| c.bytes_in),
     ("bytes_out_total", "Bytes relayed from servers.", |c| c.bytes_out),
@@ -120,6 +120,8 @@ const TOTALS: [Total; 10] = [
     ("queue_timeouts_total", "Sessions whose timeout.queue expired (sQ).", |c| c.queue_timeouts),
     ("queue_full_total", "Sessions refused by a full queue (SQ).", |c| c.queue_full),
     ("queue_aborts_total", "Clients that left while queued (CQ).", |c| c.queue_aborts),
+    ("queue_shed_total", "Sessions the queue discipline refused under overload (PQ).", |c| c.queue_shed),
+    ("source_queue_full_total", "Sessions refused by their source's queued cap (PS).", |c| c.source_queue_full),
     ("probes_total", "Clients that left having sent nothing, never queued: probes (CN).", |c| c.probes),
 ];
 
@@ -209,6 +211,27 @@ fn frontends(e: &mut Exposition, s: &Snapshot) {
             .map(|(code, n)| (vec![("frontend", x.name.clone()), ("code", (*code).to_owned())], *n))
     });
     e.counter("usher_frontend_terminations_total", "Ended sessions by termination code.", by_code);
+    let per_route = |value: fn(&RouteCounters) -> u64| -> Vec<(Labels, u64)> {
+        s.frontends
+            .iter()
+            .flat_map(|x| {
+                x.totals
+                    .routes
+                    .iter()
+                    .map(move |(rule, r)| (vec![("frontend", x.name.clone()), ("route", rule.to_string())], value(r)))
+            })
+            .collect()
+    };
+    e.counter(
+        "usher_frontend_route_sessions_total",
+        "Ended sessions whose backend a routing rule chose, by rule index.",
+        per_route(|r| r.sessions_total),
+    );
+    e.counter(
+        "usher_frontend_route_spill_overs_total",
+        "Of those, sessions sent to the rule's overflow backend.",
+        per_route(|r| r.spill_overs),
+    );
 }
 
 fn listeners(e: &mut Exposition, s: &Snapshot) {
@@ -274,6 +297,19 @@ fn backends(e: &mut Exposition, b: &[BackendStats]) {
         "usher_backend_queue_wait_seconds",
         "Time ended sessions waited for their first slot (queue_ms), since start.",
         &waits,
+    );
+    let by_class: Vec<(Labels, &WaitHistogram)> = b
+        .iter()
+        .flat_map(|x| {
+            x.queue_waits_by_class_since_start
+                .iter()
+                .map(|(class, h)| (vec![("backend", x.name.clone()), ("class", class.to_string())], h))
+        })
+        .collect();
+    e.histogram(
+        "usher_backend_class_queue_wait_seconds",
+        "Time ended sessions waited for their first slot, per priority class, since start.",
+        &by_class,
     );
 }
 
@@ -362,6 +398,12 @@ fn servers(e: &mut Exposition, b: &[BackendStats]) {
     for (suffix, help, field) in TOTALS {
         e.counter(&format!("usher_server_{suffix}"), help, each(&|s| field(&s.totals)));
     }
+    let waits: Vec<(Labels, &WaitHistogram)> = all.iter().map(|&(b, s)| (labels((b, s)), &s.queue_waits_since_start)).collect();
+    e.histogram(
+        "usher_server_queue_wait_seconds",
+        "Time the sessions seated on the server waited for their first slot (with hashing: pinned waits), since start.",
+        &waits,
+    );
 }
 
 #[cfg(test)]

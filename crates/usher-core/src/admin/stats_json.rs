@@ -10,6 +10,7 @@
 //! slot of the sessions that ended in the last minute (see
 //! [`crate::observe::stats_book`]).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::Serialize;
@@ -106,6 +107,11 @@ pub struct BackendStats {
     /// Every wait since start, for `/metrics`.
     #[serde(skip)]
     pub queue_waits_since_start: WaitHistogram,
+    /// The same waits of the last minute per priority class
+    /// (`frontends.X.priority_class`), for the classes that have waited.
+    pub queue_wait_ms_by_class: BTreeMap<i32, WaitSummary>,
+    #[serde(skip)]
+    pub queue_waits_by_class_since_start: BTreeMap<i32, WaitHistogram>,
     #[serde(flatten)]
     pub totals: Counters,
     pub servers: Vec<ServerStats>,
@@ -143,6 +149,12 @@ pub struct ServerStats {
     pub check: CheckStats,
     /// Seconds since its state last changed.
     pub last_change_seconds: u64,
+    /// Waits for a first slot, in ms, of the sessions seated on it that
+    /// ended in the last minute: with hashing, the waits of the sessions
+    /// pinned to it.
+    pub queue_wait_ms: WaitSummary,
+    #[serde(skip)]
+    pub queue_waits_since_start: WaitHistogram,
     #[serde(flatten)]
     pub totals: Counters,
 }
@@ -240,10 +252,12 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
         let bi = backend.id.0;
         let queue = &backend.queue;
         let waits = stats.queue_waits.get(bi);
+        let classes = stats.class_waits.get(bi);
         let mut servers = Vec::new();
         for ((id, report), s) in backend.servers.iter().zip(&layout.servers) {
             let si = id.0;
             let q = queue.servers.get(si).copied();
+            let server_waits = stats.server_waits.get(bi).and_then(|b| b.get(si));
             servers.push(ServerStats {
                 name: s.name.clone(),
                 address: s.address,
@@ -267,6 +281,8 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
                     failed: report.checks.1,
                 },
                 last_change_seconds: report.since_change.as_secs(),
+                queue_wait_ms: server_waits.map(|w| w.recent).unwrap_or_default(),
+                queue_waits_since_start: server_waits.map(|w| w.since_start.clone()).unwrap_or_default(),
                 totals: stats.servers.get(bi).and_then(|b| b.get(si)).cloned().unwrap_or_default(),
             });
         }
@@ -282,6 +298,8 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
             sessions_per_second: tenths(stats.backend_rates.get(bi).copied().unwrap_or_default()),
             queue_wait_ms: waits.map(|w| w.recent).unwrap_or_default(),
             queue_waits_since_start: waits.map(|w| w.since_start.clone()).unwrap_or_default(),
+            queue_wait_ms_by_class: classes.into_iter().flatten().map(|(c, w)| (*c, w.recent)).collect(),
+            queue_waits_by_class_since_start: classes.into_iter().flatten().map(|(c, w)| (*c, w.since_start.clone())).collect(),
             totals: stats.backends.get(bi).cloned().unwrap_or_default(),
             servers,
         });

@@ -8,12 +8,14 @@
 //! has read a session's access record finds it counted in the next
 //! `GetStats` (both go through this one mailbox, in order).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 
 use crate::admission::SessionGauge;
+use crate::observe::queue_waits::QueueWaits;
 use crate::observe::stats_book::{Counters, StatsBook};
 use crate::observe::wait_histogram::{WaitHistogram, WaitSummary};
 use crate::session::SessionEnded;
@@ -75,6 +77,12 @@ pub struct QueueWaitReport {
     pub since_start: WaitHistogram,
 }
 
+impl QueueWaitReport {
+    fn of(waits: &QueueWaits, now: Instant) -> QueueWaitReport {
+        QueueWaitReport { recent: waits.recent(now).summary(), since_start: waits.since_start.clone() }
+    }
+}
+
 /// Counters (ended sessions) and gauges (live sessions), by index.
 #[derive(Debug, Clone, MessageResponse)]
 pub struct StatsReport {
@@ -87,6 +95,10 @@ pub struct StatsReport {
     pub backend_rates: Vec<f64>,
     /// Per backend.
     pub queue_waits: Vec<QueueWaitReport>,
+    /// Per backend, per priority class that has had a waiting session.
+    pub class_waits: Vec<BTreeMap<i32, QueueWaitReport>>,
+    /// Per backend, per server: waits of the sessions seated on it.
+    pub server_waits: Vec<Vec<QueueWaitReport>>,
     /// Per backend, per server in declaration order.
     pub servers: Vec<Vec<Counters>>,
     pub global: GaugeReading,
@@ -150,10 +162,16 @@ impl Handler<GetStats> for Stats {
             frontend_rates: book.frontend_rates.iter().map(|r| r.per_second(now)).collect(),
             backends: book.backends.clone(),
             backend_rates: book.backend_rates.iter().map(|r| r.per_second(now)).collect(),
-            queue_waits: book
-                .queue_waits
+            queue_waits: book.queue_waits.iter().map(|w| QueueWaitReport::of(w, now)).collect(),
+            class_waits: book
+                .class_waits
                 .iter()
-                .map(|w| QueueWaitReport { recent: w.recent(now).summary(), since_start: w.since_start.clone() })
+                .map(|classes| classes.iter().map(|(class, w)| (*class, QueueWaitReport::of(w, now))).collect())
+                .collect(),
+            server_waits: book
+                .server_waits
+                .iter()
+                .map(|servers| servers.iter().map(|w| QueueWaitReport::of(w, now)).collect())
                 .collect(),
             servers: self.book.servers.clone(),
             global: GaugeReading::of(&g.global),

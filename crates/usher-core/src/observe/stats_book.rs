@@ -13,7 +13,9 @@
 //! ([`QueueWaits`]): every session that asked for a slot, with the access
 //! record's `queue_ms` — those seated at once count at 0 ms, and those that
 //! gave up (`sQ`, `SQ`, `CQ`) at the time they waited, as HAProxy's `Tw`
-//! counts every session. Like the counters they are recorded when the
+//! counts every session. The same waits are kept per priority class, and
+//! per server for the sessions seated there (with hashing, the waits of
+//! the sessions pinned to it). Like the counters they are recorded when the
 //! session ends, with no message of their own.
 
 use std::collections::BTreeMap;
@@ -49,6 +51,10 @@ pub struct Counters {
     pub queue_full: u64,
     /// Clients that left while queued (`CQ`).
     pub queue_aborts: u64,
+    /// Refused by the queue discipline under overload (`PQ`).
+    pub queue_shed: u64,
+    /// Refused by their source's cap on queued sessions (`PS`).
+    pub source_queue_full: u64,
     /// Clients that left having sent nothing and never queued (`CN`): port
     /// probes and balancers' TCP health checks, kept apart from
     /// `queue_aborts` so that probing does not look like clients giving up.
@@ -86,6 +92,8 @@ impl Counters {
             Termination::QueueTimeout => self.queue_timeouts += 1,
             Termination::QueueFull => self.queue_full += 1,
             Termination::ClientAbortInQueue => self.queue_aborts += 1,
+            Termination::QueueShed => self.queue_shed += 1,
+            Termination::SourceQueueFull => self.source_queue_full += 1,
             Termination::Probe => self.probes += 1,
             _ => {}
         }
@@ -106,6 +114,10 @@ pub struct StatsBook {
     pub backend_rates: Vec<SessionRate>,
     /// Per backend.
     pub queue_waits: Vec<QueueWaits>,
+    /// Per backend, per priority class that has had a waiting session.
+    pub class_waits: Vec<BTreeMap<i32, QueueWaits>>,
+    /// Per backend, per server: the waits of the sessions seated on it.
+    pub server_waits: Vec<Vec<QueueWaits>>,
     /// Where the recent windows count their periods from.
     origin: Instant,
 }
@@ -126,6 +138,8 @@ impl StatsBook {
             frontend_rates: Vec::new(),
             backend_rates: Vec::new(),
             queue_waits: Vec::new(),
+            class_waits: Vec::new(),
+            server_waits: Vec::new(),
             origin,
         };
         book.resize(frontends, servers);
@@ -142,10 +156,14 @@ impl StatsBook {
         self.backends.resize(backends, Counters::default());
         self.backend_rates.resize_with(backends, || SessionRate::new(origin));
         self.queue_waits.resize_with(backends, || QueueWaits::new(origin));
+        self.class_waits.resize_with(backends, BTreeMap::new);
         self.servers.resize(servers.len().max(self.servers.len()), Vec::new());
+        self.server_waits.resize_with(self.servers.len(), Vec::new);
         for (b, &n) in servers.iter().enumerate() {
             let list = &mut self.servers[b];
             list.resize(n.max(list.len()), Counters::default());
+            let waits = &mut self.server_waits[b];
+            waits.resize_with(n.max(waits.len()), || QueueWaits::new(origin));
         }
     }
 
@@ -166,6 +184,11 @@ impl StatsBook {
             self.backend_rates[b].count(now);
             if let Some(wait) = s.queue_wait {
                 self.queue_waits[b].record(wait, now);
+                let origin = self.origin;
+                self.class_waits[b].entry(s.priority_class).or_insert_with(|| QueueWaits::new(origin)).record(wait, now);
+                if let Some(waits) = s.seated_on.and_then(|id| self.server_waits.get_mut(b)?.get_mut(id.0)) {
+                    waits.record(wait, now);
+                }
             }
         }
         if let Some(server) = s.server.and_then(|id| self.servers.get_mut(b)?.get_mut(id.0)) {
@@ -195,6 +218,8 @@ mod tests {
             redispatched: true,
             termination,
             queue_wait: None,
+            priority_class: 0,
+            seated_on: None,
             route: None,
             spilled: false,
         }
@@ -280,5 +305,44 @@ mod tests {
         book.resize(2, &[1, 1, 1]);
         assert_eq!(book.queue_waits[1].since_start.count(), 2, "a reload keeps the waits");
         assert_eq!((book.frontend_rates.len(), book.queue_waits.len()), (2, 3));
+    }
+
+    #[test]
+    fn waits_count_per_priority_class_and_per_server_seated_on() {
+        let t0 = Instant::now();
+        let mut book = StatsBook::starting_at(t0, 1, &[2]);
+        let waited = |ms, class, seated: Option<usize>| SessionSummary {
+            queue_wait: Some(Duration::from_millis(ms)),
+            priority_class: class,
+            seated_on: seated.map(ServerId),
+            ..admitted(0, 0, seated, Termination::Normal)
+        };
+        book.record(&waited(10, 0, Some(1)), t0);
+        book.record(&waited(20, 0, Some(1)), t0);
+        book.record(&waited(900, 5, Some(0)), t0);
+        // Shed from the queue: a wait in its class, on no server.
+        book.record(&waited(400, 5, None), t0);
+        book.record(&SessionSummary { termination: Termination::QueueShed, ..waited(400, 5, None) }, t0);
+        let classes = &book.class_waits[0];
+        assert_eq!(classes.keys().copied().collect::<Vec<_>>(), vec![0, 5]);
+        assert_eq!((classes[&0].since_start.count(), classes[&0].since_start.summary().max), (2, 20));
+        assert_eq!((classes[&5].since_start.count(), classes[&5].since_start.summary().max), (3, 900));
+        let servers = &book.server_waits[0];
+        assert_eq!((servers[0].since_start.count(), servers[1].since_start.count()), (1, 2));
+        assert_eq!(book.queue_waits[0].since_start.count(), 5, "every wait still counts in the backend's");
+        assert_eq!(book.backends[0].queue_shed, 1);
+        book.resize(1, &[3]);
+        assert_eq!((book.server_waits[0].len(), book.server_waits[0][1].since_start.count()), (3, 2), "a reload keeps them");
+    }
+
+    #[test]
+    fn refusals_of_the_queue_disciplines_have_their_counters() {
+        let mut book = StatsBook::new(1, &[1]);
+        book.record(&admitted(0, 0, None, Termination::QueueShed), Instant::now());
+        book.record(&admitted(0, 0, None, Termination::SourceQueueFull), Instant::now());
+        book.record(&admitted(0, 0, None, Termination::SourceQueueFull), Instant::now());
+        let b = &book.backends[0];
+        assert_eq!((b.queue_shed, b.source_queue_full), (1, 2));
+        assert_eq!((b.queue_full, b.queue_timeouts), (0, 0));
     }
 }

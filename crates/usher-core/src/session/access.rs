@@ -36,6 +36,11 @@ pub struct AccessRecord {
     pub accepted: Instant,
     /// Time spent waiting for a slot, if it asked for one (`queue_ms`).
     pub queue_wait: Option<Duration>,
+    /// The priority class it asked for slots in (not logged; for the stats).
+    pub priority_class: i32,
+    /// The server of its first slot (not logged; for the stats' per-server
+    /// waits).
+    pub seated_on: Option<ServerId>,
     /// Time to connect to the final server, retries included, if it
     /// connected (`connect_ms`).
     pub connect_time: Option<Duration>,
@@ -74,6 +79,8 @@ impl AccessRecord {
             server_id: None,
             accepted: Instant::now(),
             queue_wait: None,
+            priority_class: 0,
+            seated_on: None,
             connect_time: None,
             bytes_from_client: 0,
             bytes_from_server: 0,
@@ -97,6 +104,8 @@ impl AccessRecord {
             redispatched: self.redispatched,
             termination: end,
             queue_wait: self.queue_wait,
+            priority_class: self.priority_class,
+            seated_on: self.seated_on,
             route: self.route,
             spilled: self.spilled.is_some(),
         }

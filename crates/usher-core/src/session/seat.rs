@@ -17,6 +17,7 @@ impl Session<'_> {
         let started = Instant::now();
         let reserved = self.reserve(Want::First).await;
         self.record.queue_wait = Some(started.elapsed());
+        self.record.seated_on = reserved.as_ref().ok().map(|slot| slot.server.id);
         reserved
     }
 
@@ -33,6 +34,7 @@ impl Session<'_> {
         let front = self.front;
         let (tx, mut rx) = oneshot::channel();
         let priority = front.settings.priority;
+        self.record.priority_class = priority.class;
         let key = QueueKey {
             class: priority.class,
             time_ms: self.record.accepted.duration_since(front.handles.epoch).as_millis() as i64 + priority.offset_ms,

@@ -23,6 +23,11 @@ pub struct SessionSummary {
     /// Time it waited for its first slot, if it asked for one (the access
     /// record's `queue_ms`).
     pub queue_wait: Option<Duration>,
+    /// The priority class it queued in (`frontends.X.priority_class`).
+    pub priority_class: i32,
+    /// The server its first slot was on, if it got one: its queue wait
+    /// counts in that server's waits too (the pinned waits of hashing).
+    pub seated_on: Option<ServerId>,
     /// The routing rule that chose its backend, if one did.
     pub route: Option<usize>,
     /// That rule's backend was too busy: it went to the rule's overflow.
