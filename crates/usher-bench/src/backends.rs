@@ -19,6 +19,9 @@ const SOURCE_CHUNK: usize = 256 * 1024;
 pub enum Behavior {
     /// Reads `request` bytes, writes `reply` bytes, closes (server closes first).
     Reply { request: usize, reply: usize },
+    /// As `Reply`, after working `service` on the request: a server whose
+    /// capacity is its maxconn / `service` sessions per second.
+    Slow { request: usize, reply: usize, service: Duration },
     /// Writes back whatever it reads until the client closes.
     Echo,
     /// Writes as fast as the peer reads until the connection breaks.
@@ -79,7 +82,10 @@ async fn serve(listener: TcpListener, behavior: Behavior, stats: Arc<Stats>) {
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             match behavior {
-                Behavior::Reply { request, reply } => serve_reply(stream, request, reply, held).await,
+                Behavior::Reply { request, reply } => serve_reply(stream, request, reply, None, held).await,
+                Behavior::Slow { request, reply, service } => {
+                    serve_reply(stream, request, reply, Some(service), held).await
+                }
                 Behavior::Echo => serve_echo(stream, held).await,
                 Behavior::Source => serve_source(stream, &source, held).await,
             }
@@ -99,7 +105,7 @@ impl Drop for Held {
     }
 }
 
-async fn serve_reply(mut stream: TcpStream, request: usize, reply: usize, held: Held) {
+async fn serve_reply(mut stream: TcpStream, request: usize, reply: usize, service: Option<Duration>, held: Held) {
     let mut buf = [0u8; 512];
     let mut got = 0;
     while got < request {
@@ -108,6 +114,9 @@ async fn serve_reply(mut stream: TcpStream, request: usize, reply: usize, held: 
             Ok(0) | Err(_) => return,
             Ok(n) => got += n,
         }
+    }
+    if let Some(service) = service {
+        tokio::time::sleep(service).await;
     }
     let answer = [b'r'; 512];
     let mut sent = 0;

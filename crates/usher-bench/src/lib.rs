@@ -10,6 +10,7 @@
 //! - [`stats_poller`]: `GET /stats` once a second, as an open dashboard does.
 //! - [`strace`]: counting a proxy's system calls with `strace -c`.
 //! - [`sys`]: taskset, RLIMIT_NOFILE, /proc readings.
+//! - [`tls_hello`]: the ClientHello the `routing` case's clients send.
 
 pub mod backends;
 pub mod cases;
@@ -21,5 +22,6 @@ pub mod stats_poller;
 pub mod strace;
 pub mod sys;
 pub mod targets;
+pub mod tls_hello;
 
 pub use cases::{Case, Harness, Options};

@@ -96,6 +96,25 @@ impl Outcome {
     }
 }
 
+/// The bytes a session's request is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// Opaque filler.
+    Filler,
+    /// A TLS ClientHello naming [`crate::tls_hello::SERVER_NAME`], so that
+    /// proxies can route on it.
+    ClientHello,
+}
+
+impl Payload {
+    pub fn bytes(self, len: usize) -> Vec<u8> {
+        match self {
+            Payload::Filler => vec![b'q'; len],
+            Payload::ClientHello => crate::tls_hello::client_hello(crate::tls_hello::SERVER_NAME, len),
+        }
+    }
+}
+
 async fn join(mut set: JoinSet<Outcome>) -> Outcome {
     let mut total = Outcome::new();
     while let Some(done) = set.join_next().await {
@@ -112,6 +131,8 @@ async fn join(mut set: JoinSet<Outcome>) -> Outcome {
 pub struct Sessions {
     pub clients: usize,
     pub request: usize,
+    /// What the `request` bytes are.
+    pub payload: Payload,
     pub reply: usize,
     /// A session taking this long is counted as stuck (the queue timeout).
     pub slow: Duration,
@@ -127,7 +148,7 @@ pub async fn sessions(addr: SocketAddr, spec: Sessions, w: Window) -> Outcome {
     for _ in 0..spec.clients {
         set.spawn(async move {
             let mut out = Outcome::new();
-            let request = vec![b'q'; spec.request];
+            let request = spec.payload.bytes(spec.request);
             while Instant::now() < w.end {
                 let start = Instant::now();
                 let ok = matches!(timeout(spec.limit, session(addr, &request, spec.reply)).await, Ok(Ok(())));
@@ -165,7 +186,7 @@ pub async fn session_batch(addr: SocketAddr, spec: Sessions, total: u64) -> Outc
         let tickets = tickets.clone();
         set.spawn(async move {
             let mut out = Outcome::new();
-            let request = vec![b'q'; spec.request];
+            let request = spec.payload.bytes(spec.request);
             while take(&tickets) {
                 let start = Instant::now();
                 match timeout(spec.limit, session(addr, &request, spec.reply)).await {
@@ -299,4 +320,90 @@ pub async fn open_idle(addr: SocketAddr, n: usize, parallel: usize) -> anyhow::R
         open.push(done??);
     }
     Ok(open)
+}
+
+/// One phase of an open-loop run: new sessions at `rate` per second for
+/// `duration`, whether or not earlier ones have finished.
+#[derive(Debug, Clone, Copy)]
+pub struct Phase {
+    pub rate: f64,
+    pub duration: Duration,
+}
+
+/// What became of one open-loop arrival.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arrival {
+    /// When it connected, from the start of the run.
+    pub at: Duration,
+    pub end: ArrivalEnd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ArrivalEnd {
+    /// The whole reply came, `took` after connecting.
+    Served { took: Duration },
+    /// The proxy closed (or reset) it before a full reply, `took` after
+    /// connecting: refused, shed or timed out in its queue.
+    Refused { took: Duration },
+    /// Could not connect, or nothing happened within the limit.
+    Failed,
+}
+
+/// Open-loop arrivals through `phases`, each session sending `request` and
+/// expecting `reply` bytes then the server's close; every session ends
+/// within `limit`. Returns every arrival, in arrival order.
+pub async fn open_loop(
+    addr: SocketAddr,
+    phases: &[Phase],
+    request: Vec<u8>,
+    reply: usize,
+    limit: Duration,
+) -> Vec<Arrival> {
+    let request: Arc<[u8]> = request.into();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let mut phase_start = Duration::ZERO;
+    for phase in phases {
+        let count = (phase.rate * phase.duration.as_secs_f64()).round() as u64;
+        for k in 0..count {
+            let at = phase_start + Duration::from_secs_f64(k as f64 / phase.rate);
+            tokio::time::sleep_until(start + at).await;
+            let request = request.clone();
+            tasks.push(tokio::spawn(async move {
+                let connected = Instant::now();
+                let end = match timeout(limit, served(addr, &request, reply)).await {
+                    Ok(Ok(true)) => ArrivalEnd::Served { took: connected.elapsed() },
+                    Ok(Ok(false)) => ArrivalEnd::Refused { took: connected.elapsed() },
+                    Ok(Err(_)) | Err(_) => ArrivalEnd::Failed,
+                };
+                Arrival { at: connected - start, end }
+            }));
+        }
+        phase_start += phase.duration;
+    }
+    let mut arrivals = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        arrivals.push(task.await.unwrap_or(Arrival { at: Duration::ZERO, end: ArrivalEnd::Failed }));
+    }
+    arrivals
+}
+
+/// One session: `Ok(true)` with the whole reply, `Ok(false)` when the proxy
+/// closed or reset it first; `Err` when it could not connect.
+async fn served(addr: SocketAddr, request: &[u8], reply: usize) -> std::io::Result<bool> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    if stream.write_all(request).await.is_err() {
+        return Ok(false);
+    }
+    let mut buf = [0u8; 512];
+    let mut got = 0;
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(got == reply)
 }

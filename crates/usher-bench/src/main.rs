@@ -79,6 +79,13 @@ enum Command {
     /// one: aggregate sessions/s and the time to rebalance the slots
     /// (needs etcd, and usher-bench built with `--features cluster`).
     Cluster,
+    /// Short sessions whose request is a TLS ClientHello, through usher and
+    /// HAProxy with and without a rule routing by its SNI: the peek's cost.
+    Routing,
+    /// Open-loop arrivals at 0.8×, 1.5× then 0.8× of capacity, for usher's
+    /// fifo, codel and adaptive_lifo queues and HAProxy: goodput, late
+    /// sessions, waits, recovery.
+    Overload,
     /// Runs usher on FILE and prints `LISTENING <addr>` (used by the bench).
     #[command(hide = true)]
     ServeUsher {
@@ -108,6 +115,8 @@ fn main() -> ExitCode {
         Command::Actors => vec![Case::Actors],
         Command::Close => vec![Case::Close],
         Command::Cluster => vec![Case::Cluster],
+        Command::Routing => vec![Case::Routing],
+        Command::Overload => vec![Case::Overload],
         Command::Cost { .. } => vec![Case::Cost],
     };
     match bench(&cli, &cases) {

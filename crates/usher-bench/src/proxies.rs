@@ -42,6 +42,16 @@ pub enum ProxyKind {
     /// Two usher instances sharing every server's maxconn through etcd,
     /// the load split evenly (the `cluster` case only).
     UsherPair,
+    /// usher with one SNI routing rule: it peeks at every ClientHello (the
+    /// `routing` case only).
+    UsherSni,
+    /// HAProxy routing by `req_ssl_sni` after `tcp-request inspect-delay`
+    /// (the `routing` case only).
+    HaproxySni,
+    /// usher with `queue.discipline = "codel"` (the `overload` case only).
+    UsherCodel,
+    /// usher with `queue.discipline = "adaptive_lifo"` (the `overload` case only).
+    UsherLifo,
 }
 
 impl ProxyKind {
@@ -60,6 +70,10 @@ impl ProxyKind {
             ProxyKind::UsherDashboard => "usher-dashboard",
             ProxyKind::UsherCluster => "usher-cluster",
             ProxyKind::UsherPair => "usher-pair",
+            ProxyKind::UsherSni => "usher-sni",
+            ProxyKind::HaproxySni => "haproxy-sni",
+            ProxyKind::UsherCodel => "usher-codel",
+            ProxyKind::UsherLifo => "usher-lifo",
         }
     }
 
@@ -163,9 +177,19 @@ impl Launcher {
                 let addr = *servers.first().ok_or_else(|| anyhow!("no backend"))?;
                 Ok(Running { kind, addr, child: None, spent: self.spent.clone(), poller: None, admin: None })
             }
-            ProxyKind::Usher | ProxyKind::UsherDashboard => {
+            ProxyKind::Usher
+            | ProxyKind::UsherDashboard
+            | ProxyKind::UsherSni
+            | ProxyKind::UsherCodel
+            | ProxyKind::UsherLifo => {
                 let dashboard = kind == ProxyKind::UsherDashboard;
-                let mut running = self.usher(kind, &stem, servers, tune, dashboard, "")?;
+                let extra = match kind {
+                    ProxyKind::UsherSni => USHER_SNI_ROUTE,
+                    ProxyKind::UsherCodel => "\n[backends.app.queue]\ndiscipline = \"codel\"\n",
+                    ProxyKind::UsherLifo => "\n[backends.app.queue]\ndiscipline = \"adaptive_lifo\"\n",
+                    _ => "",
+                };
+                let mut running = self.usher(kind, &stem, servers, tune, dashboard, extra)?;
                 // The frontend listens once usher_core::run is under way; the
                 // admin API starts with it, so the first polls may fail.
                 running.poller = running.admin.filter(|_| dashboard).map(StatsPoller::start);
@@ -174,11 +198,15 @@ impl Launcher {
             ProxyKind::UsherCluster | ProxyKind::UsherPair => {
                 bail!("{} is started by the cluster case only", kind.name())
             }
-            ProxyKind::Haproxy => {
+            ProxyKind::Haproxy | ProxyKind::HaproxySni => {
                 let exe = self.haproxy.as_ref().ok_or_else(|| anyhow!("haproxy not found"))?;
                 let addr = free_port()?;
                 let config = stem.with_extension("cfg");
-                std::fs::write(&config, haproxy_cfg(addr, servers, tune))?;
+                let mut cfg = haproxy_cfg(addr, servers, tune);
+                if kind == ProxyKind::HaproxySni {
+                    cfg = cfg.replace(HAPROXY_DEFAULT_BACKEND, HAPROXY_SNI_ROUTE);
+                }
+                std::fs::write(&config, cfg)?;
                 let mut cmd = wrapped(tune, exe);
                 cmd.arg("-f").arg(&config).arg("-db");
                 let child = spawn_logged(cmd, &stem, Stdio::null())?;
@@ -364,6 +392,15 @@ server = "{IDLE_TIMEOUT}"
     }
     toml
 }
+
+/// usher's SNI rule: the rule's backend is the frontend's own, so both
+/// proxies do the same work after the peek.
+const USHER_SNI_ROUTE: &str = "\n[[frontends.bench.routes]]\nsni = [\"bench.example\"]\nbackend = \"app\"\n";
+const HAPROXY_DEFAULT_BACKEND: &str = "    default_backend app\n";
+/// HAProxy's documented way to route TCP by SNI without terminating TLS.
+const HAPROXY_SNI_ROUTE: &str = "    tcp-request inspect-delay 5s\n    \
+     tcp-request content accept if { req_ssl_hello_type 1 }\n    \
+     use_backend app if { req_ssl_sni -i bench.example }\n    default_backend app\n";
 
 fn haproxy_cfg(bind: SocketAddr, servers: &[SocketAddr], tune: &Tune) -> String {
     let mut cfg = format!(

@@ -64,3 +64,29 @@ fn every_case_completes_with_quick_settings() {
         }
     }
 }
+
+/// The cases outside `all` that need nothing but HAProxy: they run and
+/// report every proxy without an error; usher never puts the overload
+/// case's server over its maxconn and fails no session.
+#[test]
+fn routing_and_overload_complete_with_quick_settings() {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_usher-bench"));
+    let harness = Harness::new(Options::new(exe).quick()).expect("harness");
+    for case in [Case::Routing, Case::Overload] {
+        for r in harness.run(case) {
+            assert!(r.errors.is_empty(), "{}: {:?}", r.title, r.errors);
+            for &proxy in &r.proxies {
+                let first = r.metrics.first().expect("metrics").name;
+                let values = r.values(proxy, first);
+                assert!(values.iter().all(|v| *v > 0.0), "{} {}: {first} = {values:?}", r.title, proxy.name());
+            }
+            if case == Case::Overload {
+                for proxy in [ProxyKind::Usher, ProxyKind::UsherCodel, ProxyKind::UsherLifo] {
+                    let (failed, peak) = (r.values(proxy, "failed"), r.values(proxy, "peak/server"));
+                    assert!(failed.iter().all(|v| *v == 0.0), "{} failed {failed:?}", proxy.name());
+                    assert!(peak.iter().all(|v| *v <= 10.0), "{} peak {peak:?}", proxy.name());
+                }
+            }
+        }
+    }
+}

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Harness, SHARED};
 use crate::backends::{Backend, Behavior};
-use crate::load::{self, Outcome, Sessions, Window};
+use crate::load::{self, Outcome, Payload, Sessions, Window};
 use crate::proxies::ProxyKind;
 use crate::report::{self, CaseResult, Metric};
 
@@ -51,8 +51,14 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
         Metric::lower("peak/server", 0),
         Metric::lower("rebalance ms", 0),
     ];
-    let spec =
-        Sessions { clients: CLIENTS, request: REQUEST, reply: REPLY, slow: QUEUE_TIMEOUT, limit: QUEUE_TIMEOUT * 2 };
+    let spec = Sessions {
+        clients: CLIENTS,
+        request: REQUEST,
+        payload: Payload::Filler,
+        reply: REPLY,
+        slow: QUEUE_TIMEOUT,
+        limit: QUEUE_TIMEOUT * 2,
+    };
     let mut run_no = 0;
     let result = h.alternate("cluster", title, metrics, vec![ProxyKind::UsherCluster, ProxyKind::UsherPair], |kind| {
         run_no += 1;

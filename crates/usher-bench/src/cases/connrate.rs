@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{Harness, REFERENCE};
 use crate::backends::{Backend, Behavior};
-use crate::load::{self, Sessions};
+use crate::load::{self, Payload, Sessions};
 use crate::report::{CaseResult, Metric};
 
 const CLIENTS: usize = 32;
@@ -26,7 +26,14 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
         Metric::lower("proxy CPU µs/session", 1),
         Metric::zero("errors"),
     ];
-    let spec = Sessions { clients: CLIENTS, request: REQUEST, reply: REPLY, slow: SESSION_LIMIT, limit: SESSION_LIMIT };
+    let spec = Sessions {
+        clients: CLIENTS,
+        request: REQUEST,
+        payload: Payload::Filler,
+        reply: REPLY,
+        slow: SESSION_LIMIT,
+        limit: SESSION_LIMIT,
+    };
     let result = h.alternate("connrate", title, metrics, h.proxies.clone(), |kind| {
         let rt = h.load_runtime(&p)?;
         let backend = Backend::start(rt.handle(), Behavior::Reply { request: REQUEST, reply: REPLY })?;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use super::{Harness, REFERENCE};
 use crate::backends::{Backend, Behavior};
-use crate::load::{self, Sessions};
+use crate::load::{self, Payload, Sessions};
 use crate::proxies::ProxyKind;
 use crate::report::{number, CaseResult, Metric};
 use crate::strace::{Counts, Tracer};
@@ -36,7 +36,14 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
         Metric::lower("system calls/session", 2),
         Metric::zero("errors"),
     ];
-    let spec = Sessions { clients: CLIENTS, request: REQUEST, reply: REPLY, slow: SESSION_LIMIT, limit: SESSION_LIMIT };
+    let spec = Sessions {
+        clients: CLIENTS,
+        request: REQUEST,
+        payload: Payload::Filler,
+        reply: REPLY,
+        slow: SESSION_LIMIT,
+        limit: SESSION_LIMIT,
+    };
     let counts: RefCell<BTreeMap<ProxyKind, Vec<Counts>>> = RefCell::default();
     let untraced: RefCell<Option<String>> = RefCell::default();
     let proxies = h.only(&[ProxyKind::Usher, ProxyKind::Haproxy, ProxyKind::Nginx]);

@@ -10,7 +10,9 @@ mod connrate;
 mod cost;
 mod idle;
 mod keepalive;
+mod overload;
 mod queue;
+mod routing;
 mod throughput;
 
 use std::cell::Cell;
@@ -40,6 +42,12 @@ pub enum Case {
     /// Two instances sharing a maxconn through etcd vs one; not in
     /// [`Case::ALL`] (needs etcd and the `cluster` build).
     Cluster,
+    /// Short sessions whose request is a ClientHello, with and without an
+    /// SNI routing rule; not in [`Case::ALL`].
+    Routing,
+    /// Open-loop arrivals through an overload, for each queue discipline
+    /// and HAProxy; not in [`Case::ALL`] (a minute per run).
+    Overload,
 }
 
 impl Case {
@@ -57,6 +65,8 @@ impl Case {
             Case::Close => "close",
             Case::Cost => "cost",
             Case::Cluster => "cluster",
+            Case::Routing => "routing",
+            Case::Overload => "overload",
         }
     }
 }
@@ -227,6 +237,8 @@ impl Harness {
             Case::Actors => actors::run(self),
             Case::Close => close::run(self),
             Case::Cost => cost::run(self),
+            Case::Routing => routing::run(self),
+            Case::Overload => overload::run(self),
             #[cfg(feature = "cluster")]
             Case::Cluster => cluster::run(self),
             #[cfg(not(feature = "cluster"))]

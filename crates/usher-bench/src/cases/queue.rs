@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::{Harness, SHARED};
 use crate::backends::{Backend, Behavior};
-use crate::load::{self, Sessions};
+use crate::load::{self, Payload, Sessions};
 use crate::proxies::ProxyKind;
 use crate::report::{CaseResult, Metric};
 
@@ -38,8 +38,14 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
                 Metric::lower("peak/server", 0),
                 Metric::lower("proxy CPU µs/session", 1),
             ];
-            let spec =
-                Sessions { clients, request: REQUEST, reply: REPLY, slow: QUEUE_TIMEOUT, limit: QUEUE_TIMEOUT * 2 };
+            let spec = Sessions {
+                clients,
+                request: REQUEST,
+                payload: Payload::Filler,
+                reply: REPLY,
+                slow: QUEUE_TIMEOUT,
+                limit: QUEUE_TIMEOUT * 2,
+            };
             let proxies = h.only(&[ProxyKind::Usher, ProxyKind::Haproxy]);
             results.push(h.alternate("queue", title, metrics, proxies, |kind| {
                 let rt = h.load_runtime(&p)?;

@@ -1,0 +1,71 @@
+//! `routing`: what routing by SNI costs a short session. Every client
+//! sends the same ClientHello (naming [`SERVER_NAME`]) as its request;
+//! `usher` and `haproxy` relay it untouched, `usher-sni` and `haproxy-sni`
+//! first peek at it and route it by its server name (to the same backend,
+//! so the work after the peek is the same). Sessions per second, latency
+//! and proxy CPU per session; the cost of the peek is the paired ratio of
+//! each proxy with and without its rule. Not part of `all`.
+
+use std::time::Duration;
+
+use super::{Harness, REFERENCE};
+use crate::backends::{Backend, Behavior};
+use crate::load::{self, Payload, Sessions};
+use crate::proxies::ProxyKind;
+use crate::report::{self, CaseResult, Metric};
+use crate::tls_hello::SERVER_NAME;
+
+const CLIENTS: usize = 32;
+/// A small ClientHello, padded to this size.
+const REQUEST: usize = 128;
+const REPLY: usize = 64;
+const SESSION_LIMIT: Duration = Duration::from_secs(10);
+
+pub fn run(h: &Harness) -> Vec<CaseResult> {
+    let p = REFERENCE;
+    let title = format!(
+        "routing: new connection per session, a {REQUEST} B ClientHello for {SERVER_NAME} / {REPLY} B reply, \
+         {CLIENTS} client loops; with and without an SNI rule; {}",
+        h.describe(&p)
+    );
+    let metrics = vec![
+        Metric::higher("sessions/s", 0),
+        Metric::lower("p50 ms", 3),
+        Metric::lower("p99 ms", 3),
+        Metric::lower("proxy CPU µs/session", 1),
+        Metric::zero("errors"),
+    ];
+    let spec = Sessions {
+        clients: CLIENTS,
+        request: REQUEST,
+        payload: Payload::ClientHello,
+        reply: REPLY,
+        slow: SESSION_LIMIT,
+        limit: SESSION_LIMIT,
+    };
+    let mut proxies = vec![ProxyKind::Usher, ProxyKind::UsherSni];
+    if h.proxies.contains(&ProxyKind::Haproxy) {
+        proxies.extend([ProxyKind::Haproxy, ProxyKind::HaproxySni]);
+    }
+    let result = h.alternate("routing", title, metrics, proxies.clone(), |kind| {
+        let rt = h.load_runtime(&p)?;
+        let backend = Backend::start(rt.handle(), Behavior::Reply { request: REQUEST, reply: REPLY })?;
+        let proxy = h.start_proxy(kind, &[backend.addr], &h.tune(&p, 0, SESSION_LIMIT))?;
+        let w = h.window();
+        let (out, cpu) = rt.block_on(async { tokio::join!(load::sessions(proxy.addr, spec, w), proxy.cpu_during(w)) });
+        let cpu_us = cpu.map_or(f64::NAN, |c| c * 1e6 / out.count.max(1) as f64);
+        Ok(vec![out.rate(&w), out.quantile_ms(0.5), out.quantile_ms(0.99), cpu_us, out.errors as f64])
+    });
+    let pairs = [
+        (ProxyKind::UsherSni, ProxyKind::Usher),
+        (ProxyKind::HaproxySni, ProxyKind::Haproxy),
+        (ProxyKind::UsherSni, ProxyKind::HaproxySni),
+    ];
+    for (a, b) in pairs.into_iter().filter(|(a, b)| proxies.contains(a) && proxies.contains(b)) {
+        for metric in ["sessions/s", "proxy CPU µs/session"] {
+            let ratios = result.paired_ratios_of(a, b, metric);
+            println!("   {} / {} {metric}, paired by round: {}", a.name(), b.name(), report::ratio_cell(&ratios));
+        }
+    }
+    vec![result]
+}
