@@ -39,6 +39,28 @@ period = "200ms"
     )
 }
 
+/// The settings of docs/recipes/cluster.md, pointed at this test's etcd,
+/// prefix and server, with its timings, on a port the OS picks.
+fn recipe_config(etcd: &str, prefix: &str, name: &str, server: SocketAddr) -> String {
+    const RECIPE: &str = include_str!("../../docs/recipes/cluster.md");
+    let start = RECIPE.find("```toml\n").expect("the recipe's settings") + "```toml\n".len();
+    let toml = &RECIPE[start..];
+    let toml = &toml[..toml.find("```").expect("end of the settings")];
+    let swaps = [
+        ("0.0.0.0:6432", "127.0.0.1:0".to_owned()),
+        ("10.0.0.20:5432", server.to_string()),
+        (r#"["http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://10.0.0.3:2379"]"#, format!("[\"{etcd}\"]")),
+        (r#""usher-a""#, format!("\"{name}\"")),
+    ];
+    let mut toml = toml.to_owned();
+    for (from, to) in swaps {
+        assert!(toml.contains(from), "the recipe no longer has {from}");
+        toml = toml.replace(from, &to);
+    }
+    assert!(toml.contains(&format!("maxconn = {MAXCONN} ")), "the recipe's maxconn is this test's");
+    format!("{toml}prefix = \"{prefix}\"\nlease_ttl = \"2s\"\nperiod = \"200ms\"\n")
+}
+
 /// A prefix of this test's own, so tests sharing an etcd never share servers.
 fn prefix(test: &str) -> String {
     format!("/usher-test/{}-{test}", std::process::id())
@@ -73,9 +95,10 @@ fn total_share(views: &[(u64, Option<u64>)]) -> u64 {
     views.iter().map(|(_, s)| s.unwrap_or(0)).sum()
 }
 
-/// 300 clients spread over three instances for 20 s: the server never
-/// holds more than its maxconn of 10, every client is served, and when one
-/// instance's clients stop, the two others take its share.
+/// 300 clients spread over three instances for 20 s, with the settings of
+/// docs/recipes/cluster.md: the server never holds more than its maxconn
+/// of 10, every client is served, and when one instance's clients stop,
+/// the two others take its share.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_never_exceed_one_maxconn() {
     let Some(binary) = etcd_or_skip("three_instances_never_exceed_one_maxconn") else { return };
@@ -83,7 +106,7 @@ async fn three_instances_never_exceed_one_maxconn() {
     let server = TestBackend::start(Behavior::Reply { hold: Duration::from_millis(20), reply: b"ok" });
     let prefix = prefix("three");
     let brokers: Vec<TestBroker> = (0..3)
-        .map(|i| TestBroker::start_with_admin(&config(&etcd.endpoint(), &prefix, &format!("u{i}"), server.addr)))
+        .map(|i| TestBroker::start_with_admin(&recipe_config(&etcd.endpoint(), &prefix, &format!("u{i}"), server.addr)))
         .collect();
     let all: Vec<&TestBroker> = brokers.iter().collect();
     let joined = wait_views(&all, "three members", |v| v.iter().all(|(m, _)| *m == 3)).await;
@@ -96,7 +119,7 @@ async fn three_instances_never_exceed_one_maxconn() {
     let mut clients = Vec::new();
     for k in 0..300usize {
         let instance = k % 3;
-        let addr = brokers[instance].addr("web");
+        let addr = brokers[instance].addr("db");
         let (served, failed, stop_first) = (served.clone(), failed.clone(), stop_first.clone());
         clients.push(tokio::spawn(async move {
             while Instant::now() < until && !(instance == 0 && stop_first.load(Ordering::SeqCst)) {
