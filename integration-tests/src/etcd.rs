@@ -128,3 +128,40 @@ impl Drop for EtcdServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// One clustered instance's settings: frontend `web` on a port the OS
+/// picks, backend `app` with server `s1` at `server` (`maxconn`, queue
+/// timeout 30 s), and `[cluster]` last, so a test can append keys to it.
+pub fn cluster_toml(
+    etcd: &str,
+    prefix: &str,
+    name: &str,
+    server: SocketAddr,
+    maxconn: u32,
+    lease_ttl: std::time::Duration,
+    period: std::time::Duration,
+) -> String {
+    format!(
+        r#"
+[frontends.web]
+bind = ["127.0.0.1:0"]
+backend = "app"
+
+[backends.app]
+timeout.queue = "30s"
+
+[backends.app.servers.s1]
+address = "{server}"
+maxconn = {maxconn}
+
+[cluster]
+etcd = ["{etcd}"]
+name = "{name}"
+prefix = "{prefix}"
+lease_ttl = "{ttl}ms"
+period = "{period}ms"
+"#,
+        ttl = lease_ttl.as_millis(),
+        period = period.as_millis(),
+    )
+}

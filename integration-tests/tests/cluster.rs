@@ -9,34 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use integration_tests::etcd::{etcd_or_skip, EtcdServer};
+use integration_tests::etcd::{cluster_toml, etcd_or_skip, EtcdServer};
 use integration_tests::http::get;
 use integration_tests::{request, Behavior, TestBackend, TestBroker, DEADLINE};
 
 const MAXCONN: u32 = 10;
 
 fn config(etcd: &str, prefix: &str, name: &str, server: SocketAddr) -> String {
-    format!(
-        r#"
-[frontends.web]
-bind = ["127.0.0.1:0"]
-backend = "app"
-
-[backends.app]
-timeout.queue = "30s"
-
-[backends.app.servers.s1]
-address = "{server}"
-maxconn = {MAXCONN}
-
-[cluster]
-etcd = ["{etcd}"]
-name = "{name}"
-prefix = "{prefix}"
-lease_ttl = "2s"
-period = "200ms"
-"#
-    )
+    cluster_toml(etcd, prefix, name, server, MAXCONN, Duration::from_secs(2), Duration::from_millis(200))
 }
 
 /// The settings of docs/recipes/cluster.md, pointed at this test's etcd,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use integration_tests::daemon::Daemon;
-use integration_tests::etcd::{etcd_or_skip, EtcdServer};
+use integration_tests::etcd::{cluster_toml, etcd_or_skip, EtcdServer};
 use integration_tests::http::get;
 use integration_tests::{request, Behavior, ConfigFile, TestBackend, DEADLINE};
 
@@ -46,31 +46,9 @@ async fn wait_views(admins: &[SocketAddr], what: &str, done: impl Fn(&[(u64, u64
 }
 
 fn start(name: &str, etcd: &str, server: SocketAddr) -> (ConfigFile, Daemon, SocketAddr, SocketAddr) {
-    let toml = format!(
-        r#"
-[log]
-format = "json"
-[admin]
-bind = "127.0.0.1:0"
-[frontends.web]
-bind = ["127.0.0.1:0"]
-backend = "app"
-[backends.app]
-timeout.queue = "30s"
-[backends.app.servers.s1]
-address = "{server}"
-maxconn = {MAXCONN}
-[cluster]
-etcd = ["{etcd}"]
-name = "{name}"
-prefix = "/usher-kill-{pid}"
-lease_ttl = "{ttl}ms"
-period = "{period}ms"
-"#,
-        pid = std::process::id(),
-        ttl = LEASE_TTL.as_millis(),
-        period = PERIOD.as_millis(),
-    );
+    let prefix = format!("/usher-kill-{}", std::process::id());
+    let toml = "[log]\nformat = \"json\"\n[admin]\nbind = \"127.0.0.1:0\"\n".to_owned()
+        + &cluster_toml(etcd, &prefix, name, server, MAXCONN as u32, LEASE_TTL, PERIOD);
     let config = ConfigFile::new(&format!("kill-{name}"), &toml);
     let mut daemon = Daemon::start(Path::new(USHER), &config.0, &[]);
     let (frontend, admin) =
