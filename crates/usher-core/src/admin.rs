@@ -7,6 +7,9 @@
 //! - `PUT /backends/{b}/servers/{s}` and `PUT /frontends/{f}` validate
 //!   first, then apply the change through the [`BrokerHandle`]; the owning
 //!   actor logs it ([`routes`]).
+//! - `POST /backends/{b}/pause`, `/resume`, and per server
+//!   `shutdown-sessions` and `wait-idle` control the queues
+//!   ([`queue_control`]).
 //! - `POST /reload` re-reads the configuration and applies it (as SIGHUP).
 //! - `GET /health` answers 200 while running, 503 once shutdown began.
 //! - `GET /` and `GET /ui` serve the live dashboard, a page that reads
@@ -28,6 +31,7 @@ mod auth;
 mod connections;
 mod dashboard;
 mod metrics;
+mod queue_control;
 mod request_body;
 mod routes;
 mod stats_json;

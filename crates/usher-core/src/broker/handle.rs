@@ -220,6 +220,11 @@ impl BrokerHandle {
         Ok(self.topology.send(GetActors).await?)
     }
 
+    /// The actors in force now, for the handle's other files.
+    pub(super) async fn current_actors(&self) -> Result<Actors, ControlError> {
+        self.current().await
+    }
+
     /// The actors in force now, for white-box tests and the benchmark.
     #[cfg(feature = "internals")]
     pub async fn actors(&self) -> Option<Actors> {

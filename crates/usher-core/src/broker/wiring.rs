@@ -91,6 +91,7 @@ pub fn server_info(id: ServerId, s: &ServerSettings, actor: &Addr<Server>) -> Ar
         observe: (c.down_after_failed_connects.is_some() || (c.enabled && c.error_limit.is_some()))
             .then(|| actor.clone().recipient()),
         release: actor.clone().recipient(),
+        sessions: tokio_util::sync::CancellationToken::new(),
     })
 }
 

@@ -16,8 +16,8 @@ use crate::proxy_protocol::send_header;
 use duplex::{relay, RelayEnd, RelayLimits};
 
 impl Session<'_> {
-    /// Relays between the client and `server` to the end.
-    pub(super) async fn relay(&mut self, server: &mut TcpStream) -> Termination {
+    /// Relays between the client and `server`, seated on `slot`, to the end.
+    pub(super) async fn relay(&mut self, slot: &Slot, server: &mut TcpStream) -> Termination {
         let front = self.front;
         let limits = RelayLimits {
             client_idle: self.timeouts.client,
@@ -25,7 +25,8 @@ impl Session<'_> {
             bufsize: front.settings.buffers.first,
             bufsize_max: front.settings.buffers.max,
         };
-        let outcome = relay(&mut self.client, server, self.watch.half_closed, limits, &front.handles.kill).await;
+        let outcome = relay(&mut self.client, server, self.watch.half_closed, limits, &front.handles.kill, &slot.server.sessions)
+            .await;
         self.record.bytes_from_client += outcome.from_client;
         self.record.bytes_from_server += outcome.from_server;
         match outcome.end {
@@ -35,6 +36,7 @@ impl Session<'_> {
             RelayEnd::ClientIdle => Termination::ClientTimeoutInData,
             RelayEnd::ServerIdle => Termination::ServerTimeoutInData,
             RelayEnd::Killed => Termination::KilledInData,
+            RelayEnd::ShutDown => Termination::ShutDownInData,
         }
     }
 
