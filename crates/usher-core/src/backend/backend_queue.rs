@@ -324,7 +324,7 @@ impl Handler<ShutDownSessions> for BackendQueue {
         let info = self.core.server_info_mut(msg.server)?;
         // Sessions granted from now on carry a fresh token; those seated
         // before hear this one.
-        let fresh = Arc::new(ServerInfo { sessions: tokio_util::sync::CancellationToken::new(), ..(**info).clone() });
+        let fresh = Arc::new(ServerInfo { sessions: info.kill.child_token(), ..(**info).clone() });
         let old = std::mem::replace(info, fresh);
         old.sessions.cancel();
         Some(served)

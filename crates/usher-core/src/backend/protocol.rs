@@ -38,8 +38,12 @@ pub struct ServerInfo {
     /// Cancelled when an operator shuts down the server's sessions: every
     /// session relaying on a slot granted before then ends (`AD`). Grants
     /// made after carry a fresh token, so the shutdown never reaches a
-    /// session that had not started yet.
+    /// session that had not started yet. A child of `kill`, so the relay
+    /// waits on this one token for both.
     pub sessions: tokio_util::sync::CancellationToken,
+    /// The broker's kill token (shutdown after the grace): the parent of
+    /// every `sessions` token.
+    pub kill: tokio_util::sync::CancellationToken,
 }
 
 /// A reserved slot on one server. Dropping it sends exactly one `Release` to

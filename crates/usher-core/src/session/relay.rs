@@ -25,8 +25,7 @@ impl Session<'_> {
             bufsize: front.settings.buffers.first,
             bufsize_max: front.settings.buffers.max,
         };
-        let outcome = relay(&mut self.client, server, self.watch.half_closed, limits, &front.handles.kill, &slot.server.sessions)
-            .await;
+        let outcome = relay(&mut self.client, server, self.watch.half_closed, limits, &slot.server.sessions).await;
         self.record.bytes_from_client += outcome.from_client;
         self.record.bytes_from_server += outcome.from_server;
         match outcome.end {
@@ -35,8 +34,11 @@ impl Session<'_> {
             RelayEnd::ServerReset => Termination::ServerAbortInData,
             RelayEnd::ClientIdle => Termination::ClientTimeoutInData,
             RelayEnd::ServerIdle => Termination::ServerTimeoutInData,
-            RelayEnd::Killed => Termination::KilledInData,
-            RelayEnd::ShutDown => Termination::ShutDownInData,
+            // The server's token is a child of the broker's kill token:
+            // one future in the relay hears both (the session's future stays
+            // small), and the kill token says which it was.
+            RelayEnd::Killed if front.handles.kill.is_cancelled() => Termination::KilledInData,
+            RelayEnd::Killed => Termination::ShutDownInData,
         }
     }
 

@@ -41,8 +41,6 @@ pub enum RelayEnd {
     ClientIdle,
     ServerIdle,
     Killed,
-    /// An operator shut down the sessions of its server.
-    ShutDown,
 }
 
 #[derive(Debug)]
@@ -245,8 +243,7 @@ async fn bulk(
 }
 
 /// Relays until both directions are finished, a side resets or idles, or
-/// `kill` (shutdown) or `shut_down` (its server's sessions shut down by an
-/// operator) fires. `client_done` means the client already half-closed (its FIN
+/// `kill` fires. `client_done` means the client already half-closed (its FIN
 /// is passed on to the server first).
 pub async fn relay(
     client: &mut TcpStream,
@@ -254,7 +251,6 @@ pub async fn relay(
     client_done: bool,
     limits: RelayLimits,
     kill: &CancellationToken,
-    shut_down: &CancellationToken,
 ) -> RelayOutcome {
     let shared = Shared::new();
     let (cr, cw) = client.split();
@@ -270,7 +266,6 @@ pub async fn relay(
     let c2s = pump(cr, sw, &limits, &shared, Direction::ClientToServer);
     let s2c = pump(sr, cw, &limits, &shared, Direction::ServerToClient);
     let killed = kill.cancelled();
-    let shut = shut_down.cancelled();
     // One timer for the session, armed at the earliest idle deadline and
     // moved only when it fires: activity only moves deadlines later, so a
     // timer that fires early just re-reads them.
@@ -281,7 +276,7 @@ pub async fn relay(
     };
     let mut next = next_deadline();
     let idle = sleep_until(next.unwrap_or_else(Instant::now));
-    tokio::pin!(c2s, s2c, killed, shut, idle);
+    tokio::pin!(c2s, s2c, killed, idle);
     let mut s2c_done = false;
 
     let end = loop {
@@ -314,7 +309,6 @@ pub async fn relay(
                 }
             },
             () = &mut killed => break RelayEnd::Killed,
-            () = &mut shut => break RelayEnd::ShutDown,
         }
     };
     RelayOutcome {
