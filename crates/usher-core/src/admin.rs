@@ -10,6 +10,8 @@
 //! - `POST /backends/{b}/pause`, `/resume`, and per server
 //!   `shutdown-sessions` and `wait-idle` control the queues
 //!   ([`queue_control`]).
+//! - `POST` and `DELETE /backends/{b}/servers/{s}` add and remove a
+//!   server at run time, applied as a reload ([`topology_routes`]).
 //! - `POST /reload` re-reads the configuration and applies it (as SIGHUP).
 //! - `GET /health` answers 200 while running, 503 once shutdown began.
 //! - `GET /` and `GET /ui` serve the live dashboard, a page that reads
@@ -35,6 +37,7 @@ mod queue_control;
 mod request_body;
 mod routes;
 mod stats_json;
+mod topology_routes;
 
 use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroU32;

@@ -14,6 +14,7 @@ mod commit;
 mod extensions;
 mod handle;
 mod queue_control;
+mod runtime_topology;
 pub mod planner;
 pub mod reload_outcome;
 pub mod reload_plan;

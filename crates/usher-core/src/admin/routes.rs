@@ -31,6 +31,8 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/backends/{backend}/servers/{server}")
                 .route(web::put().to(put_server))
+                .route(web::post().to(super::topology_routes::add_server))
+                .route(web::delete().to(super::topology_routes::remove_server))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

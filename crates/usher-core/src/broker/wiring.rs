@@ -127,6 +127,8 @@ pub struct BackendActors {
 /// every server before any of them lends it a slot, and a Server per
 /// configured server. Must run inside an actix System.
 /// `clustered`: its servers' slots are shared with other instances.
+/// Used by the benchmark, which has no broker and so no kill token.
+#[cfg(feature = "internals")]
 pub fn start_backend(b: &BackendSettings, log: &Logger, clustered: bool) -> BackendActors {
     start_backend_under(b, log, clustered, &CancellationToken::new())
 }
