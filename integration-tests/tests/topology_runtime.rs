@@ -90,3 +90,42 @@ async fn servers_added_and_removed_at_run_time_serve_and_finish_until_a_reload()
     broker.logs.wait_for("run-time change done", |_| true).await;
     broker.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_added_at_run_time_runs_and_one_in_use_cannot_be_removed() {
+    let one = TestBackend::start(Behavior::Echo);
+    let file = ConfigFile::new("runtime-backends", &config(one.addr));
+    let broker = TestBroker::start_reloadable(&file.0, true);
+    let admin = broker.admin_addr.expect("admin API");
+    let backends = |stats: Value| -> Vec<String> {
+        stats["backends"]
+            .as_array()
+            .expect("backends")
+            .iter()
+            .map(|b| b["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+
+    let bad = r#"{"balance": "dice", "servers": {"a": {"maxconn": -1}}}"#;
+    let reply = call(admin, "POST", "/backends/db", Some(bad), None).await.expect("POST");
+    assert_eq!(reply.status, 400, "{reply:?}");
+    let reason = reply.json()["error"].as_str().expect("reason").to_owned();
+    for key in ["backends.db.balance", "backends.db.servers.a.address", "backends.db.servers.a.maxconn"] {
+        assert!(reason.contains(key), "{key} not named in {reason}");
+    }
+
+    let body = format!(r#"{{"balance": "leastconn", "servers": {{"a": {{"address": "{}"}}}}}}"#, one.addr);
+    let reply = call(admin, "POST", "/backends/db", Some(&body), None).await.expect("POST");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(backends(get(admin, "/stats", None).await.json()), vec!["app", "db"]);
+
+    let in_use = call(admin, "DELETE", "/backends/app", None, None).await.expect("DELETE");
+    assert_eq!(in_use.status, 400, "{in_use:?}");
+    assert!(in_use.json()["error"].as_str().expect("reason").contains("frontends.web.backend"), "{in_use:?}");
+    let reply = call(admin, "DELETE", "/backends/db", None, None).await.expect("DELETE");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(backends(get(admin, "/stats", None).await.json()), vec!["app"]);
+    let unknown = call(admin, "DELETE", "/backends/db", None, None).await.expect("DELETE");
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    broker.stop().await.expect("stop");
+}

@@ -42,6 +42,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/reload").route(web::post().to(reload)).default_service(web::to(method_not_allowed)));
     super::queue_control::configure(cfg);
+    super::topology_routes::configure(cfg);
 }
 
 // === POST /reload ===

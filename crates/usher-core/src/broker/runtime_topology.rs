@@ -1,5 +1,5 @@
-//! Run-time topology changes: a server added to or removed from a backend
-//! through the handle (and the admin API). Each is an edit of the settings
+//! Run-time topology changes: a server added to or removed from a backend,
+//! a backend added or removed, through the handle (and the admin API). Each is an edit of the settings
 //! in force, made inside the Topology actor ([`Amend`]) so two changes never
 //! overwrite each other, then applied by the very plan → commit path a
 //! reload takes: a new server starts and lends its slots, a removed one
@@ -17,7 +17,7 @@ use actix::prelude::*;
 
 use super::handle::{BrokerHandle, ControlError};
 use super::reload_outcome::ReloadSummary;
-use crate::config::{ServerSettings, Settings};
+use crate::config::{BackendSettings, ServerSettings, Settings};
 
 /// An edit of the settings in force, applied as a reload.
 pub(super) type Edit = Box<dyn FnOnce(&Settings) -> Result<Settings, ControlError> + Send>;
@@ -58,6 +58,24 @@ impl BrokerHandle {
     }
 }
 
+impl BrokerHandle {
+    /// Adds backend `backend`, its settings and servers read from `body` (a
+    /// JSON object with the keys of a `[backends.B]` table, `servers`
+    /// included), validated as the configuration. Frontends reach it once
+    /// a reload or a routing rule names it.
+    pub async fn add_backend(&self, backend: &str, body: serde_json::Value) -> Result<ReloadSummary, ControlError> {
+        let new = backend_settings(backend, body, &format!("[backends.{backend}]"))?;
+        self.amend(Box::new(move |current| with_backend_added(current, new))).await
+    }
+
+    /// Removes backend `backend`, which no frontend or routing rule may
+    /// name: its queued clients are still served, its sessions finish.
+    pub async fn remove_backend(&self, backend: &str) -> Result<ReloadSummary, ControlError> {
+        let backend = backend.to_owned();
+        self.amend(Box::new(move |current| with_backend_removed(current, &backend))).await
+    }
+}
+
 /// Reads a server's settings from a JSON object, as the configuration
 /// reads a `[backends.B.servers.S]` table.
 fn server_settings(backend: &str, server: &str, body: serde_json::Value) -> Result<ServerSettings, ControlError> {
@@ -66,29 +84,81 @@ fn server_settings(backend: &str, server: &str, body: serde_json::Value) -> Resu
             "expected a JSON object with the keys of [backends.{backend}.servers.{server}]"
         )));
     }
-    let table = toml::Value::try_from(&body)
-        .map_err(|err| ControlError::Rejected(format!("the server's settings are not a configuration table: {err}")))?;
-    let mut servers = BTreeMap::new();
-    servers.insert(server.to_owned(), table);
-    let mut one = BTreeMap::new();
-    one.insert("servers", servers);
+    let mut servers = serde_json::Map::new();
+    servers.insert(server.to_owned(), body);
+    let wrapped = serde_json::json!({ "servers": servers });
+    let parsed = backend_settings(backend, wrapped, &format!("[backends.{backend}.servers.{server}]"))?;
+    parsed
+        .servers
+        .into_iter()
+        .find(|s| s.name == server)
+        .ok_or_else(|| ControlError::Rejected(format!("no settings read for server {server:?}")))
+}
+
+/// Reads a backend's settings (servers included) from a JSON object, as the
+/// configuration reads a `[backends.B]` table: one validation pass over a
+/// document holding only it, every problem reported at once with its key.
+/// `table` names the table for the "expected an object" error.
+fn backend_settings(backend: &str, body: serde_json::Value, table: &str) -> Result<BackendSettings, ControlError> {
+    let not_a_table = || ControlError::Rejected(format!("expected a JSON object with the keys of {table}"));
+    if !body.is_object() || body.get("servers").is_some_and(|s| !s.is_object()) {
+        return Err(not_a_table());
+    }
+    let value = toml::Value::try_from(&body)
+        .map_err(|err| ControlError::Rejected(format!("the settings are not a configuration table: {err}")))?;
     let mut backends = BTreeMap::new();
-    backends.insert(backend.to_owned(), one);
+    backends.insert(backend.to_owned(), value);
     let mut root = BTreeMap::new();
     root.insert("backends", backends);
     let text = toml::to_string(&root)
-        .map_err(|err| ControlError::Rejected(format!("the server's settings are not a configuration table: {err}")))?;
+        .map_err(|err| ControlError::Rejected(format!("the settings are not a configuration table: {err}")))?;
     let parsed = crate::config::from_toml_str(&text).map_err(|errors| {
         // Every problem at once, each naming its key; they all come from
         // the request body.
         let problems: Vec<String> = errors.0.iter().map(|e| format!("{}: {}", e.key, e.problem)).collect();
-        ControlError::Rejected(format!("invalid server in the request body: {}", problems.join("; ")))
+        ControlError::Rejected(format!("invalid settings in the request body: {}", problems.join("; ")))
     })?;
-    parsed
-        .backend(backend)
-        .and_then(|b| b.servers.iter().find(|s| s.name == server))
-        .cloned()
-        .ok_or_else(|| ControlError::Rejected(format!("no settings read for server {server:?}")))
+    parsed.backends.into_iter().find(|b| b.name == backend).ok_or_else(not_a_table)
+}
+
+fn with_backend_added(current: &Settings, backend: BackendSettings) -> Result<Settings, ControlError> {
+    if current.backend(&backend.name).is_some() {
+        return Err(ControlError::Rejected(format!(
+            "backends.{}: a backend of that name exists; expected a new name",
+            backend.name
+        )));
+    }
+    let mut new = current.clone();
+    new.backends.push(backend);
+    Ok(new)
+}
+
+/// A backend a frontend or a routing rule still names cannot go: every
+/// such reference is named at once.
+fn with_backend_removed(current: &Settings, backend: &str) -> Result<Settings, ControlError> {
+    if current.backend(backend).is_none() {
+        return Err(ControlError::UnknownBackend(backend.to_owned()));
+    }
+    let mut users = Vec::new();
+    for f in &current.frontends {
+        if f.backend == backend {
+            users.push(format!("frontends.{}.backend", f.name));
+        }
+        for (i, rule) in f.routes.iter().enumerate() {
+            if rule.backend == backend || rule.overflow.as_ref().is_some_and(|o| o.backend == backend) {
+                users.push(format!("frontends.{}.routes[{i}]", f.name));
+            }
+        }
+    }
+    if !users.is_empty() {
+        return Err(ControlError::Rejected(format!(
+            "backend {backend:?} is still used by {}; expected no frontend or route to name it",
+            users.join(", ")
+        )));
+    }
+    let mut new = current.clone();
+    new.backends.retain(|b| b.name != backend);
+    Ok(new)
 }
 
 fn with_server_added(current: &Settings, backend: &str, server: ServerSettings) -> Result<Settings, ControlError> {
@@ -138,6 +208,24 @@ mod tests {
         }
         assert!(bad.contains("request body") && !bad.contains("inline"), "{bad}");
         assert!(server_settings("app", "s2", serde_json::json!([1])).unwrap_err().to_string().contains("JSON object"));
+    }
+
+    #[test]
+    fn backends_are_added_validated_and_removed_only_when_nothing_names_them() {
+        let current = crate::config::from_toml_str(BASE).unwrap();
+        let body = serde_json::json!({"balance": "leastconn", "servers": {"a": {"address": "127.0.0.1:3"}}});
+        let db = backend_settings("db", body, "[backends.db]").unwrap();
+        assert_eq!((db.name.as_str(), db.servers.len()), ("db", 1));
+        let added = with_backend_added(&current, db.clone()).unwrap();
+        assert!(with_backend_added(&added, db).unwrap_err().to_string().contains("exists"));
+        let bad = backend_settings("db", serde_json::json!({"balance": "dice", "servers": {"a": {}}}), "[backends.db]")
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("backends.db.balance") && bad.contains("backends.db.servers.a.address"), "{bad}");
+        let used = with_backend_removed(&added, "app").unwrap_err().to_string();
+        assert!(used.contains("frontends.web.backend"), "{used}");
+        assert_eq!(with_backend_removed(&added, "db").unwrap().backends.len(), 1);
+        assert_eq!(with_backend_removed(&current, "nope").unwrap_err(), ControlError::UnknownBackend("nope".into()));
     }
 
     #[test]
