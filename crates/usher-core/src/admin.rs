@@ -7,6 +7,11 @@
 //! - `PUT /backends/{b}/servers/{s}` and `PUT /frontends/{f}` validate
 //!   first, then apply the change through the [`BrokerHandle`]; the owning
 //!   actor logs it ([`routes`]).
+//! - `POST /backends/{b}/pause`, `/resume`, and per server
+//!   `shutdown-sessions` and `wait-idle` control the queues
+//!   ([`queue_control`]).
+//! - `POST` and `DELETE /backends/{b}/servers/{s}` add and remove a
+//!   server at run time, applied as a reload ([`topology_routes`]).
 //! - `POST /reload` re-reads the configuration and applies it (as SIGHUP).
 //! - `GET /health` answers 200 while running, 503 once shutdown began.
 //! - `GET /` and `GET /ui` serve the live dashboard, a page that reads
@@ -28,9 +33,11 @@ mod auth;
 mod connections;
 mod dashboard;
 mod metrics;
+mod queue_control;
 mod request_body;
 mod routes;
 mod stats_json;
+mod topology_routes;
 
 use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroU32;

@@ -13,6 +13,8 @@ mod bind;
 mod commit;
 mod extensions;
 mod handle;
+mod queue_control;
+mod runtime_topology;
 pub mod planner;
 pub mod reload_outcome;
 pub mod reload_plan;
@@ -26,6 +28,7 @@ pub use handle::{
 // The actors behind the handle, for white-box tests.
 #[cfg(feature = "internals")]
 pub use handle::{Actors, BackendControl};
+pub use queue_control::{IdleWait, PauseStatus, MAX_IDLE_WAIT};
 pub use reload_outcome::{ReloadChange, ReloadError, ReloadSummary, RestartKey};
 pub use topology::ConfigLoader;
 

@@ -54,8 +54,8 @@ pub mod routing;
 
 pub use backend::{AdminState, OpState};
 pub use broker::{
-    bind_all, BoundListeners, BrokerHandle, ConfigLoader, ControlError, Extensions, OnReady, OnStart, ReloadChange,
-    ReloadError, ReloadSummary, RestartKey, ServerChange, ServerStatus,
+    bind_all, BoundListeners, BrokerHandle, ConfigLoader, ControlError, Extensions, IdleWait, OnReady, OnStart,
+    PauseStatus, ReloadChange, ReloadError, ReloadSummary, RestartKey, ServerChange, ServerStatus,
 };
 pub use config::Settings;
 pub use extension::{CheckClient, Verdict};

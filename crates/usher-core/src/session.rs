@@ -147,7 +147,7 @@ impl Session<'_> {
         let slot = self.seat().await?;
         let (slot, mut server) = self.connect(slot).await?;
         self.forward_to_server(&slot, &mut server, proxied_to).await?;
-        let end = self.relay(&mut server).await;
+        let end = self.relay(&slot, &mut server).await;
         // The server's socket closes before its slot goes back: a session
         // granted that slot next must never find the server still holding
         // this connection (never over maxconn at the server, even with

@@ -9,7 +9,9 @@
 //!   own ledger (slots it lent minus slots given back);
 //! - a removed server is never granted again;
 //! - every session is accounted for exactly once: served, refused, waiting
-//!   or cancelled — a reload never loses a waiting session.
+//!   or cancelled — a reload never loses a waiting session;
+//! - while the backend is paused nobody is granted, and neither a pause nor
+//!   a resume refuses anyone; a resume serves the waiters in queue order.
 
 mod common;
 
@@ -35,6 +37,8 @@ enum Op {
     Remove(usize),
     /// A reload changes the maxconn of the live server at this index (mod).
     Resize(usize, u32),
+    /// An operator pauses (`true`) or resumes the backend.
+    Pause(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -45,6 +49,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u32..4).prop_map(Op::Add),
         1 => any::<usize>().prop_map(Op::Remove),
         1 => (any::<usize>(), 1u32..4).prop_map(|(i, m)| Op::Resize(i, m)),
+        1 => any::<bool>().prop_map(Op::Pause),
     ]
 }
 
@@ -66,6 +71,9 @@ struct Model {
     refused: u64,
     cancelled: u64,
     next: u64,
+    paused: bool,
+    /// Sessions in the order they were granted.
+    grants: Vec<u64>,
 }
 
 impl Model {
@@ -81,6 +89,8 @@ impl Model {
             refused: 0,
             cancelled: 0,
             next: 0,
+            paused: false,
+            grants: Vec::new(),
         };
         for i in 0..m.ledgers.len() {
             m.lend_free(i, 0);
@@ -127,12 +137,32 @@ impl Model {
 
     fn granted(&mut self, server: usize, session: u64) {
         assert!(!self.ledgers[server].removed, "session {session} granted on removed server {server}");
+        assert!(!self.paused, "session {session} granted while the backend is paused");
+        self.grants.push(session);
         assert!(self.waiting.remove(&session), "granted session {session}, which was not waiting");
         self.served.insert(session, server);
         // Its own ledger bounds it: slots out never exceed maxconn (a lowered
         // maxconn only stops lending until enough come back).
         let serving = self.served.values().filter(|s| **s == server).count() as u32;
         assert!(serving <= self.ledgers[server].out, "server {server} serves {serving} > slots it lent");
+    }
+
+    /// Pauses or resumes; neither refuses anyone, and a resume grants in
+    /// queue order (arrival order here: one class, no offsets).
+    fn set_paused(&mut self, paused: bool) {
+        let refused = self.refused;
+        let before = self.grants.len();
+        self.paused = paused;
+        let _ = self.queue.set_paused(paused);
+        self.hear();
+        assert_eq!(self.refused, refused, "a pause or resume refused a waiting session");
+        let granted = &self.grants[before..];
+        assert!(granted.windows(2).all(|w| w[0] < w[1]), "a resume granted out of queue order: {granted:?}");
+        if !paused {
+            if let Some(last) = granted.last() {
+                assert!(self.waiting.iter().all(|w| w > last), "a resume skipped an older waiter");
+            }
+        }
     }
 
     fn live(&self) -> Vec<usize> {
@@ -192,6 +222,7 @@ impl Model {
                 self.ledgers[server].maxconn = maxconn;
                 self.lend_free(server, 0);
             }
+            Op::Pause(paused) => self.set_paused(paused),
         }
         if let Err(e) = self.queue.state().check() {
             panic!("BackendState::check: {e}");
@@ -209,6 +240,25 @@ fn backend() -> BackendSetup {
     BackendSetup { maxqueue: 0, redispatch: false, fullconn: 0, ..BackendSetup::default() }
 }
 
+/// The example behind the model's pause checks: two servers with free
+/// slots, a pause, three arrivals, a resume.
+#[test]
+fn a_pause_grants_nothing_and_a_resume_serves_the_queue_in_order() {
+    let mut m = Model::new();
+    m.apply(Op::Pause(true));
+    for _ in 0..3 {
+        m.apply(Op::Arrive);
+    }
+    assert!(m.served.is_empty(), "granted while paused");
+    assert_eq!(m.waiting.len(), 3);
+    // A reload while paused keeps the pause.
+    m.apply(Op::Add(2));
+    assert!(m.served.is_empty(), "a reload lifted the pause");
+    m.apply(Op::Pause(false));
+    assert_eq!(m.grants, vec![0, 1, 2]);
+    assert!(m.waiting.is_empty());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -224,6 +274,7 @@ proptest! {
         }
         // Nobody is left waiting while a live server has a free slot: let
         // every session end, and the queue must drain to the last waiter.
+        m.set_paused(false);
         while let Some((&session, &server)) = m.served.iter().next() {
             m.served.remove(&session);
             m.ledgers[server].out -= 1;

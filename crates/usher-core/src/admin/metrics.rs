@@ -280,6 +280,12 @@ fn backends(e: &mut Exposition, b: &[BackendStats]) {
     e.gauge("usher_backend_queue_current", "Sessions in the backend queue.", each(|x| x.queue_current as u64));
     e.gauge("usher_backend_queue_max", "Longest the backend queue was.", each(|x| x.queue_max as u64));
     e.gauge("usher_backend_queue_limit", "Backend maxqueue (0 = unbounded).", each(|x| x.queue_limit.into()));
+    e.gauge("usher_backend_paused", "1 while an operator paused the backend.", each(|x| u64::from(x.paused)));
+    e.gauge(
+        "usher_backend_paused_since_seconds",
+        "When the backend was paused, in seconds since the Unix epoch (0 = not paused).",
+        each(|x| x.paused_since.unwrap_or(0)),
+    );
     for (suffix, help, field) in TOTALS {
         let samples = b.iter().map(|x| (vec![("backend", x.name.clone())], field(&x.totals)));
         e.counter(&format!("usher_backend_{suffix}"), help, samples);

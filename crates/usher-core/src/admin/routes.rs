@@ -1,6 +1,7 @@
 //! The admin endpoints: the dashboard page (`/`, `/ui`), reports
 //! (`/health`, `/stats`, `/metrics`) and run-time changes
-//! (`PUT /backends/{b}/servers/{s}`, `PUT /frontends/{f}`).
+//! (`PUT /backends/{b}/servers/{s}`, `PUT /frontends/{f}`); queue control
+//! (pause, shutdown-sessions, wait-idle) is in `queue_control.rs`.
 //!
 //! A change is validated whole before anything is sent (a bad value
 //! changes nothing), then applied through the owning actor, which logs it;
@@ -30,6 +31,8 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/backends/{backend}/servers/{server}")
                 .route(web::put().to(put_server))
+                .route(web::post().to(super::topology_routes::add_server))
+                .route(web::delete().to(super::topology_routes::remove_server))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
@@ -38,6 +41,8 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(method_not_allowed)),
         )
         .service(web::resource("/reload").route(web::post().to(reload)).default_service(web::to(method_not_allowed)));
+    super::queue_control::configure(cfg);
+    super::topology_routes::configure(cfg);
 }
 
 // === POST /reload ===
@@ -56,13 +61,13 @@ pub(super) fn error(status: StatusCode, reason: impl Into<String>) -> HttpRespon
     HttpResponse::build(status).json(json!({ "error": reason.into() }))
 }
 
-fn unavailable() -> HttpResponse {
+pub(super) fn unavailable() -> HttpResponse {
     error(StatusCode::SERVICE_UNAVAILABLE, ControlError::Stopped.to_string())
 }
 
 /// Unknown names are 404, refused values 400, a broker that no longer
 /// answers 503.
-fn refused(err: ControlError) -> HttpResponse {
+pub(super) fn refused(err: ControlError) -> HttpResponse {
     let status = match err {
         ControlError::UnknownBackend(_) | ControlError::UnknownServer { .. } | ControlError::UnknownFrontend(_) => {
             StatusCode::NOT_FOUND
@@ -77,7 +82,7 @@ pub(super) async fn not_found(req: HttpRequest) -> HttpResponse {
     error(StatusCode::NOT_FOUND, format!("no such endpoint: {} {}", req.method(), req.path()))
 }
 
-async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+pub(super) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     error(StatusCode::METHOD_NOT_ALLOWED, format!("method {} is not allowed on {}", req.method(), req.path()))
 }
 
@@ -104,7 +109,7 @@ async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
 }
 
 /// Reads a JSON body of at most [`MAX_BODY`] bytes.
-async fn json_body<T: serde::de::DeserializeOwned>(body: web::Payload, expected: &str) -> Result<T, HttpResponse> {
+pub(super) async fn json_body<T: serde::de::DeserializeOwned>(body: web::Payload, expected: &str) -> Result<T, HttpResponse> {
     let bytes = match body.to_bytes_limited(MAX_BODY).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(err)) => return Err(error(StatusCode::BAD_REQUEST, format!("cannot read the body: {err}"))),
@@ -116,7 +121,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(body: web::Payload, expected:
         .map_err(|err| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {err}; expected {expected}")))
 }
 
-fn client(req: &HttpRequest) -> String {
+pub(super) fn client(req: &HttpRequest) -> String {
     req.peer_addr().map_or_else(|| "-".to_owned(), |a| a.to_string())
 }
 

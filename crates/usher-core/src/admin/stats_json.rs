@@ -99,6 +99,11 @@ pub struct BackendStats {
     pub queue_max: usize,
     /// `maxqueue` (0 = unbounded).
     pub queue_limit: u32,
+    /// Paused by an operator (`POST /backends/{b}/pause`): no slot is
+    /// granted until it is resumed.
+    pub paused: bool,
+    /// Since when, in seconds since the Unix epoch (`null` while not paused).
+    pub paused_since: Option<u64>,
     /// Ended sessions per second over the last ten seconds.
     pub sessions_per_second: f64,
     /// Waits for a first slot, in ms, of the sessions that ended in the
@@ -181,6 +186,10 @@ fn status_word(op: OpState, admin: AdminState) -> &'static str {
 }
 
 /// A rate to one decimal: an average over ten seconds is no finer.
+fn unix_seconds(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 fn tenths(rate: f64) -> f64 {
     (rate * 10.0).round() / 10.0
 }
@@ -295,6 +304,8 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
             queue_current: queue.backend_queue,
             queue_max: queue.max_backend_queue,
             queue_limit: layout.maxqueue.or_zero(),
+            paused: queue.paused_since.is_some(),
+            paused_since: queue.paused_since.map(unix_seconds),
             sessions_per_second: tenths(stats.backend_rates.get(bi).copied().unwrap_or_default()),
             queue_wait_ms: waits.map(|w| w.recent).unwrap_or_default(),
             queue_waits_since_start: waits.map(|w| w.since_start.clone()).unwrap_or_default(),

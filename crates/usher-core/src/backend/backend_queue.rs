@@ -25,7 +25,7 @@
 //! [`Waiter`]: super::queue_core::Waiter
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use actix::prelude::*;
 use slog::Logger;
@@ -50,6 +50,8 @@ pub struct QueueReport {
     pub max_served: u32,
     /// Per server, in declaration order.
     pub servers: Vec<ServerQueueReport>,
+    /// Paused by an operator since then (`None`: granting).
+    pub paused_since: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,8 +87,44 @@ pub struct ReconfigureBackend {
 #[rtype(result = "()")]
 pub struct RetireBackend;
 
+/// An operator pauses (`true`) or resumes (`false`) the backend.
+#[derive(Message, Debug)]
+#[rtype(result = "PauseReport")]
+pub struct SetPaused(pub bool);
+
+/// The backend's pause after a [`SetPaused`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
+pub struct PauseReport {
+    /// Paused since then; `None` once resumed.
+    pub since: Option<SystemTime>,
+    /// The request changed it (pausing a paused backend does not).
+    pub changed: bool,
+    /// Sessions waiting in the backend's queues after the change.
+    pub queued: usize,
+}
+
+/// An operator shuts down the sessions `server` serves now. Answers how
+/// many held one of its slots (`None`: a reload removed the server).
+#[derive(Message, Debug)]
+#[rtype(result = "Option<u32>")]
+pub struct ShutDownSessions {
+    pub server: ServerId,
+}
+
+/// Answers a receiver that hears once `server` serves no session (at once
+/// if it serves none now).
+#[derive(Message, Debug)]
+#[rtype(result = "oneshot::Receiver<()>")]
+pub struct WatchIdle {
+    pub server: ServerId,
+}
+
 pub struct BackendQueue {
     core: QueueCore<oneshot::Sender<ReserveReply>>,
+    /// Since when an operator paused it.
+    paused_since: Option<SystemTime>,
+    /// Requests waiting for a server to serve no session.
+    idle_watchers: Vec<(ServerId, oneshot::Sender<()>)>,
     /// The shedding timer, when armed: when it fires.
     shed_timer: Option<(Instant, SpawnHandle)>,
     /// Published after every message once a routing rule spills from here.
@@ -102,7 +140,35 @@ impl BackendQueue {
         log: Logger,
         load: Arc<BackendLoad>,
     ) -> BackendQueue {
-        BackendQueue { core: QueueCore::new(setups, servers, setup, balancer, log), shed_timer: None, load }
+        BackendQueue {
+            core: QueueCore::new(setups, servers, setup, balancer, log),
+            paused_since: None,
+            idle_watchers: Vec::new(),
+            shed_timer: None,
+            load,
+        }
+    }
+
+    /// Tells the watchers of every server that serves nobody now (a
+    /// watcher that hung up is dropped too).
+    fn answer_idle_watchers(&mut self) {
+        if self.idle_watchers.is_empty() {
+            return;
+        }
+        let state = self.core.state();
+        let mut i = 0;
+        while i < self.idle_watchers.len() {
+            let (server, watcher) = &self.idle_watchers[i];
+            if state.served(*server) == 0 {
+                let (_, watcher) = self.idle_watchers.swap_remove(i);
+                let _ = watcher.send(());
+            } else if watcher.is_closed() {
+                // The request timed out or its client left.
+                self.idle_watchers.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Before a message: the time it is handled at, for timed disciplines.
@@ -196,6 +262,7 @@ macro_rules! forward_to_core {
                 follow($call, ctx);
                 self.arm(ctx);
                 self.publish_load(released);
+                self.answer_idle_watchers();
             }
         }
     )*};
@@ -205,8 +272,79 @@ forward_to_core! {
     CancelReserve => |core, msg| core.cancel(msg.session), released: 0;
     Dequeue => |core, msg| core.dequeue(msg.server, msg.credits, msg.released), released: msg.released;
     ServerStatusChanged => |core, msg| core.status_changed(msg.server, msg.status), released: 0;
-    ReconfigureBackend => |core, msg| core.reconfigure(msg.setup, msg.balancer, msg.servers), released: 0;
+    ReconfigureBackend => |core, msg| {
+        let servers = keep_session_switches(core, msg.servers);
+        core.reconfigure(msg.setup, msg.balancer, servers)
+    }, released: 0;
     RetireBackend => |core, msg| core.retire(), released: 0;
+}
+
+/// A server a reload changed keeps the token that shuts its sessions down:
+/// its sessions from before the reload must still hear a shutdown asked for
+/// after it.
+fn keep_session_switches(
+    core: &mut QueueCore<oneshot::Sender<ReserveReply>>,
+    changes: Vec<ServerChange>,
+) -> Vec<ServerChange> {
+    changes
+        .into_iter()
+        .map(|change| match change {
+            ServerChange::Update { id, info, setup } => {
+                let info = match core.server_info_mut(id) {
+                    Some(current) => Arc::new(ServerInfo { sessions: current.sessions.clone(), ..(*info).clone() }),
+                    None => info,
+                };
+                ServerChange::Update { id, info, setup }
+            }
+            other => other,
+        })
+        .collect()
+}
+
+impl Handler<SetPaused> for BackendQueue {
+    type Result = PauseReport;
+
+    fn handle(&mut self, SetPaused(paused): SetPaused, ctx: &mut Self::Context) -> PauseReport {
+        self.clock();
+        let changed = self.core.set_paused(paused);
+        if changed {
+            self.paused_since = paused.then(SystemTime::now);
+        }
+        self.arm(ctx);
+        self.publish_load(0);
+        PauseReport { since: self.paused_since, changed, queued: self.core.state().queued() }
+    }
+}
+
+impl Handler<ShutDownSessions> for BackendQueue {
+    type Result = Option<u32>;
+
+    fn handle(&mut self, msg: ShutDownSessions, _: &mut Self::Context) -> Option<u32> {
+        let served = self.core.state().served(msg.server);
+        let info = self.core.server_info_mut(msg.server)?;
+        // Sessions granted from now on carry a fresh token; those seated
+        // before hear this one.
+        let fresh = Arc::new(ServerInfo { sessions: info.kill.child_token(), ..(**info).clone() });
+        let old = std::mem::replace(info, fresh);
+        old.sessions.cancel();
+        Some(served)
+    }
+}
+
+impl Handler<WatchIdle> for BackendQueue {
+    type Result = MessageResult<WatchIdle>;
+
+    fn handle(&mut self, msg: WatchIdle, _: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if self.core.state().served(msg.server) > 0 {
+            self.idle_watchers.push((msg.server, tx));
+        } else {
+            let _ = tx.send(());
+        }
+        // A receiver whose sender is dropped unanswered means the backend
+        // stopped, not that the server is idle.
+        MessageResult(rx)
+    }
 }
 
 impl Handler<GetQueueReport> for BackendQueue {
@@ -227,6 +365,7 @@ impl Handler<GetQueueReport> for BackendQueue {
                     max_queued: state.max_server_queue(ServerId(i)),
                 })
                 .collect(),
+            paused_since: self.paused_since,
         }
     }
 }

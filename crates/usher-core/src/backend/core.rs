@@ -224,6 +224,10 @@ pub struct BackendState<W> {
     /// The highest backend maxconn it ever had (`None` once it had none):
     /// the servers together never serve more.
     maxconn_seen: Option<u32>,
+    /// Paused by an operator: no slot is granted, newcomers queue behind
+    /// the waiters (queue bounds still refuse at once); resuming grants in
+    /// queue order. Sessions already seated are untouched.
+    paused: bool,
 }
 
 impl<W> BackendState<W> {
@@ -247,6 +251,7 @@ impl<W> BackendState<W> {
             candidates: Vec::new(),
             queueing: Queueing::new(setup.queue, Instant::now()),
             maxconn_seen: Limit::from_config(setup.maxconn).get(),
+            paused: false,
         };
         state.set_fair(setup.queue.fair != crate::config::FairShare::None);
         state
@@ -298,7 +303,13 @@ impl<W> BackendState<W> {
     /// backend below its own maxconn).
     fn has_room(&self, i: usize, load: u64) -> bool {
         let s = &self.servers[i];
-        s.held.is_none_or(|n| n > 0)
+        // A pause reads as "no room" everywhere a grant is decided, so a
+        // paused backend queues exactly as a full one does: the same
+        // bounds, the same order, and the same work-conservation check
+        // (a credit held while paused is not usable, so it may sit beside
+        // waiters until the resume settles).
+        !self.paused
+            && s.held.is_none_or(|n| n > 0)
             && self.effective_max(i, load).is_none_or(|m| s.served < m)
             && self.setup.maxconn.get().is_none_or(|m| self.served_total() < m)
     }
@@ -715,6 +726,21 @@ impl<W> BackendState<W> {
         (grants, refusals)
     }
 
+    // === pause ===
+
+    /// Pauses or resumes granting. Returns the grants a resume makes, in
+    /// queue order (the head of each queue first, as credits would).
+    pub fn set_paused(&mut self, paused: bool) -> Vec<Grant<W>> {
+        self.paused = paused;
+        let mut grants = Vec::new();
+        self.dispatch_into(&mut grants);
+        grants
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
     // === reconfiguration (reload) ===
 
     /// Adds a server (a reload added it); its id is the next index, so the
@@ -784,6 +810,11 @@ impl<W> BackendState<W> {
     #[cfg(feature = "internals")]
     pub fn idle(&self) -> bool {
         self.location.is_empty() && self.servers.iter().all(|s| s.served == 0)
+    }
+
+    /// Sessions waiting in any of its queues.
+    pub fn queued(&self) -> usize {
+        self.location.len()
     }
 
     /// Nobody waits in any of its queues.

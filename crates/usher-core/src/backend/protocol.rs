@@ -21,7 +21,7 @@ use crate::ids::{ServerId, SessionId};
 // === Slots ===
 
 /// What a session needs to know about the server it was seated on.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ServerInfo {
     pub id: ServerId,
     pub name: Arc<str>,
@@ -35,6 +35,15 @@ pub struct ServerInfo {
     /// `Release` here. Kept once per server rather than per slot, so a grant
     /// costs an `Arc` increment, not a boxed `Recipient` clone.
     pub release: Recipient<Release>,
+    /// Cancelled when an operator shuts down the server's sessions: every
+    /// session relaying on a slot granted before then ends (`AD`). Grants
+    /// made after carry a fresh token, so the shutdown never reaches a
+    /// session that had not started yet. A child of `kill`, so the relay
+    /// waits on this one token for both.
+    pub sessions: tokio_util::sync::CancellationToken,
+    /// The broker's kill token (shutdown after the grace): the parent of
+    /// every `sessions` token.
+    pub kill: tokio_util::sync::CancellationToken,
 }
 
 /// A reserved slot on one server. Dropping it sends exactly one `Release` to

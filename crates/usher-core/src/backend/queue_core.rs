@@ -256,10 +256,39 @@ impl<W: Waiter> QueueCore<W> {
         self.stop_if_retired()
     }
 
+    /// An operator paused (`true`) or resumed the backend. A pause grants
+    /// nothing until the resume, which serves the queues in order; nobody
+    /// queued is refused by either. Returns whether it changed anything.
+    pub fn set_paused(&mut self, paused: bool) -> bool {
+        if self.state.is_paused() == paused {
+            return false;
+        }
+        let grants = self.state.set_paused(paused);
+        let queued = self.state.queued();
+        if paused {
+            info!(self.log, "backend paused"; "queued" => queued);
+        } else {
+            info!(self.log, "backend resumed"; "queued" => queued, "granted" => grants.len());
+        }
+        self.deliver_grants(grants);
+        self.settle();
+        true
+    }
+
+    /// What grants on `server` carry from now on, to be replaced in place
+    /// (the sessions of a server shut down: later grants carry a fresh
+    /// switch). `None` once the server was removed.
+    pub fn server_info_mut(&mut self, server: ServerId) -> Option<&mut W::Server> {
+        self.servers.get_mut(server.0).and_then(Option::as_mut)
+    }
+
     /// A reload removed this backend: no frontend sends it new sessions. It
     /// serves the sessions already queued, then stops once nobody waits.
     pub fn retire(&mut self) -> After {
         self.retired = true;
+        // Its waiters can only be served by its own servers now: a pause
+        // would leave them to their queue timeout.
+        self.set_paused(false);
         self.stop_if_retired()
     }
 

@@ -83,7 +83,7 @@ impl Topology {
         match step {
             BackendStep::Add { id, settings } => {
                 debug_assert_eq!(id, BackendId(self.backends.len()), "planned after every id in use");
-                self.backends.push(start_backend(settings, &self.shared.log, self.shared.clustered));
+                self.backends.push(start_backend(settings, &self.shared.log, self.shared.clustered, &self.shared.kill));
             }
             BackendStep::Update(update) => self.update_backend(update),
             BackendStep::Remove { id, .. } => {
@@ -119,7 +119,7 @@ impl Topology {
                     let server = &mut slot.servers[id.0];
                     let actor = server.actor.clone().expect("the plan updates live servers only");
                     actor.do_send(ReconfigureServer { health: health_config(&s, self.shared.clustered), check: check_spec(&s) });
-                    let info = server_info(id, &s, &actor);
+                    let info = server_info(id, &s, &actor, &self.shared.kill);
                     server_changes.push(ServerChange::Update { id, info, setup: server_setup(&s) });
                     server.settings = s;
                 }
@@ -127,7 +127,7 @@ impl Topology {
                     debug_assert_eq!(id.0, slot.servers.len(), "planned after every id in use");
                     let ctx: Context<Server> = Context::new();
                     let actor = ctx.address();
-                    let info = server_info(id, &s, &actor);
+                    let info = server_info(id, &s, &actor, &self.shared.kill);
                     server_changes.push(ServerChange::Add { id, info, setup: server_setup(&s) });
                     starting.push((ctx, new_server(id, &s, &slot.queue, &log, self.shared.clustered)));
                     slot.servers.push(ServerSlot { settings: s, actor: Some(actor) });
@@ -307,8 +307,13 @@ impl Topology {
 }
 
 /// A new backend's actors, in the registry's slot.
-fn start_backend(settings: BackendSettings, log: &slog::Logger, clustered: bool) -> BackendSlot {
-    let actors = wiring::start_backend(&settings, log, clustered);
+fn start_backend(
+    settings: BackendSettings,
+    log: &slog::Logger,
+    clustered: bool,
+    kill: &tokio_util::sync::CancellationToken,
+) -> BackendSlot {
+    let actors = wiring::start_backend_under(&settings, log, clustered, kill);
     let servers = settings
         .servers
         .iter()

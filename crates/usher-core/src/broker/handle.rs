@@ -220,6 +220,16 @@ impl BrokerHandle {
         Ok(self.topology.send(GetActors).await?)
     }
 
+    /// Applies a run-time edit of the settings in force, as a reload.
+    pub(super) async fn amend(&self, edit: super::runtime_topology::Edit) -> Result<ReloadSummary, ControlError> {
+        self.topology.send(super::runtime_topology::Amend { edit }).await?
+    }
+
+    /// The actors in force now, for the handle's other files.
+    pub(super) async fn current_actors(&self) -> Result<Actors, ControlError> {
+        self.current().await
+    }
+
     /// The actors in force now, for white-box tests and the benchmark.
     #[cfg(feature = "internals")]
     pub async fn actors(&self) -> Option<Actors> {

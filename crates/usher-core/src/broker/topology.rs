@@ -275,6 +275,26 @@ impl Handler<Reload> for Topology {
     }
 }
 
+impl Handler<super::runtime_topology::Amend> for Topology {
+    type Result = Result<ReloadSummary, super::handle::ControlError>;
+
+    /// A run-time change: the edit reads the settings in force here, in the
+    /// mailbox every reload goes through, so no change is lost to another.
+    fn handle(&mut self, msg: super::runtime_topology::Amend, _: &mut Self::Context) -> Self::Result {
+        use super::handle::ControlError;
+        if self.stopping {
+            return Err(ControlError::Stopped);
+        }
+        let new = (msg.edit)(&self.settings)?;
+        let result = self.apply(new, HashMap::new());
+        match &result {
+            Ok(summary) => info!(self.log, "run-time change done"; "changes" => summary.changes.len()),
+            Err(err) => warn!(self.log, "run-time change rejected, configuration unchanged"; "error" => %err),
+        }
+        result.map_err(|err| ControlError::Rejected(err.to_string()))
+    }
+}
+
 impl Handler<GetHandle> for Topology {
     type Result = MessageResult<GetHandle>;
 

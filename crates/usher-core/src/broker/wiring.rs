@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use actix::prelude::*;
 use slog::{o, Logger};
 
@@ -81,7 +83,8 @@ pub fn backend_params(b: &BackendSettings) -> BackendParams {
     }
 }
 
-pub fn server_info(id: ServerId, s: &ServerSettings, actor: &Addr<Server>) -> Arc<ServerInfo> {
+/// `kill`: the broker's kill token, parent of the server's sessions token.
+pub fn server_info(id: ServerId, s: &ServerSettings, actor: &Addr<Server>, kill: &CancellationToken) -> Arc<ServerInfo> {
     let c = &s.check;
     Arc::new(ServerInfo {
         id,
@@ -91,6 +94,8 @@ pub fn server_info(id: ServerId, s: &ServerSettings, actor: &Addr<Server>) -> Ar
         observe: (c.down_after_failed_connects.is_some() || (c.enabled && c.error_limit.is_some()))
             .then(|| actor.clone().recipient()),
         release: actor.clone().recipient(),
+        sessions: kill.child_token(),
+        kill: kill.clone(),
     })
 }
 
@@ -122,7 +127,20 @@ pub struct BackendActors {
 /// every server before any of them lends it a slot, and a Server per
 /// configured server. Must run inside an actix System.
 /// `clustered`: its servers' slots are shared with other instances.
+/// Used by the benchmark, which has no broker and so no kill token.
+#[cfg(feature = "internals")]
 pub fn start_backend(b: &BackendSettings, log: &Logger, clustered: bool) -> BackendActors {
+    start_backend_under(b, log, clustered, &CancellationToken::new())
+}
+
+/// [`start_backend`] in a broker whose kill token is `kill`: its sessions
+/// end when it fires.
+pub fn start_backend_under(
+    b: &BackendSettings,
+    log: &Logger,
+    clustered: bool,
+    kill: &CancellationToken,
+) -> BackendActors {
     let log = log.new(o!("backend" => b.name.clone()));
     let ctx: Context<BackendQueue> = Context::new();
     let queue = ctx.address();
@@ -132,7 +150,7 @@ pub fn start_backend(b: &BackendSettings, log: &Logger, clustered: bool) -> Back
     for (i, s) in b.servers.iter().enumerate() {
         let id = ServerId(i);
         let server = new_server(id, s, &queue, &log, clustered).start();
-        infos.push(server_info(id, s, &server));
+        infos.push(server_info(id, s, &server, kill));
         setups.push(server_setup(s));
         servers.push(server);
     }

@@ -16,8 +16,8 @@ use crate::proxy_protocol::send_header;
 use duplex::{relay, RelayEnd, RelayLimits};
 
 impl Session<'_> {
-    /// Relays between the client and `server` to the end.
-    pub(super) async fn relay(&mut self, server: &mut TcpStream) -> Termination {
+    /// Relays between the client and `server`, seated on `slot`, to the end.
+    pub(super) async fn relay(&mut self, slot: &Slot, server: &mut TcpStream) -> Termination {
         let front = self.front;
         let limits = RelayLimits {
             client_idle: self.timeouts.client,
@@ -25,7 +25,7 @@ impl Session<'_> {
             bufsize: front.settings.buffers.first,
             bufsize_max: front.settings.buffers.max,
         };
-        let outcome = relay(&mut self.client, server, self.watch.half_closed, limits, &front.handles.kill).await;
+        let outcome = relay(&mut self.client, server, self.watch.half_closed, limits, &slot.server.sessions).await;
         self.record.bytes_from_client += outcome.from_client;
         self.record.bytes_from_server += outcome.from_server;
         match outcome.end {
@@ -34,7 +34,11 @@ impl Session<'_> {
             RelayEnd::ServerReset => Termination::ServerAbortInData,
             RelayEnd::ClientIdle => Termination::ClientTimeoutInData,
             RelayEnd::ServerIdle => Termination::ServerTimeoutInData,
-            RelayEnd::Killed => Termination::KilledInData,
+            // The server's token is a child of the broker's kill token:
+            // one future in the relay hears both (the session's future stays
+            // small), and the kill token says which it was.
+            RelayEnd::Killed if front.handles.kill.is_cancelled() => Termination::KilledInData,
+            RelayEnd::Killed => Termination::ShutDownInData,
         }
     }
 

@@ -5,7 +5,8 @@
 //! client timeout, `S` the server (or no server), `s` a server-side timeout
 //! (queue, connect, idle), `P` a policy (an admission actor, or the queue
 //! discipline shedding under overload), `K` killed at
-//! shutdown when `global.grace` ran out, `I` an internal error.
+//! shutdown when `global.grace` ran out, `A` an operator through the admin
+//! API, `I` an internal error.
 //! Second character, phase: `R` admission, `I` inspection (routing reads
 //! the ClientHello), `Q` queue, `C` connect, `D` data, `-` normal end,
 //! `S` a per-source cap of the queue, and `N` *nothing*: the client left before its first byte
@@ -48,6 +49,8 @@ pub enum Termination {
     QueueShed,
     /// Refused at once: its client source has its cap of waiters queued.
     SourceQueueFull,
+    /// An operator shut down the sessions of its server while it relayed.
+    ShutDownInData,
 }
 
 impl Termination {
@@ -102,6 +105,12 @@ impl Termination {
             Termination::SourceQueueFull,
             "PS",
             "its client source already had queue.per_source.max_queued sessions waiting in the backend: refused at once",
+        ),
+        (
+            Termination::ShutDownInData,
+            "AD",
+            "closed while relaying: an operator shut down the sessions of its server \
+             (POST /backends/{b}/servers/{s}/shutdown-sessions)",
         ),
     ];
 
