@@ -33,7 +33,7 @@ impl SessionHook for RouteAll {
         self.connected.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn on_end(&self, session: &mut HookContext, record: &AccessRecord) {
+    fn on_end(&self, session: &mut HookContext, record: &AccessRecord, _: usher_core::Termination) {
         // The state set on accept is there at the end.
         let state = session.state.as_ref().and_then(|s| s.downcast_ref::<u32>());
         if state == Some(&7) && &*record.backend == self.backend {

@@ -8,16 +8,21 @@
 //!   `[hooks.NAME]` options, so that a configuration naming an unknown hook
 //!   or giving it bad options is refused as a whole, like a bad core key.
 //!   Frontends pick their hooks anew at every reload.
+//! - Observers ([`Observer`]): a typed stream of events (ended sessions)
+//!   delivered through bounded mailboxes; a slow observer loses events
+//!   (counted), never slows a session.
 //! - Admission actors: an actor answering [`CheckClient`] is one kind of
 //!   hook ([`ActorHook`]); actors given in `Extensions::admission` run first
 //!   on every frontend. An actor reads its settings from its own free-form
 //!   table, `[actors.NAME]` (`Settings::actors`). See `examples/deny_list.rs`.
 
 mod actor_hook;
+mod observer;
 mod plugged;
 mod registry;
 
 pub use actor_hook::{ActorHook, CheckClient, Verdict};
+pub use observer::{Event, Observer, Subscription, DEFAULT_MAILBOX};
 #[doc(hidden)]
 pub use plugged::PluggedHooks;
 pub use registry::{HookFactory, HookRegistry};

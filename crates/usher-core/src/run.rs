@@ -22,7 +22,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (frontends, admin_listener) = listeners.into_parts();
     let admin_settings = settings.admin.clone();
-    let hooks = PluggedHooks::new(std::mem::take(&mut extensions.hooks), std::mem::take(&mut extensions.admission));
+    let hooks = PluggedHooks::new(
+        std::mem::take(&mut extensions.hooks),
+        std::mem::take(&mut extensions.admission),
+        std::mem::take(&mut extensions.observers),
+    )?;
     let broker = broker::start(settings, frontends, log.clone(), hooks, extensions.reload.take()).await?;
     if let Some(on_start) = extensions.on_start.take() {
         on_start(broker.handle().clone());

@@ -106,7 +106,7 @@ pub async fn run(front: Arc<FrontendContext>, stream: std::net::TcpStream, clien
         Err(_) => (Termination::ClientAbortInQueue, None),
     };
     finish(&front, &record, end);
-    admission_hooks::end_hooks(&front, hooked, &record);
+    admission_hooks::end_hooks(&front, hooked, &record, end);
     let Admitted { guard, live, .. } = admitted;
     drop(guard);
     drop(live);

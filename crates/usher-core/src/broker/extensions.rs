@@ -3,7 +3,7 @@
 
 use actix::prelude::*;
 
-use crate::extension::{CheckClient, HookRegistry};
+use crate::extension::{CheckClient, HookRegistry, Subscription};
 
 /// Called once with the addresses of the running actors.
 pub type OnStart = Box<dyn FnOnce(super::BrokerHandle) + Send>;
@@ -22,6 +22,9 @@ pub struct Extensions {
     /// (`frontends.NAME.hooks`). A reload loader must check the
     /// configuration against them (`config::load_with`).
     pub hooks: HookRegistry,
+    /// Told of every ended session of every frontend, each on its own
+    /// thread through a bounded mailbox.
+    pub observers: Vec<Subscription>,
     /// Receives the actors' addresses once they run (admin API, tests).
     pub on_start: Option<OnStart>,
     /// Fired once the broker is listening.

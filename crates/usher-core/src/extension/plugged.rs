@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use actix::Recipient;
 
-use super::{ActorHook, CheckClient, HookRegistry};
+use super::{ActorHook, CheckClient, HookRegistry, Subscription};
 use crate::config::{FrontendSettings, OnHookTimeout, Settings, MAX_DURATION};
-use crate::session::{ConfiguredHook, HookCounters, HookCountersReport};
+use crate::session::{ConfiguredHook, HookCounters, HookCountersReport, SessionHook};
 
 /// Registered hooks, and the admission actors every frontend runs first.
 #[derive(Clone, Default)]
@@ -16,6 +16,8 @@ pub struct PluggedHooks {
     pub registry: HookRegistry,
     admission: Vec<Recipient<CheckClient>>,
     admission_counters: Arc<HookCounters>,
+    /// Observers' hooks, run last on every frontend, by name.
+    observers: Vec<(Arc<str>, Arc<dyn SessionHook>, Arc<HookCounters>)>,
 }
 
 /// Admission actors have no `[hooks.NAME]`: they are waited for as long
@@ -23,8 +25,20 @@ pub struct PluggedHooks {
 const ADMISSION_TIMEOUT: Duration = MAX_DURATION;
 
 impl PluggedHooks {
-    pub fn new(registry: HookRegistry, admission: Vec<Recipient<CheckClient>>) -> PluggedHooks {
-        PluggedHooks { registry, admission, admission_counters: Arc::default() }
+    /// Starts each observer's thread.
+    pub fn new(
+        registry: HookRegistry,
+        admission: Vec<Recipient<CheckClient>>,
+        subscriptions: Vec<Subscription>,
+    ) -> std::io::Result<PluggedHooks> {
+        let mut observers = Vec::new();
+        for subscription in subscriptions {
+            let counters = Arc::<HookCounters>::default();
+            let name: Arc<str> = Arc::from(subscription.name.as_str());
+            let hook = subscription.start(counters.clone())?;
+            observers.push((name, Arc::new(hook) as Arc<dyn SessionHook>, counters));
+        }
+        Ok(PluggedHooks { registry, admission, admission_counters: Arc::default(), observers })
     }
 
     /// The hooks `frontend` runs, in order: admission actors, then its `hooks`.
@@ -36,7 +50,14 @@ impl PluggedHooks {
             on_timeout: OnHookTimeout::Refuse,
             counters: self.admission_counters.clone(),
         });
-        actors.chain(self.registry.configure(&frontend.hooks, &settings.hooks)).collect()
+        let observers = self.observers.iter().map(|(name, hook, counters)| ConfiguredHook {
+            name: name.clone(),
+            hook: hook.clone(),
+            timeout: ADMISSION_TIMEOUT,
+            on_timeout: OnHookTimeout::Pass,
+            counters: counters.clone(),
+        });
+        actors.chain(self.registry.configure(&frontend.hooks, &settings.hooks)).chain(observers).collect()
     }
 
     /// Each hook's counters by name (admission actors as `admission`).
@@ -44,6 +65,9 @@ impl PluggedHooks {
         let mut counters = self.registry.counters();
         if !self.admission.is_empty() {
             counters.insert("admission".to_owned(), self.admission_counters.read());
+        }
+        for (name, _, observer) in &self.observers {
+            counters.insert(name.to_string(), observer.read());
         }
         counters
     }

@@ -149,10 +149,10 @@ impl Session<'_> {
 }
 
 /// Every hook's `on_end` with the finished record; a panic is logged.
-pub(super) fn end_hooks(front: &FrontendContext, hooked: Option<Box<HookedSession>>, record: &AccessRecord) {
+pub(super) fn end_hooks(front: &FrontendContext, hooked: Option<Box<HookedSession>>, record: &AccessRecord, end: Termination) {
     let (Some(hooks), Some(mut hooked)) = (front.hooks.as_deref(), hooked) else { return };
     for (hook, context) in hooks.hooks.iter().zip(&mut hooked.contexts) {
-        if catch_unwind(AssertUnwindSafe(|| hook.hook.on_end(context, record))).is_err() {
+        if catch_unwind(AssertUnwindSafe(|| hook.hook.on_end(context, record, end))).is_err() {
             HookCounters::count(&hook.counters.failures);
             error!(front.handles.log, "hook failed"; "hook" => &*hook.name, "phase" => "on_end",
                 "session" => record.session, "error" => "on_end panicked");

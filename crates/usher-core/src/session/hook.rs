@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use super::access::AccessRecord;
 use super::frontend::{BackendTarget, QueuePriority};
+use super::termination::Termination;
 use crate::config::OnHookTimeout;
 
 /// Code that runs at points of every session of the frontends naming it.
@@ -39,8 +40,8 @@ pub trait SessionHook: Send + Sync + 'static {
     /// Once connected to its server, before any byte is relayed.
     fn after_connect(&self, _session: &mut HookContext) {}
 
-    /// Once the session ended and its access record was written.
-    fn on_end(&self, _session: &mut HookContext, _record: &AccessRecord) {}
+    /// Once the session ended (`end`) and its access record was written.
+    fn on_end(&self, _session: &mut HookContext, _record: &AccessRecord, _end: Termination) {}
 }
 
 /// One hook's view of one session.
@@ -129,6 +130,8 @@ pub struct HookCounters {
     pub failures: AtomicU64,
     pub denied: AtomicU64,
     pub routed: AtomicU64,
+    /// Events an observer's full mailbox could not take.
+    pub lost: AtomicU64,
 }
 
 /// A reading of [`HookCounters`].
@@ -140,6 +143,8 @@ pub struct HookCountersReport {
     pub failures: u64,
     pub denied: u64,
     pub routed: u64,
+    /// Observers only: events lost to a full mailbox.
+    pub lost: u64,
 }
 
 impl HookCounters {
@@ -149,10 +154,11 @@ impl HookCounters {
             failures: self.failures.load(Ordering::Relaxed),
             denied: self.denied.load(Ordering::Relaxed),
             routed: self.routed.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
         }
     }
 
-    pub(super) fn count(counter: &AtomicU64) {
+    pub fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }
