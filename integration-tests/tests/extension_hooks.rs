@@ -171,7 +171,7 @@ async fn a_hook_cannot_put_a_server_over_maxconn() {
 
 #[test]
 fn unknown_hooks_and_bad_hook_options_are_refused_with_key_and_layer() {
-    #[derive(serde::Deserialize)]
+    #[derive(serde::Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Options {
@@ -185,14 +185,14 @@ fn unknown_hooks_and_bad_hook_options_are_refused_with_key_and_layer() {
                 [backends.main.servers.a]\naddress = \"127.0.0.1:1\"\n\
                 [hooks.typed]\nclass = \"high\"\ntimeout = \"soon\"\n";
     let err =
-        usher_core::config::load_with(&usher_core::config::ConfigSources::inline(toml), &hooks).err().expect("refused");
+        usher_core::config::load_with(&usher_core::config::ConfigSources::inline(toml), &hooks).expect_err("refused");
     println!("{err}");
     assert!(err.mentions("frontends.web.hooks"), "{err}");
     assert!(err.mentions("hooks.typed.class"), "{err}");
     assert!(err.mentions("hooks.typed.timeout"), "{err}");
     assert!(err.0.iter().all(|e| e.origin.contains("inline document")), "{err}");
     // Without the registry, any hook name is refused.
-    assert!(usher_core::config::from_toml_str(toml).err().expect("refused").mentions("frontends.web.hooks"));
+    assert!(usher_core::config::from_toml_str(toml).expect_err("refused").mentions("frontends.web.hooks"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,7 +67,7 @@ fn the_example_daemon_checks_its_hook_options_like_core_keys() {
         .replace("hooks = [\"cidr-route\"]", "hooks = [\"cidr-route\", \"geo\"]")
         .replace("[backends.office.servers.o]\n", "[backends.office.servers.o]\nweight = -1\n");
     std::fs::write(&bad, text).expect("write");
-    let errors = cidr_route::builder().load(&ConfigSources::files(vec![bad.clone()])).err().expect("refused");
+    let errors = cidr_route::builder().load(&ConfigSources::files(vec![bad.clone()])).expect_err("refused");
     println!("{errors}");
     // Extension keys and core keys, all in one report, each with its file.
     for key in ["hooks.cidr-route.cidrs", "frontends.web.hooks", "backends.office.servers.o.weight"] {

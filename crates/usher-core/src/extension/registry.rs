@@ -180,7 +180,7 @@ fn key_at(text: &str, at: usize) -> String {
 mod tests {
     use super::*;
 
-    #[derive(serde::Deserialize)]
+    #[derive(serde::Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Options {
@@ -191,14 +191,14 @@ mod tests {
     #[test]
     fn a_typed_option_of_the_wrong_type_is_named_by_its_key() {
         let options: toml::Table = toml::from_str("cidrs = [\"10.0.0.0/8\"]\nclass = \"high\"\n").expect("toml");
-        let problem = read::<Options>(&options).err().expect("rejected");
+        let problem = read::<Options>(&options).expect_err("rejected");
         assert_eq!(problem.key, "class", "{problem:?}");
     }
 
     #[test]
     fn a_missing_typed_option_is_reported() {
         let options: toml::Table = toml::from_str("class = 1\n").expect("toml");
-        let problem = read::<Options>(&options).err().expect("rejected");
+        let problem = read::<Options>(&options).expect_err("rejected");
         assert!(problem.problem.contains("cidrs"), "{problem:?}");
     }
 }

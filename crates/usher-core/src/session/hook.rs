@@ -102,6 +102,7 @@ impl fmt::Display for HookFailure {
 impl std::error::Error for HookFailure {}
 
 /// One hook as a frontend runs it: the hook and its `[hooks.NAME]` terms.
+#[derive(Clone)]
 pub struct ConfiguredHook {
     pub name: Arc<str>,
     pub hook: Arc<dyn SessionHook>,

@@ -91,7 +91,11 @@ impl Termination {
         (Termination::ClientTimeoutInData, "cD", "timeout.client: client side idle while relaying"),
         (Termination::ServerAbortInData, "SD", "server reset while relaying"),
         (Termination::ServerTimeoutInData, "sD", "timeout.server: server side idle while relaying"),
-        (Termination::KilledInInspect, "KI", "closed at shutdown after global.grace, while its ClientHello was read"),
+        (
+            Termination::KilledInInspect,
+            "KI",
+            "closed at shutdown after global.grace, while its ClientHello was read or a session hook's answer awaited",
+        ),
         (Termination::KilledInQueue, "KQ", "closed at shutdown after global.grace, while queued"),
         (Termination::KilledInConnect, "KC", "closed at shutdown after global.grace, while connecting"),
         (Termination::KilledInData, "KD", "closed at shutdown after global.grace, while relaying"),
