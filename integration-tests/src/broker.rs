@@ -43,6 +43,15 @@ impl TestBroker {
         Self::launch(toml, extensions, false)
     }
 
+    /// Starts with the session hooks `hooks` registered: the configuration
+    /// is checked against them, as `usher::daemon` checks it.
+    pub fn start_with_hooks(toml: &str, hooks: usher_core::HookRegistry) -> TestBroker {
+        let sources = usher_core::config::ConfigSources::inline(toml);
+        let settings =
+            usher_core::config::load_with(&sources, &hooks).unwrap_or_else(|err| panic!("test config: {err}"));
+        Self::launch_settings(settings, move |_| Extensions { hooks, ..Extensions::default() }, false)
+    }
+
     /// Starts a broker on `settings` as given, validation bypassed (as an
     /// embedder that builds them in code may), with one fresh 127.0.0.1:0
     /// listener per frontend.

@@ -31,6 +31,8 @@ pub use handle::{Actors, BackendControl};
 pub use queue_control::{IdleWait, PauseStatus, MAX_IDLE_WAIT};
 pub use reload_outcome::{ReloadChange, ReloadError, ReloadSummary, RestartKey};
 pub use topology::ConfigLoader;
+// What `/stats` shows of each session hook.
+pub use crate::extension::HookCountersReport;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -48,7 +50,7 @@ use crate::admission::fd_budget::FdBudget;
 use crate::admission::watchdog::WatchdogConfig;
 use crate::admission::{AdmissionConfig, ResourceWatchdog, SessionGauge, StopAccepting};
 use crate::config::Settings;
-use crate::extension::CheckClient;
+use crate::extension::PluggedHooks;
 use crate::observe::stats::Gauges;
 use crate::observe::stats_book::StatsBook;
 use crate::observe::Stats;
@@ -172,13 +174,13 @@ struct StartFacts {
 
 /// Starts everything `settings` describes on the sockets in `listeners`
 /// (by frontend; addresses without one are bound here). `admission` is
-/// consulted for each new client, `loader` re-reads the configuration on
+/// run by the frontends (admission actors, session hooks), `loader` re-reads the configuration on
 /// a reload.
 pub async fn start(
     settings: Settings,
     listeners: HashMap<String, Vec<TcpListener>>,
     log: Logger,
-    admission: Vec<Recipient<CheckClient>>,
+    hooks: PluggedHooks,
     loader: Option<ConfigLoader>,
 ) -> anyhow::Result<Broker> {
     let workers = settings.global.worker_threads();
@@ -204,7 +206,7 @@ pub async fn start(
         watchdog,
         stats,
         global_gauge,
-        admission,
+        hooks,
         kill: kill.clone(),
         tracker: tracker.clone(),
         session_ids: Arc::new(AtomicU64::new(1)),

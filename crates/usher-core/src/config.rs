@@ -13,6 +13,7 @@
 mod build;
 mod cluster_section;
 mod errors;
+mod extension_section;
 mod queue_section;
 mod reader;
 mod routes_section;
@@ -21,15 +22,23 @@ mod sources;
 
 pub use cluster_section::CLUSTER_BUILT_IN;
 pub use errors::{ConfigError, ConfigErrorKind, ConfigErrors};
+pub use extension_section::{ExtensionCatalog, HookSettings, NoExtensions, OnHookTimeout, OptionProblem};
 pub use queue_section::{CodelSettings, FairShare, PerSourceSettings, QueueDiscipline, QueueSettings};
 pub use reader::MAX_DURATION;
 pub use settings::*;
 pub use sources::{ConfigSources, EnvLayer, DEFAULT_TOML};
 
 /// Loads, merges and validates the layers named by `sources`.
+/// No extension is registered: any hook name is an error.
 pub fn load(sources: &ConfigSources) -> Result<Settings, ConfigErrors> {
+    load_with(sources, &NoExtensions)
+}
+
+/// Like [`load`], with the extensions `catalog` registers: their names and
+/// options are checked in the same pass, and reported with the core's errors.
+pub fn load_with(sources: &ConfigSources, catalog: &dyn ExtensionCatalog) -> Result<Settings, ConfigErrors> {
     let merged = sources.merge()?;
-    build::settings(&merged)
+    build::settings(&merged, catalog)
 }
 
 /// Parses one TOML document on top of the built-in defaults (no files, no

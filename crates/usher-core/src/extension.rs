@@ -1,29 +1,34 @@
-//! Extension seam: new actor types join through typed messages and
-//! `Recipient<M>`, without editing core internals. They are plugged in
-//! through [`crate::Extensions`] when the broker starts.
+//! Extension seam: what an embedder plugs into the broker without editing
+//! its internals.
 //!
-//! Today's hook is admission: every accepted client is shown to each
-//! registered `Recipient<CheckClient>` before it may reserve a slot; any
-//! `Verdict::Deny` closes it (termination `PR`). An extension actor reads
-//! its settings from its own free-form table, `[actors.NAME]`
-//! (`Settings::actors`). See `examples/deny_list.rs`.
+//! - Session hooks ([`SessionHook`]): code that runs on accept (pass, deny
+//!   `PR`, or route), after connect and at the end of every session of the
+//!   frontends that name it (`frontends.NAME.hooks = ["geo-route"]`). A
+//!   hook is registered by name in a [`HookRegistry`], with a check of its
+//!   `[hooks.NAME]` options, so that a configuration naming an unknown hook
+//!   or giving it bad options is refused as a whole, like a bad core key.
+//!   Frontends pick their hooks anew at every reload.
+//! - Observers ([`Observer`]): a typed stream of events (ended sessions)
+//!   delivered through bounded mailboxes; a slow observer loses events
+//!   (counted), never slows a session.
+//! - Admission actors: an actor answering [`CheckClient`] is one kind of
+//!   hook ([`ActorHook`]); actors given in `Extensions::admission` run first
+//!   on every frontend. An actor reads its settings from its own free-form
+//!   table, `[actors.NAME]` (`Settings::actors`). See `examples/deny_list.rs`.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod actor_hook;
+mod observer;
+mod plugged;
+mod registry;
 
-use actix::prelude::*;
+pub use actor_hook::{ActorHook, CheckClient, Verdict};
+pub use observer::{Event, Observer, Subscription, DEFAULT_MAILBOX};
+#[doc(hidden)]
+pub use plugged::PluggedHooks;
+pub use registry::{HookFactory, HookRegistry};
 
-/// Asked of admission actors for every new client.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Verdict")]
-pub struct CheckClient {
-    pub client: SocketAddr,
-    pub frontend: Arc<str>,
-}
-
-/// An admission actor's answer.
-#[derive(MessageResponse, Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Allow,
-    Deny { reason: String },
-}
+pub use crate::config::{HookSettings, OnHookTimeout, OptionProblem};
+pub use crate::session::{
+    AccessRecord, Answer, Decision, HelloStatus, HookContext, HookCountersReport, HookFailure, PendingDecision,
+    QueuePriority, RouteTo, SessionHook, SessionSummary,
+};

@@ -58,7 +58,7 @@ pub use broker::{
     PauseStatus, ReloadChange, ReloadError, ReloadSummary, RestartKey, ServerChange, ServerStatus,
 };
 pub use config::Settings;
-pub use extension::{CheckClient, Verdict};
+pub use extension::{CheckClient, HookRegistry, SessionHook, Verdict};
 pub use observe::{logger, LogGuard};
 pub use run::run;
 pub use session::Termination;

@@ -8,6 +8,7 @@ use slog::{info, o, Logger};
 
 use crate::broker::{self, BoundListeners, Extensions};
 use crate::config::Settings;
+use crate::extension::PluggedHooks;
 
 /// Runs the broker until `shutdown` resolves, then stops accepting, lets
 /// sessions finish for up to `global.grace`, closes the rest and returns.
@@ -21,8 +22,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (frontends, admin_listener) = listeners.into_parts();
     let admin_settings = settings.admin.clone();
-    let admission = std::mem::take(&mut extensions.admission);
-    let broker = broker::start(settings, frontends, log.clone(), admission, extensions.reload.take()).await?;
+    let hooks = PluggedHooks::new(
+        std::mem::take(&mut extensions.hooks),
+        std::mem::take(&mut extensions.admission),
+        std::mem::take(&mut extensions.observers),
+    )?;
+    let broker = broker::start(settings, frontends, log.clone(), hooks, extensions.reload.take()).await?;
     if let Some(on_start) = extensions.on_start.take() {
         on_start(broker.handle().clone());
     }

@@ -4,8 +4,9 @@
 //!
 //! 1. `handshake`: with `accept_proxy`, the client's PROXY header names the
 //!    real client (`CR` if it is bad or late);
-//! 2. `admission_hooks`: every admission actor allows the client, or the
-//!    session ends (`PR`);
+//! 2. `admission_hooks`: every session hook of the frontend passes the
+//!    client, or routes it (backend, priority, hashing key), or the session
+//!    ends (`PR` denied, `IR` a hook failed); without hooks, nothing;
 //! 3. `route`: with routing rules, pick the backend — reading the
 //!    ClientHello first if a rule needs SNI or ALPN (`CI`, `cI`) — and
 //!    maybe spill to a rule's overflow backend; without rules, nothing;
@@ -19,7 +20,8 @@
 //! 6. `relay`: first `forward_to_server`, the PROXY header and the bytes
 //!    the client sent meanwhile (`SD`), then bytes flow both ways until an
 //!    end (`--`, `CD`, `SD`, `cD`, `sD`);
-//! 7. `finish`: one `SessionEnded` for the stats, one access record.
+//! 7. `finish`: one `SessionEnded` for the stats, one access record, then
+//!    the hooks' `on_end`.
 //!
 //! Shutdown (`global.grace` ran out) ends any phase with `K?`.
 //!
@@ -35,6 +37,7 @@ mod connect;
 mod finish;
 pub mod frontend;
 mod handshake;
+pub mod hook;
 mod relay;
 mod route;
 mod routes;
@@ -44,7 +47,11 @@ pub mod termination;
 
 pub use access::AccessRecord;
 pub use access::HelloStatus;
-pub use frontend::{BackendParams, BackendTarget, FrontendContext, SessionHandles, SessionSettings};
+pub use hook::{
+    Answer, ConfiguredHook, Decision, FrontendHooks, HookContext, HookCounters, HookCountersReport, HookFailure,
+    PendingDecision, RouteTo, SessionHook,
+};
+pub use frontend::{BackendParams, BackendTarget, FrontendContext, QueuePriority, SessionHandles, SessionSettings};
 pub use routes::Routes;
 pub use summary::{SessionEnded, SessionSummary};
 pub use termination::Termination;
@@ -84,19 +91,22 @@ pub async fn run(front: Arc<FrontendContext>, stream: std::net::TcpStream, clien
     let mut record =
         AccessRecord::new(id.0, client, settings.frontend_name.clone(), backend.name.clone(), backend.id);
     record.stress = admitted.stress;
-    let end = match prepare(stream) {
+    let (end, hooked) = match prepare(stream) {
         Ok(client) => {
             let timeouts = settings.timeouts(admitted.stress, backend);
             let watch = ClientWatch::new(settings.buffers.first);
-            let mut session = Session { front: &front, backend, id, timeouts, client, watch, record: &mut record };
+            let priority = settings.priority;
+            let mut session =
+                Session { front: &front, backend, id, timeouts, priority, client, watch, record: &mut record, hooked: None };
             let (Ok(end) | Err(end)) = session.phases().await;
-            end
+            (end, session.hooked.take())
             // The client's socket closes here, before the session is
             // counted and logged.
         }
-        Err(_) => Termination::ClientAbortInQueue,
+        Err(_) => (Termination::ClientAbortInQueue, None),
     };
     finish(&front, &record, end);
+    admission_hooks::end_hooks(&front, hooked, &record, end);
     let Admitted { guard, live, .. } = admitted;
     drop(guard);
     drop(live);
@@ -117,10 +127,14 @@ struct Session<'a> {
     backend: &'a BackendTarget,
     id: SessionId,
     timeouts: Timeouts,
+    /// Where it falls in the queues: the frontend's, unless a hook chose.
+    priority: QueuePriority,
     client: TcpStream,
     /// Reads what the client sends while it waits for its server.
     watch: ClientWatch,
     record: &'a mut AccessRecord,
+    /// The hooks' contexts; `None` when its frontend runs no hook.
+    hooked: Option<Box<admission_hooks::HookedSession>>,
 }
 
 impl Session<'_> {
@@ -146,6 +160,7 @@ impl Session<'_> {
         self.route(proxied_to).await?;
         let slot = self.seat().await?;
         let (slot, mut server) = self.connect(slot).await?;
+        self.after_connect_hooks()?;
         self.forward_to_server(&slot, &mut server, proxied_to).await?;
         let end = self.relay(&slot, &mut server).await;
         // The server's socket closes before its slot goes back: a session

@@ -13,11 +13,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("net", &[]),
     ("routing", &[]),
     ("config", &["routing"]),
-    ("extension", &[]),
+    ("extension", &["config", "session"]),
     ("proxy_protocol", &["config"]),
     ("admission", &["config", "ids", "net"]),
     ("backend", &["config", "ids", "proxy_protocol"]),
-    ("session", &["admission", "backend", "config", "extension", "ids", "net", "proxy_protocol", "routing"]),
+    ("session", &["admission", "backend", "config", "ids", "net", "proxy_protocol", "routing"]),
     ("observe", &["admission", "backend", "config", "ids", "session"]),
     (
         "broker",
@@ -36,7 +36,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("admin", &["admission", "backend", "broker", "cluster", "config", "ids", "observe"]),
     ("cluster", &["broker", "config"]),
-    ("run", &["admin", "broker", "cluster", "config", "observe"]),
+    ("run", &["admin", "broker", "cluster", "config", "extension", "observe"]),
 ];
 
 /// A `crate::X` reference: who names whom, and where.

@@ -32,6 +32,9 @@ pub struct Snapshot {
     pub backends: Vec<BackendStats>,
     /// Cluster mode's status; `null` when running alone.
     pub cluster: Option<crate::cluster::ClusterStatus>,
+    /// Each session hook's timeouts, failures, denials and routings.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub hooks: std::collections::BTreeMap<String, crate::broker::HookCountersReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -316,7 +319,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
         });
     }
     let cluster = admin.cluster.as_ref().map(|status| status.borrow().clone());
-    Ok(Snapshot { global, frontends, listeners, backends, cluster })
+    Ok(Snapshot { global, frontends, listeners, backends, cluster, hooks: report.hooks.clone() })
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ use crate::backend::Server;
 use crate::config::{BackendSettings, ZeroForNone};
 use crate::ids::{BackendId, FrontendId, ListenerId};
 use crate::observe::stats::{Gauges, ResizeStats};
-use crate::session::{BackendTarget, FrontendContext, Routes, SessionHandles, SessionSettings};
+use crate::session::{BackendTarget, FrontendContext, FrontendHooks, Routes, SessionHandles, SessionSettings};
 
 /// New listeners' sockets, to start; closed listeners' actors, to stop.
 type ListenerTurnover = (Vec<(ListenerId, TcpListener)>, Vec<Option<Addr<Listener>>>);
@@ -285,7 +285,6 @@ impl Topology {
             let handles = SessionHandles {
                 stats: s.stats.clone().recipient(),
                 gauge: slot.gauge.clone(),
-                admission: s.admission.clone(),
                 // Access records name their frontend themselves.
                 log: s.log.clone(),
                 kill: s.kill.clone(),
@@ -293,7 +292,14 @@ impl Topology {
                 session_ids: s.session_ids.clone(),
                 epoch: s.epoch,
             };
-            contexts.insert(FrontendId(i), Arc::new(FrontendContext::new(settings, handles, default, routes)));
+            let mut context = FrontendContext::new(settings, handles, default, routes);
+            let hooks = s.hooks.for_frontend(&slot.settings, &self.settings);
+            if !hooks.is_empty() {
+                // A hook may route to any live backend.
+                let backends = self.backends.iter().filter(|b| b.live).filter_map(|b| self.backend_target(&b.settings.name));
+                context = context.with_hooks(FrontendHooks { hooks, backends: backends.collect() });
+            }
+            contexts.insert(FrontendId(i), Arc::new(context));
         }
         contexts
     }

@@ -3,7 +3,7 @@
 
 use actix::prelude::*;
 
-use crate::extension::CheckClient;
+use crate::extension::{CheckClient, HookRegistry, Subscription};
 
 /// Called once with the addresses of the running actors.
 pub type OnStart = Box<dyn FnOnce(super::BrokerHandle) + Send>;
@@ -15,8 +15,16 @@ pub type OnReady = Box<dyn FnOnce() + Send>;
 /// Actors plugged into a broker at start.
 #[derive(Default)]
 pub struct Extensions {
-    /// Consulted in order for each new client; the first denial wins.
+    /// Consulted in order for each new client of every frontend, before
+    /// its own hooks; the first denial wins.
     pub admission: Vec<Recipient<CheckClient>>,
+    /// Session hooks by name, run by the frontends naming them
+    /// (`frontends.NAME.hooks`). A reload loader must check the
+    /// configuration against them (`config::load_with`).
+    pub hooks: HookRegistry,
+    /// Told of every ended session of every frontend, each on its own
+    /// thread through a bounded mailbox.
+    pub observers: Vec<Subscription>,
     /// Receives the actors' addresses once they run (admin API, tests).
     pub on_start: Option<OnStart>,
     /// Fired once the broker is listening.

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -13,6 +14,7 @@ use super::reload_outcome::{ReloadError, ReloadSummary};
 use super::topology::{GetActors, GetHandle, Reload, Topology};
 use crate::admission::watchdog::{GetStatus, SetFrontendMaxconn, WatchdogStatus};
 use crate::admission::ResourceWatchdog;
+use crate::extension::{HookCountersReport, PluggedHooks};
 use crate::backend::backend_queue::{GetQueueReport, QueueReport};
 use crate::backend::server::{GetServerReport, ServerReport, SetAdminState, SetMaxconn, SetWeight};
 use crate::backend::{AdminState, BackendQueue, OpState, Server};
@@ -31,6 +33,8 @@ pub const MAX_MAXCONN: u32 = 10_000_000;
 pub struct BrokerHandle {
     topology: Addr<Topology>,
     settings: Arc<Settings>,
+    /// Read for the hooks' counters in the stats.
+    hooks: PluggedHooks,
 }
 
 /// Why a run-time change or report was refused.
@@ -95,6 +99,8 @@ pub struct BrokerReport {
     /// Configured frontends in declaration order, with their ids.
     pub frontends: Vec<(String, FrontendId)>,
     pub backends: Vec<BackendReport>,
+    /// What each session hook did, by name.
+    pub hooks: BTreeMap<String, HookCountersReport>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,8 +113,8 @@ pub struct BackendReport {
 }
 
 impl BrokerHandle {
-    pub(super) fn new(topology: Addr<Topology>, settings: Arc<Settings>) -> BrokerHandle {
-        BrokerHandle { topology, settings }
+    pub(super) fn new(topology: Addr<Topology>, settings: Arc<Settings>, hooks: PluggedHooks) -> BrokerHandle {
+        BrokerHandle { topology, settings, hooks }
     }
 
     /// The configuration in force when this handle was made.
@@ -212,7 +218,8 @@ impl BrokerHandle {
             }
             backends.push(BackendReport { name: control.name.clone(), id: BackendId(control.index), queue, servers });
         }
-        Ok(BrokerReport { settings: actors.settings, admission, traffic, frontends: actors.frontends, backends })
+        let hooks = self.hooks.counters();
+        Ok(BrokerReport { settings: actors.settings, admission, traffic, frontends: actors.frontends, backends, hooks })
     }
 
     /// The actors in force now.

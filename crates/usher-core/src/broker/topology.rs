@@ -33,7 +33,7 @@ use crate::admission::listener::SessionStarter;
 use crate::admission::{Listener, ResourceWatchdog, SessionGauge};
 use crate::backend::{BackendLoad, BackendQueue, Server};
 use crate::config::{BackendSettings, ConfigErrors, FrontendSettings, ServerSettings, Settings};
-use crate::extension::CheckClient;
+use crate::extension::PluggedHooks;
 use crate::ids::{FrontendId, ServerId};
 use crate::observe::Stats;
 use crate::session::BackendParams;
@@ -71,7 +71,7 @@ pub struct Shared {
     pub watchdog: Addr<ResourceWatchdog>,
     pub stats: Addr<Stats>,
     pub global_gauge: Arc<SessionGauge>,
-    pub admission: Vec<Recipient<CheckClient>>,
+    pub hooks: PluggedHooks,
     pub kill: CancellationToken,
     pub tracker: TaskTracker,
     pub session_ids: Arc<AtomicU64>,
@@ -299,7 +299,7 @@ impl Handler<GetHandle> for Topology {
     type Result = MessageResult<GetHandle>;
 
     fn handle(&mut self, _: GetHandle, ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(BrokerHandle::new(ctx.address(), self.settings.clone()))
+        MessageResult(BrokerHandle::new(ctx.address(), self.settings.clone(), self.shared.hooks.clone()))
     }
 }
 

@@ -7,16 +7,18 @@ use std::time::Duration;
 use config::{Map, Value, ValueKind};
 
 use super::errors::{ConfigErrorKind, ConfigErrors};
+use super::extension_section::ExtensionCatalog;
 use super::queue_section::{queue_keys, QueueSettings};
 use super::reader::{Report, Section};
 use super::settings::*;
 use super::sources::Merged;
 
-/// Sections whose keys are checked; `actors` is free-form for extensions.
+/// Sections whose keys are checked; `actors` is free-form for extensions,
+/// `hooks` is checked by the core and by the registered hooks.
 const SECTIONS: &[&str] =
-    &["global", "watchdog", "log", "admin", "defaults", "frontends", "backends", "actors", "cluster"];
+    &["global", "watchdog", "log", "admin", "defaults", "frontends", "backends", "actors", "hooks", "cluster"];
 
-pub(super) fn settings(merged: &Merged) -> Result<Settings, ConfigErrors> {
+pub(super) fn settings(merged: &Merged, catalog: &dyn ExtensionCatalog) -> Result<Settings, ConfigErrors> {
     let mut report = Report { origins: &merged.origins, errors: Vec::new() };
     let root = &merged.root;
 
@@ -38,14 +40,16 @@ pub(super) fn settings(merged: &Merged) -> Result<Settings, ConfigErrors> {
         Some(ValueKind::Table(table)) => table.keys().map(String::as_str).collect(),
         _ => Vec::new(),
     };
-    let frontends = frontends(root, &defaults, &declared, &mut report);
+    let frontends = frontends(root, &defaults, &declared, catalog, &mut report);
     cross_check(&frontends, &declared, &mut report);
     let actors = actors(root, &mut report);
+    let used: Vec<&str> = frontends.iter().flat_map(|f| f.hooks.iter().map(String::as_str)).collect();
+    let hooks = super::extension_section::hooks(root, &used, catalog, &mut report);
     let cluster = super::cluster_section::cluster(root, &mut report);
 
     match (global, watchdog, log, admin, cluster) {
         (Some(global), Some(watchdog), Some(log), Some(admin), Some(cluster)) if report.errors.is_empty() => {
-            Ok(Settings { global, watchdog, log, admin, frontends, backends, actors, cluster })
+            Ok(Settings { global, watchdog, log, admin, frontends, backends, actors, hooks, cluster })
         }
         _ => {
             // Entries that read the same bad default report it once each.
@@ -401,6 +405,7 @@ fn frontends(
     root: &Map<String, Value>,
     defaults: &Defaults,
     declared: &[&str],
+    catalog: &dyn ExtensionCatalog,
     report: &mut Report<'_>,
 ) -> Vec<FrontendSettings> {
     let table = Section::new("frontends", root.get("frontends"), report);
@@ -411,6 +416,8 @@ fn frontends(
         let k = frontend_keys(&mut s, report);
         // Not in frontend_keys: routes are a frontend's own, never a default.
         let routes = super::routes_section::routes(&mut s, declared, report);
+        // Not in frontend_keys either: which hooks run is a frontend's choice.
+        let hooks = super::extension_section::frontend_hooks(&mut s, catalog, report);
         s.finish(report);
         if let (
             Some(bind),
@@ -460,6 +467,7 @@ fn frontends(
                 timeout: FrontendTimeouts { client, proxy, inspect },
                 stress,
                 routes,
+                hooks,
             });
         }
     }
@@ -560,7 +568,7 @@ fn actors(root: &Map<String, Value>, report: &mut Report<'_>) -> toml::Table {
     }
 }
 
-fn to_toml(v: &Value) -> toml::Value {
+pub(super) fn to_toml(v: &Value) -> toml::Value {
     match &v.kind {
         ValueKind::Nil => toml::Value::String(String::new()),
         ValueKind::Boolean(b) => toml::Value::Boolean(*b),

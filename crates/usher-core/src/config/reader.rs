@@ -31,6 +31,27 @@ impl Report<'_> {
             problem: problem.into(),
         });
     }
+
+    /// Like [`Report::error`], for a key that may be set in no layer (a
+    /// missing extension option): its origin is then the layer that set
+    /// its nearest enclosing table.
+    pub fn error_near(&mut self, key: &str, problem: impl Into<String>) {
+        let mut origin = self.origins.of(key);
+        let mut path = key;
+        while !self.origins.sets(path) {
+            match path.rsplit_once('.') {
+                Some((parent, _)) => path = parent,
+                None => break,
+            }
+            origin = self.origins.of(path);
+        }
+        self.errors.push(ConfigError {
+            kind: ConfigErrorKind::Invalid,
+            key: key.to_owned(),
+            origin,
+            problem: problem.into(),
+        });
+    }
 }
 
 /// One table (and its optional defaults table) being read.

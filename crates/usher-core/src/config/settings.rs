@@ -1,11 +1,14 @@
 //! The typed configuration the broker runs on. Every field is documented in
 //! `configs/default.toml`, which holds its default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
+
+use super::extension_section::HookSettings;
 
 pub use crate::routing::{NoClientHello, RouteRule};
 
@@ -79,6 +82,9 @@ pub struct Settings {
     pub backends: Vec<BackendSettings>,
     /// Free-form tables of extension actors, `[actors.NAME]`.
     pub actors: toml::Table,
+    /// `[hooks.NAME]` of every hook a frontend names, checked by the hook.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub hooks: BTreeMap<String, HookSettings>,
     /// Cluster mode; `None` (`cluster.etcd = []`) runs alone.
     #[serde(serialize_with = "cluster_or_off")]
     pub cluster: Option<ClusterSettings>,
@@ -357,6 +363,9 @@ pub struct FrontendSettings {
     /// Routing rules, first match wins; none matching: `backend`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteRule>,
+    /// Registered session hooks its sessions run, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -174,6 +174,11 @@ impl Origins {
         self.layers.push((origin, paths));
     }
 
+    /// Some layer set `key` (a value or a table).
+    pub fn sets(&self, key: &str) -> bool {
+        self.layers.iter().any(|(_, paths)| paths.contains(key))
+    }
+
     /// The layer that set `key` last, or a description when no layer did.
     pub fn of(&self, key: &str) -> String {
         self.layers

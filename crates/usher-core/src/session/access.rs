@@ -14,7 +14,7 @@ use crate::ids::{BackendId, FrontendId, ServerId};
 use crate::routing::SpillReason;
 
 /// Collected along a session's life, logged once at its end.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AccessRecord {
     pub session: u64,
     pub client: SocketAddr,

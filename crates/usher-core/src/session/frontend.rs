@@ -15,7 +15,6 @@ use crate::admission::SessionGauge;
 use super::routes::Routes;
 use crate::backend::{BackendLoad, BackendQueue, CancelReserve, Reserve};
 use crate::config::{FrontendSettings, GlobalSettings};
-use crate::extension::CheckClient;
 use crate::ids::{BackendId, FrontendId, SessionId};
 use crate::session::SessionEnded;
 
@@ -163,8 +162,6 @@ pub struct SessionHandles {
     pub stats: Recipient<SessionEnded>,
     /// Live sessions of this frontend (and their peak), for stats.
     pub gauge: Arc<SessionGauge>,
-    /// Admission actors asked about every client, in order.
-    pub admission: Vec<Recipient<CheckClient>>,
     pub log: Logger,
     /// Cancelled when `global.grace` ran out: live sessions close.
     pub kill: CancellationToken,
@@ -185,6 +182,9 @@ pub struct FrontendContext {
     /// Routing rules and their backends; `None` without rules, so such a
     /// frontend's sessions pay nothing for routing.
     pub(super) routes: Option<Box<Routes>>,
+    /// `frontends.X.hooks`; `None` without hooks, so such a frontend's
+    /// sessions pay nothing for them.
+    pub(super) hooks: Option<Box<super::hook::FrontendHooks>>,
 }
 
 impl FrontendContext {
@@ -194,7 +194,13 @@ impl FrontendContext {
         default: BackendTarget,
         routes: Option<Routes>,
     ) -> FrontendContext {
-        FrontendContext { settings, handles, default, routes: routes.map(Box::new) }
+        FrontendContext { settings, handles, default, routes: routes.map(Box::new), hooks: None }
+    }
+
+    /// Runs `hooks` on every session (none: keep the no-hook path).
+    pub fn with_hooks(mut self, hooks: super::hook::FrontendHooks) -> FrontendContext {
+        self.hooks = (!hooks.hooks.is_empty()).then(|| Box::new(hooks));
+        self
     }
 
     pub fn next_session(&self) -> SessionId {

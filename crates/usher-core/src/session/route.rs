@@ -27,6 +27,10 @@ impl<'a> Session<'a> {
     pub(super) async fn route(&mut self, proxied_to: Option<SocketAddr>) -> Result<(), Termination> {
         let front: &'a super::FrontendContext = self.front;
         let Some(routes) = front.routes.as_deref() else { return Ok(()) };
+        if self.hooked.as_ref().is_some_and(|h| h.routed) {
+            // A session hook chose the backend: it overrides the rules.
+            return Ok(());
+        }
         let hello = if routes.needs_client_hello { self.read_client_hello(routes).await? } else { None };
         let destination =
             if routes.needs_destination { proxied_to.or_else(|| self.client.local_addr().ok()) } else { None };
@@ -48,7 +52,7 @@ impl<'a> Session<'a> {
     }
 
     /// From here on the session is seated on `backend`, with its timeouts.
-    fn seat_on(&mut self, backend: &'a BackendTarget) {
+    pub(super) fn seat_on(&mut self, backend: &'a BackendTarget) {
         self.backend = backend;
         self.timeouts = self.front.settings.timeouts(self.record.stress, backend);
         self.record.backend = backend.name.clone();

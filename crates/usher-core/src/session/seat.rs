@@ -33,7 +33,7 @@ impl Session<'_> {
     pub(super) async fn reserve(&mut self, want: Want) -> Result<Slot, Termination> {
         let front = self.front;
         let (tx, mut rx) = oneshot::channel();
-        let priority = front.settings.priority;
+        let priority = self.priority;
         self.record.priority_class = priority.class;
         let key = QueueKey {
             class: priority.class,
@@ -45,7 +45,8 @@ impl Session<'_> {
             Want::Again(server) => (key.for_retry(), Some(server), None),
             Want::Elsewhere(server) => (key.for_retry(), None, Some(server)),
         };
-        let client = self.record.client.ip();
+        // A hook may have named the address to hash and cap it under.
+        let client = self.hooked.as_ref().and_then(|h| h.pin).unwrap_or(self.record.client.ip());
         // do_send on the per-connection path: at most one Reserve per
         // session is in flight, so the mailbox is bounded by live sessions.
         let backend = self.backend;

@@ -3,7 +3,7 @@
 //!
 //! First character, who: `-` nobody (normal end), `C` the client, `c` the
 //! client timeout, `S` the server (or no server), `s` a server-side timeout
-//! (queue, connect, idle), `P` a policy (an admission actor, or the queue
+//! (queue, connect, idle), `P` a policy (a session hook, or the queue
 //! discipline shedding under overload), `K` killed at
 //! shutdown when `global.grace` ran out, `A` an operator through the admin
 //! API, `I` an internal error.
@@ -45,6 +45,10 @@ pub enum Termination {
     KilledInConnect,
     KilledInData,
     Internal,
+    /// A session hook panicked or failed before the session took a slot.
+    HookFailed,
+    /// A session hook panicked once the session was connected.
+    HookFailedAfterConnect,
     /// Shed by the backend's queue discipline under overload.
     QueueShed,
     /// Refused at once: its client source has its cap of waiters queued.
@@ -57,7 +61,7 @@ impl Termination {
     /// Every code, its two characters and what it means (README table).
     pub const TABLE: &'static [(Termination, &'static str, &'static str)] = &[
         (Termination::Normal, "--", "both sides closed normally"),
-        (Termination::DeniedByPolicy, "PR", "refused by an admission actor before queueing"),
+        (Termination::DeniedByPolicy, "PR", "refused by a session hook before queueing (denied, or it timed out with on_timeout = \"refuse\")"),
         (
             Termination::BadProxyHeader,
             "CR",
@@ -90,11 +94,17 @@ impl Termination {
         (Termination::ClientTimeoutInData, "cD", "timeout.client: client side idle while relaying"),
         (Termination::ServerAbortInData, "SD", "server reset while relaying"),
         (Termination::ServerTimeoutInData, "sD", "timeout.server: server side idle while relaying"),
-        (Termination::KilledInInspect, "KI", "closed at shutdown after global.grace, while its ClientHello was read"),
+        (
+            Termination::KilledInInspect,
+            "KI",
+            "closed at shutdown after global.grace, while its ClientHello was read or a session hook's answer awaited",
+        ),
         (Termination::KilledInQueue, "KQ", "closed at shutdown after global.grace, while queued"),
         (Termination::KilledInConnect, "KC", "closed at shutdown after global.grace, while connecting"),
         (Termination::KilledInData, "KD", "closed at shutdown after global.grace, while relaying"),
         (Termination::Internal, "IQ", "internal error: the backend actor is gone"),
+        (Termination::HookFailed, "IR", "a session hook panicked or failed (or routed to no such backend) before queueing"),
+        (Termination::HookFailedAfterConnect, "IC", "a session hook panicked once connected; nothing was relayed"),
         (
             Termination::QueueShed,
             "PQ",
