@@ -105,8 +105,11 @@ pub async fn run(front: Arc<FrontendContext>, stream: std::net::TcpStream, clien
         }
         Err(_) => (Termination::ClientAbortInQueue, None),
     };
-    finish(&front, &record, end);
+    // Hooks see the finished record before it is written, as the Stats
+    // actor does: whoever has read a session's access record finds what
+    // its hooks and observers were told of it already done or counted.
     admission_hooks::end_hooks(&front, hooked, &record, end);
+    finish(&front, &record, end);
     let Admitted { guard, live, .. } = admitted;
     drop(guard);
     drop(live);

@@ -1,6 +1,7 @@
 //! Running a frontend's session hooks: every hook's `on_accept`, in order,
 //! before the session takes a place in a queue; `after_connect` once it
-//! holds a server connection; `on_end` once its record is written.
+//! holds a server connection; `on_end` with its finished record, just
+//! before the record is written.
 //!
 //! A frontend without hooks skips all of it (`FrontendContext::hooks` is
 //! `None`): its sessions pay one branch per phase and allocate nothing.
