@@ -54,7 +54,7 @@ use crate::extension::PluggedHooks;
 use crate::observe::stats::Gauges;
 use crate::observe::stats_book::StatsBook;
 use crate::observe::Stats;
-use topology::{BeginShutdown, GetHandle, Shared, Topology};
+use topology::{BeginShutdown, GetHandle, Shared, Stopping, Topology};
 
 /// Where sessions run. With one worker they share the actix System thread
 /// with the actors (like HAProxy with `nbthread 1`): every Reserve, grant,
@@ -102,7 +102,8 @@ impl Drop for DataPlane {
     }
 }
 
-/// How long killed sessions get to write their records after the grace.
+/// How long killed sessions get to write their records after the grace
+/// (and the close spread).
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Bound listening sockets, by frontend name, and the admin API's, if any.
@@ -265,16 +266,22 @@ impl Broker {
     /// threads.
     pub async fn drain(&self) -> anyhow::Result<()> {
         let log = &self.log;
-        let (running, grace) = self.topology.send(BeginShutdown).await.context("topology stopped")?;
+        let Stopping { listeners, grace, close_spread } =
+            self.topology.send(BeginShutdown).await.context("topology stopped")?;
         info!(log, "shutting down"; "grace" => %humantime::format_duration(grace), "sessions" => self.tracker.len());
-        for listener in &running {
+        for listener in &listeners {
             let _ = listener.send(StopAccepting).await;
         }
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
-            warn!(log, "grace expired, closing sessions"; "sessions" => self.tracker.len());
+            // Relaying sessions close over the close spread (each takes
+            // its spread from the configuration it was accepted under; the
+            // current one bounds the wait).
+            let spread = close_spread.unwrap_or_default();
+            warn!(log, "grace expired, closing sessions"; "sessions" => self.tracker.len(),
+                "close_spread" => %humantime::format_duration(spread));
             self.kill.cancel();
-            if tokio::time::timeout(KILL_WAIT, self.tracker.wait()).await.is_err() {
+            if tokio::time::timeout(spread + KILL_WAIT, self.tracker.wait()).await.is_err() {
                 warn!(log, "sessions still open after kill"; "sessions" => self.tracker.len());
             }
         }

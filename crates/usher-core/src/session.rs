@@ -23,7 +23,9 @@
 //! 7. `finish`: one `SessionEnded` for the stats, one access record, then
 //!    the hooks' `on_end`.
 //!
-//! Shutdown (`global.grace` ran out) ends any phase with `K?`.
+//! Shutdown (`global.grace` ran out) ends any phase with `K?`; a relaying
+//! session may first wait its turn in `global.close_spread`. A session older
+//! than its backend's `timeout.session_max` ends `PD`.
 //!
 //! Every slot taken is a [`Slot`](crate::backend::Slot) value: dropping it
 //! releases it, so every exit path — return, `?`, timeout, kill, panic —
@@ -42,6 +44,7 @@ mod relay;
 mod route;
 mod routes;
 mod seat;
+mod stagger;
 mod summary;
 pub mod termination;
 

@@ -60,10 +60,18 @@ pub struct GetHandle;
 #[rtype(result = "Actors")]
 pub struct GetActors;
 
-/// Shutdown: no more reloads; answers the listeners to stop and the grace.
+/// Shutdown: no more reloads; answers what the stop needs.
 #[derive(Message, Debug)]
-#[rtype(result = "(Vec<Addr<Listener>>, Duration)")]
+#[rtype(result = "Stopping")]
 pub struct BeginShutdown;
+
+/// The listeners to stop and the current `global.grace` and
+/// `global.close_spread`.
+pub struct Stopping {
+    pub listeners: Vec<Addr<Listener>>,
+    pub grace: Duration,
+    pub close_spread: Option<Duration>,
+}
 
 /// What every frontend context and accept loop shares.
 pub struct Shared {
@@ -317,6 +325,7 @@ impl Handler<BeginShutdown> for Topology {
     fn handle(&mut self, _: BeginShutdown, _: &mut Self::Context) -> Self::Result {
         self.stopping = true;
         let listeners = self.listeners.iter().filter_map(|l| l.actor.clone()).collect();
-        MessageResult((listeners, self.settings.global.grace))
+        let global = &self.settings.global;
+        MessageResult(Stopping { listeners, grace: global.grace, close_spread: global.close_spread })
     }
 }

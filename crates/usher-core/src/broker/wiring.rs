@@ -77,6 +77,7 @@ pub fn backend_params(b: &BackendSettings) -> BackendParams {
         queue_timeout: b.timeout.queue,
         connect_timeout: b.timeout.connect,
         server_timeout: b.timeout.server,
+        session_max: b.timeout.session_max,
         retries: b.retries,
         redispatch: b.redispatch,
         servers: b.servers.len(),

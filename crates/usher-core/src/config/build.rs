@@ -66,6 +66,7 @@ fn global(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<GlobalSe
     let maxconnrate = s.limit_up_to("maxconnrate", 10_000_000, report);
     let workers = s.limit_up_to("workers", 1024, report);
     let grace = s.duration("grace", report);
+    let close_spread = s.duration_or_none("close_spread", report);
     let bufsize = s.u32_in("bufsize", 1024, 16 << 20, report);
     let bufsize_max = s.u32_in("bufsize_max", 0, 64 << 20, report);
     let maxaccept = s.u32_in("maxaccept", 1, 1024, report);
@@ -75,6 +76,7 @@ fn global(root: &Map<String, Value>, report: &mut Report<'_>) -> Option<GlobalSe
         maxconnrate: maxconnrate?,
         workers: workers?,
         grace: grace?,
+        close_spread: close_spread?,
         bufsize: bufsize?,
         bufsize_max: bufsize_max?,
         maxaccept: maxaccept?,
@@ -292,6 +294,7 @@ struct BackendKeys {
     queue: Option<Option<Duration>>,
     connect: Option<Option<Duration>>,
     server: Option<Option<Duration>>,
+    session_max: Option<Option<Duration>>,
 }
 
 fn backend_keys(s: &mut Section, report: &mut Report<'_>) -> BackendKeys {
@@ -319,6 +322,7 @@ fn backend_keys(s: &mut Section, report: &mut Report<'_>) -> BackendKeys {
     let queue = t.duration_or_none("queue", report);
     let connect = t.duration_or_none("connect", report);
     let server = t.duration_or_none("server", report);
+    let session_max = t.duration_or_none("session_max", report);
     t.finish(report);
     if hash_balance_factor.flatten().is_some_and(|f| f.get() < 100) {
         report.error(
@@ -339,6 +343,7 @@ fn backend_keys(s: &mut Section, report: &mut Report<'_>) -> BackendKeys {
         queue,
         connect,
         server,
+        session_max,
     }
 }
 
@@ -495,7 +500,12 @@ fn backends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report<
                 redispatch: k.redispatch?,
                 maxconn: k.maxconn?,
                 queue: k.discipline?,
-                timeout: BackendTimeouts { queue: k.queue?, connect: k.connect?, server: k.server? },
+                timeout: BackendTimeouts {
+                    queue: k.queue?,
+                    connect: k.connect?,
+                    server: k.server?,
+                    session_max: k.session_max?,
+                },
                 servers,
             })
         })();

@@ -167,6 +167,9 @@ pub struct GlobalSettings {
     /// Time live sessions get to finish after a stop signal.
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
+    /// After the grace, the rest close spread over this (`None` = all at once, written 0).
+    #[serde(serialize_with = "duration_or_zero")]
+    pub close_spread: Option<Duration>,
     /// Relay buffer per direction and session, in bytes.
     pub bufsize: u32,
     /// Most a streaming direction's buffer grows to (below `bufsize` = no growth).
@@ -463,6 +466,9 @@ pub struct BackendTimeouts {
     /// Server-side inactivity limit while relaying (`None` = none, written 0).
     #[serde(serialize_with = "duration_or_zero")]
     pub server: Option<Duration>,
+    /// Longest life of a session, ±10 % (`None` = none, written 0).
+    #[serde(serialize_with = "duration_or_zero")]
+    pub session_max: Option<Duration>,
 }
 
 /// Which PROXY protocol header usher sends a server (`servers.X.send_proxy`).

@@ -25,6 +25,7 @@ pub struct BackendParams {
     pub queue_timeout: Option<Duration>,
     pub connect_timeout: Option<Duration>,
     pub server_timeout: Option<Duration>,
+    pub session_max: Option<Duration>,
     pub retries: u32,
     pub redispatch: bool,
     pub servers: usize,
@@ -45,6 +46,10 @@ pub struct SessionSettings {
     pub priority: QueuePriority,
     /// `frontends.X.accept_proxy`: clients start with a PROXY header.
     pub accept_proxy: Option<AcceptProxy>,
+    /// `global.close_spread`: relaying sessions close over this at stop,
+    /// after the grace (`None` = all at once). A session keeps the value of
+    /// the configuration it was accepted under, as it keeps its timeouts.
+    pub close_spread: Option<Duration>,
 }
 
 /// One backend a frontend's sessions may be seated on: its settings a
@@ -60,6 +65,8 @@ pub struct BackendTarget {
     pub connect: ConnectPolicy,
     /// `timeout.server`: server side idle limit while relaying.
     pub server_idle: Option<Duration>,
+    /// `timeout.session_max`: longest life of a session, before jitter.
+    pub session_max: Option<Duration>,
     /// The backend's queue: `Reserve` a slot, `CancelReserve` to leave.
     pub reserve: Recipient<Reserve>,
     pub cancel: Recipient<CancelReserve>,
@@ -79,6 +86,7 @@ impl BackendTarget {
                 redispatch: backend.redispatch && backend.servers > 1,
             },
             server_idle: backend.server_timeout,
+            session_max: backend.session_max,
             reserve: queue.clone().recipient(),
             cancel: queue.clone().recipient(),
             load,
@@ -143,6 +151,7 @@ impl SessionSettings {
             buffers: RelayBuffers { first: global.bufsize as usize, max: global.relay_buffer_max() },
             priority: QueuePriority { class: frontend.priority_class, offset_ms: frontend.priority_offset },
             accept_proxy: frontend.accept_proxy.then_some(AcceptProxy { timeout: frontend.timeout.proxy }),
+            close_spread: global.close_spread,
         }
     }
 

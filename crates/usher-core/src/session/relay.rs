@@ -1,6 +1,8 @@
 //! Relay: the server first gets the PROXY header (`send_proxy`) and the
 //! bytes the client sent while it waited, then bytes flow both ways
-//! ([`duplex`]) until both sides closed, one reset or idled, or shutdown.
+//! ([`duplex`]) until both sides closed, one reset or idled, the session
+//! outlived `timeout.session_max`, or shutdown (in its turn of
+//! `global.close_spread`).
 
 mod duplex;
 
@@ -8,12 +10,14 @@ use std::net::SocketAddr;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-use super::{Session, Termination};
+use super::{stagger, BackendTarget, FrontendContext, Session, Termination};
 use crate::backend::Slot;
 use crate::config::ProxyVersion;
+use crate::ids::SessionId;
 use crate::proxy_protocol::send_header;
-use duplex::{relay, RelayEnd, RelayLimits};
+use duplex::{relay, FixedEnds, RelayEnd, RelayLimits};
 
 impl Session<'_> {
     /// Relays between the client and `server`, seated on `slot`, to the end.
@@ -25,7 +29,8 @@ impl Session<'_> {
             bufsize: front.settings.buffers.first,
             bufsize_max: front.settings.buffers.max,
         };
-        let outcome = relay(&mut self.client, server, self.watch.half_closed, limits, &slot.server.sessions).await;
+        let fixed = fixed_ends(front, self.backend, self.id, self.record.accepted);
+        let outcome = relay(&mut self.client, server, self.watch.half_closed, limits, &slot.server.sessions, fixed).await;
         self.record.bytes_from_client += outcome.from_client;
         self.record.bytes_from_server += outcome.from_server;
         match outcome.end {
@@ -34,6 +39,7 @@ impl Session<'_> {
             RelayEnd::ServerReset => Termination::ServerAbortInData,
             RelayEnd::ClientIdle => Termination::ClientTimeoutInData,
             RelayEnd::ServerIdle => Termination::ServerTimeoutInData,
+            RelayEnd::SessionMax => Termination::SessionMaxInData,
             // The server's token is a child of the broker's kill token:
             // one future in the relay hears both (the session's future stays
             // small), and the kill token says which it was.
@@ -68,4 +74,26 @@ impl Session<'_> {
         }
         Ok(())
     }
+}
+
+/// The ends that come whatever the session `id` does, if it has any: its
+/// own `timeout.session_max` (counted from its accept, queueing included)
+/// and its share of `global.close_spread`.
+fn fixed_ends<'a>(
+    front: &'a FrontendContext,
+    backend: &BackendTarget,
+    id: SessionId,
+    accepted: Instant,
+) -> Option<Box<FixedEnds<'a>>> {
+    let session_max = backend.session_max;
+    let close_spread = front.settings.close_spread;
+    if session_max.is_none() && close_spread.is_none() {
+        return None;
+    }
+    let session_end = session_max.and_then(|max| accepted.checked_add(stagger::session_max(id, max)));
+    Some(Box::new(FixedEnds {
+        next: session_end.map(|at| (at, RelayEnd::SessionMax)),
+        close_delay: close_spread.map(|spread| stagger::close_delay(id, spread)),
+        stop: &front.handles.kill,
+    }))
 }

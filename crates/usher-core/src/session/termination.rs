@@ -55,6 +55,8 @@ pub enum Termination {
     SourceQueueFull,
     /// An operator shut down the sessions of its server while it relayed.
     ShutDownInData,
+    /// Older than its backend's `timeout.session_max` while it relayed.
+    SessionMaxInData,
 }
 
 impl Termination {
@@ -121,6 +123,11 @@ impl Termination {
             "AD",
             "closed while relaying: an operator shut down the sessions of its server \
              (POST /backends/{b}/servers/{s}/shutdown-sessions)",
+        ),
+        (
+            Termination::SessionMaxInData,
+            "PD",
+            "closed while relaying: the session outlived its backend's timeout.session_max (within ±10 %)",
         ),
     ];
 

@@ -5,6 +5,11 @@
 //! carries on (half-close). A side is idle when nothing was read from it or
 //! written to it for its timeout (`timeout.client`, `timeout.server`); the
 //! first side to go idle ends the session.
+//!
+//! Two limits end a session whatever it does: its own `timeout.session_max`
+//! deadline, and at stop its turn in `global.close_spread` (the kill heard,
+//! it relays on for its close delay). Both share the idle timer, so they
+//! cost the session's future no timer of their own.
 
 use std::future::poll_fn;
 use std::io;
@@ -32,6 +37,23 @@ pub struct RelayLimits {
     pub bufsize_max: usize,
 }
 
+/// The ends that come whatever the session does. Boxed, and only for a
+/// session that has one (`timeout.session_max` or `global.close_spread`
+/// set): the relay future of a session without either stays as small as
+/// before (under tokio's threshold for boxing a spawned future).
+#[derive(Debug)]
+pub struct FixedEnds<'a> {
+    /// The end armed now, and why: `timeout.session_max`, or the session's
+    /// turn in the close spread once the kill at stop was heard.
+    pub next: Option<(Instant, RelayEnd)>,
+    /// At stop, how long after the kill the session still relays: its
+    /// share of `global.close_spread` (`None` = it closes at once).
+    pub close_delay: Option<Duration>,
+    /// The broker's kill token: only a kill at stop waits for the delay (an
+    /// operator's shutdown of a server's sessions closes at once).
+    pub stop: &'a CancellationToken,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayEnd {
     /// Both directions finished with a FIN.
@@ -41,6 +63,8 @@ pub enum RelayEnd {
     ClientIdle,
     ServerIdle,
     Killed,
+    /// Outlived `timeout.session_max`.
+    SessionMax,
 }
 
 #[derive(Debug)]
@@ -242,15 +266,18 @@ async fn bulk(
     }
 }
 
-/// Relays until both directions are finished, a side resets or idles, or
-/// `kill` fires. `client_done` means the client already half-closed (its FIN
-/// is passed on to the server first).
+/// Relays until both directions are finished, a side resets or idles, one
+/// of the `fixed` ends comes, or `kill` fires — then at once, unless the
+/// kill was the stop's and the session has a close delay. `client_done`
+/// means the client already half-closed (its FIN is passed on to the
+/// server first).
 pub async fn relay(
     client: &mut TcpStream,
     server: &mut TcpStream,
     client_done: bool,
     limits: RelayLimits,
     kill: &CancellationToken,
+    mut fixed: Option<Box<FixedEnds<'_>>>,
 ) -> RelayOutcome {
     let shared = Shared::new();
     let (cr, cw) = client.split();
@@ -266,16 +293,23 @@ pub async fn relay(
     let c2s = pump(cr, sw, &limits, &shared, Direction::ClientToServer);
     let s2c = pump(sr, cw, &limits, &shared, Direction::ServerToClient);
     let killed = kill.cancelled();
-    // One timer for the session, armed at the earliest idle deadline and
-    // moved only when it fires: activity only moves deadlines later, so a
+    let mut kill_heard = false;
+    // One timer for the session, armed at the earliest deadline and moved
+    // only when it fires: activity only moves idle deadlines later, so a
     // timer that fires early just re-reads them.
-    let next_deadline = || {
+    let next_deadline = |fixed: Option<&FixedEnds<'_>>| {
         let client = shared.idle_deadline(&shared.client_seen, limits.client_idle);
         let server = shared.idle_deadline(&shared.server_seen, limits.server_idle);
-        [client, server].into_iter().flatten().min()
+        let fixed = fixed.and_then(|f| f.next).map(|(at, _)| at);
+        [client, server, fixed].into_iter().flatten().min()
     };
-    let mut next = next_deadline();
-    let idle = sleep_until(next.unwrap_or_else(Instant::now));
+    // Whether the timer is armed: its deadline is kept by the timer alone,
+    // and the first one is scoped to this block, so that neither takes room
+    // in the relay's future (which holds its live locals across awaits).
+    let (mut armed, idle) = {
+        let first = next_deadline(fixed.as_deref());
+        (first.is_some(), sleep_until(first.unwrap_or_else(Instant::now)))
+    };
     tokio::pin!(c2s, s2c, killed, idle);
     let mut s2c_done = false;
 
@@ -295,20 +329,39 @@ pub async fn relay(
                 Err(PumpError::Read) => break RelayEnd::ServerReset,
                 Err(PumpError::Write) => break RelayEnd::ClientReset,
             },
-            () = &mut idle, if next.is_some() => {
+            () = &mut idle, if armed => {
                 let now = Instant::now();
+                if let Some((_, why)) = fixed.as_ref().and_then(|f| f.next).filter(|(at, _)| *at <= now) {
+                    break why;
+                }
                 if shared.idle_deadline(&shared.client_seen, limits.client_idle).is_some_and(|d| d <= now) {
                     break RelayEnd::ClientIdle;
                 }
                 if shared.idle_deadline(&shared.server_seen, limits.server_idle).is_some_and(|d| d <= now) {
                     break RelayEnd::ServerIdle;
                 }
-                next = next_deadline();
+                let next = next_deadline(fixed.as_deref());
+                armed = next.is_some();
                 if let Some(deadline) = next {
                     idle.as_mut().reset(deadline);
                 }
             },
-            () = &mut killed => break RelayEnd::Killed,
+            () = &mut killed, if !kill_heard => {
+                kill_heard = true;
+                let Some(ends) = fixed.as_mut() else { break RelayEnd::Killed };
+                let delay = ends.close_delay.filter(|_| ends.stop.is_cancelled());
+                let Some(close_at) = delay.and_then(|delay| Instant::now().checked_add(delay)) else {
+                    break RelayEnd::Killed;
+                };
+                if ends.next.is_none_or(|(at, _)| close_at < at) {
+                    ends.next = Some((close_at, RelayEnd::Killed));
+                }
+                let next = next_deadline(fixed.as_deref());
+                armed = next.is_some();
+                if let Some(deadline) = next {
+                    idle.as_mut().reset(deadline);
+                }
+            },
         }
     };
     RelayOutcome {
@@ -333,3 +386,4 @@ mod tests {
         assert_eq!(shared.idle_deadline(&shared.server_seen, Some(second)), Some(shared.start + second));
     }
 }
+
