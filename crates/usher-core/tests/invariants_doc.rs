@@ -10,12 +10,14 @@ const INVARIANTS: &str = include_str!("../../../docs/invariants.md");
 
 /// Every `file::name` in backticks: the function part. `Type::item`
 /// paths (fields and methods the mechanisms cite) and the document's own
-/// `file::function` placeholder are not test names.
+/// `file::function` placeholder and library paths are not test names.
 fn named_functions(doc: &str) -> BTreeSet<&str> {
     doc.split('`')
         .skip(1)
         .step_by(2)
         .filter(|code| *code != "file::function")
+        // Library paths the mechanisms cite (`tokio::time::timeout`).
+        .filter(|code| !["std::", "tokio::", "actix::", "core::"].iter().any(|lib| code.starts_with(lib)))
         .filter_map(|code| code.rsplit_once("::"))
         .filter(|(path, _)| !path.rsplit("::").next().unwrap_or("").starts_with(|c: char| c.is_ascii_uppercase()))
         .map(|(_, f)| f)
