@@ -9,10 +9,9 @@
 use std::time::Duration;
 
 use super::{Harness, REFERENCE};
-use crate::backends::{Backend, Behavior};
-use crate::load::{self, Payload, Sessions};
+use crate::load::{Payload, Sessions};
 use crate::proxies::ProxyKind;
-use crate::report::{self, CaseResult, Metric};
+use crate::report::{self, CaseResult};
 use crate::tls_hello::SERVER_NAME;
 
 const CLIENTS: usize = 32;
@@ -28,13 +27,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
          {CLIENTS} client loops; with and without an SNI rule; {}",
         h.describe(&p)
     );
-    let metrics = vec![
-        Metric::higher("sessions/s", 0),
-        Metric::lower("p50 ms", 3),
-        Metric::lower("p99 ms", 3),
-        Metric::lower("proxy CPU µs/session", 1),
-        Metric::zero("errors"),
-    ];
+    let metrics = super::connrate::metrics();
     let spec = Sessions {
         clients: CLIENTS,
         request: REQUEST,
@@ -47,15 +40,8 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
     if h.proxies.contains(&ProxyKind::Haproxy) {
         proxies.extend([ProxyKind::Haproxy, ProxyKind::HaproxySni]);
     }
-    let result = h.alternate("routing", title, metrics, proxies.clone(), |kind| {
-        let rt = h.load_runtime(&p)?;
-        let backend = Backend::start(rt.handle(), Behavior::Reply { request: REQUEST, reply: REPLY })?;
-        let proxy = h.start_proxy(kind, &[backend.addr], &h.tune(&p, 0, SESSION_LIMIT))?;
-        let w = h.window();
-        let (out, cpu) = rt.block_on(async { tokio::join!(load::sessions(proxy.addr, spec, w), proxy.cpu_during(w)) });
-        let cpu_us = cpu.map_or(f64::NAN, |c| c * 1e6 / out.count.max(1) as f64);
-        Ok(vec![out.rate(&w), out.quantile_ms(0.5), out.quantile_ms(0.99), cpu_us, out.errors as f64])
-    });
+    let result =
+        h.alternate("routing", title, metrics, proxies.clone(), |kind| super::connrate::measure(h, &p, kind, spec));
     let pairs = [
         (ProxyKind::UsherSni, ProxyKind::Usher),
         (ProxyKind::HaproxySni, ProxyKind::Haproxy),
