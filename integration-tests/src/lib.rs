@@ -89,8 +89,10 @@ pub async fn seated(addr: std::net::SocketAddr, byte: u8) -> tokio::net::TcpStre
 // Fault injection: servers that misbehave on purpose, and the one check that
 // everything is back once a fault's traffic ended.
 pub mod at_rest;
+// Spawned servers: a registry their test processes report to.
 pub mod faulty_server;
 pub mod full_backlog;
+pub mod spawn_registry;
 
 pub use at_rest::{assert_everything_back, ServerUnderTest};
 pub use faulty_server::{Fault, FaultyServer, Script};

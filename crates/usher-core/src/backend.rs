@@ -14,7 +14,8 @@
 //!   admin state) over [`server_state`] and [`health`].
 //! - [`balance`]: the balancing algorithms; [`wait_queue`]: the queues;
 //!   [`discipline`]: who they serve next and who they shed under overload;
-//!   [`limit`]: the configuration's "0 means unlimited" as a type.
+//!   [`limit`]: the configuration's "0 means unlimited" as a type;
+//!   [`spawn_gate`]: which process slots of a spawned backend take sessions.
 
 pub mod backend_queue;
 pub mod balance;
@@ -27,6 +28,7 @@ pub mod protocol;
 pub mod queue_core;
 pub mod server;
 pub mod server_state;
+pub mod spawn_gate;
 pub mod wait_queue;
 
 pub use backend_queue::BackendQueue;

@@ -19,6 +19,7 @@ mod reader;
 mod routes_section;
 mod settings;
 mod sources;
+mod spawn_section;
 
 pub use cluster_section::CLUSTER_BUILT_IN;
 pub use errors::{ConfigError, ConfigErrorKind, ConfigErrors};
@@ -27,6 +28,7 @@ pub use queue_section::{CodelSettings, FairShare, PerSourceSettings, QueueDiscip
 pub use reader::MAX_DURATION;
 pub use settings::*;
 pub use sources::{ConfigSources, EnvLayer, DEFAULT_TOML};
+pub use spawn_section::{slot_name, ReadyProbe, SpawnSettings, StopSignal, ADDRESS_PLACEHOLDER, PORT_PLACEHOLDER};
 
 /// Loads, merges and validates the layers named by `sources`.
 /// No extension is registered: any hook name is an error.

@@ -7,6 +7,7 @@
 //! - `backend/`: the BackendQueue and Server actors over plain cores,
 //!   balancing, health checks;
 //! - `session/`: one client's life, its access record and termination code;
+//! - `spawn/`: spawned servers, the processes usher starts for a backend;
 //! - `proxy_protocol`: PROXY v1/v2 headers;
 //! - `observe/`: the logger and the traffic counters;
 //! - `admin/`: the HTTP API;
@@ -26,7 +27,10 @@
 //! maxconn" hold by construction. White-box tests and the benchmark turn
 //! on the `internals` feature, which makes those modules public.
 
-#![forbid(unsafe_code)]
+// Denied everywhere but in `spawn/hygiene.rs`, which makes the few system
+// calls a process supervisor needs between fork and exec (std offers no safe
+// parent-death signal).
+#![deny(unsafe_code)]
 // Every type the public API hands out can be named by its users.
 #![warn(unnameable_types)]
 
@@ -42,7 +46,7 @@ macro_rules! internal_modules {
     )*};
 }
 
-internal_modules!(admin, admission, backend, broker, cluster, observe, proxy_protocol, session);
+internal_modules!(admin, admission, backend, broker, cluster, observe, proxy_protocol, session, spawn);
 
 mod run;
 
@@ -71,6 +75,7 @@ pub mod report {
     pub use crate::admission::{ListenerState, PauseReason};
     pub use crate::backend::backend_queue::{QueueReport, ServerQueueReport};
     pub use crate::backend::server::ServerReport;
+    pub use crate::backend::spawn_gate::{ProcessReport, SpawnReport};
     pub use crate::backend::CheckResult;
     pub use crate::broker::{BackendReport, BrokerReport};
     pub use crate::observe::stats::{GaugeReading, ProcessFacts, QueueWaitReport, StatsReport};

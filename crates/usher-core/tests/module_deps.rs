@@ -19,6 +19,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("backend", &["config", "ids", "proxy_protocol"]),
     ("session", &["admission", "backend", "config", "ids", "net", "proxy_protocol", "routing"]),
     ("observe", &["admission", "backend", "config", "ids", "session"]),
+    ("spawn", &["backend", "config", "ids"]),
     (
         "broker",
         &[
@@ -32,9 +33,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "proxy_protocol",
             "routing",
             "session",
+            "spawn",
         ],
     ),
-    ("admin", &["admission", "backend", "broker", "cluster", "config", "ids", "observe"]),
+    ("admin", &["admission", "backend", "broker", "cluster", "config", "ids", "observe", "spawn"]),
     ("cluster", &["broker", "config"]),
     ("run", &["admin", "broker", "cluster", "config", "extension", "observe"]),
 ];

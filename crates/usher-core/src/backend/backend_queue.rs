@@ -21,6 +21,10 @@
 //! the waiters its discipline refuses now. FIFO reads no clock and arms no
 //! timer.
 //!
+//! A spawned backend's queue also runs its [`SpawnGate`]: the Servers'
+//! statuses pass through it, and after each message it tells the
+//! supervisor about waiters and load.
+//!
 //! [`Slot`]: super::Slot
 //! [`Waiter`]: super::queue_core::Waiter
 
@@ -32,6 +36,7 @@ use slog::Logger;
 use tokio::sync::oneshot;
 
 use crate::backend::{After, BackendLoad, BackendSetup, QueueCore, ReserveRequest, ServerSetup};
+use crate::backend::spawn_gate::{GetSpawnReport, GetSpawnReporter, SetSlotGate, SetSpawnThrottled, SlotGate, SpawnActivity, SpawnLink};
 use crate::backend::{CancelReserve, Dequeue, Reserve, ReserveReply, ServerInfo, ServerStatusChanged};
 use crate::ids::ServerId;
 
@@ -129,6 +134,8 @@ pub struct BackendQueue {
     shed_timer: Option<(Instant, SpawnHandle)>,
     /// Published after every message once a routing rule spills from here.
     load: Arc<BackendLoad>,
+    /// A spawned backend's gate and its supervisor.
+    spawn: Option<SpawnLink>,
 }
 
 impl BackendQueue {
@@ -146,6 +153,38 @@ impl BackendQueue {
             idle_watchers: Vec::new(),
             shed_timer: None,
             load,
+            spawn: None,
+        }
+    }
+
+    /// Makes this a spawned backend's queue, before it starts: every
+    /// Server's status passes through the link's gate, and its supervisor
+    /// hears about demand and load.
+    pub fn with_spawn(mut self, link: SpawnLink) -> BackendQueue {
+        self.spawn = Some(link);
+        self
+    }
+
+    /// Before a `Dequeue` of a spawned backend gives `released` slots of a
+    /// process back: its max_use bound comes down first.
+    fn spawn_before(&mut self, released: Option<(ServerId, u32)>, ctx: &mut Context<Self>) {
+        let (Some(link), Some((server, released))) = (&mut self.spawn, released) else { return };
+        if let Some(status) = link.gate.before_release(server, released) {
+            follow(self.core.status_changed(server, status), ctx);
+        }
+    }
+
+    /// After a message of a spawned backend: the gate counts its grants
+    /// (lowering a slot's bound at max_use) and the supervisor hears of the
+    /// change.
+    fn spawn_after(&mut self, ctx: &mut Context<Self>) {
+        let Some(link) = &mut self.spawn else { return };
+        for (server, status) in link.gate.observe(self.core.state()) {
+            // A lower bound grants nothing, so no grant escapes the count.
+            follow(self.core.status_changed(server, status), ctx);
+        }
+        if let Some(activity) = link.gate.activity(self.core.state()) {
+            link.activity.do_send(SpawnActivity(activity));
         }
     }
 
@@ -197,6 +236,7 @@ impl BackendQueue {
             follow(queue.core.shed(), ctx);
             queue.arm(ctx);
             queue.publish_load(0);
+            queue.spawn_after(ctx);
         });
         self.shed_timer = Some((next, handle));
     }
@@ -244,39 +284,109 @@ impl Handler<Reserve> for BackendQueue {
         let _ = self.core.reserve(req, msg.reply);
         self.arm(ctx);
         self.publish_load(0);
+        self.spawn_after(ctx);
     }
 }
 
 /// Messages the actor only hands to its core, then follows the core's word
 /// on whether it runs on (a retired backend stops once nobody waits).
 macro_rules! forward_to_core {
-    ($($message:ty => |$core:ident, $msg:ident| $call:expr, released: $released:expr;)*) => {$(
+    ($($message:ty => |$core:ident, $msg:ident| $call:expr, released: $released:expr, from: $from:expr;)*) => {$(
         impl Handler<$message> for BackendQueue {
             type Result = ();
 
             #[allow(unused_variables)]
             fn handle(&mut self, $msg: $message, ctx: &mut Self::Context) {
                 let released = $released;
+                let from: Option<ServerId> = $from;
                 self.clock();
+                self.spawn_before(from.map(|server| (server, released)), ctx);
                 let $core = &mut self.core;
                 follow($call, ctx);
                 self.arm(ctx);
                 self.publish_load(released);
                 self.answer_idle_watchers();
+                self.spawn_after(ctx);
             }
         }
     )*};
 }
 
 forward_to_core! {
-    CancelReserve => |core, msg| core.cancel(msg.session), released: 0;
-    Dequeue => |core, msg| core.dequeue(msg.server, msg.credits, msg.released), released: msg.released;
-    ServerStatusChanged => |core, msg| core.status_changed(msg.server, msg.status), released: 0;
+    CancelReserve => |core, msg| core.cancel(msg.session), released: 0, from: None;
+    Dequeue => |core, msg| core.dequeue(msg.server, msg.credits, msg.released), released: msg.released,
+        from: Some(msg.server);
     ReconfigureBackend => |core, msg| {
         let servers = keep_session_switches(core, msg.servers);
         core.reconfigure(msg.setup, msg.balancer, servers)
-    }, released: 0;
-    RetireBackend => |core, msg| core.retire(), released: 0;
+    }, released: 0, from: None;
+    RetireBackend => |core, msg| core.retire(), released: 0, from: None;
+}
+
+impl Handler<ServerStatusChanged> for BackendQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: ServerStatusChanged, ctx: &mut Self::Context) {
+        self.clock();
+        // A spawned backend's slot holds no more than its gate allows.
+        let status = match &mut self.spawn {
+            Some(link) => link.gate.reported(msg.server, msg.status),
+            None => msg.status,
+        };
+        follow(self.core.status_changed(msg.server, status), ctx);
+        self.arm(ctx);
+        self.publish_load(0);
+        self.answer_idle_watchers();
+        self.spawn_after(ctx);
+    }
+}
+
+impl Handler<SetSlotGate> for BackendQueue {
+    type Result = u32;
+
+    fn handle(&mut self, msg: SetSlotGate, ctx: &mut Self::Context) -> u32 {
+        self.clock();
+        if let SlotGate::Open { address, .. } = msg.gate {
+            // Sessions granted from now on connect to the new process;
+            // those seated before keep the address they had.
+            if let Some(info) = self.core.server_info_mut(msg.server) {
+                if info.address != address {
+                    *info = Arc::new(ServerInfo { address, ..(**info).clone() });
+                }
+            }
+        }
+        let Some(link) = &mut self.spawn else { return 0 };
+        if let Some(status) = link.gate.set(msg.server, msg.gate) {
+            follow(self.core.status_changed(msg.server, status), ctx);
+        }
+        self.arm(ctx);
+        self.publish_load(0);
+        self.spawn_after(ctx);
+        self.core.state().served(msg.server)
+    }
+}
+
+impl Handler<GetSpawnReporter> for BackendQueue {
+    type Result = Option<Recipient<GetSpawnReport>>;
+
+    fn handle(&mut self, _: GetSpawnReporter, _: &mut Self::Context) -> Self::Result {
+        self.spawn.as_ref().map(|link| link.reports.clone())
+    }
+}
+
+impl Handler<SetSpawnThrottled> for BackendQueue {
+    type Result = ();
+
+    fn handle(&mut self, SetSpawnThrottled(throttled): SetSpawnThrottled, ctx: &mut Self::Context) {
+        self.clock();
+        let Some(link) = &mut self.spawn else { return };
+        for (server, status) in link.gate.set_throttled(throttled) {
+            follow(self.core.status_changed(server, status), ctx);
+        }
+        self.arm(ctx);
+        self.publish_load(0);
+        self.spawn_after(ctx);
+    }
 }
 
 /// A server a reload changed keeps the token that shuts its sessions down:
@@ -312,6 +422,7 @@ impl Handler<SetPaused> for BackendQueue {
         }
         self.arm(ctx);
         self.publish_load(0);
+        self.spawn_after(ctx);
         PauseReport { since: self.paused_since, changed, queued: self.core.state().queued() }
     }
 }

@@ -147,7 +147,9 @@ impl Topology {
         for (ctx, server) in starting {
             ctx.run(server);
         }
+        let spawn_throttled = slot.params.spawn_throttled.take();
         slot.params = backend_params(&b);
+        slot.params.spawn_throttled = spawn_throttled;
         slot.settings = b;
     }
 
@@ -326,8 +328,11 @@ fn start_backend(
         .zip(actors.servers)
         .map(|(s, actor)| ServerSlot { settings: s.clone(), actor: Some(actor) })
         .collect();
+    let mut params = backend_params(&settings);
+    // The supervisor lives as long as the queue, which holds its address.
+    params.spawn_throttled = actors.spawn.map(|(_, throttle)| throttle);
     BackendSlot {
-        params: backend_params(&settings),
+        params,
         settings,
         live: true,
         queue: actors.queue,

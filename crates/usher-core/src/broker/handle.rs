@@ -110,6 +110,8 @@ pub struct BackendReport {
     pub queue: QueueReport,
     /// Configured servers in declaration order, with their ids.
     pub servers: Vec<(ServerId, ServerReport)>,
+    /// A spawned backend's processes, one per server (process slot).
+    pub spawn: Option<crate::spawn::SpawnReport>,
 }
 
 impl BrokerHandle {
@@ -216,7 +218,17 @@ impl BrokerHandle {
             for (_, id, actor) in &control.servers {
                 servers.push((*id, actor.send(GetServerReport).await?));
             }
-            backends.push(BackendReport { name: control.name.clone(), id: BackendId(control.index), queue, servers });
+            let spawn = match control.queue.send(crate::backend::spawn_gate::GetSpawnReporter).await? {
+                Some(supervisor) => Some(supervisor.send(crate::spawn::GetSpawnReport).await?),
+                None => None,
+            };
+            backends.push(BackendReport {
+                name: control.name.clone(),
+                id: BackendId(control.index),
+                queue,
+                servers,
+                spawn,
+            });
         }
         let hooks = self.hooks.counters();
         Ok(BrokerReport { settings: actors.settings, admission, traffic, frontends: actors.frontends, backends, hooks })

@@ -10,12 +10,14 @@ use actix::prelude::*;
 use slog::{o, Logger};
 
 use crate::backend::balance::{self, Balancer};
+use crate::backend::spawn_gate::{SpawnGate, SpawnLink};
 use crate::backend::server::CheckSpec;
 use crate::backend::{BackendLoad, BackendQueue, BackendSetup, HealthConfig, Server, ServerInfo, ServerSetup};
 use crate::config::{BackendSettings, ServerSettings, ZeroForNone};
 use crate::ids::ServerId;
 use crate::proxy_protocol;
 use crate::session::BackendParams;
+use crate::spawn::{Supervisor, ThrottleFlag};
 
 /// `clustered`: the broker runs in cluster mode (`[cluster]`).
 pub fn health_config(s: &ServerSettings, clustered: bool) -> HealthConfig {
@@ -81,6 +83,7 @@ pub fn backend_params(b: &BackendSettings) -> BackendParams {
         retries: b.retries,
         redispatch: b.redispatch,
         servers: b.servers.len(),
+        spawn_throttled: None,
     }
 }
 
@@ -122,7 +125,13 @@ pub struct BackendActors {
     pub load: Arc<BackendLoad>,
     /// By server id (declaration order).
     pub servers: Vec<Addr<Server>>,
+    /// A spawned backend's supervisor and the flag its sessions read.
+    pub spawn: Option<(Addr<Supervisor>, ThrottleFlag)>,
 }
+
+/// How long a "process limit reached" warning keeps the next one quiet:
+/// as the watchdog's warnings, once a minute with a count.
+const PROCESS_LIMIT_WARN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Starts one backend as the broker does: its BackendQueue, which knows
 /// every server before any of them lends it a slot, and a Server per
@@ -157,6 +166,32 @@ pub fn start_backend_under(
     }
     let weights: Vec<u32> = b.servers.iter().map(|s| s.weight).collect();
     let load = Arc::new(BackendLoad::new());
-    ctx.run(BackendQueue::new(&setups, infos, backend_setup(b), balancer(b, &weights), log, load.clone()));
-    BackendActors { queue, load, servers }
+    let mut backend = BackendQueue::new(&setups, infos, backend_setup(b), balancer(b, &weights), log.clone(), load.clone());
+    let mut spawn = None;
+    if let Some(settings) = &b.spawn {
+        // The queue knows its gate before its first message: no slot is
+        // ever granted before a process serves there.
+        let supervisor: Context<Supervisor> = Context::new();
+        let address = supervisor.address();
+        let gate = SpawnGate::new(b.servers.len(), settings.max_use.map(|m| m.get()));
+        backend = backend.with_spawn(SpawnLink {
+            gate,
+            activity: address.clone().recipient(),
+            reports: address.clone().recipient(),
+        });
+        let throttle = ThrottleFlag::default();
+        let stress = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        supervisor.run(Supervisor::new(
+            b.name.clone(),
+            settings.clone(),
+            queue.clone(),
+            throttle.clone(),
+            stress,
+            PROCESS_LIMIT_WARN_INTERVAL,
+            log.new(o!("actor" => "spawn")),
+        ));
+        spawn = Some((address, throttle));
+    }
+    ctx.run(backend);
+    BackendActors { queue, load, servers, spawn }
 }

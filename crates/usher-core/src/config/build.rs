@@ -192,6 +192,7 @@ fn defaults(root: &Map<String, Value>, report: &mut Report<'_>) -> Defaults {
     f.finish(&mut probe);
     let mut b = Section::new("defaults.backend", out.backend.as_ref(), &mut probe);
     backend_keys(&mut b, &mut probe);
+    super::spawn_section::spawn_keys(&mut b, &mut probe);
     b.finish(&mut probe);
     let mut s = Section::new("defaults.server", out.server.as_ref(), &mut probe);
     server_keys(&mut s, &mut probe);
@@ -486,7 +487,11 @@ fn backends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report<
         let mut s = Section::new(format!("backends.{name}"), Some(&value), report)
             .with_defaults("defaults.backend", defaults.backend.as_ref());
         let k = backend_keys(&mut s, report);
-        let servers = servers(&mut s, defaults, report);
+        let spawn = super::spawn_section::spawn_keys(&mut s, report);
+        let servers = match &spawn {
+            Some(Some(spawn)) => spawned_servers(&mut s, spawn, defaults, report),
+            _ => servers(&mut s, defaults, report),
+        };
         s.finish(report);
         let built = (|| {
             Some(BackendSettings {
@@ -507,11 +512,62 @@ fn backends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report<
                     session_max: k.session_max?,
                 },
                 servers,
+                spawn: spawn?,
             })
         })();
         out.extend(built);
     }
     out
+}
+
+/// A spawned backend's servers: one per process slot, each taking
+/// `sessions_per_proc` sessions, with the `defaults.server` keys for the
+/// rest. Checks are off: the supervisor knows whether a process serves,
+/// and a slot with no process is held at no room rather than taken down,
+/// so clients queue while a process starts. The address is a placeholder
+/// until a process runs there.
+fn spawned_servers(
+    backend: &mut Section,
+    spawn: &super::SpawnSettings,
+    defaults: &Defaults,
+    report: &mut Report<'_>,
+) -> Vec<ServerSettings> {
+    let table = backend.sub("servers", report);
+    if !table.entries().is_empty() {
+        report.error(
+            table.path(),
+            "set beside spawn; expected no servers: a spawned backend's servers are the processes usher starts",
+        );
+        return Vec::new();
+    }
+    let mut placeholder = Map::new();
+    placeholder.insert("address".to_owned(), Value::new(None, ValueKind::String("127.0.0.1:0".to_owned())));
+    let placeholder = Value::new(None, ValueKind::Table(placeholder));
+    (0..spawn.max_procs.get() as usize)
+        .filter_map(|i| {
+            let name = super::slot_name(i);
+            let mut s = Section::new(format!("{}.{name}", table.path()), Some(&placeholder), report)
+                .with_defaults("defaults.server", defaults.server.as_ref());
+            let k = server_keys(&mut s, report);
+            s.finish(report);
+            let mut check = k.check?;
+            check.enabled = false;
+            check.down_after_failed_connects = None;
+            check.error_limit = None;
+            Some(ServerSettings {
+                name,
+                address: k.address?,
+                weight: k.weight?,
+                maxconn: Some(spawn.sessions_per_proc),
+                maxqueue: k.maxqueue?,
+                send_proxy: k.send_proxy?,
+                backup: false,
+                minconn: None,
+                slowstart: None,
+                check,
+            })
+        })
+        .collect()
 }
 
 fn servers(backend: &mut Section, defaults: &Defaults, report: &mut Report<'_>) -> Vec<ServerSettings> {

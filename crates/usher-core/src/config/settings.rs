@@ -450,9 +450,13 @@ pub struct BackendSettings {
     /// Queue discipline, fair share and per-source caps.
     pub queue: super::QueueSettings,
     pub timeout: BackendTimeouts,
-    /// Servers in declaration order.
+    /// Servers in declaration order (a spawned backend's are its process
+    /// slots, named `proc1`, `proc2`…).
     #[serde(serialize_with = "by_name")]
     pub servers: Vec<ServerSettings>,
+    /// usher starts the servers' processes itself (`backends.X.spawn`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spawn: Option<super::SpawnSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::SessionGauge;
 use super::routes::Routes;
+use super::Termination;
 use crate::backend::{BackendLoad, BackendQueue, CancelReserve, Reserve};
 use crate::config::{FrontendSettings, GlobalSettings};
 use crate::ids::{BackendId, FrontendId, SessionId};
@@ -29,6 +30,9 @@ pub struct BackendParams {
     pub retries: u32,
     pub redispatch: bool,
     pub servers: usize,
+    /// A spawned backend's throttle: set while its command keeps failing
+    /// to start, so a refusal then reads `ST` rather than `SC`.
+    pub spawn_throttled: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The settings one frontend's sessions run with. Durations that the
@@ -72,6 +76,8 @@ pub struct BackendTarget {
     pub cancel: Recipient<CancelReserve>,
     /// What its BackendQueue publishes of its load, for spill-over.
     pub load: Arc<BackendLoad>,
+    /// A spawned backend's throttle (see [`BackendParams`]).
+    pub spawn_throttled: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl BackendTarget {
@@ -90,6 +96,18 @@ impl BackendTarget {
             reserve: queue.clone().recipient(),
             cancel: queue.clone().recipient(),
             load,
+            spawn_throttled: backend.spawn_throttled.clone(),
+        }
+    }
+
+    /// How a refusal reads: "no server" from a spawned backend throttled
+    /// after failed starts is that throttle (`ST`).
+    pub fn refusal(&self, termination: Termination) -> Termination {
+        let throttled = self.spawn_throttled.as_ref().is_some_and(|t| t.load(std::sync::atomic::Ordering::Acquire));
+        if termination == Termination::NoServer && throttled {
+            Termination::SpawnThrottled
+        } else {
+            termination
         }
     }
 }

@@ -57,7 +57,7 @@ impl Session<'_> {
         let leaving = tokio::select! {
             reply = &mut rx => {
                 ticket.disarm();
-                return answered(self.record, reply, None);
+                return answered(self.record, reply, None).map_err(|t| backend.refusal(t));
             }
             _ = self.watch.gone(&mut self.client) => Termination::ClientAbortInQueue,
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Termination::QueueTimeout,
@@ -69,7 +69,7 @@ impl Session<'_> {
             reply = rx => reply,
             _ = front.handles.kill.cancelled() => return Err(Termination::KilledInQueue),
         };
-        let result = answered(self.record, reply, Some(leaving));
+        let result = answered(self.record, reply, Some(leaving)).map_err(|t| backend.refusal(t));
         if leaving == Termination::ClientAbortInQueue {
             // A raced grant is dropped here: its slot goes back. Decided
             // after the answer, which says whether the session had queued.

@@ -9,7 +9,8 @@
 //! API, `I` an internal error.
 //! Second character, phase: `R` admission, `I` inspection (routing reads
 //! the ClientHello), `Q` queue, `C` connect, `D` data, `-` normal end,
-//! `S` a per-source cap of the queue, and `N` *nothing*: the client left before its first byte
+//! `S` a per-source cap of the queue, `T` a throttle (a spawned backend
+//! whose command keeps failing to start), and `N` *nothing*: the client left before its first byte
 //! without having waited in a queue — a port probe or a balancer's TCP
 //! health check (`CN`), not a client giving up on a queue (`CQ`). `N`
 //! rather than `P`, which already means a policy in the first place.
@@ -57,6 +58,8 @@ pub enum Termination {
     ShutDownInData,
     /// Older than its backend's `timeout.session_max` while it relayed.
     SessionMaxInData,
+    /// Refused at once: its spawned backend is throttled after failed starts.
+    SpawnThrottled,
 }
 
 impl Termination {
@@ -128,6 +131,12 @@ impl Termination {
             Termination::SessionMaxInData,
             "PD",
             "closed while relaying: the session outlived its backend's timeout.session_max (within ±10 %)",
+        ),
+        (
+            Termination::SpawnThrottled,
+            "ST",
+            "refused at once: its spawned backend is throttled, its command having failed to start \
+             spawn.max_start_failures times in a row; it tries again after spawn.throttle_time",
         ),
     ];
 

@@ -1,0 +1,191 @@
+//! Spawned servers on real sockets and real processes (`spawn_echo`):
+//! scale from zero, the process and session limits under 100 clients at
+//! once, idle reap, recycle after `max_use` with no session cut, and the
+//! stop of every child when the broker stops.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use integration_tests::spawn_registry::{process_exists, Registry};
+use integration_tests::{TestBroker, DEADLINE};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const ECHO: &str = env!("CARGO_BIN_EXE_spawn_echo");
+
+/// Frontend `web` on the spawned backend `app`, with `spawn` keys added.
+fn config(registry: &Registry, spawn: &str) -> String {
+    format!(
+        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
+         [backends.app]\nretries = 0\n[backends.app.timeout]\nqueue = \"30s\"\n\
+         [backends.app.spawn]\ncommand = [\"{ECHO}\", \"--port\", \"{{port}}\"]\n\
+         env = {{ SPAWN_ECHO_REGISTRY = \"{}\" }}\nstart_timeout = \"10s\"\nstop_timeout = \"2s\"\n{spawn}",
+        registry.addr
+    )
+}
+
+/// A client seated on a spawned process: it asked for the pid.
+struct Client {
+    lines: BufReader<TcpStream>,
+    pid: u32,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut client = Client { lines: BufReader::new(stream), pid: 0 };
+        client.pid = client.ask("PID?").await.parse().expect("a pid");
+        client
+    }
+
+    /// Sends one line and reads the answer (the echo, or the pid).
+    async fn ask(&mut self, line: &str) -> String {
+        self.lines.get_mut().write_all(format!("{line}\n").as_bytes()).await.expect("write");
+        let mut reply = String::new();
+        let read = tokio::time::timeout(DEADLINE, self.lines.read_line(&mut reply)).await.expect("answered in time");
+        assert!(read.expect("read") > 0, "the session was cut");
+        reply.trim_end().to_owned()
+    }
+
+    async fn close(mut self) {
+        self.lines.get_mut().shutdown().await.expect("shutdown");
+        let mut rest = String::new();
+        let _ = tokio::time::timeout(DEADLINE, self.lines.read_line(&mut rest)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_client_waits_while_the_process_starts_and_is_served() {
+    let registry = Registry::start();
+    let broker = TestBroker::start(&config(&registry, "min_procs = 0\nmax_procs = 2\n"));
+    assert_eq!(registry.counts().processes, 0, "scale to zero: nothing runs before the first client");
+    let client = Client::connect(broker.addr("web")).await;
+    assert!(registry.counts().pids.contains(&client.pid), "served by the process usher started");
+    client.close().await;
+    let record = broker.logs.wait_sessions(1).await.remove(0);
+    println!("first client: queue_ms {} backend_queue_pos {}", record.get("queue_ms"), record.get("backend_queue_pos"));
+    assert_eq!(record.termination(), "--");
+    assert_eq!(record.get("server"), "proc1");
+    // It waited in the backend queue while the process started.
+    assert_eq!(record.int("backend_queue_pos"), 0, "{record:?}");
+    // Its wait covers the process's start.
+    let ready = broker.logs.wait_for("process ready", |_| true).await;
+    assert!(record.int("queue_ms") >= ready.int("start_ms"), "{ready:?} {record:?}");
+    assert_eq!(registry.counts().peak_processes, 1, "one client needs one process");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_clients_never_exceed_the_process_and_session_limits_and_all_are_served() {
+    let registry = Registry::start();
+    let broker = TestBroker::start(&config(&registry, "max_procs = 3\nsessions_per_proc = 2\nidle_timeout = \"0\"\n"));
+    let addr = broker.addr("web");
+    let started = Instant::now();
+    let clients: Vec<_> = (0..100)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                let echo = client.ask(&format!("hello {i}")).await;
+                assert_eq!(echo, format!("hello {i}"));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                client.close().await;
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.expect("client served");
+    }
+    let records = broker.logs.wait_sessions(100).await;
+    let counts = registry.counts();
+    println!(
+        "100 clients in {:?}: peak processes {}, peak sessions {}, processes started {}",
+        started.elapsed(),
+        counts.peak_processes,
+        counts.peak_sessions,
+        counts.pids.len()
+    );
+    assert!(records.iter().all(|r| r.termination() == "--"), "every client served");
+    assert!(counts.peak_processes <= 3, "{counts:?}");
+    assert!(counts.peak_sessions <= 6, "{counts:?}");
+    assert_eq!(counts.peak_processes, 3, "the queue needed every process");
+    let report = broker.handle.stats().await.expect("stats");
+    let queue = &report.backends[0].queue;
+    assert!(queue.servers.iter().all(|s| s.max_served <= 2), "{queue:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_process_is_reaped_after_idle_timeout() {
+    let registry = Registry::start();
+    let broker = TestBroker::start(&config(&registry, "idle_timeout = \"300ms\"\n"));
+    let client = Client::connect(broker.addr("web")).await;
+    let pid = client.pid;
+    client.close().await;
+    broker.logs.wait_sessions(1).await;
+    let idle_from = Instant::now();
+    registry.wait_until("the idle process to exit", |c| c.processes == 0).await;
+    let waited = idle_from.elapsed();
+    println!("reaped after {waited:?} idle (idle_timeout 300ms)");
+    assert!(waited >= Duration::from_millis(250), "reaped too early: {waited:?}");
+    let stopping = broker.logs.wait_for("process stopping", |r| r.get("reason") == "idle").await;
+    assert_eq!(stopping.int("pid"), i64::from(pid));
+    broker.logs.wait_for("process exited", |r| r.int("pid") == i64::from(pid)).await;
+    // The next client starts a new process.
+    let client = Client::connect(broker.addr("web")).await;
+    assert_ne!(client.pid, pid);
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_is_recycled_after_max_use_once_its_last_session_ends() {
+    let registry = Registry::start();
+    let broker = TestBroker::start(&config(
+        &registry,
+        "max_procs = 1\nsessions_per_proc = 2\nmax_use = 2\nidle_timeout = \"0\"\n",
+    ));
+    let addr = broker.addr("web");
+    let mut a = Client::connect(addr).await;
+    let mut b = Client::connect(addr).await;
+    let first = a.pid;
+    assert_eq!(b.pid, first);
+    // Its two uses are spent: a third client waits for the next process.
+    let third = tokio::spawn(async move { Client::connect(addr).await });
+    let deadline = Instant::now() + DEADLINE;
+    while broker.handle.stats().await.expect("stats").backends[0].queue.backend_queue != 1 {
+        assert!(Instant::now() < deadline, "the third client never queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Draining, not cut: both sessions still relay.
+    assert_eq!(a.ask("still there").await, "still there");
+    a.close().await;
+    assert_eq!(b.ask("me too").await, "me too");
+    assert!(process_exists(first), "stopped while a session was live");
+    assert_eq!(registry.counts().processes, 1);
+    b.close().await;
+    let third = third.await.expect("third client");
+    assert_ne!(third.pid, first, "served by a new process");
+    let stopping = broker.logs.wait_for("process stopping", |r| r.get("reason") == "max_use").await;
+    assert_eq!(stopping.int("pid"), i64::from(first));
+    third.close().await;
+    let records = broker.logs.wait_sessions(3).await;
+    assert!(records.iter().all(|r| r.termination() == "--"), "no session cut: {records:?}");
+    let counts = registry.counts();
+    assert_eq!((counts.peak_processes, counts.pids.len()), (1, 2), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_broker_stops_every_child() {
+    let registry = Registry::start();
+    let broker = TestBroker::start(&config(
+        &registry,
+        "min_procs = 2
+max_procs = 2
+",
+    ));
+    let counts = registry.wait_until("min_procs processes", |c| c.processes == 2).await;
+    let started = Instant::now();
+    broker.stop().await.expect("stopped");
+    registry.wait_until("every child gone", |c| c.processes == 0).await;
+    println!("children gone {:?} after the stop began", started.elapsed());
+    for pid in counts.pids {
+        assert!(!process_exists(pid), "process {pid} left behind");
+    }
+}
