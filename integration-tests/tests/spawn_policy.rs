@@ -189,3 +189,41 @@ max_procs = 2
         assert!(!process_exists(pid), "process {pid} left behind");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_metrics_show_each_process() {
+    let registry = Registry::start();
+    let broker = TestBroker::start_with_admin(&config(&registry, "max_procs = 2\nidle_timeout = \"0\"\n"));
+    let admin = broker.admin_addr.expect("admin API");
+    let client = Client::connect(broker.addr("web")).await;
+    let stats = integration_tests::http::get(admin, "/stats", None).await.json();
+    let app = &stats["backends"][0];
+    println!("{}", serde_json::to_string_pretty(&app["servers"]).unwrap());
+    assert_eq!(app["spawn"]["throttled"], false, "{app}");
+    let slot = &app["servers"][0];
+    assert_eq!(slot["name"], "proc1");
+    assert_eq!(slot["process"]["pid"], client.pid, "{slot}");
+    assert_eq!(slot["process"]["state"], "ready");
+    assert_eq!(slot["process"]["uses"], 1);
+    assert_eq!(slot["process"]["restarts"], 0);
+    assert_eq!(slot["sessions_current"], 1);
+    let port = slot["process"]["port"].as_u64().expect("port");
+    assert_eq!(slot["address"], format!("127.0.0.1:{port}"));
+    assert_eq!(app["servers"][1]["process"]["state"], "empty");
+    assert_eq!(app["servers"][1]["process"]["pid"], serde_json::Value::Null);
+
+    let metrics = integration_tests::http::get(admin, "/metrics", None).await;
+    assert_eq!(metrics.status, 200);
+    let text = &metrics.body;
+    for line in [
+        format!("usher_spawn_process_pid{{backend=\"app\",server=\"proc1\"}} {}", client.pid),
+        "usher_spawn_process_state{backend=\"app\",server=\"proc1\",state=\"ready\"} 1".to_owned(),
+        "usher_spawn_process_uses{backend=\"app\",server=\"proc1\"} 1".to_owned(),
+        "usher_spawn_process_restarts_total{backend=\"app\",server=\"proc1\"} 0".to_owned(),
+        "usher_spawn_throttled{backend=\"app\"} 0".to_owned(),
+        "usher_server_sessions_current{backend=\"app\",server=\"proc1\"} 1".to_owned(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+    }
+    client.close().await;
+}

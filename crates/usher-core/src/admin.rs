@@ -36,6 +36,7 @@ mod metrics;
 mod queue_control;
 mod request_body;
 mod routes;
+mod spawn_stats;
 mod stats_json;
 mod topology_routes;
 

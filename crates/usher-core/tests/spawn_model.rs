@@ -93,8 +93,13 @@ impl World {
                     prop_assert!(self.throttled_until.is_none_or(|t| self.now >= t), "start while throttled");
                     prop_assert_eq!(policy.state(slot), ProcState::Starting);
                     let starting = (0..n).filter(|&i| policy.state(i) == ProcState::Starting).count();
-                    let need =
-                        self.waiting.div_ceil(self.cfg.sessions_per_proc as usize).max(self.cfg.min_procs as usize);
+                    // Ready processes' free room absorbs waiters first.
+                    let spp = self.cfg.sessions_per_proc as usize;
+                    let room: usize = (0..n)
+                        .filter(|&i| policy.state(i) == ProcState::Ready)
+                        .map(|i| spp.saturating_sub(self.loads[i].sessions as usize))
+                        .sum();
+                    let need = self.waiting.saturating_sub(room).div_ceil(spp).max(self.cfg.min_procs as usize);
                     prop_assert!(starting <= need, "{starting} starts in flight for {} waiters", self.waiting);
                     self.loads[slot] = SlotLoad::default();
                 }

@@ -133,6 +133,7 @@ pub(super) fn render(s: &Snapshot) -> String {
     listeners(&mut e, s);
     backends(&mut e, &s.backends);
     servers(&mut e, &s.backends);
+    spawned(&mut e, &s.backends);
     cluster(&mut e, s);
     e.out
 }
@@ -316,6 +317,58 @@ fn backends(e: &mut Exposition, b: &[BackendStats]) {
         "usher_backend_class_queue_wait_seconds",
         "Time ended sessions waited for their first slot, per priority class, since start.",
         &by_class,
+    );
+}
+
+/// Spawned backends only: their throttle and each process slot's process
+/// (its sessions are `usher_server_sessions_current`).
+fn spawned(e: &mut Exposition, b: &[BackendStats]) {
+    use super::spawn_stats::PROCESS_STATES;
+    let spawned: Vec<&BackendStats> = b.iter().filter(|x| x.spawn.is_some()).collect();
+    if spawned.is_empty() {
+        return;
+    }
+    let backend = |x: &BackendStats| -> Labels { vec![("backend", x.name.clone())] };
+    e.gauge(
+        "usher_spawn_throttled",
+        "1 while the backend refuses its clients (ST) after failed starts of its command.",
+        spawned.iter().map(|x| (backend(x), u64::from(x.spawn.as_ref().is_some_and(|s| s.throttled))))
+            .collect::<Vec<_>>(),
+    );
+    e.gauge(
+        "usher_spawn_start_failures_consecutive",
+        "Failed starts in a row of the backend's command.",
+        spawned.iter().map(|x| (backend(x), u64::from(x.spawn.as_ref().map_or(0, |s| s.start_failures))))
+            .collect::<Vec<_>>(),
+    );
+    let slots: Vec<(Labels, &super::spawn_stats::ProcessStats)> = spawned
+        .iter()
+        .flat_map(|x| {
+            x.servers.iter().filter_map(move |s| {
+                s.process.as_ref().map(|p| (vec![("backend", x.name.clone()), ("server", s.name.clone())], p))
+            })
+        })
+        .collect();
+    let each = |value: &dyn Fn(&super::spawn_stats::ProcessStats) -> u64| -> Vec<(Labels, u64)> {
+        slots.iter().map(|(l, p)| (l.clone(), value(p))).collect()
+    };
+    e.gauge("usher_spawn_process_pid", "Process id of the slot's process (0 while none runs).", each(&|p| p.pid.map_or(0, u64::from)));
+    e.gauge("usher_spawn_process_uses", "Sessions the slot's current process was granted.", each(&|p| p.uses.into()));
+    e.counter("usher_spawn_process_restarts_total", "Processes started in the slot after its first.", each(&|p| p.restarts.into()));
+    let states: Vec<(Labels, u64)> = slots
+        .iter()
+        .flat_map(|(l, p)| {
+            PROCESS_STATES.iter().map(move |state| {
+                let mut l = l.clone();
+                l.push(("state", (*state).to_owned()));
+                (l, u64::from(p.state == *state))
+            })
+        })
+        .collect();
+    e.gauge(
+        "usher_spawn_process_state",
+        "1 for the slot's process state (empty, starting, ready, draining, stopping), 0 for the others.",
+        states,
     );
 }
 

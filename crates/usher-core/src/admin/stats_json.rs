@@ -123,6 +123,9 @@ pub struct BackendStats {
     #[serde(flatten)]
     pub totals: Counters,
     pub servers: Vec<ServerStats>,
+    /// A spawned backend's throttle (absent for other backends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spawn: Option<super::spawn_stats::SpawnStats>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,6 +158,9 @@ pub struct ServerStats {
     /// `maxqueue` (0 = unbounded).
     pub queue_limit: u32,
     pub check: CheckStats,
+    /// A spawned backend's process in this slot (absent for other servers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<super::spawn_stats::ProcessStats>,
     /// Seconds since its state last changed.
     pub last_change_seconds: u64,
     /// Waits for a first slot, in ms, of the sessions seated on it that
@@ -270,9 +276,16 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
             let si = id.0;
             let q = queue.servers.get(si).copied();
             let server_waits = stats.server_waits.get(bi).and_then(|b| b.get(si));
+            let process = backend.spawn.as_ref().and_then(|r| super::spawn_stats::process(r, si));
+            // A process slot's address is its process's port, when it runs.
+            let address = match process.as_ref().and_then(|p| p.port) {
+                Some(port) => SocketAddr::new(s.address.ip(), port),
+                None => s.address,
+            };
             servers.push(ServerStats {
                 name: s.name.clone(),
-                address: s.address,
+                address,
+                process,
                 status: status_word(report.op, report.admin),
                 op: report.op.as_str(),
                 admin: report.admin.as_str(),
@@ -316,6 +329,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
             queue_waits_by_class_since_start: classes.into_iter().flatten().map(|(c, w)| (*c, w.since_start.clone())).collect(),
             totals: stats.backends.get(bi).cloned().unwrap_or_default(),
             servers,
+            spawn: backend.spawn.as_ref().map(super::spawn_stats::backend),
         });
     }
     let cluster = admin.cluster.as_ref().map(|status| status.borrow().clone());

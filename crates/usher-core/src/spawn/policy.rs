@@ -278,12 +278,19 @@ impl SpawnPolicy {
                 actions.push(Action::Stop(i, StopReason::Recycled));
             }
         }
-        // Start: as many processes as the waiters need beyond those
-        // starting, and up to min_procs.
+        // Start: as many processes as the waiters need beyond the room of
+        // those ready (a process that just became ready has not been
+        // granted its waiters yet) and those starting; and up to min_procs.
         let starting = self.count(ProcState::Starting);
         let serving = starting + self.count(ProcState::Ready);
         let spp = self.cfg.sessions_per_proc.max(1) as usize;
-        let for_waiters = self.waiting.div_ceil(spp).saturating_sub(starting);
+        let room: usize = self
+            .slots
+            .iter()
+            .filter(|s| s.state == ProcState::Ready)
+            .map(|s| spp.saturating_sub(s.load.sessions as usize))
+            .sum();
+        let for_waiters = self.waiting.saturating_sub(room).div_ceil(spp).saturating_sub(starting);
         let for_minimum = (self.cfg.min_procs as usize).saturating_sub(serving);
         let mut wanted = for_waiters.max(for_minimum);
         for i in 0..self.slots.len() {
