@@ -227,3 +227,34 @@ async fn stats_and_metrics_show_each_process() {
     }
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_started_while_the_frontend_is_in_stress_get_usher_stress() {
+    let registry = Registry::start();
+    // Reaching the frontend's maxconn of 1 enters stress mode at once.
+    let toml = config(&registry, "max_procs = 2\nidle_timeout = \"0\"\n")
+        .replace("backend = \"app\"\n", "backend = \"app\"\nmaxconn = 1\n[frontends.web.stress]\ncooldown = \"1h\"\n");
+    let broker = TestBroker::start(&toml);
+    let client = Client::connect(broker.addr("web")).await;
+    broker.logs.wait_for("stress mode entered", |r| r.get("frontend") == "web").await;
+    let started = broker.logs.wait_for("process started", |r| r.int("pid") == i64::from(client.pid)).await;
+    assert_eq!(started.get("stress"), "true", "{started:?}");
+    let output = broker
+        .logs
+        .wait_for("process output", |r| r.int("pid") == i64::from(client.pid) && r.get("stream") == "stdout")
+        .await;
+    assert!(output.get("line").ends_with("stress=1"), "{output:?}");
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_output_is_logged_with_its_pid() {
+    let registry = Registry::start();
+    let broker = TestBroker::start(&config(&registry, ""));
+    let client = Client::connect(broker.addr("web")).await;
+    let output = broker.logs.wait_for("process output", |r| r.int("pid") == i64::from(client.pid)).await;
+    assert_eq!(output.get("stream"), "stdout");
+    assert!(output.get("line").starts_with("spawn_echo listening on 127.0.0.1:"), "{output:?}");
+    assert!(output.get("line").ends_with("stress="), "no stress: {output:?}");
+    client.close().await;
+}

@@ -18,4 +18,4 @@ pub mod process;
 pub mod supervisor;
 
 pub use crate::backend::spawn_gate::{GetSpawnReport, SpawnReport};
-pub use supervisor::{Supervisor, ThrottleFlag};
+pub use supervisor::{StressSource, Supervisor, ThrottleFlag};

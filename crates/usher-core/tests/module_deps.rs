@@ -19,7 +19,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("backend", &["config", "ids", "proxy_protocol"]),
     ("session", &["admission", "backend", "config", "ids", "net", "proxy_protocol", "routing"]),
     ("observe", &["admission", "backend", "config", "ids", "session"]),
-    ("spawn", &["backend", "config", "ids"]),
+    ("spawn", &["admission", "backend", "config", "ids"]),
     (
         "broker",
         &[

@@ -37,6 +37,7 @@ use crate::backend::Server;
 use crate::config::{BackendSettings, ZeroForNone};
 use crate::ids::{BackendId, FrontendId, ListenerId};
 use crate::observe::stats::{Gauges, ResizeStats};
+use crate::spawn::StressSource;
 use crate::session::{BackendTarget, FrontendContext, FrontendHooks, Routes, SessionHandles, SessionSettings};
 
 /// New listeners' sockets, to start; closed listeners' actors, to stop.
@@ -49,7 +50,7 @@ impl Topology {
         let changes = plan.changes(&addresses);
         let Plan { settings, restart_needed, backends, frontends, listeners, .. } = plan;
         for step in backends {
-            self.commit_backend(step);
+            self.commit_backend(step, &settings);
         }
         for step in frontends {
             self.commit_frontend(step);
@@ -79,11 +80,18 @@ impl Topology {
         ReloadSummary { changes, restart_needed }
     }
 
-    fn commit_backend(&mut self, step: BackendStep) {
+    /// `all`: the settings being applied (a spawned backend's processes
+    /// learn the stress mode of the frontends that feed it).
+    fn commit_backend(&mut self, step: BackendStep, all: &crate::config::Settings) {
         match step {
             BackendStep::Add { id, settings } => {
                 debug_assert_eq!(id, BackendId(self.backends.len()), "planned after every id in use");
-                self.backends.push(start_backend(settings, &self.shared.log, self.shared.clustered, &self.shared.kill));
+                let stress = settings.spawn.is_some().then(|| StressSource {
+                    watchdog: self.shared.watchdog.clone(),
+                    frontends: feeders(all, &settings.name),
+                });
+                let backend = start_backend(settings, &self.shared.log, self.shared.clustered, &self.shared.kill, stress);
+                self.backends.push(backend);
             }
             BackendStep::Update(update) => self.update_backend(update),
             BackendStep::Remove { id, .. } => {
@@ -315,13 +323,27 @@ impl Topology {
 }
 
 /// A new backend's actors, in the registry's slot.
+/// The frontends whose sessions may go to `backend`: by default, by a
+/// routing rule or as its overflow.
+fn feeders(all: &crate::config::Settings, backend: &str) -> Vec<String> {
+    all.frontends
+        .iter()
+        .filter(|f| {
+            f.backend == backend
+                || f.routes.iter().any(|r| r.backend == backend || r.overflow.as_ref().is_some_and(|o| o.backend == backend))
+        })
+        .map(|f| f.name.clone())
+        .collect()
+}
+
 fn start_backend(
     settings: BackendSettings,
     log: &slog::Logger,
     clustered: bool,
     kill: &tokio_util::sync::CancellationToken,
+    stress: Option<StressSource>,
 ) -> BackendSlot {
-    let actors = wiring::start_backend_under(&settings, log, clustered, kill);
+    let actors = wiring::start_backend_under(&settings, log, clustered, kill, stress);
     let servers = settings
         .servers
         .iter()

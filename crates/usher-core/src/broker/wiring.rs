@@ -17,7 +17,7 @@ use crate::config::{BackendSettings, ServerSettings, ZeroForNone};
 use crate::ids::ServerId;
 use crate::proxy_protocol;
 use crate::session::BackendParams;
-use crate::spawn::{Supervisor, ThrottleFlag};
+use crate::spawn::{StressSource, Supervisor, ThrottleFlag};
 
 /// `clustered`: the broker runs in cluster mode (`[cluster]`).
 pub fn health_config(s: &ServerSettings, clustered: bool) -> HealthConfig {
@@ -140,7 +140,7 @@ const PROCESS_LIMIT_WARN_INTERVAL: std::time::Duration = std::time::Duration::fr
 /// Used by the benchmark, which has no broker and so no kill token.
 #[cfg(feature = "internals")]
 pub fn start_backend(b: &BackendSettings, log: &Logger, clustered: bool) -> BackendActors {
-    start_backend_under(b, log, clustered, &CancellationToken::new())
+    start_backend_under(b, log, clustered, &CancellationToken::new(), None)
 }
 
 /// [`start_backend`] in a broker whose kill token is `kill`: its sessions
@@ -150,6 +150,7 @@ pub fn start_backend_under(
     log: &Logger,
     clustered: bool,
     kill: &CancellationToken,
+    stress: Option<StressSource>,
 ) -> BackendActors {
     let log = log.new(o!("backend" => b.name.clone()));
     let ctx: Context<BackendQueue> = Context::new();
@@ -180,7 +181,6 @@ pub fn start_backend_under(
             reports: address.clone().recipient(),
         });
         let throttle = ThrottleFlag::default();
-        let stress = Arc::new(std::sync::atomic::AtomicBool::new(false));
         supervisor.run(Supervisor::new(
             b.name.clone(),
             settings.clone(),

@@ -21,6 +21,7 @@ use super::hygiene;
 use super::policy::{Action, PolicyConfig, ProcState, SpawnPolicy, StopReason};
 use super::process::{self, StderrTail};
 use crate::backend::spawn_gate::{GetSpawnReport, ProcessReport, SetSlotGate, SetSpawnThrottled, SlotGate, SpawnActivity, SpawnReport};
+use crate::admission::watchdog::{GetStatus, ResourceWatchdog};
 use crate::backend::BackendQueue;
 use crate::config::{slot_name, SpawnSettings};
 use crate::ids::ServerId;
@@ -59,6 +60,14 @@ struct Exited {
     status: Option<ExitStatus>,
 }
 
+/// Where a process about to start learns whether the frontends feeding
+/// its backend are in stress mode (it then gets `USHER_STRESS=1`).
+pub struct StressSource {
+    pub watchdog: Addr<ResourceWatchdog>,
+    /// The frontends whose sessions may come to this backend.
+    pub frontends: Vec<String>,
+}
+
 /// Whether a spawned backend is throttled, read by its sessions: a refusal
 /// while it is reads as its own termination code.
 pub type ThrottleFlag = Arc<AtomicBool>;
@@ -69,10 +78,12 @@ pub struct Supervisor {
     policy: SpawnPolicy,
     queue: Addr<BackendQueue>,
     slots: Vec<Option<Running>>,
+    /// Per slot, the generation of its last start (launched once the
+    /// stress mode is known).
+    pending: Vec<u64>,
     next_generation: u64,
     throttle: ThrottleFlag,
-    /// Whether the frontend feeding it is in stress mode now.
-    stress: Arc<AtomicBool>,
+    stress: Option<StressSource>,
     warn_interval: Duration,
     last_limit_warning: Option<Instant>,
     limit_hits: u64,
@@ -86,7 +97,7 @@ impl Supervisor {
         spawn: SpawnSettings,
         queue: Addr<BackendQueue>,
         throttle: ThrottleFlag,
-        stress: Arc<AtomicBool>,
+        stress: Option<StressSource>,
         warn_interval: Duration,
         log: Logger,
     ) -> Supervisor {
@@ -99,12 +110,13 @@ impl Supervisor {
             throttle_time: spawn.throttle_time,
             max_start_failures: spawn.max_start_failures.get(),
         });
-        let slots = (0..spawn.max_procs.get()).map(|_| None).collect();
+        let slots: Vec<Option<Running>> = (0..spawn.max_procs.get()).map(|_| None).collect();
         Supervisor {
             backend,
             spawn,
             policy,
             queue,
+            pending: vec![0; slots.len()],
             slots,
             next_generation: 0,
             throttle,
@@ -156,10 +168,25 @@ impl Supervisor {
         }
     }
 
+    /// Starts a process in `slot`, once it knows whether a frontend that
+    /// feeds the backend is in stress mode.
     fn start(&mut self, slot: usize, ctx: &mut Context<Self>) {
         self.next_generation += 1;
         let generation = self.next_generation;
-        let stress = self.stress.load(Ordering::Acquire);
+        self.pending[slot] = generation;
+        let Some(source) = &self.stress else { return self.launch(slot, generation, false, ctx) };
+        let frontends = source.frontends.clone();
+        ctx.spawn(source.watchdog.send(GetStatus).into_actor(self).map(move |status, act, ctx| {
+            // Still this slot's start (not throttled or stopped meanwhile)?
+            if act.policy.state(slot) != ProcState::Starting || act.pending[slot] != generation {
+                return;
+            }
+            let stress = status.is_ok_and(|s| s.stressed.iter().any(|f| frontends.contains(f)));
+            act.launch(slot, generation, stress, ctx);
+        }));
+    }
+
+    fn launch(&mut self, slot: usize, generation: u64, stress: bool, ctx: &mut Context<Self>) {
         let started = process::free_port().and_then(|port| {
             let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             process::start(&self.spawn, address, stress, &self.log).map(|p| (p, address))
