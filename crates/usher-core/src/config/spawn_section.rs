@@ -229,3 +229,74 @@ pub(super) fn spawn_keys(backend: &mut Section, report: &mut Report<'_>) -> Opti
 pub fn slot_name(index: usize) -> String {
     format!("proc{}", index + 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::from_toml_str;
+
+    const FRONT: &str = "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n";
+
+    fn problems(spawn: &str) -> String {
+        let toml = format!("{FRONT}[backends.app.spawn]\n{spawn}");
+        match from_toml_str(&toml) {
+            Ok(_) => String::new(),
+            Err(errors) => errors.0.iter().map(|e| format!("{}: {}\n", e.key, e.problem)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_spawn_table_makes_its_process_slots_servers() {
+        let toml = format!(
+            "{FRONT}[backends.app.spawn]\ncommand = [\"srv\", \"--listen\", \"{{address}}\"]\nmax_procs = 3\n\
+             sessions_per_proc = 4\nmax_use = 100\nstop_signal = \"SIGINT\"\n"
+        );
+        let settings = from_toml_str(&toml).expect("valid");
+        let app = settings.backend("app").expect("app");
+        let spawn = app.spawn.as_ref().expect("spawned");
+        assert_eq!(
+            (spawn.max_procs.get(), spawn.sessions_per_proc.get(), spawn.max_use.map(|m| m.get())),
+            (3, 4, Some(100))
+        );
+        assert_eq!(spawn.stop_signal.number(), libc::SIGINT);
+        let names: Vec<&str> = app.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["proc1", "proc2", "proc3"]);
+        assert!(app.servers.iter().all(|s| s.maxconn.map(|m| m.get()) == Some(4) && !s.check.enabled));
+        // A backend without the table is not spawned.
+        let plain = from_toml_str(&format!("{FRONT}[backends.app.servers.s1]\naddress = \"127.0.0.1:1\"\n")).unwrap();
+        assert!(plain.backend("app").unwrap().spawn.is_none());
+    }
+
+    #[test]
+    fn every_bad_key_is_named() {
+        let bad = problems(
+            "command = []\nmax_procs = 0\nsessions_per_proc = 0\nstart_timeout = \"0\"\nready = \"ping\"\n\
+             stop_signal = \"SIGSTOP\"\nthrottle_time = \"0\"\nmax_start_failures = 0\nenv = { A = [1] }\ncolour = 1\n",
+        );
+        for key in [
+            "backends.app.spawn.command",
+            "backends.app.spawn.max_procs",
+            "backends.app.spawn.sessions_per_proc",
+            "backends.app.spawn.start_timeout",
+            "backends.app.spawn.ready",
+            "backends.app.spawn.stop_signal",
+            "backends.app.spawn.throttle_time",
+            "backends.app.spawn.max_start_failures",
+            "backends.app.spawn.env",
+            "backends.app.spawn.colour",
+        ] {
+            assert!(bad.contains(&format!("{key}:")), "{key} not named in:\n{bad}");
+        }
+        let no_port = problems("command = [\"srv\"]\n");
+        assert!(no_port.contains("backends.app.spawn.command: names no address"), "{no_port}");
+        let min = problems("command = [\"srv\", \"{port}\"]\nmin_procs = 3\nmax_procs = 2\n");
+        assert!(min.contains("backends.app.spawn.min_procs: 3 is above max_procs"), "{min}");
+        let both = format!(
+            "{FRONT}[backends.app.spawn]\ncommand = [\"srv\", \"{{port}}\"]\n\
+             [backends.app.servers.s1]\naddress = \"127.0.0.1:1\"\n"
+        );
+        let err = from_toml_str(&both).unwrap_err().to_string();
+        assert!(err.contains("backends.app.servers") && err.contains("expected no servers"), "{err}");
+        // The port may come through the environment only.
+        assert_eq!(problems("command = [\"srv\"]\nenv = { PORT = \"{port}\" }\n"), "");
+    }
+}
