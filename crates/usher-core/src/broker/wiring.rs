@@ -182,7 +182,6 @@ pub fn start_backend_under(
         });
         let throttle = ThrottleFlag::default();
         supervisor.run(Supervisor::new(
-            b.name.clone(),
             settings.clone(),
             queue.clone(),
             throttle.clone(),

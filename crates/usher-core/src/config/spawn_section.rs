@@ -299,4 +299,11 @@ mod tests {
         // The port may come through the environment only.
         assert_eq!(problems("command = [\"srv\"]\nenv = { PORT = \"{port}\" }\n"), "");
     }
+
+    #[test]
+    fn the_spawn_demo_is_valid() {
+        let demo = from_toml_str(include_str!("../../../../configs/spawn-demo.toml")).expect("configs/spawn-demo.toml");
+        let files = demo.backend("files").expect("files");
+        assert_eq!(files.spawn.as_ref().map(|s| s.max_procs.get()), Some(3));
+    }
 }

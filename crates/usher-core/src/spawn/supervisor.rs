@@ -73,7 +73,6 @@ pub struct StressSource {
 pub type ThrottleFlag = Arc<AtomicBool>;
 
 pub struct Supervisor {
-    backend: String,
     spawn: SpawnSettings,
     policy: SpawnPolicy,
     queue: Addr<BackendQueue>,
@@ -92,8 +91,8 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    /// `log` carries the backend's name.
     pub fn new(
-        backend: String,
         spawn: SpawnSettings,
         queue: Addr<BackendQueue>,
         throttle: ThrottleFlag,
@@ -112,7 +111,6 @@ impl Supervisor {
         });
         let slots: Vec<Option<Running>> = (0..spawn.max_procs.get()).map(|_| None).collect();
         Supervisor {
-            backend,
             spawn,
             policy,
             queue,
@@ -145,7 +143,7 @@ impl Supervisor {
                 Action::Unthrottle => {
                     self.throttle.store(false, Ordering::Release);
                     self.queue.do_send(SetSpawnThrottled(false));
-                    info!(self.log, "spawn throttle ended"; "backend" => &self.backend);
+                    info!(self.log, "spawn throttle ended");
                 }
                 Action::LimitReached => self.limit_reached(),
             }
@@ -195,12 +193,12 @@ impl Supervisor {
             Ok(ok) => ok,
             Err(err) => {
                 // As a process that died at once: a failed start.
-                warn!(self.log, "process start failed"; "backend" => &self.backend, "server" => slot_name(slot),
+                warn!(self.log, "process start failed"; "server" => slot_name(slot),
                     "error" => %err, "command" => &self.spawn.command[0]);
                 self.slots[slot] = None;
                 let actions = self.policy.exited(slot, true, Instant::now());
                 if actions.iter().any(|a| matches!(a, Action::Throttle { .. })) {
-                    warn!(self.log, "spawn throttled"; "backend" => &self.backend, "server" => slot_name(slot),
+                    warn!(self.log, "spawn throttled"; "server" => slot_name(slot),
                         "status" => %err, "failures" => self.policy.failures(), "stderr" => "",
                         "throttle_time" => %humantime::format_duration(self.spawn.throttle_time));
                 }
@@ -209,7 +207,7 @@ impl Supervisor {
             }
         };
         let pid = started.pid;
-        info!(self.log, "process started"; "backend" => &self.backend, "server" => slot_name(slot), "pid" => pid,
+        info!(self.log, "process started"; "server" => slot_name(slot), "pid" => pid,
             "address" => %address, "stress" => stress);
         self.slots[slot] = Some(Running {
             generation,
@@ -284,12 +282,12 @@ impl Supervisor {
     fn signal(&mut self, slot: usize, generation: u64, reason: StopReason, ctx: &mut Context<Self>) {
         let Some(running) = &self.slots[slot] else { return };
         self.policy.stopping(slot);
-        info!(self.log, "process stopping"; "backend" => &self.backend, "server" => slot_name(slot),
+        info!(self.log, "process stopping"; "server" => slot_name(slot),
             "pid" => running.pid, "reason" => reason.as_str());
         hygiene::signal_group(running.pid, self.spawn.stop_signal.number());
         ctx.run_later(self.spawn.stop_timeout, move |act, _| {
             if let Some(running) = act.slots[slot].as_ref().filter(|r| r.generation == generation) {
-                warn!(act.log, "process killed"; "backend" => &act.backend, "server" => slot_name(slot),
+                warn!(act.log, "process killed"; "server" => slot_name(slot),
                     "pid" => running.pid, "stop_timeout" => %humantime::format_duration(act.spawn.stop_timeout));
                 hygiene::signal_group(running.pid, libc::SIGKILL);
             }
@@ -303,7 +301,7 @@ impl Supervisor {
             return;
         }
         self.last_limit_warning = Some(now);
-        warn!(self.log, "process limit reached"; "backend" => &self.backend,
+        warn!(self.log, "process limit reached";
             "max_procs" => self.spawn.max_procs.get(), "count" => std::mem::take(&mut self.limit_hits));
     }
 
@@ -327,7 +325,7 @@ impl Supervisor {
                 hygiene::signal_group(pid, libc::SIGKILL);
             }
         }
-        info!(self.log, "processes stopped"; "backend" => &self.backend, "processes" => pids.len());
+        info!(self.log, "processes stopped"; "processes" => pids.len());
     }
 }
 
@@ -381,7 +379,7 @@ impl Handler<Probed> for Supervisor {
         let now = Instant::now();
         let actions = if msg.ready {
             let running = self.slots[msg.slot].as_ref().expect("current");
-            info!(self.log, "process ready"; "backend" => &self.backend, "server" => slot_name(msg.slot),
+            info!(self.log, "process ready"; "server" => slot_name(msg.slot),
                 "pid" => running.pid, "start_ms" => running.started.elapsed().as_millis() as u64);
             let gate = SlotGate::Open { address: running.address, fresh: true };
             self.queue.do_send(SetSlotGate { server: ServerId(msg.slot), gate });
@@ -407,7 +405,7 @@ impl Supervisor {
             .map(|r| r.stderr.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect::<Vec<_>>().join("\n"))
             .unwrap_or_default();
         let status = status.map_or_else(|| "not ready within start_timeout".to_owned(), |s| s.to_string());
-        warn!(self.log, "spawn throttled"; "backend" => &self.backend, "server" => slot_name(slot),
+        warn!(self.log, "spawn throttled"; "server" => slot_name(slot),
             "status" => status, "failures" => self.policy.failures(), "stderr" => stderr,
             "throttle_time" => %humantime::format_duration(self.spawn.throttle_time));
     }
@@ -427,10 +425,10 @@ impl Handler<Exited> for Supervisor {
         let early = state == ProcState::Starting || running.started.elapsed() < self.spawn.start_timeout;
         let status = msg.status.map_or_else(|| "unknown".to_owned(), |s| s.to_string());
         if state == ProcState::Stopping {
-            info!(self.log, "process exited"; "backend" => &self.backend, "server" => slot_name(msg.slot),
+            info!(self.log, "process exited"; "server" => slot_name(msg.slot),
                 "pid" => running.pid, "status" => &status);
         } else {
-            warn!(self.log, "process exited unexpectedly"; "backend" => &self.backend, "server" => slot_name(msg.slot),
+            warn!(self.log, "process exited unexpectedly"; "server" => slot_name(msg.slot),
                 "pid" => running.pid, "status" => &status, "state" => state.as_str());
             // Its slot takes no new session; those it served end on their
             // own as their connections to it fail.
