@@ -185,8 +185,12 @@ max_procs = 2
     broker.stop().await.expect("stopped");
     registry.wait_until("every child gone", |c| c.processes == 0).await;
     println!("children gone {:?} after the stop began", started.elapsed());
+    let deadline = Instant::now() + DEADLINE;
     for pid in counts.pids {
-        assert!(!process_exists(pid), "process {pid} left behind");
+        while process_exists(pid) {
+            assert!(Instant::now() < deadline, "process {pid} left behind");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -257,4 +261,33 @@ async fn a_process_output_is_logged_with_its_pid() {
     assert!(output.get("line").starts_with("spawn_echo listening on 127.0.0.1:"), "{output:?}");
     assert!(output.get("line").ends_with("stress="), "no stress: {output:?}");
     client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_removes_a_spawned_backend_stops_its_processes() {
+    let registry = Registry::start();
+    let other = integration_tests::TestBackend::start(integration_tests::Behavior::Echo);
+    let spawned = config(&registry, "min_procs = 1\n");
+    let file = integration_tests::ConfigFile::new("spawn-removed", &spawned);
+    let mut broker = TestBroker::start_reloadable(&file.0, false);
+    let counts = registry.wait_until("min_procs process", |c| c.processes == 1).await;
+    // The frontend moves to a plain backend; the spawned one is removed.
+    file.write(&format!(
+        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"plain\"\n\
+         [backends.plain.servers.s1]\naddress = \"{}\"\n",
+        other.addr
+    ));
+    broker.reload().await.expect("reload");
+    broker.logs.wait_for("spawned backend removed", |_| true).await;
+    registry.wait_until("the removed backend's process to exit", |c| c.processes == 0).await;
+    let stopping = broker.logs.wait_for("process stopping", |_| true).await;
+    assert_eq!(stopping.get("reason"), "backend_removed");
+    // Its registry connection closes a moment before the process is gone.
+    let deadline = Instant::now() + DEADLINE;
+    for pid in counts.pids {
+        while process_exists(pid) {
+            assert!(Instant::now() < deadline, "process {pid} left behind");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! With `SPAWN_ECHO_REGISTRY=HOST:PORT` it tells a test's registry about
 //! itself: one connection held open for its whole life (first line
-//! `P <pid>`), and one per session held while the session lasts
+//! `P <pid>`), and one per session, from its first byte to its end
 //! (`S <pid>`). A session's end is sent (`E`) and acknowledged before the
 //! session's socket closes, so usher cannot seat the next session before
 //! the registry counted this one out: it counts live processes and
@@ -22,7 +22,9 @@ fn register(kind: char) -> Option<TcpStream> {
 }
 
 fn serve(stream: TcpStream) {
-    let session = register('S');
+    // Registered at its first byte: usher's readiness probe connects and
+    // sends nothing, and is no session.
+    let mut session = None;
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
         Err(_) => return,
@@ -34,6 +36,9 @@ fn serve(stream: TcpStream) {
         match reader.read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
+                if session.is_none() {
+                    session = register('S');
+                }
                 let reply =
                     if line == b"PID?\n" { format!("{}\n", std::process::id()).into_bytes() } else { line.clone() };
                 if writer.write_all(&reply).is_err() {

@@ -65,6 +65,8 @@ pub enum StopReason {
     Recycled,
     /// Not ready within `start_timeout`.
     StartTimeout,
+    /// A reload removed the backend and its queue is gone.
+    Retired,
 }
 
 impl StopReason {
@@ -73,6 +75,7 @@ impl StopReason {
             StopReason::Idle => "idle",
             StopReason::Recycled => "max_use",
             StopReason::StartTimeout => "start_timeout",
+            StopReason::Retired => "backend_removed",
         }
     }
 }

@@ -29,6 +29,9 @@ use crate::ids::ServerId;
 /// Longest wait, once a process exited, for the rest of its stderr.
 const STDERR_DRAIN: Duration = Duration::from_millis(200);
 
+/// How often the supervisor looks whether its backend's queue is gone.
+const QUEUE_WATCH: Duration = Duration::from_secs(1);
+
 /// How often a starting process is probed for readiness.
 const READY_PROBE_EVERY: Duration = Duration::from_millis(20);
 
@@ -87,6 +90,10 @@ pub struct Supervisor {
     last_limit_warning: Option<Instant>,
     limit_hits: u64,
     wakeup: Option<SpawnHandle>,
+    /// Its own address while its backend runs: it then outlives the
+    /// addresses others hold, and stops its processes itself once the
+    /// backend's queue is gone (rather than in `Drop`, which blocks).
+    keepalive: Option<Addr<Supervisor>>,
     log: Logger,
 }
 
@@ -123,6 +130,7 @@ impl Supervisor {
             last_limit_warning: None,
             limit_hits: 0,
             wakeup: None,
+            keepalive: None,
             log,
         }
     }
@@ -134,6 +142,8 @@ impl Supervisor {
     fn run(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
         for action in actions {
             match action {
+                // A removed backend starts nothing more.
+                Action::Start(_) if self.keepalive.is_none() => {}
                 Action::Start(slot) => self.start(slot, ctx),
                 Action::Stop(slot, reason) => self.stop(slot, reason, ctx),
                 Action::Throttle { .. } => {
@@ -251,7 +261,7 @@ impl Supervisor {
     fn stop(&mut self, slot: usize, reason: StopReason, ctx: &mut Context<Self>) {
         let Some(running) = &self.slots[slot] else { return };
         let generation = running.generation;
-        if reason == StopReason::StartTimeout {
+        if matches!(reason, StopReason::StartTimeout | StopReason::Retired) {
             self.signal(slot, generation, reason, ctx);
             return;
         }
@@ -348,9 +358,33 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        self.keepalive = Some(ctx.address());
+        ctx.run_interval(QUEUE_WATCH, |act, ctx| act.watch_queue(ctx));
         // min_procs start at once.
         let actions = self.policy.tick(Instant::now());
         self.run(actions, ctx);
+    }
+}
+
+impl Supervisor {
+    /// A reload removed the backend and its queue stopped (nobody waited
+    /// any more): its processes are stopped as any other, and the
+    /// supervisor ends once they exited.
+    fn watch_queue(&mut self, ctx: &mut Context<Self>) {
+        if self.queue.connected() {
+            return;
+        }
+        if self.keepalive.take().is_some() {
+            info!(self.log, "spawned backend removed"; "processes" => self.slots.iter().flatten().count());
+            for slot in 0..self.slots.len() {
+                if self.slots[slot].is_some() && self.policy.state(slot) != ProcState::Stopping {
+                    self.stop(slot, StopReason::Retired, ctx);
+                }
+            }
+        }
+        if self.slots.iter().all(Option::is_none) {
+            ctx.stop();
+        }
     }
 }
 
