@@ -217,6 +217,14 @@ impl SpawnPolicy {
         }
     }
 
+    /// A recycle found the process serving still: it drains on, and is
+    /// stopped when the policy hears its last session ended.
+    pub fn recycle_deferred(&mut self, slot: usize) {
+        if self.slots[slot].state == ProcState::Stopping {
+            self.slots[slot].state = ProcState::Draining;
+        }
+    }
+
     /// An idle reap found the process serving after all: it stays.
     pub fn reap_cancelled(&mut self, slot: usize, now: Instant) {
         let s = &mut self.slots[slot];

@@ -280,9 +280,9 @@ impl Supervisor {
                     act.policy.reap_cancelled(slot, Instant::now());
                     act.arm(ctx);
                 }
-                // Recycled: the slot serves sessions still; the policy
-                // asks again when the last one ends.
-                Ok(_) => act.policy.reap_cancelled(slot, Instant::now()),
+                // Recycled: the slot serves sessions still (its bound let
+                // none start); the policy asks again when the last one ends.
+                Ok(_) => act.policy.recycle_deferred(slot),
             }
         }));
     }
