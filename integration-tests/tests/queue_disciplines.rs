@@ -209,3 +209,36 @@ async fn backend_maxconn_queues_although_servers_have_free_slots() {
     println!("after one left: {}", s["backends"][0]);
     assert!(s1.peak() + s2.peak() <= 3, "peaks {} + {}", s1.peak(), s2.peak());
 }
+
+/// `queue.per_source.max_live`: a source at its cap is refused at once
+/// (`PL`), another source is not held back, and once one of its sessions
+/// ends the source is served again — the ticket came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_source_max_live_refuses_a_sources_extra_session_at_once() {
+    let server = TestBackend::start(Behavior::Echo);
+    let broker = broker(&server, 10, "[backends.app.queue.per_source]\nmax_live = 2");
+    let (addr, admin) = (broker.addr("web"), broker.admin_addr.expect("admin API"));
+    let first = seated(addr, b'1').await;
+    let _second = seated(addr, b'2').await;
+
+    let mut third = client_from(addr, [127, 0, 0, 1], b'3').await;
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(DEADLINE, third.read(&mut buf)).await.expect("closed within the deadline");
+    assert!(matches!(n, Ok(0) | Err(_)), "the source's third session is closed, not served: {n:?}");
+    let records = broker.logs.wait_sessions(1).await;
+    assert_eq!(records[0].termination(), "PL", "{:?}", records[0]);
+    assert_eq!(server.current(), 2, "the server never saw the refused session");
+
+    // Another source has its own count.
+    let other = client_from(addr, [127, 0, 0, 2], b'o').await;
+    let mut other = other;
+    tokio::time::timeout(DEADLINE, other.read_exact(&mut buf)).await.expect("served").expect("echo");
+
+    // One of the first source's sessions ends: its ticket comes back and
+    // the source is served again.
+    drop(first);
+    broker.logs.wait_sessions(2).await;
+    let _again = seated(addr, b'4').await;
+    let s = stats_until(admin, "the refusal counted", |s| s["backends"][0]["source_live_full"] == 1).await;
+    println!("{}", s["backends"][0]);
+}

@@ -140,7 +140,7 @@ impl Sim {
                 interval: Duration::from_millis(INTERVAL_MS),
             },
             fair: if cfg.fair { FairShare::Source { ipv4_prefix: 32 } } else { FairShare::None },
-            per_source: PerSourceSettings { max_queued: NonZeroU32::new(cfg.max_queued) },
+            per_source: PerSourceSettings { max_queued: NonZeroU32::new(cfg.max_queued), max_live: None },
         };
         let setup = BackendSetup { maxconn: cfg.backend_maxconn, queue, ..BackendSetup::default() };
         let mut core = queue_core(&setups, setup, Box::new(SmoothRoundRobin::new(setups.len())));
@@ -310,7 +310,7 @@ impl Sim {
             assert_eq!(h.delivered, !gone, "session {id}: delivery follows whether it is gone");
             self.live.remove(&id);
             match h.reply {
-                Reply::Granted { server, queued } => {
+                Reply::Granted { server, queued, .. } => {
                     if queued.is_some() {
                         self.check_priority(id, key);
                     }
@@ -331,6 +331,7 @@ impl Sim {
                     }
                 }
                 Reply::SourceFull => assert!(self.cfg.max_queued > 0, "session {id}: PS with no cap"),
+                Reply::SourceBusy => panic!("session {id}: PL with no max_live"),
                 Reply::Full | Reply::NoServer { .. } => {
                     panic!("session {id}: {h:?} with no maxqueue and every server up")
                 }

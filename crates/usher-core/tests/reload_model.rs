@@ -116,7 +116,7 @@ impl Model {
             let session = heard.session;
             match heard.reply {
                 Reply::Granted { server, .. } => self.granted(server, session),
-                Reply::Full | Reply::SourceFull | Reply::Shed { .. } | Reply::NoServer { .. } => {
+                Reply::Full | Reply::SourceFull | Reply::SourceBusy | Reply::Shed { .. } | Reply::NoServer { .. } => {
                     assert!(self.waiting.remove(&session), "refused a session that was not waiting");
                     self.refused += 1;
                 }

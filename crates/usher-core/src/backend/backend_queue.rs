@@ -32,7 +32,7 @@ use slog::Logger;
 use tokio::sync::oneshot;
 
 use crate::backend::{After, BackendLoad, BackendSetup, QueueCore, ReserveRequest, ServerSetup};
-use crate::backend::{CancelReserve, Dequeue, Reserve, ReserveReply, ServerInfo, ServerStatusChanged};
+use crate::backend::{CancelReserve, Dequeue, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, SourceLeft};
 use crate::ids::ServerId;
 
 /// Asks for a [`QueueReport`].
@@ -299,6 +299,16 @@ fn keep_session_switches(
             other => other,
         })
         .collect()
+}
+
+impl Handler<SourceLeft> for BackendQueue {
+    type Result = ();
+
+    /// Only admission reads the count: no waiter can be served because of
+    /// it, so nothing else to do.
+    fn handle(&mut self, msg: SourceLeft, _: &mut Self::Context) {
+        self.core.source_left(msg.source);
+    }
 }
 
 impl Handler<SetPaused> for BackendQueue {

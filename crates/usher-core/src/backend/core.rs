@@ -27,7 +27,7 @@ use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::discipline::Queueing;
+use super::discipline::{Queueing, SourceKey};
 use super::limit::Limit;
 use super::wait_queue::{Joining, QueueKey, WaitQueue, Waiting};
 use crate::backend::balance::{least_loaded, Balancer, Candidate, Choice};
@@ -50,8 +50,9 @@ pub struct ReserveRequest {
 /// The answer to a [`ReserveRequest`].
 #[derive(Debug)]
 pub enum Reserved<W> {
-    /// A slot on `server` is the waiter's now.
-    Granted { server: ServerId, waiter: W },
+    /// A slot on `server` is the waiter's now. `source`: its client
+    /// source, when the backend groups clients by source.
+    Granted { server: ServerId, waiter: W, source: Option<SourceKey> },
     /// The waiter waits; `server` is set for a server queue. `position` is
     /// the number of sessions already waiting in that queue.
     Queued { server: Option<ServerId>, position: u32 },
@@ -60,6 +61,9 @@ pub enum Reserved<W> {
     /// Its client source already has `queue.per_source.max_queued`
     /// sessions waiting in this backend.
     SourceFull { waiter: W },
+    /// Its client source already has `queue.per_source.max_live` sessions
+    /// in this backend (seated or waiting).
+    SourceBusy { waiter: W },
     /// No server can take it (none configured, all down, in maintenance or
     /// at weight 0).
     NoServer { waiter: W },
@@ -89,6 +93,8 @@ pub struct Grant<W> {
     pub session: SessionId,
     pub waiter: W,
     pub queued: QueuePlace,
+    /// Its client source, when the backend groups clients by source.
+    pub source: Option<SourceKey>,
 }
 
 /// A queued session that can no longer be served.
@@ -395,6 +401,12 @@ impl<W> BackendState<W> {
             joined: self.queueing.now(),
             source: self.queueing.source_of(req.client),
         };
+        // Only a session's first request enters the backend; a retry (pin
+        // or avoid) is a session already counted by its old slot's ticket.
+        let first = req.pin.is_none() && req.avoid.is_none();
+        if first && !self.queueing.admits_live(joining.source) {
+            return Reserved::SourceBusy { waiter };
+        }
         self.reserve_joining(req, joining, waiter)
     }
 
@@ -414,7 +426,7 @@ impl<W> BackendState<W> {
         match self.balancer.pick(&self.candidates, req.client) {
             Some(Choice::Balanced(server)) if self.candidates[server.0].available => {
                 self.take_slot(server);
-                Reserved::Granted { server, waiter }
+                Reserved::Granted { server, waiter, source: joining.source }
             }
             Some(Choice::Pinned(server)) => self.reserve_pinned(server, req, joining, waiter, true),
             _ if avoiding => self.enqueue_elsewhere(joining, waiter),
@@ -481,7 +493,7 @@ impl<W> BackendState<W> {
         let load = self.load();
         if self.servers[pin.0].queue.is_empty() && self.has_room(pin.0, load) {
             self.take_slot(pin);
-            return Reserved::Granted { server: pin, waiter };
+            return Reserved::Granted { server: pin, waiter, source: joining.source };
         }
         let s = &self.servers[pin.0];
         if s.maxqueue.reached_by(s.queue.len()) {
@@ -493,7 +505,7 @@ impl<W> BackendState<W> {
                 if let Some(i) = least_loaded(&self.candidates, 0, |c| c.available && other(c)) {
                     let server = self.candidates[i].id;
                     self.take_slot(server);
-                    return Reserved::Granted { server, waiter };
+                    return Reserved::Granted { server, waiter, source: joining.source };
                 }
                 // With no other server that could ever take it, waiting in
                 // the backend queue would only be waiting for this same
@@ -594,7 +606,7 @@ impl<W> BackendState<W> {
         self.queueing.left(&waiting);
         self.take_slot(server);
         let queued = QueuePlace::of(&waiting, from_own);
-        Some(Grant { server, session: waiting.session, waiter: waiting.waiter, queued })
+        Some(Grant { server, session: waiting.session, waiter: waiting.waiter, queued, source: waiting.source })
     }
 
     /// Grants every held slot that may be used now to a waiter (after a
@@ -606,6 +618,29 @@ impl<W> BackendState<W> {
                 grants.push(grant);
             }
         }
+    }
+
+    // === sources seated (queue.per_source.max_live) ===
+
+    /// The source a grant's ticket counts, if the backend caps its
+    /// sources' live sessions (`None`: the grant carries no ticket).
+    pub fn ticket_for(&self, source: Option<SourceKey>) -> Option<SourceKey> {
+        source.filter(|_| self.queueing.caps_live())
+    }
+
+    /// A grant with a ticket for `source` was delivered.
+    pub fn seat(&mut self, source: SourceKey) {
+        self.queueing.seat(source);
+    }
+
+    /// A ticket for `source` was dropped: its session left the backend.
+    pub fn unseat(&mut self, source: SourceKey) {
+        self.queueing.unseat(source);
+    }
+
+    /// Sessions of `source` holding a ticket (seated or retrying).
+    pub fn seated_of(&self, source: SourceKey) -> u32 {
+        self.queueing.seated_of(source)
     }
 
     // === time and shedding (queue disciplines) ===
@@ -704,11 +739,14 @@ impl<W> BackendState<W> {
                 let req =
                     ReserveRequest { session: w.session, key: w.key, client: None, pin: None, avoid: Some(server) };
                 match self.reserve_joining(req, joining, w.waiter) {
-                    Reserved::Granted { server, waiter } => {
-                        grants.push(Grant { server, session: w.session, waiter, queued })
+                    Reserved::Granted { server, waiter, source } => {
+                        grants.push(Grant { server, session: w.session, waiter, queued, source })
                     }
                     Reserved::Queued { .. } => {}
-                    Reserved::Full { waiter } | Reserved::NoServer { waiter } | Reserved::SourceFull { waiter } => {
+                    Reserved::Full { waiter }
+                    | Reserved::NoServer { waiter }
+                    | Reserved::SourceFull { waiter }
+                    | Reserved::SourceBusy { waiter } => {
                         refusals.push(Refusal { waiter, queued })
                     }
                 }

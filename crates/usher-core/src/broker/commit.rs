@@ -119,7 +119,7 @@ impl Topology {
                     let server = &mut slot.servers[id.0];
                     let actor = server.actor.clone().expect("the plan updates live servers only");
                     actor.do_send(ReconfigureServer { health: health_config(&s, self.shared.clustered), check: check_spec(&s) });
-                    let info = server_info(id, &s, &actor, &self.shared.kill);
+                    let info = server_info(id, &s, &actor, &slot.queue, &self.shared.kill);
                     server_changes.push(ServerChange::Update { id, info, setup: server_setup(&s) });
                     server.settings = s;
                 }
@@ -127,7 +127,7 @@ impl Topology {
                     debug_assert_eq!(id.0, slot.servers.len(), "planned after every id in use");
                     let ctx: Context<Server> = Context::new();
                     let actor = ctx.address();
-                    let info = server_info(id, &s, &actor, &self.shared.kill);
+                    let info = server_info(id, &s, &actor, &slot.queue, &self.shared.kill);
                     server_changes.push(ServerChange::Add { id, info, setup: server_setup(&s) });
                     starting.push((ctx, new_server(id, &s, &slot.queue, &log, self.shared.clustered)));
                     slot.servers.push(ServerSlot { settings: s, actor: Some(actor) });

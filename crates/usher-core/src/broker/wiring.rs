@@ -85,7 +85,13 @@ pub fn backend_params(b: &BackendSettings) -> BackendParams {
 }
 
 /// `kill`: the broker's kill token, parent of the server's sessions token.
-pub fn server_info(id: ServerId, s: &ServerSettings, actor: &Addr<Server>, kill: &CancellationToken) -> Arc<ServerInfo> {
+pub fn server_info(
+    id: ServerId,
+    s: &ServerSettings,
+    actor: &Addr<Server>,
+    queue: &Addr<BackendQueue>,
+    kill: &CancellationToken,
+) -> Arc<ServerInfo> {
     let c = &s.check;
     Arc::new(ServerInfo {
         id,
@@ -95,6 +101,7 @@ pub fn server_info(id: ServerId, s: &ServerSettings, actor: &Addr<Server>, kill:
         observe: (c.down_after_failed_connects.is_some() || (c.enabled && c.error_limit.is_some()))
             .then(|| actor.clone().recipient()),
         release: actor.clone().recipient(),
+        source_left: queue.clone().recipient(),
         sessions: kill.child_token(),
         kill: kill.clone(),
     })
@@ -151,7 +158,7 @@ pub fn start_backend_under(
     for (i, s) in b.servers.iter().enumerate() {
         let id = ServerId(i);
         let server = new_server(id, s, &queue, &log, clustered).start();
-        infos.push(server_info(id, s, &server, kill));
+        infos.push(server_info(id, s, &server, &queue, kill));
         setups.push(server_setup(s));
         servers.push(server);
     }

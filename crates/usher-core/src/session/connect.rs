@@ -52,6 +52,11 @@ impl Session<'_> {
             retries_left -= 1;
             self.record.retries += 1;
             let failed = slot.server.id;
+            // The session still counts for its source while it retries
+            // (`queue.per_source.max_live`): the ticket outlives the slot
+            // until the retry is answered, so a new session of that source
+            // cannot take its place in between.
+            let _counted = slot.take_ticket();
             drop(slot);
             let want = if policy.redispatch {
                 self.record.redispatched = true;

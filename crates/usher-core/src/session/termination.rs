@@ -53,6 +53,9 @@ pub enum Termination {
     QueueShed,
     /// Refused at once: its client source has its cap of waiters queued.
     SourceQueueFull,
+    /// Its client source already had `queue.per_source.max_live` sessions
+    /// in the backend.
+    SourceLiveFull,
     /// An operator shut down the sessions of its server while it relayed.
     ShutDownInData,
     /// Older than its backend's `timeout.session_max` while it relayed.
@@ -117,6 +120,12 @@ impl Termination {
             Termination::SourceQueueFull,
             "PS",
             "its client source already had queue.per_source.max_queued sessions waiting in the backend: refused at once",
+        ),
+        (
+            Termination::SourceLiveFull,
+            "PL",
+            "its client source already had queue.per_source.max_live sessions in the backend (seated, connecting, \
+             retrying or waiting): refused at once",
         ),
         (
             Termination::ShutDownInData,
