@@ -639,6 +639,7 @@ impl<W> BackendState<W> {
     }
 
     /// Sessions of `source` holding a ticket (seated or retrying).
+    #[cfg(feature = "internals")]
     pub fn seated_of(&self, source: SourceKey) -> u32 {
         self.queueing.seated_of(source)
     }

@@ -205,7 +205,8 @@ impl Queueing {
         }
     }
 
-    /// Seated sessions of `source` (tickets out), for tests and stats.
+    /// Seated sessions of `source` (tickets out), for tests.
+    #[cfg(feature = "internals")]
     pub fn seated_of(&self, source: SourceKey) -> u32 {
         self.seated.get(&source).copied().unwrap_or(0)
     }
