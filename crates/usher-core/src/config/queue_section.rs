@@ -20,7 +20,8 @@ pub enum QueueDiscipline {
     #[default]
     Fifo,
     /// Arrival order, and under overload (a standing queue, as CoDel
-    /// measures it) waiters older than `codel.interval` are refused at once.
+    /// measures it) waiters older than twice `codel.target` are refused at
+    /// once.
     Codel,
     /// Arrival order while the queue drains, newest first while it stands;
     /// sheds like `codel`.

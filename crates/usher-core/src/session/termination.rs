@@ -114,7 +114,8 @@ impl Termination {
             Termination::QueueShed,
             "PQ",
             "shed while queued: the queue had stood overloaded for a whole queue.codel.interval (codel, \
-             adaptive_lifo) and the session had waited longer than that; refused at once, the server never saw it",
+             adaptive_lifo) and the session had waited twice queue.codel.target or longer; refused at once, the \
+             server never saw it",
         ),
         (
             Termination::SourceQueueFull,
