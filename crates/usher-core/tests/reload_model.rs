@@ -130,8 +130,9 @@ impl Model {
 
     /// A reload: new settings and balancer for every server id, and `change`.
     fn reload(&mut self, change: ServerChange<()>) {
-        let balancer = Box::new(SmoothRoundRobin::new(self.ledgers.len()));
-        let _ = self.queue.reconfigure(backend(), balancer, vec![change]);
+        let balancer: Box<dyn usher_core::backend::balance::Balancer> =
+            Box::new(SmoothRoundRobin::new(self.ledgers.len()));
+        let _ = self.queue.reconfigure(backend(), Some(balancer), vec![change]);
         self.hear();
     }
 

@@ -287,6 +287,11 @@ fn backends(e: &mut Exposition, b: &[BackendStats]) {
         "When the backend was paused, in seconds since the Unix epoch (0 = not paused).",
         each(|x| x.paused_since.unwrap_or(0)),
     );
+    e.counter(
+        "usher_backend_balancer_bad_picks_total",
+        "Balancer picks the core did not follow (no such server, one that cannot take it, a panic).",
+        each(|x| x.balancer_bad_picks),
+    );
     for (suffix, help, field) in TOTALS {
         let samples = b.iter().map(|x| (vec![("backend", x.name.clone())], field(&x.totals)));
         e.counter(&format!("usher_backend_{suffix}"), help, samples);

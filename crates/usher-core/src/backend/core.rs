@@ -30,7 +30,7 @@ use std::time::Instant;
 use super::discipline::{Queueing, SourceKey};
 use super::limit::Limit;
 use super::wait_queue::{Joining, QueueKey, WaitQueue, Waiting};
-use crate::backend::balance::{least_loaded, Balancer, Candidate, Choice};
+use crate::backend::balance::{least_loaded, Balancer, Candidate, Choice, ServerEvent};
 use crate::config::QueueSettings;
 use crate::ids::{ServerId, SessionId};
 
@@ -234,6 +234,8 @@ pub struct BackendState<W> {
     /// the waiters (queue bounds still refuse at once); resuming grants in
     /// queue order. Sessions already seated are untouched.
     paused: bool,
+    /// Balancer picks not followed (see `pick`).
+    bad_picks: u64,
 }
 
 impl<W> BackendState<W> {
@@ -258,6 +260,7 @@ impl<W> BackendState<W> {
             queueing: Queueing::new(setup.queue, Instant::now()),
             maxconn_seen: Limit::from_config(setup.maxconn).get(),
             paused: false,
+            bad_picks: 0,
         };
         state.set_fair(setup.queue.fair != crate::config::FairShare::None);
         state
@@ -423,7 +426,7 @@ impl<W> BackendState<W> {
         // Nobody overtakes the backend queue: while it is non-empty, no
         // balanced server has a usable credit (see `credit`), so no
         // candidate is available.
-        match self.balancer.pick(&self.candidates, req.client) {
+        match self.pick(req.client) {
             Some(Choice::Balanced(server)) if self.candidates[server.0].available => {
                 self.take_slot(server);
                 Reserved::Granted { server, waiter, source: joining.source }
@@ -520,7 +523,53 @@ impl<W> BackendState<W> {
         self.enqueue_server(pin, joining, waiter)
     }
 
+    /// The balancer's pick, if the core can follow it: a server that
+    /// exists and is usable (a `Balanced` pick must also be available, see
+    /// the caller). Anything else — no such server, one that cannot take
+    /// balanced traffic, a panic — counts as no pick: the session waits in
+    /// the backend queue and the next freed slot serves it.
+    fn pick(&mut self, client: Option<IpAddr>) -> Option<Choice> {
+        let candidates = &self.candidates;
+        let balancer = &mut self.balancer;
+        let picked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| balancer.pick(candidates, client)));
+        let choice = match picked {
+            Ok(choice) => choice,
+            Err(_) => {
+                self.bad_picks += 1;
+                return None;
+            }
+        };
+        let server = match choice? {
+            Choice::Balanced(server) | Choice::Pinned(server) => server,
+        };
+        if self.candidates.get(server.0).is_some_and(|c| c.usable) {
+            choice
+        } else {
+            self.bad_picks += 1;
+            None
+        }
+    }
+
+    /// The balancer learns from connect times.
+    pub fn wants_connect_times(&self) -> bool {
+        self.balancer.wants_connect_times()
+    }
+
+    /// A session connected to `server` in `connect_time`.
+    pub fn connected(&mut self, server: ServerId, connect_time: std::time::Duration) {
+        if self.servers.get(server.0).is_some_and(|s| !s.removed) {
+            self.balancer.connected(server, connect_time);
+        }
+    }
+
+    /// Picks the balancer made that the core did not follow (a server
+    /// that does not exist or cannot take balanced traffic, or a panic).
+    pub fn bad_picks(&self) -> u64 {
+        self.bad_picks
+    }
+
     fn take_slot(&mut self, server: ServerId) {
+        self.balancer.granted(server);
         let s = &mut self.servers[server.0];
         if let Some(held) = &mut s.held {
             debug_assert!(*held > 0);
@@ -535,6 +584,7 @@ impl<W> BackendState<W> {
     /// A grant could not be delivered (the waiter was gone): the slot is
     /// held again, ready for [`credit`](Self::credit) or the next dispatch.
     pub(crate) fn ungrant(&mut self, server: ServerId) {
+        self.balancer.released(server, 1);
         let s = &mut self.servers[server.0];
         s.served = s.served.saturating_sub(1);
         if let Some(held) = &mut s.held {
@@ -545,6 +595,9 @@ impl<W> BackendState<W> {
     /// `n` sessions of `server` released their slots (reported by the
     /// Server with the credits it lends back).
     pub fn released(&mut self, server: ServerId, n: u32) {
+        if n > 0 {
+            self.balancer.released(server, n);
+        }
         if let Some(s) = self.servers.get_mut(server.0) {
             debug_assert!(s.served >= n, "release without a grant");
             s.served = s.served.saturating_sub(n);
@@ -717,6 +770,8 @@ impl<W> BackendState<W> {
         let Some(s) = self.servers.get_mut(server.0) else { return (grants, refusals) };
         let went_down = s.status.up && !status.up;
         s.status = status;
+        self.balancer.server_changed(server, ServerEvent::Changed { up: status.up, weight: status.weight });
+        let s = &mut self.servers[server.0];
         s.limit_seen = s.limit_seen.max(status.cap.unwrap_or(0));
         // Waiters already queued go first: a slot that just became usable
         // (a backup taking over, a weight raised) is theirs.
@@ -787,7 +842,9 @@ impl<W> BackendState<W> {
     /// Server lends them.
     pub fn add_server(&mut self, setup: &ServerSetup) -> ServerId {
         self.servers.push(ServerSlots::new(setup));
-        ServerId(self.servers.len() - 1)
+        let id = ServerId(self.servers.len() - 1);
+        self.balancer.server_changed(id, ServerEvent::Added);
+        id
     }
 
     /// A reload changed how a server is set up (not its maxconn between
@@ -816,19 +873,24 @@ impl<W> BackendState<W> {
             s.held = Some(0);
         }
         let down = ServerStatus { up: false, weight: 0, cap: None };
-        self.apply_status(server, down, true)
+        let outcome = self.apply_status(server, down, true);
+        self.balancer.server_changed(server, ServerEvent::Removed);
+        outcome
     }
 
     /// A reload changed the backend's settings or its balancing (a new
-    /// balancer, sized for every server id). Returns what became grantable
-    /// (fullconn changes what servers may take).
-    pub fn reconfigure(&mut self, setup: BackendSetup, balancer: Box<dyn Balancer>) -> Vec<Grant<W>> {
+    /// balancer, sized for every server id; `None` keeps the one it has).
+    /// Returns what became grantable (fullconn changes what servers may
+    /// take).
+    pub fn reconfigure(&mut self, setup: BackendSetup, balancer: Option<Box<dyn Balancer>>) -> Vec<Grant<W>> {
         self.setup = setup.into();
         self.maxconn_seen = match (self.maxconn_seen, self.setup.maxconn.get()) {
             (Some(seen), Some(now)) => Some(seen.max(now)),
             _ => None,
         };
-        self.balancer = balancer;
+        if let Some(balancer) = balancer {
+            self.balancer = balancer;
+        }
         self.set_fair(setup.queue.fair != crate::config::FairShare::None);
         let waiting = self.queue.iter().chain(self.servers.iter().flat_map(|s| s.queue.iter()));
         self.queueing.reconfigure(setup.queue, waiting);

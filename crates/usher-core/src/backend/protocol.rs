@@ -40,6 +40,11 @@ pub struct ServerInfo {
     /// leaves the backend (`queue.per_source.max_live`). Once per server,
     /// like `release`.
     pub source_left: Recipient<SourceLeft>,
+    /// The BackendQueue, when its balancer learns from connect times
+    /// (`Balancer::wants_connect_times`): each session reports its connect.
+    /// Set by the BackendQueue itself, so a backend whose balancer does not
+    /// ask costs its sessions nothing.
+    pub connect_times: Option<Recipient<ConnectTimed>>,
     /// Cancelled when an operator shuts down the server's sessions: every
     /// session relaying on a slot granted before then ends (`AD`). Grants
     /// made after carry a fresh token, so the shutdown never reaches a
@@ -207,6 +212,15 @@ pub struct Release;
 #[rtype(result = "()")]
 pub struct SourceLeft {
     pub source: SourceKey,
+}
+
+/// A session connected to `server` in `connect_time` (its last attempt),
+/// for a balancer that learns from connect times.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ConnectTimed {
+    pub server: ServerId,
+    pub connect_time: std::time::Duration,
 }
 
 /// A Server lends free slots to its BackendQueue, which hands each to the

@@ -172,6 +172,12 @@ impl<W: Waiter> QueueCore<W> {
         self.stop_if_retired()
     }
 
+    /// A session connected to `server` in `connect_time`: its balancer
+    /// learns from it.
+    pub fn connected(&mut self, server: ServerId, connect_time: std::time::Duration) {
+        self.state.connected(server, connect_time);
+    }
+
     /// A session holding a ticket for `source` left the backend (its slot
     /// or its retry's ticket was dropped): its source may bring a new one.
     pub fn source_left(&mut self, source: SourceKey) {
@@ -235,7 +241,7 @@ impl<W: Waiter> QueueCore<W> {
     pub fn reconfigure(
         &mut self,
         setup: BackendSetup,
-        balancer: Box<dyn Balancer>,
+        balancer: Option<Box<dyn Balancer>>,
         changes: Vec<ServerChange<W::Server>>,
     ) -> After {
         // New and changed servers first, so the queues of removed servers

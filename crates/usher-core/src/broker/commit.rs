@@ -83,7 +83,7 @@ impl Topology {
         match step {
             BackendStep::Add { id, settings } => {
                 debug_assert_eq!(id, BackendId(self.backends.len()), "planned after every id in use");
-                self.backends.push(start_backend(settings, &self.shared.log, self.shared.clustered, &self.shared.kill));
+                self.backends.push(start_backend(settings, &self.shared));
             }
             BackendStep::Update(update) => self.update_backend(update),
             BackendStep::Remove { id, .. } => {
@@ -135,13 +135,17 @@ impl Topology {
             }
         }
         if reconfigure {
-            let weights: Vec<u32> =
-                slot.servers.iter().map(|s| if s.actor.is_some() { s.settings.weight } else { 0 }).collect();
-            slot.queue.do_send(ReconfigureBackend {
-                setup: backend_setup(&b),
-                balancer: balancer(&b, &weights),
-                servers: server_changes,
+            // A balancer keeps what it learnt (an EWMA, a ring) through a
+            // reload that changes neither its servers nor its own keys.
+            let same_balancing = server_changes.is_empty()
+                && (&slot.settings.balance, slot.settings.draws, slot.settings.hash_balance_factor)
+                    == (&b.balance, b.draws, b.hash_balance_factor);
+            let balancer = (!same_balancing).then(|| {
+                let weights: Vec<u32> =
+                    slot.servers.iter().map(|s| if s.actor.is_some() { s.settings.weight } else { 0 }).collect();
+                balancer(&b, &weights, &self.shared.balancers)
             });
+            slot.queue.do_send(ReconfigureBackend { setup: backend_setup(&b), balancer, servers: server_changes });
         }
         // Announced to the queue above: only now may they lend it slots.
         for (ctx, server) in starting {
@@ -313,13 +317,9 @@ impl Topology {
 }
 
 /// A new backend's actors, in the registry's slot.
-fn start_backend(
-    settings: BackendSettings,
-    log: &slog::Logger,
-    clustered: bool,
-    kill: &tokio_util::sync::CancellationToken,
-) -> BackendSlot {
-    let actors = wiring::start_backend_under(&settings, log, clustered, kill);
+fn start_backend(settings: BackendSettings, shared: &super::topology::Shared) -> BackendSlot {
+    let actors =
+        wiring::start_backend_under(&settings, &shared.log, shared.clustered, &shared.kill, &shared.balancers);
     let servers = settings
         .servers
         .iter()

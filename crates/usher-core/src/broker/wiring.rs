@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use actix::prelude::*;
 use slog::{o, Logger};
 
-use crate::backend::balance::{self, Balancer};
+use crate::backend::balance::{Balancer, BalancerRegistry, BalancerSetup};
 use crate::backend::server::CheckSpec;
 use crate::backend::{BackendLoad, BackendQueue, BackendSetup, HealthConfig, Server, ServerInfo, ServerSetup};
 use crate::config::{BackendSettings, ServerSettings, ZeroForNone};
@@ -67,8 +67,9 @@ pub fn backend_setup(b: &BackendSettings) -> BackendSetup {
 }
 
 /// The balancer of `backends.NAME.balance` over servers of these weights.
-pub fn balancer(b: &BackendSettings, weights: &[u32]) -> Box<dyn Balancer> {
-    balance::for_kind(b.balance, weights, b.draws, b.hash_balance_factor.or_zero())
+pub fn balancer(b: &BackendSettings, weights: &[u32], registry: &BalancerRegistry) -> Box<dyn Balancer> {
+    let setup = BalancerSetup { weights, draws: b.draws, hash_balance_factor: b.hash_balance_factor.or_zero() };
+    registry.build(&b.balance, &setup)
 }
 
 pub fn backend_params(b: &BackendSettings) -> BackendParams {
@@ -102,6 +103,7 @@ pub fn server_info(
             .then(|| actor.clone().recipient()),
         release: actor.clone().recipient(),
         source_left: queue.clone().recipient(),
+        connect_times: None,
         sessions: kill.child_token(),
         kill: kill.clone(),
     })
@@ -138,7 +140,7 @@ pub struct BackendActors {
 /// Used by the benchmark, which has no broker and so no kill token.
 #[cfg(feature = "internals")]
 pub fn start_backend(b: &BackendSettings, log: &Logger, clustered: bool) -> BackendActors {
-    start_backend_under(b, log, clustered, &CancellationToken::new())
+    start_backend_under(b, log, clustered, &CancellationToken::new(), &BalancerRegistry::default())
 }
 
 /// [`start_backend`] in a broker whose kill token is `kill`: its sessions
@@ -148,6 +150,7 @@ pub fn start_backend_under(
     log: &Logger,
     clustered: bool,
     kill: &CancellationToken,
+    balancers: &BalancerRegistry,
 ) -> BackendActors {
     let log = log.new(o!("backend" => b.name.clone()));
     let ctx: Context<BackendQueue> = Context::new();
@@ -164,6 +167,6 @@ pub fn start_backend_under(
     }
     let weights: Vec<u32> = b.servers.iter().map(|s| s.weight).collect();
     let load = Arc::new(BackendLoad::new());
-    ctx.run(BackendQueue::new(&setups, infos, backend_setup(b), balancer(b, &weights), log, load.clone()));
+    ctx.run(BackendQueue::new(&setups, infos, backend_setup(b), balancer(b, &weights, balancers), log, load.clone()));
     BackendActors { queue, load, servers }
 }
