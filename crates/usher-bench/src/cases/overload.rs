@@ -98,26 +98,22 @@ struct Figures {
 impl Figures {
     /// `calm` is the first phase's length, `overload` the second's.
     fn of(arrivals: &[Arrival], calm: Duration, overload: Duration) -> Figures {
-        let during = |a: &&Arrival| a.at >= calm && a.at < calm + overload;
         let wait = |took: Duration| took.saturating_sub(SERVICE);
-        let served: Vec<Duration> = arrivals
-            .iter()
-            .filter_map(|a| if let ArrivalEnd::Served { took } = a.end { Some(wait(took)) } else { None })
-            .collect();
+        // The waits of the served sessions that arrived from `from` until
+        // `until`, sorted.
+        let waits = |from: Duration, until: Duration| {
+            let mut waits: Vec<Duration> = arrivals
+                .iter()
+                .filter(|a| a.at >= from && a.at < until)
+                .filter_map(|a| if let ArrivalEnd::Served { took } = a.end { Some(wait(took)) } else { None })
+                .collect();
+            waits.sort();
+            waits
+        };
+        let served = waits(Duration::ZERO, Duration::MAX);
         let late = served.iter().filter(|w| **w > PATIENCE).count();
-        let mut overload_waits: Vec<Duration> = arrivals
-            .iter()
-            .filter(during)
-            .filter_map(|a| if let ArrivalEnd::Served { took } = a.end { Some(wait(took)) } else { None })
-            .collect();
-        overload_waits.sort();
-        let steady = |a: &&Arrival| a.at >= calm + CODEL_INTERVAL && a.at < calm + overload;
-        let mut steady_waits: Vec<Duration> = arrivals
-            .iter()
-            .filter(steady)
-            .filter_map(|a| if let ArrivalEnd::Served { took } = a.end { Some(wait(took)) } else { None })
-            .collect();
-        steady_waits.sort();
+        let overload_waits = waits(calm, calm + overload);
+        let steady_waits = waits(calm + CODEL_INTERVAL, calm + overload);
         let good = overload_waits.iter().filter(|w| **w <= PATIENCE).count();
         let refused = arrivals.iter().filter(|a| matches!(a.end, ArrivalEnd::Refused { .. })).count();
         let failed = arrivals.iter().filter(|a| a.end == ArrivalEnd::Failed).count() as u64;
