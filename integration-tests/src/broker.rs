@@ -77,6 +77,27 @@ impl TestBroker {
         )
     }
 
+    /// Starts on the configuration file `path` with the extensions in
+    /// `registries` (session hooks, balancing algorithms): the file is
+    /// checked against them at start and at every reload, as
+    /// `usher::daemon` checks it; with the admin API when `admin`.
+    pub fn start_with_registries(
+        path: &std::path::Path,
+        registries: usher_core::extension::Registries,
+        admin: bool,
+    ) -> TestBroker {
+        let sources = usher_core::config::ConfigSources::files(vec![path.to_owned()]);
+        let settings =
+            usher_core::config::load_with(&sources, &registries).unwrap_or_else(|err| panic!("test config: {err}"));
+        let extensions = move |_: &Settings| Extensions {
+            hooks: registries.hooks.clone(),
+            balancers: registries.balancers.clone(),
+            reload: Some(Box::new(move || usher_core::config::load_with(&sources, &registries))),
+            ..Extensions::default()
+        };
+        Self::launch_settings(settings, extensions, admin)
+    }
+
     /// Reloads the configuration (as SIGHUP does) and refreshes `control`.
     pub async fn reload(&mut self) -> Result<ReloadSummary, ReloadError> {
         let result = self.handle.reload().await;

@@ -109,22 +109,25 @@ async fn adaptive_lifo_serves_the_newest_while_the_queue_stands() {
         &server,
         1,
         "[backends.app.queue]\ndiscipline = \"adaptive_lifo\"\n\
-         [backends.app.queue.codel]\ntarget = \"50ms\"\ninterval = \"1s\"",
+         [backends.app.queue.codel]\ntarget = \"1s\"\ninterval = \"1200ms\"",
     );
     let (addr, admin) = (broker.addr("web"), broker.admin_addr.expect("admin API"));
     let holder = seated(addr, b'h').await;
-    // A waits from the start: the queue stands from 50 ms and is
-    // overloaded at 1.05 s, when A (then 1.05 s old) is shed.
+    // A waits from the start: the queue stands from 1 s (the target) and
+    // is overloaded at 2.2 s, when A (then 2.2 s old) is past the 2 s shed
+    // age (twice the target) and is shed. B and C, joining at 1 s, are
+    // then older than the target (the queue still stands) and younger than
+    // the shed age until 3 s.
     let _a = client_from(addr, [127, 0, 0, 1], b'a').await;
     stats_until(admin, "A queued", |s| queued(s) == 1).await;
-    tokio::time::sleep(Duration::from_millis(600)).await; // the known gap between A and the others
+    tokio::time::sleep(Duration::from_millis(1000)).await; // the known gap between A and the others
     let mut b = client_from(addr, [127, 0, 0, 1], b'b').await;
     let mut c = client_from(addr, [127, 0, 0, 1], b'c').await;
     stats_until(admin, "B and C queued", |s| queued(s) == 3).await;
     let shed = broker.logs.wait_for("session", |r| r.termination() == "PQ").await;
     println!("A shed after {} ms in the queue", shed.get("queue_ms"));
-    // Standing still (B and C are ~450 ms old, over the 50 ms target) but
-    // not yet at the shed age: D, the newest, is served first.
+    // Standing still (B and C are ~1.2 s old, over the 1 s target) but not
+    // yet at the 2 s shed age: D, the newest, is served first.
     let mut d = client_from(addr, [127, 0, 0, 1], b'd').await;
     stats_until(admin, "D queued", |s| queued(s) == 3).await;
     drop(holder);
@@ -134,7 +137,7 @@ async fn adaptive_lifo_serves_the_newest_while_the_queue_stands() {
     let s = stats_until(admin, "D seated", |s| queued(s) <= 2).await;
     assert_eq!(queued(&s), 2, "B and C still wait while D, the newest, is served: {s}");
     drop(d);
-    // B and C end either way (served, or shed at their interval); neither
+    // B and C end either way (served, or shed at the shed age); neither
     // hangs.
     for (name, conn) in [("B", &mut b), ("C", &mut c)] {
         let n = tokio::time::timeout(DEADLINE, conn.read(&mut echo)).await.expect("B and C end");
@@ -208,4 +211,37 @@ async fn backend_maxconn_queues_although_servers_have_free_slots() {
     server_sessions(&s1, &s2, 2).await;
     println!("after one left: {}", s["backends"][0]);
     assert!(s1.peak() + s2.peak() <= 3, "peaks {} + {}", s1.peak(), s2.peak());
+}
+
+/// `queue.per_source.max_live`: a source at its cap is refused at once
+/// (`PL`), another source is not held back, and once one of its sessions
+/// ends the source is served again — the ticket came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_source_max_live_refuses_a_sources_extra_session_at_once() {
+    let server = TestBackend::start(Behavior::Echo);
+    let broker = broker(&server, 10, "[backends.app.queue.per_source]\nmax_live = 2");
+    let (addr, admin) = (broker.addr("web"), broker.admin_addr.expect("admin API"));
+    let first = seated(addr, b'1').await;
+    let _second = seated(addr, b'2').await;
+
+    let mut third = client_from(addr, [127, 0, 0, 1], b'3').await;
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(DEADLINE, third.read(&mut buf)).await.expect("closed within the deadline");
+    assert!(matches!(n, Ok(0) | Err(_)), "the source's third session is closed, not served: {n:?}");
+    let records = broker.logs.wait_sessions(1).await;
+    assert_eq!(records[0].termination(), "PL", "{:?}", records[0]);
+    assert_eq!(server.current(), 2, "the server never saw the refused session");
+
+    // Another source has its own count.
+    let other = client_from(addr, [127, 0, 0, 2], b'o').await;
+    let mut other = other;
+    tokio::time::timeout(DEADLINE, other.read_exact(&mut buf)).await.expect("served").expect("echo");
+
+    // One of the first source's sessions ends: its ticket comes back and
+    // the source is served again.
+    drop(first);
+    broker.logs.wait_sessions(2).await;
+    let _again = seated(addr, b'4').await;
+    let s = stats_until(admin, "the refusal counted", |s| s["backends"][0]["source_live_full"] == 1).await;
+    println!("{}", s["backends"][0]);
 }

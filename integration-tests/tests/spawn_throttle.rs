@@ -31,7 +31,9 @@ async fn a_failing_command_throttles_the_backend_then_it_recovers() {
 
     // The first client's wait ends with the throttle, not its queue timeout.
     let first = Instant::now();
-    let reply = request(addr, b"hello\n").await.expect("request");
+    // Refused: closed with nothing sent back, or reset when the close
+    // came before the broker read the request.
+    let reply = request(addr, b"hello\n").await.unwrap_or_default();
     assert!(reply.is_empty(), "{reply:?}");
     let record = broker.logs.wait_sessions(1).await.remove(0);
     println!("first client refused after {:?}: {record:?}", first.elapsed());
@@ -44,7 +46,7 @@ async fn a_failing_command_throttles_the_backend_then_it_recovers() {
     // While throttled: refused at once, nothing started.
     let started_before = broker.logs.all().iter().filter(|r| r.msg == "process started").count();
     let asked = Instant::now();
-    let reply = request(addr, b"again\n").await.expect("request");
+    let reply = request(addr, b"again\n").await.unwrap_or_default();
     let refused_in = asked.elapsed();
     assert!(reply.is_empty());
     let record = broker.logs.wait_sessions(2).await.remove(1);

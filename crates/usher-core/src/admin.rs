@@ -125,7 +125,7 @@ impl Layout {
                 .iter()
                 .map(|b| BackendLayout {
                     name: b.name.clone(),
-                    balance: b.balance,
+                    balance: b.balance.clone(),
                     maxqueue: b.maxqueue,
                     fullconn: b.fullconn,
                     servers: b

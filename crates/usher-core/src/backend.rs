@@ -40,6 +40,7 @@ pub use health::{AdminState, CheckResult, HealthConfig, OpState, ServerHealth, T
 pub use queue_core::{After, Answer, Gone, QueueCore, Waiter};
 pub use protocol::{
     CancelReserve, ConnectOutcome, Dequeue, Release, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, Slot,
+    SourceLeft, ConnectTimed,
 };
 pub use server::Server;
 pub use server_state::ServerState;

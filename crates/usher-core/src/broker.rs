@@ -49,6 +49,7 @@ use tokio_util::task::TaskTracker;
 use crate::admission::fd_budget::FdBudget;
 use crate::admission::watchdog::WatchdogConfig;
 use crate::admission::{AdmissionConfig, ResourceWatchdog, SessionGauge, StopAccepting};
+use crate::backend::balance::BalancerRegistry;
 use crate::config::Settings;
 use crate::extension::PluggedHooks;
 use crate::observe::stats::Gauges;
@@ -175,13 +176,14 @@ struct StartFacts {
 
 /// Starts everything `settings` describes on the sockets in `listeners`
 /// (by frontend; addresses without one are bound here). `admission` is
-/// run by the frontends (admission actors, session hooks), `loader` re-reads the configuration on
-/// a reload.
+/// run by the frontends (admission actors, session hooks), `balancers` build the backends'
+/// balancing, `loader` re-reads the configuration on a reload.
 pub async fn start(
     settings: Settings,
     listeners: HashMap<String, Vec<TcpListener>>,
     log: Logger,
     hooks: PluggedHooks,
+    balancers: BalancerRegistry,
     loader: Option<ConfigLoader>,
 ) -> anyhow::Result<Broker> {
     let workers = settings.global.worker_threads();
@@ -208,6 +210,7 @@ pub async fn start(
         stats,
         global_gauge,
         hooks,
+        balancers: Arc::new(balancers),
         kill: kill.clone(),
         tracker: tracker.clone(),
         session_ids: Arc::new(AtomicU64::new(1)),

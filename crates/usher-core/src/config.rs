@@ -23,7 +23,9 @@ mod spawn_section;
 
 pub use cluster_section::CLUSTER_BUILT_IN;
 pub use errors::{ConfigError, ConfigErrorKind, ConfigErrors};
-pub use extension_section::{ExtensionCatalog, HookSettings, NoExtensions, OnHookTimeout, OptionProblem};
+pub use extension_section::{
+    ExtensionCatalog, HookSettings, NoExtensions, OnHookTimeout, OptionProblem, BUILT_IN_BALANCERS,
+};
 pub use queue_section::{CodelSettings, FairShare, PerSourceSettings, QueueDiscipline, QueueSettings};
 pub use reader::MAX_DURATION;
 pub use settings::*;

@@ -8,6 +8,12 @@
 //!   `[hooks.NAME]` options, so that a configuration naming an unknown hook
 //!   or giving it bad options is refused as a whole, like a bad core key.
 //!   Frontends pick their hooks anew at every reload.
+//! - Balancing algorithms ([`Balancer`]): registered by name in a
+//!   [`BalancerRegistry`] beside the six built in, named by
+//!   `backends.NAME.balance`; stateful ones hear of grants, releases,
+//!   server changes and connect times. The core follows a pick only when
+//!   the server can take the session, so no algorithm can overfill a
+//!   server or strand a waiter.
 //! - Observers ([`Observer`]): a typed stream of events (ended sessions)
 //!   delivered through bounded mailboxes; a slow observer loses events
 //!   (counted), never slows a session.
@@ -19,15 +25,22 @@
 mod actor_hook;
 mod observer;
 mod plugged;
+mod registries;
 mod registry;
 
 pub use actor_hook::{ActorHook, CheckClient, Verdict};
 pub use observer::{Event, Observer, Subscription, DEFAULT_MAILBOX};
 #[doc(hidden)]
 pub use plugged::PluggedHooks;
+pub use registries::Registries;
 pub use registry::{HookFactory, HookRegistry};
 
+pub use crate::backend::balance::{
+    Balancer, BalancerFactory, BalancerRegistry, BalancerSetup, Candidate, Choice, ServerEvent,
+};
+
 pub use crate::config::{HookSettings, OnHookTimeout, OptionProblem};
+pub use crate::ids::ServerId;
 pub use crate::session::{
     AccessRecord, Answer, Decision, HelloStatus, HookContext, HookCountersReport, HookFailure, PendingDecision,
     QueuePriority, RouteTo, SessionHook, SessionSummary,

@@ -27,7 +27,8 @@ pub async fn run(
         std::mem::take(&mut extensions.admission),
         std::mem::take(&mut extensions.observers),
     )?;
-    let broker = broker::start(settings, frontends, log.clone(), hooks, extensions.reload.take()).await?;
+    let balancers = std::mem::take(&mut extensions.balancers);
+    let broker = broker::start(settings, frontends, log.clone(), hooks, balancers, extensions.reload.take()).await?;
     if let Some(on_start) = extensions.on_start.take() {
         on_start(broker.handle().clone());
     }

@@ -774,7 +774,7 @@ impl BackendSim {
     /// usable is left held while someone waits is checked after the step.
     fn offered(&mut self, heard: &[Heard]) {
         for h in heard {
-            let Reply::Granted { server, queued: Some(place) } = h.reply else {
+            let Reply::Granted { server, queued: Some(place), .. } = h.reply else {
                 panic!("only grants from a queue were due, got {h:?}");
             };
             self.check_place(h.session, place);
@@ -876,15 +876,18 @@ impl BackendSim {
         let model = self.model_reserve(id, key, Some(ip), pin, avoid, gone);
         let heard = self.replies.heard();
         let (got, answer) = match &real {
-            Reserved::Granted { server, .. } => {
-                ((Expect::Granted, Outcome::Granted(server.0)), Some(Reply::Granted { server: server.0, queued: None }))
-            }
+            Reserved::Granted { server, .. } => (
+                (Expect::Granted, Outcome::Granted(server.0)),
+                Some(Reply::Granted { server: server.0, queued: None, ticket: None }),
+            ),
             Reserved::Queued { server, .. } => ((Expect::Queued, Outcome::Queued(server.map(|s| s.0))), None),
             Reserved::Full { .. } => ((Expect::Full, Outcome::Full), Some(Reply::Full)),
             Reserved::NoServer { .. } => {
                 ((Expect::NoServer, Outcome::NoServer), Some(Reply::NoServer { queued: None }))
             }
-            Reserved::SourceFull { .. } => panic!("session {id}: no per-source cap here, yet {real:?}"),
+            Reserved::SourceFull { .. } | Reserved::SourceBusy { .. } => {
+                panic!("session {id}: no per-source cap here, yet {real:?}")
+            }
         };
         // Answered at once, before anything else; a queued one hears later.
         let heard = match answer {
@@ -951,7 +954,10 @@ impl BackendSim {
                     self.pool.push(Msg::Cancel { session: id });
                 }
             }
-            Reserved::Full { .. } | Reserved::NoServer { .. } | Reserved::SourceFull { .. } => {}
+            Reserved::Full { .. }
+            | Reserved::NoServer { .. }
+            | Reserved::SourceFull { .. }
+            | Reserved::SourceBusy { .. } => {}
         }
         self.offered(heard);
     }
@@ -1127,7 +1133,7 @@ impl BackendSim {
         let real_grants: Vec<(usize, u64, bool)> = heard[..g]
             .iter()
             .map(|h| match h.reply {
-                Reply::Granted { server, queued: Some(_) } => (server, h.session, !h.delivered),
+                Reply::Granted { server, queued: Some(_), .. } => (server, h.session, !h.delivered),
                 _ => panic!("set_status({s}, {new:?}): {h:?} where a grant was due"),
             })
             .collect();

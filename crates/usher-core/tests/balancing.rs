@@ -123,7 +123,9 @@ impl Backend {
             Reserved::Queued { server, .. } => Answer::Queued(server.map(|s| s.0)),
             Reserved::Full { .. } => Answer::Full,
             Reserved::NoServer { .. } => Answer::NoServer,
-            Reserved::SourceFull { .. } => unreachable!("these backends have no per-source cap"),
+            Reserved::SourceFull { .. } | Reserved::SourceBusy { .. } => {
+                unreachable!("these backends have no per-source cap")
+            }
         };
         self.hear();
         (id, answer)
@@ -142,7 +144,7 @@ impl Backend {
                     grants.push((heard.session, server));
                 }
                 Reply::NoServer { queued: Some(_) } | Reply::Shed { .. } => self.refused.push(heard.session),
-                Reply::Full | Reply::SourceFull | Reply::NoServer { .. } | Reply::Left { .. } => {}
+                Reply::Full | Reply::SourceFull | Reply::SourceBusy | Reply::NoServer { .. } | Reply::Left { .. } => {}
             }
         }
         assert_eq!(self.state().check(), Ok(()));

@@ -149,7 +149,7 @@ fn defaults_apply_to_new_entries() {
     assert_eq!(f.timeout.client.or_zero(), Duration::from_secs(60));
 
     let b = s.backend("app").expect("backend app");
-    assert_eq!(b.balance, config::Balance::Roundrobin);
+    assert_eq!(b.balance, config::Balance::new("roundrobin"));
     assert_eq!(b.maxqueue.or_zero(), 0);
     assert_eq!(b.retries, 3);
     assert!(b.redispatch);
@@ -993,9 +993,28 @@ fn bad_queue_keys_name_the_key_and_what_was_expected() {
     assert_error(&errors, "backends.app.queue.codel.target", INLINE, &["not \"0\""]);
     assert_error(&errors, "backends.app.queue.codel.interval", INLINE, &["1m"]);
     assert_error(&errors, "backends.app.queue.per_source.max_queued", INLINE, &["integer"]);
+    let errors = inline_errors(&format!("{GOOD}\n[backends.app.queue.per_source]\nmax_live = -2\n"));
+    assert_error(&errors, "backends.app.queue.per_source.max_live", INLINE, &["integer from 0"]);
     let doc = format!("{GOOD}\n[backends.app.queue.codel]\ntarget = \"600ms\"\n");
     let errors = inline_errors(&doc);
     assert_error(&errors, "backends.app.queue.codel.target", INLINE, &["below the interval", "500ms"]);
     let errors = inline_errors(&format!("{GOOD}\n[backends.app.queue]\nshed = true\n"));
     assert_error(&errors, "backends.app.queue.shed", INLINE, &["discipline"]);
+}
+
+/// `balance` names a registered algorithm: the six built in, and those a
+/// program registers; an unknown name is refused with the list.
+#[test]
+fn balance_names_a_registered_algorithm() {
+    let doc = format!("{GOOD}\n[backends.app]\nbalance = \"fastest\"\n");
+    let errors = inline_errors(&doc);
+    assert_error(&errors, "backends.app.balance", INLINE, &["registered", "\"leastconn\"", "\"static-rr\""]);
+    let mut registries = usher_core::extension::Registries::default();
+    registries.balancer("fastest", |s: &usher_core::extension::BalancerSetup<'_>| {
+        Box::new(usher_core::backend::balance::SmoothRoundRobin::new(s.weights.len()))
+            as Box<dyn usher_core::extension::Balancer>
+    });
+    let settings = config::load_with(&ConfigSources::inline(&doc), &registries).expect("a registered name");
+    assert_eq!(settings.backend("app").unwrap().balance, config::Balance::new("fastest"));
+    assert!(settings.to_toml().contains("balance = \"fastest\""));
 }

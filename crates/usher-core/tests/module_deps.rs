@@ -13,7 +13,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("net", &[]),
     ("routing", &[]),
     ("config", &["routing"]),
-    ("extension", &["config", "session"]),
+    ("extension", &["backend", "config", "ids", "session"]),
     ("proxy_protocol", &["config"]),
     ("admission", &["config", "ids", "net"]),
     ("backend", &["config", "ids", "proxy_protocol"]),

@@ -17,7 +17,7 @@
 //! - priority: a grant never goes to a waiter while one of a better class
 //!   waits; without fair share, codel and fifo grant the oldest key;
 //! - a waiter is shed only while the queue is overloaded, only once it
-//!   waited the shed age (`codel.interval`), and none of the worst class
+//!   waited the shed age (twice `codel.target`), and none of the worst class
 //!   is left that old once the timer ran;
 //! - per-source caps hold;
 //! - every slot taken is released exactly once (`ServerState`'s ledger
@@ -39,6 +39,8 @@ use usher_core::ids::{ServerId, SessionId};
 
 const TARGET_MS: u64 = 50;
 const INTERVAL_MS: u64 = 300;
+/// Under overload, waiters this old are shed: twice the target.
+const SHED_MS: u64 = 2 * TARGET_MS;
 
 #[derive(Debug, Clone)]
 struct Cfg {
@@ -140,7 +142,7 @@ impl Sim {
                 interval: Duration::from_millis(INTERVAL_MS),
             },
             fair: if cfg.fair { FairShare::Source { ipv4_prefix: 32 } } else { FairShare::None },
-            per_source: PerSourceSettings { max_queued: NonZeroU32::new(cfg.max_queued) },
+            per_source: PerSourceSettings { max_queued: NonZeroU32::new(cfg.max_queued), max_live: None },
         };
         let setup = BackendSetup { maxconn: cfg.backend_maxconn, queue, ..BackendSetup::default() };
         let mut core = queue_core(&setups, setup, Box::new(SmoothRoundRobin::new(setups.len())));
@@ -310,7 +312,7 @@ impl Sim {
             assert_eq!(h.delivered, !gone, "session {id}: delivery follows whether it is gone");
             self.live.remove(&id);
             match h.reply {
-                Reply::Granted { server, queued } => {
+                Reply::Granted { server, queued, .. } => {
                     if queued.is_some() {
                         self.check_priority(id, key);
                     }
@@ -324,13 +326,14 @@ impl Sim {
                     assert_ne!(self.cfg.discipline, QueueDiscipline::Fifo, "fifo shed session {id}");
                     assert!(self.overloaded_at_shed, "session {id} shed while the queue was not overloaded");
                     let waited = self.now_ms - joined_ms;
-                    assert!(waited >= INTERVAL_MS, "session {id} shed after {waited} ms < {INTERVAL_MS}");
+                    assert!(waited >= SHED_MS, "session {id} shed after {waited} ms < {SHED_MS}");
                     // Worst class first: nobody of a worse class is left.
                     if let Some((other, k, _, _)) = self.queued().find(|q| q.1.class > key.class) {
                         panic!("session {id} (class {}) shed while {other} (class {}) waits", key.class, k.class);
                     }
                 }
                 Reply::SourceFull => assert!(self.cfg.max_queued > 0, "session {id}: PS with no cap"),
+                Reply::SourceBusy => panic!("session {id}: PL with no max_live"),
                 Reply::Full | Reply::NoServer { .. } => {
                     panic!("session {id}: {h:?} with no maxqueue and every server up")
                 }
@@ -385,7 +388,7 @@ impl Sim {
                 for (id, key, joined, _) in self.queued() {
                     if key.class == worst {
                         assert!(
-                            self.now_ms - joined < INTERVAL_MS,
+                            self.now_ms - joined < SHED_MS,
                             "session {id} kept past the shed age at {} ms: {:?}",
                             self.now_ms,
                             self.live
@@ -456,17 +459,18 @@ fn codel_sheds_waiters_of_a_standing_queue() {
     for _ in 0..3 {
         sim.step(&Op::Arrive { client: 0, class: 0 });
     }
-    sim.step(&Op::Advance(200));
+    sim.step(&Op::Advance(300));
     sim.step(&Op::Arrive { client: 0, class: 0 });
-    // 1 holds the slot; 2 and 3 wait since 0 ms, 4 since 200 ms. The queue
-    // stands from 50 ms (target) on: overloaded at 350 ms, when 2 and 3
-    // have waited 350 ms >= the 300 ms interval.
-    sim.step(&Op::Advance(149));
+    // 1 holds the slot; 2 and 3 wait since 0 ms, 4 since 300 ms. The queue
+    // stands from 50 ms (target) on: overloaded at 350 ms (a whole 300 ms
+    // interval later), when 2 and 3 have waited 350 ms >= the 100 ms shed
+    // age (twice the target).
+    sim.step(&Op::Advance(49));
     assert_eq!(sim.shed, 0);
     sim.step(&Op::Advance(1));
     assert_eq!(sim.shed, 2, "{:?}", sim.live);
     assert!(!sim.live.contains_key(&2) && !sim.live.contains_key(&3));
-    // 4 stays (150 ms old) and is served next.
+    // 4 stays (50 ms old) and is served next.
     sim.step(&Op::Close(0));
     assert_eq!(holders(&sim), [4]);
     sim.drain();
@@ -482,11 +486,15 @@ fn adaptive_lifo_serves_the_newest_while_the_queue_stands() {
     // Not standing yet: the oldest waiter (2) goes first.
     sim.step(&Op::Close(0));
     assert_eq!(holders(&sim), [2]);
-    for _ in 0..4 {
+    // Arrivals every 30 ms: the queue stands from 50 ms on (3 waits since
+    // 0), is overloaded from 350 ms, and sheds waiters at 100 ms of age —
+    // the oldest left is always older than the target, so it stays
+    // standing.
+    for _ in 0..14 {
         sim.step(&Op::Arrive { client: 0, class: 0 });
-        sim.step(&Op::Advance(100));
+        sim.step(&Op::Advance(30));
     }
-    assert!(sim.core.state().overloaded(), "the queue stood for 400 ms");
+    assert!(sim.core.state().overloaded(), "the queue stood for 420 ms");
     sim.step(&Op::Close(0));
     let newest = sim.next_id - 1;
     assert_eq!(holders(&sim), [newest], "standing: the newest is served");

@@ -116,7 +116,7 @@ impl Model {
             let session = heard.session;
             match heard.reply {
                 Reply::Granted { server, .. } => self.granted(server, session),
-                Reply::Full | Reply::SourceFull | Reply::Shed { .. } | Reply::NoServer { .. } => {
+                Reply::Full | Reply::SourceFull | Reply::SourceBusy | Reply::Shed { .. } | Reply::NoServer { .. } => {
                     assert!(self.waiting.remove(&session), "refused a session that was not waiting");
                     self.refused += 1;
                 }
@@ -130,8 +130,9 @@ impl Model {
 
     /// A reload: new settings and balancer for every server id, and `change`.
     fn reload(&mut self, change: ServerChange<()>) {
-        let balancer = Box::new(SmoothRoundRobin::new(self.ledgers.len()));
-        let _ = self.queue.reconfigure(backend(), balancer, vec![change]);
+        let balancer: Box<dyn usher_core::backend::balance::Balancer> =
+            Box::new(SmoothRoundRobin::new(self.ledgers.len()));
+        let _ = self.queue.reconfigure(backend(), Some(balancer), vec![change]);
         self.hear();
     }
 

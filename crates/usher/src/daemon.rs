@@ -24,8 +24,8 @@ use clap::Parser;
 use serde::de::DeserializeOwned;
 use slog::{error, info, warn};
 use usher_core::config::{self, ConfigSources};
-use usher_core::extension::{Observer, Subscription};
-use usher_core::{BrokerHandle, Extensions, HookRegistry, SessionHook, Settings};
+use usher_core::extension::{BalancerFactory, Observer, Registries, Subscription};
+use usher_core::{BrokerHandle, Extensions, SessionHook, Settings};
 
 use crate::cli::{Cli, Command};
 use crate::{demo, docs, status, systemd};
@@ -39,7 +39,7 @@ pub const EXIT_FAILURE: u8 = 70;
 /// may name them and is checked against them.
 #[derive(Default)]
 pub struct Builder {
-    hooks: HookRegistry,
+    registries: Registries,
     observers: Vec<Subscription>,
 }
 
@@ -51,7 +51,7 @@ impl Builder {
 
     /// A session hook without options, for `frontends.NAME.hooks = [name]`.
     pub fn hook(mut self, name: &str, hook: impl SessionHook) -> Builder {
-        self.hooks.hook(name, hook);
+        self.registries.hooks.hook(name, hook);
         self
     }
 
@@ -62,14 +62,22 @@ impl Builder {
         name: &str,
         build: impl Fn(C) -> H + Send + Sync + 'static,
     ) -> Builder {
-        self.hooks.hook_with(name, build);
+        self.registries.hooks.hook_with(name, build);
+        self
+    }
+
+    /// A balancing algorithm, for `backends.NAME.balance = name`: `build`
+    /// makes one balancer per backend (and per reload that changes the
+    /// backend's servers or balancing keys).
+    pub fn balancer(mut self, name: &str, build: impl BalancerFactory) -> Builder {
+        self.registries.balancer(name, build);
         self
     }
 
     /// Loads and checks the configuration layers `sources` against these
     /// extensions, as `check`, `run` and every reload do.
     pub fn load(&self, sources: &ConfigSources) -> Result<Settings, config::ConfigErrors> {
-        config::load_with(sources, &self.hooks)
+        config::load_with(sources, &self.registries)
     }
 
     /// An observer of every ended session, on its own thread.
@@ -85,7 +93,7 @@ const DEMO_TOML: &str = include_str!("../../../configs/demo.toml");
 /// process' exit status.
 pub fn main(builder: Builder) -> ExitCode {
     let cli = Cli::parse();
-    let hooks = Arc::new(builder.hooks);
+    let hooks = Arc::new(builder.registries);
     let observers = builder.observers;
     match cli.command {
         Command::Check { config } => check(config, &hooks),
@@ -110,14 +118,14 @@ pub fn main(builder: Builder) -> ExitCode {
     }
 }
 
-fn load(sources: ConfigSources, hooks: &HookRegistry) -> Result<Settings, ExitCode> {
+fn load(sources: ConfigSources, hooks: &Registries) -> Result<Settings, ExitCode> {
     config::load_with(&sources, hooks).map_err(|errors| {
         eprint!("usher: {errors}");
         ExitCode::from(EXIT_CONFIG)
     })
 }
 
-fn check(files: Vec<PathBuf>, hooks: &HookRegistry) -> ExitCode {
+fn check(files: Vec<PathBuf>, hooks: &Registries) -> ExitCode {
     match load(ConfigSources::files(files), hooks) {
         Ok(settings) => {
             print!("{}", settings.to_toml());
@@ -130,7 +138,7 @@ fn check(files: Vec<PathBuf>, hooks: &HookRegistry) -> ExitCode {
 fn run(
     settings: Settings,
     sources: ConfigSources,
-    hooks: Arc<HookRegistry>,
+    hooks: Arc<Registries>,
     observers: Vec<Subscription>,
     with_demo: bool,
 ) -> ExitCode {
@@ -162,7 +170,8 @@ fn run(
             let hooks = hooks.clone();
             move || config::load_with(&sources, &*hooks)
         })),
-        hooks: (*hooks).clone(),
+        hooks: hooks.hooks.clone(),
+        balancers: hooks.balancers.clone(),
         observers,
         ..Extensions::default()
     };

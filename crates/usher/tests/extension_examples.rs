@@ -120,3 +120,70 @@ async fn access_csv_writes_one_line_per_session() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+#[allow(dead_code)]
+#[path = "../examples/ewma_connect.rs"]
+mod ewma_connect;
+
+/// The EWMA balancer prefers the server whose connects were fastest, tries
+/// a server with no sample first, and forgets a server that went down.
+#[test]
+fn ewma_connect_prefers_the_fastest_server() {
+    use std::time::Duration;
+    use usher_core::extension::{Balancer, BalancerSetup, Candidate, Choice, ServerEvent, ServerId};
+    let setup = BalancerSetup { weights: &[1, 1, 1], draws: 2, hash_balance_factor: 0 };
+    let mut b = ewma_connect::EwmaConnect::new(&setup);
+    let all: Vec<Candidate> =
+        (0..3).map(|i| Candidate { id: ServerId(i), weight: 1, usable: true, available: true, load: 0 }).collect();
+    b.connected(ServerId(0), Duration::from_millis(5));
+    b.connected(ServerId(1), Duration::from_millis(1));
+    assert_eq!(b.pick(&all, None), Some(Choice::Balanced(ServerId(2))), "no sample yet: tried first");
+    b.connected(ServerId(2), Duration::from_millis(9));
+    assert_eq!(b.pick(&all, None), Some(Choice::Balanced(ServerId(1))));
+    // Server 1 slows down: its average follows, and 0 becomes the fastest.
+    for _ in 0..10 {
+        b.connected(ServerId(1), Duration::from_millis(20));
+    }
+    assert!(b.average(ServerId(1)).unwrap() > Duration::from_millis(15));
+    assert_eq!(b.pick(&all, None), Some(Choice::Balanced(ServerId(0))));
+    // Only an available server is picked.
+    let mut busy = all.clone();
+    busy[0].available = false;
+    assert_eq!(b.pick(&busy, None), Some(Choice::Balanced(ServerId(2))));
+    b.server_changed(ServerId(1), ServerEvent::Changed { up: false, weight: 1 });
+    assert_eq!(b.average(ServerId(1)), None);
+}
+
+/// Plugged into a real broker: every session is served, each connect is
+/// reported to the balancer, and `usher check` accepts its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ewma_connect_serves_every_session_on_real_sockets() {
+    let (a, b) = (TestBackend::start(Behavior::Echo), TestBackend::start(Behavior::Echo));
+    let dir = std::env::temp_dir().join(format!("usher-ewma-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("usher.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n[backends.app]\nbalance = \"ewma-connect\"\n\
+             [backends.app.servers.a]\naddress = \"{}\"\n[backends.app.servers.b]\naddress = \"{}\"\n",
+            a.addr, b.addr
+        ),
+    )
+    .expect("write");
+    let settings = ewma_connect::builder().load(&ConfigSources::files(vec![path.clone()])).expect("valid");
+    assert_eq!(settings.backend("app").unwrap().balance.as_str(), "ewma-connect");
+    let mut registries = usher_core::extension::Registries::default();
+    registries.balancer("ewma-connect", |setup: &usher_core::extension::BalancerSetup<'_>| {
+        Box::new(ewma_connect::EwmaConnect::new(setup)) as Box<dyn usher_core::extension::Balancer>
+    });
+    let broker = TestBroker::start_with_registries(&path, registries, false);
+    for _ in 0..6 {
+        assert_eq!(integration_tests::request(broker.addr("web"), b"hi").await.expect("served"), b"hi");
+    }
+    broker.logs.wait_sessions(6).await;
+    assert_eq!(a.accepted() + b.accepted(), 6);
+    // With no sample, each server was tried once before any had two.
+    assert!(a.accepted() >= 1 && b.accepted() >= 1, "{} and {}", a.accepted(), b.accepted());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -110,7 +110,7 @@ fn escape(value: &str) -> String {
 /// A counter every scope with totals has: name suffix, help, field.
 type Total = (&'static str, &'static str, fn(&Counters) -> u64);
 
-const TOTALS: [Total; 12] = [
+const TOTALS: [Total; 13] = [
     ("sessions_total", "Ended sessions.", |c| c.sessions_total),
     ("bytes_in_total", "Bytes relayed from clients.", |c| c.bytes_in),
     ("bytes_out_total", "Bytes relayed from servers.", |c| c.bytes_out),
@@ -122,6 +122,7 @@ const TOTALS: [Total; 12] = [
     ("queue_aborts_total", "Clients that left while queued (CQ).", |c| c.queue_aborts),
     ("queue_shed_total", "Sessions the queue discipline refused under overload (PQ).", |c| c.queue_shed),
     ("source_queue_full_total", "Sessions refused by their source's queued cap (PS).", |c| c.source_queue_full),
+    ("source_live_full_total", "Sessions refused by their source's live cap (PL).", |c| c.source_live_full),
     ("probes_total", "Clients that left having sent nothing, never queued: probes (CN).", |c| c.probes),
 ];
 
@@ -286,6 +287,11 @@ fn backends(e: &mut Exposition, b: &[BackendStats]) {
         "usher_backend_paused_since_seconds",
         "When the backend was paused, in seconds since the Unix epoch (0 = not paused).",
         each(|x| x.paused_since.unwrap_or(0)),
+    );
+    e.counter(
+        "usher_backend_balancer_bad_picks_total",
+        "Balancer picks the core did not follow (no such server, one that cannot take it, a panic).",
+        each(|x| x.balancer_bad_picks),
     );
     for (suffix, help, field) in TOTALS {
         let samples = b.iter().map(|x| (vec![("backend", x.name.clone())], field(&x.totals)));

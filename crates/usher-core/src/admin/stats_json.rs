@@ -107,6 +107,10 @@ pub struct BackendStats {
     pub paused: bool,
     /// Since when, in seconds since the Unix epoch (`null` while not paused).
     pub paused_since: Option<u64>,
+    /// Picks of its balancer the core did not follow (a server that does
+    /// not exist or cannot take balanced traffic, or a panic): an
+    /// extension balancer's bug, seen without breaking anything.
+    pub balancer_bad_picks: u64,
     /// Ended sessions per second over the last ten seconds.
     pub sessions_per_second: f64,
     /// Waits for a first slot, in ms, of the sessions that ended in the
@@ -313,7 +317,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
         }
         backends.push(BackendStats {
             name: layout.name.clone(),
-            balance: layout.balance,
+            balance: layout.balance.clone(),
             sessions_current: queue.servers.iter().map(|s| s.served).sum(),
             sessions_max: queue.max_served,
             sessions_limit: layout.fullconn.or_zero(),
@@ -322,6 +326,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
             queue_limit: layout.maxqueue.or_zero(),
             paused: queue.paused_since.is_some(),
             paused_since: queue.paused_since.map(unix_seconds),
+            balancer_bad_picks: queue.balancer_bad_picks,
             sessions_per_second: tenths(stats.backend_rates.get(bi).copied().unwrap_or_default()),
             queue_wait_ms: waits.map(|w| w.recent).unwrap_or_default(),
             queue_waits_since_start: waits.map(|w| w.since_start.clone()).unwrap_or_default(),

@@ -37,7 +37,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::{After, BackendLoad, BackendSetup, QueueCore, ReserveRequest, ServerSetup};
 use crate::backend::spawn_gate::{GetSpawnReport, GetSpawnReporter, SetSlotGate, SetSpawnThrottled, SlotGate, SpawnActivity, SpawnLink};
-use crate::backend::{CancelReserve, Dequeue, Reserve, ReserveReply, ServerInfo, ServerStatusChanged};
+use crate::backend::{CancelReserve, ConnectTimed, Dequeue, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, SourceLeft};
 use crate::ids::ServerId;
 
 /// Asks for a [`QueueReport`].
@@ -57,6 +57,9 @@ pub struct QueueReport {
     pub servers: Vec<ServerQueueReport>,
     /// Paused by an operator since then (`None`: granting).
     pub paused_since: Option<SystemTime>,
+    /// Balancer picks the core did not follow (no such server, one that
+    /// cannot take balanced traffic, a panic) since the backend started.
+    pub balancer_bad_picks: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +85,8 @@ pub type ServerChange = super::queue_core::ServerChange<Arc<ServerInfo>>;
 #[rtype(result = "()")]
 pub struct ReconfigureBackend {
     pub setup: BackendSetup,
-    pub balancer: Box<dyn crate::backend::balance::Balancer>,
+    /// `None`: the backend keeps its balancer (and what it learnt).
+    pub balancer: Option<Box<dyn crate::backend::balance::Balancer>>,
     pub servers: Vec<ServerChange>,
 }
 
@@ -266,6 +270,30 @@ impl Actor for BackendQueue {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        self.ask_for_connect_times(ctx);
+    }
+}
+
+impl BackendQueue {
+    /// Grants carry where to report connect times exactly while the
+    /// balancer asks for them (a reload may bring one that does, or not).
+    fn ask_for_connect_times(&mut self, ctx: &mut Context<Self>) {
+        let wanted = self.core.state().wants_connect_times();
+        let me: Recipient<ConnectTimed> = ctx.address().recipient();
+        for i in 0..self.core.state().servers() {
+            let Some(info) = self.core.server_info_mut(ServerId(i)) else { continue };
+            if info.connect_times.is_some() != wanted {
+                *info = Arc::new(ServerInfo { connect_times: wanted.then(|| me.clone()), ..(**info).clone() });
+            }
+        }
+    }
+}
+
+impl Handler<ConnectTimed> for BackendQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectTimed, _: &mut Self::Context) {
+        self.core.connected(msg.server, msg.connect_time);
     }
 }
 
@@ -316,10 +344,6 @@ forward_to_core! {
     CancelReserve => |core, msg| core.cancel(msg.session), released: 0, from: None;
     Dequeue => |core, msg| core.dequeue(msg.server, msg.credits, msg.released), released: msg.released,
         from: Some(msg.server);
-    ReconfigureBackend => |core, msg| {
-        let servers = keep_session_switches(core, msg.servers);
-        core.reconfigure(msg.setup, msg.balancer, servers)
-    }, released: 0, from: None;
     RetireBackend => |core, msg| core.retire(), released: 0, from: None;
 }
 
@@ -411,6 +435,31 @@ fn keep_session_switches(
         .collect()
 }
 
+impl Handler<ReconfigureBackend> for BackendQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReconfigureBackend, ctx: &mut Self::Context) {
+        self.clock();
+        let servers = keep_session_switches(&mut self.core, msg.servers);
+        follow(self.core.reconfigure(msg.setup, msg.balancer, servers), ctx);
+        self.ask_for_connect_times(ctx);
+        self.arm(ctx);
+        self.publish_load(0);
+        self.answer_idle_watchers();
+        self.spawn_after(ctx);
+    }
+}
+
+impl Handler<SourceLeft> for BackendQueue {
+    type Result = ();
+
+    /// Only admission reads the count: no waiter can be served because of
+    /// it, so nothing else to do.
+    fn handle(&mut self, msg: SourceLeft, _: &mut Self::Context) {
+        self.core.source_left(msg.source);
+    }
+}
+
 impl Handler<SetPaused> for BackendQueue {
     type Result = PauseReport;
 
@@ -477,6 +526,7 @@ impl Handler<GetQueueReport> for BackendQueue {
                 })
                 .collect(),
             paused_since: self.paused_since,
+            balancer_bad_picks: state.bad_picks(),
         }
     }
 }

@@ -6,22 +6,36 @@
 //! session now ([`Choice::Balanced`]) or, for hash-based algorithms, names the
 //! server the client belongs to whatever its load ([`Choice::Pinned`]), and
 //! the BackendQueue queues it there if that server is full.
+//!
+//! The core still decides: a pick of a server that cannot take the
+//! session now, of no such server, or a panic, is not followed — the
+//! session waits in the backend queue as if the balancer had found no
+//! candidate, and the next freed slot serves it. No algorithm can put a
+//! server over its maxconn or strand a waiter.
+//!
+//! Algorithms are registered by name ([`BalancerRegistry`]); the
+//! `Balancer` trait's other methods have default bodies that do nothing,
+//! so a stateless algorithm is one method (or a closure), and a stateful
+//! one (EWMA of connect times, least latency) hears of grants, releases,
+//! server changes and connect times.
 
 mod first;
 mod hash;
 mod leastconn;
 mod random;
+mod registry;
 mod roundrobin;
 
 pub use first::First;
 pub use hash::ConsistentHash;
 pub use leastconn::LeastConn;
 pub use random::PowerOfChoices;
+pub use registry::{BalancerFactory, BalancerRegistry, BalancerSetup};
 pub use roundrobin::SmoothRoundRobin;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
-use crate::config::Balance;
 use crate::ids::ServerId;
 
 /// What a balancer may know about one server when picking.
@@ -50,20 +64,52 @@ pub enum Choice {
     Pinned(ServerId),
 }
 
+/// What happened to one server, for a balancer that keeps state per server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A reload or a run-time change added it (its id is the next one).
+    Added,
+    /// Its state as balancing sees it: usable at all, effective weight.
+    Changed { up: bool, weight: u32 },
+    /// A reload removed it: it is never a candidate again.
+    Removed,
+}
+
+/// A balancing algorithm, run inside its backend's BackendQueue (one
+/// thread, no lock): every method is called between two messages.
 pub trait Balancer: Send + 'static {
     /// Picks for one new session; `None` when no candidate fits.
     fn pick(&mut self, candidates: &[Candidate], client: Option<IpAddr>) -> Option<Choice>;
+
+    /// A session took a slot on `server` (whoever picked it: this
+    /// balancer, a pin, a freed slot handed to a waiter).
+    fn granted(&mut self, _server: ServerId) {}
+
+    /// `sessions` of `server` gave their slots back.
+    fn released(&mut self, _server: ServerId, _sessions: u32) {}
+
+    /// A server was added, changed state, or was removed.
+    fn server_changed(&mut self, _server: ServerId, _event: ServerEvent) {}
+
+    /// Asks sessions to report how long their connects took
+    /// ([`connected`](Self::connected)); off by default, since each report
+    /// is a message per session.
+    fn wants_connect_times(&self) -> bool {
+        false
+    }
+
+    /// A session of this backend connected to `server` in `connect_time`
+    /// (only when [`wants_connect_times`](Self::wants_connect_times)).
+    fn connected(&mut self, _server: ServerId, _connect_time: Duration) {}
 }
 
-/// The balancer configured by `backends.NAME.balance`.
-pub fn for_kind(kind: Balance, weights: &[u32], draws: u32, hash_balance_factor: u32) -> Box<dyn Balancer> {
-    match kind {
-        Balance::Roundrobin => Box::new(SmoothRoundRobin::new(weights.len())),
-        Balance::StaticRr => Box::new(SmoothRoundRobin::with_static_weights(weights)),
-        Balance::Leastconn => Box::new(LeastConn::default()),
-        Balance::First => Box::new(First),
-        Balance::Source => Box::new(ConsistentHash::new(hash_balance_factor)),
-        Balance::Random => Box::new(PowerOfChoices::new(draws, rand::random())),
+/// A stateless balancer is a closure.
+impl<F> Balancer for F
+where
+    F: FnMut(&[Candidate], Option<IpAddr>) -> Option<Choice> + Send + 'static,
+{
+    fn pick(&mut self, candidates: &[Candidate], client: Option<IpAddr>) -> Option<Choice> {
+        self(candidates, client)
     }
 }
 

@@ -27,10 +27,10 @@ use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::discipline::Queueing;
+use super::discipline::{Queueing, SourceKey};
 use super::limit::Limit;
 use super::wait_queue::{Joining, QueueKey, WaitQueue, Waiting};
-use crate::backend::balance::{least_loaded, Balancer, Candidate, Choice};
+use crate::backend::balance::{least_loaded, Balancer, Candidate, Choice, ServerEvent};
 use crate::config::QueueSettings;
 use crate::ids::{ServerId, SessionId};
 
@@ -50,8 +50,9 @@ pub struct ReserveRequest {
 /// The answer to a [`ReserveRequest`].
 #[derive(Debug)]
 pub enum Reserved<W> {
-    /// A slot on `server` is the waiter's now.
-    Granted { server: ServerId, waiter: W },
+    /// A slot on `server` is the waiter's now. `source`: its client
+    /// source, when the backend groups clients by source.
+    Granted { server: ServerId, waiter: W, source: Option<SourceKey> },
     /// The waiter waits; `server` is set for a server queue. `position` is
     /// the number of sessions already waiting in that queue.
     Queued { server: Option<ServerId>, position: u32 },
@@ -60,6 +61,9 @@ pub enum Reserved<W> {
     /// Its client source already has `queue.per_source.max_queued`
     /// sessions waiting in this backend.
     SourceFull { waiter: W },
+    /// Its client source already has `queue.per_source.max_live` sessions
+    /// in this backend (seated or waiting).
+    SourceBusy { waiter: W },
     /// No server can take it (none configured, all down, in maintenance or
     /// at weight 0).
     NoServer { waiter: W },
@@ -89,6 +93,8 @@ pub struct Grant<W> {
     pub session: SessionId,
     pub waiter: W,
     pub queued: QueuePlace,
+    /// Its client source, when the backend groups clients by source.
+    pub source: Option<SourceKey>,
 }
 
 /// A queued session that can no longer be served.
@@ -228,6 +234,8 @@ pub struct BackendState<W> {
     /// the waiters (queue bounds still refuse at once); resuming grants in
     /// queue order. Sessions already seated are untouched.
     paused: bool,
+    /// Balancer picks not followed (see `pick`).
+    bad_picks: u64,
 }
 
 impl<W> BackendState<W> {
@@ -252,6 +260,7 @@ impl<W> BackendState<W> {
             queueing: Queueing::new(setup.queue, Instant::now()),
             maxconn_seen: Limit::from_config(setup.maxconn).get(),
             paused: false,
+            bad_picks: 0,
         };
         state.set_fair(setup.queue.fair != crate::config::FairShare::None);
         state
@@ -395,6 +404,12 @@ impl<W> BackendState<W> {
             joined: self.queueing.now(),
             source: self.queueing.source_of(req.client),
         };
+        // Only a session's first request enters the backend; a retry (pin
+        // or avoid) is a session already counted by its old slot's ticket.
+        let first = req.pin.is_none() && req.avoid.is_none();
+        if first && !self.queueing.admits_live(joining.source) {
+            return Reserved::SourceBusy { waiter };
+        }
         self.reserve_joining(req, joining, waiter)
     }
 
@@ -411,10 +426,10 @@ impl<W> BackendState<W> {
         // Nobody overtakes the backend queue: while it is non-empty, no
         // balanced server has a usable credit (see `credit`), so no
         // candidate is available.
-        match self.balancer.pick(&self.candidates, req.client) {
+        match self.pick(req.client) {
             Some(Choice::Balanced(server)) if self.candidates[server.0].available => {
                 self.take_slot(server);
-                Reserved::Granted { server, waiter }
+                Reserved::Granted { server, waiter, source: joining.source }
             }
             Some(Choice::Pinned(server)) => self.reserve_pinned(server, req, joining, waiter, true),
             _ if avoiding => self.enqueue_elsewhere(joining, waiter),
@@ -481,7 +496,7 @@ impl<W> BackendState<W> {
         let load = self.load();
         if self.servers[pin.0].queue.is_empty() && self.has_room(pin.0, load) {
             self.take_slot(pin);
-            return Reserved::Granted { server: pin, waiter };
+            return Reserved::Granted { server: pin, waiter, source: joining.source };
         }
         let s = &self.servers[pin.0];
         if s.maxqueue.reached_by(s.queue.len()) {
@@ -493,7 +508,7 @@ impl<W> BackendState<W> {
                 if let Some(i) = least_loaded(&self.candidates, 0, |c| c.available && other(c)) {
                     let server = self.candidates[i].id;
                     self.take_slot(server);
-                    return Reserved::Granted { server, waiter };
+                    return Reserved::Granted { server, waiter, source: joining.source };
                 }
                 // With no other server that could ever take it, waiting in
                 // the backend queue would only be waiting for this same
@@ -508,7 +523,53 @@ impl<W> BackendState<W> {
         self.enqueue_server(pin, joining, waiter)
     }
 
+    /// The balancer's pick, if the core can follow it: a server that
+    /// exists and is usable (a `Balanced` pick must also be available, see
+    /// the caller). Anything else — no such server, one that cannot take
+    /// balanced traffic, a panic — counts as no pick: the session waits in
+    /// the backend queue and the next freed slot serves it.
+    fn pick(&mut self, client: Option<IpAddr>) -> Option<Choice> {
+        let candidates = &self.candidates;
+        let balancer = &mut self.balancer;
+        let picked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| balancer.pick(candidates, client)));
+        let choice = match picked {
+            Ok(choice) => choice,
+            Err(_) => {
+                self.bad_picks += 1;
+                return None;
+            }
+        };
+        let server = match choice? {
+            Choice::Balanced(server) | Choice::Pinned(server) => server,
+        };
+        if self.candidates.get(server.0).is_some_and(|c| c.usable) {
+            choice
+        } else {
+            self.bad_picks += 1;
+            None
+        }
+    }
+
+    /// The balancer learns from connect times.
+    pub fn wants_connect_times(&self) -> bool {
+        self.balancer.wants_connect_times()
+    }
+
+    /// A session connected to `server` in `connect_time`.
+    pub fn connected(&mut self, server: ServerId, connect_time: std::time::Duration) {
+        if self.servers.get(server.0).is_some_and(|s| !s.removed) {
+            self.balancer.connected(server, connect_time);
+        }
+    }
+
+    /// Picks the balancer made that the core did not follow (a server
+    /// that does not exist or cannot take balanced traffic, or a panic).
+    pub fn bad_picks(&self) -> u64 {
+        self.bad_picks
+    }
+
     fn take_slot(&mut self, server: ServerId) {
+        self.balancer.granted(server);
         let s = &mut self.servers[server.0];
         if let Some(held) = &mut s.held {
             debug_assert!(*held > 0);
@@ -523,6 +584,7 @@ impl<W> BackendState<W> {
     /// A grant could not be delivered (the waiter was gone): the slot is
     /// held again, ready for [`credit`](Self::credit) or the next dispatch.
     pub(crate) fn ungrant(&mut self, server: ServerId) {
+        self.balancer.released(server, 1);
         let s = &mut self.servers[server.0];
         s.served = s.served.saturating_sub(1);
         if let Some(held) = &mut s.held {
@@ -533,6 +595,9 @@ impl<W> BackendState<W> {
     /// `n` sessions of `server` released their slots (reported by the
     /// Server with the credits it lends back).
     pub fn released(&mut self, server: ServerId, n: u32) {
+        if n > 0 {
+            self.balancer.released(server, n);
+        }
         if let Some(s) = self.servers.get_mut(server.0) {
             debug_assert!(s.served >= n, "release without a grant");
             s.served = s.served.saturating_sub(n);
@@ -594,7 +659,7 @@ impl<W> BackendState<W> {
         self.queueing.left(&waiting);
         self.take_slot(server);
         let queued = QueuePlace::of(&waiting, from_own);
-        Some(Grant { server, session: waiting.session, waiter: waiting.waiter, queued })
+        Some(Grant { server, session: waiting.session, waiter: waiting.waiter, queued, source: waiting.source })
     }
 
     /// Grants every held slot that may be used now to a waiter (after a
@@ -606,6 +671,30 @@ impl<W> BackendState<W> {
                 grants.push(grant);
             }
         }
+    }
+
+    // === sources seated (queue.per_source.max_live) ===
+
+    /// The source a grant's ticket counts, if the backend caps its
+    /// sources' live sessions (`None`: the grant carries no ticket).
+    pub fn ticket_for(&self, source: Option<SourceKey>) -> Option<SourceKey> {
+        source.filter(|_| self.queueing.caps_live())
+    }
+
+    /// A grant with a ticket for `source` was delivered.
+    pub fn seat(&mut self, source: SourceKey) {
+        self.queueing.seat(source);
+    }
+
+    /// A ticket for `source` was dropped: its session left the backend.
+    pub fn unseat(&mut self, source: SourceKey) {
+        self.queueing.unseat(source);
+    }
+
+    /// Sessions of `source` holding a ticket (seated or retrying).
+    #[cfg(feature = "internals")]
+    pub fn seated_of(&self, source: SourceKey) -> u32 {
+        self.queueing.seated_of(source)
     }
 
     // === time and shedding (queue disciplines) ===
@@ -681,6 +770,8 @@ impl<W> BackendState<W> {
         let Some(s) = self.servers.get_mut(server.0) else { return (grants, refusals) };
         let went_down = s.status.up && !status.up;
         s.status = status;
+        self.balancer.server_changed(server, ServerEvent::Changed { up: status.up, weight: status.weight });
+        let s = &mut self.servers[server.0];
         s.limit_seen = s.limit_seen.max(status.cap.unwrap_or(0));
         // Waiters already queued go first: a slot that just became usable
         // (a backup taking over, a weight raised) is theirs.
@@ -704,11 +795,14 @@ impl<W> BackendState<W> {
                 let req =
                     ReserveRequest { session: w.session, key: w.key, client: None, pin: None, avoid: Some(server) };
                 match self.reserve_joining(req, joining, w.waiter) {
-                    Reserved::Granted { server, waiter } => {
-                        grants.push(Grant { server, session: w.session, waiter, queued })
+                    Reserved::Granted { server, waiter, source } => {
+                        grants.push(Grant { server, session: w.session, waiter, queued, source })
                     }
                     Reserved::Queued { .. } => {}
-                    Reserved::Full { waiter } | Reserved::NoServer { waiter } | Reserved::SourceFull { waiter } => {
+                    Reserved::Full { waiter }
+                    | Reserved::NoServer { waiter }
+                    | Reserved::SourceFull { waiter }
+                    | Reserved::SourceBusy { waiter } => {
                         refusals.push(Refusal { waiter, queued })
                     }
                 }
@@ -748,7 +842,9 @@ impl<W> BackendState<W> {
     /// Server lends them.
     pub fn add_server(&mut self, setup: &ServerSetup) -> ServerId {
         self.servers.push(ServerSlots::new(setup));
-        ServerId(self.servers.len() - 1)
+        let id = ServerId(self.servers.len() - 1);
+        self.balancer.server_changed(id, ServerEvent::Added);
+        id
     }
 
     /// A reload changed how a server is set up (not its maxconn between
@@ -777,19 +873,24 @@ impl<W> BackendState<W> {
             s.held = Some(0);
         }
         let down = ServerStatus { up: false, weight: 0, cap: None };
-        self.apply_status(server, down, true)
+        let outcome = self.apply_status(server, down, true);
+        self.balancer.server_changed(server, ServerEvent::Removed);
+        outcome
     }
 
     /// A reload changed the backend's settings or its balancing (a new
-    /// balancer, sized for every server id). Returns what became grantable
-    /// (fullconn changes what servers may take).
-    pub fn reconfigure(&mut self, setup: BackendSetup, balancer: Box<dyn Balancer>) -> Vec<Grant<W>> {
+    /// balancer, sized for every server id; `None` keeps the one it has).
+    /// Returns what became grantable (fullconn changes what servers may
+    /// take).
+    pub fn reconfigure(&mut self, setup: BackendSetup, balancer: Option<Box<dyn Balancer>>) -> Vec<Grant<W>> {
         self.setup = setup.into();
         self.maxconn_seen = match (self.maxconn_seen, self.setup.maxconn.get()) {
             (Some(seen), Some(now)) => Some(seen.max(now)),
             _ => None,
         };
-        self.balancer = balancer;
+        if let Some(balancer) = balancer {
+            self.balancer = balancer;
+        }
         self.set_fair(setup.queue.fair != crate::config::FairShare::None);
         let waiting = self.queue.iter().chain(self.servers.iter().flat_map(|s| s.queue.iter()));
         self.queueing.reconfigure(setup.queue, waiting);

@@ -59,6 +59,7 @@ impl Order {
 pub struct Queueing {
     settings: QueueSettings,
     max_queued_per_source: Limit,
+    max_live_per_source: Limit,
     standing: StandingQueue,
     /// The time of the message being handled (set by the core; only
     /// timed disciplines read it).
@@ -69,6 +70,10 @@ pub struct Queueing {
     by_class: BTreeSet<(Reverse<i32>, Instant, SessionId)>,
     /// Waiters per source — only with a per-source cap.
     per_source: FxHashMap<SourceKey, u32>,
+    /// Seated sessions per source: slots granted with a source ticket and
+    /// not yet given back by it — only with `max_live`. Kept across a
+    /// reload, since the tickets out there still count.
+    seated: FxHashMap<SourceKey, u32>,
 }
 
 impl Queueing {
@@ -76,11 +81,13 @@ impl Queueing {
         Queueing {
             settings,
             max_queued_per_source: Limit::from_config(settings.per_source.max_queued.map_or(0, |n| n.get())),
+            max_live_per_source: Limit::from_config(settings.per_source.max_live.map_or(0, |n| n.get())),
             standing: StandingQueue::new(settings.codel, now),
             now,
             by_age: BTreeSet::new(),
             by_class: BTreeSet::new(),
             per_source: FxHashMap::default(),
+            seated: FxHashMap::default(),
         }
     }
 
@@ -89,7 +96,8 @@ impl Queueing {
     pub fn reconfigure<'a, W: 'a>(&mut self, settings: QueueSettings, waiting: impl Iterator<Item = &'a Waiting<W>>) {
         let mut standing = self.standing.clone();
         standing.set(settings.codel);
-        *self = Queueing { standing, ..Queueing::new(settings, self.now) };
+        let seated = std::mem::take(&mut self.seated);
+        *self = Queueing { standing, seated, ..Queueing::new(settings, self.now) };
         for w in waiting {
             self.joined(&w.joining());
         }
@@ -146,13 +154,61 @@ impl Queueing {
 
     /// The source a client counts as, when fair share or a cap needs one.
     pub fn source_of(&self, client: Option<IpAddr>) -> Option<SourceKey> {
-        let needed = self.fair() || !self.max_queued_per_source.is_unlimited();
+        let needed = self.fair() || self.counts_waiters_per_source();
         client.filter(|_| needed).map(|ip| SourceKey::of(ip, self.settings.fair))
+    }
+
+    /// A per-source cap needs each source's waiters counted.
+    fn counts_waiters_per_source(&self) -> bool {
+        !self.max_queued_per_source.is_unlimited() || self.caps_live()
+    }
+
+    /// `queue.per_source.max_live` is set: grants carry a source ticket.
+    pub fn caps_live(&self) -> bool {
+        !self.max_live_per_source.is_unlimited()
     }
 
     /// `source` may queue one more (`queue.per_source.max_queued`).
     pub fn admits(&self, source: Option<SourceKey>) -> bool {
-        source.is_none_or(|s| !self.max_queued_per_source.reached_by(self.per_source.get(&s).copied().unwrap_or(0) as usize))
+        source.is_none_or(|s| !self.max_queued_per_source.reached_by(self.waiting_of(s) as usize))
+    }
+
+    /// A new session of `source` may enter the backend
+    /// (`queue.per_source.max_live`): its seated and waiting sessions are
+    /// below the cap. A retry is not a new session: its old ticket still
+    /// counts it, so it is never asked.
+    pub fn admits_live(&self, source: Option<SourceKey>) -> bool {
+        source.is_none_or(|s| {
+            let inside = self.waiting_of(s) + self.seated.get(&s).copied().unwrap_or(0);
+            !self.max_live_per_source.reached_by(inside as usize)
+        })
+    }
+
+    fn waiting_of(&self, source: SourceKey) -> u32 {
+        self.per_source.get(&source).copied().unwrap_or(0)
+    }
+
+    /// A slot was delivered with a ticket for `source`.
+    pub fn seat(&mut self, source: SourceKey) {
+        *self.seated.entry(source).or_insert(0) += 1;
+    }
+
+    /// A ticket for `source` was dropped: its session left the backend.
+    /// A ticket from before a reload that changed how sources are grouped
+    /// may name a source not counted; it is ignored.
+    pub fn unseat(&mut self, source: SourceKey) {
+        if let Some(n) = self.seated.get_mut(&source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.seated.remove(&source);
+            }
+        }
+    }
+
+    /// Seated sessions of `source` (tickets out), for tests.
+    #[cfg(feature = "internals")]
+    pub fn seated_of(&self, source: SourceKey) -> u32 {
+        self.seated.get(&source).copied().unwrap_or(0)
     }
 
     /// A waiter joined one of the backend's queues.
@@ -161,7 +217,7 @@ impl Queueing {
             self.by_age.insert((j.joined, j.session));
             self.by_class.insert((Reverse(j.key.class), j.joined, j.session));
         }
-        if let (Some(source), false) = (j.source, self.max_queued_per_source.is_unlimited()) {
+        if let (Some(source), true) = (j.source, self.counts_waiters_per_source()) {
             *self.per_source.entry(source).or_insert(0) += 1;
         }
     }

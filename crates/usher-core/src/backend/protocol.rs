@@ -14,6 +14,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::core::QueuePlace;
+use super::discipline::SourceKey;
 use super::wait_queue::QueueKey;
 use crate::backend::{Answer, Gone, Waiter};
 use crate::ids::{ServerId, SessionId};
@@ -35,6 +36,15 @@ pub struct ServerInfo {
     /// `Release` here. Kept once per server rather than per slot, so a grant
     /// costs an `Arc` increment, not a boxed `Recipient` clone.
     pub release: Recipient<Release>,
+    /// The BackendQueue, told when a session holding a source ticket
+    /// leaves the backend (`queue.per_source.max_live`). Once per server,
+    /// like `release`.
+    pub source_left: Recipient<SourceLeft>,
+    /// The BackendQueue, when its balancer learns from connect times
+    /// (`Balancer::wants_connect_times`): each session reports its connect.
+    /// Set by the BackendQueue itself, so a backend whose balancer does not
+    /// ask costs its sessions nothing.
+    pub connect_times: Option<Recipient<ConnectTimed>>,
     /// Cancelled when an operator shuts down the server's sessions: every
     /// session relaying on a slot granted before then ends (`AD`). Grants
     /// made after carry a fresh token, so the shutdown never reaches a
@@ -48,21 +58,34 @@ pub struct ServerInfo {
 
 /// A reserved slot on one server. Dropping it sends exactly one `Release` to
 /// the server that owns it, on every path: normal close, error, timeout,
-/// cancellation, task abort, panic unwinding.
+/// cancellation, task abort, panic unwinding — and, with its source
+/// ticket, one `SourceLeft` to the BackendQueue.
 pub struct Slot {
     pub server: Arc<ServerInfo>,
     armed: bool,
+    /// The source this session counts for under `max_live`, until it
+    /// leaves the backend.
+    ticket: Option<SourceKey>,
 }
 
 impl Slot {
-    pub(crate) fn new(server: Arc<ServerInfo>) -> Slot {
-        Slot { server, armed: true }
+    pub(crate) fn new(server: Arc<ServerInfo>, ticket: Option<SourceKey>) -> Slot {
+        Slot { server, armed: true, ticket }
     }
 
     /// Takes the slot back without a `Release`: the BackendQueue reuses it
-    /// when the waiter it was sent to is gone.
+    /// when the waiter it was sent to is gone (and never counted its
+    /// ticket).
     pub(crate) fn disarm(mut self) {
         self.armed = false;
+        self.ticket = None;
+    }
+
+    /// Takes the source ticket out, so a retry keeps counting the session
+    /// while this slot goes back: a new session of the same source cannot
+    /// take its place in between.
+    pub(crate) fn take_ticket(&mut self) -> Option<SourceTicket> {
+        self.ticket.take().map(|source| SourceTicket { source, queue: self.server.clone() })
     }
 }
 
@@ -72,6 +95,30 @@ impl Drop for Slot {
             // do_send: Drop cannot await, and one Release per slot bounds it.
             self.server.release.do_send(Release);
         }
+        if let Some(source) = self.ticket.take() {
+            // Same bound: one ticket per session.
+            self.server.source_left.do_send(SourceLeft { source });
+        }
+    }
+}
+
+/// A session's count under `queue.per_source.max_live`, kept apart from
+/// its slot while it retries. Dropping it tells the BackendQueue the
+/// session left.
+pub struct SourceTicket {
+    source: SourceKey,
+    queue: Arc<ServerInfo>,
+}
+
+impl Drop for SourceTicket {
+    fn drop(&mut self) {
+        self.queue.source_left.do_send(SourceLeft { source: self.source });
+    }
+}
+
+impl std::fmt::Debug for SourceTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceTicket").field("source", &self.source).finish()
     }
 }
 
@@ -107,6 +154,9 @@ pub enum ReserveReply {
     Full,
     /// Its client source has `queue.per_source.max_queued` waiting already.
     SourceFull,
+    /// Its client source has `queue.per_source.max_live` sessions in the
+    /// backend already.
+    SourceBusy,
     /// Shed by the queue discipline under overload.
     Shed { queued: QueuePlace },
     /// No server can take it.
@@ -121,12 +171,13 @@ impl Waiter for oneshot::Sender<ReserveReply> {
 
     fn answer(self, answer: Answer<'_, Arc<ServerInfo>>) -> Result<(), Gone> {
         let reply = match answer {
-            Answer::Granted { server, info, queued } => {
+            Answer::Granted { server, info, queued, ticket } => {
                 debug_assert_eq!(info.id, server, "a grant carries its own server's info");
-                ReserveReply::Granted { slot: Slot::new(info.clone()), queued }
+                ReserveReply::Granted { slot: Slot::new(info.clone(), ticket), queued }
             }
             Answer::Full => ReserveReply::Full,
             Answer::SourceFull => ReserveReply::SourceFull,
+            Answer::SourceBusy => ReserveReply::SourceBusy,
             Answer::Shed { queued } => ReserveReply::Shed { queued },
             Answer::NoServer { queued } => ReserveReply::NoServer { queued },
             Answer::Left { queued } => ReserveReply::Left { queued },
@@ -155,6 +206,22 @@ pub struct CancelReserve {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Release;
+
+/// A session counted under `queue.per_source.max_live` left the backend.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SourceLeft {
+    pub source: SourceKey,
+}
+
+/// A session connected to `server` in `connect_time` (its last attempt),
+/// for a balancer that learns from connect times.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ConnectTimed {
+    pub server: ServerId,
+    pub connect_time: std::time::Duration,
+}
 
 /// A Server lends free slots to its BackendQueue, which hands each to the
 /// oldest waiter that can use it, or holds it. `released` says how many

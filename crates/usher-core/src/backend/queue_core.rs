@@ -24,6 +24,7 @@
 use slog::{debug, info, Logger};
 
 use crate::backend::balance::Balancer;
+use crate::backend::discipline::SourceKey;
 use crate::backend::{
     BackendSetup, BackendState, Grant, QueuePlace, Refusal, ReserveRequest, Reserved, ServerSetup, ServerStatus,
 };
@@ -34,12 +35,18 @@ use crate::ids::{ServerId, SessionId};
 #[derive(Debug)]
 pub enum Answer<'a, S> {
     /// A slot on `server` is the session's; `info` is what the queue keeps
-    /// of that server. `queued`: where it waited, if it did.
-    Granted { server: ServerId, info: &'a S, queued: Option<QueuePlace> },
+    /// of that server. `queued`: where it waited, if it did. `ticket`: the
+    /// source the session counts for under `queue.per_source.max_live`;
+    /// whoever takes the grant hands it back through
+    /// [`QueueCore::source_left`] when the session leaves the backend.
+    Granted { server: ServerId, info: &'a S, queued: Option<QueuePlace>, ticket: Option<SourceKey> },
     /// The queue it would join is at its `maxqueue`.
     Full,
     /// Its client source has `queue.per_source.max_queued` waiting already.
     SourceFull,
+    /// Its client source has `queue.per_source.max_live` sessions in the
+    /// backend already.
+    SourceBusy,
     /// Shed by the queue discipline under overload (it waited longer than
     /// the shed age in a standing queue).
     Shed { queued: QueuePlace },
@@ -122,11 +129,11 @@ impl<W: Waiter> QueueCore<W> {
     /// decided; the waiter was answered already unless it was queued.
     pub fn reserve(&mut self, req: ReserveRequest, waiter: W) -> Reserved<()> {
         let decided = match self.state.reserve(req, waiter) {
-            Reserved::Granted { server, waiter } => {
+            Reserved::Granted { server, waiter, source } => {
                 // A gone session's slot is held again: the settle below
                 // offers it on.
-                let _ = self.deliver(server, waiter, None);
-                Reserved::Granted { server, waiter: () }
+                let _ = self.deliver(server, waiter, None, source);
+                Reserved::Granted { server, waiter: (), source }
             }
             // Its answer comes when it leaves the queue, with its place.
             Reserved::Queued { server, position } => {
@@ -141,6 +148,10 @@ impl<W: Waiter> QueueCore<W> {
             Reserved::SourceFull { waiter } => {
                 let _ = waiter.answer(Answer::SourceFull);
                 Reserved::SourceFull { waiter: () }
+            }
+            Reserved::SourceBusy { waiter } => {
+                let _ = waiter.answer(Answer::SourceBusy);
+                Reserved::SourceBusy { waiter: () }
             }
             Reserved::NoServer { waiter } => {
                 let _ = waiter.answer(Answer::NoServer { queued: None });
@@ -159,6 +170,18 @@ impl<W: Waiter> QueueCore<W> {
         }
         self.state.look();
         self.stop_if_retired()
+    }
+
+    /// A session connected to `server` in `connect_time`: its balancer
+    /// learns from it.
+    pub fn connected(&mut self, server: ServerId, connect_time: std::time::Duration) {
+        self.state.connected(server, connect_time);
+    }
+
+    /// A session holding a ticket for `source` left the backend (its slot
+    /// or its retry's ticket was dropped): its source may bring a new one.
+    pub fn source_left(&mut self, source: SourceKey) {
+        self.state.unseat(source);
     }
 
     /// The discipline reads the clock: set the time of every message and
@@ -218,7 +241,7 @@ impl<W: Waiter> QueueCore<W> {
     pub fn reconfigure(
         &mut self,
         setup: BackendSetup,
-        balancer: Box<dyn Balancer>,
+        balancer: Option<Box<dyn Balancer>>,
         changes: Vec<ServerChange<W::Server>>,
     ) -> After {
         // New and changed servers first, so the queues of removed servers
@@ -306,18 +329,29 @@ impl<W: Waiter> QueueCore<W> {
     }
 
     /// Sends a granted slot; if the waiter is gone, the slot is held again.
-    fn deliver(&mut self, server: ServerId, waiter: W, queued: Option<QueuePlace>) -> Result<(), Gone> {
+    /// A taken grant with a ticket counts its source seated until the
+    /// ticket comes back.
+    fn deliver(
+        &mut self,
+        server: ServerId,
+        waiter: W,
+        queued: Option<QueuePlace>,
+        source: Option<SourceKey>,
+    ) -> Result<(), Gone> {
         // Grants only come from servers that are not removed.
         let info = self.servers[server.0].as_ref().expect("granted server exists");
-        let sent = waiter.answer(Answer::Granted { server, info, queued });
-        if sent.is_err() {
-            self.state.ungrant(server);
+        let ticket = self.state.ticket_for(source);
+        let sent = waiter.answer(Answer::Granted { server, info, queued, ticket });
+        match (&sent, ticket) {
+            (Err(Gone), _) => self.state.ungrant(server),
+            (Ok(()), Some(source)) => self.state.seat(source),
+            (Ok(()), None) => {}
         }
         sent
     }
 
     fn deliver_grant(&mut self, grant: Grant<W>) {
-        if self.deliver(grant.server, grant.waiter, Some(grant.queued)).is_err() {
+        if self.deliver(grant.server, grant.waiter, Some(grant.queued), grant.source).is_err() {
             debug!(self.log, "granted waiter was gone"; "session" => grant.session.0);
         }
     }

@@ -90,8 +90,7 @@ impl Topology {
                     watchdog: self.shared.watchdog.clone(),
                     frontends: feeders(all, &settings.name),
                 });
-                let backend = start_backend(settings, &self.shared.log, self.shared.clustered, &self.shared.kill, stress);
-                self.backends.push(backend);
+                self.backends.push(start_backend(settings, &self.shared, stress));
             }
             BackendStep::Update(update) => self.update_backend(update),
             BackendStep::Remove { id, .. } => {
@@ -127,7 +126,7 @@ impl Topology {
                     let server = &mut slot.servers[id.0];
                     let actor = server.actor.clone().expect("the plan updates live servers only");
                     actor.do_send(ReconfigureServer { health: health_config(&s, self.shared.clustered), check: check_spec(&s) });
-                    let info = server_info(id, &s, &actor, &self.shared.kill);
+                    let info = server_info(id, &s, &actor, &slot.queue, &self.shared.kill);
                     server_changes.push(ServerChange::Update { id, info, setup: server_setup(&s) });
                     server.settings = s;
                 }
@@ -135,7 +134,7 @@ impl Topology {
                     debug_assert_eq!(id.0, slot.servers.len(), "planned after every id in use");
                     let ctx: Context<Server> = Context::new();
                     let actor = ctx.address();
-                    let info = server_info(id, &s, &actor, &self.shared.kill);
+                    let info = server_info(id, &s, &actor, &slot.queue, &self.shared.kill);
                     server_changes.push(ServerChange::Add { id, info, setup: server_setup(&s) });
                     starting.push((ctx, new_server(id, &s, &slot.queue, &log, self.shared.clustered)));
                     slot.servers.push(ServerSlot { settings: s, actor: Some(actor) });
@@ -143,13 +142,17 @@ impl Topology {
             }
         }
         if reconfigure {
-            let weights: Vec<u32> =
-                slot.servers.iter().map(|s| if s.actor.is_some() { s.settings.weight } else { 0 }).collect();
-            slot.queue.do_send(ReconfigureBackend {
-                setup: backend_setup(&b),
-                balancer: balancer(&b, &weights),
-                servers: server_changes,
+            // A balancer keeps what it learnt (an EWMA, a ring) through a
+            // reload that changes neither its servers nor its own keys.
+            let same_balancing = server_changes.is_empty()
+                && (&slot.settings.balance, slot.settings.draws, slot.settings.hash_balance_factor)
+                    == (&b.balance, b.draws, b.hash_balance_factor);
+            let balancer = (!same_balancing).then(|| {
+                let weights: Vec<u32> =
+                    slot.servers.iter().map(|s| if s.actor.is_some() { s.settings.weight } else { 0 }).collect();
+                balancer(&b, &weights, &self.shared.balancers)
             });
+            slot.queue.do_send(ReconfigureBackend { setup: backend_setup(&b), balancer, servers: server_changes });
         }
         // Announced to the queue above: only now may they lend it slots.
         for (ctx, server) in starting {
@@ -336,14 +339,15 @@ fn feeders(all: &crate::config::Settings, backend: &str) -> Vec<String> {
         .collect()
 }
 
-fn start_backend(
-    settings: BackendSettings,
-    log: &slog::Logger,
-    clustered: bool,
-    kill: &tokio_util::sync::CancellationToken,
-    stress: Option<StressSource>,
-) -> BackendSlot {
-    let actors = wiring::start_backend_under(&settings, log, clustered, kill, stress);
+fn start_backend(settings: BackendSettings, shared: &super::topology::Shared, stress: Option<StressSource>) -> BackendSlot {
+    let actors = wiring::start_backend_under(
+        &settings,
+        &shared.log,
+        shared.clustered,
+        &shared.kill,
+        &shared.balancers,
+        stress,
+    );
     let servers = settings
         .servers
         .iter()

@@ -3,6 +3,7 @@
 
 use actix::prelude::*;
 
+use crate::backend::balance::BalancerRegistry;
 use crate::extension::{CheckClient, HookRegistry, Subscription};
 
 /// Called once with the addresses of the running actors.
@@ -22,6 +23,10 @@ pub struct Extensions {
     /// (`frontends.NAME.hooks`). A reload loader must check the
     /// configuration against them (`config::load_with`).
     pub hooks: HookRegistry,
+    /// Balancing algorithms by name (the six built in, and the
+    /// embedder's), for `backends.NAME.balance`. A reload loader must check
+    /// the configuration against them too.
+    pub balancers: BalancerRegistry,
     /// Told of every ended session of every frontend, each on its own
     /// thread through a bounded mailbox.
     pub observers: Vec<Subscription>,

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::bind;
+use crate::backend::balance::BalancerRegistry;
 use super::planner::{self, ListenerKey, Running, RunningBackend};
 use super::reload_outcome::{ReloadError, ReloadSummary};
 use crate::admission::listener::SessionStarter;
@@ -80,6 +81,8 @@ pub struct Shared {
     pub stats: Addr<Stats>,
     pub global_gauge: Arc<SessionGauge>,
     pub hooks: PluggedHooks,
+    /// Builds each backend's balancer by name, at start and reloads.
+    pub balancers: Arc<BalancerRegistry>,
     pub kill: CancellationToken,
     pub tracker: TaskTracker,
     pub session_ids: Arc<AtomicU64>,

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use actix::prelude::*;
 use slog::{o, Logger};
 
-use crate::backend::balance::{self, Balancer};
+use crate::backend::balance::{Balancer, BalancerRegistry, BalancerSetup};
 use crate::backend::spawn_gate::{SpawnGate, SpawnLink};
 use crate::backend::server::CheckSpec;
 use crate::backend::{BackendLoad, BackendQueue, BackendSetup, HealthConfig, Server, ServerInfo, ServerSetup};
@@ -69,8 +69,9 @@ pub fn backend_setup(b: &BackendSettings) -> BackendSetup {
 }
 
 /// The balancer of `backends.NAME.balance` over servers of these weights.
-pub fn balancer(b: &BackendSettings, weights: &[u32]) -> Box<dyn Balancer> {
-    balance::for_kind(b.balance, weights, b.draws, b.hash_balance_factor.or_zero())
+pub fn balancer(b: &BackendSettings, weights: &[u32], registry: &BalancerRegistry) -> Box<dyn Balancer> {
+    let setup = BalancerSetup { weights, draws: b.draws, hash_balance_factor: b.hash_balance_factor.or_zero() };
+    registry.build(&b.balance, &setup)
 }
 
 pub fn backend_params(b: &BackendSettings) -> BackendParams {
@@ -88,7 +89,13 @@ pub fn backend_params(b: &BackendSettings) -> BackendParams {
 }
 
 /// `kill`: the broker's kill token, parent of the server's sessions token.
-pub fn server_info(id: ServerId, s: &ServerSettings, actor: &Addr<Server>, kill: &CancellationToken) -> Arc<ServerInfo> {
+pub fn server_info(
+    id: ServerId,
+    s: &ServerSettings,
+    actor: &Addr<Server>,
+    queue: &Addr<BackendQueue>,
+    kill: &CancellationToken,
+) -> Arc<ServerInfo> {
     let c = &s.check;
     Arc::new(ServerInfo {
         id,
@@ -98,6 +105,8 @@ pub fn server_info(id: ServerId, s: &ServerSettings, actor: &Addr<Server>, kill:
         observe: (c.down_after_failed_connects.is_some() || (c.enabled && c.error_limit.is_some()))
             .then(|| actor.clone().recipient()),
         release: actor.clone().recipient(),
+        source_left: queue.clone().recipient(),
+        connect_times: None,
         sessions: kill.child_token(),
         kill: kill.clone(),
     })
@@ -140,7 +149,7 @@ const PROCESS_LIMIT_WARN_INTERVAL: std::time::Duration = std::time::Duration::fr
 /// Used by the benchmark, which has no broker and so no kill token.
 #[cfg(feature = "internals")]
 pub fn start_backend(b: &BackendSettings, log: &Logger, clustered: bool) -> BackendActors {
-    start_backend_under(b, log, clustered, &CancellationToken::new(), None)
+    start_backend_under(b, log, clustered, &CancellationToken::new(), &BalancerRegistry::default(), None)
 }
 
 /// [`start_backend`] in a broker whose kill token is `kill`: its sessions
@@ -150,6 +159,7 @@ pub fn start_backend_under(
     log: &Logger,
     clustered: bool,
     kill: &CancellationToken,
+    balancers: &BalancerRegistry,
     stress: Option<StressSource>,
 ) -> BackendActors {
     let log = log.new(o!("backend" => b.name.clone()));
@@ -161,13 +171,14 @@ pub fn start_backend_under(
     for (i, s) in b.servers.iter().enumerate() {
         let id = ServerId(i);
         let server = new_server(id, s, &queue, &log, clustered).start();
-        infos.push(server_info(id, s, &server, kill));
+        infos.push(server_info(id, s, &server, &queue, kill));
         setups.push(server_setup(s));
         servers.push(server);
     }
     let weights: Vec<u32> = b.servers.iter().map(|s| s.weight).collect();
     let load = Arc::new(BackendLoad::new());
-    let mut backend = BackendQueue::new(&setups, infos, backend_setup(b), balancer(b, &weights), log.clone(), load.clone());
+    let balancer = balancer(b, &weights, balancers);
+    let mut backend = BackendQueue::new(&setups, infos, backend_setup(b), balancer, log.clone(), load.clone());
     let mut spawn = None;
     if let Some(settings) = &b.spawn {
         // The queue knows its gate before its first message: no slot is

@@ -32,8 +32,9 @@ pub(super) fn settings(merged: &Merged, catalog: &dyn ExtensionCatalog) -> Resul
     let watchdog = watchdog(root, &mut report);
     let log = log(root, &mut report);
     let admin = admin(root, &mut report);
-    let defaults = defaults(root, &mut report);
-    let backends = backends(root, &defaults, &mut report);
+    let balancers = catalog.balancer_names();
+    let defaults = defaults(root, &balancers, &mut report);
+    let backends = backends(root, &defaults, &balancers, &mut report);
     // Every declared backend counts, valid or not: a frontend naming a backend
     // that has its own errors must not also get "not defined".
     let declared: Vec<&str> = match root.get("backends").map(|v| &v.kind) {
@@ -169,7 +170,7 @@ struct Defaults {
     server: Option<Value>,
 }
 
-fn defaults(root: &Map<String, Value>, report: &mut Report<'_>) -> Defaults {
+fn defaults(root: &Map<String, Value>, balancers: &[String], report: &mut Report<'_>) -> Defaults {
     let s = Section::new("defaults", root.get("defaults"), report);
     let mut out = Defaults { frontend: None, backend: None, server: None };
     for (name, value) in s.entries() {
@@ -191,7 +192,7 @@ fn defaults(root: &Map<String, Value>, report: &mut Report<'_>) -> Defaults {
     frontend_keys(&mut f, &mut probe);
     f.finish(&mut probe);
     let mut b = Section::new("defaults.backend", out.backend.as_ref(), &mut probe);
-    backend_keys(&mut b, &mut probe);
+    backend_keys(&mut b, balancers, &mut probe);
     super::spawn_section::spawn_keys(&mut b, &mut probe);
     b.finish(&mut probe);
     let mut s = Section::new("defaults.server", out.server.as_ref(), &mut probe);
@@ -298,19 +299,14 @@ struct BackendKeys {
     session_max: Option<Option<Duration>>,
 }
 
-fn backend_keys(s: &mut Section, report: &mut Report<'_>) -> BackendKeys {
-    let balance = s.choice(
-        "balance",
-        &[
-            ("roundrobin", Balance::Roundrobin),
-            ("static-rr", Balance::StaticRr),
-            ("leastconn", Balance::Leastconn),
-            ("first", Balance::First),
-            ("source", Balance::Source),
-            ("random", Balance::Random),
-        ],
-        report,
-    );
+/// `balancers`: the registered balancing algorithms' names.
+fn backend_keys(s: &mut Section, balancers: &[String], report: &mut Report<'_>) -> BackendKeys {
+    let names: Vec<String> = balancers.iter().map(|n| format!("\"{n}\"")).collect();
+    let expected = format!("the name of a registered balancing algorithm: one of {}", names.join(", "));
+    let balance = s.get("balance", &expected, report, |v| match v {
+        ValueKind::String(name) => balancers.iter().find(|n| *n == name).map(|n| Balance::new(n)),
+        _ => None,
+    });
     let draws = s.u32_in("draws", 1, 16, report);
     let hash_balance_factor = s.limit_up_to("hash_balance_factor", 10_000, report);
     let fullconn = s.limit_up_to("fullconn", 10_000_000, report);
@@ -480,13 +476,18 @@ fn frontends(
     out
 }
 
-fn backends(root: &Map<String, Value>, defaults: &Defaults, report: &mut Report<'_>) -> Vec<BackendSettings> {
+fn backends(
+    root: &Map<String, Value>,
+    defaults: &Defaults,
+    balancers: &[String],
+    report: &mut Report<'_>,
+) -> Vec<BackendSettings> {
     let table = Section::new("backends", root.get("backends"), report);
     let mut out = Vec::new();
     for (name, value) in table.entries() {
         let mut s = Section::new(format!("backends.{name}"), Some(&value), report)
             .with_defaults("defaults.backend", defaults.backend.as_ref());
-        let k = backend_keys(&mut s, report);
+        let k = backend_keys(&mut s, balancers, report);
         let spawn = super::spawn_section::spawn_keys(&mut s, report);
         let servers = match &spawn {
             Some(Some(spawn)) => spawned_servers(&mut s, spawn, defaults, report),

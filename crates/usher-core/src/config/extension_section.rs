@@ -19,7 +19,16 @@ pub trait ExtensionCatalog: Send + Sync {
     /// Checks the options of hook `name` (its `[hooks.NAME]` table without
     /// the core keys); every problem names its key relative to the table.
     fn check_hook(&self, name: &str, options: &toml::Table) -> Vec<OptionProblem>;
+    /// Names of the registered balancing algorithms, for
+    /// `backends.NAME.balance`: the six built in unless told otherwise.
+    fn balancer_names(&self) -> Vec<String> {
+        BUILT_IN_BALANCERS.iter().map(|name| (*name).to_owned()).collect()
+    }
 }
+
+/// The balancing algorithms built in (HAProxy's names); the backend's
+/// registry builds them.
+pub const BUILT_IN_BALANCERS: [&str; 6] = ["roundrobin", "static-rr", "leastconn", "first", "source", "random"];
 
 /// One problem an extension found in its options.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,8 @@ pub enum QueueDiscipline {
     #[default]
     Fifo,
     /// Arrival order, and under overload (a standing queue, as CoDel
-    /// measures it) waiters older than `codel.interval` are refused at once.
+    /// measures it) waiters older than twice `codel.target` are refused at
+    /// once.
     Codel,
     /// Arrival order while the queue drains, newest first while it stands;
     /// sheds like `codel`.
@@ -80,6 +81,10 @@ pub struct PerSourceSettings {
     /// next is refused at once (`None` = no cap, written 0).
     #[serde(serialize_with = "limit_or_zero")]
     pub max_queued: Option<NonZeroU32>,
+    /// Sessions of one source in this backend at once — seated, connecting
+    /// or waiting; the next is refused at once (`None` = no cap, written 0).
+    #[serde(serialize_with = "limit_or_zero")]
+    pub max_live: Option<NonZeroU32>,
 }
 
 fn limit_or_zero<S: Serializer>(limit: &Option<NonZeroU32>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -129,6 +134,7 @@ pub(super) fn queue_keys(s: &mut Section, report: &mut Report<'_>) -> Option<Que
     c.finish(report);
     let mut p = q.sub("per_source", report);
     let max_queued = p.limit_up_to("max_queued", 10_000_000, report);
+    let max_live = p.limit_up_to("max_live", 10_000_000, report);
     p.finish(report);
     let path = q.path().to_owned();
     q.finish(report);
@@ -144,7 +150,7 @@ pub(super) fn queue_keys(s: &mut Section, report: &mut Report<'_>) -> Option<Que
         discipline: discipline?,
         codel: CodelSettings { target, interval },
         fair: fair?,
-        per_source: PerSourceSettings { max_queued: max_queued? },
+        per_source: PerSourceSettings { max_queued: max_queued?, max_live: max_live? },
     };
     ok.then_some(settings)
 }

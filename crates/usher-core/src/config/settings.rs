@@ -404,21 +404,32 @@ pub struct FrontendTimeouts {
     pub inspect: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Balance {
-    /// Smooth weighted round robin; follows weight changes.
-    Roundrobin,
-    /// Weighted round robin on the configured weights.
-    StaticRr,
-    /// Fewest served + queued relative to weight; round robin among equals.
-    Leastconn,
-    /// First server in declaration order with a free slot.
-    First,
-    /// Consistent hash of the client IP; pinned sessions queue on their server.
-    Source,
-    /// Power of `draws` random choices.
-    Random,
+/// `backends.NAME.balance`: the name of a registered balancing algorithm,
+/// checked against the registry when the configuration is read. Built in
+/// (`backend::balance`): `roundrobin` (smooth weighted round robin,
+/// following weight changes), `static-rr` (on the configured weights),
+/// `leastconn` (fewest served + queued relative to weight), `first` (first
+/// server in declaration order with a free slot), `source` (consistent hash
+/// of the client address; pinned sessions queue on their server) and
+/// `random` (power of `draws` random choices).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Balance(String);
+
+impl Balance {
+    pub fn new(name: &str) -> Balance {
+        Balance(name.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Balance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

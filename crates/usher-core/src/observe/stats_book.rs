@@ -55,6 +55,8 @@ pub struct Counters {
     pub queue_shed: u64,
     /// Refused by their source's cap on queued sessions (`PS`).
     pub source_queue_full: u64,
+    /// Refused by their source's cap on live sessions (`PL`).
+    pub source_live_full: u64,
     /// Clients that left having sent nothing and never queued (`CN`): port
     /// probes and balancers' TCP health checks, kept apart from
     /// `queue_aborts` so that probing does not look like clients giving up.
@@ -94,6 +96,7 @@ impl Counters {
             Termination::ClientAbortInQueue => self.queue_aborts += 1,
             Termination::QueueShed => self.queue_shed += 1,
             Termination::SourceQueueFull => self.source_queue_full += 1,
+            Termination::SourceLiveFull => self.source_live_full += 1,
             Termination::Probe => self.probes += 1,
             _ => {}
         }
@@ -341,8 +344,9 @@ mod tests {
         book.record(&admitted(0, 0, None, Termination::QueueShed), Instant::now());
         book.record(&admitted(0, 0, None, Termination::SourceQueueFull), Instant::now());
         book.record(&admitted(0, 0, None, Termination::SourceQueueFull), Instant::now());
+        book.record(&admitted(0, 0, None, Termination::SourceLiveFull), Instant::now());
         let b = &book.backends[0];
-        assert_eq!((b.queue_shed, b.source_queue_full), (1, 2));
+        assert_eq!((b.queue_shed, b.source_queue_full, b.source_live_full), (1, 2, 1));
         assert_eq!((b.queue_full, b.queue_timeouts), (0, 0));
     }
 }

@@ -17,7 +17,7 @@ use tokio::time::{sleep, timeout, Instant};
 
 use super::seat::Want;
 use super::{Session, Termination};
-use crate::backend::{ConnectOutcome, Slot};
+use crate::backend::{ConnectOutcome, ConnectTimed, Slot};
 use crate::net::connect_nodelay;
 
 /// Longest pause before retrying a server that refused (HAProxy's turn-around).
@@ -34,6 +34,8 @@ impl Session<'_> {
         loop {
             self.record.server = Some(slot.server.name.clone());
             self.record.server_id = Some(slot.server.id);
+            // Timed only for a balancer that learns from connect times.
+            let attempt_started = slot.server.connect_times.as_ref().map(|_| Instant::now());
             let attempt = self.watching_client(attempt(slot.server.address, policy.timeout)).await?;
             if let Some(observe) = &slot.server.observe {
                 // Passive health: one per attempt, bounded by retries + 1.
@@ -41,6 +43,10 @@ impl Session<'_> {
             }
             let failure = match attempt {
                 Ok(server) => {
+                    if let (Some(report), Some(at)) = (&slot.server.connect_times, attempt_started) {
+                        // One per session: bounded like its Release.
+                        report.do_send(ConnectTimed { server: slot.server.id, connect_time: at.elapsed() });
+                    }
                     self.record.connect_time = Some(started.elapsed());
                     return Ok((slot, server));
                 }
@@ -52,6 +58,11 @@ impl Session<'_> {
             retries_left -= 1;
             self.record.retries += 1;
             let failed = slot.server.id;
+            // The session still counts for its source while it retries
+            // (`queue.per_source.max_live`): the ticket outlives the slot
+            // until the retry is answered, so a new session of that source
+            // cannot take its place in between.
+            let _counted = slot.take_ticket();
             drop(slot);
             let want = if policy.redispatch {
                 self.record.redispatched = true;

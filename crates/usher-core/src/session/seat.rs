@@ -140,6 +140,7 @@ fn answered(
         }
         Ok(ReserveReply::Full) => Err(Termination::QueueFull),
         Ok(ReserveReply::SourceFull) => Err(Termination::SourceQueueFull),
+        Ok(ReserveReply::SourceBusy) => Err(Termination::SourceLiveFull),
         Ok(ReserveReply::Shed { queued }) => {
             record_place(record, Some(queued));
             Err(Termination::QueueShed)

@@ -54,6 +54,9 @@ pub enum Termination {
     QueueShed,
     /// Refused at once: its client source has its cap of waiters queued.
     SourceQueueFull,
+    /// Its client source already had `queue.per_source.max_live` sessions
+    /// in the backend.
+    SourceLiveFull,
     /// An operator shut down the sessions of its server while it relayed.
     ShutDownInData,
     /// Older than its backend's `timeout.session_max` while it relayed.
@@ -114,12 +117,19 @@ impl Termination {
             Termination::QueueShed,
             "PQ",
             "shed while queued: the queue had stood overloaded for a whole queue.codel.interval (codel, \
-             adaptive_lifo) and the session had waited longer than that; refused at once, the server never saw it",
+             adaptive_lifo) and the session had waited twice queue.codel.target or longer; refused at once, the \
+             server never saw it",
         ),
         (
             Termination::SourceQueueFull,
             "PS",
             "its client source already had queue.per_source.max_queued sessions waiting in the backend: refused at once",
+        ),
+        (
+            Termination::SourceLiveFull,
+            "PL",
+            "its client source already had queue.per_source.max_live sessions in the backend (seated, connecting, \
+             retrying or waiting): refused at once",
         ),
         (
             Termination::ShutDownInData,

@@ -10,17 +10,30 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use usher_core::backend::balance::Balancer;
+use usher_core::backend::discipline::SourceKey;
 use usher_core::backend::{Answer, BackendSetup, Gone, QueueCore, QueuePlace, ServerSetup, Waiter};
 
 /// An answer as a session hears it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
-    Granted { server: usize, queued: Option<QueuePlace> },
+    /// `ticket`: the source the slot counts for (`max_live`).
+    Granted {
+        server: usize,
+        queued: Option<QueuePlace>,
+        ticket: Option<SourceKey>,
+    },
     Full,
     SourceFull,
-    Shed { queued: QueuePlace },
-    NoServer { queued: Option<QueuePlace> },
-    Left { queued: QueuePlace },
+    SourceBusy,
+    Shed {
+        queued: QueuePlace,
+    },
+    NoServer {
+        queued: Option<QueuePlace>,
+    },
+    Left {
+        queued: QueuePlace,
+    },
 }
 
 /// One answer the core sent, in order. `delivered`: the session was still
@@ -72,9 +85,10 @@ impl Waiter for TestWaiter {
 
     fn answer(self, answer: Answer<'_, ()>) -> Result<(), Gone> {
         let reply = match answer {
-            Answer::Granted { server, queued, .. } => Reply::Granted { server: server.0, queued },
+            Answer::Granted { server, queued, ticket, .. } => Reply::Granted { server: server.0, queued, ticket },
             Answer::Full => Reply::Full,
             Answer::SourceFull => Reply::SourceFull,
+            Answer::SourceBusy => Reply::SourceBusy,
             Answer::Shed { queued } => Reply::Shed { queued },
             Answer::NoServer { queued } => Reply::NoServer { queued },
             Answer::Left { queued } => Reply::Left { queued },

@@ -62,11 +62,15 @@ impl StandingQueue {
         now >= self.good_at + self.interval
     }
 
-    /// Under overload, a waiter older than this is refused: it has waited
-    /// a whole interval in a queue that is not draining, and keeping it
-    /// would only keep the queue standing.
+    /// Under overload, a waiter older than this is refused: twice the
+    /// target (folly's "slough timeout"). A standing queue serves its
+    /// waiters after this long at most, so the sessions served during an
+    /// overload waited at most about twice the target, and the queue left
+    /// when the overload ends holds only that much work: it drains at once.
+    /// Shedding only past the whole interval kept up to an interval's worth
+    /// of waiters, served late and slow to drain.
     pub fn shed_after(&self) -> Duration {
-        self.interval
+        self.target * 2
     }
 
     /// When overload starts, with nothing joining or leaving meanwhile
