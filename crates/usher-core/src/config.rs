@@ -12,6 +12,7 @@
 
 mod build;
 mod cluster_section;
+mod discovery_section;
 mod errors;
 mod extension_section;
 mod queue_section;
@@ -21,6 +22,7 @@ mod settings;
 mod sources;
 
 pub use cluster_section::CLUSTER_BUILT_IN;
+pub use discovery_section::{DnsForm, DnsOrigin, DnsSource, RecordKind, ResolverSettings};
 pub use errors::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use extension_section::{ExtensionCatalog, HookSettings, NoExtensions, OnHookTimeout, OptionProblem};
 pub use queue_section::{CodelSettings, FairShare, PerSourceSettings, QueueDiscipline, QueueSettings};

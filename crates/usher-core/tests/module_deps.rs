@@ -19,12 +19,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("backend", &["config", "ids", "proxy_protocol"]),
     ("session", &["admission", "backend", "config", "ids", "net", "proxy_protocol", "routing"]),
     ("observe", &["admission", "backend", "config", "ids", "session"]),
+    ("discovery", &["config"]),
     (
         "broker",
         &[
             "admission",
             "backend",
             "config",
+            "discovery",
             "extension",
             "ids",
             "net",
@@ -34,7 +36,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "session",
         ],
     ),
-    ("admin", &["admission", "backend", "broker", "cluster", "config", "ids", "observe"]),
+    ("admin", &["admission", "backend", "broker", "cluster", "config", "discovery", "ids", "observe"]),
     ("cluster", &["broker", "config"]),
     ("run", &["admin", "broker", "cluster", "config", "extension", "observe"]),
 ];
