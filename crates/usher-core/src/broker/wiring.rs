@@ -97,6 +97,7 @@ pub fn server_info(id: ServerId, s: &ServerSettings, actor: &Addr<Server>, kill:
         release: actor.clone().recipient(),
         sessions: kill.child_token(),
         kill: kill.clone(),
+        shut_down: CancellationToken::new(),
     })
 }
 
