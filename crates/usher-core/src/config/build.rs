@@ -64,7 +64,25 @@ pub(super) fn settings(merged: &Merged, catalog: &dyn ExtensionCatalog) -> Resul
         (Some(global), Some(watchdog), Some(log), Some(admin), Some(cluster), Some(resolvers))
             if report.errors.is_empty() =>
         {
-            Ok(Settings { global, watchdog, log, admin, frontends, backends, actors, hooks, cluster, resolvers })
+            let table = |v: Option<&Value>| match v.map(to_toml) {
+                Some(toml::Value::Table(table)) => table,
+                _ => toml::Table::new(),
+            };
+            let defaults =
+                DefaultTables { backend: table(defaults.backend.as_ref()), server: table(defaults.server.as_ref()) };
+            Ok(Settings {
+                global,
+                watchdog,
+                log,
+                admin,
+                frontends,
+                backends,
+                actors,
+                hooks,
+                cluster,
+                resolvers,
+                defaults,
+            })
         }
         _ => {
             // Entries that read the same bad default report it once each.

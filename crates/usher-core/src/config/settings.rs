@@ -90,6 +90,17 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
     /// How host names of servers are resolved (`[resolvers]`).
     pub resolvers: super::ResolverSettings,
+    /// `[defaults.backend]` and `[defaults.server]` as merged from every
+    /// layer: what a backend or server added at run time starts from.
+    pub defaults: DefaultTables,
+}
+
+/// The defaults tables as written (every built-in key, with the layers'
+/// changes), so `usher check` output reads back the same.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DefaultTables {
+    pub backend: toml::Table,
+    pub server: toml::Table,
 }
 
 /// `[cluster]`: share every limited server's maxconn with other usher
