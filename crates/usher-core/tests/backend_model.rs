@@ -1192,7 +1192,25 @@ impl BackendSim {
         if paused {
             assert!(heard.is_empty(), "a pause answered {heard:?}");
         } else {
-            self.offered(&heard);
+            // As with a status change: the dispatch's grants, server by
+            // server in queue order, then those of the settle that follows.
+            let model_grants = self.model_dispatch();
+            let g = model_grants.len();
+            assert!(heard.len() >= g, "resume: heard {heard:?}, due {model_grants:?}");
+            let real_grants: Vec<(usize, u64, bool)> = heard[..g]
+                .iter()
+                .map(|h| match h.reply {
+                    Reply::Granted { server, queued: Some(_) } => (server, h.session, !h.delivered),
+                    _ => panic!("resume: {h:?} where a grant was due"),
+                })
+                .collect();
+            assert_eq!(real_grants, model_grants, "resume grants");
+            for &(t, id, gone) in &model_grants {
+                if gone {
+                    self.model_ungrant(t, id);
+                }
+            }
+            self.offered(&heard[g..]);
         }
         for id in waiting {
             assert!(self.sessions.contains_key(&id), "waiter {id} dropped by a pause or resume");
