@@ -147,8 +147,9 @@ pub struct Topology {
     /// and again once stopping (the task then ends).
     dns_plan: Option<watch::Sender<DiscoveryPlan>>,
     /// Its own address, for the resolution task's reports (weak: the
-    /// task never keeps the Topology alive).
-    me: actix::WeakAddr<Topology>,
+    /// task never keeps the Topology alive). Set once it runs: the task
+    /// starts only then, so its first report always finds it.
+    me: Option<actix::WeakAddr<Topology>>,
     loader: Option<ConfigLoader>,
     pub(super) shared: Shared,
     pub(super) frontends: Vec<FrontendSlot>,
@@ -176,7 +177,7 @@ impl Topology {
             settings: empty,
             resolutions: Resolutions::new(),
             dns_plan: None,
-            me: ctx.address().downgrade(),
+            me: None,
             loader,
             shared,
             frontends: Vec::new(),
@@ -209,9 +210,9 @@ impl Topology {
     /// Tells the resolution task which names to resolve, starting it when
     /// the first one appears.
     fn follow_names(&mut self) {
-        if self.stopping {
+        let Some(me) = self.me.clone().filter(|_| !self.stopping) else {
             return;
-        }
+        };
         let plan = DiscoveryPlan {
             resolvers: self.declared.resolvers.clone(),
             queries: discovery::resolution::queries(&self.declared),
@@ -224,7 +225,6 @@ impl Topology {
             return;
         }
         let (sender, plans) = watch::channel(plan);
-        let me = self.me.clone();
         let report = Box::new(move |resolved: Resolved| match me.upgrade() {
             Some(topology) => {
                 topology.do_send(DnsOutcome(resolved));
@@ -329,6 +329,8 @@ impl Actor for Topology {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        self.me = Some(ctx.address().downgrade());
+        self.follow_names();
     }
 }
 
