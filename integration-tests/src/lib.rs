@@ -17,6 +17,7 @@ pub mod backend;
 pub mod broker;
 pub mod counted_sessions;
 pub mod daemon;
+pub mod dns;
 pub mod etcd;
 pub mod external;
 pub mod http;

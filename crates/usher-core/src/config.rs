@@ -12,6 +12,7 @@
 
 mod build;
 mod cluster_section;
+mod discovery_section;
 mod errors;
 mod extension_section;
 mod queue_section;
@@ -22,6 +23,7 @@ mod sources;
 mod spawn_section;
 
 pub use cluster_section::CLUSTER_BUILT_IN;
+pub use discovery_section::{DnsForm, DnsOrigin, DnsSource, RecordKind, ResolverSettings};
 pub use errors::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use extension_section::{
     ExtensionCatalog, HookSettings, NoExtensions, OnHookTimeout, OptionProblem, BUILT_IN_BALANCERS,

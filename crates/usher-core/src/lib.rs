@@ -11,6 +11,7 @@
 //! - `proxy_protocol`: PROXY v1/v2 headers;
 //! - `observe/`: the logger and the traffic counters;
 //! - `admin/`: the HTTP API;
+//! - `discovery/`: servers from DNS (resolution, stable names, schedule);
 //! - `broker/`: start, the running topology, reload (plan, then commit),
 //!   the [`BrokerHandle`];
 //! - `run`: the process around them: broker, admin API, shutdown.
@@ -46,7 +47,7 @@ macro_rules! internal_modules {
     )*};
 }
 
-internal_modules!(admin, admission, backend, broker, cluster, observe, proxy_protocol, session, spawn);
+internal_modules!(admin, admission, backend, broker, cluster, discovery, observe, proxy_protocol, session, spawn);
 
 mod run;
 
@@ -78,6 +79,7 @@ pub mod report {
     pub use crate::backend::spawn_gate::{ProcessReport, SpawnReport};
     pub use crate::backend::CheckResult;
     pub use crate::broker::{BackendReport, BrokerReport};
+    pub use crate::discovery::{SourceReport, SourceState};
     pub use crate::observe::stats::{GaugeReading, ProcessFacts, QueueWaitReport, StatsReport};
     pub use crate::observe::stats_book::{Counters, RouteCounters};
     pub use crate::observe::wait_histogram::{WaitHistogram, WaitSummary};

@@ -208,6 +208,9 @@ enum BOp {
     /// ramp) and a cap below maxconn (slowstart; limited servers only, as
     /// `ServerHealth::status` sends).
     Status { server: usize, up: bool, weight: u32, cap: Option<u32> },
+    /// An operator pauses (`true`) or resumes the backend
+    /// (`QueueCore::set_paused`).
+    Pause(bool),
 }
 
 fn balancer_kind() -> impl Strategy<Value = BalancerKind> {
@@ -278,6 +281,7 @@ fn backend_op() -> impl Strategy<Value = BOp> {
         1 => Just(BOp::Quiesce),
         2 => (0usize..4, prop::bool::weighted(0.7), 0u32..=3, prop::option::weighted(0.3, 1u32..=3))
             .prop_map(|(server, up, weight, cap)| BOp::Status { server, up, weight, cap }),
+        1 => any::<bool>().prop_map(BOp::Pause),
     ]
 }
 
@@ -359,6 +363,8 @@ struct BackendSim {
     /// backend load seen during it (dynamic maxconn grows with the load).
     granted: Vec<bool>,
     load_peak: u64,
+    /// An operator paused the backend: no slot is usable until the resume.
+    paused: bool,
 }
 
 impl BackendSim {
@@ -402,6 +408,7 @@ impl BackendSim {
             last_grant: vec![None; n + 1],
             granted: vec![false; n],
             load_peak: 0,
+            paused: false,
             tick: 0,
             picks,
             cfg,
@@ -474,7 +481,7 @@ impl BackendSim {
     /// A slot of `s` may be used now: a credit held (or unlimited) and room
     /// under its effective maxconn.
     fn has_room(&self, s: usize) -> bool {
-        self.held[s] != Some(0) && self.eff_max(s, self.load()).is_none_or(|m| self.served[s] < m)
+        !self.paused && self.held[s] != Some(0) && self.eff_max(s, self.load()).is_none_or(|m| self.served[s] < m)
     }
 
     /// Server `s` could take a newcomer pinned to it right now: up, a usable
@@ -814,6 +821,7 @@ impl BackendSim {
             BOp::Close(pick) => self.close(pick),
             BOp::Quiesce => self.quiesce(),
             BOp::Status { server, up, weight, cap } => self.set_status(server, up, weight, cap),
+            BOp::Pause(paused) => self.set_paused(paused),
         }
         self.check();
     }
@@ -1169,6 +1177,52 @@ impl BackendSim {
         }
     }
 
+    /// The pause and resume handlers of the BackendQueue. A pause answers
+    /// nobody: no grant, no refusal, every waiter stays queued. A resume
+    /// grants the held slots, each to the next waiter of its server in
+    /// queue order (`offered` checks each against the shadow), and refuses
+    /// nobody; every waiter from before is still queued or now holds a slot.
+    fn set_paused(&mut self, paused: bool) {
+        // Live waiters (a gone one's grant fails and its slot is offered on).
+        let waiting: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| matches!(s, Sess::Queued { gone: false, .. }))
+            .map(|(&id, _)| id)
+            .collect();
+        let changed = self.queue.set_paused(paused);
+        assert_eq!(changed, self.paused != paused, "set_paused reports whether anything changed");
+        self.paused = paused;
+        assert_eq!(self.state().is_paused(), paused);
+        let heard = self.replies.heard();
+        if paused {
+            assert!(heard.is_empty(), "a pause answered {heard:?}");
+        } else {
+            // As with a status change: the dispatch's grants, server by
+            // server in queue order, then those of the settle that follows.
+            let model_grants = self.model_dispatch();
+            let g = model_grants.len();
+            assert!(heard.len() >= g, "resume: heard {heard:?}, due {model_grants:?}");
+            let real_grants: Vec<(usize, u64, bool)> = heard[..g]
+                .iter()
+                .map(|h| match h.reply {
+                    Reply::Granted { server, queued: Some(_), .. } => (server, h.session, !h.delivered),
+                    _ => panic!("resume: {h:?} where a grant was due"),
+                })
+                .collect();
+            assert_eq!(real_grants, model_grants, "resume grants");
+            for &(t, id, gone) in &model_grants {
+                if gone {
+                    self.model_ungrant(t, id);
+                }
+            }
+            self.offered(&heard[g..]);
+        }
+        for id in waiting {
+            assert!(self.sessions.contains_key(&id), "waiter {id} dropped by a pause or resume");
+        }
+    }
+
     /// Deliver every pending message (in send order), then check work
     /// conservation at rest: no session is queued while a slot it could use is free.
     fn quiesce(&mut self) {
@@ -1305,7 +1359,10 @@ impl BackendSim {
                 assert_eq!(self.state().held(ServerId(s)), None, "unlimited server {s} holds credits");
                 assert_eq!(out, 0, "unlimited server {s} counts slots");
                 assert_eq!(credits, 0, "unlimited server {s} lends credits");
-                assert_eq!(self.state().server_queue_len(ServerId(s)), 0, "unlimited server {s} has a queue");
+                // Only a pause makes anyone wait for an unlimited server.
+                if !self.paused {
+                    assert_eq!(self.state().server_queue_len(ServerId(s)), 0, "unlimited server {s} has a queue");
+                }
             }
             // Queues bounded by maxqueue; the struct's queues
             // hold exactly the sessions the simulator thinks are there.
@@ -1359,6 +1416,8 @@ proptest! {
         for op in &ops {
             sim.step(op);
         }
+        // A paused backend keeps its waiters until the resume.
+        sim.step(&BOp::Pause(false));
         sim.drain();
     }
 }
@@ -1406,6 +1465,54 @@ fn gone_waiter_slot_goes_to_the_next() {
         sim.step(&op);
     }
     assert_eq!(sim.sessions.get(&3), Some(&Sess::Holding(0)));
+    sim.drain();
+}
+
+/// A pause grants nothing — not to newcomers, not from credits the Server
+/// lends meanwhile — and refuses nobody; the resume serves the waiters in
+/// arrival order, and maxconn holds throughout.
+#[test]
+fn a_paused_backend_grants_nothing_and_the_resume_serves_waiters_in_order() {
+    let mut sim = BackendSim::new(BackendCfg::plain(vec![ServerCfg::plain(1, 1, 0)], 0, BalancerKind::RoundRobin));
+    sim.step(&BOp::Pause(true));
+    // The credit arrives while paused and is held, not granted.
+    sim.step(&BOp::Quiesce);
+    for op in [arrival(None), arrival(None), arrival(Some(0)), arrival(None)] {
+        sim.step(&op);
+    }
+    assert!(sim.sessions.values().all(|s| matches!(s, Sess::Queued { .. })), "{:?}", sim.sessions);
+    assert_eq!(sim.sessions.len(), 4, "nobody refused by the pause");
+    sim.step(&BOp::Pause(true));
+    sim.step(&BOp::Pause(false));
+    // maxconn 1: only the first waiter holds the slot, the others wait on.
+    assert_eq!(sim.sessions.get(&1), Some(&Sess::Holding(0)));
+    assert_eq!(sim.sessions.values().filter(|s| matches!(s, Sess::Holding(_))).count(), 1);
+    for next in 2..=4u64 {
+        sim.step(&BOp::Close(0));
+        sim.step(&BOp::Quiesce);
+        assert_eq!(sim.sessions.get(&next), Some(&Sess::Holding(0)), "waiter {next} next, in arrival order");
+    }
+    sim.drain();
+}
+
+/// A pause while a server is down and comes back: still nothing granted
+/// until the resume, and then the waiters of both servers are served.
+#[test]
+fn a_server_coming_back_during_a_pause_grants_nothing_until_the_resume() {
+    let two = vec![ServerCfg::plain(1, 1, 0), ServerCfg::plain(2, 1, 0)];
+    let mut sim = BackendSim::new(BackendCfg::plain(two, 0, BalancerKind::RoundRobin));
+    sim.step(&BOp::Quiesce);
+    sim.step(&BOp::Status { server: 1, up: false, weight: 1, cap: None });
+    sim.step(&BOp::Pause(true));
+    for _ in 0..4 {
+        sim.step(&arrival(None));
+    }
+    sim.step(&BOp::Status { server: 1, up: true, weight: 1, cap: None });
+    sim.step(&BOp::Quiesce);
+    assert!(sim.sessions.values().all(|s| matches!(s, Sess::Queued { .. })), "{:?}", sim.sessions);
+    sim.step(&BOp::Pause(false));
+    let holding = sim.sessions.values().filter(|s| matches!(s, Sess::Holding(_))).count();
+    assert_eq!(holding, 3, "both servers full after the resume: {:?}", sim.sessions);
     sim.drain();
 }
 

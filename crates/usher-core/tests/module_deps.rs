@@ -20,12 +20,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("session", &["admission", "backend", "config", "ids", "net", "proxy_protocol", "routing"]),
     ("observe", &["admission", "backend", "config", "ids", "session"]),
     ("spawn", &["admission", "backend", "config", "ids"]),
+    ("discovery", &["config"]),
     (
         "broker",
         &[
             "admission",
             "backend",
             "config",
+            "discovery",
             "extension",
             "ids",
             "net",
@@ -36,7 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "spawn",
         ],
     ),
-    ("admin", &["admission", "backend", "broker", "cluster", "config", "ids", "observe", "spawn"]),
+    ("admin", &["admission", "backend", "broker", "cluster", "config", "discovery", "ids", "observe", "spawn"]),
     ("cluster", &["broker", "config"]),
     ("run", &["admin", "broker", "cluster", "config", "extension", "observe"]),
 ];

@@ -21,6 +21,7 @@ use crate::admission::watchdog::WatchdogCounters;
 use crate::backend::{AdminState, OpState};
 use crate::broker::ControlError;
 use crate::config::{Balance, ZeroForNone};
+use crate::discovery::{SourceReport, SourceState};
 use crate::observe::stats_book::Counters;
 use crate::observe::wait_histogram::{WaitHistogram, WaitSummary};
 
@@ -135,7 +136,8 @@ pub struct BackendStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerStats {
     pub name: String,
-    pub address: SocketAddr,
+    /// `IP:PORT`; `HOST:PORT` for a server whose name never resolved.
+    pub address: String,
     /// HAProxy-style summary: `MAINT`, `DOWN`, `DRAIN`, `STARTING` or `UP`.
     pub status: &'static str,
     /// Operational state: `UP`, `DOWN` or `STARTING`.
@@ -175,6 +177,65 @@ pub struct ServerStats {
     pub queue_waits_since_start: WaitHistogram,
     #[serde(flatten)]
     pub totals: Counters,
+    /// Why it is DOWN when its health does not say: `unresolved` for a
+    /// server from DNS whose name never resolved (it has no address, so
+    /// no actor runs for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down_reason: Option<&'static str>,
+    /// For a server from DNS: the name asked for and how it resolves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<ResolutionStats>,
+}
+
+/// How the name of a server from DNS resolves.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolutionStats {
+    pub query: String,
+    /// `resolved`; `stale` (the last resolution failed: the servers of the
+    /// one before stay); `unresolved` (never resolved).
+    pub state: &'static str,
+    /// Why the last resolution failed; `null` when it worked.
+    pub error: Option<String>,
+}
+
+impl ResolutionStats {
+    fn of(source: &SourceReport) -> ResolutionStats {
+        ResolutionStats {
+            query: source.query.clone(),
+            state: source.state.as_str(),
+            error: source.state.error().map(str::to_owned),
+        }
+    }
+}
+
+/// A server from DNS whose name never resolved: DOWN, with the reason.
+fn unresolved_server(source: &SourceReport) -> ServerStats {
+    let address = if source.port == 0 { source.query.clone() } else { format!("{}:{}", source.query, source.port) };
+    ServerStats {
+        name: source.source.clone(),
+        address,
+        status: status_word(OpState::Down, AdminState::Ready),
+        op: OpState::Down.as_str(),
+        admin: AdminState::Ready.as_str(),
+        weight: 0,
+        backup: false,
+        sessions_current: 0,
+        sessions_max: 0,
+        sessions_limit: 0,
+        cluster_share: None,
+        sessions_limit_effective: None,
+        queue_current: 0,
+        queue_max: 0,
+        queue_limit: 0,
+        check: CheckStats { enabled: false, status: None, good: 0, failed: 0 },
+        process: None,
+        last_change_seconds: 0,
+        queue_wait_ms: WaitSummary::default(),
+        queue_waits_since_start: WaitHistogram::default(),
+        totals: Counters::default(),
+        down_reason: Some("unresolved"),
+        resolution: Some(ResolutionStats::of(source)),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -268,6 +329,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
         })
         .collect();
 
+    let (in_force, dns) = (&report.settings, &report.dns);
     let mut backends = Vec::new();
     for (backend, layout) in report.backends.iter().zip(&layout.backends) {
         // Stats count by backend id and server id.
@@ -286,9 +348,15 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
                 Some(port) => SocketAddr::new(s.address.ip(), port),
                 None => s.address,
             };
+            // A server from DNS: how its name resolves.
+            let origin = in_force.backend(&layout.name).and_then(|b| b.servers.iter().find(|c| c.name == s.name));
+            let resolution = origin.and_then(|c| c.dns.as_ref()).and_then(|origin| {
+                let source = origin.template.as_deref().unwrap_or(&s.name);
+                dns.iter().find(|d| d.backend == layout.name && d.source == source)
+            });
             servers.push(ServerStats {
                 name: s.name.clone(),
-                address,
+                address: address.to_string(),
                 process,
                 status: status_word(report.op, report.admin),
                 op: report.op.as_str(),
@@ -313,8 +381,14 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
                 queue_wait_ms: server_waits.map(|w| w.recent).unwrap_or_default(),
                 queue_waits_since_start: server_waits.map(|w| w.since_start.clone()).unwrap_or_default(),
                 totals: stats.servers.get(bi).and_then(|b| b.get(si)).cloned().unwrap_or_default(),
+                down_reason: None,
+                resolution: resolution.map(ResolutionStats::of),
             });
         }
+        let never_resolved = dns.iter().filter(|d| d.backend == layout.name);
+        servers.extend(
+            never_resolved.filter(|d| matches!(d.state, SourceState::Unresolved { .. })).map(unresolved_server),
+        );
         backends.push(BackendStats {
             name: layout.name.clone(),
             balance: layout.balance.clone(),

@@ -425,7 +425,11 @@ fn keep_session_switches(
         .map(|change| match change {
             ServerChange::Update { id, info, setup } => {
                 let info = match core.server_info_mut(id) {
-                    Some(current) => Arc::new(ServerInfo { sessions: current.sessions.clone(), ..(*info).clone() }),
+                    Some(current) => Arc::new(ServerInfo {
+                        sessions: current.sessions.clone(),
+                        shut_down: current.shut_down.clone(),
+                        ..(*info).clone()
+                    }),
                     None => info,
                 };
                 ServerChange::Update { id, info, setup }
@@ -484,9 +488,14 @@ impl Handler<ShutDownSessions> for BackendQueue {
         let info = self.core.server_info_mut(msg.server)?;
         // Sessions granted from now on carry a fresh token; those seated
         // before hear this one.
-        let fresh = Arc::new(ServerInfo { sessions: info.kill.child_token(), ..(**info).clone() });
+        let fresh = Arc::new(ServerInfo {
+            sessions: info.kill.child_token(),
+            shut_down: tokio_util::sync::CancellationToken::new(),
+            ..(**info).clone()
+        });
         let old = std::mem::replace(info, fresh);
         old.sessions.cancel();
+        old.shut_down.cancel();
         Some(served)
     }
 }

@@ -54,6 +54,10 @@ pub struct ServerInfo {
     /// The broker's kill token (shutdown after the grace): the parent of
     /// every `sessions` token.
     pub kill: tokio_util::sync::CancellationToken,
+    /// Cancelled with `sessions` by an operator's shutdown, and never by
+    /// the stop: a session waiting its turn in `global.close_spread` (its
+    /// `sessions` token already cancelled by the stop) still hears it.
+    pub shut_down: tokio_util::sync::CancellationToken,
 }
 
 /// A reserved slot on one server. Dropping it sends exactly one `Release` to

@@ -101,6 +101,8 @@ pub struct BrokerReport {
     pub backends: Vec<BackendReport>,
     /// What each session hook did, by name.
     pub hooks: BTreeMap<String, HookCountersReport>,
+    /// How each server name and template of the configuration resolves.
+    pub dns: Arc<Vec<crate::discovery::SourceReport>>,
 }
 
 #[derive(Debug, Clone)]
@@ -231,7 +233,15 @@ impl BrokerHandle {
             });
         }
         let hooks = self.hooks.counters();
-        Ok(BrokerReport { settings: actors.settings, admission, traffic, frontends: actors.frontends, backends, hooks })
+        Ok(BrokerReport {
+            settings: actors.settings,
+            admission,
+            traffic,
+            frontends: actors.frontends,
+            backends,
+            hooks,
+            dns: actors.dns,
+        })
     }
 
     /// The actors in force now.
@@ -292,6 +302,8 @@ pub struct Actors {
     pub stats: Addr<Stats>,
     /// The configuration in force.
     pub settings: Arc<Settings>,
+    /// How each server name and template of the configuration resolves.
+    pub dns: Arc<Vec<crate::discovery::SourceReport>>,
 }
 
 /// One backend's actors.

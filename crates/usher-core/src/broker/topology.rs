@@ -8,6 +8,15 @@
 //! commit (`commit.rs`) apply the plan, which cannot fail. A rejected reload
 //! changes nothing.
 //!
+//! Servers from DNS: the Topology keeps the *declared* settings (what the
+//! files, or a run-time change, say) apart from the settings in force,
+//! which add the servers the last known resolutions make
+//! ([`crate::discovery`]). Every apply — first start, reload, run-time
+//! change, a name that resolved differently — expands the declared
+//! settings from the last known resolutions and goes through the same
+//! plan → bind → commit. So a reload never drops resolved servers, and a
+//! re-resolution changes servers exactly as a reload would.
+//!
 //! Ids are stable for the life of the process: a frontend, backend,
 //! listener or server removed by a reload leaves its slot behind (its
 //! sessions may still run and report to it), and new ones come after. So
@@ -21,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use slog::{info, o, warn, Logger};
+use slog::{error, info, o, warn, Logger};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,6 +43,7 @@ use crate::admission::listener::SessionStarter;
 use crate::admission::{Listener, ResourceWatchdog, SessionGauge};
 use crate::backend::{BackendLoad, BackendQueue, Server};
 use crate::config::{BackendSettings, ConfigErrors, FrontendSettings, ServerSettings, Settings};
+use crate::discovery::{self, DiscoveryPlan, Resolutions, Resolved};
 use crate::extension::PluggedHooks;
 use crate::ids::{FrontendId, ServerId};
 use crate::observe::Stats;
@@ -130,7 +140,19 @@ pub(super) struct ListenerSlot {
 }
 
 pub struct Topology {
+    /// The settings in force: the declared ones with their servers from DNS.
     pub(super) settings: Arc<Settings>,
+    /// The settings as the files (and run-time changes) declare them.
+    declared: Arc<Settings>,
+    /// Last known answers of the names servers come from.
+    resolutions: Resolutions,
+    /// The names the resolution task resolves; `None` until one is needed,
+    /// and again once stopping (the task then ends).
+    dns_plan: Option<watch::Sender<DiscoveryPlan>>,
+    /// Its own address, for the resolution task's reports (weak: the
+    /// task never keeps the Topology alive). Set once it runs: the task
+    /// starts only then, so its first report always finds it.
+    me: Option<actix::WeakAddr<Topology>>,
     loader: Option<ConfigLoader>,
     pub(super) shared: Shared,
     pub(super) frontends: Vec<FrontendSlot>,
@@ -154,7 +176,11 @@ impl Topology {
         let empty = Arc::new(Settings { frontends: Vec::new(), backends: Vec::new(), ..settings.clone() });
         let ctx: Context<Topology> = Context::new();
         let mut topology = Topology {
+            declared: empty.clone(),
             settings: empty,
+            resolutions: Resolutions::new(),
+            dns_plan: None,
+            me: None,
             loader,
             shared,
             frontends: Vec::new(),
@@ -167,16 +193,52 @@ impl Topology {
         Ok(ctx.run(topology))
     }
 
-    /// Plans going to `new`, opens its new addresses, then commits. Fails
+    /// Plans going to `declared` with its servers from DNS (the last known
+    /// resolutions), opens its new addresses, then commits. Fails
     /// (changing nothing) only when a new address cannot be opened.
     fn apply(
         &mut self,
-        new: Settings,
+        declared: Settings,
         bound: HashMap<String, Vec<TcpListener>>,
     ) -> Result<ReloadSummary, ReloadError> {
-        let plan = planner::plan(&self.running(), new);
+        let expanded = self.resolutions.expand(&declared).settings;
+        let plan = planner::plan(&self.running(), expanded);
         let opened = bind::open_listeners(&plan.listeners.open, bound)?;
-        Ok(self.commit(plan, opened))
+        let summary = self.commit(plan, opened);
+        self.declared = Arc::new(declared);
+        self.follow_names();
+        Ok(summary)
+    }
+
+    /// Tells the resolution task which names to resolve, starting it when
+    /// the first one appears.
+    fn follow_names(&mut self) {
+        let Some(me) = self.me.clone().filter(|_| !self.stopping) else {
+            return;
+        };
+        let plan = DiscoveryPlan {
+            resolvers: self.declared.resolvers.clone(),
+            queries: discovery::resolution::queries(&self.declared),
+        };
+        if let Some(sender) = &self.dns_plan {
+            sender.send_if_modified(|current| std::mem::replace(current, plan.clone()) != plan);
+            return;
+        }
+        if plan.queries.is_empty() {
+            return;
+        }
+        let (sender, plans) = watch::channel(plan);
+        let report = Box::new(move |resolved: Resolved| match me.upgrade() {
+            Some(topology) => {
+                topology.do_send(DnsOutcome(resolved));
+                true
+            }
+            None => false,
+        });
+        match discovery::start(plans, report, self.log.new(o!("actor" => "resolver"))) {
+            Ok(()) => self.dns_plan = Some(sender),
+            Err(err) => error!(self.log, "resolver cannot start"; "error" => %err),
+        }
     }
 
     /// What runs, as the planner sees it.
@@ -230,6 +292,7 @@ impl Topology {
             frontends,
             stats: self.shared.stats.clone(),
             settings: self.settings.clone(),
+            dns: Arc::new(self.resolutions.report(&self.declared)),
         }
     }
 
@@ -269,6 +332,8 @@ impl Actor for Topology {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        self.me = Some(ctx.address().downgrade());
+        self.follow_names();
     }
 }
 
@@ -296,7 +361,8 @@ impl Handler<super::runtime_topology::Amend> for Topology {
         if self.stopping {
             return Err(ControlError::Stopped);
         }
-        let new = (msg.edit)(&self.settings)?;
+        // Declared settings: servers from DNS are the resolutions' to change.
+        let new = (msg.edit)(&self.declared)?;
         let result = self.apply(new, HashMap::new());
         match &result {
             Ok(summary) => info!(self.log, "run-time change done"; "changes" => summary.changes.len()),
@@ -327,8 +393,46 @@ impl Handler<BeginShutdown> for Topology {
 
     fn handle(&mut self, _: BeginShutdown, _: &mut Self::Context) -> Self::Result {
         self.stopping = true;
+        // The resolution task ends.
+        self.dns_plan = None;
         let listeners = self.listeners.iter().filter_map(|l| l.actor.clone()).collect();
         let global = &self.settings.global;
         MessageResult(Stopping { listeners, grace: global.grace, close_spread: global.close_spread })
+    }
+}
+
+/// One resolution's outcome, from the resolution task.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct DnsOutcome(Resolved);
+
+impl Handler<DnsOutcome> for Topology {
+    type Result = ();
+
+    /// A name resolved differently: its backends' servers change as a
+    /// reload of the declared settings changes them. A failure keeps the
+    /// servers and warns, at most once a minute per name.
+    fn handle(&mut self, msg: DnsOutcome, _: &mut Self::Context) {
+        if self.stopping {
+            return;
+        }
+        let Resolved { key, outcome } = msg.0;
+        let error = outcome.as_ref().err().cloned();
+        let recorded = self.resolutions.record(&key, outcome, tokio::time::Instant::now());
+        if let (true, Some(error)) = (recorded.warn, error) {
+            warn!(self.log, "name resolution failed";
+                "query" => &key.query, "kind" => key.kind.as_str(), "error" => error,
+                "servers_kept" => self.resolutions.report(&self.declared).iter().any(|s| s.query == key.query && s.state.as_str() == "stale"));
+        }
+        if !recorded.changed {
+            return;
+        }
+        let declared = (*self.declared).clone();
+        match self.apply(declared, HashMap::new()) {
+            Ok(summary) => info!(self.log, "servers from DNS changed";
+                "query" => &key.query, "kind" => key.kind.as_str(), "changes" => summary.changes.len()),
+            Err(err) => warn!(self.log, "servers from DNS not applied";
+                "query" => &key.query, "kind" => key.kind.as_str(), "error" => %err),
+        }
     }
 }

@@ -109,6 +109,7 @@ pub fn server_info(
         connect_times: None,
         sessions: kill.child_token(),
         kill: kill.clone(),
+        shut_down: CancellationToken::new(),
     })
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use config::{Map, Value, ValueKind};
 
+use super::discovery_section::{DnsForm, DnsSource};
 use super::errors::{ConfigErrorKind, ConfigErrors};
 use super::extension_section::ExtensionCatalog;
 use super::queue_section::{queue_keys, QueueSettings};
@@ -15,8 +16,19 @@ use super::sources::Merged;
 
 /// Sections whose keys are checked; `actors` is free-form for extensions,
 /// `hooks` is checked by the core and by the registered hooks.
-const SECTIONS: &[&str] =
-    &["global", "watchdog", "log", "admin", "defaults", "frontends", "backends", "actors", "hooks", "cluster"];
+const SECTIONS: &[&str] = &[
+    "global",
+    "watchdog",
+    "log",
+    "admin",
+    "defaults",
+    "frontends",
+    "backends",
+    "actors",
+    "hooks",
+    "cluster",
+    "resolvers",
+];
 
 pub(super) fn settings(merged: &Merged, catalog: &dyn ExtensionCatalog) -> Result<Settings, ConfigErrors> {
     let mut report = Report { origins: &merged.origins, errors: Vec::new() };
@@ -47,10 +59,31 @@ pub(super) fn settings(merged: &Merged, catalog: &dyn ExtensionCatalog) -> Resul
     let used: Vec<&str> = frontends.iter().flat_map(|f| f.hooks.iter().map(String::as_str)).collect();
     let hooks = super::extension_section::hooks(root, &used, catalog, &mut report);
     let cluster = super::cluster_section::cluster(root, &mut report);
+    let resolvers = super::discovery_section::resolvers(root, &mut report);
 
-    match (global, watchdog, log, admin, cluster) {
-        (Some(global), Some(watchdog), Some(log), Some(admin), Some(cluster)) if report.errors.is_empty() => {
-            Ok(Settings { global, watchdog, log, admin, frontends, backends, actors, hooks, cluster })
+    match (global, watchdog, log, admin, cluster, resolvers) {
+        (Some(global), Some(watchdog), Some(log), Some(admin), Some(cluster), Some(resolvers))
+            if report.errors.is_empty() =>
+        {
+            let table = |v: Option<&Value>| match v.map(to_toml) {
+                Some(toml::Value::Table(table)) => table,
+                _ => toml::Table::new(),
+            };
+            let defaults =
+                DefaultTables { backend: table(defaults.backend.as_ref()), server: table(defaults.server.as_ref()) };
+            Ok(Settings {
+                global,
+                watchdog,
+                log,
+                admin,
+                frontends,
+                backends,
+                actors,
+                hooks,
+                cluster,
+                resolvers,
+                defaults,
+            })
         }
         _ => {
             // Entries that read the same bad default report it once each.
@@ -196,6 +229,7 @@ fn defaults(root: &Map<String, Value>, balancers: &[String], report: &mut Report
     super::spawn_section::spawn_keys(&mut b, &mut probe);
     b.finish(&mut probe);
     let mut s = Section::new("defaults.server", out.server.as_ref(), &mut probe);
+    s.server_address("address", &mut probe);
     server_keys(&mut s, &mut probe);
     s.finish(&mut probe);
     report.errors.extend(probe.errors.into_iter().filter(|err| err.kind != ConfigErrorKind::Missing));
@@ -344,8 +378,8 @@ fn backend_keys(s: &mut Section, balancers: &[String], report: &mut Report<'_>) 
     }
 }
 
+/// Every server key but `address` (a template has none).
 struct ServerKeys {
-    address: Option<std::net::SocketAddr>,
     weight: Option<u32>,
     maxconn: Option<Option<NonZeroU32>>,
     maxqueue: Option<Option<NonZeroU32>>,
@@ -357,7 +391,6 @@ struct ServerKeys {
 }
 
 fn server_keys(s: &mut Section, report: &mut Report<'_>) -> ServerKeys {
-    let address = s.server_address("address", report);
     let weight = s.u32_in("weight", 0, 256, report);
     let maxconn = s.limit_up_to("maxconn", 10_000_000, report);
     let maxqueue = s.limit_up_to("maxqueue", 10_000_000, report);
@@ -400,7 +433,7 @@ fn server_keys(s: &mut Section, report: &mut Report<'_>) -> ServerKeys {
         report.error(&format!("{}.inter", c.path()), "zero; expected a check interval such as \"2s\"");
     }
     c.finish(report);
-    ServerKeys { address, weight, maxconn, maxqueue, send_proxy, backup, minconn, slowstart, check }
+    ServerKeys { weight, maxconn, maxqueue, send_proxy, backup, minconn, slowstart, check }
 }
 
 fn frontends(
@@ -489,10 +522,23 @@ fn backends(
             .with_defaults("defaults.backend", defaults.backend.as_ref());
         let k = backend_keys(&mut s, balancers, report);
         let spawn = super::spawn_section::spawn_keys(&mut s, report);
-        let servers = match &spawn {
-            Some(Some(spawn)) => spawned_servers(&mut s, spawn, defaults, report),
+        let (servers, mut dns) = match &spawn {
+            Some(Some(spawn)) => (spawned_servers(&mut s, spawn, defaults, report), Vec::new()),
             _ => servers(&mut s, defaults, report),
         };
+        let templates = super::discovery_section::server_templates(
+            &mut s,
+            defaults.server.as_ref(),
+            |t, report| {
+                let k = server_keys(t, report);
+                server_from_keys(String::new(), std::net::SocketAddr::from(([0, 0, 0, 0], 0)), k)
+            },
+            report,
+        );
+        let names: Vec<String> =
+            servers.iter().map(|s| s.name.clone()).chain(dns.iter().map(|d| d.name.clone())).collect();
+        super::discovery_section::check_names(&name, &names, &templates, report);
+        dns.extend(templates);
         s.finish(report);
         let built = (|| {
             Some(BackendSettings {
@@ -513,6 +559,7 @@ fn backends(
                     session_max: k.session_max?,
                 },
                 servers,
+                dns,
                 spawn: spawn?,
             })
         })();
@@ -541,9 +588,8 @@ fn spawned_servers(
         );
         return Vec::new();
     }
-    let mut placeholder = Map::new();
-    placeholder.insert("address".to_owned(), Value::new(None, ValueKind::String("127.0.0.1:0".to_owned())));
-    let placeholder = Value::new(None, ValueKind::Table(placeholder));
+    // The keys of each slot come from `defaults.server` alone.
+    let placeholder = Value::new(None, ValueKind::Table(Map::new()));
     (0..spawn.max_procs.get() as usize)
         .filter_map(|i| {
             let name = super::slot_name(i);
@@ -557,7 +603,9 @@ fn spawned_servers(
             check.error_limit = None;
             Some(ServerSettings {
                 name,
-                address: k.address?,
+                // A placeholder until a process runs there.
+                address: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                dns: None,
                 weight: k.weight?,
                 maxconn: Some(spawn.sessions_per_proc),
                 maxqueue: k.maxqueue?,
@@ -571,31 +619,51 @@ fn spawned_servers(
         .collect()
 }
 
-fn servers(backend: &mut Section, defaults: &Defaults, report: &mut Report<'_>) -> Vec<ServerSettings> {
+/// A backend's `[servers]`: those configured by IP address, and those
+/// configured by host name (servers from DNS, resolved while running).
+fn servers(
+    backend: &mut Section,
+    defaults: &Defaults,
+    report: &mut Report<'_>,
+) -> (Vec<ServerSettings>, Vec<DnsSource>) {
+    use super::discovery_section::ConfiguredAddress;
     let table = backend.sub("servers", report);
-    let mut out = Vec::new();
+    let (mut out, mut named) = (Vec::new(), Vec::new());
     for (name, value) in table.entries() {
         let mut s = Section::new(format!("{}.{name}", table.path()), Some(&value), report)
             .with_defaults("defaults.server", defaults.server.as_ref());
+        let address = s.server_address("address", report);
         let k = server_keys(&mut s, report);
         s.finish(report);
-        let built = (|| {
-            Some(ServerSettings {
-                name,
-                address: k.address?,
-                weight: k.weight?,
-                maxconn: k.maxconn?,
-                maxqueue: k.maxqueue?,
-                send_proxy: k.send_proxy?,
-                backup: k.backup?,
-                minconn: k.minconn?,
-                slowstart: k.slowstart?,
-                check: k.check?,
-            })
-        })();
-        out.extend(built);
+        match address {
+            Some(ConfiguredAddress::Ip(address)) => out.extend(server_from_keys(name, address, k)),
+            Some(ConfiguredAddress::Name { host, port }) => {
+                // Its address comes from DNS; until then it has none.
+                let placeholder = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+                if let Some(server) = server_from_keys(name.clone(), placeholder, k) {
+                    named.push(DnsSource { name, query: host, form: DnsForm::Server, port, server });
+                }
+            }
+            None => {}
+        }
     }
-    out
+    (out, named)
+}
+
+fn server_from_keys(name: String, address: std::net::SocketAddr, k: ServerKeys) -> Option<ServerSettings> {
+    Some(ServerSettings {
+        name,
+        address,
+        dns: None,
+        weight: k.weight?,
+        maxconn: k.maxconn?,
+        maxqueue: k.maxqueue?,
+        send_proxy: k.send_proxy?,
+        backup: k.backup?,
+        minconn: k.minconn?,
+        slowstart: k.slowstart?,
+        check: k.check?,
+    })
 }
 
 fn cross_check(frontends: &[FrontendSettings], backends: &[&str], report: &mut Report<'_>) {

@@ -7,7 +7,7 @@
 //! [`Section::finish`] reports the keys nobody asked for: unknown keys.
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -252,11 +252,16 @@ impl Section {
         })
     }
 
-    /// A server address `HOST:PORT`, resolved once now (as HAProxy does at start).
-    pub fn server_address(&mut self, key: &'static str, report: &mut Report<'_>) -> Option<SocketAddr> {
-        let expected = "a server address \"HOST:PORT\" such as \"127.0.0.1:9001\" that resolves";
-        self.get(key, expected, report, |v| match v {
-            ValueKind::String(s) => s.to_socket_addrs().ok().and_then(|mut it| it.next()),
+    /// A server address: `IP:PORT`, or `HOST:PORT` with a host name that
+    /// the broker resolves while it runs (never here: reading a
+    /// configuration needs no network).
+    pub fn server_address(
+        &mut self,
+        key: &'static str,
+        report: &mut Report<'_>,
+    ) -> Option<super::discovery_section::ConfiguredAddress> {
+        self.get(key, super::discovery_section::ADDRESS_EXPECTED, report, |v| match v {
+            ValueKind::String(s) => super::discovery_section::parse_address(s),
             _ => None,
         })
     }

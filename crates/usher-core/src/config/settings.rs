@@ -78,7 +78,7 @@ pub struct Settings {
     #[serde(serialize_with = "by_name")]
     pub frontends: Vec<FrontendSettings>,
     /// Backends in declaration order.
-    #[serde(serialize_with = "by_name")]
+    #[serde(serialize_with = "backends_by_name")]
     pub backends: Vec<BackendSettings>,
     /// Free-form tables of extension actors, `[actors.NAME]`.
     pub actors: toml::Table,
@@ -88,6 +88,19 @@ pub struct Settings {
     /// Cluster mode; `None` (`cluster.etcd = []`) runs alone.
     #[serde(serialize_with = "cluster_or_off")]
     pub cluster: Option<ClusterSettings>,
+    /// How host names of servers are resolved (`[resolvers]`).
+    pub resolvers: super::ResolverSettings,
+    /// `[defaults.backend]` and `[defaults.server]` as merged from every
+    /// layer: what a backend or server added at run time starts from.
+    pub defaults: DefaultTables,
+}
+
+/// The defaults tables as written (every built-in key, with the layers'
+/// changes), so `usher check` output reads back the same.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DefaultTables {
+    pub backend: toml::Table,
+    pub server: toml::Table,
 }
 
 /// `[cluster]`: share every limited server's maxconn with other usher
@@ -461,13 +474,123 @@ pub struct BackendSettings {
     /// Queue discipline, fair share and per-source caps.
     pub queue: super::QueueSettings,
     pub timeout: BackendTimeouts,
-    /// Servers in declaration order (a spawned backend's are its process
-    /// slots, named `proc1`, `proc2`…).
-    #[serde(serialize_with = "by_name")]
+    /// Servers in declaration order; in the settings in force, the
+    /// servers made from DNS follow (see `dns`). Written by `WrittenBackend`.
+    #[serde(skip)]
     pub servers: Vec<ServerSettings>,
-    /// usher starts the servers' processes itself (`backends.X.spawn`).
+    /// Servers whose addresses come from DNS: servers configured by host
+    /// name and `[backends.B.server_templates.T]`, in declaration order.
+    /// Written back under `servers` and `server_templates`.
+    #[serde(skip)]
+    pub dns: Vec<super::DnsSource>,
+    /// usher starts the servers' processes itself (`backends.X.spawn`);
+    /// its servers are then the process slots `proc1`, `proc2`…
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spawn: Option<super::SpawnSettings>,
+}
+
+/// The backends as written, in declaration order, each with its servers
+/// from DNS as declared (`usher check` output reads back).
+fn backends_by_name<S: Serializer>(backends: &[BackendSettings], serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(backends.len()))?;
+    for backend in backends {
+        map.serialize_entry(&backend.name, &WrittenBackend::of(backend))?;
+    }
+    map.end()
+}
+
+/// A backend's table as written: its keys, then `servers` (a server
+/// configured by host name shows its `HOST:PORT`), then
+/// `server_templates`.
+#[derive(Serialize)]
+struct WrittenBackend<'a> {
+    #[serde(flatten)]
+    keys: &'a BackendSettings,
+    servers: WrittenServers<'a>,
+    #[serde(skip_serializing_if = "WrittenTemplates::is_empty")]
+    server_templates: WrittenTemplates<'a>,
+}
+
+impl WrittenBackend<'_> {
+    fn of(b: &BackendSettings) -> WrittenBackend<'_> {
+        WrittenBackend { keys: b, servers: WrittenServers(b), server_templates: WrittenTemplates(b) }
+    }
+}
+
+struct WrittenServers<'a>(&'a BackendSettings);
+
+impl Serialize for WrittenServers<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let b = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        // A spawned backend's servers are its process slots, made again
+        // from its `spawn` table when the output is read back.
+        let declared = if b.spawn.is_some() { &[][..] } else { &b.servers[..] };
+        for server in declared {
+            let address = match &server.dns {
+                // A template's server: written as its template.
+                Some(origin) if origin.template.is_some() => continue,
+                Some(origin) => format!("{}:{}", origin.query, server.address.port()),
+                None => server.address.to_string(),
+            };
+            map.serialize_entry(&server.name, &WrittenServer { address, server })?;
+        }
+        for source in &b.dns {
+            // Settings in force already hold it, resolved.
+            if source.form == super::DnsForm::Server && !b.servers.iter().any(|s| s.name == source.name) {
+                let address = format!("{}:{}", source.query, source.port);
+                map.serialize_entry(&source.name, &WrittenServer { address, server: &source.server })?;
+            }
+        }
+        map.end()
+    }
+}
+
+struct WrittenTemplates<'a>(&'a BackendSettings);
+
+impl WrittenTemplates<'_> {
+    fn is_empty(&self) -> bool {
+        !self.0.dns.iter().any(|d| matches!(d.form, super::DnsForm::Template { .. }))
+    }
+}
+
+impl Serialize for WrittenTemplates<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for source in &self.0.dns {
+            if let super::DnsForm::Template { kind, count_max } = source.form {
+                let template = WrittenTemplate {
+                    query: &source.query,
+                    kind,
+                    port: source.port,
+                    count_max,
+                    server: &source.server,
+                };
+                map.serialize_entry(&source.name, &template)?;
+            }
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct WrittenServer<'a> {
+    address: String,
+    #[serde(flatten)]
+    server: &'a ServerSettings,
+}
+
+#[derive(Serialize)]
+struct WrittenTemplate<'a> {
+    query: &'a str,
+    kind: super::RecordKind,
+    port: u16,
+    count_max: u32,
+    #[serde(flatten)]
+    server: &'a ServerSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -503,7 +626,13 @@ pub enum ProxyVersion {
 pub struct ServerSettings {
     #[serde(skip)]
     pub name: String,
+    /// The address usher connects to; for a server from DNS, the address
+    /// its name resolved to. Written by `WrittenServer`.
+    #[serde(skip)]
     pub address: SocketAddr,
+    /// Set on a server made from DNS: the name and template it comes from.
+    #[serde(skip)]
+    pub dns: Option<super::DnsOrigin>,
     pub weight: u32,
     /// Concurrent sessions (`None` = unlimited, written 0).
     #[serde(serialize_with = "limit_or_zero")]

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::{stagger, BackendTarget, FrontendContext, Session, Termination};
 use crate::backend::Slot;
@@ -29,7 +30,7 @@ impl Session<'_> {
             bufsize: front.settings.buffers.first,
             bufsize_max: front.settings.buffers.max,
         };
-        let fixed = fixed_ends(front, self.backend, self.id, self.record.accepted);
+        let fixed = fixed_ends(front, self.backend, self.id, self.record.accepted, &slot.server.shut_down);
         let outcome = relay(&mut self.client, server, self.watch.half_closed, limits, &slot.server.sessions, fixed).await;
         self.record.bytes_from_client += outcome.from_client;
         self.record.bytes_from_server += outcome.from_server;
@@ -44,7 +45,7 @@ impl Session<'_> {
             // one future in the relay hears both (the session's future stays
             // small), and the kill token says which it was.
             RelayEnd::Killed if front.handles.kill.is_cancelled() => Termination::KilledInData,
-            RelayEnd::Killed => Termination::ShutDownInData,
+            RelayEnd::Killed | RelayEnd::ShutDown => Termination::ShutDownInData,
         }
     }
 
@@ -84,6 +85,7 @@ fn fixed_ends<'a>(
     backend: &BackendTarget,
     id: SessionId,
     accepted: Instant,
+    shut_down: &'a CancellationToken,
 ) -> Option<Box<FixedEnds<'a>>> {
     let session_max = backend.session_max;
     let close_spread = front.settings.close_spread;
@@ -95,5 +97,6 @@ fn fixed_ends<'a>(
         next: session_end.map(|at| (at, RelayEnd::SessionMax)),
         close_delay: close_spread.map(|spread| stagger::close_delay(id, spread)),
         stop: &front.handles.kill,
+        shut_down,
     }))
 }

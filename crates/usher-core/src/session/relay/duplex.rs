@@ -52,6 +52,10 @@ pub struct FixedEnds<'a> {
     /// The broker's kill token: only a kill at stop waits for the delay (an
     /// operator's shutdown of a server's sessions closes at once).
     pub stop: &'a CancellationToken,
+    /// The server's operator shutdown (`AD`), heard while the session waits
+    /// its turn in the close spread: the kill token it relays on was
+    /// already cancelled by the stop, so that one cannot tell it.
+    pub shut_down: &'a CancellationToken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +67,9 @@ pub enum RelayEnd {
     ClientIdle,
     ServerIdle,
     Killed,
+    /// An operator shut down its server's sessions while it waited its
+    /// turn in the close spread.
+    ShutDown,
     /// Outlived `timeout.session_max`.
     SessionMax,
 }
@@ -294,6 +301,15 @@ pub async fn relay(
     let s2c = pump(sr, cw, &limits, &shared, Direction::ServerToClient);
     let killed = kill.cancelled();
     let mut kill_heard = false;
+    // Heard only while waiting a turn in the close spread (see FixedEnds).
+    let shut_down_token = fixed.as_ref().map(|f| f.shut_down);
+    let shut_down = async move {
+        match shut_down_token {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut spreading = false;
     // One timer for the session, armed at the earliest deadline and moved
     // only when it fires: activity only moves idle deadlines later, so a
     // timer that fires early just re-reads them.
@@ -310,7 +326,7 @@ pub async fn relay(
         let first = next_deadline(fixed.as_deref());
         (first.is_some(), sleep_until(first.unwrap_or_else(Instant::now)))
     };
-    tokio::pin!(c2s, s2c, killed, idle);
+    tokio::pin!(c2s, s2c, killed, idle, shut_down);
     let mut s2c_done = false;
 
     let end = loop {
@@ -356,12 +372,14 @@ pub async fn relay(
                 if ends.next.is_none_or(|(at, _)| close_at < at) {
                     ends.next = Some((close_at, RelayEnd::Killed));
                 }
+                spreading = true;
                 let next = next_deadline(fixed.as_deref());
                 armed = next.is_some();
                 if let Some(deadline) = next {
                     idle.as_mut().reset(deadline);
                 }
             },
+            () = &mut shut_down, if spreading => break RelayEnd::ShutDown,
         }
     };
     RelayOutcome {
