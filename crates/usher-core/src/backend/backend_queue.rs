@@ -118,6 +118,16 @@ pub struct PauseReport {
 #[rtype(result = "Option<u32>")]
 pub struct ShutDownSessions {
     pub server: ServerId,
+    /// Why: an operator asked (`AD`), or the server's process exited
+    /// (`SD`).
+    pub cause: ShutdownCause,
+}
+
+/// Why the sessions of a server are shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownCause {
+    Operator,
+    ServerExited,
 }
 
 /// Answers a receiver that hears once `server` serves no session (at once
@@ -491,9 +501,14 @@ impl Handler<ShutDownSessions> for BackendQueue {
         let fresh = Arc::new(ServerInfo {
             sessions: info.kill.child_token(),
             shut_down: tokio_util::sync::CancellationToken::new(),
+            exited: Arc::default(),
             ..(**info).clone()
         });
         let old = std::mem::replace(info, fresh);
+        if msg.cause == ShutdownCause::ServerExited {
+            // Read by each session once it hears the token below.
+            old.exited.store(true, std::sync::atomic::Ordering::Release);
+        }
         old.sessions.cancel();
         old.shut_down.cancel();
         Some(served)

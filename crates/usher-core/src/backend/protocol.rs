@@ -58,6 +58,10 @@ pub struct ServerInfo {
     /// the stop: a session waiting its turn in `global.close_spread` (its
     /// `sessions` token already cancelled by the stop) still hears it.
     pub shut_down: tokio_util::sync::CancellationToken,
+    /// Set before `sessions` is cancelled when the server itself went away
+    /// (a spawned process exited): its sessions end server-side (`SD`), not
+    /// as an operator's shutdown.
+    pub exited: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A reserved slot on one server. Dropping it sends exactly one `Release` to

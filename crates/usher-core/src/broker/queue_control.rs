@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::Addr;
 
 use super::handle::{Actors, BrokerHandle, ControlError};
-use crate::backend::backend_queue::{SetPaused, ShutDownSessions, WatchIdle};
+use crate::backend::backend_queue::{SetPaused, ShutDownSessions, ShutdownCause, WatchIdle};
 use crate::backend::BackendQueue;
 use crate::ids::ServerId;
 
@@ -55,7 +55,7 @@ impl BrokerHandle {
     pub async fn shut_down_server_sessions(&self, backend: &str, server: &str) -> Result<u32, ControlError> {
         let actors = self.current_actors().await?;
         let (queue, id) = server_of(&actors, backend, server)?;
-        queue.send(ShutDownSessions { server: id }).await?.ok_or(ControlError::Stopped)
+        queue.send(ShutDownSessions { server: id, cause: ShutdownCause::Operator }).await?.ok_or(ControlError::Stopped)
     }
 
     /// Waits until `server` serves no session, or `timeout` (at most

@@ -110,6 +110,7 @@ pub fn server_info(
         sessions: kill.child_token(),
         kill: kill.clone(),
         shut_down: CancellationToken::new(),
+        exited: Arc::default(),
     })
 }
 

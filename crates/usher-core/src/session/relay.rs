@@ -45,6 +45,10 @@ impl Session<'_> {
             // one future in the relay hears both (the session's future stays
             // small), and the kill token says which it was.
             RelayEnd::Killed if front.handles.kill.is_cancelled() => Termination::KilledInData,
+            // Its server went away (a spawned process exited): server-side.
+            RelayEnd::Killed | RelayEnd::ShutDown if slot.server.exited.load(std::sync::atomic::Ordering::Acquire) => {
+                Termination::ServerAbortInData
+            }
             RelayEnd::Killed | RelayEnd::ShutDown => Termination::ShutDownInData,
         }
     }

@@ -100,7 +100,7 @@ impl Termination {
         (Termination::ConnectTimeout, "sC", "timeout.connect expired on the last attempt"),
         (Termination::ClientAbortInData, "CD", "client reset while relaying"),
         (Termination::ClientTimeoutInData, "cD", "timeout.client: client side idle while relaying"),
-        (Termination::ServerAbortInData, "SD", "server reset while relaying"),
+        (Termination::ServerAbortInData, "SD", "server reset while relaying, or its spawned server process exited"),
         (Termination::ServerTimeoutInData, "sD", "timeout.server: server side idle while relaying"),
         (
             Termination::KilledInInspect,

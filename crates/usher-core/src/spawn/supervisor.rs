@@ -22,6 +22,7 @@ use super::policy::{Action, PolicyConfig, ProcState, SpawnPolicy, StopReason};
 use super::process::{self, StderrTail};
 use crate::backend::spawn_gate::{GetSpawnReport, ProcessReport, SetSlotGate, SetSpawnThrottled, SlotGate, SpawnActivity, SpawnReport};
 use crate::admission::watchdog::{GetStatus, ResourceWatchdog};
+use crate::backend::backend_queue::{ShutDownSessions, ShutdownCause};
 use crate::backend::BackendQueue;
 use crate::config::{slot_name, SpawnSettings};
 use crate::ids::ServerId;
@@ -464,9 +465,11 @@ impl Handler<Exited> for Supervisor {
         } else {
             warn!(self.log, "process exited unexpectedly"; "server" => slot_name(msg.slot),
                 "pid" => running.pid, "status" => &status, "state" => state.as_str());
-            // Its slot takes no new session; those it served end on their
-            // own as their connections to it fail.
+            // Its slot takes no new session, and those it served end now,
+            // server-side (`SD`): a half-closed session would otherwise
+            // wait on its client with nobody behind it.
             self.queue.do_send(SetSlotGate { server: ServerId(msg.slot), gate: SlotGate::Closed });
+            self.queue.do_send(ShutDownSessions { server: ServerId(msg.slot), cause: ShutdownCause::ServerExited });
         }
         // Its group may still hold children of its own.
         let pid = running.pid;
