@@ -423,9 +423,9 @@ impl Handler<SetSpawnThrottled> for BackendQueue {
     }
 }
 
-/// A server a reload changed keeps the token that shuts its sessions down:
-/// its sessions from before the reload must still hear a shutdown asked for
-/// after it.
+/// A server a reload changed keeps the tokens that shut its sessions down
+/// (and the mark that its process exited): its sessions from before the
+/// reload must still hear a shutdown asked for after it, with its cause.
 fn keep_session_switches(
     core: &mut QueueCore<oneshot::Sender<ReserveReply>>,
     changes: Vec<ServerChange>,
@@ -438,6 +438,8 @@ fn keep_session_switches(
                     Some(current) => Arc::new(ServerInfo {
                         sessions: current.sessions.clone(),
                         shut_down: current.shut_down.clone(),
+                        exited: current.exited.clone(),
+                        connect_times: current.connect_times.clone(),
                         ..(*info).clone()
                     }),
                     None => info,
