@@ -20,18 +20,7 @@ pub(super) fn cluster(root: &Map<String, Value>, report: &mut Report<'_>) -> Opt
         "a list of etcd endpoints such as [\"http://127.0.0.1:2379\"], or [] to run alone",
         report,
         |v| {
-            let items: Vec<String> = match v {
-                ValueKind::String(s) if s.trim().is_empty() => Vec::new(),
-                ValueKind::String(s) => s.split(',').map(|p| p.trim().to_owned()).collect(),
-                ValueKind::Array(values) => values
-                    .iter()
-                    .map(|v| match &v.kind {
-                        ValueKind::String(s) => Some(s.trim().to_owned()),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<_>>>()?,
-                _ => return None,
-            };
+            let items = super::reader::string_list(v)?;
             items.iter().all(|e| endpoint_ok(e)).then_some(items)
         },
     );

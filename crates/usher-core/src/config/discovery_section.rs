@@ -157,18 +157,7 @@ pub(super) fn resolvers(root: &Map<String, Value>, report: &mut Report<'_>) -> O
         "a list of nameserver addresses \"IP:PORT\" such as [\"127.0.0.1:53\"], or [] for those of /etc/resolv.conf",
         report,
         |v| {
-            let items: Vec<String> = match v {
-                ValueKind::String(s) if s.trim().is_empty() => Vec::new(),
-                ValueKind::String(s) => s.split(',').map(|p| p.trim().to_owned()).collect(),
-                ValueKind::Array(values) => values
-                    .iter()
-                    .map(|v| match &v.kind {
-                        ValueKind::String(s) => Some(s.trim().to_owned()),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<_>>>()?,
-                _ => return None,
-            };
+            let items = super::reader::string_list(v)?;
             items.iter().map(|s| s.parse::<SocketAddr>().ok()).collect::<Option<Vec<_>>>()
         },
     );

@@ -309,6 +309,24 @@ fn int(v: &ValueKind) -> Option<i128> {
 }
 
 /// How a found value is shown in an error.
+/// A list of strings, trimmed: a TOML array of strings, or one string
+/// holding them separated by commas (as environment variables give them);
+/// an empty string is the empty list. `None` for anything else.
+pub(super) fn string_list(v: &ValueKind) -> Option<Vec<String>> {
+    match v {
+        ValueKind::String(s) if s.trim().is_empty() => Some(Vec::new()),
+        ValueKind::String(s) => Some(s.split(',').map(|p| p.trim().to_owned()).collect()),
+        ValueKind::Array(values) => values
+            .iter()
+            .map(|v| match &v.kind {
+                ValueKind::String(s) => Some(s.trim().to_owned()),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
 pub(super) fn describe(v: &ValueKind) -> String {
     match v {
         ValueKind::Nil => "nothing".into(),
