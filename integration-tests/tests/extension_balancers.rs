@@ -161,12 +161,20 @@ async fn a_hostile_balancer_cannot_overfill_a_server_or_strand_a_client() {
         c.write_all(&[n]).await.expect("write");
         clients.push(c);
     }
-    // Two are seated (one per server), four wait; each one served in turn
-    // as the one before it leaves.
-    for mut c in clients {
-        let mut echo = [0u8; 1];
-        tokio::time::timeout(DEADLINE, c.read_exact(&mut echo)).await.expect("served in time").expect("echo");
-        drop(c);
+    // Two are seated (one per server), four wait — in whatever order their
+    // sessions reached the queue; each leaves once served, which seats the
+    // next.
+    let served: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut echo = [0u8; 1];
+                tokio::time::timeout(DEADLINE, c.read_exact(&mut echo)).await.expect("served in time").expect("echo");
+            })
+        })
+        .collect();
+    for client in served {
+        client.await.expect("client served");
     }
     broker.logs.wait_sessions(6).await;
     println!("peaks: a {}, b {}", a.peak(), b.peak());

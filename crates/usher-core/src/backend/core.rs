@@ -427,7 +427,7 @@ impl<W> BackendState<W> {
         // balanced server has a usable credit (see `credit`), so no
         // candidate is available.
         match self.pick(req.client) {
-            Some(Choice::Balanced(server)) if self.candidates[server.0].available => {
+            Some(Choice::Balanced(server)) => {
                 self.take_slot(server);
                 Reserved::Granted { server, waiter, source: joining.source }
             }
@@ -524,10 +524,10 @@ impl<W> BackendState<W> {
     }
 
     /// The balancer's pick, if the core can follow it: a server that
-    /// exists and is usable (a `Balanced` pick must also be available, see
-    /// the caller). Anything else — no such server, one that cannot take
-    /// balanced traffic, a panic — counts as no pick: the session waits in
-    /// the backend queue and the next freed slot serves it.
+    /// exists and can take balanced traffic — and, for a `Balanced` pick,
+    /// has room now. Anything else (no such server, a full or unusable
+    /// one, a panic) counts as a bad pick and as no pick: the session
+    /// waits in the backend queue and the next freed slot serves it.
     fn pick(&mut self, client: Option<IpAddr>) -> Option<Choice> {
         let candidates = &self.candidates;
         let balancer = &mut self.balancer;
@@ -539,10 +539,11 @@ impl<W> BackendState<W> {
                 return None;
             }
         };
-        let server = match choice? {
-            Choice::Balanced(server) | Choice::Pinned(server) => server,
+        let followed = match choice? {
+            Choice::Balanced(server) => self.candidates.get(server.0).is_some_and(|c| c.available),
+            Choice::Pinned(server) => self.candidates.get(server.0).is_some_and(|c| c.usable),
         };
-        if self.candidates.get(server.0).is_some_and(|c| c.usable) {
+        if followed {
             choice
         } else {
             self.bad_picks += 1;
