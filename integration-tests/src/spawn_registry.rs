@@ -105,6 +105,18 @@ impl Registry {
     }
 }
 
+/// Waits, within the test deadline, until none of `pids` exists: a child's
+/// registry connection may close a moment before the process is gone.
+pub async fn wait_gone(pids: impl IntoIterator<Item = u32>) {
+    let deadline = std::time::Instant::now() + crate::DEADLINE;
+    for pid in pids {
+        while process_exists(pid) {
+            assert!(std::time::Instant::now() < deadline, "process {pid} left behind");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// Whether process `pid` still exists (a zombie counts as gone).
 pub fn process_exists(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

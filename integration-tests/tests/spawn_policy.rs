@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use integration_tests::spawn_registry::{process_exists, Registry};
+use integration_tests::spawn_registry::{process_exists, wait_gone, Registry};
 use integration_tests::{TestBroker, DEADLINE};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -185,13 +185,7 @@ max_procs = 2
     broker.stop().await.expect("stopped");
     registry.wait_until("every child gone", |c| c.processes == 0).await;
     println!("children gone {:?} after the stop began", started.elapsed());
-    let deadline = Instant::now() + DEADLINE;
-    for pid in counts.pids {
-        while process_exists(pid) {
-            assert!(Instant::now() < deadline, "process {pid} left behind");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    wait_gone(counts.pids).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,14 +276,7 @@ async fn a_reload_that_removes_a_spawned_backend_stops_its_processes() {
     registry.wait_until("the removed backend's process to exit", |c| c.processes == 0).await;
     let stopping = broker.logs.wait_for("process stopping", |_| true).await;
     assert_eq!(stopping.get("reason"), "backend_removed");
-    // Its registry connection closes a moment before the process is gone.
-    let deadline = Instant::now() + DEADLINE;
-    for pid in counts.pids {
-        while process_exists(pid) {
-            assert!(Instant::now() < deadline, "process {pid} left behind");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    wait_gone(counts.pids).await;
 }
 
 /// A process that dies while relaying ends its sessions server-side
@@ -315,6 +302,6 @@ async fn a_process_that_dies_mid_session_ends_it_server_side_and_is_replaced() {
 
     let next = Client::connect(broker.addr("web")).await;
     assert_ne!(next.pid, dead, "a new process serves the next client");
-    assert!(!process_exists(dead), "the killed process was reaped");
+    wait_gone([dead]).await;
     next.close().await;
 }
