@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use integration_tests::http::get;
 use integration_tests::{seated, Behavior, ConfigFile, TestBackend, TestBroker, DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use usher_core::extension::{Balancer, BalancerSetup, Candidate, Choice, Registries, ServerEvent};
+use usher_core::extension::{Balancer, BalancerSetup, Choice, Registries, ServerEvent, Servers};
 use usher_core::ids::ServerId;
 
 /// What the recording balancer heard, shared with the test.
@@ -29,8 +29,9 @@ struct Heard {
 struct LastFree(Arc<Heard>);
 
 impl Balancer for LastFree {
-    fn pick(&mut self, candidates: &[Candidate], _: Option<IpAddr>) -> Option<Choice> {
-        candidates.iter().rev().find(|c| c.available).map(|c| Choice::Balanced(c.id))
+    fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
+        let last_free = servers.iter().filter(|c| c.available).last();
+        last_free.map(|c| Choice::Balanced(c.id))
     }
 
     fn granted(&mut self, _: ServerId) {
@@ -138,7 +139,7 @@ async fn a_reload_keeps_the_balancer_until_its_servers_or_keys_change() {
 struct Hostile(u64);
 
 impl Balancer for Hostile {
-    fn pick(&mut self, _: &[Candidate], _: Option<IpAddr>) -> Option<Choice> {
+    fn pick(&mut self, _: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
         self.0 += 1;
         if self.0.is_multiple_of(3) {
             panic!("a hostile balancer panics");

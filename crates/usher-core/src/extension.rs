@@ -36,7 +36,7 @@ pub use registries::Registries;
 pub use registry::{HookFactory, HookRegistry};
 
 pub use crate::backend::balance::{
-    Balancer, BalancerFactory, BalancerRegistry, BalancerSetup, Candidate, Choice, ServerEvent,
+    Balancer, BalancerFactory, BalancerRegistry, BalancerSetup, Candidate, Choice, ServerEvent, Servers,
 };
 
 pub use crate::config::{HookSettings, OnHookTimeout, OptionProblem};

@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use common::{proptest_config as config, queue_core, Heard, Reply, Sessions, TestWaiter, MAX_OPS};
 use proptest::prelude::*;
 use usher_core::backend::balance::{
-    Balancer, Candidate, Choice, ConsistentHash, First, LeastConn, PowerOfChoices, SmoothRoundRobin,
+    Balancer, Candidate, Choice, ConsistentHash, First, LeastConn, PowerOfChoices, Servers, SmoothRoundRobin,
 };
 use usher_core::backend::{
     BackendSetup, BackendState, QueueCore, QueueKey, QueuePlace, ReserveRequest, Reserved, ServerSetup, ServerState,
@@ -118,9 +118,8 @@ struct ScriptedBalancer {
 }
 
 impl Balancer for ScriptedBalancer {
-    fn pick(&mut self, candidates: &[Candidate], _: Option<IpAddr>) -> Option<Choice> {
-        let available: Vec<ServerId> =
-            candidates.iter().filter(|c| c.available && c.weight > 0).map(|c| c.id).collect();
+    fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
+        let available: Vec<ServerId> = servers.iter().filter(|c| c.available && c.weight > 0).map(|c| c.id).collect();
         if available.is_empty() {
             return None;
         }
@@ -150,10 +149,15 @@ struct Recording {
 }
 
 impl Balancer for Recording {
-    fn pick(&mut self, candidates: &[Candidate], client: Option<IpAddr>) -> Option<Choice> {
-        let choice = self.inner.pick(candidates, client);
-        self.picks.lock().unwrap().push_back(Pick { candidates: candidates.to_vec(), client, choice });
+    fn pick(&mut self, servers: &Servers<'_>, client: Option<IpAddr>) -> Option<Choice> {
+        let choice = self.inner.pick(servers, client);
+        self.picks.lock().unwrap().push_back(Pick { candidates: servers.iter().collect(), client, choice });
         choice
+    }
+
+    // A wrapper forwards what its inner balancer indexes from.
+    fn candidate_changed(&mut self, server: ServerId, servers: &Servers<'_>) {
+        self.inner.candidate_changed(server, servers);
     }
 }
 
@@ -386,7 +390,7 @@ impl BackendSim {
             BalancerKind::RoundRobin => Box::new(SmoothRoundRobin::new(n)),
             BalancerKind::StaticRr => Box::new(SmoothRoundRobin::with_static_weights(&weights)),
             BalancerKind::LeastConn => Box::new(LeastConn::default()),
-            BalancerKind::First => Box::new(First),
+            BalancerKind::First => Box::new(First::default()),
             BalancerKind::Random { draws, seed } => Box::new(PowerOfChoices::new(draws, seed)),
             BalancerKind::Source(factor) => Box::new(ConsistentHash::new(factor)),
             BalancerKind::Scripted(seed) => Box::new(ScriptedBalancer { state: seed }),

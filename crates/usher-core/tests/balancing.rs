@@ -368,7 +368,7 @@ fn leastconn_idle_traffic_follows_weights() {
 /// takes the next one.
 #[test]
 fn first_fills_servers_in_order() {
-    let mut b = Backend::plain(&[server(2, 1), server(2, 5), server(2, 9)], Box::new(First));
+    let mut b = Backend::plain(&[server(2, 1), server(2, 5), server(2, 9)], Box::new(First::default()));
     for want in [0, 0, 1, 1, 2, 2] {
         assert_eq!(b.arrive(None).1, Answer::Granted(want));
     }
@@ -820,7 +820,7 @@ fn every_algorithm(n: usize) -> Vec<(&'static str, Box<dyn Balancer>)> {
         ("roundrobin", Box::new(SmoothRoundRobin::new(n))),
         ("static-rr", Box::new(SmoothRoundRobin::with_static_weights(&vec![1; n]))),
         ("leastconn", Box::new(LeastConn::default())),
-        ("first", Box::new(First)),
+        ("first", Box::new(First::default())),
         ("random", Box::new(PowerOfChoices::new(2, 7))),
         ("source", Box::new(ConsistentHash::new(0))),
     ]

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 
 use common::{proptest_config as config, queue_core, Reply, Sessions, TestWaiter, MAX_OPS};
 use proptest::prelude::*;
-use usher_core::backend::balance::{Balancer, Candidate, Choice};
+use usher_core::backend::balance::{Balancer, Choice, Servers};
 use usher_core::backend::{BackendSetup, QueueCore, QueueKey, ReserveRequest, ServerSetup, ServerState};
 use usher_core::ids::{ServerId, SessionId};
 
@@ -42,7 +42,7 @@ struct Hostile {
 const PANIC_MESSAGE: &str = "hostile balancer panics on purpose";
 
 impl Balancer for Hostile {
-    fn pick(&mut self, candidates: &[Candidate], _: Option<IpAddr>) -> Option<Choice> {
+    fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
         let says = self.script[self.next % self.script.len()];
         self.next += 1;
         match says {
@@ -50,7 +50,7 @@ impl Balancer for Hostile {
             Says::Pinned(i) => Some(Choice::Pinned(ServerId(i))),
             Says::Nothing => None,
             Says::Panic => panic!("{PANIC_MESSAGE}"),
-            Says::Sane => candidates.iter().find(|c| c.available).map(|c| Choice::Balanced(c.id)),
+            Says::Sane => servers.iter().find(|c| c.available).map(|c| Choice::Balanced(c.id)),
         }
     }
 }

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use usher::daemon::Builder;
-use usher::extension::{Balancer, BalancerSetup, Candidate, Choice, ServerEvent, ServerId};
+use usher::extension::{Balancer, BalancerSetup, Candidate, Choice, ServerEvent, ServerId, Servers};
 
 /// Weight of the newest sample.
 const ALPHA: f64 = 0.3;
@@ -40,6 +40,18 @@ impl EwmaConnect {
         &mut self.ewma_us[server.0]
     }
 
+    /// Unknown servers first (no sample), then the fastest; the least
+    /// loaded on a tie. It looks at every candidate (O(n) per pick): fine
+    /// for a few dozen servers, and its own cost.
+    pub fn choose(&self, candidates: impl IntoIterator<Item = Candidate>) -> Option<Choice> {
+        let cost = |c: &Candidate| self.ewma_us.get(c.id.0).copied().flatten().unwrap_or(0.0);
+        candidates
+            .into_iter()
+            .filter(|c| c.available)
+            .min_by(|a, b| cost(a).total_cmp(&cost(b)).then(a.load.cmp(&b.load)))
+            .map(|c| Choice::Balanced(c.id))
+    }
+
     /// The average connect time of `server`, if it has one.
     pub fn average(&self, server: ServerId) -> Option<Duration> {
         let us = (*self.ewma_us.get(server.0)?)?;
@@ -48,14 +60,8 @@ impl EwmaConnect {
 }
 
 impl Balancer for EwmaConnect {
-    fn pick(&mut self, candidates: &[Candidate], _: Option<IpAddr>) -> Option<Choice> {
-        // Unknown servers first (0), then the fastest; the least loaded on a tie.
-        let cost = |c: &Candidate| self.ewma_us.get(c.id.0).copied().flatten().unwrap_or(0.0);
-        candidates
-            .iter()
-            .filter(|c| c.available)
-            .min_by(|a, b| cost(a).total_cmp(&cost(b)).then(a.load.cmp(&b.load)))
-            .map(|c| Choice::Balanced(c.id))
+    fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
+        self.choose(servers.iter())
     }
 
     fn server_changed(&mut self, server: ServerId, event: ServerEvent) {

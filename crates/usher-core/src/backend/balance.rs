@@ -1,17 +1,37 @@
 //! Balancing algorithms: the seam through which a backend picks a server.
 //!
-//! A [`Balancer`] sees only [`Candidate`] views that the BackendQueue
-//! computes from its own state (weights, free slots, load); it never reads
-//! another actor's counters. It either picks a server that can take the
-//! session now ([`Choice::Balanced`]) or, for hash-based algorithms, names the
-//! server the client belongs to whatever its load ([`Choice::Pinned`]), and
-//! the BackendQueue queues it there if that server is full.
+//! A [`Balancer`] sees the servers through [`Servers`], a view that the
+//! BackendQueue answers per server in O(1) from what it keeps
+//! incrementally (weights, free slots, load, how many actives are usable);
+//! it never reads another actor's counters. It either picks a server that
+//! can take the session now ([`Choice::Balanced`]) or, for hash-based
+//! algorithms, names the server the client belongs to whatever its load
+//! ([`Choice::Pinned`]), and the BackendQueue queues it there if that
+//! server is full.
 //!
 //! The core still decides: a pick of a server that cannot take the
 //! session now, of no such server, or a panic, is not followed — the
 //! session waits in the backend queue as if the balancer had found no
 //! candidate, and the next freed slot serves it. No algorithm can put a
 //! server over its maxconn or strand a waiter.
+//!
+//! Why a view and hooks rather than a slice of every server: a backend may
+//! have thousands of servers and one BackendQueue thread serves every
+//! backend, so a pick must not cost O(n) nor allocate. The core recomputes
+//! one server's [`Candidate`]-relevant state after every change to that
+//! server (a grant, a release, a credit, its queue growing or shrinking,
+//! its weight, state or role, add/remove) and tells the balancer through
+//! [`Balancer::candidate_changed`]; the built-in algorithms keep their own
+//! index from that (a set of ready servers in id order for `first`, an
+//! earliest-deadline order for the round robins, a load/weight order for
+//! `leastconn`, a Fenwick tree of weights for `random`, a sorted ring for
+//! `source`) and look at only a few servers per pick. What can change many
+//! servers' room at once without touching them — a pause, the backend's
+//! own maxconn, dynamic maxconn (`minconn`/`fullconn`) — is read per
+//! visited server at pick time ([`Servers::get`]); a pause or a full
+//! backend is answered in O(1), dynamic maxconn may make a pick walk past
+//! servers it has lowered (worst case every ready server, as HAProxy's
+//! leastconn tree does).
 //!
 //! Algorithms are registered by name ([`BalancerRegistry`]); the
 //! `Balancer` trait's other methods have default bodies that do nothing,
@@ -21,10 +41,13 @@
 
 mod first;
 mod hash;
+mod heap;
 mod leastconn;
 mod random;
 mod registry;
 mod roundrobin;
+pub(crate) mod servers;
+mod vtime;
 
 pub use first::First;
 pub use hash::ConsistentHash;
@@ -32,6 +55,7 @@ pub use leastconn::LeastConn;
 pub use random::PowerOfChoices;
 pub use registry::{BalancerFactory, BalancerRegistry, BalancerSetup};
 pub use roundrobin::SmoothRoundRobin;
+pub use servers::Servers;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -79,7 +103,16 @@ pub enum ServerEvent {
 /// thread, no lock): every method is called between two messages.
 pub trait Balancer: Send + 'static {
     /// Picks for one new session; `None` when no candidate fits.
-    fn pick(&mut self, candidates: &[Candidate], client: Option<IpAddr>) -> Option<Choice>;
+    fn pick(&mut self, servers: &Servers<'_>, client: Option<IpAddr>) -> Option<Choice>;
+
+    /// What `server` is by itself changed: its load, weight, state or
+    /// role, or whether it could take a session now (`servers.get(server)`
+    /// tells the rest). Called after every such change, and for every
+    /// server once when the balancer is installed, so a balancer can keep
+    /// an index instead of looking at every server per pick. A balancer
+    /// that wraps another forwards it, or the inner one's index stays
+    /// empty.
+    fn candidate_changed(&mut self, _server: ServerId, _servers: &Servers<'_>) {}
 
     /// A session took a slot on `server` (whoever picked it: this
     /// balancer, a pin, a freed slot handed to a waiter).
@@ -106,48 +139,33 @@ pub trait Balancer: Send + 'static {
 /// A stateless balancer is a closure.
 impl<F> Balancer for F
 where
-    F: FnMut(&[Candidate], Option<IpAddr>) -> Option<Choice> + Send + 'static,
+    F: FnMut(&Servers<'_>, Option<IpAddr>) -> Option<Choice> + Send + 'static,
 {
-    fn pick(&mut self, candidates: &[Candidate], client: Option<IpAddr>) -> Option<Choice> {
-        self(candidates, client)
+    fn pick(&mut self, servers: &Servers<'_>, client: Option<IpAddr>) -> Option<Choice> {
+        self(servers, client)
     }
 }
 
-/// Among the `candidates` that `only` accepts (and with a weight), the one
-/// with the least load relative to its weight; ties go to the first at or
-/// after `start` (rotating ties).
-pub(crate) fn least_loaded(candidates: &[Candidate], start: usize, only: impl Fn(&Candidate) -> bool) -> Option<usize> {
-    let n = candidates.len();
-    let mut best: Option<usize> = None;
-    for k in 0..n {
-        let i = (start + k) % n;
-        let c = &candidates[i];
-        if c.weight == 0 || !only(c) {
+/// Among the candidates that `only` accepts (and with a weight), the one
+/// with the least load relative to its weight; ties go to the lowest id.
+/// O(n): for the core's rare paths (a retry or a hashed session with
+/// every other server busy).
+pub(crate) fn least_loaded(servers: &Servers<'_>, only: impl Fn(&Candidate) -> bool) -> Option<ServerId> {
+    let mut best: Option<Candidate> = None;
+    for c in servers.iter() {
+        if c.weight == 0 || !only(&c) {
             continue;
         }
         best = match best {
-            None => Some(i),
-            Some(b) => {
-                let cb = &candidates[b];
-                // load_i / w_i < load_b / w_b, without division.
-                let lhs = (u64::from(c.load) + 1) * u64::from(cb.weight);
-                let rhs = (u64::from(cb.load) + 1) * u64::from(c.weight);
-                if lhs < rhs {
-                    Some(i)
-                } else {
-                    Some(b)
-                }
+            // load_c / w_c < load_b / w_b, without division.
+            Some(b) if (u64::from(c.load) + 1) * u64::from(b.weight) >= (u64::from(b.load) + 1) * u64::from(c.weight) => {
+                Some(b)
             }
+            _ => Some(c),
         };
     }
-    best
+    best.map(|c| c.id)
 }
 
 #[cfg(test)]
-pub(crate) fn candidates(weights: &[u32]) -> Vec<Candidate> {
-    weights
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| Candidate { id: ServerId(i), weight: w, usable: w > 0, available: w > 0, load: 0 })
-        .collect()
-}
+pub(crate) mod testing;

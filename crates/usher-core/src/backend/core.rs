@@ -24,13 +24,15 @@
 //! [`credit`]: BackendState::credit
 
 use rustc_hash::FxHashMap;
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Instant;
 
 use super::discipline::{Queueing, SourceKey};
 use super::limit::Limit;
 use super::wait_queue::{Joining, QueueKey, WaitQueue, Waiting};
-use crate::backend::balance::{least_loaded, Balancer, Candidate, Choice, ServerEvent};
+use crate::backend::balance::servers::{BackendWide, ServerFacts, Standing, Tally};
+use crate::backend::balance::{least_loaded, Balancer, Candidate, Choice, ServerEvent, Servers};
 use crate::config::QueueSettings;
 use crate::ids::{ServerId, SessionId};
 
@@ -146,19 +148,9 @@ pub struct ServerStatus {
     pub cap: Option<u32>,
 }
 
-#[derive(Debug)]
-struct ServerSlots<W> {
-    /// `None` = unlimited server: always has room, credits do not circulate.
-    held: Option<u32>,
-    /// Sessions holding a slot of this server.
-    served: u32,
-    maxconn: Limit,
-    /// Dynamic maxconn floor, with the backend's `fullconn`.
-    minconn: Limit,
-    maxqueue: Limit,
-    backup: bool,
-    status: ServerStatus,
-    queue: WaitQueue<W>,
+/// The stats kept per server beside its [`ServerFacts`].
+#[derive(Debug, Clone, Copy)]
+struct ServerStats {
     /// Most sessions it served at once (stats).
     max_served: u32,
     /// The highest limit it ever had: its maxconn or a cap reported later
@@ -166,29 +158,27 @@ struct ServerSlots<W> {
     limit_seen: u32,
     /// Longest its own queue was (stats).
     max_queue: usize,
-    /// Removed by a reload: never balanced again, its credits are dropped.
-    /// The entry stays so that server ids remain stable.
-    removed: bool,
 }
 
-impl<W> ServerSlots<W> {
-    fn new(s: &ServerSetup) -> ServerSlots<W> {
-        let maxconn = Limit::from_config(s.maxconn);
-        ServerSlots {
-            held: if maxconn.is_unlimited() { None } else { Some(0) },
-            served: 0,
-            maxconn,
-            minconn: Limit::from_config(s.minconn),
-            maxqueue: Limit::from_config(s.maxqueue),
-            backup: s.backup,
-            status: ServerStatus { up: true, weight: s.weight, cap: None },
-            queue: WaitQueue::default(),
-            max_served: 0,
-            max_queue: 0,
-            limit_seen: s.maxconn,
-            removed: false,
-        }
+fn facts_of(s: &ServerSetup) -> ServerFacts {
+    let maxconn = Limit::from_config(s.maxconn);
+    ServerFacts {
+        held: if maxconn.is_unlimited() { None } else { Some(0) },
+        served: 0,
+        queued: 0,
+        maxconn,
+        minconn: Limit::from_config(s.minconn),
+        maxqueue: Limit::from_config(s.maxqueue),
+        backup: s.backup,
+        status: ServerStatus { up: true, weight: s.weight, cap: None },
+        removed: false,
+        // Counted by `touch` when the server joins.
+        counted: Standing::default(),
     }
+}
+
+fn stats_of(s: &ServerSetup) -> ServerStats {
+    ServerStats { max_served: 0, max_queue: 0, limit_seen: s.maxconn }
 }
 
 /// [`BackendSetup`] with its bounds typed.
@@ -212,7 +202,19 @@ impl From<BackendSetup> for Setup {
 }
 
 pub struct BackendState<W> {
-    servers: Vec<ServerSlots<W>>,
+    /// What is known of each server, by id (non-generic, so the
+    /// balancer's [`Servers`] view can borrow it).
+    servers: Vec<ServerFacts>,
+    /// Each server's own queue, by id.
+    queues: Vec<WaitQueue<W>>,
+    stats: Vec<ServerStats>,
+    /// Running totals over the eligible actives (0) and backups (1).
+    tallies: [Tally; 2],
+    /// Sessions the servers serve, together.
+    served_total: u32,
+    /// Servers that are up and hold a credit (or are unlimited), in id
+    /// order: the only ones a settle can grant from.
+    holding: BTreeSet<usize>,
     queue: WaitQueue<W>,
     setup: Setup,
     balancer: Box<dyn Balancer>,
@@ -222,9 +224,6 @@ pub struct BackendState<W> {
     max_queue: usize,
     /// Most sessions the servers served at once, together (stats).
     max_served: u32,
-    /// The balancer's view of the servers, refilled on every balanced
-    /// reserve: kept here so a reserve allocates nothing.
-    candidates: Vec<Candidate>,
     /// The discipline over all the queues: their order, shedding, caps.
     queueing: Queueing,
     /// The highest backend maxconn it ever had (`None` once it had none):
@@ -247,146 +246,142 @@ impl<W> BackendState<W> {
     }
 
     pub fn with_setup(servers: &[ServerSetup], setup: BackendSetup, balancer: Box<dyn Balancer>) -> BackendState<W> {
-        let servers: Vec<ServerSlots<W>> = servers.iter().map(ServerSlots::new).collect();
         let mut state = BackendState {
-            servers,
+            servers: servers.iter().map(facts_of).collect(),
+            queues: servers.iter().map(|_| WaitQueue::default()).collect(),
+            stats: servers.iter().map(stats_of).collect(),
+            tallies: [Tally::default(); 2],
+            served_total: 0,
+            holding: BTreeSet::new(),
             queue: WaitQueue::default(),
             setup: setup.into(),
             balancer,
             location: FxHashMap::default(),
             max_queue: 0,
             max_served: 0,
-            candidates: Vec::new(),
             queueing: Queueing::new(setup.queue, Instant::now()),
             maxconn_seen: Limit::from_config(setup.maxconn).get(),
             paused: false,
             bad_picks: 0,
         };
+        for i in 0..state.servers.len() {
+            state.touch(i);
+        }
         state.set_fair(setup.queue.fair != crate::config::FairShare::None);
         state
     }
 
     fn set_fair(&mut self, on: bool) {
         self.queue.set_fair(on);
-        for s in &mut self.servers {
-            s.queue.set_fair(on);
+        for q in &mut self.queues {
+            q.set_fair(on);
         }
+    }
+
+    // === what balancing knows, kept incrementally ===
+
+    /// Server `i` changed (a grant, a release, a credit, its queue, its
+    /// status or setup): its standing is recomputed and, if it differs
+    /// from what was counted, the tallies, the set of holding servers and
+    /// the balancer follow. O(1) plus the balancer's own update (O(log n)
+    /// for the built-in ones). Every change to a server goes through here,
+    /// which is what lets a pick avoid looking at every server.
+    fn touch(&mut self, i: usize) {
+        let s = &mut self.servers[i];
+        s.queued = self.queues[i].len() as u32;
+        let now = s.standing();
+        let before = std::mem::replace(&mut s.counted, now);
+        if now == before {
+            return;
+        }
+        self.tallies[before.group()].remove(&before);
+        self.tallies[now.group()].add(&now);
+        if now.holds != before.holds {
+            if now.holds {
+                self.holding.insert(i);
+            } else {
+                self.holding.remove(&i);
+            }
+        }
+        let wide = self.wide();
+        let servers = Servers::new(&self.servers, &self.tallies, wide, None);
+        self.balancer.candidate_changed(ServerId(i), &servers);
+    }
+
+    /// The backend-wide state a server's room depends on.
+    fn wide(&self) -> BackendWide {
+        BackendWide {
+            paused: self.paused,
+            fullconn: self.setup.fullconn,
+            maxconn: self.setup.maxconn,
+            served: self.served_total,
+            load: self.load(),
+            any_active: self.any_active(),
+        }
+    }
+
+    /// The balancer's view, with a retry's `avoid` applied.
+    fn view(&self, avoid: Option<ServerId>) -> Servers<'_> {
+        Servers::new(&self.servers, &self.tallies, self.wide(), avoid)
     }
 
     // === what a server may do now ===
 
     fn any_active(&self) -> bool {
-        self.servers.iter().any(|s| !s.backup && s.status.up && s.status.weight > 0)
+        self.tallies[0].eligible > 0
     }
 
     /// Takes balanced traffic: up, weight > 0, and a backup only while no
     /// active server can.
-    fn balanced(&self, i: usize, any_active: bool) -> bool {
-        let s = &self.servers[i];
-        s.status.up && s.status.weight > 0 && (!s.backup || !any_active)
+    fn balanced(&self, i: usize) -> bool {
+        self.wide().usable(&self.servers[i])
     }
 
     /// Sessions waiting or served in the backend (HAProxy's beconn).
     fn load(&self) -> u64 {
-        let served: u64 = self.servers.iter().map(|s| u64::from(s.served)).sum();
-        let queued: u64 = self.servers.iter().map(|s| s.queue.len() as u64).sum::<u64>() + self.queue.len() as u64;
-        served + queued
-    }
-
-    /// The maxconn in force now: slowstart cap and dynamic maxconn applied.
-    fn effective_max(&self, i: usize, load: u64) -> Option<u32> {
-        let s = &self.servers[i];
-        let mut max = s.status.cap;
-        if let (Some(minconn), Some(maxconn), Some(fullconn)) = (s.minconn.get(), s.maxconn.get(), self.setup.fullconn.get())
-        {
-            if load < u64::from(fullconn) {
-                let dynamic = (load * u64::from(maxconn) / u64::from(fullconn)) as u32;
-                let dynamic = dynamic.max(minconn).min(maxconn);
-                max = Some(max.map_or(dynamic, |m| m.min(dynamic)));
-            }
-        }
-        max
+        u64::from(self.served_total) + self.location.len() as u64
     }
 
     /// A held credit it may use now (below its effective maxconn, and the
     /// backend below its own maxconn).
-    fn has_room(&self, i: usize, load: u64) -> bool {
-        let s = &self.servers[i];
-        // A pause reads as "no room" everywhere a grant is decided, so a
-        // paused backend queues exactly as a full one does: the same
-        // bounds, the same order, and the same work-conservation check
-        // (a credit held while paused is not usable, so it may sit beside
-        // waiters until the resume settles).
-        !self.paused
-            && s.held.is_none_or(|n| n > 0)
-            && self.effective_max(i, load).is_none_or(|m| s.served < m)
-            && self.setup.maxconn.get().is_none_or(|m| self.served_total() < m)
+    fn has_room(&self, i: usize) -> bool {
+        self.wide().has_room(&self.servers[i])
     }
 
     /// Sessions the servers serve, together.
     fn served_total(&self) -> u32 {
-        self.servers.iter().map(|s| s.served).sum()
+        self.served_total
     }
 
     /// Some server takes balanced traffic.
     fn any_usable(&self) -> bool {
-        let any_active = self.any_active();
-        (0..self.servers.len()).any(|i| self.balanced(i, any_active))
+        self.tallies[0].eligible > 0 || self.tallies[1].eligible > 0
     }
 
-    /// Refills `self.candidates`: the balancer's view of every server.
-    /// Returns whether `avoid` was taken out of it (see below).
-    fn fill_candidates(&mut self, avoid: Option<ServerId>) -> bool {
-        let mut c = std::mem::take(&mut self.candidates);
-        c.clear();
-        let any_active = self.any_active();
-        let load = self.load();
-        c.extend((0..self.servers.len()).map(|i| {
-            let s = &self.servers[i];
-            let usable = self.balanced(i, any_active);
-            Candidate {
-                id: ServerId(i),
-                weight: s.status.weight,
-                usable,
-                available: usable && s.queue.is_empty() && self.has_room(i, load),
-                load: s.served + s.queue.len() as u32,
-            }
-        }));
-        let mut avoiding = false;
-        if let Some(avoid) = avoid.filter(|a| a.0 < c.len()) {
-            // A retry never goes back to the server it just failed on while
-            // another server is usable, even if it must wait for that one:
-            // a refusing server frees its slot at once, and a retry that
-            // took it again would spend its retries in a millisecond.
-            // Hashing walks past it too (HAProxy's hash lookups take it as
-            // "avoid").
-            if c[avoid.0].usable && c.iter().any(|x| x.usable && x.id != avoid) {
-                c[avoid.0].usable = false;
-                c[avoid.0].available = false;
-                avoiding = true;
-            }
-        }
-        self.candidates = c;
-        avoiding
+    /// The server a retry leaves, if it must be avoided: a retry never goes
+    /// back to the server it just failed on while another server is
+    /// usable, even if it must wait for that one: a refusing server frees
+    /// its slot at once, and a retry that took it again would spend its
+    /// retries in a millisecond. Hashing walks past it too (HAProxy's hash
+    /// lookups take it as "avoid"). O(1): a usable `avoid` is in the group
+    /// in use, so another is usable when that group counts two.
+    fn avoiding(&self, avoid: Option<ServerId>) -> Option<ServerId> {
+        let avoid = avoid.filter(|a| a.0 < self.servers.len() && self.balanced(a.0))?;
+        let group = usize::from(!self.any_active());
+        (self.tallies[group].eligible > 1).then_some(avoid)
     }
 
     /// How many may wait in the backend queue: the backend's `maxqueue`
     /// and, when every server that takes balanced traffic has a `maxqueue`
     /// of its own, no more than their sum — a session in the backend queue
     /// waits for any of them, so each server's bound holds whatever the
-    /// algorithm.
+    /// algorithm. O(1) from the tally of the group in use.
     fn backend_queue_bound(&self) -> Limit {
-        let any_active = self.any_active();
-        let mut sum: u32 = 0;
-        for (i, s) in self.servers.iter().enumerate() {
-            if !self.balanced(i, any_active) {
-                continue;
-            }
-            match s.maxqueue.get() {
-                Some(max) => sum = sum.saturating_add(max),
-                None => return self.setup.maxqueue,
-            }
+        let tally = &self.tallies[usize::from(!self.any_active())];
+        if tally.unbounded_queues > 0 {
+            return self.setup.maxqueue;
         }
+        let sum = u32::try_from(tally.queue_room).unwrap_or(u32::MAX);
         match self.setup.maxqueue.get() {
             _ if sum == 0 => self.setup.maxqueue,
             Some(own) => Limit::from_config(own.min(sum)),
@@ -419,20 +414,20 @@ impl<W> BackendState<W> {
         if let Some(pin) = req.pin {
             return self.reserve_pinned(pin, req, joining, waiter, false);
         }
-        let avoiding = self.fill_candidates(req.avoid);
-        if !self.candidates.iter().any(|c| c.usable) {
+        if !self.any_usable() {
             return Reserved::NoServer { waiter };
         }
+        let avoiding = self.avoiding(req.avoid);
         // Nobody overtakes the backend queue: while it is non-empty, no
         // balanced server has a usable credit (see `credit`), so no
         // candidate is available.
-        match self.pick(req.client) {
+        match self.pick(req.client, avoiding) {
             Some(Choice::Balanced(server)) => {
                 self.take_slot(server);
                 Reserved::Granted { server, waiter, source: joining.source }
             }
             Some(Choice::Pinned(server)) => self.reserve_pinned(server, req, joining, waiter, true),
-            _ if avoiding => self.enqueue_elsewhere(joining, waiter),
+            _ if avoiding.is_some() => self.enqueue_elsewhere(avoiding, joining, waiter),
             _ => self.enqueue_backend(joining, waiter),
         }
     }
@@ -455,14 +450,14 @@ impl<W> BackendState<W> {
     /// waits for the least loaded other usable server in that server's own
     /// queue, where a slot the failed server frees cannot reach it. Only
     /// when that queue is at its `maxqueue` does it wait in the backend
-    /// queue instead.
-    fn enqueue_elsewhere(&mut self, joining: Joining, waiter: W) -> Reserved<W> {
-        let Some(i) = least_loaded(&self.candidates, 0, |c| c.usable) else {
+    /// queue instead. O(n): only a retry that found every other server
+    /// busy comes here.
+    fn enqueue_elsewhere(&mut self, avoid: Option<ServerId>, joining: Joining, waiter: W) -> Reserved<W> {
+        let Some(server) = least_loaded(&self.view(avoid), |c| c.usable) else {
             return self.enqueue_backend(joining, waiter);
         };
-        let server = self.candidates[i].id;
         let s = &self.servers[server.0];
-        if s.maxqueue.reached_by(s.queue.len()) {
+        if s.maxqueue.reached_by(s.queued as usize) {
             return self.enqueue_backend(joining, waiter);
         }
         self.enqueue_server(server, joining, waiter)
@@ -472,11 +467,12 @@ impl<W> BackendState<W> {
         if !self.queueing.admits(joining.source) {
             return Reserved::SourceFull { waiter };
         }
-        let position = self.servers[server.0].queue.push(joining, waiter);
+        let position = self.queues[server.0].push(joining, waiter);
         self.queueing.joined(&joining);
         self.location.insert(joining.session, Some(server));
-        let s = &mut self.servers[server.0];
-        s.max_queue = s.max_queue.max(s.queue.len());
+        let stats = &mut self.stats[server.0];
+        stats.max_queue = stats.max_queue.max(self.queues[server.0].len());
+        self.touch(server.0);
         Reserved::Queued { server: Some(server), position }
     }
 
@@ -493,27 +489,26 @@ impl<W> BackendState<W> {
         if pin.0 >= self.servers.len() || !self.servers[pin.0].status.up {
             return Reserved::NoServer { waiter };
         }
-        let load = self.load();
-        if self.servers[pin.0].queue.is_empty() && self.has_room(pin.0, load) {
+        if self.servers[pin.0].queued == 0 && self.has_room(pin.0) {
             self.take_slot(pin);
             return Reserved::Granted { server: pin, waiter, source: joining.source };
         }
         let s = &self.servers[pin.0];
-        if s.maxqueue.reached_by(s.queue.len()) {
+        if s.maxqueue.reached_by(s.queued as usize) {
             if hashed && self.setup.redispatch {
                 // Its server's queue is full: any other server will do —
-                // except the one a retry is leaving.
-                self.fill_candidates(Some(pin));
+                // except the one a retry is leaving. O(n): only a hashed
+                // session whose server's queue is full comes here.
+                let view = self.view(self.avoiding(Some(pin)));
                 let other = |c: &Candidate| c.id != pin && Some(c.id) != req.avoid;
-                if let Some(i) = least_loaded(&self.candidates, 0, |c| c.available && other(c)) {
-                    let server = self.candidates[i].id;
+                if let Some(server) = least_loaded(&view, |c| c.available && other(c)) {
                     self.take_slot(server);
                     return Reserved::Granted { server, waiter, source: joining.source };
                 }
                 // With no other server that could ever take it, waiting in
                 // the backend queue would only be waiting for this same
                 // server past its `maxqueue`: refused at once.
-                if !self.candidates.iter().any(|c| c.usable && other(c)) {
+                if !view.iter().any(|c| c.usable && other(&c)) {
                     return Reserved::Full { waiter };
                 }
                 return self.enqueue_backend(joining, waiter);
@@ -528,10 +523,10 @@ impl<W> BackendState<W> {
     /// has room now. Anything else (no such server, a full or unusable
     /// one, a panic) counts as a bad pick and as no pick: the session
     /// waits in the backend queue and the next freed slot serves it.
-    fn pick(&mut self, client: Option<IpAddr>) -> Option<Choice> {
-        let candidates = &self.candidates;
+    fn pick(&mut self, client: Option<IpAddr>, avoid: Option<ServerId>) -> Option<Choice> {
+        let servers = Servers::new(&self.servers, &self.tallies, self.wide(), avoid);
         let balancer = &mut self.balancer;
-        let picked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| balancer.pick(candidates, client)));
+        let picked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| balancer.pick(&servers, client)));
         let choice = match picked {
             Ok(choice) => choice,
             Err(_) => {
@@ -540,8 +535,8 @@ impl<W> BackendState<W> {
             }
         };
         let followed = match choice? {
-            Choice::Balanced(server) => self.candidates.get(server.0).is_some_and(|c| c.available),
-            Choice::Pinned(server) => self.candidates.get(server.0).is_some_and(|c| c.usable),
+            Choice::Balanced(server) => servers.get(server).is_some_and(|c| c.available),
+            Choice::Pinned(server) => servers.get(server).is_some_and(|c| c.usable),
         };
         if followed {
             choice
@@ -577,9 +572,11 @@ impl<W> BackendState<W> {
             *held -= 1;
         }
         s.served += 1;
-        s.max_served = s.max_served.max(s.served);
-        let served: u32 = self.servers.iter().map(|s| s.served).sum();
-        self.max_served = self.max_served.max(served);
+        let stats = &mut self.stats[server.0];
+        stats.max_served = stats.max_served.max(s.served);
+        self.served_total += 1;
+        self.max_served = self.max_served.max(self.served_total);
+        self.touch(server.0);
     }
 
     /// A grant could not be delivered (the waiter was gone): the slot is
@@ -587,10 +584,14 @@ impl<W> BackendState<W> {
     pub(crate) fn ungrant(&mut self, server: ServerId) {
         self.balancer.released(server, 1);
         let s = &mut self.servers[server.0];
-        s.served = s.served.saturating_sub(1);
+        if s.served > 0 {
+            s.served -= 1;
+            self.served_total -= 1;
+        }
         if let Some(held) = &mut s.held {
             *held += 1;
         }
+        self.touch(server.0);
     }
 
     /// `n` sessions of `server` released their slots (reported by the
@@ -601,7 +602,10 @@ impl<W> BackendState<W> {
         }
         if let Some(s) = self.servers.get_mut(server.0) {
             debug_assert!(s.served >= n, "release without a grant");
-            s.served = s.served.saturating_sub(n);
+            let n = n.min(s.served);
+            s.served -= n;
+            self.served_total -= n;
+            self.touch(server.0);
         }
     }
 
@@ -611,8 +615,11 @@ impl<W> BackendState<W> {
         let at = self.location.remove(&session)?;
         let waiting = match at {
             None => self.queue.remove(session),
-            Some(server) => self.servers[server.0].queue.remove(session),
+            Some(server) => self.queues[server.0].remove(session),
         }?;
+        if let Some(server) = at {
+            self.touch(server.0);
+        }
         self.queueing.left(&waiting);
         let queued = QueuePlace::of(&waiting, at.is_some());
         Some((waiting.waiter, queued))
@@ -635,19 +642,18 @@ impl<W> BackendState<W> {
         if let Some(held) = &mut s.held {
             *held += 1;
         }
+        self.touch(server.0);
         self.grant_from(server)
     }
 
     /// Hands one held slot of `server` to the best waiter, if it may.
     pub(crate) fn grant_from(&mut self, server: ServerId) -> Option<Grant<W>> {
-        let any_active = self.any_active();
-        let load = self.load();
-        if !self.servers[server.0].status.up || !self.has_room(server.0, load) {
+        if !self.servers[server.0].status.up || !self.has_room(server.0) {
             return None;
         }
         let order = self.queueing.order();
-        let own = self.servers[server.0].queue.next_key(order);
-        let shared = if self.balanced(server.0, any_active) { self.queue.next_key(order) } else { None };
+        let own = self.queues[server.0].next_key(order);
+        let shared = if self.balanced(server.0) { self.queue.next_key(order) } else { None };
         let from_own = match (own, shared) {
             (None, None) => return None,
             (Some(_), None) => true,
@@ -655,22 +661,38 @@ impl<W> BackendState<W> {
             (Some(own), Some(shared)) => order.first(own, shared),
         };
         let waiting =
-            if from_own { self.servers[server.0].queue.pop_next(order) } else { self.queue.pop_next(order) }?;
+            if from_own { self.queues[server.0].pop_next(order) } else { self.queue.pop_next(order) }?;
         self.location.remove(&waiting.session);
         self.queueing.left(&waiting);
+        // `take_slot` touches the server, whose queue may have shrunk.
         self.take_slot(server);
         let queued = QueuePlace::of(&waiting, from_own);
         Some(Grant { server, session: waiting.session, waiter: waiting.waiter, queued, source: waiting.source })
+    }
+
+    /// The next server after `after` (from the first with `None`) that a
+    /// settle should offer to grant from, in id order: `None` at once when
+    /// nobody waits, else only servers that are up and hold a credit (or
+    /// are unlimited) — the others cannot grant. So a settle costs O(1)
+    /// while nobody waits and O(holding servers) while some do, not O(n).
+    pub(crate) fn next_to_settle(&self, after: Option<ServerId>) -> Option<ServerId> {
+        if self.location.is_empty() {
+            return None;
+        }
+        let from = after.map_or(0, |a| a.0 + 1);
+        self.holding.range(from..).next().map(|&i| ServerId(i))
     }
 
     /// Grants every held slot that may be used now to a waiter (after a
     /// weight, cap, state or load change raised what servers may take),
     /// into `grants`.
     fn dispatch_into(&mut self, grants: &mut Vec<Grant<W>>) {
-        for i in 0..self.servers.len() {
-            while let Some(grant) = self.grant_from(ServerId(i)) {
+        let mut next = self.next_to_settle(None);
+        while let Some(server) = next {
+            while let Some(grant) = self.grant_from(server) {
                 grants.push(grant);
             }
+            next = self.next_to_settle(Some(server));
         }
     }
 
@@ -772,18 +794,20 @@ impl<W> BackendState<W> {
         let went_down = s.status.up && !status.up;
         s.status = status;
         self.balancer.server_changed(server, ServerEvent::Changed { up: status.up, weight: status.weight });
-        let s = &mut self.servers[server.0];
-        s.limit_seen = s.limit_seen.max(status.cap.unwrap_or(0));
+        self.touch(server.0);
+        let stats = &mut self.stats[server.0];
+        stats.limit_seen = stats.limit_seen.max(status.cap.unwrap_or(0));
         // Waiters already queued go first: a slot that just became usable
         // (a backup taking over, a weight raised) is theirs.
         self.dispatch_into(&mut grants);
         if went_down {
             let mut stranded = Vec::new();
-            while let Some(w) = self.servers[server.0].queue.pop_front() {
+            while let Some(w) = self.queues[server.0].pop_front() {
                 self.location.remove(&w.session);
                 self.queueing.left(&w);
                 stranded.push(w);
             }
+            self.touch(server.0);
             for w in stranded {
                 let queued = QueuePlace::of(&w, true);
                 if !redispatch {
@@ -826,6 +850,7 @@ impl<W> BackendState<W> {
     /// Pauses or resumes granting. Returns the grants a resume makes, in
     /// queue order (the head of each queue first, as credits would).
     pub fn set_paused(&mut self, paused: bool) -> Vec<Grant<W>> {
+        // Backend-wide: no standing changes, the view reads it per pick.
         self.paused = paused;
         let mut grants = Vec::new();
         self.dispatch_into(&mut grants);
@@ -842,9 +867,12 @@ impl<W> BackendState<W> {
     /// ids of the others never change. It starts up, with no credit: its
     /// Server lends them.
     pub fn add_server(&mut self, setup: &ServerSetup) -> ServerId {
-        self.servers.push(ServerSlots::new(setup));
+        self.servers.push(facts_of(setup));
+        self.queues.push(WaitQueue::default());
+        self.stats.push(stats_of(setup));
         let id = ServerId(self.servers.len() - 1);
         self.balancer.server_changed(id, ServerEvent::Added);
+        self.touch(id.0);
         id
     }
 
@@ -856,10 +884,12 @@ impl<W> BackendState<W> {
         let maxconn = Limit::from_config(setup.maxconn);
         debug_assert_eq!(s.maxconn.is_unlimited(), maxconn.is_unlimited(), "limited and unlimited swap servers");
         s.maxconn = maxconn;
-        s.limit_seen = s.limit_seen.max(setup.maxconn);
         s.minconn = Limit::from_config(setup.minconn);
         s.maxqueue = Limit::from_config(setup.maxqueue);
         s.backup = setup.backup;
+        let stats = &mut self.stats[server.0];
+        stats.limit_seen = stats.limit_seen.max(setup.maxconn);
+        self.touch(server.0);
     }
 
     /// A reload removed a server. Sessions it serves carry on (their slots
@@ -891,9 +921,15 @@ impl<W> BackendState<W> {
         };
         if let Some(balancer) = balancer {
             self.balancer = balancer;
+            // A new balancer starts from nothing: it hears of every server
+            // once (O(n), on a reload only).
+            let servers = Servers::new(&self.servers, &self.tallies, self.wide(), None);
+            for i in 0..servers.len() {
+                self.balancer.candidate_changed(ServerId(i), &servers);
+            }
         }
         self.set_fair(setup.queue.fair != crate::config::FairShare::None);
-        let waiting = self.queue.iter().chain(self.servers.iter().flat_map(|s| s.queue.iter()));
+        let waiting = self.queue.iter().chain(self.queues.iter().flat_map(|q| q.iter()));
         self.queueing.reconfigure(setup.queue, waiting);
         let mut grants = Vec::new();
         self.dispatch_into(&mut grants);
@@ -911,7 +947,7 @@ impl<W> BackendState<W> {
     /// Used by white-box tests only.
     #[cfg(feature = "internals")]
     pub fn idle(&self) -> bool {
-        self.location.is_empty() && self.servers.iter().all(|s| s.served == 0)
+        self.location.is_empty() && self.served_total == 0
     }
 
     /// Sessions waiting in any of its queues.
@@ -931,7 +967,7 @@ impl<W> BackendState<W> {
     }
 
     pub fn server_queue_len(&self, server: ServerId) -> usize {
-        self.servers.get(server.0).map_or(0, |s| s.queue.len())
+        self.queues.get(server.0).map_or(0, |q| q.len())
     }
 
     /// Free credits held for `server` (`None` for an unlimited server).
@@ -948,17 +984,17 @@ impl<W> BackendState<W> {
 
     /// The maxconn in force now for `server` (`None` = its configured one).
     pub fn effective_maxconn(&self, server: ServerId) -> Option<u32> {
-        (server.0 < self.servers.len()).then(|| self.effective_max(server.0, self.load())).flatten()
+        self.servers.get(server.0).and_then(|s| self.wide().effective_max(s))
     }
 
     /// Most sessions `server` served at once.
     pub fn max_served(&self, server: ServerId) -> u32 {
-        self.servers.get(server.0).map_or(0, |s| s.max_served)
+        self.stats.get(server.0).map_or(0, |s| s.max_served)
     }
 
     /// Longest `server`'s own queue was.
     pub fn max_server_queue(&self, server: ServerId) -> usize {
-        self.servers.get(server.0).map_or(0, |s| s.max_queue)
+        self.stats.get(server.0).map_or(0, |s| s.max_queue)
     }
 
     /// How many may wait in the backend queue now (`None` = unbounded).
@@ -994,36 +1030,36 @@ impl<W> BackendState<W> {
         if self.setup.maxqueue.exceeded_by(self.queue.len()) {
             return Err(format!("backend queue {} > maxqueue {}", self.queue.len(), self.setup.maxqueue));
         }
-        let any_active = self.any_active();
-        let load = self.load();
-        let any_balanced = (0..self.servers.len()).any(|i| self.balanced(i, any_active));
+        self.check_counts()?;
+        let any_balanced = (0..self.servers.len()).any(|i| self.balanced(i));
         if !any_balanced && !self.queue.is_empty() {
             return Err("backend queue waits while no server can take it".into());
         }
         for (i, s) in self.servers.iter().enumerate() {
-            if s.removed && (!s.queue.is_empty() || s.held.is_some_and(|n| n > 0) || s.status.up) {
+            let queue = &self.queues[i];
+            if s.removed && (!queue.is_empty() || s.held.is_some_and(|n| n > 0) || s.status.up) {
                 return Err(format!("removed server {i} still queues, holds credits or is up"));
             }
-            if s.maxqueue.exceeded_by(s.queue.len()) {
-                return Err(format!("server {i} queue {} > maxqueue {}", s.queue.len(), s.maxqueue));
+            if s.maxqueue.exceeded_by(queue.len()) {
+                return Err(format!("server {i} queue {} > maxqueue {}", queue.len(), s.maxqueue));
             }
-            if !s.maxconn.is_unlimited() && s.served > s.limit_seen {
-                return Err(format!("server {i} serves {} > maxconn {}", s.served, s.limit_seen));
+            if !s.maxconn.is_unlimited() && s.served > self.stats[i].limit_seen {
+                return Err(format!("server {i} serves {} > maxconn {}", s.served, self.stats[i].limit_seen));
             }
-            let usable_credit = s.held.is_some_and(|n| n > 0) && s.status.up && self.has_room(i, load);
+            let usable_credit = s.held.is_some_and(|n| n > 0) && s.status.up && self.has_room(i);
             if usable_credit {
-                if !s.queue.is_empty() {
+                if !queue.is_empty() {
                     return Err(format!("server {i} holds a usable credit while its own queue waits"));
                 }
-                if self.balanced(i, any_active) && !self.queue.is_empty() {
+                if self.balanced(i) && !self.queue.is_empty() {
                     return Err(format!("server {i} holds a usable credit while the backend queue waits"));
                 }
             }
-            if s.held.is_none() && !s.queue.is_empty() && s.status.up && self.has_room(i, load) {
+            if s.held.is_none() && !queue.is_empty() && s.status.up && self.has_room(i) {
                 return Err(format!("unlimited server {i} has a queue"));
             }
         }
-        let queued = self.queue.len() + self.servers.iter().map(|s| s.queue.len()).sum::<usize>();
+        let queued = self.queue.len() + self.queues.iter().map(|q| q.len()).sum::<usize>();
         if queued != self.location.len() {
             return Err(format!("{queued} queued but {} located", self.location.len()));
         }
@@ -1036,6 +1072,38 @@ impl<W> BackendState<W> {
             if indexed != queued {
                 return Err(format!("{queued} queued but {indexed} indexed by age"));
             }
+        }
+        Ok(())
+    }
+
+    /// What is kept incrementally equals what a recount finds: every
+    /// server's standing, the tallies, the served total and the set of
+    /// holding servers (a missed `touch` shows here).
+    fn check_counts(&self) -> Result<(), String> {
+        let mut tallies = [Tally::default(); 2];
+        let mut served = 0u32;
+        for (i, s) in self.servers.iter().enumerate() {
+            if s.queued as usize != self.queues[i].len() {
+                return Err(format!("server {i} counts {} queued, its queue holds {}", s.queued, self.queues[i].len()));
+            }
+            let now = s.standing();
+            if now != s.counted {
+                return Err(format!("server {i} counted as {:?}, stands as {now:?}", s.counted));
+            }
+            if now.holds != self.holding.contains(&i) {
+                return Err(format!("server {i} holds: {}, in the holding set: {}", now.holds, !now.holds));
+            }
+            tallies[now.group()].add(&now);
+            served += s.served;
+        }
+        if tallies != self.tallies {
+            return Err(format!("tallies {:?}, recounted {tallies:?}", self.tallies));
+        }
+        if served != self.served_total {
+            return Err(format!("served total {}, recounted {served}", self.served_total));
+        }
+        if self.holding.iter().any(|&i| i >= self.servers.len()) {
+            return Err("holding set names a server that does not exist".into());
         }
         Ok(())
     }

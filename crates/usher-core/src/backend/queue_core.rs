@@ -378,11 +378,14 @@ impl<W: Waiter> QueueCore<W> {
     fn settle(&mut self) {
         loop {
             let mut granted = false;
-            for i in 0..self.state.servers() {
-                while let Some(grant) = self.state.grant_from(ServerId(i)) {
+            // Only servers that could grant, and none while nobody waits.
+            let mut next = self.state.next_to_settle(None);
+            while let Some(server) = next {
+                while let Some(grant) = self.state.grant_from(server) {
                     self.deliver_grant(grant);
                     granted = true;
                 }
+                next = self.state.next_to_settle(Some(server));
             }
             if !granted {
                 break;

@@ -419,8 +419,8 @@ pub struct FrontendTimeouts {
 
 /// `backends.NAME.balance`: the name of a registered balancing algorithm,
 /// checked against the registry when the configuration is read. Built in
-/// (`backend::balance`): `roundrobin` (smooth weighted round robin,
-/// following weight changes), `static-rr` (on the configured weights),
+/// (`backend::balance`): `roundrobin` (weighted round robin by
+/// virtual-time deadlines, following weight changes), `static-rr` (on the configured weights),
 /// `leastconn` (fewest served + queued relative to weight), `first` (first
 /// server in declaration order with a free slot), `source` (consistent hash
 /// of the client address; pinned sessions queue on their server) and

@@ -1,30 +1,57 @@
 //! `first`: the first server in declaration order with a free slot. Weights
 //! are ignored; servers fill one after the other, which lets idle ones be
 //! powered down (use it with `maxconn`).
+//!
+//! Cost per pick: O(log n) — the ready servers of each group (actives,
+//! backups) are kept in id order, and the first one the backend-wide bounds
+//! let through is taken (dynamic maxconn can make it walk past some).
 
 use std::net::IpAddr;
 
-use super::{Balancer, Candidate, Choice};
+use super::heap::IndexedHeap;
+use super::{Balancer, Choice, Servers};
+use crate::ids::ServerId;
 
-pub struct First;
+#[derive(Default)]
+pub struct First {
+    /// Ready servers by id, per group (0 actives, 1 backups).
+    ready: [IndexedHeap<()>; 2],
+}
 
 impl Balancer for First {
-    fn pick(&mut self, candidates: &[Candidate], _: Option<IpAddr>) -> Option<Choice> {
-        candidates.iter().find(|c| c.available).map(|c| Choice::Balanced(c.id))
+    fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
+        if servers.blocked() {
+            return None;
+        }
+        let group = &mut self.ready[servers.group_in_use()];
+        let (_, i) = group.first_that(|i| servers.get(ServerId(i)).is_some_and(|c| c.available))?;
+        Some(Choice::Balanced(ServerId(i)))
+    }
+
+    fn candidate_changed(&mut self, server: ServerId, servers: &Servers<'_>) {
+        let Some(standing) = servers.standing(server) else { return };
+        for set in &mut self.ready {
+            set.remove(server.0);
+        }
+        if standing.ready {
+            self.ready[standing.group()].set(server.0, ());
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::candidates;
+    use super::super::testing::Table;
     use super::*;
-    use crate::ids::ServerId;
 
     #[test]
     fn fills_in_order() {
-        let mut c = candidates(&[1, 5, 1]);
-        assert_eq!(First.pick(&c, None), Some(Choice::Balanced(ServerId(0))));
-        c[0].available = false;
-        assert_eq!(First.pick(&c, None), Some(Choice::Balanced(ServerId(1))));
+        let mut b = First::default();
+        let mut t = Table::new(&[1, 5, 1], &mut b);
+        assert_eq!(b.pick(&t.view(), None), Some(Choice::Balanced(ServerId(0))));
+        t.set_full(0, true, &mut b);
+        assert_eq!(b.pick(&t.view(), None), Some(Choice::Balanced(ServerId(1))));
+        t.set_full(0, false, &mut b);
+        assert_eq!(b.pick(&t.view(), None), Some(Choice::Balanced(ServerId(0))));
     }
 }

@@ -10,9 +10,16 @@
 //! that share of the average load, so one hot key cannot pile onto one
 //! server.
 
+//!
+//! Cost per pick: O(log n) — the ring of each group (actives, backups) is
+//! a sorted set of (point, server) kept as servers come and go or change
+//! weight (O(weight · log n) per such change), and a lookup is a range
+//! query. Bounded load walks the ring only past servers above the bound.
+
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::{Balancer, Candidate, Choice};
+use super::{Balancer, Choice, Servers};
 use crate::ids::ServerId;
 
 /// Virtual points per unit of weight.
@@ -21,9 +28,10 @@ pub const POINTS_PER_WEIGHT: u32 = 64;
 pub struct ConsistentHash {
     /// Percent of the average load a server may carry (0 = unbounded).
     balance_factor: u32,
-    ring: Vec<(u64, ServerId)>,
-    /// (weight, usable) per server the ring was built for.
-    built_for: Vec<(u32, bool)>,
+    /// The eligible servers' points, per group (0 actives, 1 backups).
+    rings: [BTreeSet<(u64, usize)>; 2],
+    /// Each server's points in `rings`, if it has some: (group, weight).
+    placed: Vec<Option<(usize, u32)>>,
 }
 
 /// splitmix64: a fast, well-mixed 64-bit hash of a 64-bit value.
@@ -45,66 +53,75 @@ pub fn client_hash(ip: IpAddr) -> u64 {
     }
 }
 
+/// The `k`-th point of server `id` on the ring.
+fn point(id: usize, k: u32) -> u64 {
+    mix(((id as u64) << 32) ^ u64::from(k))
+}
+
 impl ConsistentHash {
     pub fn new(balance_factor: u32) -> ConsistentHash {
-        ConsistentHash { balance_factor, ring: Vec::new(), built_for: Vec::new() }
+        ConsistentHash { balance_factor, rings: Default::default(), placed: Vec::new() }
     }
 
-    fn rebuild_if_changed(&mut self, candidates: &[Candidate]) {
-        let shape: Vec<(u32, bool)> = candidates.iter().map(|c| (c.weight, c.usable)).collect();
-        if shape == self.built_for {
-            return;
-        }
-        self.ring.clear();
-        for c in candidates.iter().filter(|c| c.usable && c.weight > 0) {
-            for k in 0..c.weight.saturating_mul(POINTS_PER_WEIGHT) {
-                let point = mix(((c.id.0 as u64) << 32) ^ u64::from(k));
-                self.ring.push((point, c.id));
-            }
-        }
-        self.ring.sort_unstable();
-        self.built_for = shape;
+    /// The ring's servers from the first point at or after `h`, all the
+    /// way round, leaving out `avoid`.
+    fn walk(&self, group: usize, h: u64, avoid: Option<ServerId>) -> impl Iterator<Item = usize> + '_ {
+        let ring = &self.rings[group];
+        ring.range((h, 0)..).chain(ring.range(..(h, 0))).map(|&(_, id)| id).filter(move |&id| Some(ServerId(id)) != avoid)
     }
 }
 
 impl Balancer for ConsistentHash {
-    fn pick(&mut self, candidates: &[Candidate], client: Option<IpAddr>) -> Option<Choice> {
-        self.rebuild_if_changed(candidates);
-        if self.ring.is_empty() {
-            return None;
-        }
+    fn pick(&mut self, servers: &Servers<'_>, client: Option<IpAddr>) -> Option<Choice> {
+        let group = servers.group_in_use();
         let h = client.map(client_hash).unwrap_or(0);
-        let start = self.ring.partition_point(|(p, _)| *p < h) % self.ring.len();
-        let home = self.ring[start].1;
+        let avoid = servers.avoided();
+        let home = self.walk(group, h, avoid).next()?;
         if self.balance_factor == 0 {
-            return Some(Choice::Pinned(home));
+            return Some(Choice::Pinned(ServerId(home)));
         }
-        let usable: Vec<&Candidate> = candidates.iter().filter(|c| c.usable && c.weight > 0).collect();
-        let total: u64 = usable.iter().map(|c| u64::from(c.load)).sum::<u64>() + 1;
-        let bound = (total * u64::from(self.balance_factor)).div_ceil(100 * usable.len() as u64).max(1);
-        let ring_len = self.ring.len();
-        let mut seen = vec![false; candidates.len()];
-        for k in 0..ring_len {
-            let id = self.ring[(start + k) % ring_len].1;
-            if std::mem::replace(&mut seen[id.0], true) {
-                continue;
-            }
-            if u64::from(candidates[id.0].load) < bound {
-                return Some(Choice::Pinned(id));
+        let (usable, load) = servers.usable_totals();
+        let total = load + 1;
+        let bound = (total * u64::from(self.balance_factor)).div_ceil(100 * u64::from(usable.max(1))).max(1);
+        // A server met again on the walk is above the bound again: it is
+        // skipped again, so no record of the ones seen is needed.
+        let fits = |id: &usize| servers.get(ServerId(*id)).is_some_and(|c| u64::from(c.load) < bound);
+        let chosen = self.walk(group, h, avoid).find(fits).unwrap_or(home);
+        Some(Choice::Pinned(ServerId(chosen)))
+    }
+
+    fn candidate_changed(&mut self, server: ServerId, servers: &Servers<'_>) {
+        let Some(standing) = servers.standing(server) else { return };
+        let i = server.0;
+        if self.placed.len() <= i {
+            self.placed.resize(i + 1, None);
+        }
+        let now = standing.eligible.then(|| (standing.group(), standing.weight));
+        if self.placed[i] == now {
+            return;
+        }
+        if let Some((group, weight)) = self.placed[i].take() {
+            for k in 0..weight.saturating_mul(POINTS_PER_WEIGHT) {
+                self.rings[group].remove(&(point(i, k), i));
             }
         }
-        Some(Choice::Pinned(home))
+        if let Some((group, weight)) = now {
+            for k in 0..weight.saturating_mul(POINTS_PER_WEIGHT) {
+                self.rings[group].insert((point(i, k), i));
+            }
+        }
+        self.placed[i] = now;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::candidates;
+    use super::super::testing::Table;
     use super::*;
     use std::net::Ipv4Addr;
 
-    fn home(b: &mut ConsistentHash, c: &[Candidate], ip: IpAddr) -> usize {
-        match b.pick(c, Some(ip)) {
+    fn home(b: &mut ConsistentHash, t: &Table, ip: IpAddr) -> usize {
+        match b.pick(&t.view(), Some(ip)) {
             Some(Choice::Pinned(id)) => id.0,
             other => panic!("{other:?}"),
         }
@@ -117,29 +134,32 @@ mod tests {
     #[test]
     fn same_client_same_server_and_removal_moves_about_one_nth() {
         let mut b = ConsistentHash::new(0);
-        let mut c = candidates(&[1; 5]);
+        let mut t = Table::new(&[1; 5], &mut b);
         let clients = ips(10_000);
-        let before: Vec<usize> = clients.iter().map(|ip| home(&mut b, &c, *ip)).collect();
-        assert_eq!(before, clients.iter().map(|ip| home(&mut b, &c, *ip)).collect::<Vec<_>>());
+        let before: Vec<usize> = clients.iter().map(|ip| home(&mut b, &t, *ip)).collect();
+        assert_eq!(before, clients.iter().map(|ip| home(&mut b, &t, *ip)).collect::<Vec<_>>());
         for s in 0..5 {
             let share = before.iter().filter(|&&x| x == s).count();
             assert!((1_400..=2_600).contains(&share), "server {s} got {share} of 10000");
         }
-        c[2].usable = false;
-        let after: Vec<usize> = clients.iter().map(|ip| home(&mut b, &c, *ip)).collect();
+        t.set_weight(2, 0, &mut b);
+        let after: Vec<usize> = clients.iter().map(|ip| home(&mut b, &t, *ip)).collect();
         let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
         assert!(before.iter().zip(&after).all(|(a, b)| a == b || *a == 2), "only clients of the removed server move");
         assert!(moved <= 2_500, "moved {moved} of 10000");
+        t.set_weight(2, 1, &mut b);
+        let back: Vec<usize> = clients.iter().map(|ip| home(&mut b, &t, *ip)).collect();
+        assert_eq!(before, back, "the ring is the same once the server is back");
     }
 
     #[test]
     fn bounded_load_skips_hot_servers() {
         let mut b = ConsistentHash::new(125);
-        let mut c = candidates(&[1; 4]);
+        let mut t = Table::new(&[1; 4], &mut b);
         let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
-        let first = home(&mut b, &c, ip);
-        c[first].load = 10;
-        let second = home(&mut b, &c, ip);
+        let first = home(&mut b, &t, ip);
+        t.set_load(first, 10, &mut b);
+        let second = home(&mut b, &t, ip);
         assert_ne!(first, second, "a server far above the average is skipped");
     }
 }

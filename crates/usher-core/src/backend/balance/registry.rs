@@ -55,7 +55,7 @@ impl Default for BalancerRegistry {
             Box::new(SmoothRoundRobin::with_static_weights(s.weights)) as Box<dyn Balancer>
         });
         r.register("leastconn", |_: &BalancerSetup<'_>| Box::new(LeastConn::default()) as Box<dyn Balancer>);
-        r.register("first", |_: &BalancerSetup<'_>| Box::new(First) as Box<dyn Balancer>);
+        r.register("first", |_: &BalancerSetup<'_>| Box::new(First::default()) as Box<dyn Balancer>);
         r.register("source", |s: &BalancerSetup<'_>| {
             Box::new(ConsistentHash::new(s.hash_balance_factor)) as Box<dyn Balancer>
         });
@@ -94,7 +94,8 @@ impl BalancerRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::balance::{candidates, Choice};
+    use crate::backend::balance::testing::Table;
+    use crate::backend::balance::{Choice, Servers};
 
     #[test]
     fn built_ins_are_registered_and_an_embedders_name_joins_them() {
@@ -104,13 +105,14 @@ mod tests {
         assert_eq!(r.names(), names);
         r.register("always-last", |s: &BalancerSetup<'_>| {
             let last = s.weights.len() - 1;
-            Box::new(move |_: &[super::super::Candidate], _: Option<std::net::IpAddr>| {
+            Box::new(move |_: &Servers<'_>, _: Option<std::net::IpAddr>| {
                 Some(Choice::Balanced(crate::ids::ServerId(last)))
             }) as Box<dyn Balancer>
         });
         assert!(r.names().contains(&"always-last".to_owned()));
         let setup = BalancerSetup { weights: &[1, 1, 1], draws: 2, hash_balance_factor: 0 };
         let mut b = r.build(&Balance::new("always-last"), &setup);
-        assert_eq!(b.pick(&candidates(&[1, 1, 1]), None), Some(Choice::Balanced(crate::ids::ServerId(2))));
+        let t = Table::new(&[1, 1, 1], b.as_mut());
+        assert_eq!(b.pick(&t.view(), None), Some(Choice::Balanced(crate::ids::ServerId(2))));
     }
 }
