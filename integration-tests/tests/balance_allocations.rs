@@ -1,0 +1,102 @@
+//! What a pick costs: no heap allocation, for every built-in algorithm,
+//! whatever the number of servers (the pattern of
+//! `session_allocations.rs`: this binary counts every allocation of the
+//! process, so it is alone in its file).
+//!
+//! It drives the BackendQueue's bookkeeping (`BackendState`) as the actor
+//! does on the steady path of a session: a `Reserve` granted at once, then
+//! the session's close (`released`) and the credit its Server lends back.
+//! The time per session is printed (a figure, not a bound: it depends on
+//! the machine), with 10, 1 000 and 10 000 servers.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+use usher_core::backend::balance::{Balancer, ConsistentHash, First, LeastConn, PowerOfChoices, SmoothRoundRobin};
+use usher_core::backend::{BackendSetup, BackendState, QueueKey, ReserveRequest, Reserved, ServerSetup};
+use usher_core::ids::{ServerId, SessionId};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+const WARM_UP: u64 = 2_000;
+const COUNTED: u64 = 20_000;
+
+fn balancers(n: usize) -> Vec<(&'static str, Box<dyn Balancer>)> {
+    let weights: Vec<u32> = (0..n).map(|i| 1 + (i % 3) as u32).collect();
+    vec![
+        ("roundrobin", Box::new(SmoothRoundRobin::new(n)) as Box<dyn Balancer>),
+        ("static-rr", Box::new(SmoothRoundRobin::with_static_weights(&weights))),
+        ("leastconn", Box::new(LeastConn::default())),
+        ("first", Box::new(First::default())),
+        ("random", Box::new(PowerOfChoices::new(2, 7))),
+        ("source", Box::new(ConsistentHash::new(0))),
+        ("source bounded", Box::new(ConsistentHash::new(125))),
+    ]
+}
+
+/// `n` servers of maxconn 8 with every slot lent, `held` sessions seated
+/// at random places so loads differ; then `warm_up + counted` sessions
+/// that each reserve and close. Returns the allocations during the
+/// counted ones and the time per session.
+fn run(n: usize, balancer: Box<dyn Balancer>) -> (u64, f64) {
+    let setups: Vec<ServerSetup> = (0..n)
+        .map(|i| ServerSetup { maxconn: 8, weight: 1 + (i % 3) as u32, maxqueue: 0, backup: i % 10 == 9, minconn: 0 })
+        .collect();
+    let mut state: BackendState<u64> = BackendState::with_setup(&setups, BackendSetup::default(), balancer);
+    for i in 0..n {
+        for _ in 0..8 {
+            assert!(state.credit(ServerId(i)).is_none(), "nobody waits yet");
+        }
+    }
+    let mut session = 0u64;
+    let seat = |state: &mut BackendState<u64>, session: &mut u64| -> ServerId {
+        *session += 1;
+        let client = IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + (*session as u32).wrapping_mul(7919)));
+        let req = ReserveRequest {
+            session: SessionId(*session),
+            key: QueueKey::fifo(SessionId(*session)),
+            client: Some(client),
+            pin: None,
+            avoid: None,
+        };
+        match state.reserve(req, *session) {
+            Reserved::Granted { server, .. } => server,
+            other => panic!("a free slot was not granted: {other:?}"),
+        }
+    };
+    // A third of the servers hold a session for the whole run.
+    for _ in 0..n / 3 {
+        seat(&mut state, &mut session);
+    }
+    let cycle = |state: &mut BackendState<u64>, session: &mut u64| {
+        let server = seat(state, session);
+        state.released(server, 1);
+        assert!(state.credit(server).is_none(), "nobody waits");
+    };
+    for _ in 0..WARM_UP {
+        cycle(&mut state, &mut session);
+    }
+    let region = Region::new(GLOBAL);
+    let started = Instant::now();
+    for _ in 0..COUNTED {
+        cycle(&mut state, &mut session);
+    }
+    let elapsed = started.elapsed();
+    let stats = region.change();
+    assert_eq!(state.check(), Ok(()));
+    assert_eq!(state.bad_picks(), 0);
+    ((stats.allocations + stats.reallocations) as u64, elapsed.as_secs_f64() * 1e9 / COUNTED as f64)
+}
+
+#[test]
+fn a_pick_allocates_nothing_whatever_the_number_of_servers() {
+    for n in [10usize, 1_000, 10_000] {
+        for (name, balancer) in balancers(n) {
+            let (allocations, ns) = run(n, balancer);
+            println!("{n:>6} servers, {name:<15}: {allocations} allocations in {COUNTED} sessions, {ns:.0} ns each");
+            assert_eq!(allocations, 0, "{name} with {n} servers allocated {allocations} times in {COUNTED} sessions");
+        }
+    }
+}
