@@ -86,6 +86,8 @@ enum Command {
     /// fifo, codel and adaptive_lifo queues and HAProxy: goodput, late
     /// sessions, waits, recovery.
     Overload,
+    /// Sessions/s through one backend of 2, 100, 1 000 and 10 000 servers, per algorithm.
+    Scale,
     /// Runs usher on FILE and prints `LISTENING <addr>` (used by the bench).
     #[command(hide = true)]
     ServeUsher {
@@ -117,6 +119,7 @@ fn main() -> ExitCode {
         Command::Cluster => vec![Case::Cluster],
         Command::Routing => vec![Case::Routing],
         Command::Overload => vec![Case::Overload],
+        Command::Scale => vec![Case::Scale],
         Command::Cost { .. } => vec![Case::Cost],
     };
     match bench(&cli, &cases) {

@@ -141,7 +141,14 @@ mod tests {
     use super::*;
 
     fn tune() -> Tune {
-        Tune { threads: 1, cpus: None, maxconn: 12_000, server_maxconn: 0, queue_timeout: Duration::from_secs(10) }
+        Tune {
+            threads: 1,
+            cpus: None,
+            maxconn: 12_000,
+            server_maxconn: 0,
+            queue_timeout: Duration::from_secs(10),
+            balance: "roundrobin",
+        }
     }
 
     fn addr(s: &str) -> SocketAddr {

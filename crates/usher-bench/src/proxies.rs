@@ -97,6 +97,18 @@ pub struct Tune {
     /// Per-server maxconn; 0 = unlimited.
     pub server_maxconn: u32,
     pub queue_timeout: Duration,
+    /// The backend's balancing algorithm, by usher's name.
+    pub balance: &'static str,
+}
+
+/// HAProxy's spelling of usher's algorithm `balance` (consistent hashing
+/// for `source`, two draws for `random`, as usher's defaults).
+pub fn haproxy_balance(balance: &str) -> String {
+    match balance {
+        "random" => "random(2)".to_owned(),
+        "source" => "source\n    hash-type consistent".to_owned(),
+        other => other.to_owned(),
+    }
 }
 
 /// A running proxy; killed when dropped.
@@ -370,7 +382,7 @@ backlog = 4096
 client = "{IDLE_TIMEOUT}"
 
 [backends.app]
-balance = "roundrobin"
+balance = "{balance}"
 retries = {RETRIES}
 redispatch = true
 
@@ -383,6 +395,7 @@ server = "{IDLE_TIMEOUT}"
         threads = tune.threads,
         queue = tune.queue_timeout.as_millis(),
         admin = admin.map_or(String::new(), |a| a.to_string()),
+        balance = tune.balance,
     );
     for (i, addr) in servers.iter().enumerate() {
         toml.push_str(&format!(
@@ -409,7 +422,8 @@ fn haproxy_cfg(bind: SocketAddr, servers: &[SocketAddr], tune: &Tune) -> String 
          timeout connect {CONNECT_TIMEOUT}\n    timeout client {IDLE_TIMEOUT}\n    timeout server {IDLE_TIMEOUT}\n    \
          timeout queue {queue}ms\n\n\
          frontend bench\n    bind {bind}\n    default_backend app\n\n\
-         backend app\n    balance roundrobin\n",
+         backend app\n    balance {balance}\n",
+        balance = haproxy_balance(tune.balance),
         threads = tune.threads,
         maxconn = tune.maxconn,
         queue = tune.queue_timeout.as_millis(),

@@ -25,7 +25,14 @@ fn usher_dashboard_polls_stats_once_a_second_and_usher_does_not() {
     // A server address that stays bound; no session goes to it.
     let server = std::net::TcpListener::bind("127.0.0.1:0").expect("server");
     let servers = [server.local_addr().expect("address")];
-    let tune = Tune { threads: 1, cpus: None, maxconn: 100, server_maxconn: 0, queue_timeout: Duration::from_secs(1) };
+    let tune = Tune {
+        threads: 1,
+        cpus: None,
+        maxconn: 100,
+        server_maxconn: 0,
+        queue_timeout: Duration::from_secs(1),
+        balance: "roundrobin",
+    };
 
     assert_eq!(ProxyKind::parse("usher-dashboard").expect("named"), ProxyKind::UsherDashboard);
     assert!(!ProxyKind::ALL.contains(&ProxyKind::UsherDashboard), "run only when asked for");

@@ -13,6 +13,7 @@ mod keepalive;
 mod overload;
 mod queue;
 mod routing;
+mod scale;
 mod throughput;
 
 use std::cell::Cell;
@@ -48,6 +49,9 @@ pub enum Case {
     /// Open-loop arrivals through an overload, for each queue discipline
     /// and HAProxy; not in [`Case::ALL`] (a minute per run).
     Overload,
+    /// Sessions/s with 2 to 10 000 servers per algorithm; not in
+    /// [`Case::ALL`] (48 runs per repeat).
+    Scale,
 }
 
 impl Case {
@@ -67,6 +71,7 @@ impl Case {
             Case::Cluster => "cluster",
             Case::Routing => "routing",
             Case::Overload => "overload",
+            Case::Scale => "scale",
         }
     }
 }
@@ -239,6 +244,7 @@ impl Harness {
             Case::Cost => cost::run(self),
             Case::Routing => routing::run(self),
             Case::Overload => overload::run(self),
+            Case::Scale => scale::run(self),
             #[cfg(feature = "cluster")]
             Case::Cluster => cluster::run(self),
             #[cfg(not(feature = "cluster"))]
@@ -285,6 +291,7 @@ impl Harness {
             maxconn: self.maxconn,
             server_maxconn,
             queue_timeout,
+            balance: "roundrobin",
         }
     }
 
