@@ -42,6 +42,7 @@
 mod first;
 mod hash;
 mod heap;
+pub(crate) mod id_set;
 mod leastconn;
 mod random;
 mod registry;

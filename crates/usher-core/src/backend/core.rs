@@ -24,13 +24,13 @@
 //! [`credit`]: BackendState::credit
 
 use rustc_hash::FxHashMap;
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Instant;
 
 use super::discipline::{Queueing, SourceKey};
 use super::limit::Limit;
 use super::wait_queue::{Joining, QueueKey, WaitQueue, Waiting};
+use crate::backend::balance::id_set::IdSet;
 use crate::backend::balance::servers::{BackendWide, ServerFacts, Standing, Tally};
 use crate::backend::balance::{least_loaded, Balancer, Candidate, Choice, ServerEvent, Servers};
 use crate::config::QueueSettings;
@@ -212,9 +212,12 @@ pub struct BackendState<W> {
     tallies: [Tally; 2],
     /// Sessions the servers serve, together.
     served_total: u32,
-    /// Servers that are up and hold a credit (or are unlimited), in id
-    /// order: the only ones a settle can grant from.
-    holding: BTreeSet<usize>,
+    /// Servers that are up and hold a credit (or are unlimited): the only
+    /// ones a settle can grant from.
+    holding: IdSet,
+    /// Those of them with waiters in their own queue: the only ones a
+    /// settle can grant from while the backend queue is empty.
+    grantable: IdSet,
     queue: WaitQueue<W>,
     setup: Setup,
     balancer: Box<dyn Balancer>,
@@ -252,7 +255,8 @@ impl<W> BackendState<W> {
             stats: servers.iter().map(stats_of).collect(),
             tallies: [Tally::default(); 2],
             served_total: 0,
-            holding: BTreeSet::new(),
+            holding: IdSet::default(),
+            grantable: IdSet::default(),
             queue: WaitQueue::default(),
             setup: setup.into(),
             balancer,
@@ -296,11 +300,13 @@ impl<W> BackendState<W> {
         }
         self.tallies[before.group()].remove(&before);
         self.tallies[now.group()].add(&now);
-        if now.holds != before.holds {
-            if now.holds {
-                self.holding.insert(i);
-            } else {
-                self.holding.remove(&i);
+        for (set, was, is) in
+            [(&mut self.holding, before.holds, now.holds), (&mut self.grantable, before.grantable, now.grantable)]
+        {
+            match (was, is) {
+                (false, true) => set.insert(i),
+                (true, false) => set.remove(i),
+                _ => {}
             }
         }
         let wide = self.wide();
@@ -672,15 +678,21 @@ impl<W> BackendState<W> {
 
     /// The next server after `after` (from the first with `None`) that a
     /// settle should offer to grant from, in id order: `None` at once when
-    /// nobody waits, else only servers that are up and hold a credit (or
-    /// are unlimited) — the others cannot grant. So a settle costs O(1)
-    /// while nobody waits and O(holding servers) while some do, not O(n).
+    /// nobody waits; while only server queues have waiters, the servers
+    /// holding a credit with waiters of their own; while the backend queue
+    /// has waiters, every server holding a credit. The others cannot grant.
+    /// So a settle costs O(1) while nobody waits, O(servers with a queue
+    /// and a credit) while sessions wait for given servers (hashing), and
+    /// O(holding servers) only while the backend queue has waiters and
+    /// credits are held that cannot serve them (dynamic maxconn, backups
+    /// not in use) — each step an O(1) test, the walk O(n / 64) words.
     pub(crate) fn next_to_settle(&self, after: Option<ServerId>) -> Option<ServerId> {
         if self.location.is_empty() {
             return None;
         }
         let from = after.map_or(0, |a| a.0 + 1);
-        self.holding.range(from..).next().map(|&i| ServerId(i))
+        let candidates = if self.queue.is_empty() { &self.grantable } else { &self.holding };
+        candidates.next_from(from).map(ServerId)
     }
 
     /// Grants every held slot that may be used now to a waiter (after a
@@ -1090,8 +1102,8 @@ impl<W> BackendState<W> {
             if now != s.counted {
                 return Err(format!("server {i} counted as {:?}, stands as {now:?}", s.counted));
             }
-            if now.holds != self.holding.contains(&i) {
-                return Err(format!("server {i} holds: {}, in the holding set: {}", now.holds, !now.holds));
+            if now.holds != self.holding.contains(i) || now.grantable != self.grantable.contains(i) {
+                return Err(format!("server {i} stands as {now:?}, the settle sets disagree"));
             }
             tallies[now.group()].add(&now);
             served += s.served;
@@ -1102,8 +1114,8 @@ impl<W> BackendState<W> {
         if served != self.served_total {
             return Err(format!("served total {}, recounted {served}", self.served_total));
         }
-        if self.holding.iter().any(|&i| i >= self.servers.len()) {
-            return Err("holding set names a server that does not exist".into());
+        if self.holding.iter().chain(self.grantable.iter()).any(|i| i >= self.servers.len()) {
+            return Err("a settle set names a server that does not exist".into());
         }
         Ok(())
     }
