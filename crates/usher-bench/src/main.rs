@@ -86,6 +86,9 @@ enum Command {
     /// fifo, codel and adaptive_lifo queues and HAProxy: goodput, late
     /// sessions, waits, recovery.
     Overload,
+    /// One server with maxconn 1 held, N silent clients queued behind it:
+    /// proxy RSS per queued client, then sessions/s draining the queue.
+    Queued,
     /// Runs usher on FILE and prints `LISTENING <addr>` (used by the bench).
     #[command(hide = true)]
     ServeUsher {
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Command::Cluster => vec![Case::Cluster],
         Command::Routing => vec![Case::Routing],
         Command::Overload => vec![Case::Overload],
+        Command::Queued => vec![Case::Queued],
         Command::Cost { .. } => vec![Case::Cost],
     };
     match bench(&cli, &cases) {

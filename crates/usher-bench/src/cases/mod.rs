@@ -12,6 +12,7 @@ mod idle;
 mod keepalive;
 mod overload;
 mod queue;
+mod queued;
 mod routing;
 mod throughput;
 
@@ -48,6 +49,9 @@ pub enum Case {
     /// Open-loop arrivals through an overload, for each queue discipline
     /// and HAProxy; not in [`Case::ALL`] (a minute per run).
     Overload,
+    /// Clients queued behind a full server: RSS per queued client and the
+    /// drain rate; not in [`Case::ALL`] (it uses the whole fd limit).
+    Queued,
 }
 
 impl Case {
@@ -67,6 +71,7 @@ impl Case {
             Case::Cluster => "cluster",
             Case::Routing => "routing",
             Case::Overload => "overload",
+            Case::Queued => "queued",
         }
     }
 }
@@ -239,6 +244,7 @@ impl Harness {
             Case::Cost => cost::run(self),
             Case::Routing => routing::run(self),
             Case::Overload => overload::run(self),
+            Case::Queued => queued::run(self),
             #[cfg(feature = "cluster")]
             Case::Cluster => cluster::run(self),
             #[cfg(not(feature = "cluster"))]
