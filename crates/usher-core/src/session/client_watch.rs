@@ -35,7 +35,9 @@ impl ClientWatch {
     ///
     /// `read_buf` fills spare capacity without zeroing it, and a short read
     /// clears the socket's readiness, so a request costs one `recv`, not a
-    /// second one that only returns EAGAIN.
+    /// second one that only returns EAGAIN. Waiting for readiness before the
+    /// first read costs no system call either: it is the same wait the read
+    /// would have made.
     pub async fn gone(&mut self, client: &mut TcpStream) {
         loop {
             if self.half_closed || self.early.len() >= self.limit {
@@ -45,6 +47,15 @@ impl ClientWatch {
             // leaves room for more, and growing it again would copy it
             // (and could take the buffer past `limit`).
             if self.early.len() == self.early.capacity() {
+                if self.early.is_empty() {
+                    // A client that sends nothing while it waits holds no
+                    // buffer: readiness first, the buffer once bytes (or its
+                    // close) are there. In a queue of thousands of silent
+                    // clients this is most of what each one costs.
+                    if client.readable().await.is_err() {
+                        return;
+                    }
+                }
                 let room = self.limit - self.early.len();
                 self.early.reserve_exact(room.min(EARLY_CHUNK));
             }
