@@ -170,9 +170,12 @@ fn plan_backends(running: &Running<'_>, new: &Settings) -> Vec<BackendStep> {
 fn plan_backend_update(id: BackendId, old: &RunningBackend<'_>, new: &BackendSettings) -> BackendUpdate {
     let mut retire = Vec::new();
     let mut kept: HashMap<&str, ServerId> = HashMap::new();
+    // By name, once: a backend of thousands of servers (a fleet behind one
+    // name) is planned in linear time, not by a scan per old server.
+    let wanted: HashMap<&str, &ServerSettings> = new.servers.iter().map(|s| (s.name.as_str(), s)).collect();
     for (i, server) in old.servers.iter().enumerate() {
         let Some(server) = server else { continue };
-        let plan = new.servers.iter().find(|s| s.name == server.name).map(|s| rules::server_plan(server, s));
+        let plan = wanted.get(server.name.as_str()).map(|s| rules::server_plan(server, s));
         match plan {
             None | Some(ServerPlan::Replace) => {
                 retire.push(RetiredServer { id: ServerId(i), name: server.name.clone(), replaced: plan.is_some() })
