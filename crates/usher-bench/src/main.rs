@@ -89,6 +89,9 @@ enum Command {
     /// One server with maxconn 1 held, N silent clients queued behind it:
     /// proxy RSS per queued client, then sessions/s draining the queue.
     Queued,
+    /// 10 000 servers in 500 backends reloaded under a steady load (in
+    /// process): apply time, the load's p99 before and during the reload.
+    Reload,
     /// Runs usher on FILE and prints `LISTENING <addr>` (used by the bench).
     #[command(hide = true)]
     ServeUsher {
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Command::Routing => vec![Case::Routing],
         Command::Overload => vec![Case::Overload],
         Command::Queued => vec![Case::Queued],
+        Command::Reload => vec![Case::Reload],
         Command::Cost { .. } => vec![Case::Cost],
     };
     match bench(&cli, &cases) {

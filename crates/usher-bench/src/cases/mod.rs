@@ -13,6 +13,7 @@ mod keepalive;
 mod overload;
 mod queue;
 mod queued;
+mod reload;
 mod routing;
 mod throughput;
 
@@ -52,6 +53,9 @@ pub enum Case {
     /// Clients queued behind a full server: RSS per queued client and the
     /// drain rate; not in [`Case::ALL`] (it uses the whole fd limit).
     Queued,
+    /// A reload of 10 000 servers under a steady load, in process: apply
+    /// time and the load's p99 during it; not in [`Case::ALL`].
+    Reload,
 }
 
 impl Case {
@@ -72,6 +76,7 @@ impl Case {
             Case::Routing => "routing",
             Case::Overload => "overload",
             Case::Queued => "queued",
+            Case::Reload => "reload",
         }
     }
 }
@@ -245,6 +250,7 @@ impl Harness {
             Case::Routing => routing::run(self),
             Case::Overload => overload::run(self),
             Case::Queued => queued::run(self),
+            Case::Reload => reload::run(self),
             #[cfg(feature = "cluster")]
             Case::Cluster => cluster::run(self),
             #[cfg(not(feature = "cluster"))]
