@@ -85,7 +85,8 @@ mod access_csv;
 async fn access_csv_writes_one_line_per_session() {
     let server = TestBackend::start(Behavior::Echo);
     let path = std::env::temp_dir().join(format!("usher-access-{}.csv", std::process::id()));
-    let csv = access_csv::AccessCsv::create(&path).expect("create the csv");
+    // Counters written after every event.
+    let csv = access_csv::AccessCsv::create(&path, std::time::Duration::ZERO).expect("create the csv");
     let subscription = std::sync::Mutex::new(Some(usher_core::extension::Subscription::new("access-csv", csv)));
     let broker = TestBroker::start_with(
         &format!(
@@ -118,6 +119,16 @@ async fn access_csv_writes_one_line_per_session() {
         assert_eq!((fields[2], fields[3], fields[4], fields[5]), ("web", "app", "s1", "--"), "{line}");
         assert_eq!((fields[8], fields[9]), ("5", "5"), "{line}");
     }
+    // The counters are written after each line.
+    let servers = loop {
+        let servers = std::fs::read_to_string(format!("{}.servers", path.display())).unwrap_or_default();
+        if servers.contains("sessions=3") || std::time::Instant::now() > deadline {
+            break servers;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert_eq!(servers, "app/s1 sessions=3 bytes=30 state=-\n");
+    let _ = std::fs::remove_file(format!("{}.servers", path.display()));
     let _ = std::fs::remove_file(&path);
 }
 
