@@ -198,3 +198,38 @@ async fn ewma_connect_serves_every_session_on_real_sockets() {
     assert!(a.accepted() >= 1 && b.accepted() >= 1, "{} and {}", a.accepted(), b.accepted());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A daemon's admission actor declares its `[actors.NAME]` type: `load`
+/// (what `check`, `run` and every reload call) refuses bad options with
+/// their key and file, and requires the table's required keys.
+#[test]
+fn a_daemon_admission_actor_has_its_options_checked_like_core_keys() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct DenyOptions {
+        deny: Vec<std::net::IpAddr>,
+    }
+    let builder = || {
+        usher::daemon::Builder::new().admission_actor(
+            "deny_list",
+            |_: DenyOptions| -> actix::Recipient<usher_core::CheckClient> {
+                unreachable!("load never starts an actor")
+            },
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("usher-actor-options-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let base = "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"main\"\n\
+                [backends.main.servers.m]\naddress = \"127.0.0.1:1\"\n";
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, format!("{base}\n[actors.deny_list]\ndeny = [\"not-an-ip\"]\n")).expect("write");
+    let errors = builder().load(&ConfigSources::files(vec![bad.clone()])).expect_err("refused");
+    assert!(errors.mentions("actors.deny_list.deny"), "{errors}");
+    assert!(errors.0.iter().all(|e| e.origin == format!("file {}", bad.display())), "{errors}");
+
+    let good = dir.join("good.toml");
+    std::fs::write(&good, format!("{base}\n[actors.deny_list]\ndeny = [\"192.0.2.7\"]\n")).expect("write");
+    builder().load(&ConfigSources::files(vec![good])).expect("good options");
+    let _ = std::fs::remove_dir_all(&dir);
+}
