@@ -97,14 +97,17 @@ enum Command {
     ServeUsher {
         #[arg(long)]
         config: PathBuf,
+        /// Runs one session hook that does nothing on every frontend.
+        #[arg(long)]
+        noop_hook: bool,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cases: Vec<Case> = match &cli.command {
-        Command::ServeUsher { config } => {
-            return match serve_usher(config) {
+        Command::ServeUsher { config, noop_hook } => {
+            return match serve_usher(config, *noop_hook) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("serve-usher: {err:#}");

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use super::reload_outcome::{ReloadChange, RestartKey};
+use crate::config::{ReloadChange, RestartKey};
 use super::reload_plan::{self as rules, ServerPlan};
 use crate::config::{BackendSettings, FrontendSettings, ServerSettings, Settings};
 use crate::ids::{BackendId, FrontendId, ListenerId, ServerId};
@@ -66,6 +66,9 @@ pub struct Plan {
     /// New and changed frontends in configuration order, then removed ones.
     pub frontends: Vec<FrontendStep>,
     pub listeners: ListenerPlan,
+    /// `[hooks.NAME]` tables added, changed or removed: the frontends pick
+    /// their hooks anew at every reload, so these apply at once.
+    pub hooks: Vec<ReloadChange>,
 }
 
 #[derive(Debug)]
@@ -136,7 +139,9 @@ pub fn plan(running: &Running<'_>, new: Settings) -> Plan {
     let settings = if first { new } else { rules::applicable(running.settings, new) };
     let frontends = plan_frontends(running, &settings);
     let ids = frontend_ids(running, &frontends);
+    let hooks = if first { Vec::new() } else { hook_changes(running.settings, &settings) };
     Plan {
+        hooks,
         backends: plan_backends(running, &settings),
         listeners: plan_listeners(running, &settings, &ids),
         frontends,
@@ -309,8 +314,24 @@ impl Plan {
         for (_, address) in &self.listeners.close {
             changes.push(ReloadChange::ListenerRemoved { address: *address });
         }
+        changes.extend(self.hooks.iter().cloned());
         changes
     }
+}
+
+/// Hook option tables added, changed or removed, by name.
+fn hook_changes(old: &Settings, new: &Settings) -> Vec<ReloadChange> {
+    let mut changes = Vec::new();
+    for (name, settings) in &new.hooks {
+        match old.hooks.get(name) {
+            None => changes.push(ReloadChange::HookAdded { hook: name.clone() }),
+            Some(before) if before != settings => changes.push(ReloadChange::HookChanged { hook: name.clone() }),
+            Some(_) => {}
+        }
+    }
+    let removed = old.hooks.keys().filter(|name| !new.hooks.contains_key(*name));
+    changes.extend(removed.map(|name| ReloadChange::HookRemoved { hook: name.clone() }));
+    changes
 }
 
 fn backend_changes(step: &BackendStep, changes: &mut Vec<ReloadChange>) {
