@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use integration_tests::{request, seated, Behavior, TestBackend, TestBroker};
 use usher_core::extension::{AccessRecord, Answer, Decision, HookContext, QueuePriority, RouteTo};
-use usher_core::{HookRegistry, SessionHook};
+use usher_core::{HookRegistry, ReloadChange, SessionHook};
 
 /// Routes every client to `backend`, and counts its other calls.
 #[derive(Default)]
@@ -204,16 +204,25 @@ async fn frontends_take_up_and_drop_hooks_on_reload() {
     let broker = TestBroker::start_with_hooks(&without, hooks.clone());
     assert_eq!(request(broker.addr("web"), b"one").await.expect("served"), b"one");
 
-    let with = two_backends(main.addr, other.addr, "");
+    let with = two_backends(main.addr, other.addr, "[hooks.h]\ntimeout = \"2s\"\n");
     let settings = usher_core::config::load_with(&usher_core::config::ConfigSources::inline(&with), &hooks)
         .expect("valid configuration");
-    broker.handle.reload_with(settings).await.expect("reloaded");
+    let summary = broker.handle.reload_with(settings).await.expect("reloaded");
+    assert!(summary.changes.contains(&ReloadChange::HookAdded { hook: "h".into() }), "{:?}", summary.changes);
     assert!(request(broker.addr("web"), b"two").await.unwrap_or_default().is_empty(), "the hook runs after the reload");
     let record = broker.logs.wait_for("session", |r| r.termination() == "PR").await;
     assert_eq!(record.get("frontend"), "web");
 
+    // Only the hook's options change: the reload says so.
+    let slower = two_backends(main.addr, other.addr, "[hooks.h]\ntimeout = \"3s\"\n");
+    let settings = usher_core::config::load_with(&usher_core::config::ConfigSources::inline(&slower), &hooks)
+        .expect("valid configuration");
+    let summary = broker.handle.reload_with(settings).await.expect("reloaded");
+    assert_eq!(summary.changes, [ReloadChange::HookChanged { hook: "h".into() }]);
+
     let settings = usher_core::config::load_with(&usher_core::config::ConfigSources::inline(&without), &hooks)
         .expect("valid configuration");
-    broker.handle.reload_with(settings).await.expect("reloaded");
+    let summary = broker.handle.reload_with(settings).await.expect("reloaded");
+    assert!(summary.changes.contains(&ReloadChange::HookRemoved { hook: "h".into() }), "{:?}", summary.changes);
     assert_eq!(request(broker.addr("web"), b"three").await.expect("served again"), b"three");
 }

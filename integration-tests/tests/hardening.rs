@@ -1,6 +1,6 @@
 //! Hardening on real sockets: durations past what the clock can hold,
 //! set in code where validation cannot refuse them, serve sessions normally;
-//! a queued client whose early bytes filled `bufsize` is still watched, so
+//! a queued client whose bytes wait unread in its socket is still watched, so
 //! its reset leaves the queue at once.
 
 use std::time::{Duration, Instant};
@@ -64,7 +64,7 @@ async fn timeouts_past_the_clock_set_in_code_serve_sessions_normally() {
     assert_eq!(queued.int("bytes_from_client"), 6);
 }
 
-/// The smallest `global.bufsize`: what a queued client's watch keeps.
+/// The smallest `global.bufsize`: the clients below send several times it.
 const BUFSIZE: usize = 1024;
 
 /// A broker whose one server takes one session, with a queue timeout long
@@ -76,20 +76,20 @@ fn broker_with_a_long_queue(server: std::net::SocketAddr) -> TestBroker {
     ))
 }
 
-/// Waits until the broker has read `BUFSIZE` bytes of the `sent` that
-/// `client` wrote, the rest still unread in the kernel: the watch's buffer
-/// is full. The kernel's receive queue is the readiness signal.
-async fn until_the_watch_is_full(broker: &TestBroker, client: &TcpStream, sent: usize) {
+/// Waits until every one of the `sent` bytes `client` wrote sits in the
+/// broker's socket, unread: the watch peeks and never reads, so the bytes
+/// wait there for the relay. The kernel's receive queue is the readiness
+/// signal.
+async fn until_the_bytes_wait_unread(broker: &TestBroker, client: &TcpStream, sent: usize) {
     let (front, local) = (broker.addr("web").port(), client.local_addr().expect("local address").port());
     let deadline = Instant::now() + DEADLINE;
     loop {
         let unread = unread_bytes(front, local);
-        let rest = (sent - BUFSIZE) as u64;
         // A FIN received counts one in the kernel's receive queue.
-        if unread.is_some_and(|n| n == rest || n == rest + 1) {
+        if unread.is_some_and(|n| n == sent as u64 || n == sent as u64 + 1) {
             return;
         }
-        assert!(Instant::now() < deadline, "the watch never filled: {unread:?} bytes unread of {sent}");
+        assert!(Instant::now() < deadline, "the bytes never arrived: {unread:?} bytes unread of {sent}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -105,7 +105,7 @@ async fn a_queued_client_past_bufsize_that_resets_leaves_at_once() {
     let mut quitter = queued_client(&broker, 0).await;
     let sent = 4 * BUFSIZE;
     quitter.write_all(&vec![b'x'; sent]).await.expect("write");
-    until_the_watch_is_full(&broker, &quitter, sent).await;
+    until_the_bytes_wait_unread(&broker, &quitter, sent).await;
     socket2::SockRef::from(&quitter).set_linger(Some(Duration::ZERO)).expect("linger 0 → RST");
     let reset_at = Instant::now();
     drop(quitter);
@@ -137,7 +137,7 @@ async fn a_queued_client_past_bufsize_that_half_closes_is_served_whole() {
     let sent: Vec<u8> = (0..4 * BUFSIZE).map(|i| (i % 251) as u8).collect();
     polite.write_all(&sent).await.expect("write");
     polite.shutdown().await.expect("half-close");
-    until_the_watch_is_full(&broker, &polite, sent.len()).await;
+    until_the_bytes_wait_unread(&broker, &polite, sent.len()).await;
 
     drop(holder);
     let mut reply = Vec::new();

@@ -24,6 +24,9 @@ pub enum Behavior {
     Slow { request: usize, reply: usize, service: Duration },
     /// Writes back whatever it reads until the client closes.
     Echo,
+    /// Writes one byte (the client knows it is seated), then holds the
+    /// connection until the client closes.
+    Greet,
     /// Writes as fast as the peer reads until the connection breaks.
     Source,
 }
@@ -87,6 +90,7 @@ async fn serve(listener: TcpListener, behavior: Behavior, stats: Arc<Stats>) {
                     serve_reply(stream, request, reply, Some(service), held).await
                 }
                 Behavior::Echo => serve_echo(stream, held).await,
+                Behavior::Greet => serve_greet(stream, held).await,
                 Behavior::Source => serve_source(stream, &source, held).await,
             }
         });
@@ -141,6 +145,14 @@ async fn serve_echo(mut stream: TcpStream, held: Held) {
         if stream.write_all(&buf[..n]).await.is_err() {
             break;
         }
+    }
+    drop(held);
+}
+
+async fn serve_greet(mut stream: TcpStream, held: Held) {
+    if stream.write_all(b"g").await.is_ok() {
+        let mut buf = [0u8; 64];
+        while let Ok(1..) = stream.read(&mut buf).await {}
     }
     drop(held);
 }

@@ -88,19 +88,28 @@ enum Command {
     Overload,
     /// Sessions/s through one backend of 2, 100, 1 000 and 10 000 servers, per algorithm.
     Scale,
+    /// One server with maxconn 1 held, N silent clients queued behind it:
+    /// proxy RSS per queued client, then sessions/s draining the queue.
+    Queued,
+    /// 10 000 servers in 500 backends reloaded under a steady load (in
+    /// process): apply time, the load's p99 before and during the reload.
+    Reload,
     /// Runs usher on FILE and prints `LISTENING <addr>` (used by the bench).
     #[command(hide = true)]
     ServeUsher {
         #[arg(long)]
         config: PathBuf,
+        /// Runs one session hook that does nothing on every frontend.
+        #[arg(long)]
+        noop_hook: bool,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cases: Vec<Case> = match &cli.command {
-        Command::ServeUsher { config } => {
-            return match serve_usher(config) {
+        Command::ServeUsher { config, noop_hook } => {
+            return match serve_usher(config, *noop_hook) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("serve-usher: {err:#}");
@@ -120,6 +129,8 @@ fn main() -> ExitCode {
         Command::Routing => vec![Case::Routing],
         Command::Overload => vec![Case::Overload],
         Command::Scale => vec![Case::Scale],
+        Command::Queued => vec![Case::Queued],
+        Command::Reload => vec![Case::Reload],
         Command::Cost { .. } => vec![Case::Cost],
     };
     match bench(&cli, &cases) {

@@ -36,6 +36,9 @@ pub enum ProxyKind {
     Direct,
     /// usher with `GET /stats` once a second, as an open dashboard does.
     UsherDashboard,
+    /// usher with one session hook that does nothing on its frontend: what
+    /// the extension seam costs a session.
+    UsherHook,
     /// One usher in cluster mode, alone in its etcd prefix (the `cluster`
     /// case only, which starts it itself).
     UsherCluster,
@@ -58,8 +61,14 @@ impl ProxyKind {
     /// The default comparison.
     pub const ALL: [ProxyKind; 4] = [ProxyKind::Usher, ProxyKind::Haproxy, ProxyKind::Nginx, ProxyKind::Direct];
     /// Every proxy `--proxies` may name.
-    pub const NAMED: [ProxyKind; 5] =
-        [ProxyKind::Usher, ProxyKind::Haproxy, ProxyKind::Nginx, ProxyKind::Direct, ProxyKind::UsherDashboard];
+    pub const NAMED: [ProxyKind; 6] = [
+        ProxyKind::Usher,
+        ProxyKind::Haproxy,
+        ProxyKind::Nginx,
+        ProxyKind::Direct,
+        ProxyKind::UsherDashboard,
+        ProxyKind::UsherHook,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -68,6 +77,7 @@ impl ProxyKind {
             ProxyKind::Nginx => "nginx",
             ProxyKind::Direct => "direct",
             ProxyKind::UsherDashboard => "usher-dashboard",
+            ProxyKind::UsherHook => "usher-hook",
             ProxyKind::UsherCluster => "usher-cluster",
             ProxyKind::UsherPair => "usher-pair",
             ProxyKind::UsherSni => "usher-sni",
@@ -78,10 +88,9 @@ impl ProxyKind {
     }
 
     pub fn parse(name: &str) -> anyhow::Result<ProxyKind> {
-        ProxyKind::NAMED
-            .into_iter()
-            .find(|p| p.name() == name)
-            .ok_or_else(|| anyhow!("unknown proxy {name:?}; expected usher, haproxy, nginx, direct or usher-dashboard"))
+        ProxyKind::NAMED.into_iter().find(|p| p.name() == name).ok_or_else(|| {
+            anyhow!("unknown proxy {name:?}; expected usher, haproxy, nginx, direct, usher-dashboard or usher-hook")
+        })
     }
 }
 
@@ -191,6 +200,7 @@ impl Launcher {
             }
             ProxyKind::Usher
             | ProxyKind::UsherDashboard
+            | ProxyKind::UsherHook
             | ProxyKind::UsherSni
             | ProxyKind::UsherCodel
             | ProxyKind::UsherLifo => {
@@ -265,6 +275,9 @@ impl Launcher {
         std::fs::write(&config, usher_toml(servers, tune, admin) + extra)?;
         let mut cmd = wrapped(tune, &self.exe);
         cmd.arg("serve-usher").arg("--config").arg(&config);
+        if kind == ProxyKind::UsherHook {
+            cmd.arg("--noop-hook");
+        }
         let (child, addr) = spawn_reporting(cmd, stem)?;
         Ok(Running { kind, addr, child: Some(child), spent: self.spent.clone(), poller: None, admin })
     }
@@ -444,20 +457,37 @@ pub fn haproxy_version(exe: &Path) -> Option<String> {
 /// The hidden `serve-usher --config FILE` subcommand: binds the frontends
 /// (port 0 allowed), prints `LISTENING <addr>` for each, and runs the
 /// broker in an actix System until killed.
-pub fn serve_usher(config: &Path) -> anyhow::Result<()> {
+pub fn serve_usher(config: &Path, noop_hook: bool) -> anyhow::Result<()> {
     let toml = std::fs::read_to_string(config).with_context(|| format!("cannot read {}", config.display()))?;
-    let settings = usher_core::config::from_toml_str(&toml).map_err(|e| anyhow!("invalid configuration: {e}"))?;
+    let mut registries = usher_core::extension::Registries::default();
+    if noop_hook {
+        registries.hooks.hook(NOOP_HOOK, NoopHook);
+    }
+    let sources = usher_core::config::ConfigSources::inline(&toml);
+    let mut settings =
+        usher_core::config::load_with(&sources, &registries).map_err(|e| anyhow!("invalid configuration: {e}"))?;
+    if noop_hook {
+        let terms = usher_core::extension::HookSettings {
+            timeout: Duration::from_secs(1),
+            on_timeout: usher_core::extension::OnHookTimeout::Pass,
+            options: Default::default(),
+        };
+        settings.hooks.insert(NOOP_HOOK.to_owned(), terms);
+        settings.frontends.iter_mut().for_each(|f| f.hooks = vec![NOOP_HOOK.to_owned()]);
+    }
     let (log, _guard) = usher_core::logger(&settings.log);
     let listeners = usher_core::bind_all(&settings)?;
     for listener in listeners.0.values().flatten() {
         println!("LISTENING {}", listener.local_addr()?);
     }
+    let extensions = usher_core::Extensions { hooks: registries.hooks, ..usher_core::Extensions::default() };
     let system = actix_rt::System::new();
-    system.block_on(usher_core::run(
-        settings,
-        listeners,
-        log,
-        usher_core::Extensions::default(),
-        std::future::pending(),
-    ))
+    system.block_on(usher_core::run(settings, listeners, log, extensions, std::future::pending()))
 }
+
+/// The hook `usher-hook` runs: every method's default body, which does nothing.
+const NOOP_HOOK: &str = "noop";
+
+struct NoopHook;
+
+impl usher_core::SessionHook for NoopHook {}

@@ -91,7 +91,7 @@ impl CaseResult {
         let mut header = vec!["".to_owned()];
         header.extend(self.proxies.iter().map(|p| p.name().to_owned()));
         let others: Vec<ProxyKind> =
-            [ProxyKind::Haproxy, ProxyKind::Nginx, ProxyKind::Direct, ProxyKind::UsherDashboard]
+            [ProxyKind::Haproxy, ProxyKind::Nginx, ProxyKind::Direct, ProxyKind::UsherDashboard, ProxyKind::UsherHook]
                 .into_iter()
                 .filter(|p| self.proxies.contains(p) && self.proxies.contains(&ProxyKind::Usher))
                 .collect();

@@ -54,6 +54,11 @@ pub fn raise_fd_limit(want: u64) -> u64 {
     rlimit::increase_nofile_limit(want).unwrap_or(soft)
 }
 
+/// The hard RLIMIT_NOFILE: as far as [`raise_fd_limit`] can go without privileges.
+pub fn hard_fd_limit() -> u64 {
+    rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(_, hard)| hard)
+}
+
 /// User + system CPU seconds of process `pid`, all threads.
 pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;

@@ -10,6 +10,7 @@
 //! - [`gauge`]: live sessions per process, frontend and listener.
 
 pub mod core;
+pub mod events;
 pub mod fd_budget;
 pub mod gauge;
 pub mod hits;
@@ -21,6 +22,7 @@ pub mod throttle;
 pub mod watchdog;
 
 pub use core::{AdmissionConfig, FrontendLimits, ListenerLimits, ListenerState, PauseReason};
+pub use events::AdmissionEvent;
 pub use gauge::SessionGauge;
 pub use listener::Listener;
 pub use protocol::StopAccepting;

@@ -42,6 +42,6 @@ pub use protocol::{
     CancelReserve, ConnectOutcome, Dequeue, Release, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, Slot,
     SourceLeft, ConnectTimed,
 };
-pub use server::Server;
+pub use server::{Server, ServerStateChange};
 pub use server_state::ServerState;
 pub use wait_queue::QueueKey;

@@ -16,7 +16,6 @@ mod handle;
 mod queue_control;
 mod runtime_topology;
 pub mod planner;
-pub mod reload_outcome;
 pub mod reload_plan;
 pub mod topology;
 pub mod wiring;
@@ -29,7 +28,7 @@ pub use handle::{
 #[cfg(feature = "internals")]
 pub use handle::{Actors, BackendControl};
 pub use queue_control::{IdleWait, PauseStatus, MAX_IDLE_WAIT};
-pub use reload_outcome::{ReloadChange, ReloadError, ReloadSummary, RestartKey};
+pub use crate::config::{ReloadChange, ReloadError, ReloadSummary, RestartKey};
 pub use topology::ConfigLoader;
 // What `/stats` shows of each session hook.
 pub use crate::extension::HookCountersReport;
@@ -48,10 +47,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::fd_budget::FdBudget;
 use crate::admission::watchdog::WatchdogConfig;
-use crate::admission::{AdmissionConfig, ResourceWatchdog, SessionGauge, StopAccepting};
+use crate::admission::{AdmissionConfig, AdmissionEvent, ResourceWatchdog, SessionGauge, StopAccepting};
 use crate::backend::balance::BalancerRegistry;
 use crate::config::Settings;
 use crate::extension::PluggedHooks;
+use crate::notify::Notify;
 use crate::observe::stats::Gauges;
 use crate::observe::stats_book::StatsBook;
 use crate::observe::Stats;
@@ -197,7 +197,7 @@ pub async fn start(
         "nofile" => fd_budget.nofile, "hard" => fd_budget.hard, "in_use" => fd_budget.in_use,
         "spare" => fd_budget.spare, "sessions" => fd_budget.sessions, "maxconn" => maxconn,
         "maxconn_source" => if settings.global.maxconn.is_none() { "fd budget" } else { "global.maxconn" });
-    let watchdog = start_watchdog(&settings, fd_budget, maxconn, &log);
+    let watchdog = start_watchdog(&settings, fd_budget, maxconn, hooks.observers().admission_events(), &log);
     let global_gauge = Arc::new(SessionGauge::default());
     let gauges = Gauges { global: global_gauge.clone(), ..Gauges::default() };
     let stats = Stats::new(StatsBook::new(0, &[]), gauges).start();
@@ -230,7 +230,13 @@ pub async fn start(
     Ok(Broker { handle, topology, _data_plane: data_plane, kill, tracker, facts, log })
 }
 
-fn start_watchdog(settings: &Settings, fd_budget: FdBudget, maxconn: u32, log: &Logger) -> Addr<ResourceWatchdog> {
+fn start_watchdog(
+    settings: &Settings,
+    fd_budget: FdBudget,
+    maxconn: u32,
+    events: Notify<AdmissionEvent>,
+    log: &Logger,
+) -> Addr<ResourceWatchdog> {
     ResourceWatchdog::new(
         WatchdogConfig {
             admission: AdmissionConfig { global_maxconn: maxconn, ..AdmissionConfig::default() },
@@ -245,6 +251,7 @@ fn start_watchdog(settings: &Settings, fd_budget: FdBudget, maxconn: u32, log: &
         },
         log.new(o!("actor" => "watchdog")),
     )
+    .with_events(events)
     .start()
 }
 

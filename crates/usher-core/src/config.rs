@@ -17,6 +17,7 @@ mod errors;
 mod extension_section;
 mod queue_section;
 mod reader;
+mod reload_outcome;
 mod routes_section;
 mod settings;
 mod sources;
@@ -30,6 +31,7 @@ pub use extension_section::{
 };
 pub use queue_section::{CodelSettings, FairShare, PerSourceSettings, QueueDiscipline, QueueSettings};
 pub use reader::MAX_DURATION;
+pub use reload_outcome::{ReloadChange, ReloadError, ReloadSummary, RestartKey};
 pub use settings::*;
 pub use sources::{ConfigSources, EnvLayer, DEFAULT_TOML};
 pub use spawn_section::{slot_name, ReadyProbe, SpawnSettings, StopSignal, ADDRESS_PLACEHOLDER, PORT_PLACEHOLDER};

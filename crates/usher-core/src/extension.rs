@@ -14,32 +14,40 @@
 //!   server changes and connect times. The core follows a pick only when
 //!   the server can take the session, so no algorithm can overfill a
 //!   server or strand a waiter.
-//! - Observers ([`Observer`]): a typed stream of events (ended sessions)
-//!   delivered through bounded mailboxes; a slow observer loses events
-//!   (counted), never slows a session.
+//! - Observers ([`Observer`] on a thread of its own, or an actor through
+//!   [`Subscription::actor`]): a typed stream of [`Event`]s — ended
+//!   sessions, server state changes, listeners paused and resumed, stress,
+//!   reloads done or rejected — delivered through bounded mailboxes; a
+//!   slow observer loses events (counted), never slows a session.
 //! - Admission actors: an actor answering [`CheckClient`] is one kind of
 //!   hook ([`ActorHook`]); actors given in `Extensions::admission` run first
-//!   on every frontend. An actor reads its settings from its own free-form
-//!   table, `[actors.NAME]` (`Settings::actors`). See `examples/deny_list.rs`.
+//!   on every frontend. An actor reads its settings from its own table,
+//!   `[actors.NAME]` (`Settings::actors`), checked like core keys when the
+//!   program registers its type or a check ([`ActorOptions`]). See
+//!   `examples/deny_list.rs`.
 
 mod actor_hook;
+mod actor_options;
 mod observer;
 mod plugged;
 mod registries;
 mod registry;
 
 pub use actor_hook::{ActorHook, CheckClient, Verdict};
-pub use observer::{Event, Observer, Subscription, DEFAULT_MAILBOX};
+pub use actor_options::ActorOptions;
+pub use observer::{Event, Observed, Observer, ObserverBus, Subscription, DEFAULT_MAILBOX};
 #[doc(hidden)]
 pub use plugged::PluggedHooks;
 pub use registries::Registries;
-pub use registry::{HookFactory, HookRegistry};
+pub use registry::{read_options, HookFactory, HookRegistry};
 
 pub use crate::backend::balance::{
     Balancer, BalancerFactory, BalancerRegistry, BalancerSetup, Candidate, Choice, ServerEvent, Servers,
 };
 
-pub use crate::config::{HookSettings, OnHookTimeout, OptionProblem};
+pub use crate::admission::{AdmissionEvent, PauseReason};
+pub use crate::backend::{OpState, ServerStateChange};
+pub use crate::config::{HookSettings, OnHookTimeout, OptionProblem, ReloadChange, ReloadError, ReloadSummary};
 pub use crate::ids::ServerId;
 pub use crate::session::{
     AccessRecord, Answer, Decision, HelloStatus, HookContext, HookCountersReport, HookFailure, PendingDecision,

@@ -55,6 +55,7 @@ pub mod config;
 pub mod extension;
 pub mod ids;
 pub mod net;
+pub mod notify;
 pub mod routing;
 
 pub use backend::{AdminState, OpState};

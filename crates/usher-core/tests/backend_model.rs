@@ -1127,7 +1127,10 @@ impl BackendSim {
             // Re-reserved with its original key: it keeps its place.
             match self.model_reserve(id, key, None, None, Some(s), gone_of[&id]) {
                 Outcome::Granted(t) => model_grants.push((t, id, gone_of[&id])),
-                Outcome::Queued(_) => {}
+                // Queued, it raised the backend's load: room that opened
+                // under a dynamic limit goes to the queue before the next
+                // stranded session is balanced.
+                Outcome::Queued(_) => model_grants.extend(self.model_dispatch()),
                 Outcome::Full | Outcome::NoServer => model_refusals.push(id),
             }
         }

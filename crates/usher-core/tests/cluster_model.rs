@@ -467,3 +467,40 @@ fn a_lingering_session_still_counts_after_the_lease_is_renewed() {
     assert_eq!(world.instances[1].lingering, 0, "its extra session ended: nothing lingers");
     assert_eq!(world.at_server(), 2, "no more than maxconn once the lingering session ended");
 }
+
+/// Found by a seed hunt: instance 3 lowers its share to 1 and sends a
+/// write lowering its entry to 1, decided on revision 1. Instance 0's
+/// lease ends; instance 3 reads the store again — still revision 1, its
+/// entry still 2 — and used to raise its share to 2 from that entry at
+/// once. Then its earlier write went in (entry 1), instance 2 took the
+/// freed slot, and the server saw 3 with maxconn 2. An entry read at the
+/// revision a write of one's own was decided on is now claimed by a write
+/// before it raises anything.
+#[test]
+fn an_entry_read_under_a_write_still_in_flight_raises_nothing() {
+    use Op::*;
+    let ops = [
+        ReadUsage(3),
+        Decide(3),
+        Commit { instance: 3, lose_reply: false },
+        ReadUsage(0),
+        ReadUsage(3),
+        Decide(0),
+        Decide(3),
+        Tick(2360),
+        ReadUsage(3),
+        Decide(3),
+        Tick(2640),
+        ReadUsage(3),
+        Decide(3),
+        Commit { instance: 3, lose_reply: false },
+        Arrive(0),
+        ReadUsage(2),
+        Decide(2),
+        Arrive(3),
+        Commit { instance: 2, lose_reply: false },
+        Arrive(3),
+        Arrive(2),
+    ];
+    run(4, 2, Fallback::Nothing, &ops).unwrap_or_else(|err| panic!("{err}"));
+}

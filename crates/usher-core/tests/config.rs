@@ -1018,3 +1018,31 @@ fn balance_names_a_registered_algorithm() {
     assert_eq!(settings.backend("app").unwrap().balance, config::Balance::new("fastest"));
     assert!(settings.to_toml().contains("balance = \"fastest\""));
 }
+
+/// An extension actor's `[actors.NAME]` is checked like core keys when the
+/// program registers its type: a bad value names the key and the file, a
+/// missing required key is reported even with no table, and tables nobody
+/// registered stay free-form.
+#[test]
+fn a_registered_actors_options_are_checked_like_core_keys() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct DenyOptions {
+        deny: Vec<std::net::IpAddr>,
+    }
+    let mut registries = usher_core::extension::Registries::default();
+    registries.actors.typed::<DenyOptions>("deny_list");
+
+    let file = TempToml::new(&format!("{GOOD}\n[actors.deny_list]\ndeny = [\"192.0.2.7\", \"nine\"]\n"));
+    let errs = config::load_with(&files(&[&file]), &registries).expect_err("a bad address is refused");
+    assert_error(&errs, "actors.deny_list.deny", &file.origin(), &["IP address"]);
+
+    let errs = config::load_with(&ConfigSources::inline(GOOD), &registries).expect_err("deny is required");
+    let missing = errs.0.iter().find(|e| e.key == "actors.deny_list").unwrap_or_else(|| panic!("{errs}"));
+    assert!(missing.problem.contains("missing field `deny`") && missing.problem.contains("no layer"), "{errs}");
+
+    let doc = format!("{GOOD}\n[actors.deny_list]\ndeny = [\"192.0.2.7\"]\n[actors.other]\nanything = 1\n");
+    let settings = config::load_with(&ConfigSources::inline(&doc), &registries).expect("good options");
+    assert!(settings.actors.contains_key("other"), "an unregistered table stays free-form");
+}

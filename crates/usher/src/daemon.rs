@@ -20,11 +20,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use actix::Recipient;
 use clap::Parser;
 use serde::de::DeserializeOwned;
 use slog::{error, info, warn};
 use usher_core::config::{self, ConfigSources};
-use usher_core::extension::{BalancerFactory, Observer, Registries, Subscription};
+use usher_core::extension::{read_options, BalancerFactory, CheckClient, Observed, Observer, Registries, Subscription};
 use usher_core::{BrokerHandle, Extensions, SessionHook, Settings};
 
 use crate::cli::{Cli, Command};
@@ -41,7 +42,12 @@ pub const EXIT_FAILURE: u8 = 70;
 pub struct Builder {
     registries: Registries,
     observers: Vec<Subscription>,
+    /// Actors to start inside the actix System, once the settings are read.
+    actors: Vec<StartActor>,
 }
+
+/// Starts one extension actor from the checked settings (inside the System).
+type StartActor = Box<dyn FnOnce(&Settings, &mut Extensions)>;
 
 impl Builder {
     /// The stock daemon: no extension.
@@ -74,6 +80,47 @@ impl Builder {
         self
     }
 
+    /// Checks `[actors.NAME]` as the serde type `C`, like core keys, for an
+    /// extension actor that reads its options there.
+    pub fn actor_options<C: DeserializeOwned + 'static>(mut self, name: &str) -> Builder {
+        self.registries.actors.typed::<C>(name);
+        self
+    }
+
+    /// An admission actor, run first on every frontend for each new client
+    /// (`Allow` or `Deny`), started from its `[actors.NAME]` options read as
+    /// `C` (checked like core keys; an absent table reads as empty). It
+    /// starts inside the daemon's actix System, after the configuration
+    /// was checked.
+    pub fn admission_actor<C: DeserializeOwned + 'static>(
+        mut self,
+        name: &str,
+        start: impl FnOnce(C) -> Recipient<CheckClient> + 'static,
+    ) -> Builder {
+        self.registries.actors.typed::<C>(name);
+        let name = name.to_owned();
+        self.actors.push(Box::new(move |settings, extensions| {
+            let options = settings.actors.get(&name).and_then(|v| v.as_table()).cloned().unwrap_or_default();
+            // The configuration check read these very options as `C`.
+            if let Ok(options) = read_options::<C>(&options) {
+                extensions.admission.push(start(options));
+            }
+        }));
+        self
+    }
+
+    /// An observer actor: every event reaches it as an [`Observed`]
+    /// message, through its own bounded mailbox (a full one loses the
+    /// event, counted in `/stats`). `start` runs inside the daemon's actix
+    /// System.
+    pub fn observer_actor(mut self, name: &str, start: impl FnOnce() -> Recipient<Observed> + 'static) -> Builder {
+        let name = name.to_owned();
+        self.actors.push(Box::new(move |_, extensions| {
+            extensions.observers.push(Subscription::actor(&name, start()));
+        }));
+        self
+    }
+
     /// Loads and checks the configuration layers `sources` against these
     /// extensions, as `check`, `run` and every reload do.
     pub fn load(&self, sources: &ConfigSources) -> Result<Settings, config::ConfigErrors> {
@@ -95,6 +142,7 @@ pub fn main(builder: Builder) -> ExitCode {
     let cli = Cli::parse();
     let hooks = Arc::new(builder.registries);
     let observers = builder.observers;
+    let actors = builder.actors;
     match cli.command {
         Command::Check { config } => check(config, &hooks),
         Command::Status(args) => status::status(args),
@@ -103,7 +151,7 @@ pub fn main(builder: Builder) -> ExitCode {
         Command::Run { config } => {
             let sources = ConfigSources::files(config);
             match load(sources.clone(), &hooks) {
-                Ok(settings) => run(settings, sources, hooks, observers, false),
+                Ok(settings) => run(settings, sources, hooks, (observers, actors), false),
                 Err(code) => code,
             }
         }
@@ -111,7 +159,7 @@ pub fn main(builder: Builder) -> ExitCode {
             let mut sources = ConfigSources::files(config);
             sources.inline.push(DEMO_TOML.to_owned());
             match load(sources.clone(), &hooks) {
-                Ok(settings) => run(settings, sources, hooks, observers, true),
+                Ok(settings) => run(settings, sources, hooks, (observers, actors), true),
                 Err(code) => code,
             }
         }
@@ -139,7 +187,7 @@ fn run(
     settings: Settings,
     sources: ConfigSources,
     hooks: Arc<Registries>,
-    observers: Vec<Subscription>,
+    (observers, actors): (Vec<Subscription>, Vec<StartActor>),
     with_demo: bool,
 ) -> ExitCode {
     let (log, _guard) = usher_core::logger(&settings.log);
@@ -159,7 +207,7 @@ fn run(
     );
     let ready = notifier.clone();
     let (started, broker) = tokio::sync::oneshot::channel();
-    let extensions = Extensions {
+    let mut extensions = Extensions {
         on_start: Some(Box::new(move |handle: BrokerHandle| {
             let _ = started.send(handle);
         })),
@@ -180,6 +228,9 @@ fn run(
     let result = system.block_on(async {
         if with_demo {
             start_demo_servers(&settings, &log).await?;
+        }
+        for start in actors {
+            start(&settings, &mut extensions);
         }
         let stop = signals(log.clone(), notifier.clone(), grace, broker);
         usher_core::run(settings, listeners, log.clone(), extensions, stop).await

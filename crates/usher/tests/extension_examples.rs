@@ -85,7 +85,8 @@ mod access_csv;
 async fn access_csv_writes_one_line_per_session() {
     let server = TestBackend::start(Behavior::Echo);
     let path = std::env::temp_dir().join(format!("usher-access-{}.csv", std::process::id()));
-    let csv = access_csv::AccessCsv::create(&path).expect("create the csv");
+    // Counters written after every event.
+    let csv = access_csv::AccessCsv::create(&path, std::time::Duration::ZERO).expect("create the csv");
     let subscription = std::sync::Mutex::new(Some(usher_core::extension::Subscription::new("access-csv", csv)));
     let broker = TestBroker::start_with(
         &format!(
@@ -118,6 +119,16 @@ async fn access_csv_writes_one_line_per_session() {
         assert_eq!((fields[2], fields[3], fields[4], fields[5]), ("web", "app", "s1", "--"), "{line}");
         assert_eq!((fields[8], fields[9]), ("5", "5"), "{line}");
     }
+    // The counters are written after each line.
+    let servers = loop {
+        let servers = std::fs::read_to_string(format!("{}.servers", path.display())).unwrap_or_default();
+        if servers.contains("sessions=3") || std::time::Instant::now() > deadline {
+            break servers;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert_eq!(servers, "app/s1 sessions=3 bytes=30 state=-\n");
+    let _ = std::fs::remove_file(format!("{}.servers", path.display()));
     let _ = std::fs::remove_file(&path);
 }
 
@@ -187,5 +198,40 @@ async fn ewma_connect_serves_every_session_on_real_sockets() {
     assert_eq!(a.accepted() + b.accepted(), 6);
     // With no sample, each server was tried once before any had two.
     assert!(a.accepted() >= 1 && b.accepted() >= 1, "{} and {}", a.accepted(), b.accepted());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A daemon's admission actor declares its `[actors.NAME]` type: `load`
+/// (what `check`, `run` and every reload call) refuses bad options with
+/// their key and file, and requires the table's required keys.
+#[test]
+fn a_daemon_admission_actor_has_its_options_checked_like_core_keys() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct DenyOptions {
+        deny: Vec<std::net::IpAddr>,
+    }
+    let builder = || {
+        usher::daemon::Builder::new().admission_actor(
+            "deny_list",
+            |_: DenyOptions| -> actix::Recipient<usher_core::CheckClient> {
+                unreachable!("load never starts an actor")
+            },
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("usher-actor-options-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let base = "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"main\"\n\
+                [backends.main.servers.m]\naddress = \"127.0.0.1:1\"\n";
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, format!("{base}\n[actors.deny_list]\ndeny = [\"not-an-ip\"]\n")).expect("write");
+    let errors = builder().load(&ConfigSources::files(vec![bad.clone()])).expect_err("refused");
+    assert!(errors.mentions("actors.deny_list.deny"), "{errors}");
+    assert!(errors.0.iter().all(|e| e.origin == format!("file {}", bad.display())), "{errors}");
+
+    let good = dir.join("good.toml");
+    std::fs::write(&good, format!("{base}\n[actors.deny_list]\ndeny = [\"192.0.2.7\"]\n")).expect("write");
+    builder().load(&ConfigSources::files(vec![good])).expect("good options");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,6 +12,8 @@ mod idle;
 mod keepalive;
 mod overload;
 mod queue;
+mod queued;
+mod reload;
 mod routing;
 mod scale;
 mod throughput;
@@ -52,6 +54,12 @@ pub enum Case {
     /// Sessions/s with 2 to 10 000 servers per algorithm; not in
     /// [`Case::ALL`] (48 runs per repeat).
     Scale,
+    /// Clients queued behind a full server: RSS per queued client and the
+    /// drain rate; not in [`Case::ALL`] (it uses the whole fd limit).
+    Queued,
+    /// A reload of 10 000 servers under a steady load, in process: apply
+    /// time and the load's p99 during it; not in [`Case::ALL`].
+    Reload,
 }
 
 impl Case {
@@ -72,6 +80,8 @@ impl Case {
             Case::Routing => "routing",
             Case::Overload => "overload",
             Case::Scale => "scale",
+            Case::Queued => "queued",
+            Case::Reload => "reload",
         }
     }
 }
@@ -245,6 +255,8 @@ impl Harness {
             Case::Routing => routing::run(self),
             Case::Overload => overload::run(self),
             Case::Scale => scale::run(self),
+            Case::Queued => queued::run(self),
+            Case::Reload => reload::run(self),
             #[cfg(feature = "cluster")]
             Case::Cluster => cluster::run(self),
             #[cfg(not(feature = "cluster"))]

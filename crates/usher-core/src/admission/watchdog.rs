@@ -23,10 +23,12 @@ use tokio::time::Instant;
 
 use super::core::{AdmissionConfig, AdmissionState, Admitted, LimitHit, ListenerState, PauseReason, Resumed};
 use super::fd_budget::FdBudget;
+use super::events::AdmissionEvent;
 use super::hits::HitBook;
 pub use super::hits::WatchdogCounters;
 use super::protocol::{Admit, AdmitGrant, GiveBack, SessionClosed, Shortage};
 use crate::ids::{FrontendId, ListenerId};
+use crate::notify::Notify;
 
 /// What the watchdog knows of a listener, for its log records and status.
 #[derive(Debug, Clone)]
@@ -124,6 +126,8 @@ pub struct ResourceWatchdog {
     config: WatchdogConfig,
     /// The timer set for the next time-based resume, if any.
     timer: Option<(Instant, SpawnHandle)>,
+    /// Told of pauses, resumes and stress, as the log is.
+    events: Notify<AdmissionEvent>,
     log: Logger,
 }
 
@@ -143,14 +147,26 @@ impl ResourceWatchdog {
             hits: HitBook::new(config.warn_interval, &config.stress_cooldowns),
             timer: None,
             config,
+            events: Notify::none(),
             log,
         }
+    }
+
+    /// Tells `events` of every pause, resume and stress change.
+    pub fn with_events(mut self, events: Notify<AdmissionEvent>) -> ResourceWatchdog {
+        self.events = events;
+        self
+    }
+
+    /// A listener's frontend and address, for events.
+    fn listener(&self, id: ListenerId) -> Option<(String, SocketAddr)> {
+        self.config.listeners.get(id.0).map(|l| (l.frontend.clone(), l.address))
     }
 
     /// Sends credits to resumed listeners; credits of a listener that is gone
     /// come back and may resume another one.
     fn resume(&mut self, resumed: Vec<Resumed<oneshot::Sender<AdmitGrant>>>, now: Instant) {
-        let (hits, listeners, log) = (&self.hits, &self.config.listeners, &self.log);
+        let (hits, listeners, events, log) = (&self.hits, &self.config.listeners, &self.events, &self.log);
         self.state.hand_out(resumed, now, |r, state| {
             let grant = AdmitGrant { credits: r.granted, stress: hits.in_stress(r.frontend) };
             let sent = r.waiter.send(grant).is_ok();
@@ -158,6 +174,9 @@ impl ResourceWatchdog {
                 let (frontend, address) = names(listeners, r.listener);
                 debug!(log, "listener resumed"; "frontend" => frontend, "address" => address,
                     "global_used" => state.global_used());
+                if let Some(l) = listeners.get(r.listener.0).filter(|_| events.is_set()) {
+                    events.send(AdmissionEvent::ListenerResumed { frontend: l.frontend.clone(), address: l.address });
+                }
             }
             sent
         });
@@ -171,14 +190,17 @@ impl ResourceWatchdog {
                 self.warn(hit, occurrences);
             }
             if effects.stress_entered {
-                warn!(self.log, "stress mode entered";
-                    "frontend" => &self.config.frontend_names[hit.frontend.0], "cause" => hit.reason.as_str());
+                let frontend = &self.config.frontend_names[hit.frontend.0];
+                warn!(self.log, "stress mode entered"; "frontend" => frontend, "cause" => hit.reason.as_str());
+                self.events.send(AdmissionEvent::StressEntered { frontend: frontend.clone(), cause: hit.reason });
             }
         }
         for f in self.hits.expire_stress(now) {
-            info!(self.log, "stress mode left"; "frontend" => &self.config.frontend_names[f.0],
+            let frontend = &self.config.frontend_names[f.0];
+            info!(self.log, "stress mode left"; "frontend" => frontend,
                 // Only a frontend with a cooldown enters stress, so it has one.
                 "cooldown" => %humantime::format_duration(self.config.stress_cooldowns[f.0].unwrap_or_default()));
+            self.events.send(AdmissionEvent::StressLeft { frontend: frontend.clone() });
         }
     }
 
@@ -303,6 +325,9 @@ impl Handler<Admit> for ResourceWatchdog {
                 debug!(self.log, "listener paused";
                     "frontend" => frontend, "address" => address, "reason" => reason.as_str(),
                     "global_used" => self.state.global_used());
+                if let Some((frontend, address)) = self.listener(msg.listener).filter(|_| self.events.is_set()) {
+                    self.events.send(AdmissionEvent::ListenerPaused { frontend, address, reason });
+                }
             }
         }
         self.after(ctx, now);

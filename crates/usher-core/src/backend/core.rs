@@ -835,7 +835,12 @@ impl<W> BackendState<W> {
                     Reserved::Granted { server, waiter, source } => {
                         grants.push(Grant { server, session: w.session, waiter, queued, source })
                     }
-                    Reserved::Queued { .. } => {}
+                    // Its wait raised the backend's load, which may have
+                    // raised a server's dynamic limit (`minconn` under
+                    // `fullconn`): that room is the queue's before the
+                    // next stranded session is balanced, or a later one
+                    // would be granted ahead of it.
+                    Reserved::Queued { .. } => self.dispatch_into(&mut grants),
                     Reserved::Full { waiter }
                     | Reserved::NoServer { waiter }
                     | Reserved::SourceFull { waiter }

@@ -21,6 +21,7 @@ use tokio::time::{timeout, Instant};
 
 use crate::backend::{AdminState, CheckResult, HealthConfig, OpState, ServerHealth, ServerState, Transition};
 use crate::ids::ServerId;
+use crate::notify::Notify;
 use crate::backend::{ConnectOutcome, Dequeue, Release, ServerStatusChanged};
 
 /// What an active check does.
@@ -104,6 +105,17 @@ pub struct ServerReport {
     pub since_change: Duration,
 }
 
+/// A server's operational state changed: a check passed or failed enough
+/// times, a slowstart ramp ended, live traffic failed too often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStateChange {
+    pub server: String,
+    pub from: OpState,
+    pub to: OpState,
+    /// Why, in the words of the `server state changed` record.
+    pub reason: &'static str,
+}
+
 pub struct Server {
     id: ServerId,
     name: String,
@@ -120,6 +132,8 @@ pub struct Server {
     /// retired): a check scheduled before does nothing.
     check_epoch: u64,
     retired: bool,
+    /// Told of every operational state change, as the log is.
+    state_changes: Notify<ServerStateChange>,
     log: Logger,
 }
 
@@ -150,8 +164,15 @@ impl Server {
             ramp: None,
             check_epoch: 0,
             retired: false,
+            state_changes: Notify::none(),
             log,
         }
+    }
+
+    /// Tells `state_changes` of each operational state change.
+    pub fn with_state_changes(mut self, state_changes: Notify<ServerStateChange>) -> Server {
+        self.state_changes = state_changes;
+        self
     }
 
     fn lend(&mut self, credits: u32) {
@@ -172,6 +193,7 @@ impl Server {
         info!(self.log, "server state changed";
             "server" => &self.name, "from" => t.from.as_str(), "to" => t.to.as_str(), "reason" => t.reason,
             "good_checks" => good, "failed_checks" => bad, "last_check" => self.last_check.map_or("-", CheckResult::as_str));
+        self.state_changes.send(ServerStateChange { server: self.name.clone(), from: t.from, to: t.to, reason: t.reason });
     }
 
     fn after_transition(&mut self, t: Option<Transition>, ctx: &mut Context<Self>) {

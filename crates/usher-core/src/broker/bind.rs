@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use anyhow::Context as _;
 
 use super::planner::NewListener;
-use super::reload_outcome::ReloadError;
+use crate::config::ReloadError;
 
 /// A listening socket ready for its Listener actor.
 pub struct OpenedSocket {

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use super::bind::OpenedSocket;
 use super::planner::{BackendStep, BackendUpdate, FrontendStep, ListenerPlan, Plan, ServerStep};
-use super::reload_outcome::ReloadSummary;
+use crate::config::ReloadSummary;
 use super::topology::{BackendSlot, FrontendSlot, ListenerSlot, ServerSlot, Topology};
 use super::wiring::{
     self, backend_params, backend_setup, balancer, check_spec, health_config, new_server, server_info, server_setup,
@@ -136,7 +136,9 @@ impl Topology {
                     let actor = ctx.address();
                     let info = server_info(id, &s, &actor, &slot.queue, &self.shared.kill);
                     server_changes.push(ServerChange::Add { id, info, setup: server_setup(&s) });
-                    starting.push((ctx, new_server(id, &s, &slot.queue, &log, self.shared.clustered)));
+                    let changes = self.shared.hooks.observers().server_state_changes(&slot.settings.name);
+                    let server = new_server(id, &s, &slot.queue, &log, self.shared.clustered).with_state_changes(changes);
+                    starting.push((ctx, server));
                     slot.servers.push(ServerSlot { settings: s, actor: Some(actor) });
                 }
             }
@@ -347,6 +349,7 @@ fn start_backend(settings: BackendSettings, shared: &super::topology::Shared, st
         &shared.kill,
         &shared.balancers,
         stress,
+        &shared.hooks.observers().server_state_changes(&settings.name),
     );
     let servers = settings
         .servers

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::reload_outcome::{ReloadError, ReloadSummary};
+use crate::config::{ReloadError, ReloadSummary};
 use super::topology::{GetActors, GetHandle, Reload, Topology};
 use crate::admission::watchdog::{GetStatus, SetFrontendMaxconn, WatchdogStatus};
 use crate::admission::ResourceWatchdog;

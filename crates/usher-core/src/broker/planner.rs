@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use super::reload_outcome::{ReloadChange, RestartKey};
+use crate::config::{ReloadChange, RestartKey};
 use super::reload_plan::{self as rules, ServerPlan};
 use crate::config::{BackendSettings, FrontendSettings, ServerSettings, Settings};
 use crate::ids::{BackendId, FrontendId, ListenerId, ServerId};
@@ -66,6 +66,9 @@ pub struct Plan {
     /// New and changed frontends in configuration order, then removed ones.
     pub frontends: Vec<FrontendStep>,
     pub listeners: ListenerPlan,
+    /// `[hooks.NAME]` tables added, changed or removed: the frontends pick
+    /// their hooks anew at every reload, so these apply at once.
+    pub hooks: Vec<ReloadChange>,
 }
 
 #[derive(Debug)]
@@ -136,7 +139,9 @@ pub fn plan(running: &Running<'_>, new: Settings) -> Plan {
     let settings = if first { new } else { rules::applicable(running.settings, new) };
     let frontends = plan_frontends(running, &settings);
     let ids = frontend_ids(running, &frontends);
+    let hooks = if first { Vec::new() } else { hook_changes(running.settings, &settings) };
     Plan {
+        hooks,
         backends: plan_backends(running, &settings),
         listeners: plan_listeners(running, &settings, &ids),
         frontends,
@@ -170,9 +175,12 @@ fn plan_backends(running: &Running<'_>, new: &Settings) -> Vec<BackendStep> {
 fn plan_backend_update(id: BackendId, old: &RunningBackend<'_>, new: &BackendSettings) -> BackendUpdate {
     let mut retire = Vec::new();
     let mut kept: HashMap<&str, ServerId> = HashMap::new();
+    // By name, once: a backend of thousands of servers (a fleet behind one
+    // name) is planned in linear time, not by a scan per old server.
+    let wanted: HashMap<&str, &ServerSettings> = new.servers.iter().map(|s| (s.name.as_str(), s)).collect();
     for (i, server) in old.servers.iter().enumerate() {
         let Some(server) = server else { continue };
-        let plan = new.servers.iter().find(|s| s.name == server.name).map(|s| rules::server_plan(server, s));
+        let plan = wanted.get(server.name.as_str()).map(|s| rules::server_plan(server, s));
         match plan {
             None | Some(ServerPlan::Replace) => {
                 retire.push(RetiredServer { id: ServerId(i), name: server.name.clone(), replaced: plan.is_some() })
@@ -306,8 +314,24 @@ impl Plan {
         for (_, address) in &self.listeners.close {
             changes.push(ReloadChange::ListenerRemoved { address: *address });
         }
+        changes.extend(self.hooks.iter().cloned());
         changes
     }
+}
+
+/// Hook option tables added, changed or removed, by name.
+fn hook_changes(old: &Settings, new: &Settings) -> Vec<ReloadChange> {
+    let mut changes = Vec::new();
+    for (name, settings) in &new.hooks {
+        match old.hooks.get(name) {
+            None => changes.push(ReloadChange::HookAdded { hook: name.clone() }),
+            Some(before) if before != settings => changes.push(ReloadChange::HookChanged { hook: name.clone() }),
+            Some(_) => {}
+        }
+    }
+    let removed = old.hooks.keys().filter(|name| !new.hooks.contains_key(*name));
+    changes.extend(removed.map(|name| ReloadChange::HookRemoved { hook: name.clone() }));
+    changes
 }
 
 fn backend_changes(step: &BackendStep, changes: &mut Vec<ReloadChange>) {

@@ -17,7 +17,7 @@
 //!   admin listener, watchdog timers) keep their running values and the
 //!   reload names them.
 
-use super::reload_outcome::RestartKey;
+use crate::config::RestartKey;
 use crate::config::{ServerSettings, Settings};
 
 /// How a server is carried over by a reload.

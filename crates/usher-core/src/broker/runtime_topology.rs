@@ -14,7 +14,7 @@
 use actix::prelude::*;
 
 use super::handle::{BrokerHandle, ControlError};
-use super::reload_outcome::ReloadSummary;
+use crate::config::ReloadSummary;
 use crate::config::{BackendSettings, DefaultTables, ServerSettings, Settings};
 
 /// An edit of the settings in force, applied as a reload.

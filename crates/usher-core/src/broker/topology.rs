@@ -38,13 +38,13 @@ use tokio_util::task::TaskTracker;
 use super::bind;
 use crate::backend::balance::BalancerRegistry;
 use super::planner::{self, ListenerKey, Running, RunningBackend};
-use super::reload_outcome::{ReloadError, ReloadSummary};
+use crate::config::{ReloadError, ReloadSummary};
 use crate::admission::listener::SessionStarter;
 use crate::admission::{Listener, ResourceWatchdog, SessionGauge};
 use crate::backend::{BackendLoad, BackendQueue, Server};
 use crate::config::{BackendSettings, ConfigErrors, FrontendSettings, ServerSettings, Settings};
 use crate::discovery::{self, DiscoveryPlan, Resolutions, Resolved};
-use crate::extension::PluggedHooks;
+use crate::extension::{Event, PluggedHooks};
 use crate::ids::{FrontendId, ServerId};
 use crate::observe::Stats;
 use crate::session::BackendParams;
@@ -341,11 +341,23 @@ impl Handler<Reload> for Topology {
     type Result = Result<ReloadSummary, ReloadError>;
 
     fn handle(&mut self, msg: Reload, _: &mut Self::Context) -> Self::Result {
+        // The time the plan and commit held this actor thread, which every
+        // other actor shares: what a big reload stalls the broker for.
+        let started = std::time::Instant::now();
         let result = self.reload(msg.settings);
+        let apply_ms = started.elapsed().as_secs_f64() * 1e3;
         match &result {
             Ok(summary) => info!(self.log, "reload done";
-                "changes" => summary.changes.len(), "restart_needed" => summary.restart_needed_list()),
+                "changes" => summary.changes.len(), "restart_needed" => summary.restart_needed_list(),
+                "apply_ms" => apply_ms),
             Err(err) => warn!(self.log, "reload rejected, configuration unchanged"; "error" => %err),
+        }
+        let observers = self.shared.hooks.observers();
+        if !observers.is_empty() {
+            observers.publish(match &result {
+                Ok(summary) => Event::ReloadDone(Arc::new(summary.clone())),
+                Err(err) => Event::ReloadRejected(Arc::new(err.clone())),
+            });
         }
         result
     }

@@ -12,9 +12,10 @@ use slog::{o, Logger};
 use crate::backend::balance::{Balancer, BalancerRegistry, BalancerSetup};
 use crate::backend::spawn_gate::{SpawnGate, SpawnLink};
 use crate::backend::server::CheckSpec;
-use crate::backend::{BackendLoad, BackendQueue, BackendSetup, HealthConfig, Server, ServerInfo, ServerSetup};
+use crate::backend::{BackendLoad, BackendQueue, BackendSetup, HealthConfig, Server, ServerInfo, ServerSetup, ServerStateChange};
 use crate::config::{BackendSettings, ServerSettings, ZeroForNone};
 use crate::ids::ServerId;
+use crate::notify::Notify;
 use crate::proxy_protocol;
 use crate::session::BackendParams;
 use crate::spawn::{StressSource, Supervisor, ThrottleFlag};
@@ -151,7 +152,7 @@ const PROCESS_LIMIT_WARN_INTERVAL: std::time::Duration = std::time::Duration::fr
 /// Used by the benchmark, which has no broker and so no kill token.
 #[cfg(feature = "internals")]
 pub fn start_backend(b: &BackendSettings, log: &Logger, clustered: bool) -> BackendActors {
-    start_backend_under(b, log, clustered, &CancellationToken::new(), &BalancerRegistry::default(), None)
+    start_backend_under(b, log, clustered, &CancellationToken::new(), &BalancerRegistry::default(), None, &Notify::none())
 }
 
 /// [`start_backend`] in a broker whose kill token is `kill`: its sessions
@@ -163,6 +164,7 @@ pub fn start_backend_under(
     kill: &CancellationToken,
     balancers: &BalancerRegistry,
     stress: Option<StressSource>,
+    state_changes: &Notify<ServerStateChange>,
 ) -> BackendActors {
     let log = log.new(o!("backend" => b.name.clone()));
     let ctx: Context<BackendQueue> = Context::new();
@@ -172,7 +174,7 @@ pub fn start_backend_under(
     let mut servers = Vec::with_capacity(b.servers.len());
     for (i, s) in b.servers.iter().enumerate() {
         let id = ServerId(i);
-        let server = new_server(id, s, &queue, &log, clustered).start();
+        let server = new_server(id, s, &queue, &log, clustered).with_state_changes(state_changes.clone()).start();
         infos.push(server_info(id, s, &server, &queue, kill));
         setups.push(server_setup(s));
         servers.push(server);

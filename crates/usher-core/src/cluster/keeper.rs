@@ -89,6 +89,14 @@ pub struct ShareKeeper {
     /// its current lease: only there is its entry surely its own (see
     /// [`Local::confirmed`](super::plan::Local)).
     confirmed: BTreeSet<ServerKey>,
+    /// Per server, the revision its last write was decided on, while that
+    /// write may still go in: a reading at that same revision does not yet
+    /// show it, and it may lower this instance's entry after the reading —
+    /// so the entry read is not used to raise the share (it is claimed by
+    /// a write first, as an entry of an earlier lease is). Cleared once the
+    /// write went in, or a reading shows a later revision (it went in, or
+    /// never will).
+    unsettled: BTreeMap<ServerKey, i64>,
     /// Counts the leases this instance has had: bumped each time one may
     /// have ended.
     lease: u64,
@@ -110,6 +118,7 @@ impl ShareKeeper {
             shares: BTreeMap::new(),
             lease_until: None,
             confirmed: BTreeSet::new(),
+            unsettled: BTreeMap::new(),
             lease: 0,
             targets: BTreeMap::new(),
             members: 0,
@@ -210,6 +219,9 @@ impl ShareKeeper {
                 })
                 .collect();
             let (holders, revision) = reading.holders.get(server).unwrap_or(&empty);
+            if self.unsettled.get(server).is_some_and(|sent| sent < revision) {
+                self.unsettled.remove(server);
+            }
             let view = ServerView {
                 maxconn: u.maxconn,
                 members: &members,
@@ -218,7 +230,7 @@ impl ShareKeeper {
                 fallback: self.fallback.share_of(u.maxconn),
             };
             let share = self.share(server);
-            let confirmed = self.confirmed.contains(server);
+            let confirmed = self.confirmed.contains(server) && !self.unsettled.contains_key(server);
             let p = plan(&self.me, view, Local { share, served: u.served, confirmed });
             self.targets.insert(server.clone(), p.target);
             if p.share_now != share || !self.shares.contains_key(server) {
@@ -226,6 +238,7 @@ impl ShareKeeper {
                 round.shares.push((server.clone(), p.share_now));
             }
             if let Some((holders, share)) = p.write {
+                self.unsettled.insert(server.clone(), *revision);
                 round.writes.push(Write { server: server.clone(), holders, revision: *revision, share, lease: self.lease });
             }
         }
@@ -236,6 +249,9 @@ impl ShareKeeper {
     /// the lease is surely alive. Past that, the others may already be
     /// trimming this instance's entry as a gone holder's.
     pub fn committed(&mut self, write: &Write, now: Instant) -> Option<u32> {
+        if self.unsettled.get(&write.server) == Some(&write.revision) {
+            self.unsettled.remove(&write.server);
+        }
         if !self.in_lease(now) || write.lease != self.lease {
             return None;
         }

@@ -55,7 +55,7 @@ pub(super) fn settings(merged: &Merged, catalog: &dyn ExtensionCatalog) -> Resul
     };
     let frontends = frontends(root, &defaults, &declared, catalog, &mut report);
     cross_check(&frontends, &declared, &mut report);
-    let actors = actors(root, &mut report);
+    let actors = actors(root, catalog, &mut report);
     let used: Vec<&str> = frontends.iter().flat_map(|f| f.hooks.iter().map(String::as_str)).collect();
     let hooks = super::extension_section::hooks(root, &used, catalog, &mut report);
     let cluster = super::cluster_section::cluster(root, &mut report);
@@ -692,15 +692,21 @@ fn cross_check(frontends: &[FrontendSettings], backends: &[&str], report: &mut R
     }
 }
 
-fn actors(root: &Map<String, Value>, report: &mut Report<'_>) -> toml::Table {
-    match root.get("actors").map(|v| &v.kind) {
+fn actors(root: &Map<String, Value>, catalog: &dyn ExtensionCatalog, report: &mut Report<'_>) -> toml::Table {
+    let actors = match root.get("actors").map(|v| &v.kind) {
         None | Some(ValueKind::Nil) => toml::Table::new(),
         Some(ValueKind::Table(t)) => t.iter().map(|(k, v)| (k.clone(), to_toml(v))).collect(),
         Some(other) => {
             report.error("actors", format!("found {}; expected a table", super::reader::describe(other)));
-            toml::Table::new()
+            return toml::Table::new();
         }
+    };
+    for (name, problem) in catalog.check_actors(&actors) {
+        let table = format!("actors.{name}");
+        let key = if problem.key.is_empty() { table } else { format!("{table}.{}", problem.key) };
+        report.error_near(&key, problem.problem);
     }
+    actors
 }
 
 pub(super) fn to_toml(v: &Value) -> toml::Value {

@@ -24,6 +24,12 @@ pub trait ExtensionCatalog: Send + Sync {
     fn balancer_names(&self) -> Vec<String> {
         BUILT_IN_BALANCERS.iter().map(|name| (*name).to_owned()).collect()
     }
+    /// Checks the `[actors.NAME]` tables extensions registered a check
+    /// for; each problem comes with its actor's name, its key relative to
+    /// that table. Unregistered tables are free-form.
+    fn check_actors(&self, _actors: &toml::Table) -> Vec<(String, OptionProblem)> {
+        Vec::new()
+    }
 }
 
 /// The balancing algorithms built in (HAProxy's names); the backend's

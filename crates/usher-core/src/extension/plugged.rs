@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use actix::Recipient;
 
+use super::observer::{ObserverBus, PostSessions};
 use super::{ActorHook, CheckClient, HookRegistry, Subscription};
 use crate::config::{FrontendSettings, OnHookTimeout, Settings, MAX_DURATION};
 use crate::session::{ConfiguredHook, HookCounters, HookCountersReport};
@@ -18,6 +19,8 @@ pub struct PluggedHooks {
     admission_counters: Arc<HookCounters>,
     /// Observers' hooks, run last on every frontend.
     observers: Vec<ConfiguredHook>,
+    /// Every observer's mailbox, for events other than ended sessions.
+    bus: ObserverBus,
 }
 
 /// Admission actors have no `[hooks.NAME]`: they are waited for as long
@@ -32,15 +35,24 @@ impl PluggedHooks {
         subscriptions: Vec<Subscription>,
     ) -> std::io::Result<PluggedHooks> {
         let mut observers = Vec::new();
+        let mut postings = Vec::new();
         for subscription in subscriptions {
             let counters = Arc::<HookCounters>::default();
             let name: Arc<str> = Arc::from(subscription.name.as_str());
-            let hook = Arc::new(subscription.start(counters.clone())?);
+            let posting = Arc::new(subscription.start(counters.clone())?);
+            postings.push(posting.clone());
+            let hook = Arc::new(PostSessions(posting));
             // on_end never waits: the timeout and its outcome do not apply.
             let (timeout, on_timeout) = (ADMISSION_TIMEOUT, OnHookTimeout::Pass);
             observers.push(ConfiguredHook { name, hook, timeout, on_timeout, counters });
         }
-        Ok(PluggedHooks { registry, admission, admission_counters: Arc::default(), observers })
+        let bus = ObserverBus::new(postings);
+        Ok(PluggedHooks { registry, admission, admission_counters: Arc::default(), observers, bus })
+    }
+
+    /// Where the broker publishes what its actors tell it.
+    pub(crate) fn observers(&self) -> &ObserverBus {
+        &self.bus
     }
 
     /// The hooks `frontend` runs, in order: admission actors, then its `hooks`.

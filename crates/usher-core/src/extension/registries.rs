@@ -1,11 +1,11 @@
-//! Everything a program registers by name — session hooks and balancing
-//! algorithms — as one catalog the configuration is checked against (at
+//! Everything a program registers by name — session hooks, balancing
+//! algorithms, checks of extension actors' options — as one catalog the configuration is checked against (at
 //! start, by `usher check`, at every reload).
 
 use crate::backend::balance::{BalancerFactory, BalancerRegistry};
 use crate::config::{ExtensionCatalog, OptionProblem};
 
-use super::HookRegistry;
+use super::{ActorOptions, HookRegistry};
 
 /// A program's named extensions.
 #[derive(Default, Clone)]
@@ -13,6 +13,8 @@ pub struct Registries {
     pub hooks: HookRegistry,
     /// The six built in, and the program's own.
     pub balancers: BalancerRegistry,
+    /// Checks of `[actors.NAME]` tables.
+    pub actors: ActorOptions,
 }
 
 impl Registries {
@@ -34,5 +36,9 @@ impl ExtensionCatalog for Registries {
 
     fn balancer_names(&self) -> Vec<String> {
         self.balancers.names()
+    }
+
+    fn check_actors(&self, actors: &toml::Table) -> Vec<(String, OptionProblem)> {
+        self.actors.problems(actors)
     }
 }

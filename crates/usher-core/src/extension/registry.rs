@@ -147,9 +147,15 @@ struct Unconfigured;
 
 impl SessionHook for Unconfigured {}
 
+/// Reads an extension's checked options as the serde type `C` (the same
+/// reading the configuration check did).
+pub fn read_options<C: DeserializeOwned>(options: &toml::Table) -> Result<C, OptionProblem> {
+    read(options)
+}
+
 /// Reads `options` as `C`. The options are read back from their TOML text
 /// so that the problem's span names the key it is about.
-fn read<C: DeserializeOwned>(options: &toml::Table) -> Result<C, OptionProblem> {
+pub(super) fn read<C: DeserializeOwned>(options: &toml::Table) -> Result<C, OptionProblem> {
     let text = toml::to_string(options).unwrap_or_default();
     toml::from_str::<C>(&text).map_err(|err| {
         let key = err.span().map(|span| key_at(&text, span.start)).unwrap_or_default();

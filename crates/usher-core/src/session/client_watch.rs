@@ -3,64 +3,60 @@
 //! HAProxy's TCP default (`option abortonclose` off): a client that resets,
 //! or closes without having sent anything, has left — it leaves the queue at
 //! once (`CQ`). A client that sent data and then half-closed still wants its
-//! answer: it stays queued, its bytes are kept (up to `bufsize`) and
-//! forwarded, and the half-close is passed on once connected.
+//! answer: it stays queued, and its bytes and its half-close reach the
+//! server once connected.
 //!
-//! Once no more may be read — `bufsize` bytes kept, or the half-close seen —
-//! the client is still watched, for a reset only: its socket's error
-//! readiness, without reading. So a client that filled the buffer and then
-//! reset leaves at once rather than at `timeout.queue`.
+//! The watch reads nothing: it peeks at one byte to tell "sent something"
+//! from "closed", and leaves the bytes in the socket, where the relay reads
+//! them like any others. So a waiting client holds no buffer in the broker
+//! — in a queue of thousands that is most of what each one would cost —
+//! and a client that sends at once (the common case) costs no allocation
+//! for its first bytes before it is seated. Once a byte was seen the client
+//! is still watched, for a reset only: its socket's error readiness. So a
+//! client that sent its request and then reset leaves at once rather than
+//! at `timeout.queue`.
 
-use tokio::io::{AsyncReadExt, Interest};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Most a waiting client's bytes grow `early` by at a time: requests are
-/// usually small, and the buffer lives until the bytes are forwarded.
-const EARLY_CHUNK: usize = 2048;
-
-/// Bytes read from a waiting client, and whether it half-closed.
+/// What a waiting client has sent so far: the bytes routing read (a
+/// ClientHello), and whether it sent anything or half-closed.
+#[derive(Default)]
 pub struct ClientWatch {
+    /// Bytes read before the session was seated (only routing reads them);
+    /// forwarded to the server before the relay.
     pub early: Vec<u8>,
     pub half_closed: bool,
-    limit: usize,
+    /// The client sent bytes that are still in its socket, unread.
+    pending: bool,
 }
 
 impl ClientWatch {
-    pub fn new(limit: usize) -> ClientWatch {
-        ClientWatch { early: Vec::new(), half_closed: false, limit }
-    }
-
-    /// Resolves only when the client has left; reads what it sends meanwhile,
-    /// up to the bound. Cancel-safe: bytes read are kept in `early`.
+    /// Resolves only when the client has left. Cancel-safe: it reads
+    /// nothing, and what it learnt (bytes are there) is kept.
     ///
-    /// `read_buf` fills spare capacity without zeroing it, and a short read
-    /// clears the socket's readiness, so a request costs one `recv`, not a
-    /// second one that only returns EAGAIN.
+    /// The peek waits on the socket's readiness as a read would, and costs
+    /// the one `recv` a read would have cost; it leaves the readiness set,
+    /// so the relay's first read finds the bytes at once.
     pub async fn gone(&mut self, client: &mut TcpStream) {
-        loop {
-            if self.half_closed || self.early.len() >= self.limit {
-                return reset(client).await;
-            }
-            // Grow only when full: a request read into the first chunk
-            // leaves room for more, and growing it again would copy it
-            // (and could take the buffer past `limit`).
-            if self.early.len() == self.early.capacity() {
-                let room = self.limit - self.early.len();
-                self.early.reserve_exact(room.min(EARLY_CHUNK));
-            }
-            match client.read_buf(&mut self.early).await {
-                Ok(0) if self.early.is_empty() => return,
-                Ok(0) => self.half_closed = true,
-                Ok(_) => {}
-                Err(_) => return,
+        if !self.sent_nothing() || self.half_closed {
+            return reset(client).await;
+        }
+        let mut probe = [0u8; 1];
+        match client.peek(&mut probe).await {
+            // Closed, or reset, having sent nothing: gone.
+            Ok(0) | Err(_) => {}
+            Ok(_) => {
+                self.pending = true;
+                reset(client).await
             }
         }
     }
 
-    /// Whether the client has sent no byte so far (nothing read, no
-    /// half-close after data). Meaningful until `take_early`.
+    /// Whether the client has sent no byte so far. Meaningful until
+    /// `take_early`.
     pub fn sent_nothing(&self) -> bool {
-        self.early.is_empty()
+        self.early.is_empty() && !self.pending
     }
 
     /// The bytes read so far, leaving the watch without a buffer.

@@ -85,4 +85,17 @@ pub struct ServerView {
     pub queue_current: u64,
     /// `maxqueue`; 0: unbounded.
     pub queue_limit: u64,
+    /// Why it is DOWN when its health does not say (`unresolved`).
+    #[serde(default)]
+    pub down_reason: Option<String>,
+    /// A server from DNS: how its name resolves.
+    #[serde(default)]
+    pub resolution: Option<ResolutionView>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResolutionView {
+    /// `resolved`, `stale` (the last resolution failed; the servers of the
+    /// one before stay) or `unresolved`.
+    pub state: String,
 }

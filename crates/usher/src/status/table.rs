@@ -88,13 +88,20 @@ fn queue(current: u64, limit: u64) -> Cell {
     styled(of_limit(current, limit), style)
 }
 
-fn server_state(status: &str) -> Cell {
-    let style = match status {
+/// Its status, with what DNS says of a server from DNS when it is not
+/// plainly resolved: `DOWN(unresolved)`, `UP(dns stale)`.
+fn server_state(s: &ServerView) -> Cell {
+    let style = match s.status.as_str() {
         "UP" => GOOD,
         "DOWN" => BAD,
         _ => WARN,
     };
-    styled(status, style)
+    let dns = s.resolution.as_ref().map(|r| r.state.as_str()).filter(|state| *state != "resolved");
+    match (&s.down_reason, dns) {
+        (Some(reason), _) => styled(format!("{}({reason})", s.status), style),
+        (None, Some(state)) => styled(format!("{}(dns {state})", s.status), WARN),
+        (None, None) => styled(&s.status, style),
+    }
 }
 
 fn listener_state(state: &str) -> Style {
@@ -208,7 +215,7 @@ fn server_row(backend: &str, s: &ServerView) -> Vec<Cell> {
         cell(backend),
         cell(&s.name),
         cell(&s.address),
-        server_state(&s.status),
+        server_state(s),
         usage(s.sessions_current, limit),
         queue(s.queue_current, s.queue_limit),
         cell(s.weight.to_string()),
@@ -293,5 +300,33 @@ mod tests {
         assert!(text.contains(&format!("{}1/1", BAD.render())), "a server at maxconn stands out: {text:?}");
         let plain = anstream::adapter::strip_bytes(text.as_bytes()).into_vec();
         assert!(!plain.contains(&0x1b), "stripped text keeps an escape");
+    }
+
+    /// A server from DNS shows what DNS says when it is not plainly
+    /// resolved: a name that never resolved, and one whose last resolution
+    /// failed (its servers stay).
+    #[test]
+    fn a_server_from_dns_shows_an_unresolved_or_stale_name() {
+        let row = |extra: &str| {
+            let json = format!(
+                r#"{{"name": "www-1", "address": "www.example:80", "status": "DOWN", "weight": 0,
+                    "sessions_current": 0, "sessions_limit": 0, "sessions_limit_effective": null,
+                    "queue_current": 0, "queue_limit": 0{extra}}}"#
+            );
+            let server: ServerView = serde_json::from_str(&json).expect("server JSON");
+            server_state(&server).text
+        };
+        assert_eq!(row(""), "DOWN");
+        assert_eq!(
+            row(
+                r#", "down_reason": "unresolved", "resolution": {"query": "www.example", "state": "unresolved", "error": "no records"}"#
+            ),
+            "DOWN(unresolved)"
+        );
+        assert_eq!(
+            row(r#", "resolution": {"query": "www.example", "state": "stale", "error": "timed out"}"#),
+            "DOWN(dns stale)"
+        );
+        assert_eq!(row(r#", "resolution": {"query": "www.example", "state": "resolved", "error": null}"#), "DOWN");
     }
 }

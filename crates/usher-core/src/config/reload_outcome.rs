@@ -13,17 +13,54 @@ use crate::config::ConfigErrors;
 /// operators read in `POST /reload`, e.g. `backend app: server s3 added`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadChange {
-    BackendAdded { backend: String },
-    BackendChanged { backend: String },
-    BackendRemoved { backend: String },
-    ServerAdded { backend: String, server: String },
-    ServerChanged { backend: String, server: String },
-    ServerRemoved { backend: String, server: String },
-    FrontendAdded { frontend: String },
-    FrontendChanged { frontend: String },
-    FrontendRemoved { frontend: String },
-    ListenerAdded { frontend: String, address: SocketAddr },
-    ListenerRemoved { address: SocketAddr },
+    BackendAdded {
+        backend: String,
+    },
+    BackendChanged {
+        backend: String,
+    },
+    BackendRemoved {
+        backend: String,
+    },
+    ServerAdded {
+        backend: String,
+        server: String,
+    },
+    ServerChanged {
+        backend: String,
+        server: String,
+    },
+    ServerRemoved {
+        backend: String,
+        server: String,
+    },
+    FrontendAdded {
+        frontend: String,
+    },
+    FrontendChanged {
+        frontend: String,
+    },
+    FrontendRemoved {
+        frontend: String,
+    },
+    ListenerAdded {
+        frontend: String,
+        address: SocketAddr,
+    },
+    ListenerRemoved {
+        address: SocketAddr,
+    },
+    /// A `[hooks.NAME]` table: the frontends naming the hook run it with
+    /// the new options from their next session.
+    HookAdded {
+        hook: String,
+    },
+    HookChanged {
+        hook: String,
+    },
+    HookRemoved {
+        hook: String,
+    },
 }
 
 impl ReloadChange {
@@ -49,6 +86,9 @@ impl ReloadChange {
                 info!(log, "listener added"; "frontend" => frontend, "address" => %address)
             }
             ReloadChange::ListenerRemoved { address } => info!(log, "listener removed"; "address" => %address),
+            ReloadChange::HookAdded { hook } => info!(log, "hook options added"; "hook" => hook),
+            ReloadChange::HookChanged { hook } => info!(log, "hook options changed"; "hook" => hook),
+            ReloadChange::HookRemoved { hook } => info!(log, "hook options removed"; "hook" => hook),
         }
     }
 }
@@ -65,8 +105,13 @@ impl fmt::Display for ReloadChange {
             ReloadChange::FrontendAdded { frontend } => write!(f, "frontend {frontend} added"),
             ReloadChange::FrontendChanged { frontend } => write!(f, "frontend {frontend} changed"),
             ReloadChange::FrontendRemoved { frontend } => write!(f, "frontend {frontend} removed"),
-            ReloadChange::ListenerAdded { frontend, address } => write!(f, "frontend {frontend}: listener {address} added"),
+            ReloadChange::ListenerAdded { frontend, address } => {
+                write!(f, "frontend {frontend}: listener {address} added")
+            }
             ReloadChange::ListenerRemoved { address } => write!(f, "listener {address} removed"),
+            ReloadChange::HookAdded { hook } => write!(f, "hook {hook}: options added"),
+            ReloadChange::HookChanged { hook } => write!(f, "hook {hook}: options changed"),
+            ReloadChange::HookRemoved { hook } => write!(f, "hook {hook}: options removed"),
         }
     }
 }
@@ -136,7 +181,7 @@ impl ReloadSummary {
 }
 
 /// Why a reload was refused; the running configuration stays.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ReloadError {
     /// The broker was started without a configuration source to re-read.
     NoSource,

@@ -1,0 +1,201 @@
+//! `reload`: a reload of a big configuration under a steady load, in
+//! process. usher runs on the bench's own thread (one data-plane worker)
+//! with a backend `app` of one real server, beside BACKENDS × SERVERS
+//! servers in backends nobody uses (their address is never connected to).
+//! A closed loop of short sessions runs through `app`; after a while the
+//! configuration is reloaded with every fleet backend's server names
+//! shifted (a third of its servers removed, a third added, the rest
+//! changed in place). Reported: the apply time from the broker's `reload
+//! done` record (`apply_ms`: how long the plan and commit held the actor
+//! thread), the reload's round trip, and the p99 and max latency of the
+//! sessions before the reload and of those that overlapped it. usher only:
+//! HAProxy reloads by starting a new process, not the same thing.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::Harness;
+use crate::backends::{Backend, Behavior};
+use crate::proxies::ProxyKind;
+use crate::report::{CaseResult, Metric};
+
+const SERVERS_PER_BACKEND: usize = 20;
+/// Server names shift by this much between the two configurations.
+const SHIFT: usize = 7;
+const CLIENTS: usize = 16;
+const REQUEST: usize = 64;
+const REPLY: usize = 64;
+/// Steady load before the reload (the first half second not counted).
+const BEFORE: Duration = Duration::from_secs(3);
+const SKIPPED: Duration = Duration::from_millis(500);
+/// Steady load after the reload answered.
+const AFTER: Duration = Duration::from_secs(2);
+const STEP_LIMIT: Duration = Duration::from_secs(10);
+
+pub fn run(h: &Harness) -> Vec<CaseResult> {
+    let backends = if h.opts.quick { 25 } else { 500 };
+    let servers = backends * SERVERS_PER_BACKEND;
+    let title = format!(
+        "reload: {servers} servers in {backends} backends, every backend's servers renamed or changed, under \
+         {CLIENTS} closed-loop clients through another backend; in process, 1 worker, unpinned"
+    );
+    let metrics = vec![
+        Metric::lower("apply ms", 1),
+        Metric::lower("reload round trip ms", 1),
+        Metric::lower("p99 ms before", 2),
+        Metric::lower("p99 ms during", 2),
+        Metric::lower("max ms during", 2),
+        Metric::zero("errors"),
+    ];
+    vec![h.alternate("reload", title, metrics, vec![ProxyKind::Usher], |_| one_run(backends))]
+}
+
+fn config(app: SocketAddr, backends: usize, generation: usize) -> anyhow::Result<usher_core::Settings> {
+    let mut toml = format!(
+        "[global]\nworkers = 1\n[log]\nlevel = \"info\"\n\
+         [frontends.bench]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
+         [backends.app.servers.s1]\naddress = \"{app}\"\n"
+    );
+    for b in 0..backends {
+        for s in generation * SHIFT..generation * SHIFT + SERVERS_PER_BACKEND {
+            // Never connected to: no session goes to these backends.
+            toml.push_str(&format!(
+                "[backends.fleet{b}.servers.s{s}]\naddress = \"127.0.0.1:9\"\nmaxconn = {}\n",
+                10 + generation
+            ));
+        }
+    }
+    usher_core::config::from_toml_str(&toml).map_err(|e| anyhow!("generated configuration: {e}"))
+}
+
+fn one_run(backends: usize) -> anyhow::Result<Vec<f64>> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let backend = Backend::start(rt.handle(), Behavior::Reply { request: REQUEST, reply: REPLY })?;
+    let first = config(backend.addr, backends, 0)?;
+    let second = config(backend.addr, backends, 1)?;
+    let listeners = usher_core::bind_all(&first)?;
+    let addr = listeners.0.values().flatten().next().context("a listener")?.local_addr()?;
+    let apply_ms = ApplyTime::default();
+    let log = slog::Logger::root(apply_ms.clone(), slog::o!());
+    let (started, handle) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let broker = std::thread::spawn(move || {
+        let extensions = usher_core::Extensions {
+            on_start: Some(Box::new(move |handle: usher_core::BrokerHandle| {
+                let _ = started.send(handle);
+            })),
+            ..usher_core::Extensions::default()
+        };
+        actix_rt::System::new().block_on(usher_core::run(first, listeners, log, extensions, async {
+            let _ = stopped.await;
+        }))
+    });
+    let handle = handle.recv_timeout(STEP_LIMIT).context("the broker did not start")?;
+
+    let measured = rt.block_on(async {
+        let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let loops: Vec<_> = (0..CLIENTS).map(|_| tokio::spawn(client_loop(addr, running.clone()))).collect();
+        let begin = Instant::now();
+        tokio::time::sleep(BEFORE).await;
+        let reload_start = Instant::now();
+        let reloaded = handle.reload_with(second).await;
+        let reload_end = Instant::now();
+        tokio::time::sleep(AFTER).await;
+        running.store(false, std::sync::atomic::Ordering::Relaxed);
+        let mut sessions = Vec::new();
+        let mut errors = 0;
+        for l in loops {
+            let (done, failed) = l.await?;
+            sessions.extend(done);
+            errors += failed;
+        }
+        reloaded.map_err(|e| anyhow!("the reload failed: {e}"))?;
+        let before = latencies(sessions.iter().filter(|(at, _)| *at >= begin + SKIPPED && *at < reload_start));
+        let during = latencies(sessions.iter().filter(|(at, took)| *at < reload_end && *at + *took > reload_start));
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        anyhow::Ok(vec![
+            (reload_end - reload_start).as_secs_f64() * 1e3,
+            ms(&before, 0.99),
+            ms(&during, 0.99),
+            ms(&during, 1.0),
+            errors as f64,
+        ])
+    })?;
+    let _ = stop.send(());
+    broker.join().map_err(|_| anyhow!("the broker thread panicked"))??;
+    let apply = apply_ms.0.lock().map_err(|_| anyhow!("poisoned"))?.unwrap_or(f64::NAN);
+    Ok(std::iter::once(apply).chain(measured).collect())
+}
+
+fn latencies<'a>(sessions: impl Iterator<Item = &'a (Instant, Duration)>) -> Histogram<u64> {
+    // 1 µs to a minute, 3 significant digits.
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    for (_, took) in sessions {
+        h.saturating_record(took.as_micros() as u64);
+    }
+    h
+}
+
+/// Short sessions one after another until `running` is cleared: each
+/// one's start and duration, and the count of failed ones.
+async fn client_loop(addr: SocketAddr, running: Arc<std::sync::atomic::AtomicBool>) -> (Vec<(Instant, Duration)>, u64) {
+    let mut done = Vec::new();
+    let mut failed = 0;
+    while running.load(std::sync::atomic::Ordering::Relaxed) {
+        let at = Instant::now();
+        match tokio::time::timeout(STEP_LIMIT, session(addr)).await {
+            Ok(Ok(())) => done.push((at, at.elapsed())),
+            _ => failed += 1,
+        }
+    }
+    (done, failed)
+}
+
+async fn session(addr: SocketAddr) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    stream.write_all(&[b'q'; REQUEST]).await?;
+    let mut reply = [0u8; REPLY];
+    stream.read_exact(&mut reply).await?;
+    Ok(())
+}
+
+/// A log drain that keeps the `apply_ms` of the broker's `reload done`
+/// record and drops every other record.
+#[derive(Clone, Default)]
+struct ApplyTime(Arc<Mutex<Option<f64>>>);
+
+impl slog::Drain for ApplyTime {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record<'_>, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        if record.msg().to_string() == "reload done" {
+            let mut found = ApplyField(None);
+            let _ = slog::KV::serialize(&record.kv(), record, &mut found);
+            let _ = values;
+            if let (Some(ms), Ok(mut slot)) = (found.0, self.0.lock()) {
+                *slot = Some(ms);
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ApplyField(Option<f64>);
+
+impl slog::Serializer for ApplyField {
+    fn emit_arguments(&mut self, key: slog::Key, val: &std::fmt::Arguments<'_>) -> slog::Result {
+        if key == "apply_ms" {
+            self.0 = val.to_string().parse().ok();
+        }
+        Ok(())
+    }
+}
