@@ -261,9 +261,9 @@ impl BackendQueue {
         if !self.load.watched() {
             return;
         }
-        let state = self.core.state();
-        let queued = state.backend_queue_len()
-            + (0..state.servers()).map(|i| state.server_queue_len(ServerId(i))).sum::<usize>();
+        // Every waiter, backend queue and server queues alike: kept as a
+        // count by the core, so a big backend pays nothing per message.
+        let queued = self.core.state().queued();
         self.load.publish(u32::try_from(queued).unwrap_or(u32::MAX), released, tokio::time::Instant::now());
     }
 }
