@@ -256,6 +256,33 @@ async fn a_bad_configuration_is_rejected_and_the_running_one_stays() {
     broker.stop().await.expect("clean stop");
 }
 
+/// The configuration is re-read off the actor thread. A loader that panics
+/// there (an embedder's: the daemon's returns errors) rejects the reload
+/// with its message and is kept for the next one; the running
+/// configuration serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_loader_rejects_the_reload_and_is_kept() {
+    let backend = TestBackend::start(Behavior::Echo);
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = calls.clone();
+    let broker = TestBroker::start_with(&config(&[("s1", backend.addr, 1, 10)], ""), move |_| usher_core::Extensions {
+        reload: Some(Box::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            panic!("the loader broke")
+        })),
+        ..usher_core::Extensions::default()
+    });
+    for attempt in 1..=2 {
+        match broker.handle.reload().await {
+            Err(ReloadError::LoaderPanicked(message)) => assert_eq!(message, "the loader broke"),
+            other => panic!("attempt {attempt}: expected the loader's panic, got {other:?}"),
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the loader was kept and called again");
+    assert_eq!(request(broker.addr("web"), b"still").await.expect("served"), b"still");
+    broker.stop().await.expect("clean stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_reload_applies_or_explains() {
     let backend = TestBackend::start(Behavior::Echo);

@@ -105,3 +105,41 @@ async fn a_reload_of_two_thousand_servers_applies_quickly_and_keeps_every_sessio
     }
     assert_eq!(server.peak(), 1, "maxconn 1 held through the reload");
 }
+
+/// A big reload is committed in slices that let the other actors run in
+/// between: Server actors the reload starts lend their first slots, and
+/// Server actors it retires stop, before the reload is done. Committed in
+/// one handler (as it once was), every new actor would start only after
+/// the `reload done` record, and every session in flight would wait for
+/// the whole reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_reload_lets_the_other_actors_run_before_it_is_done() {
+    let server = TestBackend::start(Behavior::Echo);
+    let refused = unbound_port();
+    let file = ConfigFile::new("reload-big-slices", &config(server.addr, refused, 0));
+    let mut broker = TestBroker::start_reloadable(&file.0, false);
+    let lent =
+        |records: &[integration_tests::logs::Record]| records.iter().filter(|r| r.msg == "server slots lent").count();
+    let at_start = lent(&broker.logs.all());
+
+    file.write(&config(server.addr, refused, 1));
+    broker.reload().await.expect("the reload applies");
+    let records = broker.logs.all();
+    let done = records.iter().position(|r| r.msg == "reload done").expect("a reload done record");
+    let record = &records[done];
+    println!(
+        "apply {} ms, longest hold of the actor thread {} ms, {} ms in all",
+        record.get("apply_ms"),
+        record.get("longest_hold_ms"),
+        record.get("hold_ms")
+    );
+    let before_done = &records[..done];
+    assert!(
+        lent(before_done) > at_start,
+        "no new server lent its slots before the reload was done: the commit held the actor thread throughout"
+    );
+    assert!(
+        before_done.iter().any(|r| r.msg == "server retired"),
+        "no retired server stopped before the reload was done"
+    );
+}

@@ -15,6 +15,7 @@ mod extensions;
 mod handle;
 mod queue_control;
 mod runtime_topology;
+mod staged_reload;
 pub mod planner;
 pub mod reload_plan;
 pub mod topology;

@@ -5,10 +5,12 @@
 //! A closed loop of short sessions runs through `app`; after a while the
 //! configuration is reloaded with every fleet backend's server names
 //! shifted (a third of its servers removed, a third added, the rest
-//! changed in place). Reported: the apply time from the broker's `reload
-//! done` record (`apply_ms`: how long the plan and commit held the actor
-//! thread), the reload's round trip, and the p99 and max latency of the
-//! sessions before the reload and of those that overlapped it. usher only:
+//! changed in place). Reported: from the broker's `reload done` record,
+//! the apply time (`apply_ms`: from the request to the end of the commit)
+//! and the longest time the reload held the actor thread at once
+//! (`longest_hold_ms`), the reload's round trip, and the p99 and max
+//! latency of the sessions before the reload and of those that overlapped
+//! it. usher only:
 //! HAProxy reloads by starting a new process, not the same thing.
 
 use std::net::SocketAddr;
@@ -48,6 +50,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
     );
     let metrics = vec![
         Metric::lower("apply ms", 1),
+        Metric::lower("longest hold ms", 2),
         Metric::lower("reload round trip ms", 1),
         Metric::lower("p99 ms before", 2),
         Metric::lower("p99 ms during", 2),
@@ -130,8 +133,8 @@ fn one_run(backends: usize) -> anyhow::Result<Vec<f64>> {
     })?;
     let _ = stop.send(());
     broker.join().map_err(|_| anyhow!("the broker thread panicked"))??;
-    let apply = apply_ms.0.lock().map_err(|_| anyhow!("poisoned"))?.unwrap_or(f64::NAN);
-    Ok(std::iter::once(apply).chain(measured).collect())
+    let (apply, hold) = apply_ms.0.lock().map_err(|_| anyhow!("poisoned"))?.unwrap_or((f64::NAN, f64::NAN));
+    Ok([apply, hold].into_iter().chain(measured).collect())
 }
 
 fn latencies<'a>(sessions: impl Iterator<Item = &'a (Instant, Duration)>) -> Histogram<u64> {
@@ -167,10 +170,10 @@ async fn session(addr: SocketAddr) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A log drain that keeps the `apply_ms` of the broker's `reload done`
-/// record and drops every other record.
+/// A log drain that keeps the `apply_ms` and `longest_hold_ms` of the
+/// broker's `reload done` record and drops every other record.
 #[derive(Clone, Default)]
-struct ApplyTime(Arc<Mutex<Option<f64>>>);
+struct ApplyTime(Arc<Mutex<Option<(f64, f64)>>>);
 
 impl slog::Drain for ApplyTime {
     type Ok = ();
@@ -178,23 +181,29 @@ impl slog::Drain for ApplyTime {
 
     fn log(&self, record: &slog::Record<'_>, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
         if record.msg().to_string() == "reload done" {
-            let mut found = ApplyField(None);
+            let mut found = ApplyField::default();
             let _ = slog::KV::serialize(&record.kv(), record, &mut found);
             let _ = values;
-            if let (Some(ms), Ok(mut slot)) = (found.0, self.0.lock()) {
-                *slot = Some(ms);
+            if let (Some(apply), Some(hold), Ok(mut slot)) = (found.apply, found.longest_hold, self.0.lock()) {
+                *slot = Some((apply, hold));
             }
         }
         Ok(())
     }
 }
 
-struct ApplyField(Option<f64>);
+#[derive(Default)]
+struct ApplyField {
+    apply: Option<f64>,
+    longest_hold: Option<f64>,
+}
 
 impl slog::Serializer for ApplyField {
     fn emit_arguments(&mut self, key: slog::Key, val: &std::fmt::Arguments<'_>) -> slog::Result {
-        if key == "apply_ms" {
-            self.0 = val.to_string().parse().ok();
+        match key {
+            "apply_ms" => self.apply = val.to_string().parse().ok(),
+            "longest_hold_ms" => self.longest_hold = val.to_string().parse().ok(),
+            _ => {}
         }
         Ok(())
     }

@@ -341,7 +341,7 @@ pub(super) async fn collect(admin: &Admin) -> Result<Snapshot, ControlError> {
         for ((id, report), s) in backend.servers.iter().zip(&layout.servers) {
             let si = id.0;
             let q = queue.servers.get(si).copied();
-            let server_waits = stats.server_waits.get(bi).and_then(|b| b.get(si));
+            let server_waits = stats.server_waits.get(bi).and_then(|b| b.get(si)).and_then(Option::as_ref);
             let process = backend.spawn.as_ref().and_then(|r| super::spawn_stats::process(r, si));
             // A process slot's address is its process's port, when it runs.
             let address = match process.as_ref().and_then(|p| p.port) {

@@ -2,8 +2,10 @@
 //! Nothing here can fail — every fallible step (configuration, binding,
 //! reading the new addresses) happened before.
 //!
-//! Order matters, and everything below runs inside one handler (nothing
-//! else runs on this arbiter in between):
+//! Order matters. The Topology's mailbox waits for the whole commit (no
+//! other change interleaves), but a reload commits its backend steps in
+//! slices, letting the other actors run in between
+//! ([`super::staged_reload`]); the steps from 2 on run as one:
 //! 1. backends: new servers are announced to their BackendQueue before they
 //!    lend it their first slots; removed servers' queues are balanced again;
 //! 2. frontends and listeners take their new ids;
@@ -13,7 +15,7 @@
 //!    then on use it; established and queued sessions keep theirs);
 //! 5. new listeners start, removed ones close.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use tokio::sync::watch;
 
 use super::bind::OpenedSocket;
 use super::planner::{BackendStep, BackendUpdate, FrontendStep, ListenerPlan, Plan, ServerStep};
+use crate::config::{ReloadChange, Settings};
 use crate::config::ReloadSummary;
 use super::topology::{BackendSlot, FrontendSlot, ListenerSlot, ServerSlot, Topology};
 use super::wiring::{
@@ -43,15 +46,84 @@ use crate::session::{BackendTarget, FrontendContext, FrontendHooks, Routes, Sess
 /// New listeners' sockets, to start; closed listeners' actors, to stop.
 type ListenerTurnover = (Vec<(ListenerId, TcpListener)>, Vec<Option<Addr<Listener>>>);
 
-impl Topology {
-    /// Applies `plan`, whose new listeners are `opened` (in order).
-    pub(super) fn commit(&mut self, plan: Plan, opened: Vec<OpenedSocket>) -> ReloadSummary {
+/// A bound plan being committed: the backends' steps go in slices (each a
+/// bounded amount of work, see [`Topology::commit_slice`]), the rest at once.
+pub(super) struct StagedCommit {
+    settings: Settings,
+    restart_needed: Vec<crate::config::RestartKey>,
+    backends: VecDeque<BackendStep>,
+    frontends: Vec<FrontendStep>,
+    listeners: ListenerPlan,
+    opened: Vec<OpenedSocket>,
+    changes: Vec<ReloadChange>,
+    /// Changes logged so far (they are logged slice by slice too).
+    logged: usize,
+}
+
+impl StagedCommit {
+    /// `before_listeners`: `plan.changes_before_listeners()`, when it was
+    /// already taken (off the actor thread).
+    pub(super) fn new(plan: Plan, opened: Vec<OpenedSocket>, before_listeners: Option<Vec<ReloadChange>>) -> StagedCommit {
         let addresses: Vec<_> = opened.iter().map(|o| o.address).collect();
-        let changes = plan.changes(&addresses);
+        let mut changes = before_listeners.unwrap_or_else(|| plan.changes_before_listeners());
+        changes.extend(plan.listener_changes(&addresses));
+        changes.extend(plan.hooks.iter().cloned());
         let Plan { settings, restart_needed, backends, frontends, listeners, .. } = plan;
-        for step in backends {
-            self.commit_backend(step, &settings);
+        StagedCommit {
+            settings,
+            restart_needed,
+            backends: backends.into(),
+            frontends,
+            listeners,
+            opened,
+            changes,
+            logged: 0,
         }
+    }
+}
+
+impl Topology {
+    /// Applies `plan`, whose new listeners are `opened` (in order), at once.
+    pub(super) fn commit(&mut self, plan: Plan, opened: Vec<OpenedSocket>) -> ReloadSummary {
+        let mut staged = StagedCommit::new(plan, opened, None);
+        while !self.commit_slice(&mut staged, usize::MAX) {}
+        self.finish_commit(staged)
+    }
+
+    /// Commits backend steps until about `budget` servers were started,
+    /// changed or retired (at least one step), and logs as many changes.
+    /// True once every backend step is committed. Between slices the actor
+    /// thread serves the others: sessions meanwhile see each backend
+    /// either before or after its step, as they would see a reload that
+    /// raced them on another thread.
+    pub(super) fn commit_slice(&mut self, staged: &mut StagedCommit, budget: usize) -> bool {
+        let mut work = 0;
+        while work < budget {
+            let Some(step) = staged.backends.pop_front() else { break };
+            work += self.step_size(&step);
+            self.commit_backend(step, &staged.settings);
+        }
+        let end = staged.changes.len().min(staged.logged.saturating_add(work.max(1)));
+        for change in &staged.changes[staged.logged..end] {
+            change.log(&self.log);
+        }
+        staged.logged = end;
+        staged.backends.is_empty()
+    }
+
+    /// The servers a backend step starts, changes or retires, plus one.
+    fn step_size(&self, step: &BackendStep) -> usize {
+        1 + match step {
+            BackendStep::Add { settings, .. } => settings.servers.len(),
+            BackendStep::Update(update) => update.retire.len() + update.servers.len(),
+            BackendStep::Remove { id, .. } => self.backends[id.0].servers.len(),
+        }
+    }
+
+    /// The frontends, listeners, watchdog and Stats actor, once every
+    /// backend step is committed.
+    pub(super) fn finish_commit(&mut self, staged: StagedCommit) -> ReloadSummary {
+        let StagedCommit { settings, restart_needed, frontends, listeners, opened, changes, logged, .. } = staged;
         for step in frontends {
             self.commit_frontend(step);
         }
@@ -71,7 +143,7 @@ impl Topology {
         for (id, socket) in starting {
             self.start_listener(id, socket);
         }
-        for change in &changes {
+        for change in &changes[logged..] {
             change.log(&self.log);
         }
         for listener in closing.into_iter().flatten() {
@@ -90,7 +162,7 @@ impl Topology {
                     watchdog: self.shared.watchdog.clone(),
                     frontends: feeders(all, &settings.name),
                 });
-                self.backends.push(start_backend(settings, &self.shared, stress));
+                self.backends.push(start_backend(Arc::new(settings), &self.shared, stress));
             }
             BackendStep::Update(update) => self.update_backend(update),
             BackendStep::Remove { id, .. } => {
@@ -128,7 +200,7 @@ impl Topology {
                     actor.do_send(ReconfigureServer { health: health_config(&s, self.shared.clustered), check: check_spec(&s) });
                     let info = server_info(id, &s, &actor, &slot.queue, &self.shared.kill);
                     server_changes.push(ServerChange::Update { id, info, setup: server_setup(&s) });
-                    server.settings = s;
+                    server.settings = Arc::new(s);
                 }
                 ServerStep::Add { id, settings: s } => {
                     debug_assert_eq!(id.0, slot.servers.len(), "planned after every id in use");
@@ -139,7 +211,7 @@ impl Topology {
                     let changes = self.shared.hooks.observers().server_state_changes(&slot.settings.name);
                     let server = new_server(id, &s, &slot.queue, &log, self.shared.clustered).with_state_changes(changes);
                     starting.push((ctx, server));
-                    slot.servers.push(ServerSlot { settings: s, actor: Some(actor) });
+                    slot.servers.push(ServerSlot { settings: Arc::new(s), actor: Some(actor) });
                 }
             }
         }
@@ -163,7 +235,7 @@ impl Topology {
         let spawn_throttled = slot.params.spawn_throttled.take();
         slot.params = backend_params(&b);
         slot.params.spawn_throttled = spawn_throttled;
-        slot.settings = b;
+        slot.settings = Arc::new(b);
     }
 
     fn commit_frontend(&mut self, step: FrontendStep) {
@@ -172,12 +244,12 @@ impl Topology {
                 debug_assert_eq!(id, FrontendId(self.frontends.len()), "planned after every id in use");
                 self.frontends.push(FrontendSlot {
                     name: settings.name.clone(),
-                    settings,
+                    settings: Arc::new(settings),
                     live: true,
                     gauge: Arc::new(SessionGauge::default()),
                 });
             }
-            FrontendStep::Change { id, settings } => self.frontends[id.0].settings = settings,
+            FrontendStep::Change { id, settings } => self.frontends[id.0].settings = Arc::new(settings),
             FrontendStep::Remove { id, .. } => self.frontends[id.0].live = false,
         }
     }
@@ -341,7 +413,7 @@ fn feeders(all: &crate::config::Settings, backend: &str) -> Vec<String> {
         .collect()
 }
 
-fn start_backend(settings: BackendSettings, shared: &super::topology::Shared, stress: Option<StressSource>) -> BackendSlot {
+fn start_backend(settings: Arc<BackendSettings>, shared: &super::topology::Shared, stress: Option<StressSource>) -> BackendSlot {
     let actors = wiring::start_backend_under(
         &settings,
         &shared.log,
@@ -355,7 +427,7 @@ fn start_backend(settings: BackendSettings, shared: &super::topology::Shared, st
         .servers
         .iter()
         .zip(actors.servers)
-        .map(|(s, actor)| ServerSlot { settings: s.clone(), actor: Some(actor) })
+        .map(|(s, actor)| ServerSlot { settings: Arc::new(s.clone()), actor: Some(actor) })
         .collect();
     let mut params = backend_params(&settings);
     // The supervisor lives as long as the queue, which holds its address.

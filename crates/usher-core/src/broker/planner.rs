@@ -7,8 +7,9 @@
 //! Ids are planned here too: what a reload adds comes after every id in
 //! use, removed things keep theirs (their sessions may still report to it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::config::{ReloadChange, RestartKey};
 use super::reload_plan::{self as rules, ServerPlan};
@@ -35,17 +36,44 @@ pub struct RunningBackend<'a> {
     pub servers: Vec<Option<&'a ServerSettings>>,
 }
 
+/// An owned copy of what runs, taken on the actor thread in time linear in
+/// the number of slots (the settings are shared, not copied), so a big
+/// reload is planned on another thread while the actors keep running.
+pub struct RunningSnapshot {
+    pub settings: Arc<Settings>,
+    pub frontends: Vec<Option<Arc<FrontendSettings>>>,
+    pub backends: Vec<Option<SharedBackend>>,
+    pub listeners: Vec<Option<(ListenerKey, SocketAddr)>>,
+}
+
+/// A live backend's settings and its servers' by id (`None` once retired).
+pub type SharedBackend = (Arc<BackendSettings>, Vec<Option<Arc<ServerSettings>>>);
+
+impl RunningSnapshot {
+    /// The planner's view of it.
+    pub fn view(&self) -> Running<'_> {
+        Running {
+            settings: &self.settings,
+            frontends: self.frontends.iter().map(Option::as_deref).collect(),
+            backends: self
+                .backends
+                .iter()
+                .map(|b| {
+                    b.as_ref().map(|(settings, servers)| RunningBackend {
+                        settings,
+                        servers: servers.iter().map(Option::as_deref).collect(),
+                    })
+                })
+                .collect(),
+            listeners: self.listeners.clone(),
+        }
+    }
+}
+
 impl Running<'_> {
     /// Nothing runs yet: the plan is the first start.
     fn is_empty(&self) -> bool {
         self.frontends.is_empty() && self.backends.is_empty() && self.listeners.is_empty()
-    }
-
-    fn live_backend(&self, name: &str) -> Option<(BackendId, &RunningBackend<'_>)> {
-        self.backends
-            .iter()
-            .enumerate()
-            .find_map(|(i, b)| b.as_ref().filter(|b| b.settings.name == name).map(|b| (BackendId(i), b)))
     }
 
     fn live_frontend(&self, name: &str) -> Option<(FrontendId, &FrontendSettings)> {
@@ -154,8 +182,16 @@ pub fn plan(running: &Running<'_>, new: Settings) -> Plan {
 fn plan_backends(running: &Running<'_>, new: &Settings) -> Vec<BackendStep> {
     let mut next = running.backends.len();
     let mut steps = Vec::new();
+    // By name, once: hundreds of backends are planned in linear time.
+    let live: HashMap<&str, (BackendId, &RunningBackend<'_>)> = running
+        .backends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| b.as_ref().map(|b| (b.settings.name.as_str(), (BackendId(i), b))))
+        .collect();
+    let wanted: HashSet<&str> = new.backends.iter().map(|b| b.name.as_str()).collect();
     for b in &new.backends {
-        match running.live_backend(&b.name) {
+        match live.get(b.name.as_str()).copied() {
             Some((id, old)) => steps.push(BackendStep::Update(plan_backend_update(id, old, b))),
             None => {
                 steps.push(BackendStep::Add { id: BackendId(next), settings: b.clone() });
@@ -165,7 +201,7 @@ fn plan_backends(running: &Running<'_>, new: &Settings) -> Vec<BackendStep> {
     }
     for (i, b) in running.backends.iter().enumerate() {
         let Some(b) = b else { continue };
-        if new.backend(&b.settings.name).is_none() {
+        if !wanted.contains(b.settings.name.as_str()) {
             steps.push(BackendStep::Remove { id: BackendId(i), name: b.settings.name.clone() });
         }
     }
@@ -291,7 +327,22 @@ fn listener_keys(settings: &Settings) -> Vec<(ListenerKey, String, u32)> {
 impl Plan {
     /// The changes this plan makes, in order; `opened` holds the address
     /// each new listener got (a configured port 0 becomes a real port).
+    /// The commit composes them the same way (`StagedCommit::new`), from
+    /// parts it takes on two threads.
+    #[cfg(test)]
     pub fn changes(&self, opened: &[SocketAddr]) -> Vec<ReloadChange> {
+        if self.first {
+            return Vec::new();
+        }
+        let mut changes = self.changes_before_listeners();
+        changes.extend(self.listener_changes(opened));
+        changes.extend(self.hooks.iter().cloned());
+        changes
+    }
+
+    /// The backends' and frontends' changes, which come first; they need
+    /// no bound address, so a reload decides them off the actor thread.
+    pub fn changes_before_listeners(&self) -> Vec<ReloadChange> {
         if self.first {
             return Vec::new();
         }
@@ -308,14 +359,19 @@ impl Plan {
                 FrontendStep::Remove { name, .. } => ReloadChange::FrontendRemoved { frontend: name.clone() },
             });
         }
-        for (new, address) in self.listeners.open.iter().zip(opened) {
-            changes.push(ReloadChange::ListenerAdded { frontend: new.frontend_name.clone(), address: *address });
-        }
-        for (_, address) in &self.listeners.close {
-            changes.push(ReloadChange::ListenerRemoved { address: *address });
-        }
-        changes.extend(self.hooks.iter().cloned());
         changes
+    }
+
+    /// Listeners opened (at the address each got: a configured port 0
+    /// becomes a real port) and closed.
+    pub fn listener_changes(&self, opened: &[SocketAddr]) -> Vec<ReloadChange> {
+        if self.first {
+            return Vec::new();
+        }
+        let added = self.listeners.open.iter().zip(opened);
+        let added = added.map(|(new, address)| ReloadChange::ListenerAdded { frontend: new.frontend_name.clone(), address: *address });
+        let removed = self.listeners.close.iter().map(|(_, address)| ReloadChange::ListenerRemoved { address: *address });
+        added.chain(removed).collect()
     }
 }
 

@@ -6,7 +6,9 @@
 //! [`planner::plan`] decides every step without touching anything,
 //! [`bind::open_listeners`] opens the new addresses, and only then does the
 //! commit (`commit.rs`) apply the plan, which cannot fail. A rejected reload
-//! changes nothing.
+//! changes nothing. After the first start, the plan runs off the actor
+//! thread and the commit in slices (`staged_reload.rs`), so a big reload
+//! never stalls the other actors.
 //!
 //! Servers from DNS: the Topology keeps the *declared* settings (what the
 //! files, or a run-time change, say) apart from the settings in force,
@@ -27,8 +29,9 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use actix::fut::{self, ActorFutureExt, LocalBoxActorFuture};
 use actix::prelude::*;
 use slog::{error, info, o, warn, Logger};
 use tokio::sync::watch;
@@ -36,8 +39,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::bind;
+use super::staged_reload::Applied;
 use crate::backend::balance::BalancerRegistry;
-use super::planner::{self, ListenerKey, Running, RunningBackend};
+use super::planner::{self, ListenerKey, RunningSnapshot};
 use crate::config::{ReloadError, ReloadSummary};
 use crate::admission::listener::SessionStarter;
 use crate::admission::{Listener, ResourceWatchdog, SessionGauge};
@@ -105,14 +109,15 @@ pub struct Shared {
 
 pub(super) struct FrontendSlot {
     pub(super) name: String,
-    /// The settings it runs with (its last ones once removed).
-    pub(super) settings: FrontendSettings,
+    /// The settings it runs with (its last ones once removed); shared with
+    /// the snapshot a reload is planned from.
+    pub(super) settings: Arc<FrontendSettings>,
     pub(super) live: bool,
     pub(super) gauge: Arc<SessionGauge>,
 }
 
 pub(super) struct BackendSlot {
-    pub(super) settings: BackendSettings,
+    pub(super) settings: Arc<BackendSettings>,
     pub(super) live: bool,
     pub(super) queue: Addr<BackendQueue>,
     /// The load its queue publishes once a routing rule spills from it.
@@ -123,7 +128,7 @@ pub(super) struct BackendSlot {
 }
 
 pub(super) struct ServerSlot {
-    pub(super) settings: ServerSettings,
+    pub(super) settings: Arc<ServerSettings>,
     /// `None` once removed.
     pub(super) actor: Option<Addr<Server>>,
 }
@@ -145,7 +150,7 @@ pub struct Topology {
     /// The settings as the files (and run-time changes) declare them.
     declared: Arc<Settings>,
     /// Last known answers of the names servers come from.
-    resolutions: Resolutions,
+    pub(super) resolutions: Resolutions,
     /// The names the resolution task resolves; `None` until one is needed,
     /// and again once stopping (the task then ends).
     dns_plan: Option<watch::Sender<DiscoveryPlan>>,
@@ -153,7 +158,7 @@ pub struct Topology {
     /// task never keeps the Topology alive). Set once it runs: the task
     /// starts only then, so its first report always finds it.
     me: Option<actix::WeakAddr<Topology>>,
-    loader: Option<ConfigLoader>,
+    pub(super) loader: Option<ConfigLoader>,
     pub(super) shared: Shared,
     pub(super) frontends: Vec<FrontendSlot>,
     pub(super) backends: Vec<BackendSlot>,
@@ -202,12 +207,18 @@ impl Topology {
         bound: HashMap<String, Vec<TcpListener>>,
     ) -> Result<ReloadSummary, ReloadError> {
         let expanded = self.resolutions.expand(&declared).settings;
-        let plan = planner::plan(&self.running(), expanded);
+        let plan = planner::plan(&self.running().view(), expanded);
         let opened = bind::open_listeners(&plan.listeners.open, bound)?;
         let summary = self.commit(plan, opened);
+        self.adopt_declared(declared);
+        Ok(summary)
+    }
+
+    /// `declared` is in force (its servers from DNS included): the
+    /// resolution task follows its names.
+    pub(super) fn adopt_declared(&mut self, declared: Settings) {
         self.declared = Arc::new(declared);
         self.follow_names();
-        Ok(summary)
     }
 
     /// Tells the resolution task which names to resolve, starting it when
@@ -242,17 +253,17 @@ impl Topology {
     }
 
     /// What runs, as the planner sees it.
-    fn running(&self) -> Running<'_> {
-        Running {
-            settings: &self.settings,
-            frontends: self.frontends.iter().map(|f| f.live.then_some(&f.settings)).collect(),
+    pub(super) fn running(&self) -> RunningSnapshot {
+        RunningSnapshot {
+            settings: self.settings.clone(),
+            frontends: self.frontends.iter().map(|f| f.live.then(|| f.settings.clone())).collect(),
             backends: self
                 .backends
                 .iter()
                 .map(|b| {
-                    b.live.then(|| RunningBackend {
-                        settings: &b.settings,
-                        servers: b.servers.iter().map(|s| s.actor.is_some().then_some(&s.settings)).collect(),
+                    b.live.then(|| {
+                        let servers = b.servers.iter().map(|s| s.actor.is_some().then(|| s.settings.clone())).collect();
+                        (b.settings.clone(), servers)
                     })
                 })
                 .collect(),
@@ -262,19 +273,34 @@ impl Topology {
 
     /// The running actors, in declaration order of the settings in force.
     fn actors(&self) -> Actors {
+        let live_backends: HashMap<&str, usize> = self
+            .backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.live)
+            .map(|(i, b)| (b.settings.name.as_str(), i))
+            .collect();
         let backends = self
             .settings
             .backends
             .iter()
             .filter_map(|b| {
-                let index = self.live_backend(&b.name)?;
+                let index = *live_backends.get(b.name.as_str())?;
                 let slot = &self.backends[index];
+                // By name, once: a backend of thousands of servers is
+                // listed in linear time.
+                let live: HashMap<&str, (ServerId, &Addr<Server>)> = slot
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| Some((s.settings.name.as_str(), (ServerId(i), s.actor.as_ref()?))))
+                    .collect();
                 let servers = b
                     .servers
                     .iter()
                     .filter_map(|s| {
-                        let (id, server) = live_server(slot, &s.name)?;
-                        Some((s.name.clone(), id, server.actor.clone()?))
+                        let (id, actor) = live.get(s.name.as_str())?;
+                        Some((s.name.clone(), *id, (*actor).clone()))
                     })
                     .collect();
                 Some(BackendControl { name: b.name.clone(), index, queue: slot.queue.clone(), servers })
@@ -304,27 +330,20 @@ impl Topology {
         self.frontends.iter().position(|f| f.live && f.name == name).map(FrontendId)
     }
 
-    fn reload(&mut self, settings: Option<Settings>) -> Result<ReloadSummary, ReloadError> {
+    /// Applies `settings`, or re-reads the configuration first.
+    fn reload(&mut self, settings: Option<Settings>) -> LocalBoxActorFuture<Topology, Applied> {
         if self.stopping {
-            return Err(ReloadError::Stopping);
+            return fut::ready(Err(ReloadError::Stopping)).boxed_local();
         }
-        let settings = match settings {
-            Some(settings) => settings,
-            None => match &self.loader {
-                Some(load) => load().map_err(ReloadError::Config)?,
-                None => return Err(ReloadError::NoSource),
-            },
-        };
-        self.apply(settings, HashMap::new())
+        match (settings, self.loader.take()) {
+            (Some(settings), loader) => {
+                self.loader = loader;
+                self.apply_in_steps(settings)
+            }
+            (None, Some(loader)) => self.reload_in_steps(loader),
+            (None, None) => fut::ready(Err(ReloadError::NoSource)).boxed_local(),
+        }
     }
-}
-
-fn live_server<'a>(slot: &'a BackendSlot, name: &str) -> Option<(ServerId, &'a ServerSlot)> {
-    slot.servers
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.actor.is_some() && s.settings.name == name)
-        .map(|(i, s)| (ServerId(i), s))
 }
 
 impl Actor for Topology {
@@ -338,49 +357,65 @@ impl Actor for Topology {
 }
 
 impl Handler<Reload> for Topology {
-    type Result = Result<ReloadSummary, ReloadError>;
+    type Result = AtomicResponse<Self, Result<ReloadSummary, ReloadError>>;
 
     fn handle(&mut self, msg: Reload, _: &mut Self::Context) -> Self::Result {
-        // The time the plan and commit held this actor thread, which every
-        // other actor shares: what a big reload stalls the broker for.
-        let started = std::time::Instant::now();
-        let result = self.reload(msg.settings);
-        let apply_ms = started.elapsed().as_secs_f64() * 1e3;
-        match &result {
-            Ok(summary) => info!(self.log, "reload done";
-                "changes" => summary.changes.len(), "restart_needed" => summary.restart_needed_list(),
-                "apply_ms" => apply_ms),
-            Err(err) => warn!(self.log, "reload rejected, configuration unchanged"; "error" => %err),
-        }
-        let observers = self.shared.hooks.observers();
-        if !observers.is_empty() {
-            observers.publish(match &result {
-                Ok(summary) => Event::ReloadDone(Arc::new(summary.clone())),
-                Err(err) => Event::ReloadRejected(Arc::new(err.clone())),
+        let started = Instant::now();
+        let applying = self.reload(msg.settings).map(move |result, topology: &mut Topology, _| {
+            let result = result.map(|(summary, holds)| {
+                // `apply_ms`: from the request to the commit's end, the
+                // files' reading and the plan included; `longest_hold_ms`:
+                // the longest the actor thread (which every actor shares)
+                // was held at once — what a session in flight could wait.
+                info!(topology.log, "reload done";
+                    "changes" => summary.changes.len(), "restart_needed" => summary.restart_needed_list(),
+                    "apply_ms" => millis(started.elapsed()), "longest_hold_ms" => millis(holds.longest),
+                    "hold_ms" => millis(holds.total));
+                summary
             });
-        }
-        result
+            if let Err(err) = &result {
+                warn!(topology.log, "reload rejected, configuration unchanged"; "error" => %err);
+            }
+            let observers = topology.shared.hooks.observers();
+            if !observers.is_empty() {
+                observers.publish(match &result {
+                    Ok(summary) => Event::ReloadDone(Arc::new(summary.clone())),
+                    Err(err) => Event::ReloadRejected(Arc::new(err.clone())),
+                });
+            }
+            result
+        });
+        AtomicResponse::new(applying.boxed_local())
     }
 }
 
+fn millis(elapsed: Duration) -> f64 {
+    elapsed.as_secs_f64() * 1e3
+}
+
 impl Handler<super::runtime_topology::Amend> for Topology {
-    type Result = Result<ReloadSummary, super::handle::ControlError>;
+    type Result = AtomicResponse<Self, Result<ReloadSummary, super::handle::ControlError>>;
 
     /// A run-time change: the edit reads the settings in force here, in the
     /// mailbox every reload goes through, so no change is lost to another.
     fn handle(&mut self, msg: super::runtime_topology::Amend, _: &mut Self::Context) -> Self::Result {
         use super::handle::ControlError;
         if self.stopping {
-            return Err(ControlError::Stopped);
+            return AtomicResponse::new(fut::ready(Err(ControlError::Stopped)).boxed_local());
         }
         // Declared settings: servers from DNS are the resolutions' to change.
-        let new = (msg.edit)(&self.declared)?;
-        let result = self.apply(new, HashMap::new());
-        match &result {
-            Ok(summary) => info!(self.log, "run-time change done"; "changes" => summary.changes.len()),
-            Err(err) => warn!(self.log, "run-time change rejected, configuration unchanged"; "error" => %err),
-        }
-        result.map_err(|err| ControlError::Rejected(err.to_string()))
+        let new = match (msg.edit)(&self.declared) {
+            Ok(new) => new,
+            Err(err) => return AtomicResponse::new(fut::ready(Err(err)).boxed_local()),
+        };
+        let applying = self.apply_in_steps(new).map(|result, topology: &mut Topology, _| {
+            match &result {
+                Ok((summary, _)) => info!(topology.log, "run-time change done"; "changes" => summary.changes.len()),
+                Err(err) => warn!(topology.log, "run-time change rejected, configuration unchanged"; "error" => %err),
+            }
+            result.map(|(summary, _)| summary).map_err(|err| ControlError::Rejected(err.to_string()))
+        });
+        AtomicResponse::new(applying.boxed_local())
     }
 }
 
@@ -419,14 +454,15 @@ impl Handler<BeginShutdown> for Topology {
 struct DnsOutcome(Resolved);
 
 impl Handler<DnsOutcome> for Topology {
-    type Result = ();
+    type Result = AtomicResponse<Self, ()>;
 
     /// A name resolved differently: its backends' servers change as a
     /// reload of the declared settings changes them. A failure keeps the
     /// servers and warns, at most once a minute per name.
-    fn handle(&mut self, msg: DnsOutcome, _: &mut Self::Context) {
+    fn handle(&mut self, msg: DnsOutcome, _: &mut Self::Context) -> Self::Result {
+        let done = || AtomicResponse::new(fut::ready(()).boxed_local());
         if self.stopping {
-            return;
+            return done();
         }
         let Resolved { key, outcome } = msg.0;
         let error = outcome.as_ref().err().cloned();
@@ -437,14 +473,15 @@ impl Handler<DnsOutcome> for Topology {
                 "servers_kept" => self.resolutions.report(&self.declared).iter().any(|s| s.query == key.query && s.state.as_str() == "stale"));
         }
         if !recorded.changed {
-            return;
+            return done();
         }
         let declared = (*self.declared).clone();
-        match self.apply(declared, HashMap::new()) {
-            Ok(summary) => info!(self.log, "servers from DNS changed";
+        let applying = self.apply_in_steps(declared).map(move |result, topology: &mut Topology, _| match result {
+            Ok((summary, _)) => info!(topology.log, "servers from DNS changed";
                 "query" => &key.query, "kind" => key.kind.as_str(), "changes" => summary.changes.len()),
-            Err(err) => warn!(self.log, "servers from DNS not applied";
+            Err(err) => warn!(topology.log, "servers from DNS not applied";
                 "query" => &key.query, "kind" => key.kind.as_str(), "error" => %err),
-        }
+        });
+        AtomicResponse::new(applying.boxed_local())
     }
 }

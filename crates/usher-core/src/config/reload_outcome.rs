@@ -189,6 +189,9 @@ pub enum ReloadError {
     Config(ConfigErrors),
     /// A new listening address cannot be bound.
     Bind(String),
+    /// The configuration loader panicked (an embedder's loader: the
+    /// daemon's returns errors); its message.
+    LoaderPanicked(String),
     /// The broker is shutting down.
     Stopping,
 }
@@ -199,6 +202,7 @@ impl fmt::Display for ReloadError {
             ReloadError::NoSource => write!(f, "no configuration source to re-read"),
             ReloadError::Config(errors) => write!(f, "{}", errors.to_string().trim_end()),
             ReloadError::Bind(err) => write!(f, "{err}"),
+            ReloadError::LoaderPanicked(message) => write!(f, "the configuration loader panicked: {message}"),
             ReloadError::Stopping => write!(f, "shutting down"),
         }
     }

@@ -97,8 +97,9 @@ pub struct StatsReport {
     pub queue_waits: Vec<QueueWaitReport>,
     /// Per backend, per priority class that has had a waiting session.
     pub class_waits: Vec<BTreeMap<i32, QueueWaitReport>>,
-    /// Per backend, per server: waits of the sessions seated on it.
-    pub server_waits: Vec<Vec<QueueWaitReport>>,
+    /// Per backend, per server: waits of the sessions seated on it (`None`
+    /// while no session waited for it).
+    pub server_waits: Vec<Vec<Option<QueueWaitReport>>>,
     /// Per backend, per server in declaration order.
     pub servers: Vec<Vec<Counters>>,
     pub global: GaugeReading,
@@ -171,7 +172,7 @@ impl Handler<GetStats> for Stats {
             server_waits: book
                 .server_waits
                 .iter()
-                .map(|servers| servers.iter().map(|w| QueueWaitReport::of(w, now)).collect())
+                .map(|servers| servers.iter().map(|w| w.as_deref().map(|w| QueueWaitReport::of(w, now))).collect())
                 .collect(),
             servers: self.book.servers.clone(),
             global: GaugeReading::of(&g.global),

@@ -1,0 +1,140 @@
+//! A reload that never holds the actor thread for long, however big the
+//! configuration: every actor (and, with one worker, every session) shares
+//! that thread, so a reload of 10 000 servers done in one handler stalled
+//! every session in flight for as long as it took.
+//!
+//! The Topology applies a reload, a run-time change or a new DNS answer as
+//! an *atomic* actor future: its own mailbox waits until the apply is done
+//! (no other change can interleave, as before), while every other actor
+//! keeps running:
+//! 1. re-reading the configuration files, expanding the servers from DNS
+//!    and planning run on a blocking thread, from an owned snapshot of
+//!    what runs (shared settings, taken in time linear in the slots);
+//! 2. the new addresses are opened on the actor thread (fallible, before
+//!    anything changes: a rejected reload still changes nothing);
+//! 3. the backend steps are committed in slices of about
+//!    [`SLICE_SERVERS`] servers, yielding the thread between slices (new
+//!    Server actors start, retired ones stop and queued sessions are
+//!    served in between);
+//! 4. frontends, listeners, the watchdog and the Stats actor take the
+//!    new ids in the last slice, as one step.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix::fut::{self, wrap_future, ActorFutureExt, LocalBoxActorFuture};
+
+use super::bind;
+use super::commit::StagedCommit;
+use super::planner;
+use super::topology::{ConfigLoader, Topology};
+use crate::config::{ReloadError, ReloadSummary, Settings};
+
+/// Servers started, changed or retired per slice of a commit: a slice
+/// (with the actors it starts and retires) takes about a millisecond.
+pub(super) const SLICE_SERVERS: usize = 128;
+
+/// What an apply in steps held the actor thread for.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct ThreadHolds {
+    /// The longest single hold: what a session in flight could wait.
+    pub longest: Duration,
+    /// Every hold together.
+    pub total: Duration,
+}
+
+impl ThreadHolds {
+    fn add(&mut self, hold: Duration) {
+        self.longest = self.longest.max(hold);
+        self.total += hold;
+    }
+}
+
+pub(super) type Applied = Result<(ReloadSummary, ThreadHolds), ReloadError>;
+
+type Applying = LocalBoxActorFuture<Topology, Applied>;
+
+impl Topology {
+    /// Re-reads the configuration with `loader` off the actor thread, then
+    /// applies it in steps. The loader comes back to the Topology whatever
+    /// happens (a panicking loader is a failed reload, not a lost loader).
+    pub(super) fn reload_in_steps(&mut self, loader: ConfigLoader) -> Applying {
+        let read = actix_rt::task::spawn_blocking(move || {
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&loader));
+            (loader, read)
+        });
+        wrap_future(read)
+            .then(|joined, topology: &mut Topology, _| {
+                let (loader, read) = joined.unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
+                topology.loader = Some(loader);
+                match read {
+                    Ok(Ok(settings)) => topology.apply_in_steps(settings),
+                    Ok(Err(errors)) => fut::ready(Err(ReloadError::Config(errors))).boxed_local(),
+                    Err(panic) => {
+                        fut::ready(Err(ReloadError::LoaderPanicked(panic_message(&panic).to_owned()))).boxed_local()
+                    }
+                }
+            })
+            .boxed_local()
+    }
+
+    /// Plans going to `declared` off the actor thread, opens its new
+    /// addresses, then commits it slice by slice.
+    pub(super) fn apply_in_steps(&mut self, declared: Settings) -> Applying {
+        let snapshot = self.running();
+        // Taken for the plan's thread and given back before anything else
+        // runs on this actor: its mailbox waits for the whole apply.
+        let mut resolutions = std::mem::take(&mut self.resolutions);
+        let plan = actix_rt::task::spawn_blocking(move || {
+            let expanded = resolutions.expand(&declared).settings;
+            let plan = planner::plan(&snapshot.view(), expanded);
+            let changes = plan.changes_before_listeners();
+            // The old settings are dropped here too, not on the actor thread.
+            drop(snapshot);
+            (resolutions, declared, plan, changes)
+        });
+        wrap_future(plan)
+            .then(|joined, topology: &mut Topology, _| {
+                let began = Instant::now();
+                // A panic while planning is a bug: it ends the actor thread
+                // as it did when the plan ran on it.
+                let (resolutions, declared, plan, changes) =
+                    joined.unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
+                topology.resolutions = resolutions;
+                let opened = match bind::open_listeners(&plan.listeners.open, HashMap::new()) {
+                    Ok(opened) => opened,
+                    Err(err) => return fut::ready(Err(err)).boxed_local(),
+                };
+                let staged = StagedCommit::new(plan, opened, Some(changes));
+                let mut holds = ThreadHolds::default();
+                holds.add(began.elapsed());
+                commit_in_slices(staged, declared, holds)
+            })
+            .boxed_local()
+    }
+}
+
+/// Yields the thread, commits one slice, and so on until the last one.
+fn commit_in_slices(mut staged: StagedCommit, declared: Settings, mut holds: ThreadHolds) -> Applying {
+    wrap_future(tokio::task::yield_now())
+        .then(move |(), topology: &mut Topology, _| {
+            let began = Instant::now();
+            if !topology.commit_slice(&mut staged, SLICE_SERVERS) {
+                holds.add(began.elapsed());
+                return commit_in_slices(staged, declared, holds);
+            }
+            let summary = topology.finish_commit(staged);
+            topology.adopt_declared(declared);
+            holds.add(began.elapsed());
+            fut::ready(Ok((summary, holds))).boxed_local()
+        })
+        .boxed_local()
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
