@@ -21,7 +21,13 @@ use super::{Harness, SHARED};
 use crate::proxies::ProxyKind;
 use crate::report::{CaseResult, Metric};
 
+/// Servers of the regular runs.
 const SERVERS: usize = 2;
+/// The control plane's capacity as a backend grows: these many servers
+/// sharing about [`SCALED_CAPACITY`] slots (maxconn 1 from 200 servers
+/// on), with every task queued, on one thread.
+const SCALED_SERVERS: [usize; 3] = [100, 1_000, 10_000];
+const SCALED_CAPACITY: u32 = 200;
 /// How long the tasks may take to finish their last cycle after the run.
 const STOP_LIMIT: Duration = Duration::from_secs(10);
 
@@ -36,10 +42,16 @@ enum Tasks {
 
 pub fn run(h: &Harness) -> Vec<CaseResult> {
     let (warmup, duration) = (h.opts.warmup, h.opts.duration);
-    // (tasks, maxconn per server): 1000/100 always queued, 100/1000 never queued.
-    [(1000, 100, Tasks::DataThread), (100, 1000, Tasks::DataThread), (1000, 100, Tasks::SameThread)]
+    // (tasks, servers, maxconn per server): 1000/100 always queued,
+    // 100/1000 never queued; then always queued with more and more servers.
+    let regular = [(1000, SERVERS, 100, Tasks::DataThread), (100, SERVERS, 1000, Tasks::DataThread)];
+    let scaled = std::iter::once(SERVERS)
+        .chain(SCALED_SERVERS)
+        .map(|servers| (1000, servers, (SCALED_CAPACITY / servers as u32).max(1), Tasks::SameThread));
+    regular
         .into_iter()
-        .map(|(tasks, maxconn, place)| {
+        .chain(scaled)
+        .map(|(tasks, servers, maxconn, place)| {
             let (short, place_text) = match place {
                 Tasks::DataThread => {
                     ("across threads", "tasks on 1 tokio thread, actors on the System thread (as in usher)")
@@ -48,14 +60,14 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
             };
             let title = format!(
                 "actors ({short}): {tasks} tasks cycling Reserve→grant→Release through 1 BackendQueue, \
-                 {SERVERS} Servers × maxconn {maxconn}; in process, {place_text}"
+                 {servers} Servers × maxconn {maxconn}; in process, {place_text}"
             );
             let metrics = vec![Metric::higher("cycles/s", 0)];
             h.alternate("actors", title, metrics, vec![ProxyKind::Usher], |_| {
                 if h.pinned {
                     crate::sys::pin_self(SHARED.load_cpus)?;
                 }
-                Ok(vec![cycles_per_second(tasks, maxconn, place, warmup, duration)?])
+                Ok(vec![cycles_per_second(tasks, servers, maxconn, place, warmup, duration)?])
             })
         })
         .collect()
@@ -63,6 +75,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
 
 fn cycles_per_second(
     tasks: usize,
+    servers: usize,
     maxconn: u32,
     place: Tasks,
     warmup: Duration,
@@ -72,7 +85,7 @@ fn cycles_per_second(
     let spawner = data.handle().clone();
     let system = actix_rt::System::new();
     let rate = system.block_on(async move {
-        let reserve = start_backend(maxconn)?;
+        let reserve = start_backend(servers, maxconn)?;
         let done = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let ids = Arc::new(AtomicU64::new(1));
@@ -101,9 +114,9 @@ fn cycles_per_second(
 
 /// One BackendQueue and its Servers, started by the broker's own wiring
 /// from a configuration, so the bench measures exactly what usher runs.
-fn start_backend(maxconn: u32) -> anyhow::Result<Recipient<Reserve>> {
+fn start_backend(servers: usize, maxconn: u32) -> anyhow::Result<Recipient<Reserve>> {
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    let servers: String = (0..SERVERS)
+    let servers: String = (0..servers)
         .map(|i| format!("[backends.bench.servers.s{i}]\naddress = \"127.0.0.1:9\"\nmaxconn = {maxconn}\n"))
         .collect();
     let settings = usher_core::config::from_toml_str(&format!("[backends.bench]\nbalance = \"roundrobin\"\n{servers}"))
