@@ -20,12 +20,15 @@
 //!    new ids in the last slice, as one step.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::fut::{self, wrap_future, ActorFutureExt, LocalBoxActorFuture};
 
 use super::bind;
 use super::commit::StagedCommit;
+use super::handle::ControlError;
+use super::runtime_topology::Edit;
 use super::planner;
 use super::topology::{ConfigLoader, Topology};
 use crate::config::{ReloadError, ReloadSummary, Settings};
@@ -68,7 +71,7 @@ impl Topology {
                 let (loader, read) = joined.unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
                 topology.loader = Some(loader);
                 match read {
-                    Ok(Ok(settings)) => topology.apply_in_steps(settings),
+                    Ok(Ok(settings)) => topology.apply_in_steps(Arc::new(settings)),
                     Ok(Err(errors)) => fut::ready(Err(ReloadError::Config(errors))).boxed_local(),
                     Err(panic) => {
                         fut::ready(Err(ReloadError::LoaderPanicked(panic_message(&panic).to_owned()))).boxed_local()
@@ -78,9 +81,24 @@ impl Topology {
             .boxed_local()
     }
 
+    /// Applies the result of `edit` (a run-time change) to the declared
+    /// settings in force: the edit copies them, so it runs off the actor
+    /// thread too.
+    pub(super) fn amend_in_steps(&mut self, edit: Edit) -> LocalBoxActorFuture<Topology, Result<Applied, ControlError>> {
+        let declared = self.declared.clone();
+        wrap_future(actix_rt::task::spawn_blocking(move || edit(&declared)))
+            .then(|joined, topology: &mut Topology, _| {
+                match joined.unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic())) {
+                    Ok(new) => topology.apply_in_steps(Arc::new(new)).map(|applied, _, _| Ok(applied)).boxed_local(),
+                    Err(err) => fut::ready(Err(err)).boxed_local(),
+                }
+            })
+            .boxed_local()
+    }
+
     /// Plans going to `declared` off the actor thread, opens its new
     /// addresses, then commits it slice by slice.
-    pub(super) fn apply_in_steps(&mut self, declared: Settings) -> Applying {
+    pub(super) fn apply_in_steps(&mut self, declared: Arc<Settings>) -> Applying {
         let snapshot = self.running();
         // Taken for the plan's thread and given back before anything else
         // runs on this actor: its mailbox waits for the whole apply.
@@ -115,7 +133,7 @@ impl Topology {
 }
 
 /// Yields the thread, commits one slice, and so on until the last one.
-fn commit_in_slices(mut staged: StagedCommit, declared: Settings, mut holds: ThreadHolds) -> Applying {
+fn commit_in_slices(mut staged: StagedCommit, declared: Arc<Settings>, mut holds: ThreadHolds) -> Applying {
     wrap_future(tokio::task::yield_now())
         .then(move |(), topology: &mut Topology, _| {
             let began = Instant::now();

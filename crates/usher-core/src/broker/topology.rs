@@ -148,7 +148,7 @@ pub struct Topology {
     /// The settings in force: the declared ones with their servers from DNS.
     pub(super) settings: Arc<Settings>,
     /// The settings as the files (and run-time changes) declare them.
-    declared: Arc<Settings>,
+    pub(super) declared: Arc<Settings>,
     /// Last known answers of the names servers come from.
     pub(super) resolutions: Resolutions,
     /// The names the resolution task resolves; `None` until one is needed,
@@ -210,14 +210,14 @@ impl Topology {
         let plan = planner::plan(&self.running().view(), expanded);
         let opened = bind::open_listeners(&plan.listeners.open, bound)?;
         let summary = self.commit(plan, opened);
-        self.adopt_declared(declared);
+        self.adopt_declared(Arc::new(declared));
         Ok(summary)
     }
 
     /// `declared` is in force (its servers from DNS included): the
     /// resolution task follows its names.
-    pub(super) fn adopt_declared(&mut self, declared: Settings) {
-        self.declared = Arc::new(declared);
+    pub(super) fn adopt_declared(&mut self, declared: Arc<Settings>) {
+        self.declared = declared;
         self.follow_names();
     }
 
@@ -338,7 +338,7 @@ impl Topology {
         match (settings, self.loader.take()) {
             (Some(settings), loader) => {
                 self.loader = loader;
-                self.apply_in_steps(settings)
+                self.apply_in_steps(Arc::new(settings))
             }
             (None, Some(loader)) => self.reload_in_steps(loader),
             (None, None) => fut::ready(Err(ReloadError::NoSource)).boxed_local(),
@@ -404,16 +404,19 @@ impl Handler<super::runtime_topology::Amend> for Topology {
             return AtomicResponse::new(fut::ready(Err(ControlError::Stopped)).boxed_local());
         }
         // Declared settings: servers from DNS are the resolutions' to change.
-        let new = match (msg.edit)(&self.declared) {
-            Ok(new) => new,
-            Err(err) => return AtomicResponse::new(fut::ready(Err(err)).boxed_local()),
-        };
-        let applying = self.apply_in_steps(new).map(|result, topology: &mut Topology, _| {
-            match &result {
-                Ok((summary, _)) => info!(topology.log, "run-time change done"; "changes" => summary.changes.len()),
-                Err(err) => warn!(topology.log, "run-time change rejected, configuration unchanged"; "error" => %err),
+        let applying = self.amend_in_steps(msg.edit).map(|edited, topology: &mut Topology, _| {
+            // An edit that cannot apply (an unknown server…) is the
+            // caller's error; only an apply that fails is logged.
+            match edited? {
+                Ok((summary, _)) => {
+                    info!(topology.log, "run-time change done"; "changes" => summary.changes.len());
+                    Ok(summary)
+                }
+                Err(err) => {
+                    warn!(topology.log, "run-time change rejected, configuration unchanged"; "error" => %err);
+                    Err(ControlError::Rejected(err.to_string()))
+                }
             }
-            result.map(|(summary, _)| summary).map_err(|err| ControlError::Rejected(err.to_string()))
         });
         AtomicResponse::new(applying.boxed_local())
     }
@@ -475,8 +478,7 @@ impl Handler<DnsOutcome> for Topology {
         if !recorded.changed {
             return done();
         }
-        let declared = (*self.declared).clone();
-        let applying = self.apply_in_steps(declared).map(move |result, topology: &mut Topology, _| match result {
+        let applying = self.apply_in_steps(self.declared.clone()).map(move |result, topology: &mut Topology, _| match result {
             Ok((summary, _)) => info!(topology.log, "servers from DNS changed";
                 "query" => &key.query, "kind" => key.kind.as_str(), "changes" => summary.changes.len()),
             Err(err) => warn!(topology.log, "servers from DNS not applied";
