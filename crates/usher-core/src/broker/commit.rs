@@ -98,10 +98,18 @@ impl Topology {
     /// raced them on another thread.
     pub(super) fn commit_slice(&mut self, staged: &mut StagedCommit, budget: usize) -> bool {
         let mut work = 0;
+        let mut grown = false;
         while work < budget {
             let Some(step) = staged.backends.pop_front() else { break };
             work += self.step_size(&step);
+            grown |= adds_ids(&step);
             self.commit_backend(step, &staged.settings);
+        }
+        if grown {
+            // A session may be seated on a new server before the last
+            // slice: the Stats actor must have room to count it when it
+            // ends (its mailbox is in order).
+            self.tell_stats();
         }
         let end = staged.changes.len().min(staged.logged.saturating_add(work.max(1)));
         for change in &staged.changes[staged.logged..end] {
@@ -350,6 +358,11 @@ impl Topology {
             frontend_names: self.frontends.iter().map(|f| f.name.clone()).collect(),
             stress_cooldowns: self.frontends.iter().map(|f| f.settings.stress.cooldown).collect(),
         });
+        self.tell_stats();
+    }
+
+    /// The Stats actor's view of every id (it only ever grows).
+    fn tell_stats(&self) {
         self.shared.stats.do_send(ResizeStats {
             frontends: self.frontends.len(),
             servers: self.backends.iter().map(|b| b.servers.len()).collect(),
@@ -396,6 +409,15 @@ impl Topology {
         let b = self.live_backend(name)?;
         let backend = &self.backends[b];
         Some(BackendTarget::new(BackendId(b), &backend.params, &backend.queue, backend.load.clone()))
+    }
+}
+
+/// Whether `step` gives out new backend or server ids.
+fn adds_ids(step: &BackendStep) -> bool {
+    match step {
+        BackendStep::Add { .. } => true,
+        BackendStep::Update(update) => update.servers.iter().any(|s| matches!(s, ServerStep::Add { .. })),
+        BackendStep::Remove { .. } => false,
     }
 }
 
