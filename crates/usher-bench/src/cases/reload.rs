@@ -1,17 +1,18 @@
 //! `reload`: a reload of a big configuration under a steady load, in
 //! process. usher runs on the bench's own thread (one data-plane worker)
-//! with a backend `app` of one real server, beside BACKENDS × SERVERS
-//! servers in backends nobody uses (their address is never connected to).
-//! A closed loop of short sessions runs through `app`; after a while the
-//! configuration is reloaded with every fleet backend's server names
-//! shifted (a third of its servers removed, a third added, the rest
-//! changed in place). Reported: from the broker's `reload done` record,
+//! with a backend `app` of one real server, beside 10 000 servers in
+//! backends nobody uses (their address is never connected to): 500
+//! backends of 20, then one backend of 10 000. A closed loop of short
+//! sessions runs through `app`; after a while the configuration is
+//! reloaded with every fleet backend's server names shifted by 7 (7
+//! servers removed and 7 added per backend, every other one changed in
+//! place). Reported: from the broker's `reload done` record,
 //! the apply time (`apply_ms`: from the request to the end of the commit)
 //! and the longest time the reload held the actor thread at once
 //! (`longest_hold_ms`), the reload's round trip, and the p99 and max
 //! latency of the sessions before the reload and of those that overlapped
-//! it. usher only:
-//! HAProxy reloads by starting a new process, not the same thing.
+//! it. usher only: HAProxy reloads by starting a new process, not the
+//! same thing.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,11 @@ use crate::backends::{Backend, Behavior};
 use crate::proxies::ProxyKind;
 use crate::report::{CaseResult, Metric};
 
-const SERVERS_PER_BACKEND: usize = 20;
+/// (backends, servers per backend): many small backends, then one fleet
+/// behind one name (as a DNS template makes), 10 000 servers each.
+const SHAPES: [(usize, usize); 2] = [(500, 20), (1, 10_000)];
+/// The same, in `--quick`.
+const QUICK_SHAPES: [(usize, usize); 2] = [(25, 20), (1, 500)];
 /// Server names shift by this much between the two configurations.
 const SHIFT: usize = 7;
 const CLIENTS: usize = 16;
@@ -42,32 +47,42 @@ const AFTER: Duration = Duration::from_secs(2);
 const STEP_LIMIT: Duration = Duration::from_secs(10);
 
 pub fn run(h: &Harness) -> Vec<CaseResult> {
-    let backends = if h.opts.quick { 25 } else { 500 };
-    let servers = backends * SERVERS_PER_BACKEND;
-    let title = format!(
-        "reload: {servers} servers in {backends} backends, every backend's servers renamed or changed, under \
-         {CLIENTS} closed-loop clients through another backend; in process, 1 worker, unpinned"
-    );
-    let metrics = vec![
-        Metric::lower("apply ms", 1),
-        Metric::lower("longest hold ms", 2),
-        Metric::lower("reload round trip ms", 1),
-        Metric::lower("p99 ms before", 2),
-        Metric::lower("p99 ms during", 2),
-        Metric::lower("max ms during", 2),
-        Metric::zero("errors"),
-    ];
-    vec![h.alternate("reload", title, metrics, vec![ProxyKind::Usher], |_| one_run(backends))]
+    let shapes = if h.opts.quick { QUICK_SHAPES } else { SHAPES };
+    shapes
+        .into_iter()
+        .map(|(backends, per_backend)| {
+            let servers = backends * per_backend;
+            let title = format!(
+                "reload: {servers} servers in {backends} backend(s), every backend's servers renamed or changed, \
+                 under {CLIENTS} closed-loop clients through another backend; in process, 1 worker, unpinned"
+            );
+            let metrics = vec![
+                Metric::lower("apply ms", 1),
+                Metric::lower("longest hold ms", 2),
+                Metric::lower("reload round trip ms", 1),
+                Metric::lower("p99 ms before", 2),
+                Metric::lower("p99 ms during", 2),
+                Metric::lower("max ms during", 2),
+                Metric::zero("errors"),
+            ];
+            h.alternate("reload", title, metrics, vec![ProxyKind::Usher], |_| one_run(backends, per_backend))
+        })
+        .collect()
 }
 
-fn config(app: SocketAddr, backends: usize, generation: usize) -> anyhow::Result<usher_core::Settings> {
+fn config(
+    app: SocketAddr,
+    backends: usize,
+    per_backend: usize,
+    generation: usize,
+) -> anyhow::Result<usher_core::Settings> {
     let mut toml = format!(
         "[global]\nworkers = 1\n[log]\nlevel = \"info\"\n\
          [frontends.bench]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
          [backends.app.servers.s1]\naddress = \"{app}\"\n"
     );
     for b in 0..backends {
-        for s in generation * SHIFT..generation * SHIFT + SERVERS_PER_BACKEND {
+        for s in generation * SHIFT..generation * SHIFT + per_backend {
             // Never connected to: no session goes to these backends.
             toml.push_str(&format!(
                 "[backends.fleet{b}.servers.s{s}]\naddress = \"127.0.0.1:9\"\nmaxconn = {}\n",
@@ -78,11 +93,11 @@ fn config(app: SocketAddr, backends: usize, generation: usize) -> anyhow::Result
     usher_core::config::from_toml_str(&toml).map_err(|e| anyhow!("generated configuration: {e}"))
 }
 
-fn one_run(backends: usize) -> anyhow::Result<Vec<f64>> {
+fn one_run(backends: usize, per_backend: usize) -> anyhow::Result<Vec<f64>> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let backend = Backend::start(rt.handle(), Behavior::Reply { request: REQUEST, reply: REPLY })?;
-    let first = config(backend.addr, backends, 0)?;
-    let second = config(backend.addr, backends, 1)?;
+    let first = config(backend.addr, backends, per_backend, 0)?;
+    let second = config(backend.addr, backends, per_backend, 1)?;
     let listeners = usher_core::bind_all(&first)?;
     let addr = listeners.0.values().flatten().next().context("a listener")?.local_addr()?;
     let apply_ms = ApplyTime::default();

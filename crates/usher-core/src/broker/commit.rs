@@ -91,8 +91,9 @@ impl Topology {
     }
 
     /// Commits backend steps until about `budget` servers were started,
-    /// changed or retired (at least one step), and logs as many changes.
-    /// True once every backend step is committed. Between slices the actor
+    /// changed or retired (at least one step), then logs up to `budget`
+    /// changes. True once every backend step is committed and every
+    /// change logged. Between slices the actor
     /// thread serves the others: sessions meanwhile see each backend
     /// either before or after its step, as they would see a reload that
     /// raced them on another thread.
@@ -111,12 +112,16 @@ impl Topology {
             // ends (its mailbox is in order).
             self.tell_stats();
         }
-        let end = staged.changes.len().min(staged.logged.saturating_add(work.max(1)));
-        for change in &staged.changes[staged.logged..end] {
-            change.log(&self.log);
+        // Then the changes' records, with what is left of the budget and
+        // in slices of their own: a reload of 10 000 servers logs as many.
+        if staged.backends.is_empty() {
+            let end = staged.changes.len().min(staged.logged.saturating_add(budget.saturating_sub(work).max(1)));
+            for change in &staged.changes[staged.logged..end] {
+                change.log(&self.log);
+            }
+            staged.logged = end;
         }
-        staged.logged = end;
-        staged.backends.is_empty()
+        staged.backends.is_empty() && staged.logged == staged.changes.len()
     }
 
     /// The servers a backend step starts, changes or retires, plus one.
