@@ -24,7 +24,7 @@ use slog::o;
 use tokio::sync::watch;
 
 use super::bind::OpenedSocket;
-use super::planner::{BackendStep, BackendUpdate, FrontendStep, ListenerPlan, Plan, ServerStep};
+use super::planner::{BackendStep, BackendUpdate, FrontendStep, ListenerPlan, Plan, RetiredServer, ServerStep};
 use crate::config::{ReloadChange, Settings};
 use crate::config::ReloadSummary;
 use super::topology::{BackendSlot, FrontendSlot, ListenerSlot, ServerSlot, Topology};
@@ -52,12 +52,36 @@ pub(super) struct StagedCommit {
     settings: Settings,
     restart_needed: Vec<crate::config::RestartKey>,
     backends: VecDeque<BackendStep>,
+    /// The backend update being prepared, when it spans slices.
+    updating: Option<PendingUpdate>,
     frontends: Vec<FrontendStep>,
     listeners: ListenerPlan,
     opened: Vec<OpenedSocket>,
     changes: Vec<ReloadChange>,
     /// Changes logged so far (they are logged slice by slice too).
     logged: usize,
+}
+
+/// A backend update whose servers are prepared over several slices (a
+/// backend of thousands of servers would hold one slice for all of them);
+/// it is sent whole once prepared ([`Topology::seal_update`]).
+pub(super) struct PendingUpdate {
+    id: BackendId,
+    settings: BackendSettings,
+    retire: VecDeque<RetiredServer>,
+    servers: VecDeque<ServerStep>,
+    reconfigure: bool,
+    log: slog::Logger,
+    server_changes: Vec<ServerChange>,
+    retiring: Vec<Addr<Server>>,
+    reconfiguring: Vec<(Addr<Server>, ReconfigureServer)>,
+    starting: Vec<(Context<Server>, Server)>,
+}
+
+impl PendingUpdate {
+    fn is_prepared(&self) -> bool {
+        self.retire.is_empty() && self.servers.is_empty()
+    }
 }
 
 impl StagedCommit {
@@ -73,6 +97,7 @@ impl StagedCommit {
             settings,
             restart_needed,
             backends: backends.into(),
+            updating: None,
             frontends,
             listeners,
             opened,
@@ -101,10 +126,24 @@ impl Topology {
         let mut work = 0;
         let mut grown = false;
         while work < budget {
+            if let Some(mut pending) = staged.updating.take() {
+                work += self.prepare_update(&mut pending, budget - work);
+                if pending.is_prepared() {
+                    self.seal_update(pending);
+                } else {
+                    staged.updating = Some(pending);
+                }
+                continue;
+            }
             let Some(step) = staged.backends.pop_front() else { break };
-            work += self.step_size(&step);
             grown |= adds_ids(&step);
-            self.commit_backend(step, &staged.settings);
+            match step {
+                BackendStep::Update(update) => staged.updating = Some(self.begin_update(update)),
+                step => {
+                    work += self.step_size(&step);
+                    self.commit_backend(step, &staged.settings);
+                }
+            }
         }
         if grown {
             // A session may be seated on a new server before the last
@@ -114,17 +153,19 @@ impl Topology {
         }
         // Then the changes' records, with what is left of the budget and
         // in slices of their own: a reload of 10 000 servers logs as many.
-        if staged.backends.is_empty() {
+        let committed = staged.backends.is_empty() && staged.updating.is_none();
+        if committed {
             let end = staged.changes.len().min(staged.logged.saturating_add(budget.saturating_sub(work).max(1)));
             for change in &staged.changes[staged.logged..end] {
                 change.log(&self.log);
             }
             staged.logged = end;
         }
-        staged.backends.is_empty() && staged.logged == staged.changes.len()
+        committed && staged.logged == staged.changes.len()
     }
 
-    /// The servers a backend step starts, changes or retires, plus one.
+    /// The servers a backend step starts or retires, plus one (an update
+    /// is counted server by server as it is prepared).
     fn step_size(&self, step: &BackendStep) -> usize {
         1 + match step {
             BackendStep::Add { settings, .. } => settings.servers.len(),
@@ -191,28 +232,53 @@ impl Topology {
         }
     }
 
-    /// Applies a backend's new settings and servers.
+    /// Applies a backend's new settings and servers at once.
     fn update_backend(&mut self, update: BackendUpdate) {
-        let BackendUpdate { id, settings: b, retire, servers, reconfigure, .. } = update;
-        let log = self.shared.log.new(o!("backend" => b.name.clone()));
-        let slot = &mut self.backends[id.0];
-        let mut server_changes = Vec::new();
-        let mut starting = Vec::new();
-        // Removed, or replaced: retire first (ids of the others stay).
-        for retired in retire {
-            if let Some(actor) = slot.servers[retired.id.0].actor.take() {
-                actor.do_send(RetireServer);
-            }
-            server_changes.push(ServerChange::Remove { id: retired.id });
+        let mut pending = self.begin_update(update);
+        self.prepare_update(&mut pending, usize::MAX);
+        self.seal_update(pending);
+    }
+
+    fn begin_update(&self, update: BackendUpdate) -> PendingUpdate {
+        let BackendUpdate { id, settings, retire, servers, reconfigure, .. } = update;
+        PendingUpdate {
+            log: self.shared.log.new(o!("backend" => settings.name.clone())),
+            id,
+            settings,
+            retire: retire.into(),
+            servers: servers.into(),
+            reconfigure,
+            server_changes: Vec::new(),
+            retiring: Vec::new(),
+            reconfiguring: Vec::new(),
+            starting: Vec::new(),
         }
-        for step in servers {
+    }
+
+    /// Prepares up to `budget` of the update's servers (at least one when
+    /// any is left): nothing is sent yet, so the BackendQueue and the
+    /// Servers see the update whole, as before. Returns how many.
+    fn prepare_update(&mut self, pending: &mut PendingUpdate, budget: usize) -> usize {
+        let slot = &mut self.backends[pending.id.0];
+        let mut done = 0;
+        // Removed, or replaced: retire first (ids of the others stay).
+        while done < budget.max(1) {
+            let Some(retired) = pending.retire.pop_front() else { break };
+            pending.retiring.extend(slot.servers[retired.id.0].actor.take());
+            pending.server_changes.push(ServerChange::Remove { id: retired.id });
+            done += 1;
+        }
+        while done < budget.max(1) {
+            let Some(step) = pending.servers.pop_front() else { break };
+            done += 1;
             match step {
                 ServerStep::Update { id, settings: s } => {
                     let server = &mut slot.servers[id.0];
                     let actor = server.actor.clone().expect("the plan updates live servers only");
-                    actor.do_send(ReconfigureServer { health: health_config(&s, self.shared.clustered), check: check_spec(&s) });
+                    let message = ReconfigureServer { health: health_config(&s, self.shared.clustered), check: check_spec(&s) };
                     let info = server_info(id, &s, &actor, &slot.queue, &self.shared.kill);
-                    server_changes.push(ServerChange::Update { id, info, setup: server_setup(&s) });
+                    pending.server_changes.push(ServerChange::Update { id, info, setup: server_setup(&s) });
+                    pending.reconfiguring.push((actor, message));
                     server.settings = Arc::new(s);
                 }
                 ServerStep::Add { id, settings: s } => {
@@ -220,13 +286,31 @@ impl Topology {
                     let ctx: Context<Server> = Context::new();
                     let actor = ctx.address();
                     let info = server_info(id, &s, &actor, &slot.queue, &self.shared.kill);
-                    server_changes.push(ServerChange::Add { id, info, setup: server_setup(&s) });
+                    pending.server_changes.push(ServerChange::Add { id, info, setup: server_setup(&s) });
                     let changes = self.shared.hooks.observers().server_state_changes(&slot.settings.name);
-                    let server = new_server(id, &s, &slot.queue, &log, self.shared.clustered).with_state_changes(changes);
-                    starting.push((ctx, server));
+                    let server =
+                        new_server(id, &s, &slot.queue, &pending.log, self.shared.clustered).with_state_changes(changes);
+                    pending.starting.push((ctx, server));
                     slot.servers.push(ServerSlot { settings: Arc::new(s), actor: Some(actor) });
                 }
             }
+        }
+        done
+    }
+
+    /// Sends what the prepared update tells each actor, in the order the
+    /// commit always used: retired and changed Servers first, then the
+    /// BackendQueue, then the new Servers start.
+    fn seal_update(&mut self, pending: PendingUpdate) {
+        debug_assert!(pending.is_prepared(), "sealed before every server was prepared");
+        let PendingUpdate { id, settings: b, reconfigure, server_changes, retiring, reconfiguring, starting, .. } =
+            pending;
+        let slot = &mut self.backends[id.0];
+        for actor in retiring {
+            actor.do_send(RetireServer);
+        }
+        for (actor, message) in reconfiguring {
+            actor.do_send(message);
         }
         if reconfigure {
             // A balancer keeps what it learnt (an EWMA, a ring) through a
