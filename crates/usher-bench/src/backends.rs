@@ -67,7 +67,10 @@ impl Drop for Backend {
 }
 
 async fn serve(listener: TcpListener, behavior: Behavior, stats: Arc<Stats>) {
-    let source: Arc<[u8]> = vec![0x5a; SOURCE_CHUNK].into();
+    // Only a source writes it: a chunk per listener would be 512 MB to fill
+    // for the 2 000 servers of `backends` before their first accept.
+    let chunk = if matches!(behavior, Behavior::Source) { SOURCE_CHUNK } else { 0 };
+    let source: Arc<[u8]> = vec![0x5a; chunk].into();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,

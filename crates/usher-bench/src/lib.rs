@@ -3,6 +3,7 @@
 //!
 //! - [`cases`]: the cases and the harness (placement, alternation, repeats).
 //! - [`proxies`]: starting usher (`serve-usher` child), HAProxy and nginx, pinned.
+//! - [`layout`]: the frontends and backends a proxy is configured with.
 //! - [`nginx`]: finding nginx's stream module and writing its configuration.
 //! - [`backends`]: built-in tokio backends that count their peak concurrency.
 //! - [`load`]: the load generator and its latency histograms.
@@ -14,6 +15,7 @@
 
 pub mod backends;
 pub mod cases;
+pub mod layout;
 pub mod load;
 pub mod nginx;
 pub mod proxies;

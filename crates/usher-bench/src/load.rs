@@ -200,6 +200,24 @@ pub async fn session_batch(addr: SocketAddr, spec: Sessions, total: u64) -> Outc
     join(set).await
 }
 
+/// One session of `spec`, tried until it succeeds or `limit` passes: the
+/// proxy serves (a proxy may accept on its listener before its backends are
+/// ready, and a measured window must not start with its start-up).
+pub async fn first_session(addr: SocketAddr, spec: Sessions, limit: Duration) -> std::io::Result<()> {
+    let request = spec.payload.bytes(spec.request);
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let outcome = timeout(left, session(addr, &request, spec.reply)).await;
+        match outcome {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(err)) if Instant::now() >= deadline => return Err(err),
+            Err(_) => return Err(std::io::Error::other(format!("no session served within {limit:?}"))),
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
 async fn session(addr: SocketAddr, request: &[u8], reply: usize) -> std::io::Result<()> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;

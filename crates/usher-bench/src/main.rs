@@ -94,7 +94,10 @@ enum Command {
     /// 10 000 servers in 500 backends reloaded under a steady load (in
     /// process): apply time, the load's p99 before and during the reload.
     Reload,
-    /// Runs usher on FILE and prints `LISTENING <addr>` (used by the bench).
+    /// One frontend's short sessions through usher and HAProxy configured with
+    /// 1 frontend × 1 backend × 4 servers and with 50 × 500 × 4: sessions/s, CPU per session.
+    Backends,
+    /// Runs usher on FILE and prints `LISTENING <frontend> <addr>` (used by the bench).
     #[command(hide = true)]
     ServeUsher {
         #[arg(long)]
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
         Command::Scale => vec![Case::Scale],
         Command::Queued => vec![Case::Queued],
         Command::Reload => vec![Case::Reload],
+        Command::Backends => vec![Case::Backends],
         Command::Cost { .. } => vec![Case::Cost],
     };
     match bench(&cli, &cases) {

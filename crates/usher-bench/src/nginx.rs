@@ -148,6 +148,7 @@ mod tests {
             server_maxconn: 0,
             queue_timeout: Duration::from_secs(10),
             balance: "roundrobin",
+            layout: crate::layout::Layout::SINGLE,
         }
     }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 
+use crate::layout::{Layout, LOAD_FRONTEND};
 use crate::stats_poller::StatsPoller;
 
 /// How long a proxy may take to start listening.
@@ -55,6 +56,11 @@ pub enum ProxyKind {
     UsherCodel,
     /// usher with `queue.discipline = "adaptive_lifo"` (the `overload` case only).
     UsherLifo,
+    /// usher configured with many frontends and backends, the load on one
+    /// (the `backends` case only, which sets the [`Layout`]).
+    UsherBig,
+    /// HAProxy with the same frontends and backends as `usher-big`.
+    HaproxyBig,
 }
 
 impl ProxyKind {
@@ -84,6 +90,8 @@ impl ProxyKind {
             ProxyKind::HaproxySni => "haproxy-sni",
             ProxyKind::UsherCodel => "usher-codel",
             ProxyKind::UsherLifo => "usher-lifo",
+            ProxyKind::UsherBig => "usher-big",
+            ProxyKind::HaproxyBig => "haproxy-big",
         }
     }
 
@@ -106,8 +114,11 @@ pub struct Tune {
     /// Per-server maxconn; 0 = unlimited.
     pub server_maxconn: u32,
     pub queue_timeout: Duration,
-    /// The backend's balancing algorithm, by usher's name.
+    /// The backends' balancing algorithm, by usher's name.
     pub balance: &'static str,
+    /// Frontends and backends configured; `servers` are split among the
+    /// backends, the load goes to the first frontend.
+    pub layout: Layout,
 }
 
 /// HAProxy's spelling of usher's algorithm `balance` (consistent hashing
@@ -203,7 +214,8 @@ impl Launcher {
             | ProxyKind::UsherHook
             | ProxyKind::UsherSni
             | ProxyKind::UsherCodel
-            | ProxyKind::UsherLifo => {
+            | ProxyKind::UsherLifo
+            | ProxyKind::UsherBig => {
                 let dashboard = kind == ProxyKind::UsherDashboard;
                 let extra = match kind {
                     ProxyKind::UsherSni => USHER_SNI_ROUTE,
@@ -220,11 +232,12 @@ impl Launcher {
             ProxyKind::UsherCluster | ProxyKind::UsherPair => {
                 bail!("{} is started by the cluster case only", kind.name())
             }
-            ProxyKind::Haproxy | ProxyKind::HaproxySni => {
+            ProxyKind::Haproxy | ProxyKind::HaproxySni | ProxyKind::HaproxyBig => {
                 let exe = self.haproxy.as_ref().ok_or_else(|| anyhow!("haproxy not found"))?;
-                let addr = free_port()?;
+                let binds = (0..tune.layout.frontends).map(|_| free_port()).collect::<anyhow::Result<Vec<_>>>()?;
+                let addr = binds[0];
                 let config = stem.with_extension("cfg");
-                let mut cfg = haproxy_cfg(addr, servers, tune);
+                let mut cfg = haproxy_cfg(&binds, servers, tune)?;
                 if kind == ProxyKind::HaproxySni {
                     cfg = cfg.replace(HAPROXY_DEFAULT_BACKEND, HAPROXY_SNI_ROUTE);
                 }
@@ -239,6 +252,10 @@ impl Launcher {
             }
             ProxyKind::Nginx => {
                 let nginx = self.nginx.as_ref().ok_or_else(|| anyhow!("nginx with its stream module not found"))?;
+                anyhow::ensure!(
+                    tune.layout == Layout::SINGLE,
+                    "nginx is configured with one frontend and backend only"
+                );
                 let addr = free_port()?;
                 let config = stem.with_extension("conf");
                 let pid = stem.with_extension("pid");
@@ -272,7 +289,7 @@ impl Launcher {
     ) -> anyhow::Result<Running> {
         let admin = if admin { Some(free_port()?) } else { None };
         let config = stem.with_extension("toml");
-        std::fs::write(&config, usher_toml(servers, tune, admin) + extra)?;
+        std::fs::write(&config, usher_toml(servers, tune, admin)? + extra)?;
         let mut cmd = wrapped(tune, &self.exe);
         cmd.arg("serve-usher").arg("--config").arg(&config);
         if kind == ProxyKind::UsherHook {
@@ -326,17 +343,21 @@ fn log_tail(stem: &Path) -> String {
     lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
-/// Starts a child that binds port 0 itself and prints `LISTENING <addr>`.
+/// Starts a child that binds port 0 itself and prints `LISTENING <frontend>
+/// <addr>` for each frontend: the address of [`LOAD_FRONTEND`] is returned.
 fn spawn_reporting(cmd: Command, stem: &Path) -> anyhow::Result<(Child, SocketAddr)> {
     let mut child = spawn_logged(cmd, stem, Stdio::piped())?;
     let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
     let (tx, rx) = mpsc::channel();
+    let wanted = format!("LISTENING {LOAD_FRONTEND} ");
     std::thread::spawn(move || {
+        // Reads to the end, not to the wanted line: a pipe closed under the
+        // child would fail its next write (its other frontends' lines come
+        // after), and the child would die of it in the middle of a run.
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(addr) = line.strip_prefix("LISTENING ") {
+            if let Some(addr) = line.strip_prefix(&wanted) {
                 let _ = tx.send(addr.trim().parse::<SocketAddr>());
-                break;
             }
         }
     });
@@ -370,7 +391,7 @@ fn wait_accepting(running: &mut Running, stem: &Path) -> anyhow::Result<()> {
 }
 
 /// `admin`: where the admin API listens, if anywhere.
-fn usher_toml(servers: &[SocketAddr], tune: &Tune, admin: Option<SocketAddr>) -> String {
+fn usher_toml(servers: &[SocketAddr], tune: &Tune, admin: Option<SocketAddr>) -> anyhow::Result<String> {
     let mut toml = format!(
         r#"[global]
 maxconn = {maxconn}
@@ -384,39 +405,52 @@ level = "error"
 # side by side.
 [admin]
 bind = "{admin}"
-
-[frontends.bench]
+"#,
+        maxconn = tune.maxconn,
+        threads = tune.threads,
+        admin = admin.map_or(String::new(), |a| a.to_string()),
+    );
+    for f in tune.layout.frontends() {
+        toml.push_str(&format!(
+            r#"
+[frontends.{name}]
 bind = ["127.0.0.1:0"]
-backend = "app"
+backend = "{backend}"
 maxconn = {maxconn}
 backlog = 4096
 
-[frontends.bench.timeout]
+[frontends.{name}.timeout]
 client = "{IDLE_TIMEOUT}"
-
-[backends.app]
+"#,
+            name = f.name,
+            backend = f.backend,
+            maxconn = tune.maxconn,
+        ));
+    }
+    for (name, servers) in tune.layout.backends(servers)? {
+        toml.push_str(&format!(
+            r#"
+[backends.{name}]
 balance = "{balance}"
 retries = {RETRIES}
 redispatch = true
 
-[backends.app.timeout]
+[backends.{name}.timeout]
 queue = "{queue}ms"
 connect = "{CONNECT_TIMEOUT}"
 server = "{IDLE_TIMEOUT}"
 "#,
-        maxconn = tune.maxconn,
-        threads = tune.threads,
-        queue = tune.queue_timeout.as_millis(),
-        admin = admin.map_or(String::new(), |a| a.to_string()),
-        balance = tune.balance,
-    );
-    for (i, addr) in servers.iter().enumerate() {
-        toml.push_str(&format!(
-            "\n[backends.app.servers.s{i}]\naddress = \"{addr}\"\nmaxconn = {}\n",
-            tune.server_maxconn
+            queue = tune.queue_timeout.as_millis(),
+            balance = tune.balance,
         ));
+        for (i, addr) in servers.iter().enumerate() {
+            toml.push_str(&format!(
+                "\n[backends.{name}.servers.s{i}]\naddress = \"{addr}\"\nmaxconn = {}\n",
+                tune.server_maxconn
+            ));
+        }
     }
-    toml
+    Ok(toml)
 }
 
 /// usher's SNI rule: the rule's backend is the frontend's own, so both
@@ -428,24 +462,31 @@ const HAPROXY_SNI_ROUTE: &str = "    tcp-request inspect-delay 5s\n    \
      tcp-request content accept if { req_ssl_hello_type 1 }\n    \
      use_backend app if { req_ssl_sni -i bench.example }\n    default_backend app\n";
 
-fn haproxy_cfg(bind: SocketAddr, servers: &[SocketAddr], tune: &Tune) -> String {
+/// `binds`: one address per frontend of the layout, the loaded one first.
+fn haproxy_cfg(binds: &[SocketAddr], servers: &[SocketAddr], tune: &Tune) -> anyhow::Result<String> {
     let mut cfg = format!(
         "global\n    nbthread {threads}\n    maxconn {maxconn}\n\n\
          defaults\n    mode tcp\n    maxconn {maxconn}\n    retries {RETRIES}\n    option redispatch\n    \
          timeout connect {CONNECT_TIMEOUT}\n    timeout client {IDLE_TIMEOUT}\n    timeout server {IDLE_TIMEOUT}\n    \
-         timeout queue {queue}ms\n\n\
-         frontend bench\n    bind {bind}\n    default_backend app\n\n\
-         backend app\n    balance {balance}\n",
-        balance = haproxy_balance(tune.balance),
+         timeout queue {queue}ms\n",
         threads = tune.threads,
         maxconn = tune.maxconn,
         queue = tune.queue_timeout.as_millis(),
     );
-    for (i, addr) in servers.iter().enumerate() {
-        let limit = if tune.server_maxconn > 0 { format!(" maxconn {}", tune.server_maxconn) } else { String::new() };
-        cfg.push_str(&format!("    server s{i} {addr}{limit}\n"));
+    let frontends = tune.layout.frontends();
+    anyhow::ensure!(binds.len() == frontends.len(), "{} addresses for {} frontends", binds.len(), frontends.len());
+    for (f, bind) in frontends.iter().zip(binds) {
+        cfg.push_str(&format!("\nfrontend {}\n    bind {bind}\n    default_backend {}\n", f.name, f.backend));
     }
-    cfg
+    let balance = haproxy_balance(tune.balance);
+    let limit = if tune.server_maxconn > 0 { format!(" maxconn {}", tune.server_maxconn) } else { String::new() };
+    for (name, servers) in tune.layout.backends(servers)? {
+        cfg.push_str(&format!("\nbackend {name}\n    balance {balance}\n"));
+        for (i, addr) in servers.iter().enumerate() {
+            cfg.push_str(&format!("    server s{i} {addr}{limit}\n"));
+        }
+    }
+    Ok(cfg)
 }
 
 /// `haproxy -v`, first line; `None` when it cannot run.
@@ -455,7 +496,7 @@ pub fn haproxy_version(exe: &Path) -> Option<String> {
 }
 
 /// The hidden `serve-usher --config FILE` subcommand: binds the frontends
-/// (port 0 allowed), prints `LISTENING <addr>` for each, and runs the
+/// (port 0 allowed), prints `LISTENING <frontend> <addr>` for each, and runs the
 /// broker in an actix System until killed.
 pub fn serve_usher(config: &Path, noop_hook: bool) -> anyhow::Result<()> {
     let toml = std::fs::read_to_string(config).with_context(|| format!("cannot read {}", config.display()))?;
@@ -477,8 +518,10 @@ pub fn serve_usher(config: &Path, noop_hook: bool) -> anyhow::Result<()> {
     }
     let (log, _guard) = usher_core::logger(&settings.log);
     let listeners = usher_core::bind_all(&settings)?;
-    for listener in listeners.0.values().flatten() {
-        println!("LISTENING {}", listener.local_addr()?);
+    for (frontend, bound) in &listeners.0 {
+        for listener in bound {
+            println!("LISTENING {frontend} {}", listener.local_addr()?);
+        }
     }
     let extensions = usher_core::Extensions { hooks: registries.hooks, ..usher_core::Extensions::default() };
     let system = actix_rt::System::new();
@@ -491,3 +534,56 @@ const NOOP_HOOK: &str = "noop";
 struct NoopHook;
 
 impl usher_core::SessionHook for NoopHook {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn big_tune() -> Tune {
+        Tune {
+            threads: 2,
+            cpus: None,
+            maxconn: 1_000,
+            server_maxconn: 50,
+            queue_timeout: Duration::from_secs(3),
+            balance: "roundrobin",
+            layout: Layout { frontends: 5, backends: 20 },
+        }
+    }
+
+    fn servers(n: u16) -> Vec<SocketAddr> {
+        (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 4000 + i))).collect()
+    }
+
+    #[test]
+    fn usher_gets_every_frontend_and_backend_of_the_layout() {
+        let toml = usher_toml(&servers(80), &big_tune(), None).unwrap();
+        let settings = usher_core::config::load_with(
+            &usher_core::config::ConfigSources::inline(&toml),
+            &usher_core::extension::Registries::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        assert_eq!(settings.frontends.len(), 5);
+        assert_eq!(settings.backends.len(), 20);
+        let bench = settings.frontends.iter().find(|f| f.name == LOAD_FRONTEND).expect("the loaded frontend");
+        assert_eq!(bench.backend, "app");
+        let f1 = settings.frontends.iter().find(|f| f.name == "f1").expect("f1");
+        assert_eq!(f1.backend, "b4");
+        assert!(toml.contains("[backends.b19.servers.s3]\naddress = \"127.0.0.1:4079\"\nmaxconn = 50\n"), "{toml}");
+    }
+
+    #[test]
+    fn haproxy_gets_one_bind_per_frontend_and_the_same_backends() {
+        let binds: Vec<SocketAddr> = (0..5).map(|i| SocketAddr::from(([127, 0, 0, 1], 5000 + i))).collect();
+        let cfg = haproxy_cfg(&binds, &servers(80), &big_tune()).unwrap();
+        assert_eq!(cfg.matches("\nfrontend ").count(), 5, "{cfg}");
+        assert_eq!(cfg.matches("\nbackend ").count(), 20, "{cfg}");
+        assert!(cfg.contains("frontend bench\n    bind 127.0.0.1:5000\n    default_backend app\n"), "{cfg}");
+        assert!(cfg.contains("frontend f1\n    bind 127.0.0.1:5001\n    default_backend b4\n"), "{cfg}");
+        assert!(cfg.contains("backend b19\n    balance roundrobin\n"), "{cfg}");
+        assert!(cfg.contains("    server s3 127.0.0.1:4079 maxconn 50\n"), "{cfg}");
+        // The SNI variant rewrites the loaded frontend's line only.
+        assert_eq!(cfg.matches(HAPROXY_DEFAULT_BACKEND).count(), 1, "{cfg}");
+        assert!(haproxy_cfg(&binds[..1], &servers(80), &big_tune()).is_err());
+    }
+}

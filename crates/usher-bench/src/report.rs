@@ -78,6 +78,19 @@ impl CaseResult {
             .collect()
     }
 
+    /// One line per pair (a, b) of proxies that both ran and per metric:
+    /// the paired ratios a / b, "median× (min–max)".
+    pub fn pair_lines(&self, pairs: &[(ProxyKind, ProxyKind)], metrics: &[&str]) -> String {
+        let mut out = String::new();
+        for &(a, b) in pairs.iter().filter(|(a, b)| self.proxies.contains(a) && self.proxies.contains(b)) {
+            for metric in metrics {
+                let ratios = ratio_cell(&self.paired_ratios_of(a, b, metric));
+                let _ = writeln!(out, "   {} / {} {metric}, paired by round: {ratios}", a.name(), b.name());
+            }
+        }
+        out
+    }
+
     pub fn median(&self, proxy: ProxyKind, metric: &str) -> Option<f64> {
         median(self.values(proxy, metric))
     }

@@ -67,12 +67,13 @@ fn every_case_completes_with_quick_settings() {
 
 /// The cases outside `all` that need nothing but HAProxy: they run and
 /// report every proxy without an error; usher never puts the overload
-/// case's server over its maxconn and fails no session.
+/// case's server over its maxconn and fails no session, and leaves no
+/// session stuck with 50 frontends and 500 backends configured.
 #[test]
-fn routing_and_overload_complete_with_quick_settings() {
+fn routing_overload_and_backends_complete_with_quick_settings() {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_usher-bench"));
     let harness = Harness::new(Options::new(exe).quick()).expect("harness");
-    for case in [Case::Routing, Case::Overload] {
+    for case in [Case::Routing, Case::Overload, Case::Backends] {
         for r in harness.run(case) {
             assert!(r.errors.is_empty(), "{}: {:?}", r.title, r.errors);
             for &proxy in &r.proxies {
@@ -85,6 +86,13 @@ fn routing_and_overload_complete_with_quick_settings() {
                     let (failed, peak) = (r.values(proxy, "failed"), r.values(proxy, "peak/server"));
                     assert!(failed.iter().all(|v| *v == 0.0), "{} failed {failed:?}", proxy.name());
                     assert!(peak.iter().all(|v| *v <= 10.0), "{} peak {peak:?}", proxy.name());
+                }
+            }
+            if case == Case::Backends {
+                assert!(r.proxies.contains(&ProxyKind::UsherBig), "{}: no big shape", r.title);
+                for proxy in [ProxyKind::Usher, ProxyKind::UsherBig] {
+                    let stuck = r.values(proxy, "stuck");
+                    assert!(stuck.iter().all(|v| *v == 0.0), "{} stuck {stuck:?}", proxy.name());
                 }
             }
         }

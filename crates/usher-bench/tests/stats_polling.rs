@@ -32,6 +32,7 @@ fn usher_dashboard_polls_stats_once_a_second_and_usher_does_not() {
         server_maxconn: 0,
         queue_timeout: Duration::from_secs(1),
         balance: "roundrobin",
+        layout: usher_bench::layout::Layout::SINGLE,
     };
 
     assert_eq!(ProxyKind::parse("usher-dashboard").expect("named"), ProxyKind::UsherDashboard);

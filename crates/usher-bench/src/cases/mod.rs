@@ -10,6 +10,8 @@ mod connrate;
 mod cost;
 mod idle;
 mod keepalive;
+mod many_backends;
+mod one_backend;
 mod overload;
 mod queue;
 mod queued;
@@ -60,6 +62,9 @@ pub enum Case {
     /// A reload of 10 000 servers under a steady load, in process: apply
     /// time and the load's p99 during it; not in [`Case::ALL`].
     Reload,
+    /// One frontend's sessions with 1 and with 50 frontends × 500 backends
+    /// configured, usher and HAProxy; not in [`Case::ALL`] (2 000 servers).
+    Backends,
 }
 
 impl Case {
@@ -82,6 +87,7 @@ impl Case {
             Case::Scale => "scale",
             Case::Queued => "queued",
             Case::Reload => "reload",
+            Case::Backends => "backends",
         }
     }
 }
@@ -257,6 +263,7 @@ impl Harness {
             Case::Scale => scale::run(self),
             Case::Queued => queued::run(self),
             Case::Reload => reload::run(self),
+            Case::Backends => many_backends::run(self),
             #[cfg(feature = "cluster")]
             Case::Cluster => cluster::run(self),
             #[cfg(not(feature = "cluster"))]
@@ -304,6 +311,7 @@ impl Harness {
             server_maxconn,
             queue_timeout,
             balance: "roundrobin",
+            layout: crate::layout::Layout::SINGLE,
         }
     }
 

@@ -8,16 +8,12 @@
 
 use std::time::Duration;
 
-use super::{Harness, SHARED};
-use crate::backends::{Backend, Behavior};
-use crate::load::{self, Payload, Sessions};
+use super::{one_backend, Harness, SHARED};
 use crate::proxies::ProxyKind;
 use crate::report::{CaseResult, Metric};
 
 pub const SERVER_MAXCONN: u32 = 1;
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(3);
-const REQUEST: usize = 64;
-const REPLY: usize = 64;
 
 pub fn run(h: &Harness) -> Vec<CaseResult> {
     let p = SHARED;
@@ -38,28 +34,12 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
                 Metric::lower("peak/server", 0),
                 Metric::lower("proxy CPU µs/session", 1),
             ];
-            let spec = Sessions {
-                clients,
-                request: REQUEST,
-                payload: Payload::Filler,
-                reply: REPLY,
-                slow: QUEUE_TIMEOUT,
-                limit: QUEUE_TIMEOUT * 2,
-            };
+            let spec = one_backend::sessions(clients, QUEUE_TIMEOUT);
             let proxies = h.only(&[ProxyKind::Usher, ProxyKind::Haproxy]);
             results.push(h.alternate("queue", title, metrics, proxies, |kind| {
-                let rt = h.load_runtime(&p)?;
-                let backends = (0..servers)
-                    .map(|_| Backend::start(rt.handle(), Behavior::Reply { request: REQUEST, reply: REPLY }))
-                    .collect::<std::io::Result<Vec<_>>>()?;
-                let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
-                let proxy = h.start_proxy(kind, &addrs, &h.tune(&p, SERVER_MAXCONN, QUEUE_TIMEOUT))?;
-                let w = h.window();
-                let (out, cpu) =
-                    rt.block_on(async { tokio::join!(load::sessions(proxy.addr, spec, w), proxy.cpu_during(w)) });
-                let peak = backends.iter().map(Backend::peak).max().unwrap_or(0);
-                let cpu_us = cpu.map_or(f64::NAN, |c| c * 1e6 / out.count.max(1) as f64);
-                Ok(vec![out.rate(&w), out.quantile_ms(0.99), out.max_ms(), out.stuck as f64, peak as f64, cpu_us])
+                let tune = h.tune(&p, SERVER_MAXCONN, QUEUE_TIMEOUT);
+                let r = one_backend::run(h, &p, kind, servers, &tune, spec)?;
+                Ok(vec![r.rate, r.out.quantile_ms(0.99), r.out.max_ms(), r.out.stuck as f64, r.peak as f64, r.cpu_us])
             }));
         }
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::{Harness, REFERENCE};
 use crate::load::{Payload, Sessions};
 use crate::proxies::ProxyKind;
-use crate::report::{self, CaseResult};
+use crate::report::CaseResult;
 use crate::tls_hello::SERVER_NAME;
 
 const CLIENTS: usize = 32;
@@ -47,11 +47,6 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
         (ProxyKind::HaproxySni, ProxyKind::Haproxy),
         (ProxyKind::UsherSni, ProxyKind::HaproxySni),
     ];
-    for (a, b) in pairs.into_iter().filter(|(a, b)| proxies.contains(a) && proxies.contains(b)) {
-        for metric in ["sessions/s", "proxy CPU µs/session"] {
-            let ratios = result.paired_ratios_of(a, b, metric);
-            println!("   {} / {} {metric}, paired by round: {}", a.name(), b.name(), report::ratio_cell(&ratios));
-        }
-    }
+    print!("{}", result.pair_lines(&pairs, &["sessions/s", "proxy CPU µs/session"]));
     vec![result]
 }

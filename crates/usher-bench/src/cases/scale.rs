@@ -10,11 +10,9 @@
 
 use std::time::Duration;
 
-use super::{Harness, SHARED};
-use crate::backends::{Backend, Behavior};
-use crate::load::{self, Payload, Sessions};
+use super::{one_backend, Harness, SHARED};
 use crate::proxies::ProxyKind;
-use crate::report::{CaseResult, Metric};
+use crate::report::CaseResult;
 
 const SIZES: [usize; 4] = [2, 100, 1_000, 10_000];
 /// usher's names; HAProxy's equivalents are in `proxies::haproxy_balance`.
@@ -22,8 +20,6 @@ pub const ALGORITHMS: [&str; 6] = ["roundrobin", "static-rr", "leastconn", "firs
 const CLIENTS: usize = 64;
 const CAPACITY: u32 = 200;
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(3);
-const REQUEST: usize = 64;
-const REPLY: usize = 64;
 
 pub fn run(h: &Harness) -> Vec<CaseResult> {
     let p = SHARED;
@@ -41,36 +37,11 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
                  short sessions; RLIMIT_NOFILE {fds}; {}",
                 h.describe(&p)
             );
-            let metrics = vec![
-                Metric::higher("sessions/s", 0),
-                Metric::lower("p99 ms", 2),
-                Metric::zero("stuck"),
-                Metric::lower("peak/server", 0),
-                Metric::lower("proxy CPU µs/session", 1),
-            ];
-            let spec = Sessions {
-                clients: CLIENTS,
-                request: REQUEST,
-                payload: Payload::Filler,
-                reply: REPLY,
-                slow: QUEUE_TIMEOUT,
-                limit: QUEUE_TIMEOUT * 2,
-            };
+            let spec = one_backend::sessions(CLIENTS, QUEUE_TIMEOUT);
             let proxies = h.only(&[ProxyKind::Usher, ProxyKind::Haproxy]);
-            results.push(h.alternate("scale", title, metrics, proxies, |kind| {
-                let rt = h.load_runtime(&p)?;
-                let backends = (0..servers)
-                    .map(|_| Backend::start(rt.handle(), Behavior::Reply { request: REQUEST, reply: REPLY }))
-                    .collect::<std::io::Result<Vec<_>>>()?;
-                let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+            results.push(h.alternate("scale", title, one_backend::metrics(), proxies, |kind| {
                 let tune = crate::proxies::Tune { balance, ..h.tune(&p, maxconn, QUEUE_TIMEOUT) };
-                let proxy = h.start_proxy(kind, &addrs, &tune)?;
-                let w = h.window();
-                let (out, cpu) =
-                    rt.block_on(async { tokio::join!(load::sessions(proxy.addr, spec, w), proxy.cpu_during(w)) });
-                let peak = backends.iter().map(Backend::peak).max().unwrap_or(0);
-                let cpu_us = cpu.map_or(f64::NAN, |c| c * 1e6 / out.count.max(1) as f64);
-                Ok(vec![out.rate(&w), out.quantile_ms(0.99), out.stuck as f64, peak as f64, cpu_us])
+                Ok(one_backend::run(h, &p, kind, servers, &tune, spec)?.figures())
             }));
         }
     }
