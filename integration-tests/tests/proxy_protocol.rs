@@ -66,6 +66,26 @@ fn v2_inet6(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     h
 }
 
+/// Frontend `web` with `accept_proxy`, to backend `app` of one server
+/// `s1` with `server_keys` added.
+fn accepting_proxy(server: SocketAddr, server_keys: &str) -> String {
+    format!(
+        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\naccept_proxy = true\n\
+         [backends.app.servers.s1]\naddress = \"{server}\"\n{server_keys}"
+    )
+}
+
+/// A client that sent `header` and `payload` and read the payload back
+/// from an echo server: seated, mid-conversation.
+async fn echoed_after_header(front: SocketAddr, header: &str, payload: &[u8]) -> TcpStream {
+    let (mut client, _) = connect(front).await;
+    client.write_all(&[header.as_bytes(), payload].concat()).await.expect("write");
+    let mut echoed = vec![0u8; payload.len()];
+    timeout(DEADLINE, client.read_exact(&mut echoed)).await.expect("echoed in time").expect("echo");
+    assert_eq!(echoed, payload);
+    client
+}
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("address")
 }
@@ -115,11 +135,7 @@ async fn send_proxy_v1_and_v2_carry_the_real_client_address_and_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_proxy_takes_the_client_from_v1_and_v2_headers() {
     let server = TestBackend::start(Behavior::Capture { reply: b"ok" });
-    let broker = TestBroker::start(&format!(
-        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\naccept_proxy = true\n\
-         [backends.app.servers.s1]\naddress = \"{}\"\n",
-        server.addr
-    ));
+    let broker = TestBroker::start(&accepting_proxy(server.addr, ""));
     let front = broker.addr("web");
 
     // v1, the header and the payload in one write.
@@ -154,6 +170,31 @@ async fn accept_proxy_takes_the_client_from_v1_and_v2_headers() {
     assert_eq!(captured, vec![b"payload-unknown".to_vec(), b"payload-v1".to_vec(), b"payload-v2".to_vec()]);
 }
 
+/// A queued client that sent its PROXY header and nothing else, then
+/// closes, leaves the queue at once (`CQ`): the read that took the header
+/// left the socket's read readiness set, and the client watch must not take
+/// that for a request. The one served after it gets its payload echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_client_that_sent_only_its_header_leaves_when_it_closes() {
+    let server = TestBackend::start(Behavior::Echo);
+    let broker = TestBroker::start(&accepting_proxy(server.addr, "maxconn = 1\n"));
+    let front = broker.addr("web");
+    let holder = echoed_after_header(front, "PROXY TCP4 192.0.2.1 198.51.100.1 40001 443\r\n", b"H").await;
+
+    let (mut quitter, _) = connect(front).await;
+    quitter.write_all(b"PROXY TCP4 192.0.2.2 198.51.100.1 40002 443\r\n").await.expect("write");
+    broker.logs.wait_for("session queued", |r| r.int("position") == 0).await;
+    drop(quitter);
+    let left = broker.logs.wait_for("session", |r| r.termination() == "CQ").await;
+    assert_eq!(left.get("client"), "192.0.2.2:40002", "{left:?}");
+
+    let (next, _) = connect(front).await;
+    let served = tokio::spawn(exchange(next, b"PROXY TCP4 192.0.2.3 198.51.100.1 40003 443\r\nnext"));
+    drop(holder);
+    assert_eq!(served.await.expect("task"), b"next");
+    assert_eq!(server.accepted(), 2, "the client that left never reached the server");
+}
+
 /// Behind another balancer, usher passes the header's client and frontend on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_header_is_passed_on_to_send_proxy_servers() {
@@ -173,19 +214,11 @@ async fn accepted_header_is_passed_on_to_send_proxy_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_header_closes_that_client_only() {
     let server = TestBackend::start(Behavior::Echo);
-    let broker = TestBroker::start(&format!(
-        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\naccept_proxy = true\n\
-         [backends.app.servers.s1]\naddress = \"{}\"\n",
-        server.addr
-    ));
+    let broker = TestBroker::start(&accepting_proxy(server.addr, ""));
     let front = broker.addr("web");
 
     // An established client, mid-conversation.
-    let (mut good, _) = connect(front).await;
-    good.write_all(b"PROXY TCP4 192.0.2.1 192.0.2.2 1000 80\r\nping").await.expect("write");
-    let mut buf = [0u8; 4];
-    timeout(DEADLINE, good.read_exact(&mut buf)).await.expect("in time").expect("echo");
-    assert_eq!(&buf, b"ping");
+    let mut good = echoed_after_header(front, "PROXY TCP4 192.0.2.1 192.0.2.2 1000 80\r\n", b"ping").await;
 
     let mut bad_v2 = v2_inet(addr("192.0.2.9:9"), addr("192.0.2.2:80"));
     bad_v2[12] = 0x11; // version 1 in a v2 header
@@ -207,6 +240,7 @@ async fn a_bad_header_closes_that_client_only() {
 
     // The established client goes on; a new one is served.
     good.write_all(b"pong").await.expect("write");
+    let mut buf = [0u8; 4];
     timeout(DEADLINE, good.read_exact(&mut buf)).await.expect("in time").expect("echo");
     assert_eq!(&buf, b"pong");
     assert_eq!(exchange(good, b"").await, b"");

@@ -6,15 +6,24 @@
 //! answer: it stays queued, and its bytes and its half-close reach the
 //! server once connected.
 //!
-//! The watch reads nothing: it peeks at one byte to tell "sent something"
-//! from "closed", and leaves the bytes in the socket, where the relay reads
-//! them like any others. So a waiting client holds no buffer in the broker
-//! — in a queue of thousands that is most of what each one would cost —
-//! and a client that sends at once (the common case) costs no allocation
-//! for its first bytes before it is seated. Once a byte was seen the client
-//! is still watched, for a reset only: its socket's error readiness. So a
-//! client that sent its request and then reset leaves at once rather than
-//! at `timeout.queue`.
+//! The watch reads nothing: it waits for the socket's read readiness and
+//! leaves the bytes in the socket, where the relay reads them like any
+//! others. So a waiting client holds no buffer in the broker — in a queue
+//! of thousands that is most of what each one would cost — and a client
+//! that sends at once (the common case) costs no allocation for its first
+//! bytes before it is seated. Once a byte was seen the client is still
+//! watched, for a reset only: its socket's error readiness. So a client
+//! that sent its request and then reset leaves at once rather than at
+//! `timeout.queue`.
+//!
+//! Readiness alone tells "sent something" when the socket is readable and
+//! not read-closed (no FIN, no RST: bytes are what woke it), and nothing
+//! was read from it before: then no system call is made, which is the
+//! common path (a client that sends its request and waits). A readiness
+//! that also says closed (data then FIN, FIN alone, RST) is told apart by
+//! peeking at one byte, as is any readiness once a PROXY header was read
+//! (a read that took the header's last bytes leaves the readiness set
+//! whether or not more came).
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -29,17 +38,25 @@ pub struct ClientWatch {
     pub half_closed: bool,
     /// The client sent bytes that are still in its socket, unread.
     pending: bool,
+    /// Bytes were read from the socket before the watch (a PROXY header),
+    /// so its read readiness may be left over from them.
+    read_before: bool,
 }
 
 impl ClientWatch {
     /// Resolves only when the client has left. Cancel-safe: it reads
     /// nothing, and what it learnt (bytes are there) is kept.
     ///
-    /// The peek waits on the socket's readiness as a read would, and costs
-    /// the one `recv` a read would have cost; it leaves the readiness set,
-    /// so the relay's first read finds the bytes at once.
+    /// Waiting for readiness clears nothing, so the relay's first read
+    /// finds the bytes at once.
     pub async fn gone(&mut self, client: &mut TcpStream) {
         if !self.sent_nothing() || self.half_closed {
+            return reset(client).await;
+        }
+        // A failure to wait at all is as fatal for the socket as a reset.
+        let Ok(ready) = client.ready(Interest::READABLE).await else { return };
+        if !self.read_before && ready.is_readable() && !ready.is_read_closed() {
+            self.pending = true;
             return reset(client).await;
         }
         let mut probe = [0u8; 1];
@@ -51,6 +68,12 @@ impl ClientWatch {
                 reset(client).await
             }
         }
+    }
+
+    /// Bytes were read from the client's socket before it waits (its PROXY
+    /// header): its readiness no longer says on its own that more came.
+    pub fn read_before(&mut self) {
+        self.read_before = true;
     }
 
     /// Whether the client has sent no byte so far. Meaningful until

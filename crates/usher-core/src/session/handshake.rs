@@ -17,7 +17,11 @@ impl Session<'_> {
         // would size every session's future (and idle memory) by it.
         // Always a deadline: the client holds a place of the frontend's
         // maxconn until its header is read.
-        match Box::pin(read_header(&mut self.client, accept.timeout, &front.handles.kill)).await {
+        let header = Box::pin(read_header(&mut self.client, accept.timeout, &front.handles.kill)).await;
+        // Its last read may leave the socket's read readiness set with
+        // nothing behind it: the client watch must not take that for a request.
+        self.watch.read_before();
+        match header {
             Ok(Some(addresses)) => {
                 self.record.client = addresses.source;
                 Ok(Some(addresses.destination))
