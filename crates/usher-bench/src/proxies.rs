@@ -24,6 +24,8 @@ use crate::stats_poller::StatsPoller;
 
 /// How long a proxy may take to start listening.
 const START_LIMIT: Duration = Duration::from_secs(15);
+/// Starts of a proxy whose ports were handed over, when one was taken.
+const HANDOVER_ATTEMPTS: usize = 3;
 /// Timeouts given to both proxies (the queue timeout is per case).
 pub(crate) const CONNECT_TIMEOUT: &str = "5s";
 pub(crate) const IDLE_TIMEOUT: &str = "30s";
@@ -234,21 +236,20 @@ impl Launcher {
             }
             ProxyKind::Haproxy | ProxyKind::HaproxySni | ProxyKind::HaproxyBig => {
                 let exe = self.haproxy.as_ref().ok_or_else(|| anyhow!("haproxy not found"))?;
-                let binds = (0..tune.layout.frontends).map(|_| free_port()).collect::<anyhow::Result<Vec<_>>>()?;
-                let addr = binds[0];
-                let config = stem.with_extension("cfg");
-                let mut cfg = haproxy_cfg(&binds, servers, tune)?;
-                if kind == ProxyKind::HaproxySni {
-                    cfg = cfg.replace(HAPROXY_DEFAULT_BACKEND, HAPROXY_SNI_ROUTE);
+                // The ports are handed over (see `free_port`): one taken in
+                // between fails HAProxy's start, and with 50 frontends that
+                // race was seen in one run of two. Fresh ports, then.
+                let mut attempt = 1;
+                loop {
+                    match self.haproxy(kind, exe, &stem, servers, tune) {
+                        Err(err)
+                            if attempt < HANDOVER_ATTEMPTS && format!("{err:#}").contains("Address already in use") =>
+                        {
+                            attempt += 1;
+                        }
+                        outcome => return outcome,
+                    }
                 }
-                std::fs::write(&config, cfg)?;
-                let mut cmd = wrapped(tune, exe);
-                cmd.arg("-f").arg(&config).arg("-db");
-                let child = spawn_logged(cmd, &stem, Stdio::null())?;
-                let mut running =
-                    Running { kind, addr, child: Some(child), spent: self.spent.clone(), poller: None, admin: None };
-                wait_accepting(&mut running, &stem)?;
-                Ok(running)
             }
             ProxyKind::Nginx => {
                 let nginx = self.nginx.as_ref().ok_or_else(|| anyhow!("nginx with its stream module not found"))?;
@@ -276,6 +277,31 @@ impl Launcher {
 }
 
 impl Launcher {
+    fn haproxy(
+        &self,
+        kind: ProxyKind,
+        exe: &Path,
+        stem: &Path,
+        servers: &[SocketAddr],
+        tune: &Tune,
+    ) -> anyhow::Result<Running> {
+        let binds = free_ports(tune.layout.frontends)?;
+        let addr = binds[0];
+        let config = stem.with_extension("cfg");
+        let mut cfg = haproxy_cfg(&binds, servers, tune)?;
+        if kind == ProxyKind::HaproxySni {
+            cfg = cfg.replace(HAPROXY_DEFAULT_BACKEND, HAPROXY_SNI_ROUTE);
+        }
+        std::fs::write(&config, cfg)?;
+        let mut cmd = wrapped(tune, exe);
+        cmd.arg("-f").arg(&config).arg("-db");
+        let child = spawn_logged(cmd, stem, Stdio::null())?;
+        let mut running =
+            Running { kind, addr, child: Some(child), spent: self.spent.clone(), poller: None, admin: None };
+        wait_accepting(&mut running, stem)?;
+        Ok(running)
+    }
+
     /// usher through this binary's `serve-usher`, with an admin API when
     /// `admin`, and `extra` appended to its configuration.
     pub fn usher(
@@ -305,6 +331,13 @@ impl Launcher {
 /// grab it in between; this small race exists only here, in the benchmark.
 fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// `n` free ports, all held until the last is picked, so that no two are
+/// the same (the kernel may hand a port just closed out again).
+fn free_ports(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let held = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+    Ok(held.iter().map(std::net::TcpListener::local_addr).collect::<std::io::Result<Vec<_>>>()?)
 }
 
 /// `program` under `taskset -c CPUS` when pinned, and under `setpriv
