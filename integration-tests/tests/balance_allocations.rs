@@ -7,7 +7,11 @@
 //! does on the steady path of a session: a `Reserve` granted at once, then
 //! the session's close (`released`) and the credit its Server lends back.
 //! The time per session is printed (a figure, not a bound: it depends on
-//! the machine), with 10, 1 000 and 10 000 servers.
+//! the machine), with 10, 1 000 and 10 000 servers. The core's own choices
+//! by load are measured the same way at 10 000 servers: a retry that finds
+//! every other server busy (it waits in the least loaded one's queue) and
+//! a hashed session whose server's queue is full (redispatched to the
+//! least loaded available server).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
@@ -104,5 +108,99 @@ fn a_pick_allocates_nothing_whatever_the_number_of_servers() {
             println!("{n:>6} servers, {name:<15}: {allocations} allocations in {COUNTED} sessions, {ns:.0} ns each");
             assert_eq!(allocations, 0, "{name} with {n} servers allocated {allocations} times in {COUNTED} sessions");
         }
+    }
+}
+
+/// The core's choice a cycle exercises.
+#[derive(Debug, Clone, Copy)]
+enum CoreChoice {
+    /// Every server busy: a retry leaving server 0 queues on the least
+    /// loaded other server, then leaves its queue.
+    Retry,
+    /// One client's server serves a session and has one queued (its
+    /// `maxqueue`): the client's next session is redispatched to the least
+    /// loaded available server, then closes.
+    Redispatch,
+}
+
+/// `n` servers of maxconn 1 (weights 1 to 3), every slot lent; returns the
+/// allocations during the counted cycles of `choice` and the time per cycle.
+fn run_core_choice(n: usize, choice: CoreChoice) -> (u64, f64) {
+    let setups: Vec<ServerSetup> = (0..n)
+        .map(|i| ServerSetup { maxconn: 1, weight: 1 + (i % 3) as u32, maxqueue: 1, backup: false, minconn: 0 })
+        .collect();
+    let (setup, balancer): (BackendSetup, Box<dyn Balancer>) = match choice {
+        CoreChoice::Retry => (BackendSetup::default(), Box::new(LeastConn::default())),
+        CoreChoice::Redispatch => {
+            (BackendSetup { redispatch: true, ..BackendSetup::default() }, Box::new(ConsistentHash::new(0)))
+        }
+    };
+    let mut state: BackendState<u64> = BackendState::with_setup(&setups, setup, balancer);
+    for i in 0..n {
+        assert!(state.credit(ServerId(i)).is_none(), "nobody waits yet");
+    }
+    let client = Some(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)));
+    let request = |session: u64, avoid: Option<ServerId>| ReserveRequest {
+        session: SessionId(session),
+        key: QueueKey::fifo(SessionId(session)),
+        client,
+        pin: None,
+        avoid,
+    };
+    let mut session = 0u64;
+    match choice {
+        CoreChoice::Retry => {
+            // Every server serves a session.
+            for _ in 0..n {
+                session += 1;
+                assert!(matches!(state.reserve(request(session, None), session), Reserved::Granted { .. }));
+            }
+        }
+        CoreChoice::Redispatch => {
+            // The client's server serves one session and queues one.
+            session += 1;
+            assert!(matches!(state.reserve(request(session, None), session), Reserved::Granted { .. }));
+            session += 1;
+            assert!(matches!(state.reserve(request(session, None), session), Reserved::Queued { server: Some(_), .. }));
+        }
+    }
+    let cycle = |state: &mut BackendState<u64>, session: &mut u64| {
+        *session += 1;
+        match choice {
+            CoreChoice::Retry => {
+                let decided = state.reserve(request(*session, Some(ServerId(0))), *session);
+                assert!(matches!(decided, Reserved::Queued { server: Some(s), .. } if s != ServerId(0)), "{decided:?}");
+                assert!(state.cancel(SessionId(*session)).is_some());
+            }
+            CoreChoice::Redispatch => {
+                let Reserved::Granted { server, .. } = state.reserve(request(*session, None), *session) else {
+                    panic!("a redispatched session was not granted");
+                };
+                state.released(server, 1);
+                assert!(state.credit(server).is_none(), "nobody waits for it");
+            }
+        }
+    };
+    for _ in 0..WARM_UP {
+        cycle(&mut state, &mut session);
+    }
+    let region = Region::new(GLOBAL);
+    let started = Instant::now();
+    for _ in 0..COUNTED {
+        cycle(&mut state, &mut session);
+    }
+    let elapsed = started.elapsed();
+    let stats = region.change();
+    assert_eq!(state.check(), Ok(()));
+    ((stats.allocations + stats.reallocations) as u64, elapsed.as_secs_f64() * 1e9 / COUNTED as f64)
+}
+
+#[test]
+fn the_cores_own_choices_allocate_nothing_at_ten_thousand_servers() {
+    let _ = run_core_choice(10, CoreChoice::Retry);
+    for choice in [CoreChoice::Retry, CoreChoice::Redispatch] {
+        let (allocations, ns) = run_core_choice(10_000, choice);
+        println!("10000 servers, {choice:?}: {allocations} allocations in {COUNTED} sessions, {ns:.0} ns each");
+        assert_eq!(allocations, 0, "{choice:?} allocated {allocations} times in {COUNTED} sessions");
     }
 }

@@ -44,6 +44,7 @@ mod hash;
 mod heap;
 pub(crate) mod id_set;
 mod leastconn;
+pub(crate) mod load_order;
 mod random;
 mod registry;
 mod roundrobin;
@@ -145,27 +146,6 @@ where
     fn pick(&mut self, servers: &Servers<'_>, client: Option<IpAddr>) -> Option<Choice> {
         self(servers, client)
     }
-}
-
-/// Among the candidates that `only` accepts (and with a weight), the one
-/// with the least load relative to its weight; ties go to the lowest id.
-/// O(n): for the core's rare paths (a retry or a hashed session with
-/// every other server busy).
-pub(crate) fn least_loaded(servers: &Servers<'_>, only: impl Fn(&Candidate) -> bool) -> Option<ServerId> {
-    let mut best: Option<Candidate> = None;
-    for c in servers.iter() {
-        if c.weight == 0 || !only(&c) {
-            continue;
-        }
-        best = match best {
-            // load_c / w_c < load_b / w_b, without division.
-            Some(b) if (u64::from(c.load) + 1) * u64::from(b.weight) >= (u64::from(b.load) + 1) * u64::from(c.weight) => {
-                Some(b)
-            }
-            _ => Some(c),
-        };
-    }
-    best.map(|c| c.id)
 }
 
 #[cfg(test)]

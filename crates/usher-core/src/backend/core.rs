@@ -31,8 +31,9 @@ use super::discipline::{Queueing, SourceKey};
 use super::limit::Limit;
 use super::wait_queue::{Joining, QueueKey, WaitQueue, Waiting};
 use crate::backend::balance::id_set::IdSet;
+use crate::backend::balance::load_order::LoadOrder;
 use crate::backend::balance::servers::{BackendWide, ServerFacts, Standing, Tally};
-use crate::backend::balance::{least_loaded, Balancer, Candidate, Choice, ServerEvent, Servers};
+use crate::backend::balance::{Balancer, Choice, ServerEvent, Servers};
 use crate::config::QueueSettings;
 use crate::ids::{ServerId, SessionId};
 
@@ -218,6 +219,10 @@ pub struct BackendState<W> {
     /// Those of them with waiters in their own queue: the only ones a
     /// settle can grant from while the backend queue is empty.
     grantable: IdSet,
+    /// The eligible and the ready servers by load relative to weight: the
+    /// core's own choices (a retry with every other server busy, a hashed
+    /// session redispatched) in O(log n).
+    load_order: LoadOrder,
     queue: WaitQueue<W>,
     setup: Setup,
     balancer: Box<dyn Balancer>,
@@ -257,6 +262,7 @@ impl<W> BackendState<W> {
             served_total: 0,
             holding: IdSet::default(),
             grantable: IdSet::default(),
+            load_order: LoadOrder::default(),
             queue: WaitQueue::default(),
             setup: setup.into(),
             balancer,
@@ -309,6 +315,7 @@ impl<W> BackendState<W> {
                 _ => {}
             }
         }
+        self.load_order.place(i, &now);
         let wide = self.wide();
         let servers = Servers::new(&self.servers, &self.tallies, wide, None);
         self.balancer.candidate_changed(ServerId(i), &servers);
@@ -324,11 +331,6 @@ impl<W> BackendState<W> {
             load: self.load(),
             any_active: self.any_active(),
         }
-    }
-
-    /// The balancer's view, with a retry's `avoid` applied.
-    fn view(&self, avoid: Option<ServerId>) -> Servers<'_> {
-        Servers::new(&self.servers, &self.tallies, self.wide(), avoid)
     }
 
     // === what a server may do now ===
@@ -456,10 +458,9 @@ impl<W> BackendState<W> {
     /// waits for the least loaded other usable server in that server's own
     /// queue, where a slot the failed server frees cannot reach it. Only
     /// when that queue is at its `maxqueue` does it wait in the backend
-    /// queue instead. O(n): only a retry that found every other server
-    /// busy comes here.
+    /// queue instead. O(log n).
     fn enqueue_elsewhere(&mut self, avoid: Option<ServerId>, joining: Joining, waiter: W) -> Reserved<W> {
-        let Some(server) = least_loaded(&self.view(avoid), |c| c.usable) else {
+        let Some(server) = self.least_loaded_usable([avoid, None]) else {
             return self.enqueue_backend(joining, waiter);
         };
         let s = &self.servers[server.0];
@@ -503,18 +504,16 @@ impl<W> BackendState<W> {
         if s.maxqueue.reached_by(s.queued as usize) {
             if hashed && self.setup.redispatch {
                 // Its server's queue is full: any other server will do —
-                // except the one a retry is leaving. O(n): only a hashed
-                // session whose server's queue is full comes here.
-                let view = self.view(self.avoiding(Some(pin)));
-                let other = |c: &Candidate| c.id != pin && Some(c.id) != req.avoid;
-                if let Some(server) = least_loaded(&view, |c| c.available && other(c)) {
+                // except the one a retry is leaving. O(log n).
+                let not = [Some(pin), req.avoid];
+                if let Some(server) = self.least_loaded_available(not) {
                     self.take_slot(server);
                     return Reserved::Granted { server, waiter, source: joining.source };
                 }
                 // With no other server that could ever take it, waiting in
                 // the backend queue would only be waiting for this same
                 // server past its `maxqueue`: refused at once.
-                if !view.iter().any(|c| c.usable && other(&c)) {
+                if !self.any_usable_but(not) {
                     return Reserved::Full { waiter };
                 }
                 return self.enqueue_backend(joining, waiter);
@@ -522,6 +521,56 @@ impl<W> BackendState<W> {
             return Reserved::Full { waiter };
         }
         self.enqueue_server(pin, joining, waiter)
+    }
+
+    // === the core's own choices, by load ===
+
+    /// The usable server other than `not` with the least load relative to
+    /// its weight, ties to the lowest id. O(log n).
+    fn least_loaded_usable(&mut self, not: [Option<ServerId>; 2]) -> Option<ServerId> {
+        let wide = self.wide();
+        self.load_order.least_usable(&wide, not)
+    }
+
+    /// The same among the servers that can take a session now (see
+    /// [`LoadOrder::least_available`] for its cost).
+    fn least_loaded_available(&mut self, not: [Option<ServerId>; 2]) -> Option<ServerId> {
+        let wide = self.wide();
+        self.load_order.least_available(&self.servers, &wide, not)
+    }
+
+    /// Some server other than `not` takes balanced traffic. O(1) from the
+    /// tally of the group in use.
+    fn any_usable_but(&self, not: [Option<ServerId>; 2]) -> bool {
+        let excluded = match not {
+            [Some(a), Some(b)] if a == b => [Some(a), None],
+            not => not,
+        };
+        let usable_excluded =
+            excluded.iter().flatten().filter(|s| s.0 < self.servers.len() && self.balanced(s.0)).count() as u32;
+        self.tallies[usize::from(!self.any_active())].eligible > usable_excluded
+    }
+
+    /// Every server as a balancer sees it (O(n)).
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
+    pub fn candidates(&self) -> Vec<crate::backend::balance::Candidate> {
+        Servers::new(&self.servers, &self.tallies, self.wide(), None).iter().collect()
+    }
+
+    /// What the core would choose by load, excluding `not`: the least
+    /// loaded usable server (or, with `available`, the least loaded one
+    /// that can take a session now), and whether any other is usable —
+    /// asked of a copy of the index (a query reorders it), so the
+    /// white-box tests can hold the index against a scan of every
+    /// candidate. Used by white-box tests only.
+    #[cfg(feature = "internals")]
+    pub fn least_loaded_other(&self, available: bool, not: [Option<ServerId>; 2]) -> (Option<ServerId>, bool) {
+        let mut order = self.load_order.clone();
+        let wide = self.wide();
+        let least =
+            if available { order.least_available(&self.servers, &wide, not) } else { order.least_usable(&wide, not) };
+        (least, self.any_usable_but(not))
     }
 
     /// The balancer's pick, if the core can follow it: a server that
