@@ -11,7 +11,9 @@
 //! by load are measured the same way at 10 000 servers: a retry that finds
 //! every other server busy (it waits in the least loaded one's queue) and
 //! a hashed session whose server's queue is full (redispatched to the
-//! least loaded available server).
+//! least loaded available server). And the settle that follows every
+//! message, while the backend queue waits and dynamic maxconn holds
+//! 10 000 servers below their maxconn.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
@@ -203,4 +205,66 @@ fn the_cores_own_choices_allocate_nothing_at_ten_thousand_servers() {
         println!("10000 servers, {choice:?}: {allocations} allocations in {COUNTED} sessions, {ns:.0} ns each");
         assert_eq!(allocations, 0, "{choice:?} allocated {allocations} times in {COUNTED} sessions");
     }
+}
+
+/// `n` servers of maxconn 4 and minconn 1 under a `fullconn` far above the
+/// load, so dynamic maxconn holds each at 1: each serves one session and
+/// holds 3 credits it may not use, and a session waits in the backend
+/// queue. Each counted cycle is two messages (a session queues, then
+/// leaves), each followed by the walk the BackendQueue's settle makes
+/// (`set_paused(false)` on a running backend is that walk alone: the
+/// settle itself ends with `check()`, O(n), in builds with debug
+/// assertions). Returns the allocations and the time per message.
+fn run_settle(n: usize) -> (u64, f64) {
+    let setups: Vec<ServerSetup> =
+        (0..n).map(|_| ServerSetup { maxconn: 4, weight: 1, maxqueue: 0, backup: false, minconn: 1 }).collect();
+    let setup = BackendSetup { fullconn: 1_000_000, ..BackendSetup::default() };
+    let mut state: BackendState<u64> = BackendState::with_setup(&setups, setup, Box::new(LeastConn::default()));
+    for i in 0..n {
+        for _ in 0..4 {
+            assert!(state.credit(ServerId(i)).is_none(), "nobody waits yet");
+        }
+    }
+    let request = |session: u64| ReserveRequest {
+        session: SessionId(session),
+        key: QueueKey::fifo(SessionId(session)),
+        client: None,
+        pin: None,
+        avoid: None,
+    };
+    for session in 1..=n as u64 {
+        assert!(matches!(state.reserve(request(session), session), Reserved::Granted { .. }), "one session a server");
+    }
+    let mut session = n as u64 + 1;
+    assert!(matches!(state.reserve(request(session), session), Reserved::Queued { server: None, .. }));
+    let mut cycle = |state: &mut BackendState<u64>| {
+        session += 1;
+        assert!(matches!(state.reserve(request(session), session), Reserved::Queued { server: None, .. }));
+        assert!(state.set_paused(false).is_empty(), "dynamic maxconn holds every credit back");
+        assert!(state.cancel(SessionId(session)).is_some());
+        assert!(state.set_paused(false).is_empty());
+    };
+    for _ in 0..WARM_UP {
+        cycle(&mut state);
+    }
+    let region = Region::new(GLOBAL);
+    let started = Instant::now();
+    for _ in 0..COUNTED {
+        cycle(&mut state);
+    }
+    let elapsed = started.elapsed();
+    let stats = region.change();
+    assert_eq!(state.check(), Ok(()));
+    assert_eq!(state.backend_queue_len(), 1);
+    ((stats.allocations + stats.reallocations) as u64, elapsed.as_secs_f64() * 1e9 / (2 * COUNTED) as f64)
+}
+
+#[test]
+fn a_settle_skips_the_credits_dynamic_maxconn_holds_back() {
+    let (allocations, ns) = run_settle(10_000);
+    println!(
+        "10000 servers, settle held by dynamic maxconn: {allocations} allocations in {} messages, {ns:.0} ns each",
+        2 * COUNTED
+    );
+    assert_eq!(allocations, 0, "a settle allocated {allocations} times");
 }

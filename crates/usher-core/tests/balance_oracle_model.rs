@@ -314,6 +314,10 @@ impl Balancer for Oracle {
     fn candidate_changed(&mut self, server: ServerId, servers: &Servers<'_>) {
         self.inner.candidate_changed(server, servers);
     }
+
+    fn only_balances(&self) -> bool {
+        self.inner.only_balances()
+    }
 }
 
 // =====================================================================

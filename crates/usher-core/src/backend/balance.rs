@@ -31,7 +31,18 @@
 //! visited server at pick time ([`Servers::get`]); a pause or a full
 //! backend is answered in O(1), dynamic maxconn may make a pick walk past
 //! servers it has lowered (worst case every ready server, as HAProxy's
-//! leastconn tree does).
+//! leastconn tree does). That walk is paid only while nobody waits in the
+//! backend queue: while somebody does, no server can take a newcomer, so
+//! a balancer that never pins ([`Balancer::only_balances`], every built-in
+//! but `source`) is not asked at all — the session queues in O(1) — and
+//! the settle after each message visits only the servers whose dynamic
+//! maxconn the backend's load has raised enough to grant (`RoomByLoad`,
+//! holding servers by the load from which they have room).
+//!
+//! The core makes two choices by load itself — where a retry that finds
+//! every other server busy waits, and which server takes a hashed session
+//! whose server's queue is full — from its own load/weight index
+//! (`LoadOrder`), in O(log n) too.
 //!
 //! Algorithms are registered by name ([`BalancerRegistry`]); the
 //! `Balancer` trait's other methods have default bodies that do nothing,
@@ -47,6 +58,7 @@ mod leastconn;
 pub(crate) mod load_order;
 mod random;
 mod registry;
+pub(crate) mod room_by_load;
 mod roundrobin;
 pub(crate) mod servers;
 mod vtime;
@@ -115,6 +127,21 @@ pub trait Balancer: Send + 'static {
     /// that wraps another forwards it, or the inner one's index stays
     /// empty.
     fn candidate_changed(&mut self, _server: ServerId, _servers: &Servers<'_>) {}
+
+    /// This balancer never answers [`Choice::Pinned`]. While the backend
+    /// queue has waiters, no server that takes balanced traffic has a slot
+    /// it may use (the core hands every usable slot to them first), so
+    /// such a balancer could only answer `None`: the core then queues the
+    /// session behind them without asking it — in O(1), where a pick
+    /// might walk past every server dynamic maxconn holds back. A balancer
+    /// that answers `true` is not asked for those sessions, so it must not
+    /// rely on seeing every one of them. Off by default: a balancer that
+    /// may pin (hashing) must be asked, since a pinned session waits in its
+    /// own server's queue or is redispatched, not queued behind the
+    /// backend queue. A balancer that wraps another forwards it.
+    fn only_balances(&self) -> bool {
+        false
+    }
 
     /// A session took a slot on `server` (whoever picked it: this
     /// balancer, a pin, a freed slot handed to a waiter).

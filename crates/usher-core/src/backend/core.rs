@@ -32,6 +32,7 @@ use super::limit::Limit;
 use super::wait_queue::{Joining, QueueKey, WaitQueue, Waiting};
 use crate::backend::balance::id_set::IdSet;
 use crate::backend::balance::load_order::LoadOrder;
+use crate::backend::balance::room_by_load::RoomByLoad;
 use crate::backend::balance::servers::{BackendWide, ServerFacts, Standing, Tally};
 use crate::backend::balance::{Balancer, Choice, ServerEvent, Servers};
 use crate::config::QueueSettings;
@@ -213,9 +214,10 @@ pub struct BackendState<W> {
     tallies: [Tally; 2],
     /// Sessions the servers serve, together.
     served_total: u32,
-    /// Servers that are up and hold a credit (or are unlimited): the only
-    /// ones a settle can grant from.
-    holding: IdSet,
+    /// Servers that are up and hold a credit (or are unlimited), by the
+    /// backend load from which they may use it (dynamic maxconn): the only
+    /// ones a settle can grant from are those whose load was reached.
+    holding: RoomByLoad,
     /// Those of them with waiters in their own queue: the only ones a
     /// settle can grant from while the backend queue is empty.
     grantable: IdSet,
@@ -260,7 +262,7 @@ impl<W> BackendState<W> {
             stats: servers.iter().map(stats_of).collect(),
             tallies: [Tally::default(); 2],
             served_total: 0,
-            holding: IdSet::default(),
+            holding: RoomByLoad::new(Limit::from_config(setup.fullconn)),
             grantable: IdSet::default(),
             load_order: LoadOrder::default(),
             queue: WaitQueue::default(),
@@ -300,25 +302,45 @@ impl<W> BackendState<W> {
         let s = &mut self.servers[i];
         s.queued = self.queues[i].len() as u32;
         let now = s.standing();
+        // Its cap may move its threshold without changing its standing.
+        self.holding.set(i, self.room_from_load(i));
+        let s = &mut self.servers[i];
         let before = std::mem::replace(&mut s.counted, now);
         if now == before {
             return;
         }
         self.tallies[before.group()].remove(&before);
         self.tallies[now.group()].add(&now);
-        for (set, was, is) in
-            [(&mut self.holding, before.holds, now.holds), (&mut self.grantable, before.grantable, now.grantable)]
-        {
-            match (was, is) {
-                (false, true) => set.insert(i),
-                (true, false) => set.remove(i),
-                _ => {}
-            }
+        match (before.grantable, now.grantable) {
+            (false, true) => self.grantable.insert(i),
+            (true, false) => self.grantable.remove(i),
+            _ => {}
         }
         self.load_order.place(i, &now);
         let wide = self.wide();
         let servers = Servers::new(&self.servers, &self.tallies, wide, None);
         self.balancer.candidate_changed(ServerId(i), &servers);
+    }
+
+    /// From which backend load server `i` may use a held credit (`None`:
+    /// it holds none, or has no room at any load).
+    fn room_from_load(&self, i: usize) -> Option<u64> {
+        let s = &self.servers[i];
+        s.standing().holds.then(|| s.room_from_load(self.holding.fullconn())).flatten()
+    }
+
+    /// Brings the settle's order of holding servers up to the backend's
+    /// load now and, after a reload changed `fullconn`, to its thresholds
+    /// (O(n log n), on that reload only: `reconfigure` ends with a
+    /// dispatch, which comes here).
+    fn sort_holding(&mut self) {
+        if self.holding.fullconn() != self.setup.fullconn {
+            self.holding.set_fullconn(self.setup.fullconn);
+            for i in 0..self.servers.len() {
+                self.holding.set(i, self.room_from_load(i));
+            }
+        }
+        self.holding.follow(self.load());
     }
 
     /// The backend-wide state a server's room depends on.
@@ -428,8 +450,17 @@ impl<W> BackendState<W> {
         let avoiding = self.avoiding(req.avoid);
         // Nobody overtakes the backend queue: while it is non-empty, no
         // balanced server has a usable credit (see `credit`), so no
-        // candidate is available.
-        match self.pick(req.client, avoiding) {
+        // candidate is available — and a balancer that only ever balances
+        // need not be asked to find none (O(1) instead of a pick that may
+        // walk past every server dynamic maxconn holds back). A balancer
+        // that may pin is asked: its session may belong to a server's own
+        // queue, which the backend queue does not precede.
+        let choice = if !self.queue.is_empty() && self.balancer.only_balances() {
+            None
+        } else {
+            self.pick(req.client, avoiding)
+        };
+        match choice {
             Some(Choice::Balanced(server)) => {
                 self.take_slot(server);
                 Reserved::Granted { server, waiter, source: joining.source }
@@ -727,21 +758,27 @@ impl<W> BackendState<W> {
 
     /// The next server after `after` (from the first with `None`) that a
     /// settle should offer to grant from, in id order: `None` at once when
-    /// nobody waits; while only server queues have waiters, the servers
+    /// nobody waits or nothing may be granted (paused, the backend at its
+    /// maxconn); while only server queues have waiters, the servers
     /// holding a credit with waiters of their own; while the backend queue
-    /// has waiters, every server holding a credit. The others cannot grant.
-    /// So a settle costs O(1) while nobody waits, O(servers with a queue
-    /// and a credit) while sessions wait for given servers (hashing), and
-    /// O(holding servers) only while the backend queue has waiters and
-    /// credits are held that cannot serve them (dynamic maxconn, backups
-    /// not in use) — each step an O(1) test, the walk O(n / 64) words.
-    pub(crate) fn next_to_settle(&self, after: Option<ServerId>) -> Option<ServerId> {
-        if self.location.is_empty() {
+    /// has waiters, the servers holding a credit they may use at the
+    /// backend's load now — a credit that dynamic maxconn holds back is not
+    /// visited until the load reaches its server's threshold
+    /// ([`RoomByLoad`]). The others cannot grant. So a settle costs O(1)
+    /// while nobody waits, O(servers with a queue and a credit) while
+    /// sessions wait for given servers (hashing), and O(servers with a
+    /// usable credit) while the backend queue has waiters (backups not in
+    /// use, with waiters of their own, included) — each step an O(1) test,
+    /// the walk O(n / 4 096) words, plus O(log n) per server whose
+    /// threshold the load crossed since the last settle.
+    pub(crate) fn next_to_settle(&mut self, after: Option<ServerId>) -> Option<ServerId> {
+        self.sort_holding();
+        if self.location.is_empty() || self.wide().blocked() {
             return None;
         }
         let from = after.map_or(0, |a| a.0 + 1);
-        let candidates = if self.queue.is_empty() { &self.grantable } else { &self.holding };
-        candidates.next_from(from).map(ServerId)
+        let next = if self.queue.is_empty() { self.grantable.next_from(from) } else { self.holding.next_ripe_from(from) };
+        next.map(ServerId)
     }
 
     /// Grants every held slot that may be used now to a waiter (after a
@@ -1156,8 +1193,17 @@ impl<W> BackendState<W> {
             if now != s.counted {
                 return Err(format!("server {i} counted as {:?}, stands as {now:?}", s.counted));
             }
-            if now.holds != self.holding.contains(i) || now.grantable != self.grantable.contains(i) {
-                return Err(format!("server {i} stands as {now:?}, the settle sets disagree"));
+            if now.grantable != self.grantable.contains(i) {
+                return Err(format!("server {i} stands as {now:?}, the settle set disagrees"));
+            }
+            let (from, sorted) = self.holding.of(i);
+            if from != self.room_from_load(i) || !sorted {
+                return Err(format!("server {i} sorted from load {from:?} (sorted as it says: {sorted})"));
+            }
+            // The threshold is where its room starts: a held credit it may
+            // use now is exactly one whose threshold the load reached.
+            if now.holds && !self.wide().blocked() && from.is_some_and(|t| t <= self.load()) != self.has_room(i) {
+                return Err(format!("server {i} has room from load {from:?}, but at {} has_room disagrees", self.load()));
             }
             tallies[now.group()].add(&now);
             served += s.served;
@@ -1168,8 +1214,11 @@ impl<W> BackendState<W> {
         if served != self.served_total {
             return Err(format!("served total {}, recounted {served}", self.served_total));
         }
-        if self.holding.iter().chain(self.grantable.iter()).any(|i| i >= self.servers.len()) {
-            return Err("a settle set names a server that does not exist".into());
+        if self.grantable.iter().any(|i| i >= self.servers.len()) {
+            return Err("the settle set names a server that does not exist".into());
+        }
+        if self.holding.fullconn() != self.setup.fullconn {
+            return Err(format!("holding servers sorted for fullconn {}, not {}", self.holding.fullconn(), self.setup.fullconn));
         }
         Ok(())
     }

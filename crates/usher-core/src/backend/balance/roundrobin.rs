@@ -59,6 +59,11 @@ impl SmoothRoundRobin {
 }
 
 impl Balancer for SmoothRoundRobin {
+    // Picks only among available servers, never pins.
+    fn only_balances(&self) -> bool {
+        true
+    }
+
     fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
         if servers.blocked() {
             return None;
