@@ -84,18 +84,25 @@ fn run(n: usize, maxconn: u32, balancer: Box<dyn Balancer>) -> (u64, f64) {
         state.released(server, 1);
         assert!(state.credit(server).is_none(), "nobody waits");
     };
+    let measured = measure(|| cycle(&mut state, &mut session));
+    assert_eq!(state.check(), Ok(()));
+    assert_eq!(state.bad_picks(), 0);
+    measured
+}
+
+/// Runs `cycle` `WARM_UP` times, then `COUNTED` times counting every
+/// allocation: the allocations and the time per cycle, in ns.
+fn measure(mut cycle: impl FnMut()) -> (u64, f64) {
     for _ in 0..WARM_UP {
-        cycle(&mut state, &mut session);
+        cycle();
     }
     let region = Region::new(GLOBAL);
     let started = Instant::now();
     for _ in 0..COUNTED {
-        cycle(&mut state, &mut session);
+        cycle();
     }
     let elapsed = started.elapsed();
     let stats = region.change();
-    assert_eq!(state.check(), Ok(()));
-    assert_eq!(state.bad_picks(), 0);
     ((stats.allocations + stats.reallocations) as u64, elapsed.as_secs_f64() * 1e9 / COUNTED as f64)
 }
 
@@ -183,18 +190,9 @@ fn run_core_choice(n: usize, choice: CoreChoice) -> (u64, f64) {
             }
         }
     };
-    for _ in 0..WARM_UP {
-        cycle(&mut state, &mut session);
-    }
-    let region = Region::new(GLOBAL);
-    let started = Instant::now();
-    for _ in 0..COUNTED {
-        cycle(&mut state, &mut session);
-    }
-    let elapsed = started.elapsed();
-    let stats = region.change();
+    let measured = measure(|| cycle(&mut state, &mut session));
     assert_eq!(state.check(), Ok(()));
-    ((stats.allocations + stats.reallocations) as u64, elapsed.as_secs_f64() * 1e9 / COUNTED as f64)
+    measured
 }
 
 #[test]
@@ -244,19 +242,10 @@ fn run_settle(n: usize) -> (u64, f64) {
         assert!(state.cancel(SessionId(session)).is_some());
         assert!(state.set_paused(false).is_empty());
     };
-    for _ in 0..WARM_UP {
-        cycle(&mut state);
-    }
-    let region = Region::new(GLOBAL);
-    let started = Instant::now();
-    for _ in 0..COUNTED {
-        cycle(&mut state);
-    }
-    let elapsed = started.elapsed();
-    let stats = region.change();
+    let (allocations, ns_per_cycle) = measure(|| cycle(&mut state));
     assert_eq!(state.check(), Ok(()));
     assert_eq!(state.backend_queue_len(), 1);
-    ((stats.allocations + stats.reallocations) as u64, elapsed.as_secs_f64() * 1e9 / (2 * COUNTED) as f64)
+    (allocations, ns_per_cycle / 2.0)
 }
 
 #[test]

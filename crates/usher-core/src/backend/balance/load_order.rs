@@ -104,8 +104,8 @@ impl LoadOrder {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::unlimited;
     use super::*;
-    use crate::backend::core::ServerStatus;
     use crate::backend::limit::Limit;
 
 
@@ -124,25 +124,10 @@ mod tests {
         }
     }
 
-    fn unlimited() -> ServerFacts {
-        ServerFacts {
-            held: None,
-            served: 0,
-            queued: 0,
-            maxconn: Limit::default(),
-            minconn: Limit::default(),
-            maxqueue: Limit::default(),
-            backup: false,
-            status: ServerStatus { up: true, weight: 1, cap: None },
-            removed: false,
-            counted: Standing::default(),
-        }
-    }
-
     #[test]
     fn least_share_first_ties_to_the_lowest_id() {
         let mut order = LoadOrder::default();
-        let servers = vec![unlimited(); 4];
+        let servers = vec![unlimited(1); 4];
         let none = [None, None];
         // (load + 1) / weight: 2/1, 4/2 (a tie with 0), 2/3, 1/1.
         order.place(0, &standing(1, 1, true));

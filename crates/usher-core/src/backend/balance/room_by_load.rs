@@ -7,9 +7,9 @@
 //! grows with the backend's load (served + queued), so each holding server
 //! has a load from which it has room, computed from its own state alone
 //! (`ServerFacts::room_from_load`). A settle must visit only the servers
-//! whose threshold the load has reached — visiting every holding server
-//! cost 358 µs per message at 10 000 servers while the queue waited and
-//! dynamic maxconn held them back.
+//! whose threshold the load has reached: visiting every holding server
+//! made each message of a backend of thousands of servers O(n) while its
+//! queue waited and dynamic maxconn held them back.
 //!
 //! So the servers are split by the load they were last sorted for:
 //! `ripe` (threshold reached: walked in id order, as a settle offers
