@@ -207,13 +207,14 @@ fn the_cores_own_choices_allocate_nothing_at_ten_thousand_servers() {
 
 /// `n` servers of maxconn 4 and minconn 1 under a `fullconn` far above the
 /// load, so dynamic maxconn holds each at 1: each serves one session and
-/// holds 3 credits it may not use, and a session waits in the backend
-/// queue. Each counted cycle is two messages (a session queues, then
-/// leaves), each followed by the walk the BackendQueue's settle makes
+/// holds 3 credits it may not use, and sessions wait — in the backend
+/// queue or, with `own_queues`, one pinned in every server's own queue.
+/// Each counted cycle is two messages (a session queues, then leaves),
+/// each followed by the walk the BackendQueue's settle makes
 /// (`set_paused(false)` on a running backend is that walk alone: the
 /// settle itself ends with `check()`, O(n), in builds with debug
 /// assertions). Returns the allocations and the time per message.
-fn run_settle(n: usize) -> (u64, f64) {
+fn run_settle(n: usize, own_queues: bool) -> (u64, f64) {
     let setups: Vec<ServerSetup> =
         (0..n).map(|_| ServerSetup { maxconn: 4, weight: 1, maxqueue: 0, backup: false, minconn: 1 }).collect();
     let setup = BackendSetup { fullconn: 1_000_000, ..BackendSetup::default() };
@@ -223,37 +224,47 @@ fn run_settle(n: usize) -> (u64, f64) {
             assert!(state.credit(ServerId(i)).is_none(), "nobody waits yet");
         }
     }
-    let request = |session: u64| ReserveRequest {
+    let request = |session: u64, pin: Option<ServerId>| ReserveRequest {
         session: SessionId(session),
         key: QueueKey::fifo(SessionId(session)),
         client: None,
-        pin: None,
+        pin,
         avoid: None,
     };
+    let pin_of = |i: usize| own_queues.then_some(ServerId(i));
+    let queued = |decided: &Reserved<u64>| matches!(decided, Reserved::Queued { server, .. } if *server == pin_of(0));
     for session in 1..=n as u64 {
-        assert!(matches!(state.reserve(request(session), session), Reserved::Granted { .. }), "one session a server");
+        let decided = state.reserve(request(session, pin_of(session as usize - 1)), session);
+        assert!(matches!(decided, Reserved::Granted { .. }), "one session a server");
     }
-    let mut session = n as u64 + 1;
-    assert!(matches!(state.reserve(request(session), session), Reserved::Queued { server: None, .. }));
+    let mut session = n as u64;
+    for i in 0..if own_queues { n } else { 1 } {
+        session += 1;
+        let decided = state.reserve(request(session, pin_of(i)), session);
+        assert!(matches!(decided, Reserved::Queued { .. }), "held back: {decided:?}");
+    }
     let mut cycle = |state: &mut BackendState<u64>| {
         session += 1;
-        assert!(matches!(state.reserve(request(session), session), Reserved::Queued { server: None, .. }));
+        assert!(queued(&state.reserve(request(session, pin_of(0)), session)));
         assert!(state.set_paused(false).is_empty(), "dynamic maxconn holds every credit back");
         assert!(state.cancel(SessionId(session)).is_some());
         assert!(state.set_paused(false).is_empty());
     };
     let (allocations, ns_per_cycle) = measure(|| cycle(&mut state));
     assert_eq!(state.check(), Ok(()));
-    assert_eq!(state.backend_queue_len(), 1);
+    assert_eq!(state.queued(), if own_queues { n } else { 1 });
     (allocations, ns_per_cycle / 2.0)
 }
 
 #[test]
 fn a_settle_skips_the_credits_dynamic_maxconn_holds_back() {
-    let (allocations, ns) = run_settle(10_000);
-    println!(
-        "10000 servers, settle held by dynamic maxconn: {allocations} allocations in {} messages, {ns:.0} ns each",
-        2 * COUNTED
-    );
-    assert_eq!(allocations, 0, "a settle allocated {allocations} times");
+    for (own_queues, waiting) in [(false, "the backend queue"), (true, "every server's own queue")] {
+        let (allocations, ns) = run_settle(10_000, own_queues);
+        println!(
+            "10000 servers, settle held by dynamic maxconn, sessions in {waiting}: {allocations} allocations in {} \
+             messages, {ns:.0} ns each",
+            2 * COUNTED
+        );
+        assert_eq!(allocations, 0, "a settle allocated {allocations} times");
+    }
 }

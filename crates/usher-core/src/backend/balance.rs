@@ -53,7 +53,7 @@
 mod first;
 mod hash;
 mod heap;
-pub(crate) mod id_set;
+mod id_set;
 mod leastconn;
 pub(crate) mod load_order;
 mod random;

@@ -30,7 +30,6 @@ use std::time::Instant;
 use super::discipline::{Queueing, SourceKey};
 use super::limit::Limit;
 use super::wait_queue::{Joining, QueueKey, WaitQueue, Waiting};
-use crate::backend::balance::id_set::IdSet;
 use crate::backend::balance::load_order::LoadOrder;
 use crate::backend::balance::room_by_load::RoomByLoad;
 use crate::backend::balance::servers::{BackendWide, ServerFacts, Standing, Tally};
@@ -218,9 +217,6 @@ pub struct BackendState<W> {
     /// backend load from which they may use it (dynamic maxconn): the only
     /// ones a settle can grant from are those whose load was reached.
     holding: RoomByLoad,
-    /// Those of them with waiters in their own queue: the only ones a
-    /// settle can grant from while the backend queue is empty.
-    grantable: IdSet,
     /// The eligible and the ready servers by load relative to weight: the
     /// core's own choices (a retry with every other server busy, a hashed
     /// session redispatched) in O(log n).
@@ -263,7 +259,6 @@ impl<W> BackendState<W> {
             tallies: [Tally::default(); 2],
             served_total: 0,
             holding: RoomByLoad::new(Limit::from_config(setup.fullconn)),
-            grantable: IdSet::default(),
             load_order: LoadOrder::default(),
             queue: WaitQueue::default(),
             setup: setup.into(),
@@ -302,8 +297,9 @@ impl<W> BackendState<W> {
         let s = &mut self.servers[i];
         s.queued = self.queues[i].len() as u32;
         let now = s.standing();
+        let own_waiters = s.queued > 0;
         // Its cap may move its threshold without changing its standing.
-        self.holding.set(i, self.room_from_load(i));
+        self.holding.set(i, self.room_from_load(i), own_waiters);
         let s = &mut self.servers[i];
         let before = std::mem::replace(&mut s.counted, now);
         if now == before {
@@ -311,11 +307,6 @@ impl<W> BackendState<W> {
         }
         self.tallies[before.group()].remove(&before);
         self.tallies[now.group()].add(&now);
-        match (before.grantable, now.grantable) {
-            (false, true) => self.grantable.insert(i),
-            (true, false) => self.grantable.remove(i),
-            _ => {}
-        }
         self.load_order.place(i, &now);
         let wide = self.wide();
         let servers = Servers::new(&self.servers, &self.tallies, wide, None);
@@ -337,7 +328,7 @@ impl<W> BackendState<W> {
         if self.holding.fullconn() != self.setup.fullconn {
             self.holding.set_fullconn(self.setup.fullconn);
             for i in 0..self.servers.len() {
-                self.holding.set(i, self.room_from_load(i));
+                self.holding.set(i, self.room_from_load(i), self.servers[i].queued > 0);
             }
         }
         self.holding.follow(self.load());
@@ -759,26 +750,24 @@ impl<W> BackendState<W> {
     /// The next server after `after` (from the first with `None`) that a
     /// settle should offer to grant from, in id order: `None` at once when
     /// nobody waits or nothing may be granted (paused, the backend at its
-    /// maxconn); while only server queues have waiters, the servers
-    /// holding a credit with waiters of their own; while the backend queue
-    /// has waiters, the servers holding a credit they may use at the
-    /// backend's load now — a credit that dynamic maxconn holds back is not
-    /// visited until the load reaches its server's threshold
-    /// ([`RoomByLoad`]). The others cannot grant. So a settle costs O(1)
-    /// while nobody waits, O(servers with a queue and a credit) while
-    /// sessions wait for given servers (hashing), and O(servers with a
-    /// usable credit) while the backend queue has waiters (backups not in
-    /// use, with waiters of their own, included) — each step an O(1) test,
-    /// the walk O(n / 4 096) words, plus O(log n) per server whose
-    /// threshold the load crossed since the last settle.
+    /// maxconn); otherwise only servers holding a credit they may use at
+    /// the backend's load now — a credit that dynamic maxconn holds back
+    /// is not visited until the load reaches its server's threshold
+    /// ([`RoomByLoad`]) — and, while the backend queue is empty, only
+    /// those with waiters of their own. The others cannot grant. So a
+    /// settle costs O(1) while nobody waits, O(servers with a queue and a
+    /// usable credit) while sessions wait for given servers (hashing), and
+    /// O(servers with a usable credit) while the backend queue has waiters
+    /// (backups not in use, with waiters of their own, included) — each
+    /// step an O(1) test, the walk O(n / 4 096) words, plus O(log n) per
+    /// server whose threshold the load crossed since the last settle.
     pub(crate) fn next_to_settle(&mut self, after: Option<ServerId>) -> Option<ServerId> {
         self.sort_holding();
         if self.location.is_empty() || self.wide().blocked() {
             return None;
         }
         let from = after.map_or(0, |a| a.0 + 1);
-        let next = if self.queue.is_empty() { self.grantable.next_from(from) } else { self.holding.next_ripe_from(from) };
-        next.map(ServerId)
+        self.holding.next_ripe_from(from, self.queue.is_empty()).map(ServerId)
     }
 
     /// Grants every held slot that may be used now to a waiter (after a
@@ -1193,9 +1182,6 @@ impl<W> BackendState<W> {
             if now != s.counted {
                 return Err(format!("server {i} counted as {:?}, stands as {now:?}", s.counted));
             }
-            if now.grantable != self.grantable.contains(i) {
-                return Err(format!("server {i} stands as {now:?}, the settle set disagrees"));
-            }
             let (from, sorted) = self.holding.of(i);
             if from != self.room_from_load(i) || !sorted {
                 return Err(format!("server {i} sorted from load {from:?} (sorted as it says: {sorted})"));
@@ -1213,9 +1199,6 @@ impl<W> BackendState<W> {
         }
         if served != self.served_total {
             return Err(format!("served total {}, recounted {served}", self.served_total));
-        }
-        if self.grantable.iter().any(|i| i >= self.servers.len()) {
-            return Err("the settle set names a server that does not exist".into());
         }
         if self.holding.fullconn() != self.setup.fullconn {
             return Err(format!("holding servers sorted for fullconn {}, not {}", self.holding.fullconn(), self.setup.fullconn));

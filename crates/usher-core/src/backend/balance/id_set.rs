@@ -64,6 +64,7 @@ impl IdSet {
     }
 
     /// Every id in the set, in order.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         std::iter::successors(self.next_from(0), |&id| self.next_from(id + 1))
     }

@@ -47,7 +47,6 @@ impl ServerFacts {
                 && self.status.cap.is_none_or(|cap| self.served < cap),
             maxqueue: self.maxqueue,
             holds: !self.removed && self.status.up && self.held.is_none_or(|n| n > 0),
-            grantable: !self.removed && self.status.up && self.held.is_none_or(|n| n > 0) && self.queued > 0,
         }
     }
 
@@ -99,9 +98,6 @@ pub(crate) struct Standing {
     pub maxqueue: Limit,
     /// Up and holding a credit (or unlimited): a settle may grant from it.
     pub holds: bool,
-    /// Holds, and its own queue has waiters: a settle may grant from it
-    /// while the backend queue is empty.
-    pub grantable: bool,
 }
 
 impl Standing {
