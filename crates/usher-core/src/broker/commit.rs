@@ -24,7 +24,7 @@ use slog::o;
 use tokio::sync::watch;
 
 use super::bind::OpenedSocket;
-use super::planner::{BackendStep, BackendUpdate, FrontendStep, ListenerPlan, Plan, RetiredServer, ServerStep};
+use super::planner::{BackendStep, BackendUpdate, FrontendStep, ListenerPlan, Plan, ServerStep};
 use crate::config::{ReloadChange, Settings};
 use crate::config::ReloadSummary;
 use super::topology::{BackendSlot, FrontendSlot, ListenerSlot, ServerSlot, Topology};
@@ -36,9 +36,9 @@ use crate::admission::watchdog::{ListenerInfo, ReconfigureAdmission};
 use crate::admission::{AdmissionConfig, FrontendLimits, Listener, ListenerLimits, SessionGauge, StopAccepting};
 use crate::backend::backend_queue::{ReconfigureBackend, RetireBackend, ServerChange};
 use crate::backend::server::{ReconfigureServer, RetireServer};
-use crate::backend::Server;
+use crate::backend::{BackendReconfig, Server};
 use crate::config::{BackendSettings, ZeroForNone};
-use crate::ids::{BackendId, FrontendId, ListenerId};
+use crate::ids::{BackendId, FrontendId, ListenerId, ServerId};
 use crate::observe::stats::{Gauges, ResizeStats};
 use crate::spawn::StressSource;
 use crate::session::{BackendTarget, FrontendContext, FrontendHooks, Routes, SessionHandles, SessionSettings};
@@ -62,25 +62,31 @@ pub(super) struct StagedCommit {
     logged: usize,
 }
 
-/// A backend update whose servers are prepared over several slices (a
-/// backend of thousands of servers would hold one slice for all of them);
-/// it is sent whole once prepared ([`Topology::seal_update`]).
+/// A backend update in progress. A backend of thousands of servers is
+/// updated over several slices, and its BackendQueue and Servers hear of
+/// it in parts, one per slice, in the order a whole update was always
+/// applied in: new and changed servers first (each part: the changed
+/// Servers, then the BackendQueue, then the new Servers start), then the
+/// backend's settings and balancer, then the removals (the retired Servers,
+/// then the BackendQueue). See [`crate::backend::QueueCore::reconfigure_part`].
 pub(super) struct PendingUpdate {
     id: BackendId,
     settings: BackendSettings,
-    retire: VecDeque<RetiredServer>,
+    /// Removed or replaced servers, with their actors taken from the slot
+    /// at once (so the new balancer already weighs them 0).
+    retire: VecDeque<(ServerId, Option<Addr<Server>>)>,
     servers: VecDeque<ServerStep>,
     reconfigure: bool,
+    /// Any server is added, changed or removed (a new balancer is built).
+    servers_change: bool,
+    /// The part with the backend's own settings was sent.
+    backend_sent: bool,
     log: slog::Logger,
-    server_changes: Vec<ServerChange>,
-    retiring: Vec<Addr<Server>>,
-    reconfiguring: Vec<(Addr<Server>, ReconfigureServer)>,
-    starting: Vec<(Context<Server>, Server)>,
 }
 
 impl PendingUpdate {
-    fn is_prepared(&self) -> bool {
-        self.retire.is_empty() && self.servers.is_empty()
+    fn is_done(&self) -> bool {
+        self.retire.is_empty() && self.servers.is_empty() && self.backend_sent
     }
 }
 
@@ -127,9 +133,9 @@ impl Topology {
         let mut grown = false;
         while work < budget {
             if let Some(mut pending) = staged.updating.take() {
-                work += self.prepare_update(&mut pending, budget - work);
-                if pending.is_prepared() {
-                    self.seal_update(pending);
+                work += self.update_part(&mut pending, budget - work);
+                if pending.is_done() {
+                    self.finish_update(pending);
                 } else {
                     staged.updating = Some(pending);
                 }
@@ -165,11 +171,11 @@ impl Topology {
     }
 
     /// The servers a backend step starts or retires, plus one (an update
-    /// is counted server by server as it is prepared).
+    /// is counted part by part instead).
     fn step_size(&self, step: &BackendStep) -> usize {
         1 + match step {
             BackendStep::Add { settings, .. } => settings.servers.len(),
-            BackendStep::Update(update) => update.retire.len() + update.servers.len(),
+            BackendStep::Update(_) => 0,
             BackendStep::Remove { id, .. } => self.backends[id.0].servers.len(),
         }
     }
@@ -218,7 +224,13 @@ impl Topology {
                 });
                 self.backends.push(start_backend(Arc::new(settings), &self.shared, stress));
             }
-            BackendStep::Update(update) => self.update_backend(update),
+            BackendStep::Update(update) => {
+                let mut pending = self.begin_update(update);
+                while !pending.is_done() {
+                    self.update_part(&mut pending, usize::MAX);
+                }
+                self.finish_update(pending);
+            }
             BackendStep::Remove { id, .. } => {
                 let slot = &mut self.backends[id.0];
                 slot.live = false;
@@ -232,53 +244,41 @@ impl Topology {
         }
     }
 
-    /// Applies a backend's new settings and servers at once.
-    fn update_backend(&mut self, update: BackendUpdate) {
-        let mut pending = self.begin_update(update);
-        self.prepare_update(&mut pending, usize::MAX);
-        self.seal_update(pending);
-    }
-
-    fn begin_update(&self, update: BackendUpdate) -> PendingUpdate {
+    fn begin_update(&mut self, update: BackendUpdate) -> PendingUpdate {
         let BackendUpdate { id, settings, retire, servers, reconfigure, .. } = update;
+        let slot = &mut self.backends[id.0];
         PendingUpdate {
             log: self.shared.log.new(o!("backend" => settings.name.clone())),
             id,
-            settings,
-            retire: retire.into(),
+            servers_change: !retire.is_empty() || !servers.is_empty(),
+            retire: retire.into_iter().map(|r| (r.id, slot.servers[r.id.0].actor.take())).collect(),
             servers: servers.into(),
             reconfigure,
-            server_changes: Vec::new(),
-            retiring: Vec::new(),
-            reconfiguring: Vec::new(),
-            starting: Vec::new(),
+            backend_sent: false,
+            settings,
         }
     }
 
-    /// Prepares up to `budget` of the update's servers (at least one when
-    /// any is left): nothing is sent yet, so the BackendQueue and the
-    /// Servers see the update whole, as before. Returns how many.
-    fn prepare_update(&mut self, pending: &mut PendingUpdate, budget: usize) -> usize {
-        let slot = &mut self.backends[pending.id.0];
-        let mut done = 0;
-        // Removed, or replaced: retire first (ids of the others stay).
-        while done < budget.max(1) {
-            let Some(retired) = pending.retire.pop_front() else { break };
-            pending.retiring.extend(slot.servers[retired.id.0].actor.take());
-            pending.server_changes.push(ServerChange::Remove { id: retired.id });
-            done += 1;
+    /// Commits the next part of an update, about `budget` servers (at
+    /// least one part): new and changed servers while any is left, then the
+    /// backend's settings with the first removals, then the other removals.
+    /// Returns how many servers it took.
+    fn update_part(&mut self, pending: &mut PendingUpdate, budget: usize) -> usize {
+        if pending.servers.is_empty() {
+            return self.shrink_part(pending, budget);
         }
-        while done < budget.max(1) {
+        let slot = &mut self.backends[pending.id.0];
+        let mut changes = Vec::new();
+        let mut starting = Vec::new();
+        while changes.len() < budget.max(1) {
             let Some(step) = pending.servers.pop_front() else { break };
-            done += 1;
             match step {
                 ServerStep::Update { id, settings: s } => {
                     let server = &mut slot.servers[id.0];
                     let actor = server.actor.clone().expect("the plan updates live servers only");
-                    let message = ReconfigureServer { health: health_config(&s, self.shared.clustered), check: check_spec(&s) };
                     let info = server_info(id, &s, &actor, &slot.queue, &self.shared.kill);
-                    pending.server_changes.push(ServerChange::Update { id, info, setup: server_setup(&s) });
-                    pending.reconfiguring.push((actor, message));
+                    changes.push(ServerChange::Update { id, info, setup: server_setup(&s) });
+                    actor.do_send(ReconfigureServer { health: health_config(&s, self.shared.clustered), check: check_spec(&s) });
                     server.settings = Arc::new(s);
                 }
                 ServerStep::Add { id, settings: s } => {
@@ -286,49 +286,62 @@ impl Topology {
                     let ctx: Context<Server> = Context::new();
                     let actor = ctx.address();
                     let info = server_info(id, &s, &actor, &slot.queue, &self.shared.kill);
-                    pending.server_changes.push(ServerChange::Add { id, info, setup: server_setup(&s) });
-                    let changes = self.shared.hooks.observers().server_state_changes(&slot.settings.name);
+                    changes.push(ServerChange::Add { id, info, setup: server_setup(&s) });
+                    let observers = self.shared.hooks.observers().server_state_changes(&slot.settings.name);
                     let server =
-                        new_server(id, &s, &slot.queue, &pending.log, self.shared.clustered).with_state_changes(changes);
-                    pending.starting.push((ctx, server));
+                        new_server(id, &s, &slot.queue, &pending.log, self.shared.clustered).with_state_changes(observers);
+                    starting.push((ctx, server));
                     slot.servers.push(ServerSlot { settings: Arc::new(s), actor: Some(actor) });
                 }
             }
         }
-        done
+        let taken = changes.len();
+        slot.queue.do_send(ReconfigureBackend { servers: changes, backend: None });
+        // Announced to the queue above: only now may they lend it slots.
+        for (ctx, server) in starting {
+            ctx.run(server);
+        }
+        taken
     }
 
-    /// Sends what the prepared update tells each actor, in the order the
-    /// commit always used: retired and changed Servers first, then the
-    /// BackendQueue, then the new Servers start.
-    fn seal_update(&mut self, pending: PendingUpdate) {
-        debug_assert!(pending.is_prepared(), "sealed before every server was prepared");
-        let PendingUpdate { id, settings: b, reconfigure, server_changes, retiring, reconfiguring, starting, .. } =
-            pending;
-        let slot = &mut self.backends[id.0];
-        for actor in retiring {
-            actor.do_send(RetireServer);
-        }
-        for (actor, message) in reconfiguring {
-            actor.do_send(message);
-        }
-        if reconfigure {
+    /// The part with the backend's own settings (and the first removals),
+    /// or a part of the removals after it.
+    fn shrink_part(&mut self, pending: &mut PendingUpdate, budget: usize) -> usize {
+        let slot = &self.backends[pending.id.0];
+        let backend = (!pending.backend_sent).then(|| {
+            let b = &pending.settings;
             // A balancer keeps what it learnt (an EWMA, a ring) through a
             // reload that changes neither its servers nor its own keys.
-            let same_balancing = server_changes.is_empty()
+            let same_balancing = !pending.servers_change
                 && (&slot.settings.balance, slot.settings.draws, slot.settings.hash_balance_factor)
                     == (&b.balance, b.draws, b.hash_balance_factor);
             let balancer = (!same_balancing).then(|| {
                 let weights: Vec<u32> =
                     slot.servers.iter().map(|s| if s.actor.is_some() { s.settings.weight } else { 0 }).collect();
-                balancer(&b, &weights, &self.shared.balancers)
+                balancer(b, &weights, &self.shared.balancers)
             });
-            slot.queue.do_send(ReconfigureBackend { setup: backend_setup(&b), balancer, servers: server_changes });
+            BackendReconfig { setup: backend_setup(b), balancer }
+        });
+        pending.backend_sent = true;
+        let take = pending.retire.len().min(budget.max(1));
+        let mut changes = Vec::with_capacity(take);
+        for (id, actor) in pending.retire.drain(..take) {
+            if let Some(actor) = actor {
+                actor.do_send(RetireServer);
+            }
+            changes.push(ServerChange::Remove { id });
         }
-        // Announced to the queue above: only now may they lend it slots.
-        for (ctx, server) in starting {
-            ctx.run(server);
+        if pending.reconfigure {
+            slot.queue.do_send(ReconfigureBackend { servers: changes, backend });
         }
+        take.max(1)
+    }
+
+    /// Every part was sent: the slot takes the new settings.
+    fn finish_update(&mut self, pending: PendingUpdate) {
+        debug_assert!(pending.is_done(), "finished before every part was sent");
+        let slot = &mut self.backends[pending.id.0];
+        let b = pending.settings;
         let spawn_throttled = slot.params.spawn_throttled.take();
         slot.params = backend_params(&b);
         slot.params.spawn_throttled = spawn_throttled;
