@@ -14,7 +14,9 @@
 //! - every session is accounted for exactly once: served, refused, waiting
 //!   or cancelled — a reload never loses a waiting session;
 //! - while the backend is paused nobody is granted, and neither a pause nor
-//!   a resume refuses anyone; a resume serves the waiters in queue order.
+//!   a resume refuses anyone; a resume serves the waiters in queue order;
+//! - a reload that lowers the backend's maxqueue below its queue evicts
+//!   nobody, and the queue takes nobody more until it is below it.
 
 mod common;
 
@@ -40,9 +42,9 @@ enum Op {
     Remove(usize, Part),
     /// A reload changes the maxconn of the live server at this index (mod).
     Resize(usize, u32, Part),
-    /// The part of a reload with the backend's settings and a new balancer
-    /// and no server change.
-    Settings,
+    /// The part of a reload with the backend's settings (this backend
+    /// maxqueue, 0 = none) and a new balancer, and no server change.
+    Settings(u32),
     /// An operator pauses (`true`) or resumes the backend.
     Pause(bool),
 }
@@ -68,7 +70,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => ((1u32..4), part()).prop_map(|(m, p)| Op::Add(m, p)),
         1 => (any::<usize>(), part()).prop_map(|(i, p)| Op::Remove(i, p)),
         1 => (any::<usize>(), 1u32..4, part()).prop_map(|(i, m, p)| Op::Resize(i, m, p)),
-        1 => Just(Op::Settings),
+        1 => (0u32..4).prop_map(Op::Settings),
         1 => any::<bool>().prop_map(Op::Pause),
     ]
 }
@@ -94,6 +96,8 @@ struct Model {
     paused: bool,
     /// Sessions in the order they were granted.
     grants: Vec<u64>,
+    /// The backend's maxqueue in force (0: none).
+    maxqueue: u32,
 }
 
 impl Model {
@@ -111,6 +115,7 @@ impl Model {
             next: 0,
             paused: false,
             grants: Vec::new(),
+            maxqueue: 0,
         };
         for i in 0..m.ledgers.len() {
             m.lend_free(i, 0);
@@ -152,10 +157,15 @@ impl Model {
     /// server id too) or as a part with the server change alone.
     fn reload(&mut self, change: ServerChange<()>, part: Part) {
         let _ = match part {
-            Part::Whole => self.queue.reconfigure(backend(), Some(self.balancer()), vec![change]),
+            Part::Whole => self.queue.reconfigure(self.backend(), Some(self.balancer()), vec![change]),
             Part::ServersOnly => self.queue.reconfigure_part(vec![change], None),
         };
         self.hear();
+    }
+
+    /// The backend's settings now (its maxqueue may have been changed).
+    fn backend(&self) -> BackendSetup {
+        BackendSetup { maxqueue: self.maxqueue, ..backend() }
     }
 
     fn balancer(&self) -> Box<dyn usher_core::backend::balance::Balancer> {
@@ -209,8 +219,13 @@ impl Model {
                     avoid: None,
                 };
                 self.waiting.insert(id);
+                let before = self.queue.state().backend_queue_len();
                 let _ = self.queue.reserve(req, self.sessions.waiter(id));
                 self.hear();
+                // A lowered maxqueue evicts nobody but admits nobody more.
+                if self.maxqueue > 0 && before >= self.maxqueue as usize {
+                    assert!(self.queue.state().backend_queue_len() <= before, "the queue grew past its maxqueue");
+                }
             }
             Op::End(k) => {
                 let Some((&session, &server)) = self.served.iter().nth(k % self.served.len().max(1)) else { return };
@@ -250,8 +265,9 @@ impl Model {
                 self.lend_free(server, 0);
             }
             Op::Pause(paused) => self.set_paused(paused),
-            Op::Settings => {
-                let backend = BackendReconfig { setup: backend(), balancer: Some(self.balancer()) };
+            Op::Settings(maxqueue) => {
+                self.maxqueue = maxqueue;
+                let backend = BackendReconfig { setup: self.backend(), balancer: Some(self.balancer()) };
                 let _ = self.queue.reconfigure_part(Vec::new(), Some(backend));
                 self.hear();
             }
