@@ -65,6 +65,20 @@ fn one_fleet(app: SocketAddr, refused: u16, generation: usize) -> String {
     toml
 }
 
+/// Frontend `web` on backend `app` (one server), beside one backend named
+/// `fleet` of `FLEET` servers: reloading with another name removes one
+/// backend of a thousand servers and adds another.
+fn named_fleet(app: SocketAddr, refused: u16, fleet: &str) -> String {
+    let mut toml = format!(
+        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
+         [backends.app.servers.s1]\naddress = \"{app}\"\nmaxconn = 1\n"
+    );
+    for s in 0..FLEET {
+        toml.push_str(&format!("[backends.{fleet}.servers.s{s}]\naddress = \"127.0.0.1:{refused}\"\nmaxconn = 10\n"));
+    }
+    toml
+}
+
 /// Sessions waiting in `app`'s queues.
 async fn waiting(broker: &TestBroker) -> usize {
     let report = broker.handle.stats().await.expect("stats");
@@ -206,4 +220,42 @@ async fn one_backend_of_a_thousand_servers_is_updated_in_parts() {
         FLEET + FLEET / 2,
         "every part reached the queue: ids stay, removed ones too"
     );
+}
+
+/// A new backend of a thousand servers starts empty and takes its servers
+/// in parts, one message each, with the actor thread serving the others in
+/// between: Servers of its first parts lend their slots before its last part
+/// reaches its queue. Started whole, as it once was, all its servers would
+/// be created in one slice and its queue would hear no part at all. The
+/// removed backend's thousand servers all retire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_backend_of_a_thousand_servers_is_filled_in_parts() {
+    let server = TestBackend::start(Behavior::Echo);
+    let refused = unbound_port();
+    let file = ConfigFile::new("reload-big-new-backend", &named_fleet(server.addr, refused, "fleet_a"));
+    let mut broker = TestBroker::start_reloadable(&file.0, false);
+    let at_start = broker.logs.all().len();
+
+    file.write(&named_fleet(server.addr, refused, "fleet_b"));
+    broker.reload().await.expect("the reload applies");
+    let records = broker.logs.all();
+    let reload = &records[at_start..];
+    let of = |backend: &'static str, msg: &'static str| {
+        move |r: &&integration_tests::logs::Record| r.msg == msg && r.get("backend") == backend
+    };
+    let parts: Vec<_> = reload.iter().enumerate().filter(|(_, r)| of("fleet_b", "backend reconfigured")(r)).collect();
+    assert!(parts.len() > 2, "the new backend took its servers in {} part(s)", parts.len());
+    let added: i64 = parts.iter().map(|(_, r)| r.int("added")).sum();
+    assert_eq!(added, FLEET as i64, "every server of the new backend was added to its queue");
+    let last_part = parts.last().expect("parts").0;
+    assert!(
+        reload[..last_part].iter().any(|r| of("fleet_b", "server slots lent")(&r)),
+        "no server of the new backend lent its slots before its last part: it was filled in one go"
+    );
+    broker
+        .logs
+        .wait_until(DEADLINE, "every server of the removed backend to retire", |records| {
+            records[at_start..].iter().filter(|r| of("fleet_a", "server retired")(r)).count() == FLEET
+        })
+        .await;
 }

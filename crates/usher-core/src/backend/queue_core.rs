@@ -275,14 +275,17 @@ impl<W: Waiter> QueueCore<W> {
         backend: Option<BackendReconfig>,
     ) -> After {
         let mut removed = Vec::new();
+        let (mut added, mut changed) = (0u32, 0u32);
         for change in changes {
             match change {
                 ServerChange::Add { id, info, setup } => {
+                    added += 1;
                     let got = self.state.add_server(&setup);
                     debug_assert_eq!(got, id, "server ids are handed out in order");
                     self.servers.push(Some(info));
                 }
                 ServerChange::Update { id, info, setup } => {
+                    changed += 1;
                     self.state.update_server(id, &setup);
                     if let Some(Some(old)) = self.servers.get_mut(id.0) {
                         *old = info;
@@ -291,6 +294,8 @@ impl<W: Waiter> QueueCore<W> {
                 ServerChange::Remove { id } => removed.push(id),
             }
         }
+        debug!(self.log, "backend reconfigured";
+            "added" => added, "changed" => changed, "removed" => removed.len(), "settings" => backend.is_some());
         if let Some(BackendReconfig { setup, balancer }) = backend {
             let grants = self.state.reconfigure(setup, balancer);
             self.deliver_grants(grants);

@@ -7,7 +7,11 @@
 //! slices, letting the other actors run in between
 //! ([`super::staged_reload`]); the steps from 2 on run as one:
 //! 1. backends: new servers are announced to their BackendQueue before they
-//!    lend it their first slots; removed servers' queues are balanced again;
+//!    lend it their first slots; removed servers' queues are balanced again.
+//!    A backend's update reaches its queue in parts of about a slice
+//!    ([`PendingUpdate`]); a new backend bigger than what is left of the
+//!    slice starts empty and takes its servers the same way; a removed
+//!    backend's servers are told to retire a slice at a time;
 //! 2. frontends and listeners take their new ids;
 //! 3. the watchdog and the Stats actor learn the new ids before any session
 //!    can use them;
@@ -52,8 +56,10 @@ pub(super) struct StagedCommit {
     settings: Settings,
     restart_needed: Vec<crate::config::RestartKey>,
     backends: VecDeque<BackendStep>,
-    /// The backend update being prepared, when it spans slices.
+    /// The backend update in progress, when it spans slices.
     updating: Option<PendingUpdate>,
+    /// Servers of removed backends still to be told to retire.
+    retiring: VecDeque<Addr<Server>>,
     frontends: Vec<FrontendStep>,
     listeners: ListenerPlan,
     opened: Vec<OpenedSocket>,
@@ -76,6 +82,9 @@ pub(super) struct PendingUpdate {
     /// at once (so the new balancer already weighs them 0).
     retire: VecDeque<(ServerId, Option<Addr<Server>>)>,
     servers: VecDeque<ServerStep>,
+    /// For a new backend started empty: the indexes in `settings.servers`
+    /// of the servers still to add (copied part by part).
+    adding: std::ops::Range<usize>,
     reconfigure: bool,
     /// Any server is added, changed or removed (a new balancer is built).
     servers_change: bool,
@@ -86,7 +95,15 @@ pub(super) struct PendingUpdate {
 
 impl PendingUpdate {
     fn is_done(&self) -> bool {
-        self.retire.is_empty() && self.servers.is_empty() && self.backend_sent
+        self.retire.is_empty() && self.servers.is_empty() && self.adding.is_empty() && self.backend_sent
+    }
+
+    /// The next new or changed server, if any is left.
+    fn next_server(&mut self) -> Option<ServerStep> {
+        self.servers.pop_front().or_else(|| {
+            let i = self.adding.next()?;
+            Some(ServerStep::Add { id: ServerId(i), settings: self.settings.servers[i].clone() })
+        })
     }
 }
 
@@ -104,6 +121,7 @@ impl StagedCommit {
             restart_needed,
             backends: backends.into(),
             updating: None,
+            retiring: VecDeque::new(),
             frontends,
             listeners,
             opened,
@@ -132,8 +150,20 @@ impl Topology {
         let mut work = 0;
         let mut grown = false;
         while work < budget {
+            if !staged.retiring.is_empty() {
+                let take = staged.retiring.len().min(budget - work);
+                for actor in staged.retiring.drain(..take) {
+                    actor.do_send(RetireServer);
+                }
+                work += take;
+                continue;
+            }
             if let Some(mut pending) = staged.updating.take() {
+                let before = self.backends[pending.id.0].servers.len();
                 work += self.update_part(&mut pending, budget - work);
+                // A session may be seated on a server of this part before
+                // the last slice.
+                grown |= self.backends[pending.id.0].servers.len() > before;
                 if pending.is_done() {
                     self.finish_update(pending);
                 } else {
@@ -142,12 +172,27 @@ impl Topology {
                 continue;
             }
             let Some(step) = staged.backends.pop_front() else { break };
-            grown |= adds_ids(&step);
             match step {
                 BackendStep::Update(update) => staged.updating = Some(self.begin_update(update)),
-                step => {
-                    work += self.step_size(&step);
-                    self.commit_backend(step, &staged.settings);
+                // A new backend too big for what is left of the slice starts
+                // empty and takes its servers in parts (a spawned one
+                // starts whole: its process gate is sized for its servers).
+                BackendStep::Add { id, settings } if settings.spawn.is_none() && settings.servers.len() > budget - work => {
+                    grown = true;
+                    work += 1;
+                    staged.updating = Some(self.begin_add(id, settings));
+                }
+                BackendStep::Remove { id, .. } => {
+                    work += 1;
+                    let slot = &mut self.backends[id.0];
+                    slot.live = false;
+                    slot.queue.do_send(RetireBackend);
+                    staged.retiring.extend(slot.servers.iter_mut().filter_map(|s| s.actor.take()));
+                }
+                BackendStep::Add { id, settings } => {
+                    grown = true;
+                    work += 1 + settings.servers.len();
+                    self.start_whole_backend(id, settings, &staged.settings);
                 }
             }
         }
@@ -159,7 +204,7 @@ impl Topology {
         }
         // Then the changes' records, with what is left of the budget and
         // in slices of their own: a reload of 10 000 servers logs as many.
-        let committed = staged.backends.is_empty() && staged.updating.is_none();
+        let committed = staged.backends.is_empty() && staged.updating.is_none() && staged.retiring.is_empty();
         if committed {
             let end = staged.changes.len().min(staged.logged.saturating_add(budget.saturating_sub(work).max(1)));
             for change in &staged.changes[staged.logged..end] {
@@ -168,16 +213,6 @@ impl Topology {
             staged.logged = end;
         }
         committed && staged.logged == staged.changes.len()
-    }
-
-    /// The servers a backend step starts or retires, plus one (an update
-    /// is counted part by part instead).
-    fn step_size(&self, step: &BackendStep) -> usize {
-        1 + match step {
-            BackendStep::Add { settings, .. } => settings.servers.len(),
-            BackendStep::Update(_) => 0,
-            BackendStep::Remove { id, .. } => self.backends[id.0].servers.len(),
-        }
     }
 
     /// The frontends, listeners, watchdog and Stats actor, once every
@@ -212,36 +247,16 @@ impl Topology {
         ReloadSummary { changes, restart_needed }
     }
 
-    /// `all`: the settings being applied (a spawned backend's processes
-    /// learn the stress mode of the frontends that feed it).
-    fn commit_backend(&mut self, step: BackendStep, all: &crate::config::Settings) {
-        match step {
-            BackendStep::Add { id, settings } => {
-                debug_assert_eq!(id, BackendId(self.backends.len()), "planned after every id in use");
-                let stress = settings.spawn.is_some().then(|| StressSource {
-                    watchdog: self.shared.watchdog.clone(),
-                    frontends: feeders(all, &settings.name),
-                });
-                self.backends.push(start_backend(Arc::new(settings), &self.shared, stress));
-            }
-            BackendStep::Update(update) => {
-                let mut pending = self.begin_update(update);
-                while !pending.is_done() {
-                    self.update_part(&mut pending, usize::MAX);
-                }
-                self.finish_update(pending);
-            }
-            BackendStep::Remove { id, .. } => {
-                let slot = &mut self.backends[id.0];
-                slot.live = false;
-                slot.queue.do_send(RetireBackend);
-                for server in &mut slot.servers {
-                    if let Some(actor) = server.actor.take() {
-                        actor.do_send(RetireServer);
-                    }
-                }
-            }
-        }
+    /// Starts a new backend with all its servers at once. `all`: the
+    /// settings being applied (a spawned backend's processes learn the
+    /// stress mode of the frontends that feed it).
+    fn start_whole_backend(&mut self, id: BackendId, settings: BackendSettings, all: &crate::config::Settings) {
+        debug_assert_eq!(id, BackendId(self.backends.len()), "planned after every id in use");
+        let stress = settings
+            .spawn
+            .is_some()
+            .then(|| StressSource { watchdog: self.shared.watchdog.clone(), frontends: feeders(all, &settings.name) });
+        self.backends.push(start_backend(Arc::new(settings), &self.shared, stress));
     }
 
     fn begin_update(&mut self, update: BackendUpdate) -> PendingUpdate {
@@ -253,7 +268,30 @@ impl Topology {
             servers_change: !retire.is_empty() || !servers.is_empty(),
             retire: retire.into_iter().map(|r| (r.id, slot.servers[r.id.0].actor.take())).collect(),
             servers: servers.into(),
+            adding: 0..0,
             reconfigure,
+            backend_sent: false,
+            settings,
+        }
+    }
+
+    /// Starts a new backend with no server, to be filled in parts like an
+    /// update that adds every server.
+    fn begin_add(&mut self, id: BackendId, mut settings: BackendSettings) -> PendingUpdate {
+        debug_assert_eq!(id, BackendId(self.backends.len()), "planned after every id in use");
+        // Copied without its servers (each is copied in its own part).
+        let servers = std::mem::take(&mut settings.servers);
+        let bare = settings.clone();
+        settings.servers = servers;
+        self.backends.push(start_backend(Arc::new(bare), &self.shared, None));
+        PendingUpdate {
+            log: self.shared.log.new(o!("backend" => settings.name.clone())),
+            id,
+            retire: VecDeque::new(),
+            servers: VecDeque::new(),
+            adding: 0..settings.servers.len(),
+            reconfigure: true,
+            servers_change: true,
             backend_sent: false,
             settings,
         }
@@ -264,14 +302,14 @@ impl Topology {
     /// backend's settings with the first removals, then the other removals.
     /// Returns how many servers it took.
     fn update_part(&mut self, pending: &mut PendingUpdate, budget: usize) -> usize {
-        if pending.servers.is_empty() {
+        if pending.servers.is_empty() && pending.adding.is_empty() {
             return self.shrink_part(pending, budget);
         }
-        let slot = &mut self.backends[pending.id.0];
         let mut changes = Vec::new();
         let mut starting = Vec::new();
         while changes.len() < budget.max(1) {
-            let Some(step) = pending.servers.pop_front() else { break };
+            let Some(step) = pending.next_server() else { break };
+            let slot = &mut self.backends[pending.id.0];
             match step {
                 ServerStep::Update { id, settings: s } => {
                     let server = &mut slot.servers[id.0];
@@ -296,7 +334,7 @@ impl Topology {
             }
         }
         let taken = changes.len();
-        slot.queue.do_send(ReconfigureBackend { servers: changes, backend: None });
+        self.backends[pending.id.0].queue.do_send(ReconfigureBackend { servers: changes, backend: None });
         // Announced to the queue above: only now may they lend it slots.
         for (ctx, server) in starting {
             ctx.run(server);
@@ -515,14 +553,6 @@ impl Topology {
 }
 
 /// Whether `step` gives out new backend or server ids.
-fn adds_ids(step: &BackendStep) -> bool {
-    match step {
-        BackendStep::Add { .. } => true,
-        BackendStep::Update(update) => update.servers.iter().any(|s| matches!(s, ServerStep::Add { .. })),
-        BackendStep::Remove { .. } => false,
-    }
-}
-
 /// A new backend's actors, in the registry's slot.
 /// The frontends whose sessions may go to `backend`: by default, by a
 /// routing rule or as its overflow.
