@@ -26,7 +26,9 @@ use common::{queue_core, Reply, Sessions, TestWaiter};
 use proptest::prelude::*;
 use usher_core::backend::balance::SmoothRoundRobin;
 use usher_core::backend::queue_core::ServerChange;
-use usher_core::backend::{BackendReconfig, BackendSetup, QueueCore, QueueKey, ReserveRequest, ServerSetup};
+use usher_core::backend::{
+    BackendReconfig, BackendSetup, BalancerUpdate, QueueCore, QueueKey, ReserveRequest, ServerSetup,
+};
 use usher_core::ids::{ServerId, SessionId};
 
 #[derive(Debug, Clone)]
@@ -267,7 +269,8 @@ impl Model {
             Op::Pause(paused) => self.set_paused(paused),
             Op::Settings(maxqueue) => {
                 self.maxqueue = maxqueue;
-                let backend = BackendReconfig { setup: self.backend(), balancer: Some(self.balancer()) };
+                let backend =
+                    BackendReconfig { setup: self.backend(), balancer: BalancerUpdate::Replace(self.balancer()) };
                 let _ = self.queue.reconfigure_part(Vec::new(), Some(backend));
                 self.hear();
             }
@@ -331,5 +334,36 @@ proptest! {
         }
         prop_assert!(m.waiting.is_empty(), "{} sessions still wait with every slot free", m.waiting.len());
         prop_assert_eq!(ended + m.refused + m.cancelled, m.next, "every session is accounted for once");
+    }
+}
+
+/// A reload that changes only a backend's servers keeps a balancer that
+/// follows server changes — a round robin goes on with its rotation — and
+/// replaces one that does not (static-rr, built from the configured
+/// weights), which starts over.
+#[test]
+fn a_reload_of_servers_only_keeps_a_balancer_that_follows_them() {
+    for (name, first, replacement, next) in [
+        ("roundrobin", SmoothRoundRobin::new(2), SmoothRoundRobin::new(3), 1),
+        (
+            "static-rr",
+            SmoothRoundRobin::with_static_weights(&[1, 1]),
+            SmoothRoundRobin::with_static_weights(&[1, 1, 1]),
+            0,
+        ),
+    ] {
+        let mut m = Model::new();
+        let installed = BackendReconfig { setup: m.backend(), balancer: BalancerUpdate::Replace(Box::new(first)) };
+        let _ = m.queue.reconfigure_part(Vec::new(), Some(installed));
+        m.apply(Op::Arrive);
+        assert_eq!(m.served.values().copied().collect::<Vec<_>>(), vec![0], "{name}: the first pick");
+        // The part with the backend's settings after a part adding a server.
+        m.apply(Op::Add(1, Part::ServersOnly));
+        let settings =
+            BackendReconfig { setup: m.backend(), balancer: BalancerUpdate::ServersChanged(Box::new(replacement)) };
+        let _ = m.queue.reconfigure_part(Vec::new(), Some(settings));
+        m.hear();
+        m.apply(Op::Arrive);
+        assert_eq!(m.served.get(&1), Some(&next), "{name}: the pick after the reload");
     }
 }

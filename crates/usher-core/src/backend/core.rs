@@ -963,6 +963,12 @@ impl<W> BackendState<W> {
         grants
     }
 
+    /// Its balancer keeps its index through server changes
+    /// ([`Balancer::follows_server_changes`]).
+    pub(crate) fn balancer_follows_server_changes(&self) -> bool {
+        self.balancer.follows_server_changes()
+    }
+
     /// Whether `server` was removed by a reload.
     /// Used by white-box tests only.
     #[cfg(feature = "internals")]

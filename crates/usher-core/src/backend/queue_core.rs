@@ -86,12 +86,25 @@ pub enum ServerChange<S> {
     Remove { id: ServerId },
 }
 
-/// The backend's own part of a reload: its new settings and, when its
-/// balancing or servers changed, a new balancer sized for every server id
-/// (`None` keeps the one it has, and what it learnt).
+/// The backend's own part of a reload: its new settings and balancing.
 pub struct BackendReconfig {
     pub setup: BackendSetup,
-    pub balancer: Option<Box<dyn Balancer>>,
+    pub balancer: BalancerUpdate,
+}
+
+/// What a reload does to a backend's balancer. A new one is sized for
+/// every server id.
+pub enum BalancerUpdate {
+    /// Neither its balancing nor its servers changed: it keeps its balancer
+    /// and what it learnt.
+    Keep,
+    /// Its algorithm or the algorithm's settings changed: this one replaces
+    /// it.
+    Replace(Box<dyn Balancer>),
+    /// Only its servers changed: this one replaces it unless it follows
+    /// server changes ([`Balancer::follows_server_changes`]), which it has
+    /// heard of already.
+    ServersChanged(Box<dyn Balancer>),
 }
 
 /// What the actor does after a message.
@@ -255,6 +268,7 @@ impl<W: Waiter> QueueCore<W> {
         balancer: Option<Box<dyn Balancer>>,
         changes: Vec<ServerChange<W::Server>>,
     ) -> After {
+        let balancer = balancer.map_or(BalancerUpdate::Keep, BalancerUpdate::Replace);
         self.reconfigure_part(changes, Some(BackendReconfig { setup, balancer }))
     }
 
@@ -297,6 +311,11 @@ impl<W: Waiter> QueueCore<W> {
         debug!(self.log, "backend reconfigured";
             "added" => added, "changed" => changed, "removed" => removed.len(), "settings" => backend.is_some());
         if let Some(BackendReconfig { setup, balancer }) = backend {
+            let balancer = match balancer {
+                BalancerUpdate::Keep => None,
+                BalancerUpdate::Replace(new) => Some(new),
+                BalancerUpdate::ServersChanged(new) => (!self.state.balancer_follows_server_changes()).then_some(new),
+            };
             let grants = self.state.reconfigure(setup, balancer);
             self.deliver_grants(grants);
         }

@@ -40,7 +40,7 @@ use crate::admission::watchdog::{ListenerInfo, ReconfigureAdmission};
 use crate::admission::{AdmissionConfig, FrontendLimits, Listener, ListenerLimits, SessionGauge, StopAccepting};
 use crate::backend::backend_queue::{ReconfigureBackend, RetireBackend, ServerChange};
 use crate::backend::server::{ReconfigureServer, RetireServer};
-use crate::backend::{BackendReconfig, Server};
+use crate::backend::{BackendReconfig, BalancerUpdate, Server};
 use crate::config::{BackendSettings, ZeroForNone};
 use crate::ids::{BackendId, FrontendId, ListenerId, ServerId};
 use crate::observe::stats::{Gauges, ResizeStats};
@@ -349,15 +349,20 @@ impl Topology {
         let backend = (!pending.backend_sent).then(|| {
             let b = &pending.settings;
             // A balancer keeps what it learnt (an EWMA, a ring) through a
-            // reload that changes neither its servers nor its own keys.
-            let same_balancing = !pending.servers_change
-                && (&slot.settings.balance, slot.settings.draws, slot.settings.hash_balance_factor)
-                    == (&b.balance, b.draws, b.hash_balance_factor);
-            let balancer = (!same_balancing).then(|| {
+            // reload that changes neither its servers nor its own keys, and
+            // through one that changes only its servers if it follows them.
+            let same_keys = (&slot.settings.balance, slot.settings.draws, slot.settings.hash_balance_factor)
+                == (&b.balance, b.draws, b.hash_balance_factor);
+            let built = || {
                 let weights: Vec<u32> =
                     slot.servers.iter().map(|s| if s.actor.is_some() { s.settings.weight } else { 0 }).collect();
                 balancer(b, &weights, &self.shared.balancers)
-            });
+            };
+            let balancer = match (same_keys, pending.servers_change) {
+                (true, false) => BalancerUpdate::Keep,
+                (true, true) => BalancerUpdate::ServersChanged(built()),
+                (false, _) => BalancerUpdate::Replace(built()),
+            };
             BackendReconfig { setup: backend_setup(b), balancer }
         });
         pending.backend_sent = true;

@@ -19,6 +19,10 @@ pub struct First {
 }
 
 impl Balancer for First {
+    fn follows_server_changes(&self) -> bool {
+        true
+    }
+
     fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
         if servers.blocked() {
             return None;

@@ -49,6 +49,10 @@ pub struct LeastConn {
 }
 
 impl Balancer for LeastConn {
+    fn follows_server_changes(&self) -> bool {
+        true
+    }
+
     fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
         if servers.blocked() {
             return None;

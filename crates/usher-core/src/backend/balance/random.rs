@@ -118,6 +118,10 @@ impl PowerOfChoices {
 }
 
 impl Balancer for PowerOfChoices {
+    fn follows_server_changes(&self) -> bool {
+        true
+    }
+
     fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
         if servers.blocked() {
             return None;

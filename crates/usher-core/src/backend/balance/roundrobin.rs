@@ -59,6 +59,11 @@ impl SmoothRoundRobin {
 }
 
 impl Balancer for SmoothRoundRobin {
+    fn follows_server_changes(&self) -> bool {
+        // static-rr follows the configured weights it was built with.
+        self.fixed.is_none()
+    }
+
     fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
         if servers.blocked() {
             return None;
