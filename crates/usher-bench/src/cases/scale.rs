@@ -6,13 +6,15 @@
 //! keeps the backend's capacity near 200 sessions (100 each for 2 servers,
 //! 1 each from 1 000 on), so the pick path — not the queue — is what grows
 //! with the number of servers. Proxy with 2 threads, proxy, load and
-//! backends sharing both cores (as `queue`).
+//! backends sharing both cores (as `queue`). For `source`, each client loop
+//! connects from its own loopback address, or hashing would seat every
+//! session on one server.
 
 use std::time::Duration;
 
 use super::{Harness, SHARED};
 use crate::backends::{Backend, Behavior};
-use crate::load::{self, Payload, Sessions};
+use crate::load::{self, Payload, Sessions, Sources};
 use crate::proxies::ProxyKind;
 use crate::report::{CaseResult, Metric};
 
@@ -66,8 +68,12 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
                 let tune = crate::proxies::Tune { balance, ..h.tune(&p, maxconn, QUEUE_TIMEOUT) };
                 let proxy = h.start_proxy(kind, &addrs, &tune)?;
                 let w = h.window();
-                let (out, cpu) =
-                    rt.block_on(async { tokio::join!(load::sessions(proxy.addr, spec, w), proxy.cpu_during(w)) });
+                // Hashing by client address spreads only clients that come
+                // from different addresses.
+                let sources = if balance == "source" { Sources::PerClient } else { Sources::One };
+                let (out, cpu) = rt.block_on(async {
+                    tokio::join!(load::sessions_from(proxy.addr, spec, w, sources), proxy.cpu_during(w))
+                });
                 let peak = backends.iter().map(Backend::peak).max().unwrap_or(0);
                 let cpu_us = cpu.map_or(f64::NAN, |c| c * 1e6 / out.count.max(1) as f64);
                 Ok(vec![out.rate(&w), out.quantile_ms(0.99), out.stuck as f64, peak as f64, cpu_us])
