@@ -27,12 +27,51 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST: usize = 64;
 const REPLY: usize = 64;
 
+/// The algorithms and sizes a run measures (`scale --balance --servers`).
+#[derive(Debug, Clone)]
+pub struct ScaleOnly {
+    balance: Vec<&'static str>,
+    servers: Vec<usize>,
+}
+
+impl Default for ScaleOnly {
+    fn default() -> ScaleOnly {
+        ScaleOnly { balance: ALGORITHMS.to_vec(), servers: SIZES.to_vec() }
+    }
+}
+
+impl ScaleOnly {
+    /// Empty lists mean all; an algorithm must be one of [`ALGORITHMS`].
+    pub fn new(balance: &[String], servers: &[usize]) -> anyhow::Result<ScaleOnly> {
+        let mut only = ScaleOnly::default();
+        if !balance.is_empty() {
+            only.balance = balance
+                .iter()
+                .map(|name| {
+                    ALGORITHMS.iter().copied().find(|a| a == name).ok_or_else(|| {
+                        anyhow::anyhow!("scale --balance: unknown algorithm {name:?} (expected one of {ALGORITHMS:?})")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        if !servers.is_empty() {
+            if servers.contains(&0) {
+                anyhow::bail!("scale --servers: a backend needs at least one server");
+            }
+            only.servers = servers.to_vec();
+        }
+        Ok(only)
+    }
+}
+
 pub fn run(h: &Harness) -> Vec<CaseResult> {
     let p = SHARED;
     let mut results = Vec::new();
-    let fds = crate::sys::raise_fd_limit(SIZES[SIZES.len() - 1] as u64 + 4 * CLIENTS as u64 + 1_000);
-    for &balance in &ALGORITHMS {
-        for &servers in &SIZES {
+    let only = &h.opts.scale;
+    let most = only.servers.iter().copied().max().unwrap_or(0);
+    let fds = crate::sys::raise_fd_limit(most as u64 + 4 * CLIENTS as u64 + 1_000);
+    for &balance in &only.balance {
+        for &servers in &only.servers {
             if servers as u64 + 1_000 > fds {
                 eprintln!("scale: {servers} servers skipped: RLIMIT_NOFILE is {fds}");
                 continue;
