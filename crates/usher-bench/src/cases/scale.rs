@@ -6,13 +6,15 @@
 //! keeps the backend's capacity near 200 sessions (100 each for 2 servers,
 //! 1 each from 1 000 on), so the pick path — not the queue — is what grows
 //! with the number of servers. Proxy with 2 threads, proxy, load and
-//! backends sharing both cores (as `queue`).
+//! backends sharing both cores (as `queue`). For `source`, each client loop
+//! connects from its own loopback address, or hashing would seat every
+//! session on one server.
 
 use std::time::Duration;
 
 use super::{Harness, SHARED};
 use crate::backends::{Backend, Behavior};
-use crate::load::{self, Payload, Sessions};
+use crate::load::{self, Payload, Sessions, Sources};
 use crate::proxies::ProxyKind;
 use crate::report::{CaseResult, Metric};
 
@@ -25,12 +27,51 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST: usize = 64;
 const REPLY: usize = 64;
 
+/// The algorithms and sizes a run measures (`scale --balance --servers`).
+#[derive(Debug, Clone)]
+pub struct ScaleOnly {
+    balance: Vec<&'static str>,
+    servers: Vec<usize>,
+}
+
+impl Default for ScaleOnly {
+    fn default() -> ScaleOnly {
+        ScaleOnly { balance: ALGORITHMS.to_vec(), servers: SIZES.to_vec() }
+    }
+}
+
+impl ScaleOnly {
+    /// Empty lists mean all; an algorithm must be one of [`ALGORITHMS`].
+    pub fn new(balance: &[String], servers: &[usize]) -> anyhow::Result<ScaleOnly> {
+        let mut only = ScaleOnly::default();
+        if !balance.is_empty() {
+            only.balance = balance
+                .iter()
+                .map(|name| {
+                    ALGORITHMS.iter().copied().find(|a| a == name).ok_or_else(|| {
+                        anyhow::anyhow!("scale --balance: unknown algorithm {name:?} (expected one of {ALGORITHMS:?})")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        if !servers.is_empty() {
+            if servers.contains(&0) {
+                anyhow::bail!("scale --servers: a backend needs at least one server");
+            }
+            only.servers = servers.to_vec();
+        }
+        Ok(only)
+    }
+}
+
 pub fn run(h: &Harness) -> Vec<CaseResult> {
     let p = SHARED;
     let mut results = Vec::new();
-    let fds = crate::sys::raise_fd_limit(SIZES[SIZES.len() - 1] as u64 + 4 * CLIENTS as u64 + 1_000);
-    for &balance in &ALGORITHMS {
-        for &servers in &SIZES {
+    let only = &h.opts.scale;
+    let most = only.servers.iter().copied().max().unwrap_or(0);
+    let fds = crate::sys::raise_fd_limit(most as u64 + 4 * CLIENTS as u64 + 1_000);
+    for &balance in &only.balance {
+        for &servers in &only.servers {
             if servers as u64 + 1_000 > fds {
                 eprintln!("scale: {servers} servers skipped: RLIMIT_NOFILE is {fds}");
                 continue;
@@ -66,8 +107,12 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
                 let tune = crate::proxies::Tune { balance, ..h.tune(&p, maxconn, QUEUE_TIMEOUT) };
                 let proxy = h.start_proxy(kind, &addrs, &tune)?;
                 let w = h.window();
-                let (out, cpu) =
-                    rt.block_on(async { tokio::join!(load::sessions(proxy.addr, spec, w), proxy.cpu_during(w)) });
+                // Hashing by client address spreads only clients that come
+                // from different addresses.
+                let sources = if balance == "source" { Sources::PerClient } else { Sources::One };
+                let (out, cpu) = rt.block_on(async {
+                    tokio::join!(load::sessions_from(proxy.addr, spec, w, sources), proxy.cpu_during(w))
+                });
                 let peak = backends.iter().map(Backend::peak).max().unwrap_or(0);
                 let cpu_us = cpu.map_or(f64::NAN, |c| c * 1e6 / out.count.max(1) as f64);
                 Ok(vec![out.rate(&w), out.quantile_ms(0.99), out.stuck as f64, peak as f64, cpu_us])

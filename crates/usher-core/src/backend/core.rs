@@ -159,6 +159,10 @@ struct ServerStats {
     limit_seen: u32,
     /// Longest its own queue was (stats).
     max_queue: usize,
+    /// The loosest maxqueue it ever had: a reload that lowers it refuses
+    /// newcomers while the queue is longer, but evicts nobody, so the queue
+    /// may stand above the new bound until it drains.
+    maxqueue_seen: Limit,
 }
 
 fn facts_of(s: &ServerSetup) -> ServerFacts {
@@ -179,7 +183,7 @@ fn facts_of(s: &ServerSetup) -> ServerFacts {
 }
 
 fn stats_of(s: &ServerSetup) -> ServerStats {
-    ServerStats { max_served: 0, max_queue: 0, limit_seen: s.maxconn }
+    ServerStats { max_served: 0, max_queue: 0, limit_seen: s.maxconn, maxqueue_seen: Limit::from_config(s.maxqueue) }
 }
 
 /// [`BackendSetup`] with its bounds typed.
@@ -235,6 +239,9 @@ pub struct BackendState<W> {
     /// The highest backend maxconn it ever had (`None` once it had none):
     /// the servers together never serve more.
     maxconn_seen: Option<u32>,
+    /// The loosest backend maxqueue it ever had (see
+    /// `ServerStats::maxqueue_seen`).
+    maxqueue_seen: Limit,
     /// Paused by an operator: no slot is granted, newcomers queue behind
     /// the waiters (queue bounds still refuse at once); resuming grants in
     /// queue order. Sessions already seated are untouched.
@@ -268,6 +275,7 @@ impl<W> BackendState<W> {
             max_served: 0,
             queueing: Queueing::new(setup.queue, Instant::now()),
             maxconn_seen: Limit::from_config(setup.maxconn).get(),
+            maxqueue_seen: Limit::from_config(setup.maxqueue),
             paused: false,
             bad_picks: 0,
         };
@@ -981,6 +989,7 @@ impl<W> BackendState<W> {
         s.backup = setup.backup;
         let stats = &mut self.stats[server.0];
         stats.limit_seen = stats.limit_seen.max(setup.maxconn);
+        stats.maxqueue_seen = stats.maxqueue_seen.loosest(s.maxqueue);
         self.touch(server.0);
     }
 
@@ -1007,6 +1016,7 @@ impl<W> BackendState<W> {
     /// take).
     pub fn reconfigure(&mut self, setup: BackendSetup, balancer: Option<Box<dyn Balancer>>) -> Vec<Grant<W>> {
         self.setup = setup.into();
+        self.maxqueue_seen = self.maxqueue_seen.loosest(self.setup.maxqueue);
         self.maxconn_seen = match (self.maxconn_seen, self.setup.maxconn.get()) {
             (Some(seen), Some(now)) => Some(seen.max(now)),
             _ => None,
@@ -1026,6 +1036,12 @@ impl<W> BackendState<W> {
         let mut grants = Vec::new();
         self.dispatch_into(&mut grants);
         grants
+    }
+
+    /// Its balancer keeps its index through server changes
+    /// ([`Balancer::follows_server_changes`]).
+    pub(crate) fn balancer_follows_server_changes(&self) -> bool {
+        self.balancer.follows_server_changes()
     }
 
     /// Whether `server` was removed by a reload.
@@ -1119,8 +1135,10 @@ impl<W> BackendState<W> {
     /// Checks the invariants listed in the module doc; returns the first
     /// violation. Used by tests after every step.
     pub fn check(&self) -> Result<(), String> {
-        if self.setup.maxqueue.exceeded_by(self.queue.len()) {
-            return Err(format!("backend queue {} > maxqueue {}", self.queue.len(), self.setup.maxqueue));
+        // A lowered maxqueue evicts nobody: the bound checked is the
+        // loosest one it ever had; newcomers met the bound in force.
+        if self.maxqueue_seen.exceeded_by(self.queue.len()) {
+            return Err(format!("backend queue {} > maxqueue {}", self.queue.len(), self.maxqueue_seen));
         }
         self.check_counts()?;
         let any_balanced = (0..self.servers.len()).any(|i| self.balanced(i));
@@ -1132,8 +1150,8 @@ impl<W> BackendState<W> {
             if s.removed && (!queue.is_empty() || s.held.is_some_and(|n| n > 0) || s.status.up) {
                 return Err(format!("removed server {i} still queues, holds credits or is up"));
             }
-            if s.maxqueue.exceeded_by(queue.len()) {
-                return Err(format!("server {i} queue {} > maxqueue {}", queue.len(), s.maxqueue));
+            if self.stats[i].maxqueue_seen.exceeded_by(queue.len()) {
+                return Err(format!("server {i} queue {} > maxqueue {}", queue.len(), self.stats[i].maxqueue_seen));
             }
             if !s.maxconn.is_unlimited() && s.served > self.stats[i].limit_seen {
                 return Err(format!("server {i} serves {} > maxconn {}", s.served, self.stats[i].limit_seen));

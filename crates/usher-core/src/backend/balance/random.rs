@@ -123,6 +123,10 @@ impl Balancer for PowerOfChoices {
         true
     }
 
+    fn follows_server_changes(&self) -> bool {
+        true
+    }
+
     fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
         if servers.blocked() {
             return None;

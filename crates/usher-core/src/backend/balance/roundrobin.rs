@@ -64,6 +64,11 @@ impl Balancer for SmoothRoundRobin {
         true
     }
 
+    fn follows_server_changes(&self) -> bool {
+        // static-rr follows the configured weights it was built with.
+        self.fixed.is_none()
+    }
+
     fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
         if servers.blocked() {
             return None;
