@@ -26,6 +26,14 @@ use usher_core::ids::{ServerId, SessionId};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
+/// The counting allocator counts every thread: the tests of this file take
+/// turns, or one's set-up counts in another's measured cycles.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 const WARM_UP: u64 = 2_000;
 const COUNTED: u64 = 20_000;
 
@@ -108,6 +116,7 @@ fn measure(mut cycle: impl FnMut()) -> (u64, f64) {
 
 #[test]
 fn a_pick_allocates_nothing_whatever_the_number_of_servers() {
+    let _alone = alone();
     // The test harness's own thread may still be writing its first lines
     // while the first region counts: one run, not counted, lets it finish.
     let _ = run(10, 1, Box::new(SmoothRoundRobin::new(10)));
@@ -197,6 +206,7 @@ fn run_core_choice(n: usize, choice: CoreChoice) -> (u64, f64) {
 
 #[test]
 fn the_cores_own_choices_allocate_nothing_at_ten_thousand_servers() {
+    let _alone = alone();
     let _ = run_core_choice(10, CoreChoice::Retry);
     for choice in [CoreChoice::Retry, CoreChoice::Redispatch] {
         let (allocations, ns) = run_core_choice(10_000, choice);
@@ -258,6 +268,7 @@ fn run_settle(n: usize, own_queues: bool) -> (u64, f64) {
 
 #[test]
 fn a_settle_skips_the_credits_dynamic_maxconn_holds_back() {
+    let _alone = alone();
     for (own_queues, waiting) in [(false, "the backend queue"), (true, "every server's own queue")] {
         let (allocations, ns) = run_settle(10_000, own_queues);
         println!(
