@@ -2,7 +2,9 @@
 //! third of them added, a third removed and a third changed — applies
 //! within a generous bound and keeps every session: the queued clients of
 //! the one backend in use stay queued, are served in order once its slot
-//! frees, and its server never goes over maxconn.
+//! frees, and its server never goes over maxconn. One backend of
+//! thousands of servers is updated in parts, with the other actors running
+//! in between.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -39,6 +41,40 @@ fn config(app: SocketAddr, refused: u16, generation: usize) -> String {
                 10 + generation
             ));
         }
+    }
+    toml
+}
+
+/// Servers of the one big backend of `one_fleet`.
+const FLEET: usize = 1_000;
+
+/// Frontend `web` on backend `app` (one server), beside one backend `fleet`
+/// of `FLEET` servers whose names shift by half of them per `generation`:
+/// a reload removes half, adds half and changes half in place.
+fn one_fleet(app: SocketAddr, refused: u16, generation: usize) -> String {
+    let mut toml = format!(
+        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
+         [backends.app.servers.s1]\naddress = \"{app}\"\nmaxconn = 1\n"
+    );
+    for s in generation * FLEET / 2..generation * FLEET / 2 + FLEET {
+        toml.push_str(&format!(
+            "[backends.fleet.servers.s{s}]\naddress = \"127.0.0.1:{refused}\"\nmaxconn = {}\n",
+            10 + generation
+        ));
+    }
+    toml
+}
+
+/// Frontend `web` on backend `app` (one server), beside one backend named
+/// `fleet` of `FLEET` servers: reloading with another name removes one
+/// backend of a thousand servers and adds another.
+fn named_fleet(app: SocketAddr, refused: u16, fleet: &str) -> String {
+    let mut toml = format!(
+        "[frontends.web]\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
+         [backends.app.servers.s1]\naddress = \"{app}\"\nmaxconn = 1\n"
+    );
+    for s in 0..FLEET {
+        toml.push_str(&format!("[backends.{fleet}.servers.s{s}]\naddress = \"127.0.0.1:{refused}\"\nmaxconn = 10\n"));
     }
     toml
 }
@@ -142,4 +178,84 @@ async fn a_big_reload_lets_the_other_actors_run_before_it_is_done() {
         before_done.iter().any(|r| r.msg == "server retired"),
         "no retired server stopped before the reload was done"
     );
+}
+
+/// One backend of a thousand servers is updated in parts, each its own
+/// message, with the actor thread serving the others in between: Server
+/// actors added in the first part lend their slots, and servers removed in
+/// the first removal part stop, before the reload logs its first change
+/// (which it does once every part is sent). Sent as one message, as it once
+/// was, every new Server would start only after that backend's last server
+/// was prepared, and the first change records would come first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_backend_of_a_thousand_servers_is_updated_in_parts() {
+    let server = TestBackend::start(Behavior::Echo);
+    let refused = unbound_port();
+    let file = ConfigFile::new("reload-big-one-backend", &one_fleet(server.addr, refused, 0));
+    let mut broker = TestBroker::start_reloadable(&file.0, false);
+    let at_start = broker.logs.all().len();
+
+    file.write(&one_fleet(server.addr, refused, 1));
+    let summary = broker.reload().await.expect("the reload applies");
+    assert_eq!(summary.changes.len(), FLEET + FLEET / 2, "half added, half removed, half changed");
+    let records = broker.logs.all();
+    let reload = &records[at_start..];
+    let first_change = reload
+        .iter()
+        .position(|r| ["server added", "server changed", "server removed", "backend changed"].contains(&r.msg.as_str()))
+        .expect("the reload logs its changes");
+    let before_changes = &reload[..first_change];
+    assert!(
+        before_changes.iter().any(|r| r.msg == "server slots lent"),
+        "no added server lent its slots before the reload logged its changes: the backend's update was one part"
+    );
+    assert!(
+        before_changes.iter().any(|r| r.msg == "server retired"),
+        "no removed server stopped before the reload logged its changes: the removals were one part"
+    );
+    let stats = broker.handle.stats().await.expect("stats");
+    let fleet = stats.backends.iter().find(|b| &*b.name == "fleet").expect("backend fleet");
+    assert_eq!(
+        fleet.queue.servers.len(),
+        FLEET + FLEET / 2,
+        "every part reached the queue: ids stay, removed ones too"
+    );
+}
+
+/// A new backend of a thousand servers starts empty and takes its servers
+/// in parts, one message each, with the actor thread serving the others in
+/// between: Servers of its first parts lend their slots before its last part
+/// reaches its queue. Started whole, as it once was, all its servers would
+/// be created in one slice and its queue would hear no part at all. The
+/// removed backend's thousand servers all retire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_backend_of_a_thousand_servers_is_filled_in_parts() {
+    let server = TestBackend::start(Behavior::Echo);
+    let refused = unbound_port();
+    let file = ConfigFile::new("reload-big-new-backend", &named_fleet(server.addr, refused, "fleet_a"));
+    let mut broker = TestBroker::start_reloadable(&file.0, false);
+    let at_start = broker.logs.all().len();
+
+    file.write(&named_fleet(server.addr, refused, "fleet_b"));
+    broker.reload().await.expect("the reload applies");
+    let records = broker.logs.all();
+    let reload = &records[at_start..];
+    let of = |backend: &'static str, msg: &'static str| {
+        move |r: &&integration_tests::logs::Record| r.msg == msg && r.get("backend") == backend
+    };
+    let parts: Vec<_> = reload.iter().enumerate().filter(|(_, r)| of("fleet_b", "backend reconfigured")(r)).collect();
+    assert!(parts.len() > 2, "the new backend took its servers in {} part(s)", parts.len());
+    let added: i64 = parts.iter().map(|(_, r)| r.int("added")).sum();
+    assert_eq!(added, FLEET as i64, "every server of the new backend was added to its queue");
+    let last_part = parts.last().expect("parts").0;
+    assert!(
+        reload[..last_part].iter().any(|r| of("fleet_b", "server slots lent")(&r)),
+        "no server of the new backend lent its slots before its last part: it was filled in one go"
+    );
+    broker
+        .logs
+        .wait_until(DEADLINE, "every server of the removed backend to retire", |records| {
+            records[at_start..].iter().filter(|r| of("fleet_a", "server retired")(r)).count() == FLEET
+        })
+        .await;
 }

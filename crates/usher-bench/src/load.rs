@@ -5,7 +5,7 @@
 //! what completes inside the measured interval counts towards rates and
 //! latencies; errors and stuck sessions count over the whole run.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,18 +140,42 @@ pub struct Sessions {
     pub limit: Duration,
 }
 
+/// Where the client loops connect from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sources {
+    /// Wherever the kernel picks (127.0.0.1).
+    One,
+    /// Each loop from its own loopback address (127.1.x.y): for balancing
+    /// by client address, which would put every session of `One` on one
+    /// server.
+    PerClient,
+}
+
+impl Sources {
+    fn of(self, client: usize) -> Option<IpAddr> {
+        let n = client + 1;
+        (self == Sources::PerClient).then(|| IpAddr::V4(Ipv4Addr::new(127, 1, (n >> 8) as u8, n as u8)))
+    }
+}
+
 /// `clients` loops of connect → request → reply → server closes, until the
 /// window ends; a session started before the end is finished and counted
 /// for errors and stuck, not for rate.
 pub async fn sessions(addr: SocketAddr, spec: Sessions, w: Window) -> Outcome {
+    sessions_from(addr, spec, w, Sources::One).await
+}
+
+/// [`sessions`], each loop connecting from where `sources` says.
+pub async fn sessions_from(addr: SocketAddr, spec: Sessions, w: Window, sources: Sources) -> Outcome {
     let mut set = JoinSet::new();
-    for _ in 0..spec.clients {
+    for client in 0..spec.clients {
+        let from = sources.of(client);
         set.spawn(async move {
             let mut out = Outcome::new();
             let request = spec.payload.bytes(spec.request);
             while Instant::now() < w.end {
                 let start = Instant::now();
-                let ok = matches!(timeout(spec.limit, session(addr, &request, spec.reply)).await, Ok(Ok(())));
+                let ok = matches!(timeout(spec.limit, session(addr, from, &request, spec.reply)).await, Ok(Ok(())));
                 let done = Instant::now();
                 let took = done - start;
                 if !ok {
@@ -189,7 +213,7 @@ pub async fn session_batch(addr: SocketAddr, spec: Sessions, total: u64) -> Outc
             let request = spec.payload.bytes(spec.request);
             while take(&tickets) {
                 let start = Instant::now();
-                match timeout(spec.limit, session(addr, &request, spec.reply)).await {
+                match timeout(spec.limit, session(addr, None, &request, spec.reply)).await {
                     Ok(Ok(())) => out.record(start.elapsed()),
                     _ => out.errors += 1,
                 }
@@ -208,7 +232,7 @@ pub async fn first_session(addr: SocketAddr, spec: Sessions, limit: Duration) ->
     let deadline = Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let outcome = timeout(left, session(addr, &request, spec.reply)).await;
+        let outcome = timeout(left, session(addr, None, &request, spec.reply)).await;
         match outcome {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(err)) if Instant::now() >= deadline => return Err(err),
@@ -218,8 +242,15 @@ pub async fn first_session(addr: SocketAddr, spec: Sessions, limit: Duration) ->
     }
 }
 
-async fn session(addr: SocketAddr, request: &[u8], reply: usize) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect(addr).await?;
+async fn session(addr: SocketAddr, from: Option<IpAddr>, request: &[u8], reply: usize) -> std::io::Result<()> {
+    let mut stream = match from {
+        None => TcpStream::connect(addr).await?,
+        Some(ip) => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(addr).await?
+        }
+    };
     stream.set_nodelay(true)?;
     stream.write_all(request).await?;
     let mut buf = [0u8; 512];

@@ -87,7 +87,14 @@ enum Command {
     /// sessions, waits, recovery.
     Overload,
     /// Sessions/s through one backend of 2, 100, 1 000 and 10 000 servers, per algorithm.
-    Scale,
+    Scale {
+        /// Only these algorithms (comma-separated; default: all six).
+        #[arg(long, value_delimiter = ',')]
+        balance: Vec<String>,
+        /// Only these numbers of servers (comma-separated; default: 2,100,1000,10000).
+        #[arg(long, value_delimiter = ',')]
+        servers: Vec<usize>,
+    },
     /// One server with maxconn 1 held, N silent clients queued behind it:
     /// proxy RSS per queued client, then sessions/s draining the queue.
     Queued,
@@ -131,7 +138,7 @@ fn main() -> ExitCode {
         Command::Cluster => vec![Case::Cluster],
         Command::Routing => vec![Case::Routing],
         Command::Overload => vec![Case::Overload],
-        Command::Scale => vec![Case::Scale],
+        Command::Scale { .. } => vec![Case::Scale],
         Command::Queued => vec![Case::Queued],
         Command::Reload => vec![Case::Reload],
         Command::Backends => vec![Case::Backends],
@@ -162,6 +169,9 @@ fn bench(cli: &Cli, cases: &[Case]) -> anyhow::Result<bool> {
     opts.quiet_wait = cli.quiet_wait;
     if let Command::Cost { sessions } = cli.command {
         opts.cost_sessions = sessions.max(1);
+    }
+    if let Command::Scale { balance, servers } = &cli.command {
+        opts.scale = usher_bench::cases::ScaleOnly::new(balance, servers)?;
     }
     if cli.quick {
         opts = opts.quick();

@@ -37,7 +37,7 @@ pub use core::{
     BackendSetup, BackendState, Grant, QueuePlace, Refusal, ReserveRequest, Reserved, ServerSetup, ServerStatus,
 };
 pub use health::{AdminState, CheckResult, HealthConfig, OpState, ServerHealth, Transition};
-pub use queue_core::{After, Answer, Gone, QueueCore, Waiter};
+pub use queue_core::{After, Answer, BackendReconfig, BalancerUpdate, Gone, QueueCore, Waiter};
 pub use protocol::{
     CancelReserve, ConnectOutcome, Dequeue, Release, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, Slot,
     SourceLeft, ConnectTimed,

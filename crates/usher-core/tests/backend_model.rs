@@ -159,6 +159,10 @@ impl Balancer for Recording {
     fn candidate_changed(&mut self, server: ServerId, servers: &Servers<'_>) {
         self.inner.candidate_changed(server, servers);
     }
+
+    fn only_balances(&self) -> bool {
+        self.inner.only_balances()
+    }
 }
 
 fn view(c: &Candidate) -> (usize, u32, bool, bool, u32) {
@@ -627,15 +631,24 @@ impl BackendSim {
         if !candidates.iter().any(|c| c.usable) {
             return Outcome::NoServer;
         }
-        let pick = self.picks.lock().unwrap().pop_front();
-        let pick = pick.unwrap_or_else(|| panic!("session {id}: the balancer was not asked"));
-        assert_eq!(pick.client, client, "session {id}: client address given to the balancer");
-        assert_eq!(
-            pick.candidates.iter().map(view).collect::<Vec<_>>(),
-            candidates.iter().map(view).collect::<Vec<_>>(),
-            "session {id}: the balancer's view (id, weight, usable, available, load)"
-        );
-        match pick.choice {
+        // While the backend queue waits nothing is available, and a
+        // balancer that never pins is not asked: the session queues.
+        let only_balances = !matches!(self.cfg.balancer, BalancerKind::Source(_) | BalancerKind::Scripted(_));
+        let choice = if only_balances && self.queued_at(None) > 0 {
+            assert!(self.picks.lock().unwrap().is_empty(), "session {id}: asked while the backend queue waits");
+            None
+        } else {
+            let pick = self.picks.lock().unwrap().pop_front();
+            let pick = pick.unwrap_or_else(|| panic!("session {id}: the balancer was not asked"));
+            assert_eq!(pick.client, client, "session {id}: client address given to the balancer");
+            assert_eq!(
+                pick.candidates.iter().map(view).collect::<Vec<_>>(),
+                candidates.iter().map(view).collect::<Vec<_>>(),
+                "session {id}: the balancer's view (id, weight, usable, available, load)"
+            );
+            pick.choice
+        };
+        match choice {
             Some(Choice::Balanced(ServerId(s))) => {
                 assert!(candidates[s].available, "session {id}: balancer picked unavailable server {s}");
                 self.grant_new(id, s, true);

@@ -26,6 +26,12 @@
 //!   one whenever one can — and `random_draws_follow_the_weights` checks
 //!   the distribution.
 //!
+//! The core's own choices by load (a retry's server queue when every other
+//! server is busy, a hashed session redispatched off its full server) come
+//! from an index too; after every step, for every pair of servers it may
+//! be told to keep off, its answers equal a scan of every candidate
+//! (`least_loaded`, the O(n) code it replaced).
+//!
 //! After every step the core's own `check()` holds (which recounts what is
 //! kept incrementally) and no pick of a built-in was refused by the core.
 
@@ -41,7 +47,7 @@ use usher_core::backend::balance::{
     Balancer, Candidate, Choice, ConsistentHash, First, LeastConn, PowerOfChoices, Servers, SmoothRoundRobin,
 };
 use usher_core::backend::queue_core::ServerChange;
-use usher_core::backend::{BackendSetup, QueueCore, QueueKey, ReserveRequest, ServerSetup, ServerStatus};
+use usher_core::backend::{BackendSetup, BackendState, QueueCore, QueueKey, ReserveRequest, ServerSetup, ServerStatus};
 use usher_core::ids::{ServerId, SessionId};
 
 // =====================================================================
@@ -193,6 +199,47 @@ impl Reference for AnyAvailable {
     }
 }
 
+/// The core's choice by load, as a scan: among the candidates that `only`
+/// accepts (and with a weight), the least load relative to weight; ties
+/// to the lowest id.
+fn least_loaded(candidates: &[Candidate], only: impl Fn(&Candidate) -> bool) -> Option<ServerId> {
+    let mut best: Option<&Candidate> = None;
+    for c in candidates.iter().filter(|c| c.weight > 0 && only(c)) {
+        // load_c / w_c < load_b / w_b, without division.
+        let better = best.is_none_or(|b| {
+            (u64::from(c.load) + 1) * u64::from(b.weight) < (u64::from(b.load) + 1) * u64::from(c.weight)
+        });
+        if better {
+            best = Some(c);
+        }
+    }
+    best.map(|c| c.id)
+}
+
+/// The core's load index answers as the scan does, for every pair of
+/// servers to keep off (each one, none, or the same twice).
+fn load_order_matches_the_scan(state: &BackendState<TestWaiter>) -> Result<(), String> {
+    let candidates = state.candidates();
+    let ids = std::iter::once(None).chain((0..candidates.len()).map(|i| Some(ServerId(i))));
+    for x in ids.clone() {
+        for y in ids.clone() {
+            let not = [x, y];
+            let other = |c: &Candidate| !not.contains(&Some(c.id));
+            let usable = least_loaded(&candidates, |c| c.usable && other(c));
+            let available = least_loaded(&candidates, |c| c.available && other(c));
+            let any = candidates.iter().any(|c| c.usable && other(c));
+            let got = (state.least_loaded_other(false, not), state.least_loaded_other(true, not));
+            if got != ((usable, any), (available, any)) {
+                return Err(format!(
+                    "not {not:?}: index {got:?}, scan usable {usable:?} available {available:?} any {any}, \
+                     candidates {candidates:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 // =====================================================================
 // The balancer under test, checked pick by pick
 // =====================================================================
@@ -266,6 +313,10 @@ impl Balancer for Oracle {
 
     fn candidate_changed(&mut self, server: ServerId, servers: &Servers<'_>) {
         self.inner.candidate_changed(server, servers);
+    }
+
+    fn only_balances(&self) -> bool {
+        self.inner.only_balances()
     }
 }
 
@@ -542,6 +593,7 @@ proptest! {
         for (step, op) in ops.iter().enumerate() {
             m.apply(op);
             prop_assert_eq!(m.core.state().check(), Ok(()), "step {} {:?}", step, op);
+            prop_assert_eq!(load_order_matches_the_scan(m.core.state()), Ok(()), "step {} {:?}", step, op);
             let mismatches = m.mismatches.lock().unwrap().clone();
             prop_assert!(mismatches.is_empty(), "step {} {:?}: {:?}", step, op, mismatches);
             prop_assert_eq!(m.core.state().bad_picks(), 0, "step {} {:?}: a built-in pick was refused", step, op);

@@ -691,6 +691,29 @@ fn dynamic_maxconn_scales_grants_with_backend_load() {
     assert_eq!(b.served_all(2), [10, 10], "at fullconn every slot is in use");
 }
 
+/// A reload that changes `fullconn` moves the load from which each
+/// server's held credits have room: the waiters a lower `fullconn` lets in
+/// are granted by the reload itself, and a higher one holds the servers
+/// back again (the settle's order of holding servers is re-sorted; the
+/// core's `check()` after every message holds it to `has_room`).
+#[test]
+fn a_reload_changing_fullconn_regrants_at_once() {
+    let servers = [ServerSetup { maxconn: 10, weight: 1, maxqueue: 0, backup: false, minconn: 1 }; 2];
+    let fullconn = |fullconn: u32| BackendSetup { fullconn, ..BackendSetup::default() };
+    let mut b = Backend::new(&servers, fullconn(1_000), Box::new(LeastConn::default()));
+    for _ in 0..6 {
+        b.arrive(None);
+    }
+    assert_eq!(b.served_all(2), [1, 1], "load 6 of fullconn 1 000: each server held at its minconn");
+    assert_eq!(b.state().backend_queue_len(), 4);
+    let _ = b.core.reconfigure(fullconn(6), None, Vec::new());
+    assert_eq!(b.hear().len(), 4, "load 6 reaches fullconn 6: the waiters are granted by the reload");
+    assert_eq!(b.state().backend_queue_len(), 0);
+    let _ = b.core.reconfigure(fullconn(1_000), None, Vec::new());
+    b.hear();
+    assert_eq!(b.arrive(None).1, Answer::Queued(None), "held back again below the new fullconn");
+}
+
 // =====================================================================
 // priority
 // =====================================================================

@@ -1,6 +1,9 @@
 //! Seeded random interleavings of a backend's traffic with reloads that add,
 //! change and remove servers (`QueueCore::reconfigure`, the BackendQueue's
-//! own reload code), against the Servers' own slot ledgers.
+//! own reload code), against the Servers' own slot ledgers. A reload comes
+//! whole or, as a big backend's update does, in parts: server changes
+//! alone and the backend's settings alone, with traffic between them
+//! (`QueueCore::reconfigure_part`).
 //!
 //! What must hold at every step, whatever the order:
 //! - `BackendState::check` (no usable credit while someone waits, queues
@@ -11,7 +14,9 @@
 //! - every session is accounted for exactly once: served, refused, waiting
 //!   or cancelled — a reload never loses a waiting session;
 //! - while the backend is paused nobody is granted, and neither a pause nor
-//!   a resume refuses anyone; a resume serves the waiters in queue order.
+//!   a resume refuses anyone; a resume serves the waiters in queue order;
+//! - a reload that lowers the backend's maxqueue below its queue evicts
+//!   nobody, and the queue takes nobody more until it is below it.
 
 mod common;
 
@@ -21,7 +26,9 @@ use common::{queue_core, Reply, Sessions, TestWaiter};
 use proptest::prelude::*;
 use usher_core::backend::balance::SmoothRoundRobin;
 use usher_core::backend::queue_core::ServerChange;
-use usher_core::backend::{BackendSetup, QueueCore, QueueKey, ReserveRequest, ServerSetup};
+use usher_core::backend::{
+    BackendReconfig, BackendSetup, BalancerUpdate, QueueCore, QueueKey, ReserveRequest, ServerSetup,
+};
 use usher_core::ids::{ServerId, SessionId};
 
 #[derive(Debug, Clone)]
@@ -32,13 +39,29 @@ enum Op {
     /// The waiting session at this index (mod) leaves.
     Leave(usize),
     /// A reload adds a server with this maxconn.
-    Add(u32),
+    Add(u32, Part),
     /// A reload removes the live server at this index (mod).
-    Remove(usize),
+    Remove(usize, Part),
     /// A reload changes the maxconn of the live server at this index (mod).
-    Resize(usize, u32),
+    Resize(usize, u32, Part),
+    /// The part of a reload with the backend's settings (this backend
+    /// maxqueue, 0 = none) and a new balancer, and no server change.
+    Settings(u32),
     /// An operator pauses (`true`) or resumes the backend.
     Pause(bool),
+}
+
+/// How a reload's server change reaches the queue.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    /// With the backend's settings and a new balancer, as one message.
+    Whole,
+    /// Alone: one part of a big update.
+    ServersOnly,
+}
+
+fn part() -> impl Strategy<Value = Part> {
+    prop_oneof![Just(Part::Whole), Just(Part::ServersOnly)]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -46,9 +69,10 @@ fn op() -> impl Strategy<Value = Op> {
         5 => Just(Op::Arrive),
         4 => any::<usize>().prop_map(Op::End),
         1 => any::<usize>().prop_map(Op::Leave),
-        1 => (1u32..4).prop_map(Op::Add),
-        1 => any::<usize>().prop_map(Op::Remove),
-        1 => (any::<usize>(), 1u32..4).prop_map(|(i, m)| Op::Resize(i, m)),
+        1 => ((1u32..4), part()).prop_map(|(m, p)| Op::Add(m, p)),
+        1 => (any::<usize>(), part()).prop_map(|(i, p)| Op::Remove(i, p)),
+        1 => (any::<usize>(), 1u32..4, part()).prop_map(|(i, m, p)| Op::Resize(i, m, p)),
+        1 => (0u32..4).prop_map(Op::Settings),
         1 => any::<bool>().prop_map(Op::Pause),
     ]
 }
@@ -74,6 +98,8 @@ struct Model {
     paused: bool,
     /// Sessions in the order they were granted.
     grants: Vec<u64>,
+    /// The backend's maxqueue in force (0: none).
+    maxqueue: u32,
 }
 
 impl Model {
@@ -91,6 +117,7 @@ impl Model {
             next: 0,
             paused: false,
             grants: Vec::new(),
+            maxqueue: 0,
         };
         for i in 0..m.ledgers.len() {
             m.lend_free(i, 0);
@@ -128,12 +155,23 @@ impl Model {
         }
     }
 
-    /// A reload: new settings and balancer for every server id, and `change`.
-    fn reload(&mut self, change: ServerChange<()>) {
-        let balancer: Box<dyn usher_core::backend::balance::Balancer> =
-            Box::new(SmoothRoundRobin::new(self.ledgers.len()));
-        let _ = self.queue.reconfigure(backend(), Some(balancer), vec![change]);
+    /// A reload of `change`, whole (new settings and balancer for every
+    /// server id too) or as a part with the server change alone.
+    fn reload(&mut self, change: ServerChange<()>, part: Part) {
+        let _ = match part {
+            Part::Whole => self.queue.reconfigure(self.backend(), Some(self.balancer()), vec![change]),
+            Part::ServersOnly => self.queue.reconfigure_part(vec![change], None),
+        };
         self.hear();
+    }
+
+    /// The backend's settings now (its maxqueue may have been changed).
+    fn backend(&self) -> BackendSetup {
+        BackendSetup { maxqueue: self.maxqueue, ..backend() }
+    }
+
+    fn balancer(&self) -> Box<dyn usher_core::backend::balance::Balancer> {
+        Box::new(SmoothRoundRobin::new(self.ledgers.len()))
     }
 
     fn granted(&mut self, server: usize, session: u64) {
@@ -183,8 +221,13 @@ impl Model {
                     avoid: None,
                 };
                 self.waiting.insert(id);
+                let before = self.queue.state().backend_queue_len();
                 let _ = self.queue.reserve(req, self.sessions.waiter(id));
                 self.hear();
+                // A lowered maxqueue evicts nobody but admits nobody more.
+                if self.maxqueue > 0 && before >= self.maxqueue as usize {
+                    assert!(self.queue.state().backend_queue_len() <= before, "the queue grew past its maxqueue");
+                }
             }
             Op::End(k) => {
                 let Some((&session, &server)) = self.served.iter().nth(k % self.served.len().max(1)) else { return };
@@ -198,14 +241,14 @@ impl Model {
                 let _ = self.queue.cancel(SessionId(session));
                 self.hear();
             }
-            Op::Add(maxconn) => {
+            Op::Add(maxconn, part) => {
                 let id = ServerId(self.ledgers.len());
                 self.ledgers.push(Ledger { maxconn, out: 0, removed: false });
-                self.reload(ServerChange::Add { id, info: (), setup: setup(maxconn) });
+                self.reload(ServerChange::Add { id, info: (), setup: setup(maxconn) }, part);
                 assert_eq!(self.queue.state().servers(), self.ledgers.len(), "ids are handed out in order");
                 self.lend_free(id.0, 0);
             }
-            Op::Remove(k) => {
+            Op::Remove(k, part) => {
                 let live = self.live();
                 // Keep one server: with none, waiting sessions are refused,
                 // which the refusal count covers elsewhere.
@@ -214,16 +257,23 @@ impl Model {
                 }
                 let server = live[k % live.len()];
                 self.ledgers[server].removed = true;
-                self.reload(ServerChange::Remove { id: ServerId(server) });
+                self.reload(ServerChange::Remove { id: ServerId(server) }, part);
             }
-            Op::Resize(k, maxconn) => {
+            Op::Resize(k, maxconn, part) => {
                 let live = self.live();
                 let server = live[k % live.len()];
-                self.reload(ServerChange::Update { id: ServerId(server), info: (), setup: setup(maxconn) });
+                self.reload(ServerChange::Update { id: ServerId(server), info: (), setup: setup(maxconn) }, part);
                 self.ledgers[server].maxconn = maxconn;
                 self.lend_free(server, 0);
             }
             Op::Pause(paused) => self.set_paused(paused),
+            Op::Settings(maxqueue) => {
+                self.maxqueue = maxqueue;
+                let backend =
+                    BackendReconfig { setup: self.backend(), balancer: BalancerUpdate::Replace(self.balancer()) };
+                let _ = self.queue.reconfigure_part(Vec::new(), Some(backend));
+                self.hear();
+            }
         }
         if let Err(e) = self.queue.state().check() {
             panic!("BackendState::check: {e}");
@@ -253,7 +303,7 @@ fn a_pause_grants_nothing_and_a_resume_serves_the_queue_in_order() {
     assert!(m.served.is_empty(), "granted while paused");
     assert_eq!(m.waiting.len(), 3);
     // A reload while paused keeps the pause.
-    m.apply(Op::Add(2));
+    m.apply(Op::Add(2, Part::Whole));
     assert!(m.served.is_empty(), "a reload lifted the pause");
     m.apply(Op::Pause(false));
     assert_eq!(m.grants, vec![0, 1, 2]);
@@ -284,5 +334,36 @@ proptest! {
         }
         prop_assert!(m.waiting.is_empty(), "{} sessions still wait with every slot free", m.waiting.len());
         prop_assert_eq!(ended + m.refused + m.cancelled, m.next, "every session is accounted for once");
+    }
+}
+
+/// A reload that changes only a backend's servers keeps a balancer that
+/// follows server changes — a round robin goes on with its rotation — and
+/// replaces one that does not (static-rr, built from the configured
+/// weights), which starts over.
+#[test]
+fn a_reload_of_servers_only_keeps_a_balancer_that_follows_them() {
+    for (name, first, replacement, next) in [
+        ("roundrobin", SmoothRoundRobin::new(2), SmoothRoundRobin::new(3), 1),
+        (
+            "static-rr",
+            SmoothRoundRobin::with_static_weights(&[1, 1]),
+            SmoothRoundRobin::with_static_weights(&[1, 1, 1]),
+            0,
+        ),
+    ] {
+        let mut m = Model::new();
+        let installed = BackendReconfig { setup: m.backend(), balancer: BalancerUpdate::Replace(Box::new(first)) };
+        let _ = m.queue.reconfigure_part(Vec::new(), Some(installed));
+        m.apply(Op::Arrive);
+        assert_eq!(m.served.values().copied().collect::<Vec<_>>(), vec![0], "{name}: the first pick");
+        // The part with the backend's settings after a part adding a server.
+        m.apply(Op::Add(1, Part::ServersOnly));
+        let settings =
+            BackendReconfig { setup: m.backend(), balancer: BalancerUpdate::ServersChanged(Box::new(replacement)) };
+        let _ = m.queue.reconfigure_part(Vec::new(), Some(settings));
+        m.hear();
+        m.apply(Op::Arrive);
+        assert_eq!(m.served.get(&1), Some(&next), "{name}: the pick after the reload");
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::{one_backend, Harness, SHARED};
 use crate::layout::Layout;
+use crate::load::Sources;
 use crate::proxies::ProxyKind;
 use crate::report::CaseResult;
 
@@ -54,7 +55,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
         let layout = if matches!(kind, ProxyKind::UsherBig | ProxyKind::HaproxyBig) { BIG } else { SMALL };
         let tune = crate::proxies::Tune { layout, ..h.tune(&p, SERVER_MAXCONN, QUEUE_TIMEOUT) };
         let servers = layout.backends * SERVERS_PER_BACKEND;
-        Ok(one_backend::run(h, &p, kind, servers, &tune, spec)?.figures())
+        Ok(one_backend::run(h, &p, kind, servers, &tune, spec, Sources::One)?.figures())
     });
     let pairs = [
         (ProxyKind::UsherBig, ProxyKind::Usher),

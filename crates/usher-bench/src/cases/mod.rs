@@ -31,6 +31,7 @@ use crate::report::{CaseResult, Metric};
 use crate::sys;
 
 pub use queue::SERVER_MAXCONN as QUEUE_SERVER_MAXCONN;
+pub use scale::ScaleOnly;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Case {
@@ -126,6 +127,8 @@ pub struct Options {
     pub idle_conns: usize,
     /// Sessions per batch in the `cost` case.
     pub cost_sessions: u64,
+    /// The `scale` case's algorithms and sizes.
+    pub scale: ScaleOnly,
     /// Longest wait before each run for other processes to go quiet (0 = none).
     pub quiet_wait: Duration,
     /// The usher-bench binary (for `serve-usher`).
@@ -145,6 +148,7 @@ impl Options {
             pin: true,
             idle_conns: 10_000,
             cost_sessions: 20_000,
+            scale: ScaleOnly::default(),
             quiet_wait: Duration::from_secs(120),
             exe,
             haproxy: PathBuf::from("/usr/sbin/haproxy"),

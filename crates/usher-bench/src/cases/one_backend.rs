@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{Harness, Placement};
 use crate::backends::{Backend, Behavior};
-use crate::load::{self, Outcome, Payload, Sessions};
+use crate::load::{self, Outcome, Payload, Sessions, Sources};
 use crate::proxies::{ProxyKind, Tune};
 use crate::report::Metric;
 
@@ -60,7 +60,8 @@ impl Run {
 }
 
 /// One run of `spec` through `kind` configured with `tune` (its layout
-/// splits the `servers` started here among its backends).
+/// splits the `servers` started here among its backends), the client loops
+/// connecting from `sources`.
 pub(super) fn run(
     h: &Harness,
     p: &Placement,
@@ -68,6 +69,7 @@ pub(super) fn run(
     servers: usize,
     tune: &Tune,
     spec: Sessions,
+    sources: Sources,
 ) -> anyhow::Result<Run> {
     let rt = h.load_runtime(p)?;
     let backends = (0..servers)
@@ -77,7 +79,7 @@ pub(super) fn run(
     let proxy = h.start_proxy(kind, &addrs, tune)?;
     rt.block_on(load::first_session(proxy.addr, spec, SERVING_LIMIT))?;
     let w = h.window();
-    let (out, cpu) = rt.block_on(async { tokio::join!(load::sessions(proxy.addr, spec, w), proxy.cpu_during(w)) });
+    let (out, cpu) = rt.block_on(async { tokio::join!(load::sessions_from(proxy.addr, spec, w, sources), proxy.cpu_during(w)) });
     let peak = backends.iter().map(Backend::peak).max().unwrap_or(0);
     let cpu_us = cpu.map_or(f64::NAN, |c| c * 1e6 / out.count.max(1) as f64);
     Ok(Run { rate: out.rate(&w), out, peak, cpu_us })

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use super::{one_backend, Harness, SHARED};
+use crate::load::Sources;
 use crate::proxies::ProxyKind;
 use crate::report::{CaseResult, Metric};
 
@@ -38,7 +39,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
             let proxies = h.only(&[ProxyKind::Usher, ProxyKind::Haproxy]);
             results.push(h.alternate("queue", title, metrics, proxies, |kind| {
                 let tune = h.tune(&p, SERVER_MAXCONN, QUEUE_TIMEOUT);
-                let r = one_backend::run(h, &p, kind, servers, &tune, spec)?;
+                let r = one_backend::run(h, &p, kind, servers, &tune, spec, Sources::One)?;
                 Ok(vec![r.rate, r.out.quantile_ms(0.99), r.out.max_ms(), r.out.stuck as f64, r.peak as f64, r.cpu_us])
             }));
         }

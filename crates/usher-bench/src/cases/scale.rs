@@ -6,11 +6,14 @@
 //! keeps the backend's capacity near 200 sessions (100 each for 2 servers,
 //! 1 each from 1 000 on), so the pick path — not the queue — is what grows
 //! with the number of servers. Proxy with 2 threads, proxy, load and
-//! backends sharing both cores (as `queue`).
+//! backends sharing both cores (as `queue`). For `source`, each client loop
+//! connects from its own loopback address, or hashing would seat every
+//! session on one server.
 
 use std::time::Duration;
 
 use super::{one_backend, Harness, SHARED};
+use crate::load::Sources;
 use crate::proxies::ProxyKind;
 use crate::report::CaseResult;
 
@@ -21,12 +24,51 @@ const CLIENTS: usize = 64;
 const CAPACITY: u32 = 200;
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The algorithms and sizes a run measures (`scale --balance --servers`).
+#[derive(Debug, Clone)]
+pub struct ScaleOnly {
+    balance: Vec<&'static str>,
+    servers: Vec<usize>,
+}
+
+impl Default for ScaleOnly {
+    fn default() -> ScaleOnly {
+        ScaleOnly { balance: ALGORITHMS.to_vec(), servers: SIZES.to_vec() }
+    }
+}
+
+impl ScaleOnly {
+    /// Empty lists mean all; an algorithm must be one of [`ALGORITHMS`].
+    pub fn new(balance: &[String], servers: &[usize]) -> anyhow::Result<ScaleOnly> {
+        let mut only = ScaleOnly::default();
+        if !balance.is_empty() {
+            only.balance = balance
+                .iter()
+                .map(|name| {
+                    ALGORITHMS.iter().copied().find(|a| a == name).ok_or_else(|| {
+                        anyhow::anyhow!("scale --balance: unknown algorithm {name:?} (expected one of {ALGORITHMS:?})")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        if !servers.is_empty() {
+            if servers.contains(&0) {
+                anyhow::bail!("scale --servers: a backend needs at least one server");
+            }
+            only.servers = servers.to_vec();
+        }
+        Ok(only)
+    }
+}
+
 pub fn run(h: &Harness) -> Vec<CaseResult> {
     let p = SHARED;
     let mut results = Vec::new();
-    let fds = crate::sys::raise_fd_limit(SIZES[SIZES.len() - 1] as u64 + 4 * CLIENTS as u64 + 1_000);
-    for &balance in &ALGORITHMS {
-        for &servers in &SIZES {
+    let only = &h.opts.scale;
+    let most = only.servers.iter().copied().max().unwrap_or(0);
+    let fds = crate::sys::raise_fd_limit(most as u64 + 4 * CLIENTS as u64 + 1_000);
+    for &balance in &only.balance {
+        for &servers in &only.servers {
             if servers as u64 + 1_000 > fds {
                 eprintln!("scale: {servers} servers skipped: RLIMIT_NOFILE is {fds}");
                 continue;
@@ -41,7 +83,10 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
             let proxies = h.only(&[ProxyKind::Usher, ProxyKind::Haproxy]);
             results.push(h.alternate("scale", title, one_backend::metrics(), proxies, |kind| {
                 let tune = crate::proxies::Tune { balance, ..h.tune(&p, maxconn, QUEUE_TIMEOUT) };
-                Ok(one_backend::run(h, &p, kind, servers, &tune, spec)?.figures())
+                // Hashing by client address spreads only clients that come
+                // from different addresses.
+                let sources = if balance == "source" { Sources::PerClient } else { Sources::One };
+                Ok(one_backend::run(h, &p, kind, servers, &tune, spec, sources)?.figures())
             }));
         }
     }

@@ -35,7 +35,7 @@ use actix::prelude::*;
 use slog::Logger;
 use tokio::sync::oneshot;
 
-use crate::backend::{After, BackendLoad, BackendSetup, QueueCore, ReserveRequest, ServerSetup};
+use crate::backend::{After, BackendLoad, BackendReconfig, BackendSetup, QueueCore, ReserveRequest, ServerSetup};
 use crate::backend::spawn_gate::{GetSpawnReport, GetSpawnReporter, SetSlotGate, SetSpawnThrottled, SlotGate, SpawnActivity, SpawnLink};
 use crate::backend::{CancelReserve, ConnectTimed, Dequeue, Reserve, ReserveReply, ServerInfo, ServerStatusChanged, SourceLeft};
 use crate::ids::ServerId;
@@ -80,14 +80,15 @@ pub struct ServerQueueReport {
 /// A server change of a reload; grants on a server carry its [`ServerInfo`].
 pub type ServerChange = super::queue_core::ServerChange<Arc<ServerInfo>>;
 
-/// A reload changed this backend: settings, balancer, servers.
+/// A reload changed this backend: one part of its update (see
+/// [`QueueCore::reconfigure_part`] for the order of the parts).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ReconfigureBackend {
-    pub setup: BackendSetup,
-    /// `None`: the backend keeps its balancer (and what it learnt).
-    pub balancer: Option<Box<dyn crate::backend::balance::Balancer>>,
     pub servers: Vec<ServerChange>,
+    /// The backend's own settings and balancer, in the part that carries
+    /// them (after every new and changed server, before the removals).
+    pub backend: Option<BackendReconfig>,
 }
 
 /// A reload removed this backend: no frontend sends it new sessions. It
@@ -457,7 +458,7 @@ impl Handler<ReconfigureBackend> for BackendQueue {
     fn handle(&mut self, msg: ReconfigureBackend, ctx: &mut Self::Context) {
         self.clock();
         let servers = keep_session_switches(&mut self.core, msg.servers);
-        follow(self.core.reconfigure(msg.setup, msg.balancer, servers), ctx);
+        follow(self.core.reconfigure_part(servers, msg.backend), ctx);
         self.ask_for_connect_times(ctx);
         self.arm(ctx);
         self.publish_load(0);

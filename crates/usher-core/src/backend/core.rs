@@ -30,9 +30,10 @@ use std::time::Instant;
 use super::discipline::{Queueing, SourceKey};
 use super::limit::Limit;
 use super::wait_queue::{Joining, QueueKey, WaitQueue, Waiting};
-use crate::backend::balance::id_set::IdSet;
+use crate::backend::balance::load_order::LoadOrder;
+use crate::backend::balance::room_by_load::RoomByLoad;
 use crate::backend::balance::servers::{BackendWide, ServerFacts, Standing, Tally};
-use crate::backend::balance::{least_loaded, Balancer, Candidate, Choice, ServerEvent, Servers};
+use crate::backend::balance::{Balancer, Choice, ServerEvent, Servers};
 use crate::config::QueueSettings;
 use crate::ids::{ServerId, SessionId};
 
@@ -158,6 +159,10 @@ struct ServerStats {
     limit_seen: u32,
     /// Longest its own queue was (stats).
     max_queue: usize,
+    /// The loosest maxqueue it ever had: a reload that lowers it refuses
+    /// newcomers while the queue is longer, but evicts nobody, so the queue
+    /// may stand above the new bound until it drains.
+    maxqueue_seen: Limit,
 }
 
 fn facts_of(s: &ServerSetup) -> ServerFacts {
@@ -178,7 +183,7 @@ fn facts_of(s: &ServerSetup) -> ServerFacts {
 }
 
 fn stats_of(s: &ServerSetup) -> ServerStats {
-    ServerStats { max_served: 0, max_queue: 0, limit_seen: s.maxconn }
+    ServerStats { max_served: 0, max_queue: 0, limit_seen: s.maxconn, maxqueue_seen: Limit::from_config(s.maxqueue) }
 }
 
 /// [`BackendSetup`] with its bounds typed.
@@ -212,12 +217,14 @@ pub struct BackendState<W> {
     tallies: [Tally; 2],
     /// Sessions the servers serve, together.
     served_total: u32,
-    /// Servers that are up and hold a credit (or are unlimited): the only
-    /// ones a settle can grant from.
-    holding: IdSet,
-    /// Those of them with waiters in their own queue: the only ones a
-    /// settle can grant from while the backend queue is empty.
-    grantable: IdSet,
+    /// Servers that are up and hold a credit (or are unlimited), by the
+    /// backend load from which they may use it (dynamic maxconn): the only
+    /// ones a settle can grant from are those whose load was reached.
+    holding: RoomByLoad,
+    /// The eligible and the ready servers by load relative to weight: the
+    /// core's own choices (a retry with every other server busy, a hashed
+    /// session redispatched) in O(log n).
+    load_order: LoadOrder,
     queue: WaitQueue<W>,
     setup: Setup,
     balancer: Box<dyn Balancer>,
@@ -232,6 +239,9 @@ pub struct BackendState<W> {
     /// The highest backend maxconn it ever had (`None` once it had none):
     /// the servers together never serve more.
     maxconn_seen: Option<u32>,
+    /// The loosest backend maxqueue it ever had (see
+    /// `ServerStats::maxqueue_seen`).
+    maxqueue_seen: Limit,
     /// Paused by an operator: no slot is granted, newcomers queue behind
     /// the waiters (queue bounds still refuse at once); resuming grants in
     /// queue order. Sessions already seated are untouched.
@@ -255,8 +265,8 @@ impl<W> BackendState<W> {
             stats: servers.iter().map(stats_of).collect(),
             tallies: [Tally::default(); 2],
             served_total: 0,
-            holding: IdSet::default(),
-            grantable: IdSet::default(),
+            holding: RoomByLoad::new(Limit::from_config(setup.fullconn)),
+            load_order: LoadOrder::default(),
             queue: WaitQueue::default(),
             setup: setup.into(),
             balancer,
@@ -265,6 +275,7 @@ impl<W> BackendState<W> {
             max_served: 0,
             queueing: Queueing::new(setup.queue, Instant::now()),
             maxconn_seen: Limit::from_config(setup.maxconn).get(),
+            maxqueue_seen: Limit::from_config(setup.maxqueue),
             paused: false,
             bad_picks: 0,
         };
@@ -294,24 +305,41 @@ impl<W> BackendState<W> {
         let s = &mut self.servers[i];
         s.queued = self.queues[i].len() as u32;
         let now = s.standing();
+        let own_waiters = s.queued > 0;
+        // Its cap may move its threshold without changing its standing.
+        self.holding.set(i, self.room_from_load(i), own_waiters);
+        let s = &mut self.servers[i];
         let before = std::mem::replace(&mut s.counted, now);
         if now == before {
             return;
         }
         self.tallies[before.group()].remove(&before);
         self.tallies[now.group()].add(&now);
-        for (set, was, is) in
-            [(&mut self.holding, before.holds, now.holds), (&mut self.grantable, before.grantable, now.grantable)]
-        {
-            match (was, is) {
-                (false, true) => set.insert(i),
-                (true, false) => set.remove(i),
-                _ => {}
-            }
-        }
+        self.load_order.place(i, &now);
         let wide = self.wide();
         let servers = Servers::new(&self.servers, &self.tallies, wide, None);
         self.balancer.candidate_changed(ServerId(i), &servers);
+    }
+
+    /// From which backend load server `i` may use a held credit (`None`:
+    /// it holds none, or has no room at any load).
+    fn room_from_load(&self, i: usize) -> Option<u64> {
+        let s = &self.servers[i];
+        s.standing().holds.then(|| s.room_from_load(self.holding.fullconn())).flatten()
+    }
+
+    /// Brings the settle's order of holding servers up to the backend's
+    /// load now and, after a reload changed `fullconn`, to its thresholds
+    /// (O(n log n), on that reload only: `reconfigure` ends with a
+    /// dispatch, which comes here).
+    fn sort_holding(&mut self) {
+        if self.holding.fullconn() != self.setup.fullconn {
+            self.holding.set_fullconn(self.setup.fullconn);
+            for i in 0..self.servers.len() {
+                self.holding.set(i, self.room_from_load(i), self.servers[i].queued > 0);
+            }
+        }
+        self.holding.follow(self.load());
     }
 
     /// The backend-wide state a server's room depends on.
@@ -324,11 +352,6 @@ impl<W> BackendState<W> {
             load: self.load(),
             any_active: self.any_active(),
         }
-    }
-
-    /// The balancer's view, with a retry's `avoid` applied.
-    fn view(&self, avoid: Option<ServerId>) -> Servers<'_> {
-        Servers::new(&self.servers, &self.tallies, self.wide(), avoid)
     }
 
     // === what a server may do now ===
@@ -426,8 +449,17 @@ impl<W> BackendState<W> {
         let avoiding = self.avoiding(req.avoid);
         // Nobody overtakes the backend queue: while it is non-empty, no
         // balanced server has a usable credit (see `credit`), so no
-        // candidate is available.
-        match self.pick(req.client, avoiding) {
+        // candidate is available — and a balancer that only ever balances
+        // need not be asked to find none (O(1) instead of a pick that may
+        // walk past every server dynamic maxconn holds back). A balancer
+        // that may pin is asked: its session may belong to a server's own
+        // queue, which the backend queue does not precede.
+        let choice = if !self.queue.is_empty() && self.balancer.only_balances() {
+            None
+        } else {
+            self.pick(req.client, avoiding)
+        };
+        match choice {
             Some(Choice::Balanced(server)) => {
                 self.take_slot(server);
                 Reserved::Granted { server, waiter, source: joining.source }
@@ -456,10 +488,9 @@ impl<W> BackendState<W> {
     /// waits for the least loaded other usable server in that server's own
     /// queue, where a slot the failed server frees cannot reach it. Only
     /// when that queue is at its `maxqueue` does it wait in the backend
-    /// queue instead. O(n): only a retry that found every other server
-    /// busy comes here.
+    /// queue instead. O(log n).
     fn enqueue_elsewhere(&mut self, avoid: Option<ServerId>, joining: Joining, waiter: W) -> Reserved<W> {
-        let Some(server) = least_loaded(&self.view(avoid), |c| c.usable) else {
+        let Some(server) = self.least_loaded_usable([avoid, None]) else {
             return self.enqueue_backend(joining, waiter);
         };
         let s = &self.servers[server.0];
@@ -503,18 +534,16 @@ impl<W> BackendState<W> {
         if s.maxqueue.reached_by(s.queued as usize) {
             if hashed && self.setup.redispatch {
                 // Its server's queue is full: any other server will do —
-                // except the one a retry is leaving. O(n): only a hashed
-                // session whose server's queue is full comes here.
-                let view = self.view(self.avoiding(Some(pin)));
-                let other = |c: &Candidate| c.id != pin && Some(c.id) != req.avoid;
-                if let Some(server) = least_loaded(&view, |c| c.available && other(c)) {
+                // except the one a retry is leaving. O(log n).
+                let not = [Some(pin), req.avoid];
+                if let Some(server) = self.least_loaded_available(not) {
                     self.take_slot(server);
                     return Reserved::Granted { server, waiter, source: joining.source };
                 }
                 // With no other server that could ever take it, waiting in
                 // the backend queue would only be waiting for this same
                 // server past its `maxqueue`: refused at once.
-                if !view.iter().any(|c| c.usable && other(&c)) {
+                if !self.any_usable_but(not) {
                     return Reserved::Full { waiter };
                 }
                 return self.enqueue_backend(joining, waiter);
@@ -522,6 +551,56 @@ impl<W> BackendState<W> {
             return Reserved::Full { waiter };
         }
         self.enqueue_server(pin, joining, waiter)
+    }
+
+    // === the core's own choices, by load ===
+
+    /// The usable server other than `not` with the least load relative to
+    /// its weight, ties to the lowest id. O(log n).
+    fn least_loaded_usable(&mut self, not: [Option<ServerId>; 2]) -> Option<ServerId> {
+        let wide = self.wide();
+        self.load_order.least_usable(&wide, not)
+    }
+
+    /// The same among the servers that can take a session now (see
+    /// [`LoadOrder::least_available`] for its cost).
+    fn least_loaded_available(&mut self, not: [Option<ServerId>; 2]) -> Option<ServerId> {
+        let wide = self.wide();
+        self.load_order.least_available(&self.servers, &wide, not)
+    }
+
+    /// Some server other than `not` takes balanced traffic. O(1) from the
+    /// tally of the group in use.
+    fn any_usable_but(&self, not: [Option<ServerId>; 2]) -> bool {
+        let excluded = match not {
+            [Some(a), Some(b)] if a == b => [Some(a), None],
+            not => not,
+        };
+        let usable_excluded =
+            excluded.iter().flatten().filter(|s| s.0 < self.servers.len() && self.balanced(s.0)).count() as u32;
+        self.tallies[usize::from(!self.any_active())].eligible > usable_excluded
+    }
+
+    /// Every server as a balancer sees it (O(n)).
+    /// Used by white-box tests only.
+    #[cfg(feature = "internals")]
+    pub fn candidates(&self) -> Vec<crate::backend::balance::Candidate> {
+        Servers::new(&self.servers, &self.tallies, self.wide(), None).iter().collect()
+    }
+
+    /// What the core would choose by load, excluding `not`: the least
+    /// loaded usable server (or, with `available`, the least loaded one
+    /// that can take a session now), and whether any other is usable —
+    /// asked of a copy of the index (a query reorders it), so the
+    /// white-box tests can hold the index against a scan of every
+    /// candidate. Used by white-box tests only.
+    #[cfg(feature = "internals")]
+    pub fn least_loaded_other(&self, available: bool, not: [Option<ServerId>; 2]) -> (Option<ServerId>, bool) {
+        let mut order = self.load_order.clone();
+        let wide = self.wide();
+        let least =
+            if available { order.least_available(&self.servers, &wide, not) } else { order.least_usable(&wide, not) };
+        (least, self.any_usable_but(not))
     }
 
     /// The balancer's pick, if the core can follow it: a server that
@@ -678,21 +757,25 @@ impl<W> BackendState<W> {
 
     /// The next server after `after` (from the first with `None`) that a
     /// settle should offer to grant from, in id order: `None` at once when
-    /// nobody waits; while only server queues have waiters, the servers
-    /// holding a credit with waiters of their own; while the backend queue
-    /// has waiters, every server holding a credit. The others cannot grant.
-    /// So a settle costs O(1) while nobody waits, O(servers with a queue
-    /// and a credit) while sessions wait for given servers (hashing), and
-    /// O(holding servers) only while the backend queue has waiters and
-    /// credits are held that cannot serve them (dynamic maxconn, backups
-    /// not in use) — each step an O(1) test, the walk O(n / 64) words.
-    pub(crate) fn next_to_settle(&self, after: Option<ServerId>) -> Option<ServerId> {
-        if self.location.is_empty() {
+    /// nobody waits or nothing may be granted (paused, the backend at its
+    /// maxconn); otherwise only servers holding a credit they may use at
+    /// the backend's load now — a credit that dynamic maxconn holds back
+    /// is not visited until the load reaches its server's threshold
+    /// ([`RoomByLoad`]) — and, while the backend queue is empty, only
+    /// those with waiters of their own. The others cannot grant. So a
+    /// settle costs O(1) while nobody waits, O(servers with a queue and a
+    /// usable credit) while sessions wait for given servers (hashing), and
+    /// O(servers with a usable credit) while the backend queue has waiters
+    /// (backups not in use, with waiters of their own, included) — each
+    /// step an O(1) test, the walk O(n / 4 096) words, plus O(log n) per
+    /// server whose threshold the load crossed since the last settle.
+    pub(crate) fn next_to_settle(&mut self, after: Option<ServerId>) -> Option<ServerId> {
+        self.sort_holding();
+        if self.location.is_empty() || self.wide().blocked() {
             return None;
         }
         let from = after.map_or(0, |a| a.0 + 1);
-        let candidates = if self.queue.is_empty() { &self.grantable } else { &self.holding };
-        candidates.next_from(from).map(ServerId)
+        self.holding.next_ripe_from(from, self.queue.is_empty()).map(ServerId)
     }
 
     /// Grants every held slot that may be used now to a waiter (after a
@@ -906,6 +989,7 @@ impl<W> BackendState<W> {
         s.backup = setup.backup;
         let stats = &mut self.stats[server.0];
         stats.limit_seen = stats.limit_seen.max(setup.maxconn);
+        stats.maxqueue_seen = stats.maxqueue_seen.loosest(s.maxqueue);
         self.touch(server.0);
     }
 
@@ -932,6 +1016,7 @@ impl<W> BackendState<W> {
     /// take).
     pub fn reconfigure(&mut self, setup: BackendSetup, balancer: Option<Box<dyn Balancer>>) -> Vec<Grant<W>> {
         self.setup = setup.into();
+        self.maxqueue_seen = self.maxqueue_seen.loosest(self.setup.maxqueue);
         self.maxconn_seen = match (self.maxconn_seen, self.setup.maxconn.get()) {
             (Some(seen), Some(now)) => Some(seen.max(now)),
             _ => None,
@@ -951,6 +1036,12 @@ impl<W> BackendState<W> {
         let mut grants = Vec::new();
         self.dispatch_into(&mut grants);
         grants
+    }
+
+    /// Its balancer keeps its index through server changes
+    /// ([`Balancer::follows_server_changes`]).
+    pub(crate) fn balancer_follows_server_changes(&self) -> bool {
+        self.balancer.follows_server_changes()
     }
 
     /// Whether `server` was removed by a reload.
@@ -1044,8 +1135,10 @@ impl<W> BackendState<W> {
     /// Checks the invariants listed in the module doc; returns the first
     /// violation. Used by tests after every step.
     pub fn check(&self) -> Result<(), String> {
-        if self.setup.maxqueue.exceeded_by(self.queue.len()) {
-            return Err(format!("backend queue {} > maxqueue {}", self.queue.len(), self.setup.maxqueue));
+        // A lowered maxqueue evicts nobody: the bound checked is the
+        // loosest one it ever had; newcomers met the bound in force.
+        if self.maxqueue_seen.exceeded_by(self.queue.len()) {
+            return Err(format!("backend queue {} > maxqueue {}", self.queue.len(), self.maxqueue_seen));
         }
         self.check_counts()?;
         let any_balanced = (0..self.servers.len()).any(|i| self.balanced(i));
@@ -1057,8 +1150,8 @@ impl<W> BackendState<W> {
             if s.removed && (!queue.is_empty() || s.held.is_some_and(|n| n > 0) || s.status.up) {
                 return Err(format!("removed server {i} still queues, holds credits or is up"));
             }
-            if s.maxqueue.exceeded_by(queue.len()) {
-                return Err(format!("server {i} queue {} > maxqueue {}", queue.len(), s.maxqueue));
+            if self.stats[i].maxqueue_seen.exceeded_by(queue.len()) {
+                return Err(format!("server {i} queue {} > maxqueue {}", queue.len(), self.stats[i].maxqueue_seen));
             }
             if !s.maxconn.is_unlimited() && s.served > self.stats[i].limit_seen {
                 return Err(format!("server {i} serves {} > maxconn {}", s.served, self.stats[i].limit_seen));
@@ -1107,8 +1200,14 @@ impl<W> BackendState<W> {
             if now != s.counted {
                 return Err(format!("server {i} counted as {:?}, stands as {now:?}", s.counted));
             }
-            if now.holds != self.holding.contains(i) || now.grantable != self.grantable.contains(i) {
-                return Err(format!("server {i} stands as {now:?}, the settle sets disagree"));
+            let (from, sorted) = self.holding.of(i);
+            if from != self.room_from_load(i) || !sorted {
+                return Err(format!("server {i} sorted from load {from:?} (sorted as it says: {sorted})"));
+            }
+            // The threshold is where its room starts: a held credit it may
+            // use now is exactly one whose threshold the load reached.
+            if now.holds && !self.wide().blocked() && from.is_some_and(|t| t <= self.load()) != self.has_room(i) {
+                return Err(format!("server {i} has room from load {from:?}, but at {} has_room disagrees", self.load()));
             }
             tallies[now.group()].add(&now);
             served += s.served;
@@ -1119,8 +1218,8 @@ impl<W> BackendState<W> {
         if served != self.served_total {
             return Err(format!("served total {}, recounted {served}", self.served_total));
         }
-        if self.holding.iter().chain(self.grantable.iter()).any(|i| i >= self.servers.len()) {
-            return Err("a settle set names a server that does not exist".into());
+        if self.holding.fullconn() != self.setup.fullconn {
+            return Err(format!("holding servers sorted for fullconn {}, not {}", self.holding.fullconn(), self.setup.fullconn));
         }
         Ok(())
     }

@@ -27,6 +27,14 @@ impl Limit {
         self.get().is_some_and(|max| n >= max as usize)
     }
 
+    /// The looser of two bounds (no bound beats any).
+    pub fn loosest(self, other: Limit) -> Limit {
+        match (self.get(), other.get()) {
+            (Some(a), Some(b)) => Limit::from_config(a.max(b)),
+            _ => Limit::from_config(0),
+        }
+    }
+
     /// `n` is over the bound.
     pub fn exceeded_by(self, n: usize) -> bool {
         self.get().is_some_and(|max| n > max as usize)

@@ -11,7 +11,10 @@
 //!   (`NoServer`) at once rather than left to time out.
 //! - A reload applies new and changed servers first (so the queues of
 //!   removed servers can move to them), then the new settings and balancer,
-//!   then the removals.
+//!   then the removals. A big backend's update comes in parts, one message
+//!   each, in that order ([`QueueCore::reconfigure_part`]): every part
+//!   leaves the backend as consistent as a run-time change of a few
+//!   servers, so other messages may be served between parts.
 //! - A retired backend stops once nobody waits in it.
 //! - With a timed discipline (codel, adaptive LIFO), the actor sets the time
 //!   of each message ([`QueueCore::set_time`]) and calls [`QueueCore::shed`]
@@ -81,6 +84,27 @@ pub enum ServerChange<S> {
     /// Gone from the configuration: its queue is balanced again, its
     /// sessions carry on.
     Remove { id: ServerId },
+}
+
+/// The backend's own part of a reload: its new settings and balancing.
+pub struct BackendReconfig {
+    pub setup: BackendSetup,
+    pub balancer: BalancerUpdate,
+}
+
+/// What a reload does to a backend's balancer. A new one is sized for
+/// every server id.
+pub enum BalancerUpdate {
+    /// Neither its balancing nor its servers changed: it keeps its balancer
+    /// and what it learnt.
+    Keep,
+    /// Its algorithm or the algorithm's settings changed: this one replaces
+    /// it.
+    Replace(Box<dyn Balancer>),
+    /// Only its servers changed: this one replaces it unless it follows
+    /// server changes ([`Balancer::follows_server_changes`]), which it has
+    /// heard of already.
+    ServersChanged(Box<dyn Balancer>),
 }
 
 /// What the actor does after a message.
@@ -237,25 +261,45 @@ impl<W: Waiter> QueueCore<W> {
         self.stop_if_retired()
     }
 
-    /// A reload changed this backend: settings, balancer, servers.
+    /// A reload changed this backend: settings, balancer, servers, at once.
     pub fn reconfigure(
         &mut self,
         setup: BackendSetup,
         balancer: Option<Box<dyn Balancer>>,
         changes: Vec<ServerChange<W::Server>>,
     ) -> After {
-        // New and changed servers first, so the queues of removed servers
-        // can move to them; then the new settings and balancer (sized for
-        // every id); then the removals.
+        let balancer = balancer.map_or(BalancerUpdate::Keep, BalancerUpdate::Replace);
+        self.reconfigure_part(changes, Some(BackendReconfig { setup, balancer }))
+    }
+
+    /// One part of a reload's update of this backend: some of its server
+    /// changes and, in one part, the backend's own settings. A reload sends
+    /// a backend of thousands of servers in parts of about a hundred, each
+    /// its own message, so that the actor thread serves the other actors
+    /// (and sessions) in between instead of holding them for the whole
+    /// backend: first the parts with new and changed servers, then the part
+    /// with the backend's settings and balancer, then the parts with the
+    /// removals — the order a whole update is applied in, so a removed
+    /// server's queue can still move to the servers that replace it.
+    /// Between parts the backend runs a mix of old and new servers, each
+    /// step as consistent as a run-time change (`BackendState::check`).
+    pub fn reconfigure_part(
+        &mut self,
+        changes: Vec<ServerChange<W::Server>>,
+        backend: Option<BackendReconfig>,
+    ) -> After {
         let mut removed = Vec::new();
+        let (mut added, mut changed) = (0u32, 0u32);
         for change in changes {
             match change {
                 ServerChange::Add { id, info, setup } => {
+                    added += 1;
                     let got = self.state.add_server(&setup);
                     debug_assert_eq!(got, id, "server ids are handed out in order");
                     self.servers.push(Some(info));
                 }
                 ServerChange::Update { id, info, setup } => {
+                    changed += 1;
                     self.state.update_server(id, &setup);
                     if let Some(Some(old)) = self.servers.get_mut(id.0) {
                         *old = info;
@@ -264,8 +308,17 @@ impl<W: Waiter> QueueCore<W> {
                 ServerChange::Remove { id } => removed.push(id),
             }
         }
-        let grants = self.state.reconfigure(setup, balancer);
-        self.deliver_grants(grants);
+        debug!(self.log, "backend reconfigured";
+            "added" => added, "changed" => changed, "removed" => removed.len(), "settings" => backend.is_some());
+        if let Some(BackendReconfig { setup, balancer }) = backend {
+            let balancer = match balancer {
+                BalancerUpdate::Keep => None,
+                BalancerUpdate::Replace(new) => Some(new),
+                BalancerUpdate::ServersChanged(new) => (!self.state.balancer_follows_server_changes()).then_some(new),
+            };
+            let grants = self.state.reconfigure(setup, balancer);
+            self.deliver_grants(grants);
+        }
         for id in removed {
             let (grants, refusals) = self.state.remove_server(id);
             if let Some(entry) = self.servers.get_mut(id.0) {
@@ -275,6 +328,8 @@ impl<W: Waiter> QueueCore<W> {
             self.deliver_grants(grants);
             self.refuse(refusals);
         }
+        // A changed server's room (a raised maxconn) may serve waiters even
+        // in a part without the backend's settings.
         self.settle();
         self.stop_if_retired()
     }

@@ -7,7 +7,11 @@
 //! slices, letting the other actors run in between
 //! ([`super::staged_reload`]); the steps from 2 on run as one:
 //! 1. backends: new servers are announced to their BackendQueue before they
-//!    lend it their first slots; removed servers' queues are balanced again;
+//!    lend it their first slots; removed servers' queues are balanced again.
+//!    A backend's update reaches its queue in parts of about a slice
+//!    ([`PendingUpdate`]); a new backend bigger than what is left of the
+//!    slice starts empty and takes its servers the same way; a removed
+//!    backend's servers are told to retire a slice at a time;
 //! 2. frontends and listeners take their new ids;
 //! 3. the watchdog and the Stats actor learn the new ids before any session
 //!    can use them;
@@ -24,7 +28,7 @@ use slog::o;
 use tokio::sync::watch;
 
 use super::bind::OpenedSocket;
-use super::planner::{BackendStep, BackendUpdate, FrontendStep, ListenerPlan, Plan, RetiredServer, ServerStep};
+use super::planner::{BackendStep, BackendUpdate, FrontendStep, ListenerPlan, Plan, ServerStep};
 use crate::config::{ReloadChange, Settings};
 use crate::config::ReloadSummary;
 use super::topology::{BackendSlot, FrontendSlot, ListenerSlot, ServerSlot, Topology};
@@ -36,9 +40,9 @@ use crate::admission::watchdog::{ListenerInfo, ReconfigureAdmission};
 use crate::admission::{AdmissionConfig, FrontendLimits, Listener, ListenerLimits, SessionGauge, StopAccepting};
 use crate::backend::backend_queue::{ReconfigureBackend, RetireBackend, ServerChange};
 use crate::backend::server::{ReconfigureServer, RetireServer};
-use crate::backend::Server;
+use crate::backend::{BackendReconfig, BalancerUpdate, Server};
 use crate::config::{BackendSettings, ZeroForNone};
-use crate::ids::{BackendId, FrontendId, ListenerId};
+use crate::ids::{BackendId, FrontendId, ListenerId, ServerId};
 use crate::observe::stats::{Gauges, ResizeStats};
 use crate::spawn::StressSource;
 use crate::session::{BackendTarget, FrontendContext, FrontendHooks, Routes, SessionHandles, SessionSettings};
@@ -52,8 +56,10 @@ pub(super) struct StagedCommit {
     settings: Settings,
     restart_needed: Vec<crate::config::RestartKey>,
     backends: VecDeque<BackendStep>,
-    /// The backend update being prepared, when it spans slices.
+    /// The backend update in progress, when it spans slices.
     updating: Option<PendingUpdate>,
+    /// Servers of removed backends still to be told to retire.
+    retiring: VecDeque<Addr<Server>>,
     frontends: Vec<FrontendStep>,
     listeners: ListenerPlan,
     opened: Vec<OpenedSocket>,
@@ -62,25 +68,42 @@ pub(super) struct StagedCommit {
     logged: usize,
 }
 
-/// A backend update whose servers are prepared over several slices (a
-/// backend of thousands of servers would hold one slice for all of them);
-/// it is sent whole once prepared ([`Topology::seal_update`]).
+/// A backend update in progress. A backend of thousands of servers is
+/// updated over several slices, and its BackendQueue and Servers hear of
+/// it in parts, one per slice, in the order a whole update was always
+/// applied in: new and changed servers first (each part: the changed
+/// Servers, then the BackendQueue, then the new Servers start), then the
+/// backend's settings and balancer, then the removals (the retired Servers,
+/// then the BackendQueue). See [`crate::backend::QueueCore::reconfigure_part`].
 pub(super) struct PendingUpdate {
     id: BackendId,
     settings: BackendSettings,
-    retire: VecDeque<RetiredServer>,
+    /// Removed or replaced servers, with their actors taken from the slot
+    /// at once (so the new balancer already weighs them 0).
+    retire: VecDeque<(ServerId, Option<Addr<Server>>)>,
     servers: VecDeque<ServerStep>,
+    /// For a new backend started empty: the indexes in `settings.servers`
+    /// of the servers still to add (copied part by part).
+    adding: std::ops::Range<usize>,
     reconfigure: bool,
+    /// Any server is added, changed or removed (a new balancer is built).
+    servers_change: bool,
+    /// The part with the backend's own settings was sent.
+    backend_sent: bool,
     log: slog::Logger,
-    server_changes: Vec<ServerChange>,
-    retiring: Vec<Addr<Server>>,
-    reconfiguring: Vec<(Addr<Server>, ReconfigureServer)>,
-    starting: Vec<(Context<Server>, Server)>,
 }
 
 impl PendingUpdate {
-    fn is_prepared(&self) -> bool {
-        self.retire.is_empty() && self.servers.is_empty()
+    fn is_done(&self) -> bool {
+        self.retire.is_empty() && self.servers.is_empty() && self.adding.is_empty() && self.backend_sent
+    }
+
+    /// The next new or changed server, if any is left.
+    fn next_server(&mut self) -> Option<ServerStep> {
+        self.servers.pop_front().or_else(|| {
+            let i = self.adding.next()?;
+            Some(ServerStep::Add { id: ServerId(i), settings: self.settings.servers[i].clone() })
+        })
     }
 }
 
@@ -98,6 +121,7 @@ impl StagedCommit {
             restart_needed,
             backends: backends.into(),
             updating: None,
+            retiring: VecDeque::new(),
             frontends,
             listeners,
             opened,
@@ -126,22 +150,49 @@ impl Topology {
         let mut work = 0;
         let mut grown = false;
         while work < budget {
+            if !staged.retiring.is_empty() {
+                let take = staged.retiring.len().min(budget - work);
+                for actor in staged.retiring.drain(..take) {
+                    actor.do_send(RetireServer);
+                }
+                work += take;
+                continue;
+            }
             if let Some(mut pending) = staged.updating.take() {
-                work += self.prepare_update(&mut pending, budget - work);
-                if pending.is_prepared() {
-                    self.seal_update(pending);
+                let before = self.backends[pending.id.0].servers.len();
+                work += self.update_part(&mut pending, budget - work);
+                // A session may be seated on a server of this part before
+                // the last slice.
+                grown |= self.backends[pending.id.0].servers.len() > before;
+                if pending.is_done() {
+                    self.finish_update(pending);
                 } else {
                     staged.updating = Some(pending);
                 }
                 continue;
             }
             let Some(step) = staged.backends.pop_front() else { break };
-            grown |= adds_ids(&step);
             match step {
                 BackendStep::Update(update) => staged.updating = Some(self.begin_update(update)),
-                step => {
-                    work += self.step_size(&step);
-                    self.commit_backend(step, &staged.settings);
+                // A new backend too big for what is left of the slice starts
+                // empty and takes its servers in parts (a spawned one
+                // starts whole: its process gate is sized for its servers).
+                BackendStep::Add { id, settings } if settings.spawn.is_none() && settings.servers.len() > budget - work => {
+                    grown = true;
+                    work += 1;
+                    staged.updating = Some(self.begin_add(id, settings));
+                }
+                BackendStep::Remove { id, .. } => {
+                    work += 1;
+                    let slot = &mut self.backends[id.0];
+                    slot.live = false;
+                    slot.queue.do_send(RetireBackend);
+                    staged.retiring.extend(slot.servers.iter_mut().filter_map(|s| s.actor.take()));
+                }
+                BackendStep::Add { id, settings } => {
+                    grown = true;
+                    work += 1 + settings.servers.len();
+                    self.start_whole_backend(id, settings, &staged.settings);
                 }
             }
         }
@@ -153,7 +204,7 @@ impl Topology {
         }
         // Then the changes' records, with what is left of the budget and
         // in slices of their own: a reload of 10 000 servers logs as many.
-        let committed = staged.backends.is_empty() && staged.updating.is_none();
+        let committed = staged.backends.is_empty() && staged.updating.is_none() && staged.retiring.is_empty();
         if committed {
             let end = staged.changes.len().min(staged.logged.saturating_add(budget.saturating_sub(work).max(1)));
             for change in &staged.changes[staged.logged..end] {
@@ -162,16 +213,6 @@ impl Topology {
             staged.logged = end;
         }
         committed && staged.logged == staged.changes.len()
-    }
-
-    /// The servers a backend step starts or retires, plus one (an update
-    /// is counted server by server as it is prepared).
-    fn step_size(&self, step: &BackendStep) -> usize {
-        1 + match step {
-            BackendStep::Add { settings, .. } => settings.servers.len(),
-            BackendStep::Update(update) => update.retire.len() + update.servers.len(),
-            BackendStep::Remove { id, .. } => self.backends[id.0].servers.len(),
-        }
     }
 
     /// The frontends, listeners, watchdog and Stats actor, once every
@@ -206,79 +247,76 @@ impl Topology {
         ReloadSummary { changes, restart_needed }
     }
 
-    /// `all`: the settings being applied (a spawned backend's processes
-    /// learn the stress mode of the frontends that feed it).
-    fn commit_backend(&mut self, step: BackendStep, all: &crate::config::Settings) {
-        match step {
-            BackendStep::Add { id, settings } => {
-                debug_assert_eq!(id, BackendId(self.backends.len()), "planned after every id in use");
-                let stress = settings.spawn.is_some().then(|| StressSource {
-                    watchdog: self.shared.watchdog.clone(),
-                    frontends: feeders(all, &settings.name),
-                });
-                self.backends.push(start_backend(Arc::new(settings), &self.shared, stress));
-            }
-            BackendStep::Update(update) => self.update_backend(update),
-            BackendStep::Remove { id, .. } => {
-                let slot = &mut self.backends[id.0];
-                slot.live = false;
-                slot.queue.do_send(RetireBackend);
-                for server in &mut slot.servers {
-                    if let Some(actor) = server.actor.take() {
-                        actor.do_send(RetireServer);
-                    }
-                }
-            }
-        }
+    /// Starts a new backend with all its servers at once. `all`: the
+    /// settings being applied (a spawned backend's processes learn the
+    /// stress mode of the frontends that feed it).
+    fn start_whole_backend(&mut self, id: BackendId, settings: BackendSettings, all: &crate::config::Settings) {
+        debug_assert_eq!(id, BackendId(self.backends.len()), "planned after every id in use");
+        let stress = settings
+            .spawn
+            .is_some()
+            .then(|| StressSource { watchdog: self.shared.watchdog.clone(), frontends: feeders(all, &settings.name) });
+        self.backends.push(start_backend(Arc::new(settings), &self.shared, stress));
     }
 
-    /// Applies a backend's new settings and servers at once.
-    fn update_backend(&mut self, update: BackendUpdate) {
-        let mut pending = self.begin_update(update);
-        self.prepare_update(&mut pending, usize::MAX);
-        self.seal_update(pending);
-    }
-
-    fn begin_update(&self, update: BackendUpdate) -> PendingUpdate {
+    fn begin_update(&mut self, update: BackendUpdate) -> PendingUpdate {
         let BackendUpdate { id, settings, retire, servers, reconfigure, .. } = update;
+        let slot = &mut self.backends[id.0];
         PendingUpdate {
             log: self.shared.log.new(o!("backend" => settings.name.clone())),
             id,
-            settings,
-            retire: retire.into(),
+            servers_change: !retire.is_empty() || !servers.is_empty(),
+            retire: retire.into_iter().map(|r| (r.id, slot.servers[r.id.0].actor.take())).collect(),
             servers: servers.into(),
+            adding: 0..0,
             reconfigure,
-            server_changes: Vec::new(),
-            retiring: Vec::new(),
-            reconfiguring: Vec::new(),
-            starting: Vec::new(),
+            backend_sent: false,
+            settings,
         }
     }
 
-    /// Prepares up to `budget` of the update's servers (at least one when
-    /// any is left): nothing is sent yet, so the BackendQueue and the
-    /// Servers see the update whole, as before. Returns how many.
-    fn prepare_update(&mut self, pending: &mut PendingUpdate, budget: usize) -> usize {
-        let slot = &mut self.backends[pending.id.0];
-        let mut done = 0;
-        // Removed, or replaced: retire first (ids of the others stay).
-        while done < budget.max(1) {
-            let Some(retired) = pending.retire.pop_front() else { break };
-            pending.retiring.extend(slot.servers[retired.id.0].actor.take());
-            pending.server_changes.push(ServerChange::Remove { id: retired.id });
-            done += 1;
+    /// Starts a new backend with no server, to be filled in parts like an
+    /// update that adds every server.
+    fn begin_add(&mut self, id: BackendId, mut settings: BackendSettings) -> PendingUpdate {
+        debug_assert_eq!(id, BackendId(self.backends.len()), "planned after every id in use");
+        // Copied without its servers (each is copied in its own part).
+        let servers = std::mem::take(&mut settings.servers);
+        let bare = settings.clone();
+        settings.servers = servers;
+        self.backends.push(start_backend(Arc::new(bare), &self.shared, None));
+        PendingUpdate {
+            log: self.shared.log.new(o!("backend" => settings.name.clone())),
+            id,
+            retire: VecDeque::new(),
+            servers: VecDeque::new(),
+            adding: 0..settings.servers.len(),
+            reconfigure: true,
+            servers_change: true,
+            backend_sent: false,
+            settings,
         }
-        while done < budget.max(1) {
-            let Some(step) = pending.servers.pop_front() else { break };
-            done += 1;
+    }
+
+    /// Commits the next part of an update, about `budget` servers (at
+    /// least one part): new and changed servers while any is left, then the
+    /// backend's settings with the first removals, then the other removals.
+    /// Returns how many servers it took.
+    fn update_part(&mut self, pending: &mut PendingUpdate, budget: usize) -> usize {
+        if pending.servers.is_empty() && pending.adding.is_empty() {
+            return self.shrink_part(pending, budget);
+        }
+        let mut changes = Vec::new();
+        let mut starting = Vec::new();
+        while changes.len() < budget.max(1) {
+            let Some(step) = pending.next_server() else { break };
+            let slot = &mut self.backends[pending.id.0];
             match step {
                 ServerStep::Update { id, settings: s } => {
                     let server = &mut slot.servers[id.0];
                     let actor = server.actor.clone().expect("the plan updates live servers only");
-                    let message = ReconfigureServer { health: health_config(&s, self.shared.clustered), check: check_spec(&s) };
                     let info = server_info(id, &s, &actor, &slot.queue, &self.shared.kill);
-                    pending.server_changes.push(ServerChange::Update { id, info, setup: server_setup(&s) });
-                    pending.reconfiguring.push((actor, message));
+                    changes.push(ServerChange::Update { id, info, setup: server_setup(&s) });
+                    actor.do_send(ReconfigureServer { health: health_config(&s, self.shared.clustered), check: check_spec(&s) });
                     server.settings = Arc::new(s);
                 }
                 ServerStep::Add { id, settings: s } => {
@@ -286,49 +324,67 @@ impl Topology {
                     let ctx: Context<Server> = Context::new();
                     let actor = ctx.address();
                     let info = server_info(id, &s, &actor, &slot.queue, &self.shared.kill);
-                    pending.server_changes.push(ServerChange::Add { id, info, setup: server_setup(&s) });
-                    let changes = self.shared.hooks.observers().server_state_changes(&slot.settings.name);
+                    changes.push(ServerChange::Add { id, info, setup: server_setup(&s) });
+                    let observers = self.shared.hooks.observers().server_state_changes(&slot.settings.name);
                     let server =
-                        new_server(id, &s, &slot.queue, &pending.log, self.shared.clustered).with_state_changes(changes);
-                    pending.starting.push((ctx, server));
+                        new_server(id, &s, &slot.queue, &pending.log, self.shared.clustered).with_state_changes(observers);
+                    starting.push((ctx, server));
                     slot.servers.push(ServerSlot { settings: Arc::new(s), actor: Some(actor) });
                 }
             }
         }
-        done
-    }
-
-    /// Sends what the prepared update tells each actor, in the order the
-    /// commit always used: retired and changed Servers first, then the
-    /// BackendQueue, then the new Servers start.
-    fn seal_update(&mut self, pending: PendingUpdate) {
-        debug_assert!(pending.is_prepared(), "sealed before every server was prepared");
-        let PendingUpdate { id, settings: b, reconfigure, server_changes, retiring, reconfiguring, starting, .. } =
-            pending;
-        let slot = &mut self.backends[id.0];
-        for actor in retiring {
-            actor.do_send(RetireServer);
-        }
-        for (actor, message) in reconfiguring {
-            actor.do_send(message);
-        }
-        if reconfigure {
-            // A balancer keeps what it learnt (an EWMA, a ring) through a
-            // reload that changes neither its servers nor its own keys.
-            let same_balancing = server_changes.is_empty()
-                && (&slot.settings.balance, slot.settings.draws, slot.settings.hash_balance_factor)
-                    == (&b.balance, b.draws, b.hash_balance_factor);
-            let balancer = (!same_balancing).then(|| {
-                let weights: Vec<u32> =
-                    slot.servers.iter().map(|s| if s.actor.is_some() { s.settings.weight } else { 0 }).collect();
-                balancer(&b, &weights, &self.shared.balancers)
-            });
-            slot.queue.do_send(ReconfigureBackend { setup: backend_setup(&b), balancer, servers: server_changes });
-        }
+        let taken = changes.len();
+        self.backends[pending.id.0].queue.do_send(ReconfigureBackend { servers: changes, backend: None });
         // Announced to the queue above: only now may they lend it slots.
         for (ctx, server) in starting {
             ctx.run(server);
         }
+        taken
+    }
+
+    /// The part with the backend's own settings (and the first removals),
+    /// or a part of the removals after it.
+    fn shrink_part(&mut self, pending: &mut PendingUpdate, budget: usize) -> usize {
+        let slot = &self.backends[pending.id.0];
+        let backend = (!pending.backend_sent).then(|| {
+            let b = &pending.settings;
+            // A balancer keeps what it learnt (an EWMA, a ring) through a
+            // reload that changes neither its servers nor its own keys, and
+            // through one that changes only its servers if it follows them.
+            let same_keys = (&slot.settings.balance, slot.settings.draws, slot.settings.hash_balance_factor)
+                == (&b.balance, b.draws, b.hash_balance_factor);
+            let built = || {
+                let weights: Vec<u32> =
+                    slot.servers.iter().map(|s| if s.actor.is_some() { s.settings.weight } else { 0 }).collect();
+                balancer(b, &weights, &self.shared.balancers)
+            };
+            let balancer = match (same_keys, pending.servers_change) {
+                (true, false) => BalancerUpdate::Keep,
+                (true, true) => BalancerUpdate::ServersChanged(built()),
+                (false, _) => BalancerUpdate::Replace(built()),
+            };
+            BackendReconfig { setup: backend_setup(b), balancer }
+        });
+        pending.backend_sent = true;
+        let take = pending.retire.len().min(budget.max(1));
+        let mut changes = Vec::with_capacity(take);
+        for (id, actor) in pending.retire.drain(..take) {
+            if let Some(actor) = actor {
+                actor.do_send(RetireServer);
+            }
+            changes.push(ServerChange::Remove { id });
+        }
+        if pending.reconfigure {
+            slot.queue.do_send(ReconfigureBackend { servers: changes, backend });
+        }
+        take.max(1)
+    }
+
+    /// Every part was sent: the slot takes the new settings.
+    fn finish_update(&mut self, pending: PendingUpdate) {
+        debug_assert!(pending.is_done(), "finished before every part was sent");
+        let slot = &mut self.backends[pending.id.0];
+        let b = pending.settings;
         let spawn_throttled = slot.params.spawn_throttled.take();
         slot.params = backend_params(&b);
         slot.params.spawn_throttled = spawn_throttled;
@@ -502,14 +558,6 @@ impl Topology {
 }
 
 /// Whether `step` gives out new backend or server ids.
-fn adds_ids(step: &BackendStep) -> bool {
-    match step {
-        BackendStep::Add { .. } => true,
-        BackendStep::Update(update) => update.servers.iter().any(|s| matches!(s, ServerStep::Add { .. })),
-        BackendStep::Remove { .. } => false,
-    }
-}
-
 /// A new backend's actors, in the registry's slot.
 /// The frontends whose sessions may go to `backend`: by default, by a
 /// routing rule or as its overflow.

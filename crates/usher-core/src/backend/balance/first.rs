@@ -19,6 +19,15 @@ pub struct First {
 }
 
 impl Balancer for First {
+    // Picks only among available servers, never pins.
+    fn only_balances(&self) -> bool {
+        true
+    }
+
+    fn follows_server_changes(&self) -> bool {
+        true
+    }
+
     fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
         if servers.blocked() {
             return None;

@@ -72,6 +72,10 @@ impl ConsistentHash {
 }
 
 impl Balancer for ConsistentHash {
+    fn follows_server_changes(&self) -> bool {
+        true
+    }
+
     fn pick(&mut self, servers: &Servers<'_>, client: Option<IpAddr>) -> Option<Choice> {
         let group = servers.group_in_use();
         let h = client.map(client_hash).unwrap_or(0);

@@ -63,6 +63,16 @@ impl<K: Ord + Copy> IndexedHeap<K> {
         }
     }
 
+    /// The least (key, id), if any.
+    pub fn first(&self) -> Option<(K, usize)> {
+        self.heap.first().copied()
+    }
+
+    /// Whether `id` is in.
+    pub fn contains(&self, id: usize) -> bool {
+        self.at.get(id).is_some_and(|&i| i != ABSENT)
+    }
+
     /// The first server in key order that `fits`: O((k + 1) log n) where
     /// k is the number of servers before it that do not fit.
     pub fn first_that(&mut self, fits: impl Fn(usize) -> bool) -> Option<(K, usize)> {

@@ -49,6 +49,15 @@ pub struct LeastConn {
 }
 
 impl Balancer for LeastConn {
+    // Picks only among available servers, never pins.
+    fn only_balances(&self) -> bool {
+        true
+    }
+
+    fn follows_server_changes(&self) -> bool {
+        true
+    }
+
     fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
         if servers.blocked() {
             return None;

@@ -59,6 +59,16 @@ impl SmoothRoundRobin {
 }
 
 impl Balancer for SmoothRoundRobin {
+    // Picks only among available servers, never pins.
+    fn only_balances(&self) -> bool {
+        true
+    }
+
+    fn follows_server_changes(&self) -> bool {
+        // static-rr follows the configured weights it was built with.
+        self.fixed.is_none()
+    }
+
     fn pick(&mut self, servers: &Servers<'_>, _: Option<IpAddr>) -> Option<Choice> {
         if servers.blocked() {
             return None;

@@ -47,8 +47,32 @@ impl ServerFacts {
                 && self.status.cap.is_none_or(|cap| self.served < cap),
             maxqueue: self.maxqueue,
             holds: !self.removed && self.status.up && self.held.is_none_or(|n| n > 0),
-            grantable: !self.removed && self.status.up && self.held.is_none_or(|n| n > 0) && self.queued > 0,
         }
+    }
+
+    /// The least backend load (served + queued) at which a held credit
+    /// of this server has room under its effective maxconn
+    /// ([`BackendWide::effective_max`] with `fullconn`), or `None` when it
+    /// has none at any load (at its slowstart cap). Room only grows with
+    /// the load: dynamic maxconn is max(minconn, load × maxconn /
+    /// fullconn), capped at maxconn, until the load reaches `fullconn`.
+    pub fn room_from_load(&self, fullconn: Limit) -> Option<u64> {
+        if self.status.cap.is_some_and(|cap| self.served >= cap) {
+            return None;
+        }
+        let (Some(minconn), Some(maxconn), Some(fullconn)) = (self.minconn.get(), self.maxconn.get(), fullconn.get())
+        else {
+            return Some(0);
+        };
+        if self.served < minconn.min(maxconn) {
+            return Some(0);
+        }
+        if self.served >= maxconn {
+            // No room below `fullconn`, where dynamic maxconn stops.
+            return Some(u64::from(fullconn));
+        }
+        // served < load × maxconn / fullconn (rounded down) from here.
+        Some(((u64::from(self.served) + 1) * u64::from(fullconn)).div_ceil(u64::from(maxconn)))
     }
 }
 
@@ -74,9 +98,6 @@ pub(crate) struct Standing {
     pub maxqueue: Limit,
     /// Up and holding a credit (or unlimited): a settle may grant from it.
     pub holds: bool,
-    /// Holds, and its own queue has waiters: a settle may grant from it
-    /// while the backend queue is empty.
-    pub grantable: bool,
 }
 
 impl Standing {
@@ -264,6 +285,53 @@ impl<'a> Servers<'a> {
         match self.avoid.and_then(|a| self.facts.get(a.0)) {
             Some(a) => (t.eligible - 1, t.load - u64::from(a.counted.load)),
             None => (t.eligible, t.load),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `room_from_load` is the least load at which `has_room` says yes,
+    /// for every small setting.
+    #[test]
+    fn room_from_load_is_where_dynamic_maxconn_first_gives_room() {
+        for (minconn, maxconn, fullconn) in [(1, 4, 10), (2, 3, 7), (0, 5, 5), (3, 2, 6), (1, 4, 0), (2, 8, 3)] {
+            for served in 0..=maxconn + 1 {
+                for cap in [None, Some(2)] {
+                    let s = ServerFacts {
+                        held: Some(1),
+                        served,
+                        queued: 0,
+                        maxconn: Limit::from_config(maxconn),
+                        minconn: Limit::from_config(minconn),
+                        maxqueue: Limit::default(),
+                        backup: false,
+                        status: ServerStatus { up: true, weight: 1, cap },
+                        removed: false,
+                        counted: Standing::default(),
+                    };
+                    let fullconn = Limit::from_config(fullconn);
+                    let room_at = |load: u64| {
+                        let wide = BackendWide {
+                            paused: false,
+                            fullconn,
+                            maxconn: Limit::default(),
+                            served: 0,
+                            load,
+                            any_active: true,
+                        };
+                        wide.has_room(&s)
+                    };
+                    let first = (0..=20).find(|&load| room_at(load));
+                    let case = format!("minconn {minconn} maxconn {maxconn} fullconn {fullconn} served {served} cap {cap:?}");
+                    assert_eq!(s.room_from_load(fullconn), first, "{case}");
+                    if let Some(first) = first {
+                        assert!((first..=20).all(room_at), "{case}: room only grows with the load");
+                    }
+                }
+            }
         }
     }
 }

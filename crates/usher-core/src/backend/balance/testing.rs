@@ -8,6 +8,22 @@ use crate::backend::core::ServerStatus;
 use crate::backend::limit::Limit;
 use crate::ids::ServerId;
 
+/// An unlimited server of `weight`, up and idle, not yet counted.
+pub(crate) fn unlimited(weight: u32) -> ServerFacts {
+    ServerFacts {
+        held: None,
+        served: 0,
+        queued: 0,
+        maxconn: Limit::default(),
+        minconn: Limit::default(),
+        maxqueue: Limit::default(),
+        backup: false,
+        status: ServerStatus { up: true, weight, cap: None },
+        removed: false,
+        counted: Default::default(),
+    }
+}
+
 pub(crate) struct Table {
     facts: Vec<ServerFacts>,
     tallies: [Tally; 2],
@@ -17,21 +33,7 @@ impl Table {
     /// Unlimited servers of these weights, all up and idle; `b` hears of
     /// each.
     pub fn new(weights: &[u32], b: &mut dyn Balancer) -> Table {
-        let facts = weights
-            .iter()
-            .map(|&w| ServerFacts {
-                held: None,
-                served: 0,
-                queued: 0,
-                maxconn: Limit::default(),
-                minconn: Limit::default(),
-                maxqueue: Limit::default(),
-                backup: false,
-                status: ServerStatus { up: true, weight: w, cap: None },
-                removed: false,
-                counted: Default::default(),
-            })
-            .collect();
+        let facts = weights.iter().map(|&w| unlimited(w)).collect();
         let mut t = Table { facts, tallies: Default::default() };
         for i in 0..weights.len() {
             t.touch(i, b);
