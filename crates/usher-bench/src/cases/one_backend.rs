@@ -79,7 +79,8 @@ pub(super) fn run(
     let proxy = h.start_proxy(kind, &addrs, tune)?;
     rt.block_on(load::first_session(proxy.addr, spec, SERVING_LIMIT))?;
     let w = h.window();
-    let (out, cpu) = rt.block_on(async { tokio::join!(load::sessions_from(proxy.addr, spec, w, sources), proxy.cpu_during(w)) });
+    let (out, cpu) =
+        rt.block_on(async { tokio::join!(load::sessions_from(proxy.addr, spec, w, sources), proxy.cpu_during(w)) });
     let peak = backends.iter().map(Backend::peak).max().unwrap_or(0);
     let cpu_us = cpu.map_or(f64::NAN, |c| c * 1e6 / out.count.max(1) as f64);
     Ok(Run { rate: out.rate(&w), out, peak, cpu_us })
