@@ -262,6 +262,8 @@ impl<W: Waiter> QueueCore<W> {
     }
 
     /// A reload changed this backend: settings, balancer, servers, at once.
+    /// Used by the model tests only (the actor gets a reload in parts).
+    #[cfg(feature = "internals")]
     pub fn reconfigure(
         &mut self,
         setup: BackendSetup,
