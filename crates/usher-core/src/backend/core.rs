@@ -307,7 +307,7 @@ impl<W> BackendState<W> {
         let now = s.standing();
         let own_waiters = s.queued > 0;
         // Its cap may move its threshold without changing its standing.
-        self.holding.set(i, self.room_from_load(i), own_waiters);
+        self.holding.set(i, self.room_from_load(i, now.holds), own_waiters);
         let s = &mut self.servers[i];
         let before = std::mem::replace(&mut s.counted, now);
         if now == before {
@@ -322,10 +322,10 @@ impl<W> BackendState<W> {
     }
 
     /// From which backend load server `i` may use a held credit (`None`:
-    /// it holds none, or has no room at any load).
-    fn room_from_load(&self, i: usize) -> Option<u64> {
-        let s = &self.servers[i];
-        s.standing().holds.then(|| s.room_from_load(self.holding.fullconn())).flatten()
+    /// it holds none, or has no room at any load). `holds`: its standing's,
+    /// which the caller has at hand (`touch` runs on every grant and release).
+    fn room_from_load(&self, i: usize, holds: bool) -> Option<u64> {
+        holds.then(|| self.servers[i].room_from_load(self.holding.fullconn())).flatten()
     }
 
     /// Brings the settle's order of holding servers up to the backend's
@@ -336,7 +336,8 @@ impl<W> BackendState<W> {
         if self.holding.fullconn() != self.setup.fullconn {
             self.holding.set_fullconn(self.setup.fullconn);
             for i in 0..self.servers.len() {
-                self.holding.set(i, self.room_from_load(i), self.servers[i].queued > 0);
+                let holds = self.servers[i].standing().holds;
+                self.holding.set(i, self.room_from_load(i, holds), self.servers[i].queued > 0);
             }
         }
         self.holding.follow(self.load());
@@ -1201,7 +1202,7 @@ impl<W> BackendState<W> {
                 return Err(format!("server {i} counted as {:?}, stands as {now:?}", s.counted));
             }
             let (from, sorted) = self.holding.of(i);
-            if from != self.room_from_load(i) || !sorted {
+            if from != self.room_from_load(i, now.holds) || !sorted {
                 return Err(format!("server {i} sorted from load {from:?} (sorted as it says: {sorted})"));
             }
             // The threshold is where its room starts: a held credit it may

@@ -557,8 +557,6 @@ impl Topology {
     }
 }
 
-/// Whether `step` gives out new backend or server ids.
-/// A new backend's actors, in the registry's slot.
 /// The frontends whose sessions may go to `backend`: by default, by a
 /// routing rule or as its overflow.
 fn feeders(all: &crate::config::Settings, backend: &str) -> Vec<String> {
@@ -572,6 +570,7 @@ fn feeders(all: &crate::config::Settings, backend: &str) -> Vec<String> {
         .collect()
 }
 
+/// A new backend's actors, in the registry's slot.
 fn start_backend(settings: Arc<BackendSettings>, shared: &super::topology::Shared, stress: Option<StressSource>) -> BackendSlot {
     let actors = wiring::start_backend_under(
         &settings,
