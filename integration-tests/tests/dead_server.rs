@@ -255,6 +255,60 @@ async fn a_server_down_by_failed_connects_is_probed_back_up() {
     assert_eq!(request(addr, b"back").await.expect("served"), b"back");
 }
 
+/// One server, maxconn 1, `check.down_after_failed_connects = 2`, no
+/// retries: a served session between two refused ones sets the count of
+/// failures in a row back, so the server stays UP; two refusals in a row
+/// then take it DOWN. Sessions report a success only when it resets a
+/// count, and this is the case where it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_session_between_failed_connects_keeps_the_server_up() {
+    let mut s1 = MortalServer::start();
+    let broker = TestBroker::start(&config(
+        "retries = 0
+",
+        &[(
+            "s1",
+            s1.addr,
+            "maxconn = 1
+[backends.app.servers.s1.check]
+down_after_failed_connects = 2
+",
+        )],
+    ));
+    let addr = broker.addr("web");
+    let refused = |broker: &TestBroker, sent: usize| {
+        let records = broker.logs.sessions();
+        assert_eq!(records.len(), sent);
+        assert_eq!(records[sent - 1].termination(), "SC", "{records:?}");
+    };
+    let mut sent = 0;
+    for round in 0..2 {
+        s1.kill().await;
+        assert!(request(addr, b"x").await.map_or(true, |r| r.is_empty()), "nobody serves");
+        sent += 1;
+        broker.logs.wait_sessions(sent).await;
+        refused(&broker, sent);
+        s1.revive();
+        // Seated on the only slot: the refused session's Release, sent
+        // after its connect outcome, was handled, so a DOWN it caused is
+        // already logged.
+        assert_eq!(request(addr, b"back").await.expect("served"), b"back", "round {round}");
+        sent += 1;
+        broker.logs.wait_sessions(sent).await;
+    }
+    let downs = |broker: &TestBroker| {
+        broker.logs.all().iter().filter(|r| r.msg == "server state changed" && r.get("to") == "DOWN").count()
+    };
+    assert_eq!(downs(&broker), 0, "a failure, a success, a failure: not two in a row");
+
+    s1.kill().await;
+    for _ in 0..2 {
+        assert!(request(addr, b"x").await.map_or(true, |r| r.is_empty()));
+    }
+    let down = broker.logs.wait_for("server state changed", |r| r.get("to") == "DOWN").await;
+    assert_eq!(down.get("reason"), "connect failures");
+}
+
 /// One server, maxconn 1, `maxqueue = 2`, no backend bound: of five
 /// clients, one is served, two wait and two are refused at once (`SQ`),
 /// under round robin as under `source` with `redispatch`.

@@ -15,10 +15,13 @@
 //! - [`balance`]: the balancing algorithms; [`wait_queue`]: the queues;
 //!   [`discipline`]: who they serve next and who they shed under overload;
 //!   [`limit`]: the configuration's "0 means unlimited" as a type;
-//!   [`spawn_gate`]: which process slots of a spawned backend take sessions.
+//!   [`spawn_gate`]: which process slots of a spawned backend take sessions;
+//!   [`connect_reports`]: which connect outcomes sessions report for passive
+//!   health.
 
 pub mod backend_queue;
 pub mod balance;
+pub mod connect_reports;
 pub mod core;
 pub mod discipline;
 pub mod health;
@@ -32,6 +35,7 @@ pub mod spawn_gate;
 pub mod wait_queue;
 
 pub use backend_queue::BackendQueue;
+pub use connect_reports::ConnectReports;
 pub use load::BackendLoad;
 pub use core::{
     BackendSetup, BackendState, Grant, QueuePlace, Refusal, ReserveRequest, Reserved, ServerSetup, ServerStatus,

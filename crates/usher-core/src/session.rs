@@ -56,7 +56,7 @@ pub use hook::{
 };
 pub use frontend::{BackendParams, BackendTarget, FrontendContext, QueuePriority, SessionHandles, SessionSettings};
 pub use routes::Routes;
-pub use summary::{SessionEnded, SessionSummary};
+pub use summary::{Holdings, SessionEnded, SessionSummary};
 pub use termination::Termination;
 
 use std::io;
@@ -95,27 +95,25 @@ pub async fn run(front: Arc<FrontendContext>, stream: std::net::TcpStream, clien
     let mut record =
         AccessRecord::new(id.0, client, settings.frontend_name.clone(), backend.name.clone(), backend.id);
     record.stress = admitted.stress;
-    let (end, hooked) = match prepare(stream) {
+    let (end, hooked, slot) = match prepare(stream) {
         Ok(client) => {
             let timeouts = settings.timeouts(admitted.stress, backend);
             let watch = ClientWatch::default();
             let priority = settings.priority;
             let mut session =
                 Session { front: &front, backend, id, timeouts, priority, client, watch, record: &mut record, hooked: None };
-            let (Ok(end) | Err(end)) = session.phases().await;
-            (end, session.hooked.take())
+            let (end, slot) = match session.phases().await {
+                Ok((end, slot)) => (end, Some(slot)),
+                Err(end) => (end, None),
+            };
+            (end, session.hooked.take(), slot)
             // The client's socket closes here, before the session is
-            // counted and logged.
+            // counted and logged, and before its slot goes back.
         }
-        Err(_) => (Termination::ClientAbortInQueue, None),
+        Err(_) => (Termination::ClientAbortInQueue, None, None),
     };
-    // Hooks see the finished record before it is written, as the Stats
-    // actor does: whoever has read a session's access record finds what
-    // its hooks and observers were told of it already done or counted.
-    admission_hooks::end_hooks(&front, hooked, &record, end);
-    finish(&front, &record, end);
     let Admitted { guard, live, .. } = admitted;
-    drop(guard);
+    finish(&front, &record, end, hooked, Holdings { slot, admission: guard });
     drop(live);
 }
 
@@ -159,9 +157,9 @@ impl Session<'_> {
         }
     }
 
-    /// The phases in order; `Err` is how the phase that ended the session
-    /// early ended it.
-    async fn phases(&mut self) -> Result<Termination, Termination> {
+    /// The phases in order, and the slot the session relayed on; `Err` is
+    /// how the phase that ended the session early ended it.
+    async fn phases(&mut self) -> Result<(Termination, Slot), Termination> {
         let proxied_to = self.handshake().await?;
         self.admission_hooks().await?;
         self.route(proxied_to).await?;
@@ -174,8 +172,11 @@ impl Session<'_> {
         Box::pin(self.seated(slot, proxied_to)).await
     }
 
-    /// The phases of a session holding a slot: connect, forward, relay.
-    async fn seated(&mut self, slot: Slot, proxied_to: Option<SocketAddr>) -> Result<Termination, Termination> {
+    /// The phases of a session holding a slot: connect, forward, relay. The
+    /// slot is handed back to `run`, which sends it with the session's end
+    /// (`SessionEnded`), so that it goes back to its server in the same
+    /// wake-up of the actors' thread as the rest of the session's end.
+    async fn seated(&mut self, slot: Slot, proxied_to: Option<SocketAddr>) -> Result<(Termination, Slot), Termination> {
         let (slot, mut server) = self.connect(slot).await?;
         self.after_connect_hooks()?;
         self.forward_to_server(&slot, &mut server, proxied_to).await?;
@@ -185,7 +186,6 @@ impl Session<'_> {
         // this connection (never over maxconn at the server, even with
         // several data-plane threads).
         drop(server);
-        drop(slot);
-        Ok(end)
+        Ok((end, slot))
     }
 }

@@ -31,7 +31,7 @@ pub struct ServerInfo {
     pub send_proxy: crate::config::ProxyVersion,
     /// Where to report connect outcomes, when the server learns from live
     /// traffic (`check.down_after_failed_connects`, `check.error_limit`).
-    pub observe: Option<Recipient<ConnectOutcome>>,
+    pub observe: Option<super::connect_reports::ConnectReports>,
     /// The Server actor that owns this server's slots: a [`Slot`] sends its
     /// `Release` here. Kept once per server rather than per slot, so a grant
     /// costs an `Arc` increment, not a boxed `Recipient` clone.

@@ -12,7 +12,9 @@ use slog::{o, Logger};
 use crate::backend::balance::{Balancer, BalancerRegistry, BalancerSetup};
 use crate::backend::spawn_gate::{SpawnGate, SpawnLink};
 use crate::backend::server::CheckSpec;
-use crate::backend::{BackendLoad, BackendQueue, BackendSetup, HealthConfig, Server, ServerInfo, ServerSetup, ServerStateChange};
+use crate::backend::{
+    BackendLoad, BackendQueue, BackendSetup, ConnectReports, HealthConfig, Server, ServerInfo, ServerSetup, ServerStateChange,
+};
 use crate::config::{BackendSettings, ServerSettings, ZeroForNone};
 use crate::ids::ServerId;
 use crate::notify::Notify;
@@ -104,7 +106,7 @@ pub fn server_info(
         address: s.address,
         send_proxy: s.send_proxy,
         observe: (c.down_after_failed_connects.is_some() || (c.enabled && c.error_limit.is_some()))
-            .then(|| actor.clone().recipient()),
+            .then(|| ConnectReports::new(actor.clone().recipient())),
         release: actor.clone().recipient(),
         source_left: queue.clone().recipient(),
         connect_times: None,

@@ -133,7 +133,9 @@ impl Handler<SessionEnded> for Stats {
     type Result = ();
 
     fn handle(&mut self, msg: SessionEnded, _: &mut Self::Context) {
-        self.book.record(&msg.0, Instant::now());
+        self.book.record(&msg.summary, Instant::now());
+        // Here, on the actors' thread: see `SessionEnded`.
+        msg.holdings.let_go();
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::time::{sleep, timeout, Instant};
 
 use super::seat::Want;
 use super::{Session, Termination};
-use crate::backend::{ConnectOutcome, ConnectTimed, Slot};
+use crate::backend::{ConnectTimed, Slot};
 use crate::net::connect_nodelay;
 
 /// Longest pause before retrying a server that refused (HAProxy's turn-around).
@@ -38,8 +38,8 @@ impl Session<'_> {
             let attempt_started = slot.server.connect_times.as_ref().map(|_| Instant::now());
             let attempt = self.watching_client(attempt(slot.server.address, policy.timeout)).await?;
             if let Some(observe) = &slot.server.observe {
-                // Passive health: one per attempt, bounded by retries + 1.
-                observe.do_send(ConnectOutcome { ok: attempt.is_ok() });
+                // Passive health; a success is sent only when it resets.
+                observe.report(attempt.is_ok());
             }
             let failure = match attempt {
                 Ok(server) => {

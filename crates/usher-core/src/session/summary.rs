@@ -5,6 +5,8 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::termination::Termination;
+use crate::admission::AdmissionGuard;
+use crate::backend::Slot;
 use crate::ids::{BackendId, FrontendId, ServerId};
 
 /// What the Stats actor learns of one ended session.
@@ -35,6 +37,44 @@ pub struct SessionSummary {
 }
 
 /// One session ended (sent once per session, before its access record).
-#[derive(Message, Debug, Clone, Copy)]
+///
+/// It carries what the session still holds, so that the holdings are let
+/// go where the message is handled — on the actors' thread — and their
+/// `Release` and `SessionClosed` are sent from there. Sent from a
+/// data-plane thread, each message to another actor wakes the actors'
+/// thread again (one eventfd write and often one context switch each); in
+/// one message, a session's end wakes it once. Wherever the message is
+/// dropped instead (a closed mailbox), the holdings are let go there:
+/// exactly once either way.
+#[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct SessionEnded(pub SessionSummary);
+pub struct SessionEnded {
+    pub summary: SessionSummary,
+    pub(crate) holdings: Holdings,
+}
+
+/// What a session holds until it has ended: dropping it gives back the
+/// slot (one `Release`, and its source's `SourceLeft`) and the admission
+/// (one `SessionClosed`).
+pub struct Holdings {
+    /// The slot it relayed on; `None` when it ended before being seated or
+    /// gave its slot back on the way (a failed connect).
+    pub(super) slot: Option<Slot>,
+    pub(super) admission: AdmissionGuard,
+}
+
+impl Holdings {
+    /// Gives back the slot (the server's next client may be seated), then
+    /// the admission (the listener may accept one more).
+    pub(crate) fn let_go(self) {
+        let Holdings { slot, admission } = self;
+        drop(slot);
+        drop(admission);
+    }
+}
+
+impl std::fmt::Debug for Holdings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holdings").field("slot", &self.slot).finish_non_exhaustive()
+    }
+}
