@@ -23,7 +23,7 @@ pub mod watchdog;
 
 pub use core::{AdmissionConfig, FrontendLimits, ListenerLimits, ListenerState, PauseReason};
 pub use events::AdmissionEvent;
-pub use gauge::SessionGauge;
+pub use gauge::{GaugeTicket, SessionGauge};
 pub use listener::Listener;
 pub use protocol::StopAccepting;
 pub use watchdog::ResourceWatchdog;
@@ -32,7 +32,6 @@ pub use watchdog::ResourceWatchdog;
 #[cfg(feature = "internals")]
 pub use {
     core::{AdmissionState, Admitted, LimitHit, Resumed},
-    gauge::GaugeTicket,
     hits::{HitBook, HitEffects},
     protocol::{AdmissionGuard, Admit, AdmitGrant, GiveBack, SessionClosed, Shortage},
     stress::{StressChange, StressState},

@@ -56,6 +56,7 @@ use crate::notify::Notify;
 use crate::observe::stats::Gauges;
 use crate::observe::stats_book::StatsBook;
 use crate::observe::Stats;
+use crate::session::SessionThreads;
 use topology::{BeginShutdown, GetHandle, Shared, Stopping, Topology};
 
 /// Where sessions run. With one worker they share the actix System thread
@@ -67,6 +68,8 @@ use topology::{BeginShutdown, GetHandle, Shared, Stopping, Topology};
 enum DataPlane {
     /// The System thread's runtime.
     Shared(tokio::runtime::Handle),
+    /// A pool of `workers − 1` threads; the System thread is the last
+    /// worker (it takes its share of the sessions: `SessionThreads`).
     /// `run` is async, and a tokio runtime dropped in an async context
     /// panics, so every exit path shuts it down in the background instead.
     Own(Option<tokio::runtime::Runtime>),
@@ -78,7 +81,7 @@ impl DataPlane {
             return Ok(DataPlane::Shared(tokio::runtime::Handle::current()));
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
+            .worker_threads(workers - 1)
             .thread_name("usher-data")
             .enable_all()
             .build()
@@ -86,10 +89,21 @@ impl DataPlane {
         Ok(DataPlane::Own(Some(runtime)))
     }
 
+    /// The pool: where accept loops run.
     fn handle(&self) -> tokio::runtime::Handle {
         match self {
             DataPlane::Shared(handle) => handle.clone(),
             DataPlane::Own(runtime) => runtime.as_ref().expect("running").handle().clone(),
+        }
+    }
+
+    /// Where sessions run: the pool, and with a pool of its own, the
+    /// System thread too (one thread's share).
+    fn session_threads(&self, tracker: TaskTracker, workers: usize, process: Arc<SessionGauge>) -> SessionThreads {
+        let pool = SessionThreads::on(tracker, self.handle());
+        match self {
+            DataPlane::Shared(_) => pool,
+            DataPlane::Own(_) => pool.shared_with_actors(tokio::runtime::Handle::current(), workers, process),
         }
     }
 }
@@ -205,6 +219,7 @@ pub async fn start(
 
     let kill = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let session_threads = data_plane.session_threads(tracker.clone(), workers, global_gauge.clone());
     let shared = Shared {
         data_plane: data_plane.handle(),
         watchdog,
@@ -213,7 +228,7 @@ pub async fn start(
         hooks,
         balancers: Arc::new(balancers),
         kill: kill.clone(),
-        tracker: tracker.clone(),
+        session_threads,
         session_ids: Arc::new(AtomicU64::new(1)),
         clustered: settings.cluster.is_some(),
         epoch: tokio::time::Instant::now(),

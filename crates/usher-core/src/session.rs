@@ -47,6 +47,7 @@ mod seat;
 mod stagger;
 mod summary;
 pub mod termination;
+mod threads;
 
 pub use access::AccessRecord;
 pub use access::HelloStatus;
@@ -58,6 +59,7 @@ pub use frontend::{BackendParams, BackendTarget, FrontendContext, QueuePriority,
 pub use routes::Routes;
 pub use summary::{Holdings, SessionEnded, SessionSummary};
 pub use termination::Termination;
+pub use threads::SessionThreads;
 
 use std::io;
 use std::net::SocketAddr;
@@ -66,7 +68,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 
 use crate::admission::listener::{Admitted, SessionStarter};
-use crate::admission::SessionGauge;
+use crate::admission::{GaugeTicket, SessionGauge};
 use crate::backend::Slot;
 use crate::ids::SessionId;
 use client_watch::ClientWatch;
@@ -83,12 +85,21 @@ impl SessionStarter for FrontendContext {
         // async block would store it twice in the task (an async block keeps
         // its captures beside its awaited future), doubling every idle
         // session's memory.
-        self.handles.tracker.clone().spawn(run(self, stream, client, admitted));
+        let threads = self.handles.threads.clone();
+        threads.spawn(|on_actors| run(self, stream, client, admitted, on_actors));
     }
 }
 
 /// Runs one accepted client to its end and writes its access record.
-pub async fn run(front: Arc<FrontendContext>, stream: std::net::TcpStream, client: SocketAddr, admitted: Admitted) {
+/// `on_actors` counts it on the actors' thread while it runs there
+/// ([`SessionThreads`]).
+pub async fn run(
+    front: Arc<FrontendContext>,
+    stream: std::net::TcpStream,
+    client: SocketAddr,
+    admitted: Admitted,
+    on_actors: Option<GaugeTicket>,
+) {
     let settings = &front.settings;
     let id = front.next_session();
     let backend = &front.default;
@@ -115,6 +126,7 @@ pub async fn run(front: Arc<FrontendContext>, stream: std::net::TcpStream, clien
     let Admitted { guard, live, .. } = admitted;
     finish(&front, &record, end, hooked, Holdings { slot, admission: guard });
     drop(live);
+    drop(on_actors);
 }
 
 /// The accept loop hands the stream over non-blocking (`accept4` with

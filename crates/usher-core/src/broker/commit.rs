@@ -533,7 +533,7 @@ impl Topology {
                 // Access records name their frontend themselves.
                 log: s.log.clone(),
                 kill: s.kill.clone(),
-                tracker: s.tracker.clone(),
+                threads: s.session_threads.clone(),
                 session_ids: s.session_ids.clone(),
                 epoch: s.epoch,
             };

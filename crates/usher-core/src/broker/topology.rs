@@ -36,7 +36,6 @@ use actix::prelude::*;
 use slog::{error, info, o, warn, Logger};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::bind;
 use super::staged_reload::Applied;
@@ -51,7 +50,7 @@ use crate::discovery::{self, DiscoveryPlan, Resolutions, Resolved};
 use crate::extension::{Event, PluggedHooks};
 use crate::ids::{FrontendId, ServerId};
 use crate::observe::Stats;
-use crate::session::BackendParams;
+use crate::session::{BackendParams, SessionThreads};
 use super::handle::{Actors, BackendControl, BrokerHandle};
 
 /// Re-reads the configuration from the sources the broker was started with.
@@ -90,6 +89,7 @@ pub struct Stopping {
 
 /// What every frontend context and accept loop shares.
 pub struct Shared {
+    /// The pool of data-plane threads: accept loops run there.
     pub data_plane: tokio::runtime::Handle,
     pub watchdog: Addr<ResourceWatchdog>,
     pub stats: Addr<Stats>,
@@ -98,7 +98,8 @@ pub struct Shared {
     /// Builds each backend's balancer by name, at start and reloads.
     pub balancers: Arc<BalancerRegistry>,
     pub kill: CancellationToken,
-    pub tracker: TaskTracker,
+    /// Where sessions run (the pool, and the actors' thread's share).
+    pub session_threads: SessionThreads,
     pub session_ids: Arc<AtomicU64>,
     /// Cluster mode (`[cluster]`, fixed at start): every limited server
     /// starts with no share and takes the share the cluster gives it.

@@ -9,10 +9,10 @@ use std::time::Duration;
 use actix::{Addr, Recipient};
 use slog::Logger;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::admission::SessionGauge;
 use super::routes::Routes;
+use super::threads::SessionThreads;
 use super::Termination;
 use crate::backend::{BackendLoad, BackendQueue, CancelReserve, Reserve};
 use crate::config::{FrontendSettings, GlobalSettings};
@@ -192,8 +192,9 @@ pub struct SessionHandles {
     pub log: Logger,
     /// Cancelled when `global.grace` ran out: live sessions close.
     pub kill: CancellationToken,
-    /// Every session task, so shutdown can wait for them.
-    pub tracker: TaskTracker,
+    /// Where sessions run; every session task is tracked, so shutdown can
+    /// wait for them.
+    pub threads: SessionThreads,
     /// Session ids, unique in the process.
     pub session_ids: Arc<AtomicU64>,
     /// When the broker started: queue keys count time from here.
