@@ -5,7 +5,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::termination::Termination;
-use crate::admission::AdmissionGuard;
+use crate::admission::protocol::AdmissionGuard;
 use crate::backend::Slot;
 use crate::ids::{BackendId, FrontendId, ServerId};
 
