@@ -13,9 +13,10 @@
 //! 2. the new addresses are opened on the actor thread (fallible, before
 //!    anything changes: a rejected reload still changes nothing);
 //! 3. the backend steps are committed in slices of about
-//!    [`SLICE_SERVERS`] servers, yielding the thread between slices (new
-//!    Server actors start, retired ones stop and queued sessions are
-//!    served in between);
+//!    [`SLICE_SERVERS`] servers, leaving the thread free between slices
+//!    for [`PAUSE_PER_HOLD`] times as long as the slice held it (new
+//!    Server actors start, retired ones stop and sessions go on in
+//!    between);
 //! 4. frontends, listeners, the watchdog and the Stats actor take the
 //!    new ids in the last slice, as one step.
 
@@ -36,6 +37,35 @@ use crate::config::{ReloadError, ReloadSummary, Settings};
 /// Servers started, changed or retired per slice of a commit: a slice
 /// (with the actors it starts and retires) takes about a millisecond.
 pub(super) const SLICE_SERVERS: usize = 128;
+
+/// After each slice, the thread is left to the sessions and the other
+/// actors for this many times the slice's hold (at least [`MIN_PAUSE`]):
+/// the commit takes at most about a ninth of the thread. A session needs
+/// the thread several times in its life (accept, reserve, grant, connect,
+/// relay, end); yielding only to the end of the scheduler's tick put one
+/// slice in every tick, so each of those steps waited behind one.
+///
+/// Measured with `usher-bench reload` (10 000 servers reloaded under 16
+/// closed-loop clients, quiet machine): p99 of the sessions during the
+/// reload against before it, and the apply time, for 500 backends of 20
+/// and for one backend of 10 000:
+///
+/// | between slices | 500 × 20 | 1 × 10 000 |
+/// | --- | --- | --- |
+/// | a yield only | 5.5 / 2.2 ms, 168 ms | 5.3 / 2.3 ms, 119 ms |
+/// | 4 holds | 3.3 / 2.3 ms, 276 ms | 4.0 / 2.0 ms, 192 ms |
+/// | 10 holds | 2.8 / 2.0 ms, 395 ms | 2.8 / 2.1 ms, 279 ms |
+/// | 8 holds, at least 1 ms | 3.0 / 2.0 ms, 479 ms | 3.0 / 2.0 ms, 370 ms |
+/// | 8 holds, at least 2 ms | 2.6 / 2.0 ms, 680 ms | 2.6 / 2.0 ms, 514 ms |
+///
+/// The fourth row keeps a reload of 10 000 servers under half a
+/// second.
+const PAUSE_PER_HOLD: u32 = 8;
+
+/// The least pause between slices: a slice's work goes on after its hold
+/// (the parts it sent the BackendQueues, the Server actors it started),
+/// and that work is not in the hold it measured.
+const MIN_PAUSE: Duration = Duration::from_millis(1);
 
 /// What an apply in steps held the actor thread for.
 #[derive(Debug, Default, Clone, Copy)]
@@ -132,14 +162,27 @@ impl Topology {
     }
 }
 
-/// Yields the thread, commits one slice, and so on until the last one.
-fn commit_in_slices(mut staged: StagedCommit, declared: Arc<Settings>, mut holds: ThreadHolds) -> Applying {
-    wrap_future(tokio::task::yield_now())
+/// Commits one slice, leaves the thread free for a while, and so on until
+/// the last one.
+fn commit_in_slices(staged: StagedCommit, declared: Arc<Settings>, holds: ThreadHolds) -> Applying {
+    commit_after(Duration::ZERO, staged, declared, holds)
+}
+
+fn commit_after(pause: Duration, mut staged: StagedCommit, declared: Arc<Settings>, mut holds: ThreadHolds) -> Applying {
+    let paused = async move {
+        if pause.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(pause).await;
+        }
+    };
+    wrap_future(paused)
         .then(move |(), topology: &mut Topology, _| {
             let began = Instant::now();
             if !topology.commit_slice(&mut staged, SLICE_SERVERS) {
-                holds.add(began.elapsed());
-                return commit_in_slices(staged, declared, holds);
+                let hold = began.elapsed();
+                holds.add(hold);
+                return commit_after(pause_after(hold), staged, declared, holds);
             }
             let summary = topology.finish_commit(staged);
             topology.adopt_declared(declared);
@@ -149,10 +192,29 @@ fn commit_in_slices(mut staged: StagedCommit, declared: Arc<Settings>, mut holds
         .boxed_local()
 }
 
+/// How long the thread is left free after a slice that held it for `hold`.
+fn pause_after(hold: Duration) -> Duration {
+    (hold * PAUSE_PER_HOLD).max(MIN_PAUSE)
+}
+
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A slice is followed by eight times its hold, and never by less than
+    /// the floor: the commit takes at most about a ninth of the thread.
+    #[test]
+    fn a_slice_leaves_the_thread_free_for_eight_times_its_hold() {
+        assert_eq!(pause_after(Duration::from_micros(500)), Duration::from_millis(4));
+        assert_eq!(pause_after(Duration::from_micros(50)), MIN_PAUSE);
+        assert_eq!(pause_after(Duration::ZERO), MIN_PAUSE);
+    }
 }
