@@ -5,7 +5,8 @@
 //! tests on `127.0.0.1:0`) and decides what shutdown means (`crate::run`).
 //! [`start`] must be called inside an actix `System`: the actors run on the
 //! System arbiter (control plane) and sessions on `global.workers`
-//! data-plane threads (with one worker, on the System thread itself). Which
+//! data-plane threads, the System thread among them (with one worker, only
+//! it). Which
 //! actors exist is the Topology actor's business (`broker/topology.rs`), at
 //! start and on every reload.
 
@@ -63,8 +64,10 @@ use topology::{BeginShutdown, GetHandle, Shared, Stopping, Topology};
 /// with the actors (like HAProxy with `nbthread 1`): every Reserve, grant,
 /// Release and admission message is then a same-thread wake-up instead of a
 /// cross-thread hop with a context switch, which measured ~7 switches per
-/// new session with two threads on one core. With more workers, sessions get
-/// their own multi-thread runtime and the actors keep the System thread.
+/// new session with two threads on one core. With N ≥ 2 workers, a pool of
+/// N − 1 threads runs the accept loops and most sessions, and the System
+/// thread is the N-th: it keeps the actors and takes its share of the
+/// sessions (`SessionThreads`), so N workers are N busy threads.
 enum DataPlane {
     /// The System thread's runtime.
     Shared(tokio::runtime::Handle),
