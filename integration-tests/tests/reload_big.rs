@@ -79,6 +79,25 @@ fn named_fleet(app: SocketAddr, refused: u16, fleet: &str) -> String {
     toml
 }
 
+/// A reloadable broker and what its configurations are written from.
+struct Reloadable {
+    server: TestBackend,
+    refused: u16,
+    file: ConfigFile,
+    broker: TestBroker,
+}
+
+/// What every test here starts with: an echo server for `app`, a port
+/// that refuses for the fleets' servers, and a broker on `config(app,
+/// refused)` that re-reads its file (named after `name`) on every reload.
+fn start(name: &str, config: impl Fn(SocketAddr, u16) -> String) -> Reloadable {
+    let server = TestBackend::start(Behavior::Echo);
+    let refused = unbound_port();
+    let file = ConfigFile::new(name, &config(server.addr, refused));
+    let broker = TestBroker::start_reloadable(&file.0, false);
+    Reloadable { server, refused, file, broker }
+}
+
 /// Sessions waiting in `app`'s queues.
 async fn waiting(broker: &TestBroker) -> usize {
     let report = broker.handle.stats().await.expect("stats");
@@ -100,10 +119,7 @@ async fn until_waiting(broker: &TestBroker, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_of_two_thousand_servers_applies_quickly_and_keeps_every_session() {
-    let server = TestBackend::start(Behavior::Echo);
-    let refused = unbound_port();
-    let file = ConfigFile::new("reload-big", &config(server.addr, refused, 0));
-    let mut broker = TestBroker::start_reloadable(&file.0, false);
+    let Reloadable { server, refused, file, mut broker } = start("reload-big", |app, refused| config(app, refused, 0));
     let addr = broker.addr("web");
 
     let holder = seated(addr, b'h').await;
@@ -150,10 +166,8 @@ async fn a_reload_of_two_thousand_servers_applies_quickly_and_keeps_every_sessio
 /// the whole reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_reload_lets_the_other_actors_run_before_it_is_done() {
-    let server = TestBackend::start(Behavior::Echo);
-    let refused = unbound_port();
-    let file = ConfigFile::new("reload-big-slices", &config(server.addr, refused, 0));
-    let mut broker = TestBroker::start_reloadable(&file.0, false);
+    let Reloadable { server, refused, file, mut broker } =
+        start("reload-big-slices", |app, refused| config(app, refused, 0));
     let lent =
         |records: &[integration_tests::logs::Record]| records.iter().filter(|r| r.msg == "server slots lent").count();
     let at_start = lent(&broker.logs.all());
@@ -189,10 +203,8 @@ async fn a_big_reload_lets_the_other_actors_run_before_it_is_done() {
 /// was prepared, and the first change records would come first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_backend_of_a_thousand_servers_is_updated_in_parts() {
-    let server = TestBackend::start(Behavior::Echo);
-    let refused = unbound_port();
-    let file = ConfigFile::new("reload-big-one-backend", &one_fleet(server.addr, refused, 0));
-    let mut broker = TestBroker::start_reloadable(&file.0, false);
+    let Reloadable { server, refused, file, mut broker } =
+        start("reload-big-one-backend", |app, refused| one_fleet(app, refused, 0));
     let at_start = broker.logs.all().len();
 
     file.write(&one_fleet(server.addr, refused, 1));
@@ -230,10 +242,8 @@ async fn one_backend_of_a_thousand_servers_is_updated_in_parts() {
 /// removed backend's thousand servers all retire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_backend_of_a_thousand_servers_is_filled_in_parts() {
-    let server = TestBackend::start(Behavior::Echo);
-    let refused = unbound_port();
-    let file = ConfigFile::new("reload-big-new-backend", &named_fleet(server.addr, refused, "fleet_a"));
-    let mut broker = TestBroker::start_reloadable(&file.0, false);
+    let Reloadable { server, refused, file, mut broker } =
+        start("reload-big-new-backend", |app, refused| named_fleet(app, refused, "fleet_a"));
     let at_start = broker.logs.all().len();
 
     file.write(&named_fleet(server.addr, refused, "fleet_b"));
