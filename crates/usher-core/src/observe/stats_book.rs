@@ -345,6 +345,22 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_keeps_every_counter_and_gives_new_ids_their_own() {
+        let mut book = StatsBook::new(1, &[1]);
+        book.record(&admitted(0, 0, Some(0), Termination::Normal), Instant::now());
+        // A frontend, a backend, and a server of the kept backend added.
+        book.resize(2, &[2, 1]);
+        book.record(&admitted(0, 0, Some(1), Termination::Normal), Instant::now());
+        book.record(&admitted(1, 1, Some(0), Termination::Normal), Instant::now());
+        let totals = |list: &[Counters]| list.iter().map(|c| c.sessions_total).collect::<Vec<_>>();
+        assert_eq!((totals(&book.frontends), totals(&book.backends)), (vec![2, 1], vec![2, 1]));
+        assert_eq!((totals(&book.servers[0]), totals(&book.servers[1])), (vec![1, 1], vec![1]));
+        // Ids are stable and removed ones keep theirs: fewer never shrinks.
+        book.resize(1, &[1]);
+        assert_eq!((totals(&book.frontends), totals(&book.servers[0])), (vec![2, 1], vec![1, 1]));
+    }
+
+    #[test]
     fn refusals_of_the_queue_disciplines_have_their_counters() {
         let mut book = StatsBook::new(1, &[1]);
         book.record(&admitted(0, 0, None, Termination::QueueShed), Instant::now());
