@@ -1,6 +1,7 @@
 //! Hot reload: the configuration file is re-read and applied to the running
-//! actors; established and queued sessions never notice, the traffic
-//! counters carry on, and a rejected reload changes nothing.
+//! actors; established and queued sessions never notice (a lowered
+//! `maxqueue` evicts nobody), the traffic counters carry on, and a rejected
+//! reload changes nothing.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,13 +32,19 @@ fn leastconn(toml: String) -> String {
     toml.replace("retries = 0\n", "retries = 0\nbalance = \"leastconn\"\n")
 }
 
-/// Waits (bounded) until the backend queue of `app` holds `n` sessions.
+/// Sessions waiting in the queues of `app`: its backend queue and its
+/// servers' own.
+async fn waiting(broker: &TestBroker) -> usize {
+    let stats = broker.handle.stats().await.expect("stats");
+    let report = &stats.backends[0].queue;
+    report.backend_queue + report.servers.iter().map(|s| s.queued).sum::<usize>()
+}
+
+/// Waits (bounded) until the queues of `app` hold `n` sessions.
 async fn queued(broker: &TestBroker, n: usize) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let stats = broker.handle.stats().await.expect("stats");
-        let report = &stats.backends[0].queue;
-        let waiting = report.backend_queue + report.servers.iter().map(|s| s.queued).sum::<usize>();
+        let waiting = waiting(broker).await;
         if waiting == n {
             return;
         }
@@ -417,6 +424,86 @@ async fn a_reload_keeps_the_counters_and_counts_what_it_adds_on_its_own() {
     );
     assert_eq!(a.accepted() + b.accepted(), 6);
     broker.stop().await.expect("clean stop");
+}
+
+/// Connects, sends a byte and expects the broker to close at once (a
+/// refusal), not to queue the client. The bound is well under `config`'s
+/// queue timeout (20 s): a client that timed out in the queue does not
+/// pass for refused.
+async fn refused_at_once(addr: SocketAddr) {
+    let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    client.write_all(b"r").await.expect("write");
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut byte)).await.expect("answered in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "not refused: {read:?}");
+}
+
+/// A reload that lowers a server's `maxqueue` below the clients waiting
+/// for it evicts nobody: they are all served, in order, while newcomers are
+/// refused at once (`SQ`) until the queue is below the new bound — under
+/// round robin (the backend queue, bounded by the servers' maxqueue) as
+/// under `source` (the server's own queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_lowers_a_servers_maxqueue_evicts_nobody_and_refuses_newcomers() {
+    for balance in ["roundrobin", "source"] {
+        let server = TestBackend::start(Behavior::Echo);
+        let toml = |maxqueue: u32| {
+            config(&[("s1", server.addr, 1, 1)], "")
+                .replace("retries = 0\n", &format!("retries = 0\nbalance = \"{balance}\"\n"))
+                .replace("maxconn = 1\n", &format!("maxconn = 1\nmaxqueue = {maxqueue}\n"))
+        };
+        let file = ConfigFile::new(&format!("lowered-maxqueue-{balance}"), &toml(4));
+        let mut broker = TestBroker::start_reloadable(&file.0, false);
+        let web = broker.addr("web");
+        let holder = seated(web, b'h').await;
+        let mut clients = Vec::new();
+        for i in 0..4u8 {
+            let mut client = tokio::net::TcpStream::connect(web).await.expect("connect");
+            client.write_all(&[i]).await.expect("write");
+            clients.push(client);
+            // One at a time: the queue's order is the clients' order.
+            queued(&broker, usize::from(i) + 1).await;
+        }
+
+        file.write(&toml(2));
+        let summary = broker.reload().await.expect("reload");
+        assert_eq!(summary.changes, vec![ReloadChange::ServerChanged { backend: "app".into(), server: "s1".into() }]);
+        assert_eq!(waiting(&broker).await, 4, "{balance}: the reload evicted a waiting client");
+        refused_at_once(web).await;
+
+        // Served in order; once one waits, below the new bound, a newcomer
+        // joins, and the next one finds the queue at the new bound.
+        drop(holder);
+        let mut clients = clients.into_iter().enumerate();
+        let mut echo = [0u8; 1];
+        for (i, mut client) in clients.by_ref().take(2) {
+            client.read_exact(&mut echo).await.expect("served");
+            assert_eq!(echo[0], i as u8, "{balance}: served in queue order");
+        }
+        // The third keeps the slot, the fourth waits.
+        let (_, mut third) = clients.next().expect("a third client");
+        third.read_exact(&mut echo).await.expect("served");
+        assert_eq!(echo[0], 2, "{balance}: served in queue order");
+        queued(&broker, 1).await;
+        let mut joiner = tokio::net::TcpStream::connect(web).await.expect("connect");
+        joiner.write_all(b"j").await.expect("write");
+        queued(&broker, 2).await;
+        refused_at_once(web).await;
+
+        // The two refused, the holder and the first two served.
+        let mut codes: Vec<_> = broker.logs.wait_sessions(5).await.iter().map(|r| r.termination().to_owned()).collect();
+        codes.sort();
+        assert_eq!(codes, ["--", "--", "--", "SQ", "SQ"], "{balance}");
+        drop(third);
+        for (_, mut client) in clients {
+            client.read_exact(&mut echo).await.expect("served");
+            assert_eq!(echo[0], 3, "{balance}: the last of the four");
+        }
+        joiner.read_exact(&mut echo).await.expect("the newcomer is served");
+        drop(joiner);
+        assert_eq!(server.peak(), 1, "{balance}: maxconn 1 held");
+        broker.stop().await.expect("clean stop");
+    }
 }
 
 /// What a reload may change, as the handle reports it: the settings in
