@@ -59,9 +59,15 @@ async fn servers_added_and_removed_at_run_time_serve_and_finish_until_a_reload()
     assert_eq!(server_names(admin).await, vec!["s1", "s2"]);
     assert_eq!(request(web, b"to s2").await.expect("served"), b"to s2");
     assert_eq!(two.accepted(), 1, "the new server took the client s1 had no room for");
-    let again = call(admin, "POST", "/backends/app/servers/s2", Some(&body), None).await.expect("POST");
+    // An edit the Topology rejects (the name is taken) changes nothing:
+    // s2 keeps its maxconn; the next edit applies.
+    let other = format!(r#"{{"address": "{}", "maxconn": 9}}"#, two.addr);
+    let again = call(admin, "POST", "/backends/app/servers/s2", Some(&other), None).await.expect("POST");
     assert_eq!(again.status, 400, "{again:?}");
     assert!(again.json()["error"].as_str().expect("reason").contains("exists"), "{again:?}");
+    let stats = get(admin, "/stats", None).await.json();
+    assert_eq!(stats["backends"][0]["servers"][1]["sessions_limit"], 5, "{stats}");
+    assert_eq!(server_names(admin).await, vec!["s1", "s2"]);
 
     // Removed with a live session: the session carries on to its end, new
     // clients go to s2.
