@@ -12,6 +12,8 @@
 //! - [`etcd`]: a real etcd on 127.0.0.1 for cluster-mode tests.
 //! - [`partition`]: a TCP relay a test cuts and heals (one instance off etcd).
 //! - [`external`]: real third-party servers (PostgreSQL, Redis) for the recipes.
+//! - [`heap_by_size`]: live heap blocks by size, for what a waiting or idle
+//!   session keeps.
 
 pub mod backend;
 pub mod broker;
@@ -20,6 +22,7 @@ pub mod daemon;
 pub mod dns;
 pub mod etcd;
 pub mod external;
+pub mod heap_by_size;
 pub mod http;
 pub mod logs;
 pub mod partition;

@@ -173,17 +173,26 @@ impl Session<'_> {
 
     /// The phases in order, and the slot the session relayed on; `Err` is
     /// how the phase that ended the session early ended it.
+    ///
+    /// A task is as large as the largest state of its future, whichever
+    /// state it is in. The two halves of a session's life are boxed, each
+    /// for as long as it runs, so that the task itself keeps only what
+    /// every phase shares: a client waiting in a queue holds the task and
+    /// the phases up to its seat, and an idle seated session the task and
+    /// the relay — never room for the other half as well.
     async fn phases(&mut self) -> Result<(Termination, Slot), Termination> {
+        let (slot, proxied_to) = Box::pin(self.until_seated()).await?;
+        Box::pin(self.seated(slot, proxied_to)).await
+    }
+
+    /// Handshake, admission hooks, routing and the seat: the slot, and the
+    /// frontend address a PROXY header named.
+    async fn until_seated(&mut self) -> Result<(Slot, Option<SocketAddr>), Termination> {
         let proxied_to = self.handshake().await?;
         self.admission_hooks().await?;
         self.route(proxied_to).await?;
         let slot = self.seat().await?;
-        // What a seated session needs (connecting, retrying, relaying) is
-        // most of the session's future; boxed here, it is allocated only
-        // once a slot is granted, so a client waiting in a queue holds a
-        // task a third smaller. The allocation it costs is the one the
-        // client watch no longer makes for the first request bytes.
-        Box::pin(self.seated(slot, proxied_to)).await
+        Ok((slot, proxied_to))
     }
 
     /// The phases of a session holding a slot: connect, forward, relay. The

@@ -214,7 +214,12 @@ async fn pump(
                 }
                 shared.bytes[index].fetch_add(n as u64, Ordering::Relaxed);
                 if filled {
-                    bulk(&mut from, &mut to, first_bulk, limits.bufsize_max, shared, direction).await?
+                    // Boxed: the bulk copy's state is the largest a pump has
+                    // and is needed only while a transfer fills reads; inline,
+                    // every idle session would carry it twice (one pump each
+                    // way). The box comes with the bulk buffer, so small
+                    // exchanges never allocate it.
+                    Box::pin(bulk(&mut from, &mut to, first_bulk, limits.bufsize_max, shared, direction)).await?
                 } else {
                     n
                 }
