@@ -15,6 +15,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 
 use integration_tests::heap_by_size::{start_quiet_broker, LiveBySize};
+use integration_tests::DEADLINE;
 
 #[global_allocator]
 static GLOBAL: LiveBySize = LiveBySize::new();
@@ -33,6 +34,7 @@ fn echo_first_byte_and_hold(server: TcpListener, total: usize) {
     let mut held = Vec::with_capacity(total);
     for accepted in server.incoming().take(total) {
         let mut stream = accepted.expect("accept");
+        stream.set_read_timeout(Some(DEADLINE)).expect("read timeout");
         let mut byte = [0u8; 1];
         stream.read_exact(&mut byte).expect("the client's byte");
         stream.write_all(&byte).expect("echo");
@@ -45,6 +47,8 @@ fn echo_first_byte_and_hold(server: TcpListener, total: usize) {
 /// A client whose byte came back: its session is seated and relaying.
 fn seated_client(addr: std::net::SocketAddr) -> TcpStream {
     let mut client = TcpStream::connect(addr).expect("connect");
+    // A session that is never seated fails the test instead of hanging it.
+    client.set_read_timeout(Some(DEADLINE)).expect("read timeout");
     client.write_all(b"s").expect("write");
     let mut byte = [0u8; 1];
     client.read_exact(&mut byte).expect("seated and echoed");
