@@ -9,6 +9,7 @@
 //! once instead of draining one retry at a time).
 
 use std::future::Future;
+use std::pin::{pin, Pin};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ impl Session<'_> {
             self.record.server_id = Some(slot.server.id);
             // Timed only for a balancer that learns from connect times.
             let attempt_started = slot.server.connect_times.as_ref().map(|_| Instant::now());
-            let attempt = self.watching_client(attempt(slot.server.address, policy.timeout)).await?;
+            let attempt = self.watching_client(pin!(attempt(slot.server.address, policy.timeout))).await?;
             if let Some(observe) = &slot.server.observe {
                 // Passive health; a success is sent only when it resets.
                 observe.report(attempt.is_ok());
@@ -70,7 +71,7 @@ impl Session<'_> {
             } else {
                 if failure == Termination::ConnectRefused {
                     let pause = policy.timeout.map_or(MAX_TURNAROUND, |limit| limit.min(MAX_TURNAROUND));
-                    self.watching_client(sleep(pause)).await?;
+                    self.watching_client(pin!(sleep(pause))).await?;
                 }
                 Want::Again(failed)
             };
@@ -79,8 +80,11 @@ impl Session<'_> {
     }
 
     /// Runs one step of connecting unless the client leaves or shutdown
-    /// comes first.
-    async fn watching_client<T>(&mut self, step: impl Future<Output = T>) -> Result<T, Termination> {
+    /// comes first. The step comes pinned by the caller: taken by value,
+    /// it would be stored twice in this future (as its argument, and moved
+    /// into the `select!`), and the seated phases' box — what an idle
+    /// session keeps — is as large as this state.
+    async fn watching_client<T>(&mut self, step: Pin<&mut impl Future<Output = T>>) -> Result<T, Termination> {
         tokio::select! {
             done = step => Ok(done),
             _ = self.watch.gone(&mut self.client) => Err(self.client_left(Termination::ClientAbortInConnect)),

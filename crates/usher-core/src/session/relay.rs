@@ -31,7 +31,7 @@ impl Session<'_> {
             bufsize_max: front.settings.buffers.max,
         };
         let fixed = fixed_ends(front, self.backend, self.id, self.record.accepted, &slot.server.shut_down);
-        let outcome = relay(&mut self.client, server, self.watch.half_closed, limits, &slot.server.sessions, fixed).await;
+        let outcome = relay(&mut self.client, server, self.watch.half_closed, &limits, &slot.server.sessions, fixed).await;
         self.record.bytes_from_client += outcome.from_client;
         self.record.bytes_from_server += outcome.from_server;
         match outcome.end {

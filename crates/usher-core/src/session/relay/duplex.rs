@@ -287,7 +287,9 @@ pub async fn relay(
     client: &mut TcpStream,
     server: &mut TcpStream,
     client_done: bool,
-    limits: RelayLimits,
+    // By reference: an argument taken by value is stored twice in the
+    // future (as the argument, and as the local it becomes).
+    limits: &RelayLimits,
     kill: &CancellationToken,
     mut fixed: Option<Box<FixedEnds<'_>>>,
 ) -> RelayOutcome {
@@ -302,18 +304,13 @@ pub async fn relay(
         }
         shared.eof[0].store(true, Ordering::Relaxed);
     }
-    let c2s = pump(cr, sw, &limits, &shared, Direction::ClientToServer);
-    let s2c = pump(sr, cw, &limits, &shared, Direction::ServerToClient);
-    let killed = kill.cancelled();
+    let c2s = pump(cr, sw, limits, &shared, Direction::ClientToServer);
+    let s2c = pump(sr, cw, limits, &shared, Direction::ServerToClient);
+    // The kill until it is heard; then, while the session waits its turn
+    // in the close spread, its server's operator shutdown (see
+    // FixedEnds). Never both at once, so one future serves for both.
+    let stop_or_shut_down = kill.cancelled();
     let mut kill_heard = false;
-    // Heard only while waiting a turn in the close spread (see FixedEnds).
-    let shut_down_token = fixed.as_ref().map(|f| f.shut_down);
-    let shut_down = async move {
-        match shut_down_token {
-            Some(token) => token.cancelled().await,
-            None => std::future::pending().await,
-        }
-    };
     let mut spreading = false;
     // One timer for the session, armed at the earliest deadline and moved
     // only when it fires: activity only moves idle deadlines later, so a
@@ -331,7 +328,7 @@ pub async fn relay(
         let first = next_deadline(fixed.as_deref());
         (first.is_some(), sleep_until(first.unwrap_or_else(Instant::now)))
     };
-    tokio::pin!(c2s, s2c, killed, idle, shut_down);
+    tokio::pin!(c2s, s2c, stop_or_shut_down, idle);
     let mut s2c_done = false;
 
     let end = loop {
@@ -367,7 +364,10 @@ pub async fn relay(
                     idle.as_mut().reset(deadline);
                 }
             },
-            () = &mut killed, if !kill_heard => {
+            () = &mut stop_or_shut_down, if !kill_heard || spreading => {
+                if spreading {
+                    break RelayEnd::ShutDown;
+                }
                 kill_heard = true;
                 let Some(ends) = fixed.as_mut() else { break RelayEnd::Killed };
                 let delay = ends.close_delay.filter(|_| ends.stop.is_cancelled());
@@ -378,13 +378,14 @@ pub async fn relay(
                     ends.next = Some((close_at, RelayEnd::Killed));
                 }
                 spreading = true;
+                let shut_down = ends.shut_down;
+                stop_or_shut_down.set(shut_down.cancelled());
                 let next = next_deadline(fixed.as_deref());
                 armed = next.is_some();
                 if let Some(deadline) = next {
                     idle.as_mut().reset(deadline);
                 }
             },
-            () = &mut shut_down, if spreading => break RelayEnd::ShutDown,
         }
     };
     RelayOutcome {
