@@ -95,38 +95,61 @@ impl SessionStarter for FrontendContext {
 /// Runs one accepted client to its end and writes its access record.
 /// `on_actors` counts it on the actors' thread while it runs there
 /// ([`SessionThreads`]).
-pub async fn run(
+///
+/// A plain function returning an `async move` block, not an `async fn`:
+/// an async fn re-binds each argument as a local, and its future keeps
+/// room for both, in every state (a hundred bytes of every session's
+/// task, queued or idle). The block uses what it captures in place.
+pub fn run(
     front: Arc<FrontendContext>,
     stream: std::net::TcpStream,
     client: SocketAddr,
     admitted: Admitted,
     on_actors: Option<GaugeTicket>,
-) {
-    let settings = &front.settings;
+) -> impl std::future::Future<Output = ()> {
+    // Made before the block, which then holds the record and not the
+    // client's address as well.
     let id = front.next_session();
     let backend = &front.default;
     let mut record =
-        AccessRecord::new(id.0, client, settings.frontend_name.clone(), backend.name.clone(), backend.id);
+        AccessRecord::new(id.0, client, front.settings.frontend_name.clone(), backend.name.clone(), backend.id);
     record.stress = admitted.stress;
-    let (end, hooked, slot) = match prepare(stream) {
-        Ok(client) => {
-            let timeouts = settings.timeouts(admitted.stress, backend);
-            let watch = ClientWatch::default();
-            let priority = settings.priority;
-            let mut session =
-                Session { front: &front, backend, id, timeouts, priority, client, watch, record: &mut record, hooked: None };
-            let (end, slot) = match session.phases().await {
-                Ok((end, slot)) => (end, Some(slot)),
-                Err(end) => (end, None),
-            };
-            (end, session.hooked.take(), slot)
-            // The client's socket closes here, before the session is
-            // counted and logged, and before its slot goes back.
-        }
-        Err(_) => (Termination::ClientAbortInQueue, None, None),
-    };
+    async move {
+        let settings = &front.settings;
+        let backend = &front.default;
+        let Ok(client) = prepare(stream) else {
+            return close(&front, &record, Termination::ClientAbortInQueue, None, None, admitted, on_actors);
+        };
+        let timeouts = settings.timeouts(admitted.stress, backend);
+        let watch = ClientWatch::default();
+        let priority = settings.priority;
+        let mut session =
+            Session { front: &front, backend, id, timeouts, priority, client, watch, record: &mut record, hooked: None };
+        let (end, slot) = match session.phases().await {
+            Ok((end, slot)) => (end, Some(slot)),
+            Err(end) => (end, None),
+        };
+        let hooked = session.hooked.take();
+        // The client's socket closes here, before the session is counted
+        // and logged, and before its slot goes back.
+        drop(session);
+        close(&front, &record, end, hooked, slot, admitted, on_actors);
+    }
+}
+
+/// A session's end: `SessionEnded` with its slot and admission, the
+/// hooks' `on_end`, its access record; then it no longer counts as live.
+fn close(
+    front: &FrontendContext,
+    record: &AccessRecord,
+    end: Termination,
+    hooked: Option<Box<admission_hooks::HookedSession>>,
+    slot: Option<Slot>,
+    admitted: Admitted,
+    on_actors: Option<GaugeTicket>,
+) {
     let Admitted { guard, live, .. } = admitted;
-    finish(&front, &record, end, hooked, Holdings { slot, admission: guard });
+    finish(front, record, end, hooked, Holdings { slot, admission: guard });
     drop(live);
     drop(on_actors);
 }

@@ -25,7 +25,9 @@
 //! (a read that took the header's last bytes leaves the readiness set
 //! whether or not more came).
 
-use tokio::io::Interest;
+use std::future::poll_fn;
+
+use tokio::io::{Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// What a waiting client has sent so far: the bytes routing read (a
@@ -59,8 +61,12 @@ impl ClientWatch {
             self.pending = true;
             return reset(client).await;
         }
+        // Through `poll_peek`, not `peek().await`: tokio's `peek` future
+        // is most of this watch's size, and the watch is part of every
+        // queued client's task.
         let mut probe = [0u8; 1];
-        match client.peek(&mut probe).await {
+        let mut probe = ReadBuf::new(&mut probe);
+        match poll_fn(|cx| client.poll_peek(cx, &mut probe)).await {
             // Closed, or reset, having sent nothing: gone.
             Ok(0) | Err(_) => {}
             Ok(_) => {

@@ -52,7 +52,12 @@ impl Session<'_> {
         let backend = self.backend;
         backend.reserve.do_send(Reserve { session: self.id, key, client, pin, avoid, reply: tx });
         let mut ticket = QueueTicket { session: self.id, cancel: Some(&backend.cancel) };
-        let deadline = self.timeouts.queue.and_then(|limit| Instant::now().checked_add(limit));
+        // Only whether there is one outlives the select's start: a deadline
+        // kept in scope would be kept in every queued client's task.
+        let (timed, timeout) = {
+            let deadline = self.timeouts.queue.and_then(|limit| Instant::now().checked_add(limit));
+            (deadline.is_some(), sleep_until(deadline.unwrap_or_else(Instant::now)))
+        };
 
         let leaving = tokio::select! {
             reply = &mut rx => {
@@ -60,7 +65,7 @@ impl Session<'_> {
                 return answered(self.record, reply, None).map_err(|t| backend.refusal(t));
             }
             _ = self.watch.gone(&mut self.client) => Termination::ClientAbortInQueue,
-            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Termination::QueueTimeout,
+            _ = timeout, if timed => Termination::QueueTimeout,
             // The ticket's drop leaves the queue.
             _ = front.handles.kill.cancelled() => return Err(Termination::KilledInQueue),
         };
