@@ -149,6 +149,10 @@ impl Resolutions {
         let mut in_use = BTreeSet::new();
         let mut sources = BTreeSet::new();
         for backend in &mut settings.backends {
+            if backend.dns.is_empty() {
+                // Nothing to expand: no copy of its server names either.
+                continue;
+            }
             let mut taken: BTreeSet<String> = backend.servers.iter().map(|s| s.name.clone()).collect();
             for source in &backend.dns {
                 let key = QueryKey::of(source);
