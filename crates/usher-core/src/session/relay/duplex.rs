@@ -200,12 +200,19 @@ async fn pump(
     let (read_side, write_side, index) = shared.sides(direction);
     let first_bulk = limits.bufsize.max(SMALL_READ);
     loop {
-        let n = match poll_fn(|cx| poll_small(cx, &mut from, to.as_ref())).await? {
+        // Bound before the match: a scrutinee's temporaries (the `?`'s
+        // included) would live across the awaits in its arms, in every
+        // idle session's relay.
+        let small = poll_fn(|cx| poll_small(cx, &mut from, to.as_ref())).await?;
+        let n = match small {
             Small::Eof => 0,
             Small::Read { n, filled, rest } => {
                 let at = shared.touch(read_side);
                 if let Some(rest) = rest {
-                    to.write_all(&rest).await.map_err(|_| PumpError::Write)?;
+                    // Boxed: a write the socket could not take at once is
+                    // rare, and its state would otherwise be part of the
+                    // pump's size.
+                    Box::pin(write_rest(&mut to, rest)).await?;
                     shared.touch(write_side);
                 } else {
                     // Written at once: one clock read serves both sides
@@ -241,6 +248,11 @@ async fn pump(
             };
         }
     }
+}
+
+/// Writes what a small read left over once the socket takes it.
+async fn write_rest(to: &mut WriteHalf<'_>, rest: Vec<u8>) -> Result<(), PumpError> {
+    to.write_all(&rest).await.map_err(|_| PumpError::Write)
 }
 
 /// Copies while the socket has data, through a heap buffer that grows from
