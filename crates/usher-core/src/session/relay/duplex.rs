@@ -410,6 +410,58 @@ pub async fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let near = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let (far, _) = listener.accept().await.expect("accept");
+        (near, far)
+    }
+
+    /// A small read whose write the other socket takes only partly (here:
+    /// not at all, its send buffer is full) is finished later, byte for
+    /// byte, in order. Filling the buffer races with the last
+    /// acknowledgements of what is in flight, so a run may find room after
+    /// all; it then passes without exercising the rest, never fails.
+    #[tokio::test]
+    async fn a_small_read_the_writer_cannot_take_at_once_is_written_whole_and_in_order() {
+        let (mut client, from) = pair().await;
+        let (to, mut reader) = pair().await;
+        // Nobody reads `reader` yet: fill `to` until it takes nothing more.
+        let mut filled = 0usize;
+        let block = [0xAAu8; 64 * 1024];
+        loop {
+            match to.try_write(&block) {
+                Ok(n) => filled += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => panic!("fill: {err}"),
+            }
+        }
+        // A message under the small read's size, then the client's FIN.
+        let message: Vec<u8> = (0..1500u32).map(|i| (i % 251) as u8).collect();
+        client.write_all(&message).await.expect("write");
+        client.shutdown().await.expect("half-close");
+
+        let mut from = from;
+        let mut to = to;
+        let (from_read, _) = from.split();
+        let (_, to_write) = to.split();
+        let limits = RelayLimits { client_idle: None, server_idle: None, bufsize: 4096, bufsize_max: 4096 };
+        let shared = Shared::new();
+        let copy = pump(from_read, to_write, &limits, &shared, Direction::ClientToServer);
+        let mut received = Vec::new();
+        let read_all = reader.read_to_end(&mut received);
+        let (copied, read) = tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(copy, read_all) })
+            .await
+            .expect("relayed within 30 s");
+        assert!(copied.is_ok(), "the pump failed");
+        read.expect("read");
+        assert_eq!(received.len(), filled + message.len(), "every byte, once");
+        assert!(received[..filled].iter().all(|&b| b == 0xAA));
+        assert!(received[filled..] == message[..], "the message came whole and after the filler");
+    }
 
     #[test]
     fn an_idle_timeout_the_clock_cannot_hold_is_no_deadline() {
