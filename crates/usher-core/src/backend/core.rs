@@ -1032,7 +1032,7 @@ impl<W> BackendState<W> {
             }
         }
         self.set_fair(setup.queue.fair != crate::config::FairShare::None);
-        let waiting = self.queue.iter().chain(self.queues.iter().flat_map(|q| q.iter()));
+        let waiting = self.queue.joinings().chain(self.queues.iter().flat_map(|q| q.joinings()));
         self.queueing.reconfigure(setup.queue, waiting);
         let mut grants = Vec::new();
         self.dispatch_into(&mut grants);

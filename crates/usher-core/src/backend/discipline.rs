@@ -93,13 +93,13 @@ impl Queueing {
 
     /// A reload's settings. `waiting` is every waiter now queued: the
     /// indexes are built again from them, as the new settings need.
-    pub fn reconfigure<'a, W: 'a>(&mut self, settings: QueueSettings, waiting: impl Iterator<Item = &'a Waiting<W>>) {
+    pub fn reconfigure(&mut self, settings: QueueSettings, waiting: impl Iterator<Item = Joining>) {
         let mut standing = self.standing.clone();
         standing.set(settings.codel);
         let seated = std::mem::take(&mut self.seated);
         *self = Queueing { standing, seated, ..Queueing::new(settings, self.now) };
         for w in waiting {
-            self.joined(&w.joining());
+            self.joined(&w);
         }
     }
 
