@@ -110,9 +110,8 @@ pub fn run(
     // Made before the block, which then holds the record and not the
     // client's address as well.
     let id = front.next_session();
-    let backend = &front.default;
-    let mut record =
-        AccessRecord::new(id.0, client, front.settings.frontend_name.clone(), backend.name.clone(), backend.id);
+    let (frontend_name, backend) = (front.settings.frontend_name.clone(), &front.default);
+    let mut record = AccessRecord::new(id.0, client, frontend_name, backend.name.clone(), backend.id);
     record.stress = admitted.stress;
     async move {
         let settings = &front.settings;

@@ -427,8 +427,8 @@ mod tests {
     /// all; it then passes without exercising the rest, never fails.
     #[tokio::test]
     async fn a_small_read_the_writer_cannot_take_at_once_is_written_whole_and_in_order() {
-        let (mut client, from) = pair().await;
-        let (to, mut reader) = pair().await;
+        let (mut client, mut from) = pair().await;
+        let (mut to, mut reader) = pair().await;
         // Nobody reads `reader` yet: fill `to` until it takes nothing more.
         let mut filled = 0usize;
         let block = [0xAAu8; 64 * 1024];
@@ -444,8 +444,6 @@ mod tests {
         client.write_all(&message).await.expect("write");
         client.shutdown().await.expect("half-close");
 
-        let mut from = from;
-        let mut to = to;
         let (from_read, _) = from.split();
         let (_, to_write) = to.split();
         let limits = RelayLimits { client_idle: None, server_idle: None, bufsize: 4096, bufsize_max: 4096 };
