@@ -80,6 +80,22 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other("no VmRSS"))
 }
 
+/// TCP segments sent by this network namespace so far (`Tcp: OutSegs` of
+/// /proc/net/snmp). On 127.0.0.1 that is every party's: the load's, the
+/// backends' and the proxy's.
+pub fn tcp_segments_sent() -> io::Result<u64> {
+    out_segs(&fs::read_to_string("/proc/net/snmp")?).ok_or_else(|| io::Error::other("no Tcp OutSegs in /proc/net/snmp"))
+}
+
+/// `OutSegs` of the `Tcp:` pair of lines (a header line of names, then
+/// one of values).
+fn out_segs(snmp: &str) -> Option<u64> {
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next()?, tcp.next()?);
+    let at = names.split_whitespace().position(|name| name == "OutSegs")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 /// Context switches of process `pid` so far, voluntary and not, summed
 /// over its threads (`/proc/PID/status` alone counts the main thread; every
 /// thread's own count is under `/proc/PID/task/TID/status`). A thread that
@@ -195,5 +211,19 @@ mod huge_pages_tests {
         assert_eq!(huge_pages_mode("always [madvise] never\n"), Some("madvise"));
         assert_eq!(huge_pages_mode("[always] madvise never"), Some("always"));
         assert_eq!(huge_pages_mode("always madvise never"), None);
+    }
+}
+
+#[cfg(test)]
+mod snmp_tests {
+    use super::out_segs;
+
+    #[test]
+    fn out_segs_is_read_by_its_name_from_the_tcp_lines() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Tcp: RtoAlgorithm RtoMin ActiveOpens InSegs OutSegs RetransSegs\n\
+                    Tcp: 1 200 17 4000 4242 3\nUdp: InDatagrams\nUdp: 5\n";
+        assert_eq!(out_segs(snmp), Some(4242));
+        assert_eq!(out_segs("Tcp: RtoAlgorithm\nTcp: 1\n"), None);
     }
 }

@@ -4,6 +4,11 @@
 //! switches, from /proc around the batch) and system calls per session (`strace -c -f
 //! -p PID` around a second batch of the same size, since tracing slows the
 //! proxy and would inflate its CPU). Not part of `all`: strace makes it slow.
+//! TCP segments per session count every party's on 127.0.0.1 (the load,
+//! the backends and the proxy) during the CPU batch: the load and backends
+//! are the same for every proxy, so a difference is the proxy's doing —
+//! a FIN sent with the last bytes, say, saves its client an acknowledgement
+//! as well.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -14,6 +19,7 @@ use crate::load::{self, Payload, Sessions};
 use crate::proxies::ProxyKind;
 use crate::report::{number, CaseResult, Metric};
 use crate::strace::{Counts, Tracer};
+use crate::sys;
 
 const CLIENTS: usize = 32;
 const REQUEST: usize = 64;
@@ -34,6 +40,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
         Metric::lower("proxy CPU µs/session", 1),
         Metric::lower("context switches/session", 2),
         Metric::lower("system calls/session", 2),
+        Metric::lower("TCP segments/session", 2),
         Metric::zero("errors"),
     ];
     let spec = Sessions {
@@ -56,7 +63,12 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
         let warm = rt.block_on(load::session_batch(proxy.addr, spec, (n / 10).max(100)));
         let before = proxy.cpu_seconds();
         let switches_before = proxy.context_switches();
+        let segments_before = sys::tcp_segments_sent();
         let timed = rt.block_on(load::session_batch(proxy.addr, spec, n));
+        let segments = match (sys::tcp_segments_sent(), segments_before) {
+            (Ok(after), Ok(before)) => after.saturating_sub(before) as f64 / n as f64,
+            _ => f64::NAN,
+        };
         let cpu = proxy.cpu_seconds().zip(before).map(|(after, before)| after - before);
         let cpu_us = cpu.map_or(f64::NAN, |c| c * 1e6 / n as f64);
         let switches = proxy.context_switches().zip(switches_before).map(|(after, before)| after - before);
@@ -76,7 +88,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
                 f64::NAN
             }
         };
-        Ok(vec![cpu_us, switches, calls, errors as f64])
+        Ok(vec![cpu_us, switches, calls, segments, errors as f64])
     });
     if let Some(why) = untraced.into_inner() {
         println!("   note: {why}");

@@ -11,15 +11,16 @@
 //! it relays on for its close delay). Both share the idle timer, so they
 //! cost the session's future no timer of their own.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
@@ -151,33 +152,86 @@ enum Small {
         n: usize,
         filled: bool,
         rest: Option<Vec<u8>>,
+        then: AfterRead,
     },
+}
+
+/// What the reading side was found to hold after a small read's bytes.
+enum AfterRead {
+    /// Not looked at: the pump reads on.
+    Unknown,
+    /// Its FIN (already read): the pump passes it on at once.
+    Eof,
+    /// An error (a reset after the FIN), which the read reported once.
+    Failed,
 }
 
 /// One read into a stack array, written straight on when the writer takes
 /// it. The array lives only inside this poll, so it is not part of the
 /// session's future: an idle session holds no relay buffer at all, and a
 /// small message (keepalive ping-pong) costs no allocation.
+///
+/// When the reading side's FIN is already in (tokio saw its `EPOLLRDHUP`
+/// before the read) and the read was short, the read that finds the EOF
+/// is made at once, and the bytes are sent with `MSG_MORE`: the write
+/// shutdown that follows then leaves in the same segment as them. A reply
+/// and its close cost the client one segment and one acknowledgement
+/// fewer (HAProxy merges them the same way); the system calls are the
+/// ones the loop would have made anyway.
 fn poll_small(cx: &mut Context<'_>, from: &mut ReadHalf<'_>, to: &TcpStream) -> Poll<Result<Small, PumpError>> {
+    // Readiness first, so that the FIN is known to have come before the
+    // read (then a short read drained the socket up to it). Pending here
+    // registers the waker exactly as the read would.
+    ready!(from.as_ref().poll_read_ready(cx)).map_err(|_| PumpError::Read)?;
+    let fin_in = peer_fin_seen(from.as_ref());
     // Uninitialised: the pump is polled on every wake of the session, and
     // zeroing 2 KiB each time would be wasted.
     let mut small = [MaybeUninit::<u8>::uninit(); SMALL_READ];
     let mut read = ReadBuf::uninit(&mut small);
     // poll_read (unlike try_read) treats a short read as "drained", which
     // saves the read that would only return EAGAIN.
-    ready!(Pin::new(from).poll_read(cx, &mut read)).map_err(|_| PumpError::Read)?;
+    ready!(Pin::new(&mut *from).poll_read(cx, &mut read)).map_err(|_| PumpError::Read)?;
     let data = read.filled();
     let n = data.len();
     if n == 0 {
         return Poll::Ready(Ok(Small::Eof));
     }
-    let written = match to.try_write(data) {
+    // After a FIN no read blocks. A short read can still stop before it
+    // (at an urgent mark): what the probe finds then is relayed after the
+    // data. An error (a reset) is reported by a read only once, so the
+    // probe's is kept for after the data.
+    let mut probe = [0u8; 1];
+    let (then, extra) = if fin_in && n < SMALL_READ {
+        match from.as_ref().try_read(&mut probe) {
+            Ok(0) => (AfterRead::Eof, 0),
+            Ok(more) => (AfterRead::Unknown, more),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => (AfterRead::Unknown, 0),
+            Err(_) => (AfterRead::Failed, 0),
+        }
+    } else {
+        (AfterRead::Unknown, 0)
+    };
+    let sent = if matches!(then, AfterRead::Eof) {
+        to.try_io(Interest::WRITABLE, || SockRef::from(to).send_with_flags(data, libc::MSG_MORE))
+    } else {
+        to.try_write(data)
+    };
+    let written = match sent {
         Ok(written) => written,
         Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
         Err(_) => return Poll::Ready(Err(PumpError::Write)),
     };
-    let rest = (written < n).then(|| data[written..].to_vec());
-    Poll::Ready(Ok(Small::Read { n, filled: n == SMALL_READ, rest }))
+    let rest = (written < n || extra > 0).then(|| [&data[written..], &probe[..extra]].concat());
+    Poll::Ready(Ok(Small::Read { n: n + extra, filled: n == SMALL_READ, rest, then }))
+}
+
+/// Whether tokio has seen the peer's FIN on `socket`, without waiting for
+/// anything. Called while the socket is readable, when tokio answers from
+/// its readiness word alone (no waiter is registered).
+fn peer_fin_seen(socket: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let ready = pin!(socket.ready(Interest::READABLE));
+    matches!(ready.poll(&mut cx), Poll::Ready(Ok(ready)) if ready.is_read_closed())
 }
 
 /// Copies one direction until EOF (then half-closes `to`) or an error.
@@ -206,7 +260,7 @@ async fn pump(
         let small = poll_fn(|cx| poll_small(cx, &mut from, to.as_ref())).await?;
         let n = match small {
             Small::Eof => 0,
-            Small::Read { n, filled, rest } => {
+            Small::Read { n, filled, rest, then } => {
                 let at = shared.touch(read_side);
                 if let Some(rest) = rest {
                     // Boxed: a write the socket could not take at once is
@@ -220,15 +274,18 @@ async fn pump(
                     write_side.store(at, Ordering::Relaxed);
                 }
                 shared.bytes[index].fetch_add(n as u64, Ordering::Relaxed);
-                if filled {
-                    // Boxed: the bulk copy's state is the largest a pump has
-                    // and is needed only while a transfer fills reads; inline,
-                    // every idle session would carry it twice (one pump each
-                    // way). The box comes with the bulk buffer, so small
-                    // exchanges never allocate it.
-                    Box::pin(bulk(&mut from, &mut to, first_bulk, limits.bufsize_max, shared, direction)).await?
-                } else {
-                    n
+                match then {
+                    AfterRead::Eof => 0,
+                    AfterRead::Failed => return Err(PumpError::Read),
+                    AfterRead::Unknown if filled => {
+                        // Boxed: the bulk copy's state is the largest a pump
+                        // has and is needed only while a transfer fills
+                        // reads; inline, every idle session would carry it
+                        // twice (one pump each way). The box comes with the
+                        // bulk buffer, so small exchanges never allocate it.
+                        Box::pin(bulk(&mut from, &mut to, first_bulk, limits.bufsize_max, shared, direction)).await?
+                    }
+                    AfterRead::Unknown => n,
                 }
             }
         };
@@ -459,6 +516,86 @@ mod tests {
         assert_eq!(received.len(), filled + message.len(), "every byte, once");
         assert!(received[..filled].iter().all(|&b| b == 0xAA));
         assert!(received[filled..] == message[..], "the message came whole and after the filler");
+    }
+
+    /// Waits until tokio has seen the peer's FIN on `socket`, so that the
+    /// pump's first read finds it already in.
+    async fn fin_seen_by_tokio(socket: &TcpStream) {
+        let wait = async {
+            loop {
+                let ready = socket.ready(Interest::READABLE).await.expect("ready");
+                if ready.is_read_closed() {
+                    return;
+                }
+                // Forget this readiness: the FIN's own event wakes the next wait.
+                let _ = socket.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait).await.expect("the FIN within 30 s");
+    }
+
+    /// Runs one pump from `from` to `to` (small messages: the pump never
+    /// waits for `reader`) and returns whether it ended without an error,
+    /// and what `reader` got up to its EOF.
+    async fn pump_once(from: &mut TcpStream, to: &mut TcpStream, reader: &mut TcpStream) -> (bool, Vec<u8>) {
+        let limits = RelayLimits { client_idle: None, server_idle: None, bufsize: 4096, bufsize_max: 4096 };
+        let shared = Shared::new();
+        let copy = pump(from.split().0, to.split().1, &limits, &shared, Direction::ServerToClient);
+        let copied = tokio::time::timeout(Duration::from_secs(30), copy).await.expect("pumped within 30 s").is_ok();
+        if !copied {
+            // What the session's end does on a failed pump: close `to`.
+            to.shutdown().await.expect("close");
+        }
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut received));
+        read.await.expect("read within 30 s").expect("read");
+        (copied, received)
+    }
+
+    /// A reply whose FIN is already in when it is read leaves with the FIN
+    /// (sent with MSG_MORE, then the write shutdown): whole, then the EOF.
+    #[tokio::test]
+    async fn a_reply_read_with_its_fin_is_relayed_whole_then_half_closed() {
+        let (mut server, mut from) = pair().await;
+        let (mut to, mut reader) = pair().await;
+        let reply: Vec<u8> = (0..700u32).map(|i| (i % 251) as u8).collect();
+        server.write_all(&reply).await.expect("write");
+        server.shutdown().await.expect("half-close");
+        fin_seen_by_tokio(&from).await;
+
+        assert_eq!(pump_once(&mut from, &mut to, &mut reader).await, (true, reply));
+    }
+
+    /// A short read can stop before the FIN at an urgent mark: what comes
+    /// after it is relayed too, in order, and only then the EOF. (The
+    /// urgent byte itself is out of band and not part of the stream.)
+    #[tokio::test]
+    async fn bytes_after_an_urgent_mark_before_the_fin_are_relayed_too() {
+        let (mut server, mut from) = pair().await;
+        let (mut to, mut reader) = pair().await;
+        server.write_all(b"before the mark, ").await.expect("write");
+        SockRef::from(&server).send_out_of_band(b"!").expect("urgent byte");
+        server.write_all(b"after the mark").await.expect("write");
+        server.shutdown().await.expect("half-close");
+        fin_seen_by_tokio(&from).await;
+
+        let expected = b"before the mark, after the mark".to_vec();
+        assert_eq!(pump_once(&mut from, &mut to, &mut reader).await, (true, expected));
+    }
+
+    /// A reset right after a reply: the reply is relayed, then the pump
+    /// fails as the read that finds the reset would (the reset is reported
+    /// once, so finding it early must not lose it).
+    #[tokio::test]
+    async fn a_reset_after_a_reply_is_reported_after_the_reply() {
+        let (mut server, mut from) = pair().await;
+        let (mut to, mut reader) = pair().await;
+        server.write_all(b"the reply").await.expect("write");
+        SockRef::from(&server).set_linger(Some(Duration::ZERO)).expect("linger 0");
+        drop(server);
+        fin_seen_by_tokio(&from).await;
+
+        assert_eq!(pump_once(&mut from, &mut to, &mut reader).await, (false, b"the reply".to_vec()));
     }
 
     #[test]
