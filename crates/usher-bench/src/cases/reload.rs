@@ -6,7 +6,11 @@
 //! sessions runs through `app`; after a while the configuration is
 //! reloaded with every fleet backend's server names shifted by 7 (7
 //! servers removed and 7 added per backend, every other one changed in
-//! place). Reported: from the broker's `reload done` record,
+//! place). The same again under an open loop of sessions at a fixed rate
+//! well under what the machine can run: the closed loop keeps both cores
+//! busy, so any CPU the reload takes (planning 10 000 servers) shows as
+//! latency, while the open loop has room to spare and shows what is left
+//! of a stall. Reported: from the broker's `reload done` record,
 //! the apply time (`apply_ms`: from the request to the end of the commit)
 //! and the longest time the reload held the actor thread at once
 //! (`longest_hold_ms`), the reload's round trip, and the p99 and max
@@ -15,6 +19,7 @@
 //! same thing.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,16 +50,40 @@ const SKIPPED: Duration = Duration::from_millis(500);
 /// Steady load after the reload answered.
 const AFTER: Duration = Duration::from_secs(2);
 const STEP_LIMIT: Duration = Duration::from_secs(10);
+/// Sessions per second of the open loop: about a third of what one broker
+/// thread serves on the reference machine.
+const OPEN_RATE: f64 = 4_000.0;
+
+/// How the steady load arrives.
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    /// `CLIENTS` closed loops: as many sessions as the machine can run.
+    Closed,
+    /// Sessions started at a fixed rate, whatever the earlier ones do.
+    Open { rate: f64 },
+}
+
+impl Load {
+    fn describe(self) -> String {
+        match self {
+            Load::Closed => format!("{CLIENTS} closed-loop clients"),
+            Load::Open { rate } => format!("an open loop of {rate:.0} sessions/s"),
+        }
+    }
+}
 
 pub fn run(h: &Harness) -> Vec<CaseResult> {
     let shapes = if h.opts.quick { QUICK_SHAPES } else { SHAPES };
-    shapes
+    let loads = [Load::Closed, Load::Open { rate: OPEN_RATE }];
+    loads
         .into_iter()
-        .map(|(backends, per_backend)| {
+        .flat_map(|load| shapes.into_iter().map(move |shape| (load, shape)))
+        .map(|(load, (backends, per_backend))| {
             let servers = backends * per_backend;
             let title = format!(
                 "reload: {servers} servers in {backends} backend(s), every backend's servers renamed or changed, \
-                 under {CLIENTS} closed-loop clients through another backend; in process, 1 worker, unpinned"
+                 under {} through another backend; in process, 1 worker, unpinned",
+                load.describe()
             );
             let metrics = vec![
                 Metric::lower("apply ms", 1),
@@ -65,7 +94,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
                 Metric::lower("max ms during", 2),
                 Metric::zero("errors"),
             ];
-            h.alternate("reload", title, metrics, vec![ProxyKind::Usher], |_| one_run(backends, per_backend))
+            h.alternate("reload", title, metrics, vec![ProxyKind::Usher], |_| one_run(backends, per_backend, load))
         })
         .collect()
 }
@@ -93,7 +122,7 @@ fn config(
     usher_core::config::from_toml_str(&toml).map_err(|e| anyhow!("generated configuration: {e}"))
 }
 
-fn one_run(backends: usize, per_backend: usize) -> anyhow::Result<Vec<f64>> {
+fn one_run(backends: usize, per_backend: usize, load: Load) -> anyhow::Result<Vec<f64>> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let backend = Backend::start(rt.handle(), Behavior::Reply { request: REQUEST, reply: REPLY })?;
     let first = config(backend.addr, backends, per_backend, 0)?;
@@ -118,15 +147,18 @@ fn one_run(backends: usize, per_backend: usize) -> anyhow::Result<Vec<f64>> {
     let handle = handle.recv_timeout(STEP_LIMIT).context("the broker did not start")?;
 
     let measured = rt.block_on(async {
-        let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let loops: Vec<_> = (0..CLIENTS).map(|_| tokio::spawn(client_loop(addr, running.clone()))).collect();
+        let running = Arc::new(AtomicBool::new(true));
+        let loops: Vec<_> = match load {
+            Load::Closed => (0..CLIENTS).map(|_| tokio::spawn(client_loop(addr, running.clone()))).collect(),
+            Load::Open { rate } => vec![tokio::spawn(open_arrivals(addr, rate, running.clone()))],
+        };
         let begin = Instant::now();
         tokio::time::sleep(BEFORE).await;
         let reload_start = Instant::now();
         let reloaded = handle.reload_with(second).await;
         let reload_end = Instant::now();
         tokio::time::sleep(AFTER).await;
-        running.store(false, std::sync::atomic::Ordering::Relaxed);
+        running.store(false, Ordering::Relaxed);
         let mut sessions = Vec::new();
         let mut errors = 0;
         for l in loops {
@@ -163,13 +195,39 @@ fn latencies<'a>(sessions: impl Iterator<Item = &'a (Instant, Duration)>) -> His
 
 /// Short sessions one after another until `running` is cleared: each
 /// one's start and duration, and the count of failed ones.
-async fn client_loop(addr: SocketAddr, running: Arc<std::sync::atomic::AtomicBool>) -> (Vec<(Instant, Duration)>, u64) {
+async fn client_loop(addr: SocketAddr, running: Arc<AtomicBool>) -> (Vec<(Instant, Duration)>, u64) {
     let mut done = Vec::new();
     let mut failed = 0;
-    while running.load(std::sync::atomic::Ordering::Relaxed) {
+    while running.load(Ordering::Relaxed) {
         let at = Instant::now();
         match tokio::time::timeout(STEP_LIMIT, session(addr)).await {
             Ok(Ok(())) => done.push((at, at.elapsed())),
+            _ => failed += 1,
+        }
+    }
+    (done, failed)
+}
+
+/// Sessions started `rate` times a second until `running` is cleared, each
+/// on its own task: each one's start and duration, and the count of failed
+/// ones. (tokio's timer ticks every millisecond: the arrivals of a
+/// millisecond start together.)
+async fn open_arrivals(addr: SocketAddr, rate: f64, running: Arc<AtomicBool>) -> (Vec<(Instant, Duration)>, u64) {
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let mut started = Vec::new();
+    while running.load(Ordering::Relaxed) {
+        ticks.tick().await;
+        started.push(tokio::spawn(async move {
+            let at = Instant::now();
+            let served = matches!(tokio::time::timeout(STEP_LIMIT, session(addr)).await, Ok(Ok(())));
+            (at, at.elapsed(), served)
+        }));
+    }
+    let mut done = Vec::with_capacity(started.len());
+    let mut failed = 0;
+    for session in started {
+        match session.await {
+            Ok((at, took, true)) => done.push((at, took)),
             _ => failed += 1,
         }
     }
