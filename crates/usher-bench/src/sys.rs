@@ -179,14 +179,21 @@ pub fn wait_quiet(limit: f64, patience: std::time::Duration) -> f64 {
     }
 }
 
-/// What a memory case's title should say about huge pages: with
+/// A memory case's title, with what it should say about huge pages: with
 /// transparent huge pages on (`always` or `madvise`: usher's allocator
 /// asks for them), usher's RSS moves in 2 MiB steps, so a figure per
 /// connection or per queued client is quantized by 2 MiB over their
 /// number — at 5 000 queued clients, by 419 B. `MIMALLOC_ALLOW_THP=0` in
 /// the bench's environment (the proxies inherit it) measures in 4 KiB
 /// pages instead.
-pub fn huge_pages_note() -> Option<String> {
+pub fn noting_huge_pages(title: String) -> String {
+    match huge_pages_note() {
+        Some(note) => format!("{title}; {note}"),
+        None => title,
+    }
+}
+
+fn huge_pages_note() -> Option<String> {
     let enabled = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
     let allowed = std::env::var("MIMALLOC_ALLOW_THP").map_or(true, |v| v.trim() != "0");
     huge_pages_mode(&enabled)
@@ -203,8 +210,8 @@ fn huge_pages_mode(enabled: &str) -> Option<&str> {
 }
 
 #[cfg(test)]
-mod huge_pages_tests {
-    use super::huge_pages_mode;
+mod tests {
+    use super::{huge_pages_mode, out_segs};
 
     #[test]
     fn the_selected_mode_is_the_bracketed_word() {
@@ -212,11 +219,6 @@ mod huge_pages_tests {
         assert_eq!(huge_pages_mode("[always] madvise never"), Some("always"));
         assert_eq!(huge_pages_mode("always madvise never"), None);
     }
-}
-
-#[cfg(test)]
-mod snmp_tests {
-    use super::out_segs;
 
     #[test]
     fn out_segs_is_read_by_its_name_from_the_tcp_lines() {

@@ -534,10 +534,16 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(30), wait).await.expect("the FIN within 30 s");
     }
 
-    /// Runs one pump from `from` to `to` (small messages: the pump never
-    /// waits for `reader`) and returns whether it ended without an error,
-    /// and what `reader` got up to its EOF.
-    async fn pump_once(from: &mut TcpStream, to: &mut TcpStream, reader: &mut TcpStream) -> (bool, Vec<u8>) {
+    /// Lets `server` send and end its side (it gets the socket, and drops
+    /// it when done), waits until tokio has seen that end, then runs one
+    /// pump from it to a client reader (small messages: the pump never
+    /// waits for the reader). Returns whether the pump ended without an
+    /// error, and what the reader got up to its EOF.
+    async fn relayed(server: impl AsyncFnOnce(TcpStream)) -> (bool, Vec<u8>) {
+        let (near, mut from) = pair().await;
+        let (mut to, mut reader) = pair().await;
+        server(near).await;
+        fin_seen_by_tokio(&from).await;
         let limits = RelayLimits { client_idle: None, server_idle: None, bufsize: 4096, bufsize_max: 4096 };
         let shared = Shared::new();
         let copy = pump(from.split().0, to.split().1, &limits, &shared, Direction::ServerToClient);
@@ -556,14 +562,13 @@ mod tests {
     /// (sent with MSG_MORE, then the write shutdown): whole, then the EOF.
     #[tokio::test]
     async fn a_reply_read_with_its_fin_is_relayed_whole_then_half_closed() {
-        let (mut server, mut from) = pair().await;
-        let (mut to, mut reader) = pair().await;
         let reply: Vec<u8> = (0..700u32).map(|i| (i % 251) as u8).collect();
-        server.write_all(&reply).await.expect("write");
-        server.shutdown().await.expect("half-close");
-        fin_seen_by_tokio(&from).await;
-
-        assert_eq!(pump_once(&mut from, &mut to, &mut reader).await, (true, reply));
+        let sent = reply.clone();
+        let got = relayed(async move |mut server: TcpStream| {
+            server.write_all(&sent).await.expect("write");
+            server.shutdown().await.expect("half-close");
+        });
+        assert_eq!(got.await, (true, reply));
     }
 
     /// A short read can stop before the FIN at an urgent mark: what comes
@@ -571,16 +576,13 @@ mod tests {
     /// urgent byte itself is out of band and not part of the stream.)
     #[tokio::test]
     async fn bytes_after_an_urgent_mark_before_the_fin_are_relayed_too() {
-        let (mut server, mut from) = pair().await;
-        let (mut to, mut reader) = pair().await;
-        server.write_all(b"before the mark, ").await.expect("write");
-        SockRef::from(&server).send_out_of_band(b"!").expect("urgent byte");
-        server.write_all(b"after the mark").await.expect("write");
-        server.shutdown().await.expect("half-close");
-        fin_seen_by_tokio(&from).await;
-
-        let expected = b"before the mark, after the mark".to_vec();
-        assert_eq!(pump_once(&mut from, &mut to, &mut reader).await, (true, expected));
+        let got = relayed(async |mut server: TcpStream| {
+            server.write_all(b"before the mark, ").await.expect("write");
+            SockRef::from(&server).send_out_of_band(b"!").expect("urgent byte");
+            server.write_all(b"after the mark").await.expect("write");
+            server.shutdown().await.expect("half-close");
+        });
+        assert_eq!(got.await, (true, b"before the mark, after the mark".to_vec()));
     }
 
     /// A reset right after a reply: the reply is relayed, then the pump
@@ -588,14 +590,11 @@ mod tests {
     /// once, so finding it early must not lose it).
     #[tokio::test]
     async fn a_reset_after_a_reply_is_reported_after_the_reply() {
-        let (mut server, mut from) = pair().await;
-        let (mut to, mut reader) = pair().await;
-        server.write_all(b"the reply").await.expect("write");
-        SockRef::from(&server).set_linger(Some(Duration::ZERO)).expect("linger 0");
-        drop(server);
-        fin_seen_by_tokio(&from).await;
-
-        assert_eq!(pump_once(&mut from, &mut to, &mut reader).await, (false, b"the reply".to_vec()));
+        let got = relayed(async |mut server: TcpStream| {
+            server.write_all(b"the reply").await.expect("write");
+            SockRef::from(&server).set_linger(Some(Duration::ZERO)).expect("linger 0");
+        });
+        assert_eq!(got.await, (false, b"the reply".to_vec()));
     }
 
     #[test]
