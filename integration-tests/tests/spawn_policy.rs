@@ -54,6 +54,25 @@ impl Client {
     }
 }
 
+/// The broker turns transparent huge pages off for its own process, a flag
+/// children inherit across exec: a spawned server must run under the
+/// machine's policy instead (a database behind usher keeps the huge pages
+/// it asks for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawned_server_gets_the_machines_huge_page_policy_not_ushers() {
+    let registry = Registry::start();
+    let broker = TestBroker::start(&config(&registry, "min_procs = 0\nmax_procs = 1\n"));
+    assert!(
+        rustix::thread::transparent_huge_pages_are_disabled().expect("PR_GET_THP_DISABLE"),
+        "the broker turned huge pages off for its process"
+    );
+    let client = Client::connect(broker.addr("web")).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", client.pid)).expect("the child's status");
+    let thp = status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).map(str::trim);
+    assert_eq!(thp, Some("1"), "the spawned server inherited usher's huge-page switch:\n{status}");
+    client.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_client_waits_while_the_process_starts_and_is_served() {
     let registry = Registry::start();

@@ -116,6 +116,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // usher's broker turns transparent huge pages off for its process, and
+    // the flag passes to every child: the bench turns them off first, so
+    // HAProxy, nginx and the backends it starts run under the same policy
+    // whichever case ran before (on a kernel whose THP is `madvise`, none
+    // of them asks for huge pages anyway).
+    if let Err(err) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("usher-bench: transparent huge pages stay on: {err}");
+    }
     let cli = Cli::parse();
     let cases: Vec<Case> = match &cli.command {
         Command::ServeUsher { config, noop_hook } => {

@@ -179,46 +179,9 @@ pub fn wait_quiet(limit: f64, patience: std::time::Duration) -> f64 {
     }
 }
 
-/// A memory case's title, with what it should say about huge pages: with
-/// transparent huge pages on (`always` or `madvise`: usher's allocator
-/// asks for them), usher's RSS moves in 2 MiB steps, so a figure per
-/// connection or per queued client is quantized by 2 MiB over their
-/// number — at 5 000 queued clients, by 419 B. `MIMALLOC_ALLOW_THP=0` in
-/// the bench's environment (the proxies inherit it) measures in 4 KiB
-/// pages instead.
-pub fn noting_huge_pages(title: String) -> String {
-    match huge_pages_note() {
-        Some(note) => format!("{title}; {note}"),
-        None => title,
-    }
-}
-
-fn huge_pages_note() -> Option<String> {
-    let enabled = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
-    let allowed = std::env::var("MIMALLOC_ALLOW_THP").map_or(true, |v| v.trim() != "0");
-    huge_pages_mode(&enabled)
-        .filter(|mode| allowed && *mode != "never")
-        .map(|mode| format!("usher's RSS moves in 2 MiB huge pages (THP {mode}; MIMALLOC_ALLOW_THP=0 for 4 KiB)"))
-}
-
-/// The selected mode of a `transparent_hugepage/enabled` file: the
-/// bracketed word of "always [madvise] never".
-fn huge_pages_mode(enabled: &str) -> Option<&str> {
-    let start = enabled.find('[')? + 1;
-    let end = start + enabled[start..].find(']')?;
-    Some(&enabled[start..end])
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{huge_pages_mode, out_segs};
-
-    #[test]
-    fn the_selected_mode_is_the_bracketed_word() {
-        assert_eq!(huge_pages_mode("always [madvise] never\n"), Some("madvise"));
-        assert_eq!(huge_pages_mode("[always] madvise never"), Some("always"));
-        assert_eq!(huge_pages_mode("always madvise never"), None);
-    }
+    use super::out_segs;
 
     #[test]
     fn out_segs_is_read_by_its_name_from_the_tcp_lines() {

@@ -14,6 +14,7 @@ mod bind;
 mod commit;
 mod extensions;
 mod handle;
+mod huge_pages;
 mod queue_control;
 mod runtime_topology;
 mod staged_reload;
@@ -215,6 +216,7 @@ pub async fn start(
         "nofile" => fd_budget.nofile, "hard" => fd_budget.hard, "in_use" => fd_budget.in_use,
         "spare" => fd_budget.spare, "sessions" => fd_budget.sessions, "maxconn" => maxconn,
         "maxconn_source" => if settings.global.maxconn.is_none() { "fd budget" } else { "global.maxconn" });
+    huge_pages::turn_off(&log);
     let watchdog = start_watchdog(&settings, fd_budget, maxconn, hooks.observers().admission_events(), &log);
     let global_gauge = Arc::new(SessionGauge::default());
     let gauges = Gauges { global: global_gauge.clone(), ..Gauges::default() };

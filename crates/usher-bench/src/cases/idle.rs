@@ -20,10 +20,7 @@ const SETTLE: Duration = Duration::from_millis(300);
 pub fn run(h: &Harness) -> Vec<CaseResult> {
     let p = REFERENCE;
     let n = h.opts.idle_conns;
-    let title = crate::sys::noting_huge_pages(format!(
-        "idle: {n} idle connections (one 64 B echo each, then quiet); {}",
-        h.describe(&p)
-    ));
+    let title = format!("idle: {n} idle connections (one 64 B echo each, then quiet); {}", h.describe(&p));
     let metrics = vec![Metric::lower("RSS KiB/conn", 2), Metric::lower("RSS MiB total", 1)];
     let proxies = h.only(&[ProxyKind::Usher, ProxyKind::Haproxy, ProxyKind::Nginx]);
     let result = h.alternate("idle", title, metrics, proxies, |kind| {

@@ -48,11 +48,11 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
     let sizes: Vec<usize> = if h.opts.quick { vec![200.min(most)] } else { vec![5_000.min(most), most] };
     let mut results = Vec::new();
     for n in sizes {
-        let title = sys::noting_huge_pages(format!(
+        let title = format!(
             "queued: {n} silent clients queued behind one server with maxconn 1 (RLIMIT_NOFILE {limit}, \
              hard limit), then drained one by one; {}",
             h.describe(&p)
-        ));
+        );
         let metrics = vec![
             Metric::lower("B/queued client", 0),
             Metric::lower("RSS MiB queued", 1),

@@ -9,6 +9,10 @@
 //!   of usher leaves no server behind. The signal fires when the thread
 //!   that forked ends; the supervisor forks from its arbiter's thread,
 //!   which lives as long as the broker;
+//! - each child runs under the machine's transparent-huge-page policy, not
+//!   usher's: the broker turns huge pages off for its own process
+//!   (`PR_SET_THP_DISABLE`, `broker/huge_pages.rs`), a flag children
+//!   inherit across exec;
 //! - stopping a child signals its whole group.
 #![allow(unsafe_code)]
 
@@ -27,6 +31,11 @@ pub fn confine(command: &mut Command) {
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // A database or a JVM behind usher keeps the huge pages it asks
+            // for: usher turned them off for its own latency only.
+            if libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             // usher died between fork and prctl: the signal will never
