@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use integration_tests::sockets::fds_on_port;
-use integration_tests::{request, Behavior, TestBackend, TestBroker, DEADLINE};
+use integration_tests::{request, Behavior, ConfigFile, TestBackend, TestBroker, DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
@@ -130,6 +130,42 @@ async fn send_proxy_v1_and_v2_carry_the_real_client_address_and_port() {
     }
     let v1 = records.iter().find(|r| r.get("frontend") == "f1").expect("f1 record");
     assert_eq!(v1.int("bytes_from_client"), 8);
+}
+
+/// `send_proxy` changed by a reload is an update of the same server: the
+/// next session gets (or no longer gets) the header, while a reload that
+/// changes only its maxconn leaves what its sessions carry as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turning_send_proxy_on_and_off_applies_to_the_next_session() {
+    let server = TestBackend::start(Behavior::Capture { reply: b"ok" });
+    let config = |server_keys: &str| {
+        format!(
+            "[frontends.f]\nbind = [\"127.0.0.1:0\"]\nbackend = \"b\"\n\
+             [backends.b.servers.s]\naddress = \"{}\"\n{server_keys}",
+            server.addr
+        )
+    };
+    let file = ConfigFile::new("send-proxy-reload", &config("maxconn = 5\n"));
+    let mut broker = TestBroker::start_reloadable(&file.0, false);
+    let front = broker.addr("f");
+    let header = |client: SocketAddr| format!("PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\n", client.port(), front.port());
+    let mut sent = Vec::new();
+    let steps = [
+        ("maxconn = 5\nsend_proxy = \"v1\"\n", true),
+        ("maxconn = 6\nsend_proxy = \"v1\"\n", true),
+        ("maxconn = 6\n", false),
+    ];
+    for (keys, with_header) in steps {
+        file.write(&config(keys));
+        let summary = broker.reload().await.expect("reload");
+        assert_eq!(summary.changes[0].to_string(), "backend b: server s changed", "an update, not a new server");
+        let (stream, client) = connect(front).await;
+        assert_eq!(exchange(stream, b"hi").await, b"ok");
+        sent.push(if with_header { format!("{}hi", header(client)) } else { "hi".to_owned() });
+    }
+    let captured: Vec<String> = server.captured().iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    assert_eq!(captured, sent);
+    broker.stop().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

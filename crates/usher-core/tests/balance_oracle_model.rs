@@ -540,7 +540,7 @@ impl Model {
                 let cfg = &mut self.servers[s];
                 cfg.backup = backup;
                 cfg.minconn = u32::from(minconn);
-                let change = ServerChange::Update { id: ServerId(s), info: (), setup: cfg.setup() };
+                let change = ServerChange::Update { id: ServerId(s), info: Some(()), setup: cfg.setup() };
                 let _ = self.core.reconfigure(self.setup(), None, vec![change]);
             }
             Op::Remove { server } => {

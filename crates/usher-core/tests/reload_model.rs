@@ -262,7 +262,7 @@ impl Model {
             Op::Resize(k, maxconn, part) => {
                 let live = self.live();
                 let server = live[k % live.len()];
-                self.reload(ServerChange::Update { id: ServerId(server), info: (), setup: setup(maxconn) }, part);
+                self.reload(ServerChange::Update { id: ServerId(server), info: Some(()), setup: setup(maxconn) }, part);
                 self.ledgers[server].maxconn = maxconn;
                 self.lend_free(server, 0);
             }

@@ -434,7 +434,7 @@ fn keep_session_switches(
     changes
         .into_iter()
         .map(|change| match change {
-            ServerChange::Update { id, info, setup } => {
+            ServerChange::Update { id, info: Some(info), setup } => {
                 let info = match core.server_info_mut(id) {
                     Some(current) => Arc::new(ServerInfo {
                         sessions: current.sessions.clone(),
@@ -445,7 +445,7 @@ fn keep_session_switches(
                     }),
                     None => info,
                 };
-                ServerChange::Update { id, info, setup }
+                ServerChange::Update { id, info: Some(info), setup }
             }
             other => other,
         })

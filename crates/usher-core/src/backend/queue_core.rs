@@ -79,8 +79,10 @@ pub trait Waiter: Sized {
 pub enum ServerChange<S> {
     /// A new server; its id must be the next one (`BackendState::add_server`).
     Add { id: ServerId, info: S, setup: ServerSetup },
-    /// Same server, new settings (a new `info` for grants from now on).
-    Update { id: ServerId, info: S, setup: ServerSetup },
+    /// Same server, new settings: a new `info` for grants from now on, or
+    /// `None` when what grants carry did not change (a new maxconn or
+    /// weight): a fleet's update then builds and swaps nothing per server.
+    Update { id: ServerId, info: Option<S>, setup: ServerSetup },
     /// Gone from the configuration: its queue is balanced again, its
     /// sessions carry on.
     Remove { id: ServerId },
@@ -303,7 +305,7 @@ impl<W: Waiter> QueueCore<W> {
                 ServerChange::Update { id, info, setup } => {
                     changed += 1;
                     self.state.update_server(id, &setup);
-                    if let Some(Some(old)) = self.servers.get_mut(id.0) {
+                    if let (Some(info), Some(Some(old))) = (info, self.servers.get_mut(id.0)) {
                         *old = info;
                     }
                 }

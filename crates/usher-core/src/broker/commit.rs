@@ -33,7 +33,8 @@ use crate::config::{ReloadChange, Settings};
 use crate::config::ReloadSummary;
 use super::topology::{BackendSlot, FrontendSlot, ListenerSlot, ServerSlot, Topology};
 use super::wiring::{
-    self, backend_params, backend_setup, balancer, check_spec, health_config, new_server, server_info, server_setup,
+    self, backend_params, backend_setup, balancer, carries_same_info, check_spec, health_config, new_server, server_info,
+    server_setup,
 };
 use crate::admission::listener::{ListenerWiring, SessionStarter};
 use crate::admission::watchdog::{ListenerInfo, ReconfigureAdmission};
@@ -314,7 +315,8 @@ impl Topology {
                 ServerStep::Update { id, settings: s } => {
                     let server = &mut slot.servers[id.0];
                     let actor = server.actor.clone().expect("the plan updates live servers only");
-                    let info = server_info(id, &s, &actor, &slot.queue, &self.shared.kill);
+                    let info = (!carries_same_info(&server.settings, &s))
+                        .then(|| server_info(id, &s, &actor, &slot.queue, &self.shared.kill));
                     changes.push(ServerChange::Update { id, info, setup: server_setup(&s) });
                     actor.do_send(ReconfigureServer { health: health_config(&s, self.shared.clustered), check: check_spec(&s) });
                     server.settings = Arc::new(s);
