@@ -153,6 +153,23 @@ impl StatsBook {
         book
     }
 
+    /// Room for server `server` of backend `backend`. A reload commits a
+    /// big backend's new servers slice by slice and tells this book its
+    /// new sizes only in its last step, so a session can be seated on a
+    /// new server, and end, before the book knows the server: its counts
+    /// start with it instead of being lost.
+    fn server_room(&mut self, backend: usize, server: usize) {
+        let (Some(list), Some(waits)) = (self.servers.get_mut(backend), self.server_waits.get_mut(backend)) else {
+            return;
+        };
+        if list.len() <= server {
+            list.resize(server + 1, Counters::default());
+        }
+        if waits.len() <= server {
+            waits.resize_with(server + 1, || None);
+        }
+    }
+
     /// A reload: frontends, backends and servers by stable id (new ones come
     /// after); counters of kept ones carry on.
     pub fn resize(&mut self, frontends: usize, servers: &[usize]) {
@@ -174,9 +191,13 @@ impl StatsBook {
         }
     }
 
-    /// Counts one session that ended at `now`. Indices out of range are
-    /// ignored.
+    /// Counts one session that ended at `now`. Frontend and backend
+    /// indices out of range are ignored; a server's is not (see
+    /// [`StatsBook::server_room`]).
     pub fn record(&mut self, s: &SessionSummary, now: Instant) {
+        if let Some(server) = s.server.or(s.seated_on) {
+            self.server_room(s.backend.0, server.0);
+        }
         let Some(frontend) = self.frontends.get_mut(s.frontend.0) else { return };
         frontend.add(s);
         if let Some(rule) = s.route {
@@ -358,6 +379,30 @@ mod tests {
         // Ids are stable and removed ones keep theirs: fewer never shrinks.
         book.resize(1, &[1]);
         assert_eq!((totals(&book.frontends), totals(&book.servers[0])), (vec![2, 1], vec![1, 1]));
+    }
+
+    /// A reload tells the book a big backend's new servers only in its last
+    /// step; a session seated on one of them and ended before that is still
+    /// counted on its server, with its wait.
+    #[test]
+    fn a_session_on_a_server_the_book_was_not_yet_told_of_is_counted() {
+        let mut book = StatsBook::new(1, &[1]);
+        let waited = SessionSummary {
+            queue_wait: Some(Duration::from_millis(3)),
+            seated_on: Some(ServerId(3)),
+            ..admitted(0, 0, Some(3), Termination::Normal)
+        };
+        book.record(&waited, Instant::now());
+        let totals: Vec<u64> = book.servers[0].iter().map(|c| c.sessions_total).collect();
+        assert_eq!(totals, vec![0, 0, 0, 1]);
+        let wait = book.server_waits[0][3].as_ref().expect("its wait is kept");
+        assert_eq!(wait.since_start.count(), 1);
+        // The reload's last step then sizes the book: nothing is lost.
+        book.resize(1, &[4]);
+        assert_eq!(book.servers[0][3].sessions_total, 1);
+        // An unknown backend is still ignored.
+        book.record(&admitted(0, 7, Some(2), Termination::Normal), Instant::now());
+        assert_eq!(book.servers.len(), 1);
     }
 
     #[test]
