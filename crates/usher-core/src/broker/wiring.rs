@@ -99,6 +99,8 @@ pub fn server_info(
     queue: &Addr<BackendQueue>,
     kill: &CancellationToken,
 ) -> Arc<ServerInfo> {
+    // Every setting read here is compared by `carries_same_info`: a reload
+    // that changes one and not the other would leave grants stale.
     Arc::new(ServerInfo {
         id,
         name: Arc::from(s.name.as_str()),

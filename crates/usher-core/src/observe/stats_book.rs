@@ -195,7 +195,9 @@ impl StatsBook {
     /// indices out of range are ignored; a server's is not (see
     /// [`StatsBook::server_room`]).
     pub fn record(&mut self, s: &SessionSummary, now: Instant) {
-        if let Some(server) = s.server.or(s.seated_on) {
+        // Counts go to the server it ended on, its wait to the one it was
+        // seated on first (a retry can move it): room for both.
+        for server in [s.server, s.seated_on].into_iter().flatten() {
             self.server_room(s.backend.0, server.0);
         }
         let Some(frontend) = self.frontends.get_mut(s.frontend.0) else { return };
@@ -387,18 +389,19 @@ mod tests {
     #[test]
     fn a_session_on_a_server_the_book_was_not_yet_told_of_is_counted() {
         let mut book = StatsBook::new(1, &[1]);
+        // Seated on new server 5, moved by a retry to new server 3.
         let waited = SessionSummary {
             queue_wait: Some(Duration::from_millis(3)),
-            seated_on: Some(ServerId(3)),
+            seated_on: Some(ServerId(5)),
             ..admitted(0, 0, Some(3), Termination::Normal)
         };
         book.record(&waited, Instant::now());
         let totals: Vec<u64> = book.servers[0].iter().map(|c| c.sessions_total).collect();
-        assert_eq!(totals, vec![0, 0, 0, 1]);
-        let wait = book.server_waits[0][3].as_ref().expect("its wait is kept");
+        assert_eq!(totals, vec![0, 0, 0, 1, 0, 0]);
+        let wait = book.server_waits[0][5].as_ref().expect("its wait is kept on the server it was seated on");
         assert_eq!(wait.since_start.count(), 1);
         // The reload's last step then sizes the book: nothing is lost.
-        book.resize(1, &[4]);
+        book.resize(1, &[6]);
         assert_eq!(book.servers[0][3].sessions_total, 1);
         // An unknown backend is still ignored.
         book.record(&admitted(0, 7, Some(2), Termination::Normal), Instant::now());
