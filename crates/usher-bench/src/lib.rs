@@ -4,6 +4,7 @@
 //! - [`cases`]: the cases and the harness (placement, alternation, repeats).
 //! - [`proxies`]: starting usher (`serve-usher` child), HAProxy and nginx, pinned.
 //! - [`layout`]: the frontends and backends a proxy is configured with.
+//! - [`master_worker`]: HAProxy in master-worker mode, reloaded by `SIGUSR2`.
 //! - [`nginx`]: finding nginx's stream module and writing its configuration.
 //! - [`backends`]: built-in tokio backends that count their peak concurrency.
 //! - [`load`]: the load generator and its latency histograms.
@@ -17,6 +18,7 @@ pub mod backends;
 pub mod cases;
 pub mod layout;
 pub mod load;
+pub mod master_worker;
 pub mod nginx;
 pub mod proxies;
 pub mod report;

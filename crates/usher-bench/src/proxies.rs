@@ -329,7 +329,7 @@ impl Launcher {
 /// A port for a proxy that must be told which one to listen on (HAProxy,
 /// nginx, usher's admin API): a free one from the kernel, handed over. Another process could
 /// grab it in between; this small race exists only here, in the benchmark.
-fn free_port() -> anyhow::Result<SocketAddr> {
+pub fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
@@ -344,8 +344,17 @@ fn free_ports(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
 /// --pdeathsig KILL` when available, so a proxy never outlives a killed
 /// benchmark. Both exec the next program: the pid stays the proxy's.
 fn wrapped(tune: &Tune, program: &Path) -> Command {
+    pinned_and_guarded(tune.cpus.as_deref(), program)
+}
+
+/// `program` under `setpriv --pdeathsig KILL` when available (see [`wrapped`]).
+pub fn guarded(program: &Path) -> Command {
+    pinned_and_guarded(None, program)
+}
+
+fn pinned_and_guarded(cpus: Option<&str>, program: &Path) -> Command {
     let mut argv: Vec<std::ffi::OsString> = Vec::new();
-    if let Some(cpus) = &tune.cpus {
+    if let Some(cpus) = cpus {
         argv.extend(["taskset".into(), "-c".into(), cpus.into()]);
     }
     if has_setpriv() {

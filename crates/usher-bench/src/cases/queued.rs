@@ -7,10 +7,11 @@
 //! closes, and the time until the last one is served gives the sessions/s
 //! draining the queue.
 //!
-//! RLIMIT_NOFILE is raised to its hard limit here (children inherit it).
-//! usher counts two fds per session in its budget (a queued client will
-//! need its server's), so the largest N is half the limit, for both
-//! proxies alike.
+//! RLIMIT_NOFILE is raised here to what [`MOST_QUEUED`] clients need
+//! (children inherit it): beyond the hard limit when the bench may (root),
+//! else to the hard limit. usher counts two fds per session in its budget
+//! (a queued client will need its server's), so the largest N is half the
+//! limit, for both proxies alike.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,20 +38,27 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(300);
 const STEP_LIMIT: Duration = Duration::from_secs(120);
 /// Queued clients of the warm-up round (first allocations, queue growth).
 const WARM_CLIENTS: usize = 64;
+/// The largest queue measured, when the fd limit allows it.
+const MOST_QUEUED: usize = 20_000;
 /// RSS is read this often until two readings agree.
 const RSS_POLL: Duration = Duration::from_millis(200);
 
 pub fn run(h: &Harness) -> Vec<CaseResult> {
     let p = REFERENCE;
-    let limit = sys::raise_fd_limit(sys::hard_fd_limit());
-    // usher's fd budget: two per session; the holder is one more session.
-    let most = (limit.saturating_sub(FD_OVERHEAD) / 2).saturating_sub(1) as usize;
+    // usher's fd budget: two per session; the holder is one more session,
+    // the warm-up round's clients are still closing when the round starts.
+    let needed = 2 * (MOST_QUEUED + 1 + WARM_CLIENTS) as u64 + FD_OVERHEAD;
+    let limit = sys::raise_fd_limit(needed.max(sys::hard_fd_limit()));
+    let most = ((limit.saturating_sub(FD_OVERHEAD) / 2).saturating_sub(1) as usize).min(MOST_QUEUED);
+    if most < MOST_QUEUED {
+        eprintln!("queued: RLIMIT_NOFILE {limit} allows {most} queued clients, not {MOST_QUEUED} (needs {needed})");
+    }
     let sizes: Vec<usize> = if h.opts.quick { vec![200.min(most)] } else { vec![5_000.min(most), most] };
     let mut results = Vec::new();
     for n in sizes {
         let title = format!(
-            "queued: {n} silent clients queued behind one server with maxconn 1 (RLIMIT_NOFILE {limit}, \
-             hard limit), then drained one by one; {}",
+            "queued: {n} silent clients queued behind one server with maxconn 1 (RLIMIT_NOFILE {limit}), \
+             then drained one by one; {}",
             h.describe(&p)
         );
         let metrics = vec![

@@ -15,8 +15,14 @@
 //! and the longest time the reload held the actor thread at once
 //! (`longest_hold_ms`), the reload's round trip, and the p99 and max
 //! latency of the sessions before the reload and of those that overlapped
-//! it. usher only: HAProxy reloads by starting a new process, not the
-//! same thing.
+//! it.
+//!
+//! HAProxy runs the same case the way its operators reload it: in
+//! master-worker mode, the file rewritten and `SIGUSR2` sent to the master
+//! ([`crate::master_worker`]); its apply time is from the signal until the
+//! old worker has left (it takes the same 10 000 servers, parses them in
+//! a new process and hands the listening socket over). It has no
+//! "longest hold". Both proxies have one thread and are unpinned.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +37,8 @@ use tokio::time::Instant;
 
 use super::Harness;
 use crate::backends::{Backend, Behavior};
-use crate::proxies::ProxyKind;
+use crate::master_worker::MasterWorker;
+use crate::proxies::{self, ProxyKind};
 use crate::report::{CaseResult, Metric};
 
 /// (backends, servers per backend): many small backends, then one fleet
@@ -53,6 +60,8 @@ const STEP_LIMIT: Duration = Duration::from_secs(10);
 /// Sessions per second of the open loop: about a third of what one broker
 /// thread serves on the reference machine.
 const OPEN_RATE: f64 = 4_000.0;
+/// HAProxy's global maxconn: far above what the load keeps open.
+const HAPROXY_MAXCONN: u32 = 4_096;
 
 /// How the steady load arrives.
 #[derive(Debug, Clone, Copy)]
@@ -82,7 +91,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
             let servers = backends * per_backend;
             let title = format!(
                 "reload: {servers} servers in {backends} backend(s), every backend's servers renamed or changed, \
-                 under {} through another backend; in process, 1 worker, unpinned",
+                 under {} through another backend; usher in process, 1 worker; HAProxy 1 thread; unpinned",
                 load.describe()
             );
             let metrics = vec![
@@ -94,12 +103,16 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
                 Metric::lower("max ms during", 2),
                 Metric::zero("errors"),
             ];
-            h.alternate("reload", title, metrics, vec![ProxyKind::Usher], |_| one_run(backends, per_backend, load))
+            let proxies = h.only(&[ProxyKind::Usher, ProxyKind::Haproxy]);
+            h.alternate("reload", title, metrics, proxies, |kind| match kind {
+                ProxyKind::Haproxy => haproxy_run(h, backends, per_backend, load),
+                _ => usher_run(backends, per_backend, load),
+            })
         })
         .collect()
 }
 
-fn config(
+fn usher_config(
     app: SocketAddr,
     backends: usize,
     per_backend: usize,
@@ -122,11 +135,43 @@ fn config(
     usher_core::config::from_toml_str(&toml).map_err(|e| anyhow!("generated configuration: {e}"))
 }
 
-fn one_run(backends: usize, per_backend: usize, load: Load) -> anyhow::Result<Vec<f64>> {
+/// The same backends for HAProxy (its global section completed by
+/// [`MasterWorker`]).
+fn haproxy_config(bind: SocketAddr, app: SocketAddr, backends: usize, per_backend: usize, generation: usize) -> String {
+    let mut cfg = format!(
+        "global\n    nbthread 1\n    maxconn {HAPROXY_MAXCONN}\n\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\n\
+         frontend bench\n    bind {bind}\n    default_backend app\n\n\
+         backend app\n    server s1 {app}\n"
+    );
+    for b in 0..backends {
+        cfg.push_str(&format!("\nbackend fleet{b}\n"));
+        for s in generation * SHIFT..generation * SHIFT + per_backend {
+            cfg.push_str(&format!("    server s{s} 127.0.0.1:9 maxconn {}\n", 10 + generation));
+        }
+    }
+    cfg
+}
+
+fn haproxy_run(h: &Harness, backends: usize, per_backend: usize, load: Load) -> anyhow::Result<Vec<f64>> {
+    let exe = h.launcher.haproxy.as_ref().context("haproxy not found")?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let backend = Backend::start(rt.handle(), Behavior::Reply { request: REQUEST, reply: REPLY })?;
-    let first = config(backend.addr, backends, per_backend, 0)?;
-    let second = config(backend.addr, backends, per_backend, 1)?;
+    let addr = proxies::free_port()?;
+    let stem = h.scratch("haproxy-reload");
+    let first = haproxy_config(addr, backend.addr, backends, per_backend, 0);
+    let second = haproxy_config(addr, backend.addr, backends, per_backend, 1);
+    let proxy = MasterWorker::start(exe, &stem, addr, &first)?;
+    let measured = rt.block_on(under_load(addr, load, proxy.reload(&second, &stem)))?;
+    // The reload's round trip is its apply time; it holds no shared thread.
+    Ok([measured[0], f64::NAN].into_iter().chain(measured).collect())
+}
+
+fn usher_run(backends: usize, per_backend: usize, load: Load) -> anyhow::Result<Vec<f64>> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let backend = Backend::start(rt.handle(), Behavior::Reply { request: REQUEST, reply: REPLY })?;
+    let first = usher_config(backend.addr, backends, per_backend, 0)?;
+    let second = usher_config(backend.addr, backends, per_backend, 1)?;
     let listeners = usher_core::bind_all(&first)?;
     let addr = listeners.0.values().flatten().next().context("a listener")?.local_addr()?;
     let apply_ms = ApplyTime::default();
@@ -146,42 +191,52 @@ fn one_run(backends: usize, per_backend: usize, load: Load) -> anyhow::Result<Ve
     });
     let handle = handle.recv_timeout(STEP_LIMIT).context("the broker did not start")?;
 
-    let measured = rt.block_on(async {
-        let running = Arc::new(AtomicBool::new(true));
-        let loops: Vec<_> = match load {
-            Load::Closed => (0..CLIENTS).map(|_| tokio::spawn(client_loop(addr, running.clone()))).collect(),
-            Load::Open { rate } => vec![tokio::spawn(open_arrivals(addr, rate, running.clone()))],
-        };
-        let begin = Instant::now();
-        tokio::time::sleep(BEFORE).await;
-        let reload_start = Instant::now();
-        let reloaded = handle.reload_with(second).await;
-        let reload_end = Instant::now();
-        tokio::time::sleep(AFTER).await;
-        running.store(false, Ordering::Relaxed);
-        let mut sessions = Vec::new();
-        let mut errors = 0;
-        for l in loops {
-            let (done, failed) = l.await?;
-            sessions.extend(done);
-            errors += failed;
-        }
-        reloaded.map_err(|e| anyhow!("the reload failed: {e}"))?;
-        let before = latencies(sessions.iter().filter(|(at, _)| *at >= begin + SKIPPED && *at < reload_start));
-        let during = latencies(sessions.iter().filter(|(at, took)| *at < reload_end && *at + *took > reload_start));
-        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        anyhow::Ok(vec![
-            (reload_end - reload_start).as_secs_f64() * 1e3,
-            ms(&before, 0.99),
-            ms(&during, 0.99),
-            ms(&during, 1.0),
-            errors as f64,
-        ])
-    })?;
+    let reload = async { handle.reload_with(second).await.map(drop).map_err(|e| anyhow!("the reload failed: {e}")) };
+    let measured = rt.block_on(under_load(addr, load, reload));
     let _ = stop.send(());
     broker.join().map_err(|_| anyhow!("the broker thread panicked"))??;
     let (apply, hold) = apply_ms.0.lock().map_err(|_| anyhow!("poisoned"))?.unwrap_or((f64::NAN, f64::NAN));
-    Ok([apply, hold].into_iter().chain(measured).collect())
+    Ok([apply, hold].into_iter().chain(measured?).collect())
+}
+
+/// Runs `load` through `addr`, then `reload`, then the load a while more:
+/// the reload's round trip in ms, the p99 of the sessions before it, the
+/// p99 and max of those that overlapped it, and the failed sessions.
+async fn under_load(
+    addr: SocketAddr,
+    load: Load,
+    reload: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<Vec<f64>> {
+    let running = Arc::new(AtomicBool::new(true));
+    let loops: Vec<_> = match load {
+        Load::Closed => (0..CLIENTS).map(|_| tokio::spawn(client_loop(addr, running.clone()))).collect(),
+        Load::Open { rate } => vec![tokio::spawn(open_arrivals(addr, rate, running.clone()))],
+    };
+    let begin = Instant::now();
+    tokio::time::sleep(BEFORE).await;
+    let reload_start = Instant::now();
+    let reloaded = reload.await;
+    let reload_end = Instant::now();
+    tokio::time::sleep(AFTER).await;
+    running.store(false, Ordering::Relaxed);
+    let mut sessions = Vec::new();
+    let mut errors = 0;
+    for l in loops {
+        let (done, failed) = l.await?;
+        sessions.extend(done);
+        errors += failed;
+    }
+    reloaded?;
+    let before = latencies(sessions.iter().filter(|(at, _)| *at >= begin + SKIPPED && *at < reload_start));
+    let during = latencies(sessions.iter().filter(|(at, took)| *at < reload_end && *at + *took > reload_start));
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Ok(vec![
+        (reload_end - reload_start).as_secs_f64() * 1e3,
+        ms(&before, 0.99),
+        ms(&during, 0.99),
+        ms(&during, 1.0),
+        errors as f64,
+    ])
 }
 
 fn latencies<'a>(sessions: impl Iterator<Item = &'a (Instant, Duration)>) -> Histogram<u64> {
