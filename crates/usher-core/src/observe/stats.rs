@@ -176,7 +176,7 @@ impl Handler<GetStats> for Stats {
                 .iter()
                 .map(|servers| servers.iter().map(|w| w.as_deref().map(|w| QueueWaitReport::of(w, now))).collect())
                 .collect(),
-            servers: self.book.servers.clone(),
+            servers: book.servers.iter().map(|table| table.iter().cloned().collect()).collect(),
             global: GaugeReading::of(&g.global),
             frontend_sessions: g.frontends.iter().map(|f| GaugeReading::of(f)).collect(),
             listener_sessions: g.listeners.iter().map(|l| GaugeReading::of(l)).collect(),

@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use super::queue_waits::QueueWaits;
 use super::session_rate::SessionRate;
+use super::server_table::ServerTable;
 use crate::session::{SessionSummary, Termination};
 #[cfg(test)]
 use crate::ids::{BackendId, FrontendId, ServerId};
@@ -110,7 +111,7 @@ pub struct StatsBook {
     pub frontends: Vec<Counters>,
     pub backends: Vec<Counters>,
     /// Per backend, per server in declaration order.
-    pub servers: Vec<Vec<Counters>>,
+    pub servers: Vec<ServerTable<Counters>>,
     /// Per frontend.
     pub frontend_rates: Vec<SessionRate>,
     /// Per backend.
@@ -124,7 +125,7 @@ pub struct StatsBook {
     /// one pointer: a `QueueWaits` is about 7 KB, and a fleet of 10 000
     /// servers would hold 70 MB of empty histograms, which every reload
     /// that adds servers moved and every `/stats` read.
-    pub server_waits: Vec<Vec<Option<Box<QueueWaits>>>>,
+    pub server_waits: Vec<ServerTable<Option<Box<QueueWaits>>>>,
     /// Where the recent windows count their periods from.
     origin: Instant,
 }
@@ -162,12 +163,8 @@ impl StatsBook {
         let (Some(list), Some(waits)) = (self.servers.get_mut(backend), self.server_waits.get_mut(backend)) else {
             return;
         };
-        if list.len() <= server {
-            list.resize(server + 1, Counters::default());
-        }
-        if waits.len() <= server {
-            waits.resize_with(server + 1, || None);
-        }
+        list.grow_to(server + 1);
+        waits.grow_to(server + 1);
     }
 
     /// A reload: frontends, backends and servers by stable id (new ones come
@@ -181,13 +178,11 @@ impl StatsBook {
         self.backend_rates.resize_with(backends, || SessionRate::new(origin));
         self.queue_waits.resize_with(backends, || QueueWaits::new(origin));
         self.class_waits.resize_with(backends, BTreeMap::new);
-        self.servers.resize(servers.len().max(self.servers.len()), Vec::new());
-        self.server_waits.resize_with(self.servers.len(), Vec::new);
+        self.servers.resize_with(servers.len().max(self.servers.len()), ServerTable::default);
+        self.server_waits.resize_with(self.servers.len(), ServerTable::default);
         for (b, &n) in servers.iter().enumerate() {
-            let list = &mut self.servers[b];
-            list.resize(n.max(list.len()), Counters::default());
-            let waits = &mut self.server_waits[b];
-            waits.resize_with(n.max(waits.len()), || None);
+            self.servers[b].grow_to(n);
+            self.server_waits[b].grow_to(n);
         }
     }
 
@@ -363,7 +358,7 @@ mod tests {
         assert_eq!(book.queue_waits[0].since_start.count(), 5, "every wait still counts in the backend's");
         assert_eq!(book.backends[0].queue_shed, 1);
         book.resize(1, &[3]);
-        assert_eq!((book.server_waits[0].len(), count(&book.server_waits[0][1])), (3, 2), "a reload keeps them");
+        assert_eq!((book.server_waits[0].iter().count(), count(&book.server_waits[0][1])), (3, 2), "a reload keeps them");
         assert!(book.server_waits[0][2].is_none(), "a server no session waited for holds no histogram");
     }
 
@@ -375,7 +370,9 @@ mod tests {
         book.resize(2, &[2, 1]);
         book.record(&admitted(0, 0, Some(1), Termination::Normal), Instant::now());
         book.record(&admitted(1, 1, Some(0), Termination::Normal), Instant::now());
-        let totals = |list: &[Counters]| list.iter().map(|c| c.sessions_total).collect::<Vec<_>>();
+        fn totals<'a>(list: impl IntoIterator<Item = &'a Counters>) -> Vec<u64> {
+            list.into_iter().map(|c| c.sessions_total).collect()
+        }
         assert_eq!((totals(&book.frontends), totals(&book.backends)), (vec![2, 1], vec![2, 1]));
         assert_eq!((totals(&book.servers[0]), totals(&book.servers[1])), (vec![1, 1], vec![1]));
         // Ids are stable and removed ones keep theirs: fewer never shrinks.
