@@ -520,7 +520,7 @@ fn shape(report: &BrokerReport) -> String {
         "{:?}\n{backends:?}\n{listeners:?}\n{:?}\n{:?}",
         report.settings,
         report.frontends,
-        report.traffic.servers.iter().map(Vec::len).collect::<Vec<_>>()
+        report.traffic.servers.iter().map(|table| table.len()).collect::<Vec<_>>()
     )
 }
 

@@ -81,6 +81,7 @@ pub mod report {
     pub use crate::backend::CheckResult;
     pub use crate::broker::{BackendReport, BrokerReport};
     pub use crate::discovery::{SourceReport, SourceState};
+    pub use crate::observe::chunked_table::ChunkedTable;
     pub use crate::observe::stats::{GaugeReading, ProcessFacts, QueueWaitReport, StatsReport};
     pub use crate::observe::stats_book::{Counters, RouteCounters};
     pub use crate::observe::wait_histogram::{WaitHistogram, WaitSummary};

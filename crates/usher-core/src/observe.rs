@@ -3,8 +3,8 @@
 
 pub mod logger;
 pub mod queue_waits;
+pub mod chunked_table;
 pub mod recent;
-pub mod server_table;
 pub mod session_rate;
 pub mod stats;
 pub mod stats_book;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::prelude::*;
 
 use crate::admission::SessionGauge;
+use crate::observe::chunked_table::ChunkedTable;
 use crate::observe::queue_waits::QueueWaits;
 use crate::observe::stats_book::{Counters, StatsBook};
 use crate::observe::wait_histogram::{WaitHistogram, WaitSummary};
@@ -98,13 +99,25 @@ pub struct StatsReport {
     /// Per backend, per priority class that has had a waiting session.
     pub class_waits: Vec<BTreeMap<i32, QueueWaitReport>>,
     /// Per backend, per server: waits of the sessions seated on it (`None`
-    /// while no session waited for it).
-    pub server_waits: Vec<Vec<Option<QueueWaitReport>>>,
-    /// Per backend, per server in declaration order.
-    pub servers: Vec<Vec<Counters>>,
+    /// while no session waited for it), as the book held them at
+    /// `taken_at`; read them with [`StatsReport::server_waits`].
+    server_waits: Vec<ChunkedTable<Option<Arc<QueueWaits>>>>,
+    /// Per backend, per server id (a snapshot sharing the book's chunks).
+    pub servers: Vec<ChunkedTable<Counters>>,
+    /// When the report was taken: the recent waits end here.
+    pub taken_at: Instant,
     pub global: GaugeReading,
     pub frontend_sessions: Vec<GaugeReading>,
     pub listener_sessions: Vec<GaugeReading>,
+}
+
+impl StatsReport {
+    /// Server `server` of backend `backend`: the waits of the sessions
+    /// seated on it, when any has waited.
+    pub fn server_waits(&self, backend: usize, server: usize) -> Option<QueueWaitReport> {
+        let waits = self.server_waits.get(backend)?.get(server)?.as_deref()?;
+        Some(QueueWaitReport::of(waits, self.taken_at))
+    }
 }
 
 pub struct Stats {
@@ -171,15 +184,16 @@ impl Handler<GetStats> for Stats {
                 .iter()
                 .map(|classes| classes.iter().map(|(class, w)| (*class, QueueWaitReport::of(w, now))).collect())
                 .collect(),
-            server_waits: book
-                .server_waits
-                .iter()
-                .map(|servers| servers.iter().map(|w| w.as_deref().map(|w| QueueWaitReport::of(w, now))).collect())
-                .collect(),
-            servers: book.servers.iter().map(|table| table.iter().cloned().collect()).collect(),
+            // Snapshots in time linear in the chunks, not the servers: a
+            // backend of 10 000 servers is read without holding the actors'
+            // thread; the reader sums their waits up on its own.
+            server_waits: book.server_waits.clone(),
+            servers: book.servers.clone(),
+            taken_at: now,
             global: GaugeReading::of(&g.global),
             frontend_sessions: g.frontends.iter().map(|f| GaugeReading::of(f)).collect(),
             listener_sessions: g.listeners.iter().map(|l| GaugeReading::of(l)).collect(),
         }
     }
 }
+

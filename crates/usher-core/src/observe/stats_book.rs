@@ -19,13 +19,14 @@
 //! session ends, with no message of their own.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use super::queue_waits::QueueWaits;
 use super::session_rate::SessionRate;
-use super::server_table::ServerTable;
+use super::chunked_table::ChunkedTable;
 use crate::session::{SessionSummary, Termination};
 #[cfg(test)]
 use crate::ids::{BackendId, FrontendId, ServerId};
@@ -111,7 +112,7 @@ pub struct StatsBook {
     pub frontends: Vec<Counters>,
     pub backends: Vec<Counters>,
     /// Per backend, per server in declaration order.
-    pub servers: Vec<ServerTable<Counters>>,
+    pub servers: Vec<ChunkedTable<Counters>>,
     /// Per frontend.
     pub frontend_rates: Vec<SessionRate>,
     /// Per backend.
@@ -125,7 +126,7 @@ pub struct StatsBook {
     /// one pointer: a `QueueWaits` is about 7 KB, and a fleet of 10 000
     /// servers would hold 70 MB of empty histograms, which every reload
     /// that adds servers moved and every `/stats` read.
-    pub server_waits: Vec<ServerTable<Option<Box<QueueWaits>>>>,
+    pub server_waits: Vec<ChunkedTable<Option<Arc<QueueWaits>>>>,
     /// Where the recent windows count their periods from.
     origin: Instant,
 }
@@ -178,8 +179,8 @@ impl StatsBook {
         self.backend_rates.resize_with(backends, || SessionRate::new(origin));
         self.queue_waits.resize_with(backends, || QueueWaits::new(origin));
         self.class_waits.resize_with(backends, BTreeMap::new);
-        self.servers.resize_with(servers.len().max(self.servers.len()), ServerTable::default);
-        self.server_waits.resize_with(self.servers.len(), ServerTable::default);
+        self.servers.resize_with(servers.len().max(self.servers.len()), ChunkedTable::default);
+        self.server_waits.resize_with(self.servers.len(), ChunkedTable::default);
         for (b, &n) in servers.iter().enumerate() {
             self.servers[b].grow_to(n);
             self.server_waits[b].grow_to(n);
@@ -212,7 +213,8 @@ impl StatsBook {
                 let origin = self.origin;
                 self.class_waits[b].entry(s.priority_class).or_insert_with(|| QueueWaits::new(origin)).record(wait, now);
                 if let Some(waits) = s.seated_on.and_then(|id| self.server_waits.get_mut(b)?.get_mut(id.0)) {
-                    waits.get_or_insert_with(|| Box::new(QueueWaits::new(origin))).record(wait, now);
+                    // Copied first if a `/stats` snapshot still holds it.
+                    Arc::make_mut(waits.get_or_insert_with(|| Arc::new(QueueWaits::new(origin)))).record(wait, now);
                 }
             }
         }
@@ -352,7 +354,7 @@ mod tests {
         assert_eq!(classes.keys().copied().collect::<Vec<_>>(), vec![0, 5]);
         assert_eq!((classes[&0].since_start.count(), classes[&0].since_start.summary().max), (2, 20));
         assert_eq!((classes[&5].since_start.count(), classes[&5].since_start.summary().max), (3, 900));
-        let count = |server: &Option<Box<QueueWaits>>| server.as_ref().map_or(0, |w| w.since_start.count());
+        let count = |server: &Option<Arc<QueueWaits>>| server.as_ref().map_or(0, |w| w.since_start.count());
         let servers = &book.server_waits[0];
         assert_eq!((count(&servers[0]), count(&servers[1])), (1, 2));
         assert_eq!(book.queue_waits[0].since_start.count(), 5, "every wait still counts in the backend's");
@@ -374,10 +376,10 @@ mod tests {
             list.into_iter().map(|c| c.sessions_total).collect()
         }
         assert_eq!((totals(&book.frontends), totals(&book.backends)), (vec![2, 1], vec![2, 1]));
-        assert_eq!((totals(&book.servers[0]), totals(&book.servers[1])), (vec![1, 1], vec![1]));
+        assert_eq!((totals(book.servers[0].iter()), totals(book.servers[1].iter())), (vec![1, 1], vec![1]));
         // Ids are stable and removed ones keep theirs: fewer never shrinks.
         book.resize(1, &[1]);
-        assert_eq!((totals(&book.frontends), totals(&book.servers[0])), (vec![2, 1], vec![1, 1]));
+        assert_eq!((totals(&book.frontends), totals(book.servers[0].iter())), (vec![2, 1], vec![1, 1]));
     }
 
     /// A reload tells the book a big backend's new servers only in its last
