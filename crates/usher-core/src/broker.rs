@@ -15,6 +15,7 @@ mod commit;
 mod extensions;
 mod handle;
 mod huge_pages;
+mod plan_thread;
 mod queue_control;
 mod runtime_topology;
 mod staged_reload;

@@ -8,8 +8,9 @@
 //! (no other change can interleave, as before), while every other actor
 //! keeps running:
 //! 1. re-reading the configuration files, expanding the servers from DNS
-//!    and planning run on a blocking thread, from an owned snapshot of
-//!    what runs (shared settings, taken in time linear in the slots);
+//!    and planning run on a thread of their own at the lowest priority
+//!    ([`plan_thread`]), from an owned snapshot of what runs (shared
+//!    settings, taken in time linear in the slots);
 //! 2. the new addresses are opened on the actor thread (fallible, before
 //!    anything changes: a rejected reload still changes nothing);
 //! 3. the backend steps are committed in slices of about
@@ -28,6 +29,7 @@ use actix::fut::{self, wrap_future, ActorFutureExt, LocalBoxActorFuture};
 
 use super::bind;
 use super::commit::StagedCommit;
+use super::plan_thread;
 use super::handle::ControlError;
 use super::runtime_topology::Edit;
 use super::planner;
@@ -92,13 +94,13 @@ impl Topology {
     /// applies it in steps. The loader comes back to the Topology whatever
     /// happens (a panicking loader is a failed reload, not a lost loader).
     pub(super) fn reload_in_steps(&mut self, loader: ConfigLoader) -> Applying {
-        let read = actix_rt::task::spawn_blocking(move || {
+        let read = plan_thread::off_the_actors_thread(move || {
             let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&loader));
             (loader, read)
         });
         wrap_future(read)
             .then(|joined, topology: &mut Topology, _| {
-                let (loader, read) = joined.unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
+                let (loader, read) = joined.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 topology.loader = Some(loader);
                 match read {
                     Ok(Ok(settings)) => topology.apply_in_steps(Arc::new(settings)),
@@ -116,9 +118,9 @@ impl Topology {
     /// thread too.
     pub(super) fn amend_in_steps(&mut self, edit: Edit) -> LocalBoxActorFuture<Topology, Result<Applied, ControlError>> {
         let declared = self.declared.clone();
-        wrap_future(actix_rt::task::spawn_blocking(move || edit(&declared)))
+        wrap_future(plan_thread::off_the_actors_thread(move || edit(&declared)))
             .then(|joined, topology: &mut Topology, _| {
-                match joined.unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic())) {
+                match joined.unwrap_or_else(|panic| std::panic::resume_unwind(panic)) {
                     Ok(new) => topology.apply_in_steps(Arc::new(new)).map(|applied, _, _| Ok(applied)).boxed_local(),
                     Err(err) => fut::ready(Err(err)).boxed_local(),
                 }
@@ -133,7 +135,7 @@ impl Topology {
         // Taken for the plan's thread and given back before anything else
         // runs on this actor: its mailbox waits for the whole apply.
         let mut resolutions = std::mem::take(&mut self.resolutions);
-        let plan = actix_rt::task::spawn_blocking(move || {
+        let plan = plan_thread::off_the_actors_thread(move || {
             let expanded = resolutions.expand(&declared).settings;
             let plan = planner::plan(&snapshot.view(), expanded);
             let changes = plan.changes_before_listeners();
@@ -147,7 +149,7 @@ impl Topology {
                 // A panic while planning is a bug: it ends the actor thread
                 // as it did when the plan ran on it.
                 let (resolutions, declared, plan, changes) =
-                    joined.unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
+                    joined.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 topology.resolutions = resolutions;
                 let opened = match bind::open_listeners(&plan.listeners.open, HashMap::new()) {
                     Ok(opened) => opened,
