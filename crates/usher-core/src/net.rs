@@ -124,6 +124,21 @@ pub fn classify_accept_error(err: &io::Error) -> AcceptError {
     }
 }
 
+/// Helpers the unit tests of several modules share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Two ends of one TCP connection on 127.0.0.1: the connecting one
+    /// first, then the accepted one.
+    pub(crate) async fn connected_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let near = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let (far, _) = listener.accept().await.expect("accept");
+        (near, far)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

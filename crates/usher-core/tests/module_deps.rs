@@ -15,7 +15,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("routing", &[]),
     ("config", &["routing"]),
     ("extension", &["admission", "backend", "config", "ids", "notify", "session"]),
-    ("proxy_protocol", &["config"]),
+    ("proxy_protocol", &["config", "net"]),
     ("admission", &["config", "ids", "net", "notify"]),
     ("backend", &["config", "ids", "notify", "proxy_protocol"]),
     ("session", &["admission", "backend", "config", "ids", "net", "proxy_protocol", "routing"]),

@@ -136,14 +136,8 @@ pub async fn send_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::test_support::connected_pair as socket_pair;
     use crate::proxy_protocol::codec::tests::{addr, pair};
-
-    async fn socket_pair() -> (TcpStream, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (client, server)
-    }
 
     /// The reader stops exactly at the end of the header, however the bytes
     /// arrive, and leaves the payload in the socket.

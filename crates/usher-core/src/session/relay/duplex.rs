@@ -468,14 +468,7 @@ pub async fn relay(
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let near = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
-        let (far, _) = listener.accept().await.expect("accept");
-        (near, far)
-    }
+    use crate::net::test_support::connected_pair as pair;
 
     /// A small read whose write the other socket takes only partly (here:
     /// not at all, its send buffer is full) is finished later, byte for
