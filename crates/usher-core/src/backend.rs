@@ -30,6 +30,7 @@ pub mod load;
 pub mod protocol;
 pub mod queue_core;
 pub mod server;
+pub mod server_queues;
 pub mod server_state;
 pub mod spawn_gate;
 pub mod wait_queue;

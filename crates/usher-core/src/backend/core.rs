@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use super::discipline::{Queueing, SourceKey};
 use super::limit::Limit;
+use super::server_queues::ServerQueues;
 use super::wait_queue::{Joining, QueueKey, WaitQueue, Waiting};
 use crate::backend::balance::load_order::LoadOrder;
 use crate::backend::balance::room_by_load::RoomByLoad;
@@ -210,8 +211,8 @@ pub struct BackendState<W> {
     /// What is known of each server, by id (non-generic, so the
     /// balancer's [`Servers`] view can borrow it).
     servers: Vec<ServerFacts>,
-    /// Each server's own queue, by id.
-    queues: Vec<WaitQueue<W>>,
+    /// Each server's own queue, by id (allocated when first joined).
+    queues: ServerQueues<W>,
     stats: Vec<ServerStats>,
     /// Running totals over the eligible actives (0) and backups (1).
     tallies: [Tally; 2],
@@ -261,7 +262,7 @@ impl<W> BackendState<W> {
     pub fn with_setup(servers: &[ServerSetup], setup: BackendSetup, balancer: Box<dyn Balancer>) -> BackendState<W> {
         let mut state = BackendState {
             servers: servers.iter().map(facts_of).collect(),
-            queues: servers.iter().map(|_| WaitQueue::default()).collect(),
+            queues: ServerQueues::new(servers.len()),
             stats: servers.iter().map(stats_of).collect(),
             tallies: [Tally::default(); 2],
             served_total: 0,
@@ -288,9 +289,7 @@ impl<W> BackendState<W> {
 
     fn set_fair(&mut self, on: bool) {
         self.queue.set_fair(on);
-        for q in &mut self.queues {
-            q.set_fair(on);
-        }
+        self.queues.set_fair(on);
     }
 
     // === what balancing knows, kept incrementally ===
@@ -303,7 +302,7 @@ impl<W> BackendState<W> {
     /// which is what lets a pick avoid looking at every server.
     fn touch(&mut self, i: usize) {
         let s = &mut self.servers[i];
-        s.queued = self.queues[i].len() as u32;
+        s.queued = self.queues.len(i) as u32;
         let now = s.standing();
         let own_waiters = s.queued > 0;
         // Its cap may move its threshold without changing its standing.
@@ -505,11 +504,11 @@ impl<W> BackendState<W> {
         if !self.queueing.admits(joining.source) {
             return Reserved::SourceFull { waiter };
         }
-        let position = self.queues[server.0].push(joining, waiter);
+        let position = self.queues.joining(server.0).push(joining, waiter);
         self.queueing.joined(&joining);
         self.location.insert(joining.session, Some(server));
         let stats = &mut self.stats[server.0];
-        stats.max_queue = stats.max_queue.max(self.queues[server.0].len());
+        stats.max_queue = stats.max_queue.max(self.queues.len(server.0));
         self.touch(server.0);
         Reserved::Queued { server: Some(server), position }
     }
@@ -701,7 +700,7 @@ impl<W> BackendState<W> {
         let at = self.location.remove(&session)?;
         let waiting = match at {
             None => self.queue.remove(session),
-            Some(server) => self.queues[server.0].remove(session),
+            Some(server) => self.queues.get_mut(server.0)?.remove(session),
         }?;
         if let Some(server) = at {
             self.touch(server.0);
@@ -738,7 +737,7 @@ impl<W> BackendState<W> {
             return None;
         }
         let order = self.queueing.order();
-        let own = self.queues[server.0].next_key(order);
+        let own = self.queues.get(server.0).and_then(|q| q.next_key(order));
         let shared = if self.balanced(server.0) { self.queue.next_key(order) } else { None };
         let from_own = match (own, shared) {
             (None, None) => return None,
@@ -747,7 +746,7 @@ impl<W> BackendState<W> {
             (Some(own), Some(shared)) => order.first(own, shared),
         };
         let waiting =
-            if from_own { self.queues[server.0].pop_next(order) } else { self.queue.pop_next(order) }?;
+            if from_own { self.queues.get_mut(server.0)?.pop_next(order) } else { self.queue.pop_next(order) }?;
         self.location.remove(&waiting.session);
         self.queueing.left(&waiting);
         // `take_slot` touches the server, whose queue may have shrunk.
@@ -898,7 +897,7 @@ impl<W> BackendState<W> {
         self.dispatch_into(&mut grants);
         if went_down {
             let mut stranded = Vec::new();
-            while let Some(w) = self.queues[server.0].pop_front() {
+            while let Some(w) = self.queues.get_mut(server.0).and_then(WaitQueue::pop_front) {
                 self.location.remove(&w.session);
                 self.queueing.left(&w);
                 stranded.push(w);
@@ -969,7 +968,7 @@ impl<W> BackendState<W> {
     /// Server lends them.
     pub fn add_server(&mut self, setup: &ServerSetup) -> ServerId {
         self.servers.push(facts_of(setup));
-        self.queues.push(WaitQueue::default());
+        self.queues.add_server();
         self.stats.push(stats_of(setup));
         let id = ServerId(self.servers.len() - 1);
         self.balancer.server_changed(id, ServerEvent::Added);
@@ -1032,7 +1031,7 @@ impl<W> BackendState<W> {
             }
         }
         self.set_fair(setup.queue.fair != crate::config::FairShare::None);
-        let waiting = self.queue.joinings().chain(self.queues.iter().flat_map(|q| q.joinings()));
+        let waiting = self.queue.joinings().chain(self.queues.allocated().flat_map(|q| q.joinings()));
         self.queueing.reconfigure(setup.queue, waiting);
         let mut grants = Vec::new();
         self.dispatch_into(&mut grants);
@@ -1076,7 +1075,7 @@ impl<W> BackendState<W> {
     }
 
     pub fn server_queue_len(&self, server: ServerId) -> usize {
-        self.queues.get(server.0).map_or(0, |q| q.len())
+        self.queues.len(server.0)
     }
 
     /// Free credits held for `server` (`None` for an unlimited server).
@@ -1147,30 +1146,30 @@ impl<W> BackendState<W> {
             return Err("backend queue waits while no server can take it".into());
         }
         for (i, s) in self.servers.iter().enumerate() {
-            let queue = &self.queues[i];
-            if s.removed && (!queue.is_empty() || s.held.is_some_and(|n| n > 0) || s.status.up) {
+            let queued = self.queues.len(i);
+            if s.removed && (queued > 0 || s.held.is_some_and(|n| n > 0) || s.status.up) {
                 return Err(format!("removed server {i} still queues, holds credits or is up"));
             }
-            if self.stats[i].maxqueue_seen.exceeded_by(queue.len()) {
-                return Err(format!("server {i} queue {} > maxqueue {}", queue.len(), self.stats[i].maxqueue_seen));
+            if self.stats[i].maxqueue_seen.exceeded_by(queued) {
+                return Err(format!("server {i} queue {queued} > maxqueue {}", self.stats[i].maxqueue_seen));
             }
             if !s.maxconn.is_unlimited() && s.served > self.stats[i].limit_seen {
                 return Err(format!("server {i} serves {} > maxconn {}", s.served, self.stats[i].limit_seen));
             }
             let usable_credit = s.held.is_some_and(|n| n > 0) && s.status.up && self.has_room(i);
             if usable_credit {
-                if !queue.is_empty() {
+                if queued > 0 {
                     return Err(format!("server {i} holds a usable credit while its own queue waits"));
                 }
                 if self.balanced(i) && !self.queue.is_empty() {
                     return Err(format!("server {i} holds a usable credit while the backend queue waits"));
                 }
             }
-            if s.held.is_none() && !queue.is_empty() && s.status.up && self.has_room(i) {
+            if s.held.is_none() && queued > 0 && s.status.up && self.has_room(i) {
                 return Err(format!("unlimited server {i} has a queue"));
             }
         }
-        let queued = self.queue.len() + self.queues.iter().map(|q| q.len()).sum::<usize>();
+        let queued = self.queue.len() + self.queues.allocated().map(WaitQueue::len).sum::<usize>();
         if queued != self.location.len() {
             return Err(format!("{queued} queued but {} located", self.location.len()));
         }
@@ -1194,8 +1193,8 @@ impl<W> BackendState<W> {
         let mut tallies = [Tally::default(); 2];
         let mut served = 0u32;
         for (i, s) in self.servers.iter().enumerate() {
-            if s.queued as usize != self.queues[i].len() {
-                return Err(format!("server {i} counts {} queued, its queue holds {}", s.queued, self.queues[i].len()));
+            if s.queued as usize != self.queues.len(i) {
+                return Err(format!("server {i} counts {} queued, its queue holds {}", s.queued, self.queues.len(i)));
             }
             let now = s.standing();
             if now != s.counted {

@@ -141,6 +141,12 @@ impl<W> WaitQueue<W> {
         self.entries.is_empty()
     }
 
+    /// Whether it shares turns fairly between sources.
+    #[cfg(test)]
+    pub(crate) fn is_fair(&self) -> bool {
+        self.fair.is_some()
+    }
+
     /// Turns fair share between sources on or off for newcomers.
     pub fn set_fair(&mut self, on: bool) {
         match (on, self.fair.is_some()) {
