@@ -504,7 +504,7 @@ impl<W> BackendState<W> {
         if !self.queueing.admits(joining.source) {
             return Reserved::SourceFull { waiter };
         }
-        let position = self.queues.joining(server.0).push(joining, waiter);
+        let position = self.queues.queue_to_join(server.0).push(joining, waiter);
         self.queueing.joined(&joining);
         self.location.insert(joining.session, Some(server));
         let stats = &mut self.stats[server.0];

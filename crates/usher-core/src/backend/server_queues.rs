@@ -50,7 +50,7 @@ impl<W> ServerQueues<W> {
     ///
     /// # Panics
     /// For an id that was never added (a bug: ids come from the balancer).
-    pub fn joining(&mut self, server: usize) -> &mut WaitQueue<W> {
+    pub fn queue_to_join(&mut self, server: usize) -> &mut WaitQueue<W> {
         let fair = self.fair;
         self.queues[server].get_or_insert_with(|| {
             let mut queue = Box::<WaitQueue<W>>::default();
@@ -76,7 +76,7 @@ mod tests {
         queues.add_server();
         assert_eq!((queues.allocated().count(), queues.len(2), queues.len(9)), (0, 0, 0));
         assert!(queues.get(1).is_none() && queues.get_mut(1).is_none());
-        let fresh = queues.joining(2);
+        let fresh = queues.queue_to_join(2);
         assert!(fresh.is_empty());
         assert!(fresh.is_fair(), "a queue allocated later shares turns as the others do");
         assert_eq!(queues.allocated().count(), 1);

@@ -3,7 +3,8 @@
 //! With them on, the kernel backs fresh anonymous memory with 2 MiB pages
 //! and zeroes each whole at its first touch. The broker's memory grows in
 //! steps on the actor thread — a reload that adds servers to a big backend
-//! copies its per-server tables into fresh memory — and each step then
+//! copies some of its per-server tables into fresh memory (those that are
+//! not chunked) — and each step then
 //! zeroed megabytes in one go: up to 16 ms in which no session moved, on a
 //! 2-core VM reloading a backend of 10 000 servers (docs/benchmarks.md,
 //! "Huge pages off"). In 4 KiB pages the same growth faults only what it

@@ -196,4 +196,3 @@ impl Handler<GetStats> for Stats {
         }
     }
 }
-

@@ -24,9 +24,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::chunked_table::ChunkedTable;
 use super::queue_waits::QueueWaits;
 use super::session_rate::SessionRate;
-use super::chunked_table::ChunkedTable;
 use crate::session::{SessionSummary, Termination};
 #[cfg(test)]
 use crate::ids::{BackendId, FrontendId, ServerId};
