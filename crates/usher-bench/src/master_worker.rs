@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use rustix::process::{kill_process, Pid, Signal};
+
+use crate::sys::is_running;
 use tokio::time::Instant;
 
 /// How long a start or a reload may take before the run fails.
@@ -67,7 +69,7 @@ impl MasterWorker {
         let deadline = Instant::now() + STEP_LIMIT;
         loop {
             let now = self.workers();
-            let replaced = now.iter().any(|w| !before.contains(w)) && before.iter().all(|w| !alive(*w));
+            let replaced = now.iter().any(|w| !before.contains(w)) && before.iter().all(|w| !is_running(*w));
             if replaced {
                 return Ok(());
             }
@@ -89,7 +91,7 @@ impl MasterWorker {
             .unwrap_or_default()
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
-            .filter(|p| alive(*p))
+            .filter(|p| is_running(*p))
             .collect()
     }
 }
@@ -107,7 +109,7 @@ impl Drop for MasterWorker {
         }
         let _ = self.master.kill();
         let _ = self.master.wait();
-        for worker in workers.into_iter().filter(|w| alive(*w)) {
+        for worker in workers.into_iter().filter(|w| is_running(*w)) {
             if let Some(pid) = i32::try_from(worker).ok().and_then(Pid::from_raw) {
                 let _ = kill_process(pid, Signal::KILL);
             }
@@ -125,13 +127,6 @@ fn with_socket(config_text: &str, stem: &Path) -> String {
     )
 }
 
-/// Running and not yet a zombie.
-fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    // The state is the first field after "(comm)".
-    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,11 +139,5 @@ mod tests {
             "global\n    stats socket /tmp/run/haproxy-1.sock expose-fd listeners level admin\n    nbthread 1\n\n\
              defaults\n    mode tcp\n"
         );
-    }
-
-    #[test]
-    fn this_process_is_alive_and_a_missing_one_is_not() {
-        assert!(alive(std::process::id()));
-        assert!(!alive(u32::MAX));
     }
 }

@@ -63,10 +63,21 @@ pub fn hard_fd_limit() -> u64 {
 pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after "(comm)": state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| io::Error::other("bad /proc stat"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let fields: Vec<&str> = after_comm(&stat)?.split_whitespace().collect();
     let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).ok_or_else(|| io::Error::other("bad stat"));
     Ok((tick(11)? + tick(12)?) as f64 / TICKS_PER_SECOND)
+}
+
+/// Whether process `pid` runs (exists and is not a zombie).
+pub fn is_running(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    after_comm(&stat).ok().and_then(|rest| rest.split_whitespace().next()).is_some_and(|state| state != "Z")
+}
+
+/// A `/proc/PID/stat` line after its `(comm)`, which may hold spaces and
+/// parentheses: the fields from the state on.
+fn after_comm(stat: &str) -> io::Result<&str> {
+    stat.rsplit_once(')').map(|(_, rest)| rest).ok_or_else(|| io::Error::other("bad /proc stat"))
 }
 
 /// Resident set size of process `pid`, in KiB (VmRSS).
@@ -181,7 +192,13 @@ pub fn wait_quiet(limit: f64, patience: std::time::Duration) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::out_segs;
+    use super::{is_running, out_segs};
+
+    #[test]
+    fn this_process_runs_and_a_missing_one_does_not() {
+        assert!(is_running(std::process::id()));
+        assert!(!is_running(u32::MAX));
+    }
 
     #[test]
     fn out_segs_is_read_by_its_name_from_the_tcp_lines() {
