@@ -126,6 +126,7 @@ async fn a_reload_keeps_the_balancer_until_its_servers_or_keys_change() {
     assert_eq!(heard.built.load(Ordering::Relaxed), 2);
     drop(seated(broker.addr("web"), 2).await);
     assert_eq!(c.accepted(), 1, "the new balancer knows the new last server");
+    until("the connect to the added server heard", || heard.connected.load(Ordering::Relaxed) == 2).await;
 
     // A name nobody registered is refused, as at start; the running
     // configuration stays.
@@ -133,6 +134,21 @@ async fn a_reload_keeps_the_balancer_until_its_servers_or_keys_change() {
     let err = broker.reload().await.expect_err("an unknown balancer is refused");
     let text = err.to_string();
     assert!(text.contains("backends.app.balance") && text.contains("\"last-free\""), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_a_balancer_that_wants_connect_times_has_every_server_report_them() {
+    let (a, b) = (TestBackend::start(Behavior::Echo), TestBackend::start(Behavior::Echo));
+    let heard = Arc::new(Heard::default());
+    let file = ConfigFile::new("balancer-connect-times", &config(&[a.addr, b.addr], "roundrobin", 0));
+    let mut broker = TestBroker::start_with_registries(&file.0, registries(&heard), false);
+
+    // The same servers, kept: only the balancer asks for connect times now.
+    file.write(&config(&[a.addr, b.addr], "last-free", 0));
+    broker.reload().await.expect("reload");
+    drop(seated(broker.addr("web"), 1).await);
+    assert_eq!(b.accepted(), 1);
+    until("the kept server's connect heard", || heard.connected.load(Ordering::Relaxed) == 1).await;
 }
 
 /// Always names server 0 (full or not), and panics every third pick.

@@ -151,6 +151,9 @@ pub struct BackendQueue {
     load: Arc<BackendLoad>,
     /// A spawned backend's gate and its supervisor.
     spawn: Option<SpawnLink>,
+    /// Whether every server's grants now carry where to report connect
+    /// times (what the balancer wanted when they were last all set).
+    asking_connect_times: bool,
 }
 
 impl BackendQueue {
@@ -169,6 +172,7 @@ impl BackendQueue {
             shed_timer: None,
             load,
             spawn: None,
+            asking_connect_times: false,
         }
     }
 
@@ -281,21 +285,41 @@ impl Actor for BackendQueue {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
-        self.ask_for_connect_times(ctx);
+        self.ask_for_connect_times(ctx, &[]);
     }
 }
 
 impl BackendQueue {
     /// Grants carry where to report connect times exactly while the
     /// balancer asks for them (a reload may bring one that does, or not).
-    fn ask_for_connect_times(&mut self, ctx: &mut Context<Self>) {
+    /// Every server is visited only when that changes; otherwise only the
+    /// servers a reload's part just brought (`arrived`): a reload of a
+    /// big backend comes in many parts, and visiting every server for
+    /// each part made its cost grow with the square of the servers.
+    fn ask_for_connect_times(&mut self, ctx: &mut Context<Self>, arrived: &[ServerId]) {
         let wanted = self.core.state().wants_connect_times();
-        let me: Recipient<ConnectTimed> = ctx.address().recipient();
-        for i in 0..self.core.state().servers() {
-            let Some(info) = self.core.server_info_mut(ServerId(i)) else { continue };
-            if info.connect_times.is_some() != wanted {
-                *info = Arc::new(ServerInfo { connect_times: wanted.then(|| me.clone()), ..(**info).clone() });
+        if wanted == self.asking_connect_times {
+            // Kept servers are as asked; new ones come without a recipient.
+            if wanted {
+                let me = ctx.address().recipient();
+                for &id in arrived {
+                    self.report_connect_times(id, Some(&me));
+                }
             }
+            return;
+        }
+        let me = ctx.address().recipient();
+        for i in 0..self.core.state().servers() {
+            self.report_connect_times(ServerId(i), wanted.then_some(&me));
+        }
+        self.asking_connect_times = wanted;
+    }
+
+    /// Where `server`'s grants report their connect times from now on.
+    fn report_connect_times(&mut self, server: ServerId, to: Option<&Recipient<ConnectTimed>>) {
+        let Some(info) = self.core.server_info_mut(server) else { return };
+        if info.connect_times.is_some() != to.is_some() {
+            *info = Arc::new(ServerInfo { connect_times: to.cloned(), ..(**info).clone() });
         }
     }
 }
@@ -458,8 +482,9 @@ impl Handler<ReconfigureBackend> for BackendQueue {
     fn handle(&mut self, msg: ReconfigureBackend, ctx: &mut Self::Context) {
         self.clock();
         let servers = keep_session_switches(&mut self.core, msg.servers);
+        let arrived: Vec<ServerId> = servers.iter().filter_map(ServerChange::arrived).collect();
         follow(self.core.reconfigure_part(servers, msg.backend), ctx);
-        self.ask_for_connect_times(ctx);
+        self.ask_for_connect_times(ctx, &arrived);
         self.arm(ctx);
         self.publish_load(0);
         self.answer_idle_watchers();

@@ -88,6 +88,16 @@ pub enum ServerChange<S> {
     Remove { id: ServerId },
 }
 
+impl<S> ServerChange<S> {
+    /// The server this change brings a new `info` for, if any.
+    pub fn arrived(&self) -> Option<ServerId> {
+        match self {
+            ServerChange::Add { id, .. } | ServerChange::Update { id, info: Some(_), .. } => Some(*id),
+            ServerChange::Update { info: None, .. } | ServerChange::Remove { .. } => None,
+        }
+    }
+}
+
 /// The backend's own part of a reload: its new settings and balancing.
 pub struct BackendReconfig {
     pub setup: BackendSetup,
