@@ -22,10 +22,14 @@
 //!    new ids in the last slice, as one step.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
-use actix::fut::{self, wrap_future, ActorFutureExt, LocalBoxActorFuture};
+use actix::fut::{self, wrap_future, ActorFuture, ActorFutureExt, LocalBoxActorFuture};
+use actix::Context;
 
 use super::bind;
 use super::commit::StagedCommit;
@@ -167,31 +171,68 @@ impl Topology {
 /// Commits one slice, leaves the thread free for a while, and so on until
 /// the last one.
 fn commit_in_slices(staged: StagedCommit, declared: Arc<Settings>, holds: ThreadHolds) -> Applying {
-    commit_after(Duration::ZERO, staged, declared, holds)
+    SlicedCommit { staged: Some((staged, declared)), holds, pause: Pause::Yield { yielded: false } }.boxed_local()
 }
 
-fn commit_after(pause: Duration, mut staged: StagedCommit, declared: Arc<Settings>, mut holds: ThreadHolds) -> Applying {
-    let paused = async move {
-        if pause.is_zero() {
-            tokio::task::yield_now().await;
-        } else {
-            tokio::time::sleep(pause).await;
-        }
-    };
-    wrap_future(paused)
-        .then(move |(), topology: &mut Topology, _| {
-            let began = Instant::now();
-            if !topology.commit_slice(&mut staged, SLICE_SERVERS) {
-                let hold = began.elapsed();
-                holds.add(hold);
-                return commit_after(pause_after(hold), staged, declared, holds);
+/// The commit as one future that loops: slice, pause, slice. Chaining a
+/// future per slice nested one more level each time, so every poll walked
+/// all the slices before it and a configuration of a million servers
+/// (8 000 slices) would overflow the actor thread's stack.
+struct SlicedCommit {
+    /// What is left to commit, and the settings it ends on; taken by the
+    /// last slice.
+    staged: Option<(StagedCommit, Arc<Settings>)>,
+    holds: ThreadHolds,
+    pause: Pause,
+}
+
+/// What comes before the next slice.
+enum Pause {
+    /// Before the first slice: the end of the plan's own hold.
+    Yield { yielded: bool },
+    /// After a slice: a share of the thread for everything else.
+    Sleep(Pin<Box<tokio::time::Sleep>>),
+}
+
+impl ActorFuture<Topology> for SlicedCommit {
+    type Output = Applied;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        topology: &mut Topology,
+        _: &mut Context<Topology>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<Applied> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.pause {
+                Pause::Yield { yielded: false } => {
+                    this.pause = Pause::Yield { yielded: true };
+                    task.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Pause::Yield { yielded: true } => {}
+                Pause::Sleep(sleep) => ready!(sleep.as_mut().poll(task)),
             }
+            let began = Instant::now();
+            let (staged, _) = this.staged.as_mut().expect("a sliced commit polled after its end");
+            if !topology.commit_slice(staged, SLICE_SERVERS) {
+                let hold = began.elapsed();
+                this.holds.add(hold);
+                let until = tokio::time::Instant::now() + pause_after(hold);
+                match &mut this.pause {
+                    Pause::Sleep(sleep) => sleep.as_mut().reset(until),
+                    Pause::Yield { .. } => this.pause = Pause::Sleep(Box::pin(tokio::time::sleep_until(until))),
+                }
+                continue;
+            }
+            let (staged, declared) = this.staged.take().expect("checked above");
             let summary = topology.finish_commit(staged);
             topology.adopt_declared(declared);
-            holds.add(began.elapsed());
-            fut::ready(Ok((summary, holds))).boxed_local()
-        })
-        .boxed_local()
+            this.holds.add(began.elapsed());
+            return Poll::Ready(Ok((summary, this.holds)));
+        }
+    }
 }
 
 /// How long the thread is left free after a slice that held it for `hold`.
