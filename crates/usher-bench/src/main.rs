@@ -104,6 +104,10 @@ enum Command {
     /// One frontend's short sessions through usher and HAProxy configured with
     /// 1 frontend × 1 backend × 4 servers and with 50 × 500 × 4: sessions/s, CPU per session.
     Backends,
+    /// Reads of the report (`GET /stats`) with 10 000 servers in 500 backends
+    /// and in one (in process): ms per read, and what a message to the
+    /// actors' thread waits meanwhile.
+    Stats,
     /// Runs usher on FILE and prints `LISTENING <frontend> <addr>` (used by the bench).
     #[command(hide = true)]
     ServeUsher {
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
         Command::Queued => vec![Case::Queued],
         Command::Reload => vec![Case::Reload],
         Command::Backends => vec![Case::Backends],
+        Command::Stats => vec![Case::Stats],
         Command::Cost { .. } => vec![Case::Cost],
     };
     match bench(&cli, &cases) {

@@ -68,6 +68,15 @@ pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
     Ok((tick(11)? + tick(12)?) as f64 / TICKS_PER_SECOND)
 }
 
+/// Seconds thread `tid` of this process has run on a CPU, to the
+/// nanosecond (the first field of its `schedstat`; `/proc/PID/stat` counts
+/// in 10 ms ticks, too coarse for a read of a few ms).
+pub fn thread_cpu_seconds(tid: i32) -> io::Result<f64> {
+    let schedstat = fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))?;
+    let ns = schedstat.split_whitespace().next().and_then(|f| f.parse::<u64>().ok());
+    ns.map(|ns| ns as f64 / 1e9).ok_or_else(|| io::Error::other("bad schedstat"))
+}
+
 /// Whether process `pid` runs (exists and is not a zombie).
 pub fn is_running(pid: u32) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };

@@ -10,6 +10,7 @@
 //! actors exist is the Topology actor's business (`broker/topology.rs`), at
 //! start and on every reload.
 
+mod backend_reports;
 mod bind;
 mod commit;
 mod extensions;

@@ -18,6 +18,7 @@ mod queued;
 mod reload;
 mod routing;
 mod scale;
+mod stats_read;
 mod throughput;
 
 use std::cell::Cell;
@@ -66,6 +67,10 @@ pub enum Case {
     /// One frontend's sessions with 1 and with 50 frontends × 500 backends
     /// configured, usher and HAProxy; not in [`Case::ALL`] (2 000 servers).
     Backends,
+    /// Reads of the report with 10 000 servers, in process: ms per read
+    /// and what a message to the actors' thread waits meanwhile; not in
+    /// [`Case::ALL`].
+    Stats,
 }
 
 impl Case {
@@ -89,6 +94,7 @@ impl Case {
             Case::Queued => "queued",
             Case::Reload => "reload",
             Case::Backends => "backends",
+            Case::Stats => "stats",
         }
     }
 }
@@ -268,6 +274,7 @@ impl Harness {
             Case::Queued => queued::run(self),
             Case::Reload => reload::run(self),
             Case::Backends => many_backends::run(self),
+            Case::Stats => stats_read::run(self),
             #[cfg(feature = "cluster")]
             Case::Cluster => cluster::run(self),
             #[cfg(not(feature = "cluster"))]

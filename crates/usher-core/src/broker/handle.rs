@@ -15,7 +15,7 @@ use super::topology::{GetActors, GetHandle, Reload, Topology};
 use crate::admission::watchdog::{GetStatus, SetFrontendMaxconn, WatchdogStatus};
 use crate::admission::ResourceWatchdog;
 use crate::extension::{HookCountersReport, PluggedHooks};
-use crate::backend::backend_queue::{GetQueueReport, QueueReport};
+use crate::backend::backend_queue::QueueReport;
 use crate::backend::server::{GetServerReport, ServerReport, SetAdminState, SetMaxconn, SetWeight};
 use crate::backend::{AdminState, BackendQueue, OpState, Server};
 use crate::config::Settings;
@@ -208,30 +208,15 @@ impl BrokerHandle {
         actors.watchdog.send(change).await?.ok_or_else(|| ControlError::UnknownFrontend(frontend.to_owned()))
     }
 
-    /// Every actor's figures, with the settings in force.
+    /// Every actor's figures, with the settings in force. Backends and
+    /// servers are asked a bounded number at a time (`backend_reports.rs`):
+    /// a read neither takes a round trip per server one after another nor
+    /// hands the actors' thread every server's ask at once.
     pub async fn stats(&self) -> Result<BrokerReport, ControlError> {
         let actors = self.current().await?;
         let admission = actors.watchdog.send(GetStatus).await?;
         let traffic = actors.stats.send(GetStats).await?;
-        let mut backends = Vec::with_capacity(actors.backends.len());
-        for control in &actors.backends {
-            let queue = control.queue.send(GetQueueReport).await?;
-            let mut servers = Vec::with_capacity(control.servers.len());
-            for (_, id, actor) in &control.servers {
-                servers.push((*id, actor.send(GetServerReport).await?));
-            }
-            let spawn = match control.queue.send(crate::backend::spawn_gate::GetSpawnReporter).await? {
-                Some(supervisor) => Some(supervisor.send(crate::spawn::GetSpawnReport).await?),
-                None => None,
-            };
-            backends.push(BackendReport {
-                name: control.name.clone(),
-                id: BackendId(control.index),
-                queue,
-                servers,
-                spawn,
-            });
-        }
+        let backends = super::backend_reports::backend_reports(&actors.backends).await?;
         let hooks = self.hooks.counters();
         Ok(BrokerReport {
             settings: actors.settings,
