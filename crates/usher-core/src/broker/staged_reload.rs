@@ -135,7 +135,9 @@ impl Topology {
     /// Plans going to `declared` off the actor thread, opens its new
     /// addresses, then commits it slice by slice.
     pub(super) fn apply_in_steps(&mut self, declared: Arc<Settings>) -> Applying {
+        let snapshot_began = Instant::now();
         let snapshot = self.running();
+        let snapshot_hold = snapshot_began.elapsed();
         // Taken for the plan's thread and given back before anything else
         // runs on this actor: its mailbox waits for the whole apply.
         let mut resolutions = std::mem::take(&mut self.resolutions);
@@ -148,7 +150,7 @@ impl Topology {
             (resolutions, declared, plan, changes)
         });
         wrap_future(plan)
-            .then(|joined, topology: &mut Topology, _| {
+            .then(move |joined, topology: &mut Topology, _| {
                 let began = Instant::now();
                 // A panic while planning is a bug: it ends the actor thread
                 // as it did when the plan ran on it.
@@ -161,6 +163,7 @@ impl Topology {
                 };
                 let staged = StagedCommit::new(plan, opened, Some(changes));
                 let mut holds = ThreadHolds::default();
+                holds.add(snapshot_hold);
                 holds.add(began.elapsed());
                 commit_in_slices(staged, declared, holds)
             })

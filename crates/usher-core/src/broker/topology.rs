@@ -218,7 +218,9 @@ impl Topology {
     /// `declared` is in force (its servers from DNS included): the
     /// resolution task follows its names.
     pub(super) fn adopt_declared(&mut self, declared: Arc<Settings>) {
-        self.declared = declared;
+        let previous = std::mem::replace(&mut self.declared, declared);
+        // Freeing 10 000 servers' settings took 0.2-0.3 ms of this thread.
+        super::plan_thread::drop_off_the_actors_thread(previous);
         self.follow_names();
     }
 
