@@ -66,7 +66,7 @@ async fn each_server_reports_its_own_settings_in_configuration_order() {
     let report = broker.handle.stats().await.expect("stats");
     let backends: Vec<&str> = report.backends.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(backends, ["zulu", "alpha", "mike"]);
-    for (b, (backend, control)) in report.backends.iter().zip(&broker.control.backends).enumerate() {
+    for (b, (backend, control)) in report.backends.iter().zip(broker.control.backends.iter()).enumerate() {
         assert_eq!(backend.id.0, control.index, "{}", backend.name);
         let ids: Vec<_> = backend.servers.iter().map(|(id, _)| *id).collect();
         let configured: Vec<_> = control.servers.iter().map(|(_, id, _)| *id).collect();

@@ -148,6 +148,8 @@ impl Topology {
     /// either before or after its step, as they would see a reload that
     /// raced them on another thread.
     pub(super) fn commit_slice(&mut self, staged: &mut StagedCommit, budget: usize) -> bool {
+        // What runs changes from here: `/stats` must list it as it is.
+        self.listed_backends = None;
         let mut work = 0;
         let mut grown = false;
         while work < budget {
@@ -219,6 +221,7 @@ impl Topology {
     /// The frontends, listeners, watchdog and Stats actor, once every
     /// backend step is committed.
     pub(super) fn finish_commit(&mut self, staged: StagedCommit) -> ReloadSummary {
+        self.listed_backends = None;
         let StagedCommit { settings, restart_needed, frontends, listeners, opened, changes, logged, .. } = staged;
         for step in frontends {
             self.commit_frontend(step);

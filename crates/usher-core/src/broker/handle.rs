@@ -279,8 +279,9 @@ impl ServerChange {
 #[derive(Clone)]
 pub struct Actors {
     pub watchdog: Addr<ResourceWatchdog>,
-    /// Configured backends, in declaration order.
-    pub backends: Vec<BackendControl>,
+    /// Configured backends, in declaration order (shared: the Topology
+    /// keeps the list until a reload changes it).
+    pub backends: Arc<Vec<BackendControl>>,
     /// Configured frontends, in declaration order, with their ids.
     pub frontends: Vec<(String, FrontendId)>,
     /// Traffic counters and live-session gauges.

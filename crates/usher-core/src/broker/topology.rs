@@ -164,6 +164,11 @@ pub struct Topology {
     pub(super) frontends: Vec<FrontendSlot>,
     pub(super) backends: Vec<BackendSlot>,
     pub(super) listeners: Vec<ListenerSlot>,
+    /// The backends' actors as `GetActors` lists them, kept until a commit
+    /// changes what runs (`commit.rs` clears it): listing 10 000 servers,
+    /// a name cloned each, held this thread 1.0-1.7 ms on every `/stats`
+    /// read.
+    pub(super) listed_backends: Option<Arc<Vec<BackendControl>>>,
     stopping: bool,
     pub(super) log: Logger,
 }
@@ -192,6 +197,7 @@ impl Topology {
             frontends: Vec::new(),
             backends: Vec::new(),
             listeners: Vec::new(),
+            listed_backends: None,
             stopping: false,
             log,
         };
@@ -275,7 +281,30 @@ impl Topology {
     }
 
     /// The running actors, in declaration order of the settings in force.
-    fn actors(&self) -> Actors {
+    fn actors(&mut self) -> Actors {
+        let backends = match &self.listed_backends {
+            Some(listed) => listed.clone(),
+            None => self.listed_backends.insert(Arc::new(self.list_backends())).clone(),
+        };
+        let frontends = self
+            .settings
+            .frontends
+            .iter()
+            .filter_map(|f| Some((f.name.clone(), self.live_frontend(&f.name)?)))
+            .collect();
+        Actors {
+            watchdog: self.shared.watchdog.clone(),
+            backends,
+            frontends,
+            stats: self.shared.stats.clone(),
+            settings: self.settings.clone(),
+            dns: Arc::new(self.resolutions.report(&self.declared)),
+        }
+    }
+
+    /// Configured backends in declaration order, each with its live
+    /// servers' actors.
+    fn list_backends(&self) -> Vec<BackendControl> {
         let live_backends: HashMap<&str, usize> = self
             .backends
             .iter()
@@ -283,7 +312,7 @@ impl Topology {
             .filter(|(_, b)| b.live)
             .map(|(i, b)| (b.settings.name.as_str(), i))
             .collect();
-        let backends = self
+        self
             .settings
             .backends
             .iter()
@@ -308,21 +337,7 @@ impl Topology {
                     .collect();
                 Some(BackendControl { name: b.name.clone(), index, queue: slot.queue.clone(), servers })
             })
-            .collect();
-        let frontends = self
-            .settings
-            .frontends
-            .iter()
-            .filter_map(|f| Some((f.name.clone(), self.live_frontend(&f.name)?)))
-            .collect();
-        Actors {
-            watchdog: self.shared.watchdog.clone(),
-            backends,
-            frontends,
-            stats: self.shared.stats.clone(),
-            settings: self.settings.clone(),
-            dns: Arc::new(self.resolutions.report(&self.declared)),
-        }
+            .collect()
     }
 
     pub(super) fn live_backend(&self, name: &str) -> Option<usize> {
