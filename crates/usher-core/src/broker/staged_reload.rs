@@ -137,7 +137,7 @@ impl Topology {
     /// off the actor thread, opens its new addresses, then commits it
     /// slice by slice.
     pub(super) fn apply_in_steps(&mut self, declared: Arc<Settings>) -> Applying {
-        SnapshotInParts { taking: None, holds: ThreadHolds::default() }
+        SnapshotInParts { taking: None, holds: ThreadHolds::default(), yielding: None }
             .then(move |(snapshot, holds), topology: &mut Topology, _| topology.plan_and_commit(snapshot, holds, declared))
             .boxed_local()
     }
@@ -185,6 +185,8 @@ const SNAPSHOT_SERVERS: usize = 1_024;
 struct SnapshotInParts {
     taking: Option<SnapshotInProgress>,
     holds: ThreadHolds,
+    /// The yield after a part, while it lasts.
+    yielding: Option<Pin<Box<dyn Future<Output = ()>>>>,
 }
 
 impl ActorFuture<Topology> for SnapshotInParts {
@@ -197,23 +199,28 @@ impl ActorFuture<Topology> for SnapshotInParts {
         task: &mut std::task::Context<'_>,
     ) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let began = Instant::now();
-        let taking = this.taking.get_or_insert_with(|| topology.begin_snapshot());
-        let done = topology.continue_snapshot(taking, SNAPSHOT_SERVERS);
-        this.holds.add(began.elapsed());
-        if !done {
-            task.waker().wake_by_ref();
-            return Poll::Pending;
+        loop {
+            if let Some(yielding) = &mut this.yielding {
+                ready!(yielding.as_mut().poll(task));
+                this.yielding = None;
+            }
+            let began = Instant::now();
+            let taking = this.taking.get_or_insert_with(|| topology.begin_snapshot());
+            let done = topology.continue_snapshot(taking, SNAPSHOT_SERVERS);
+            this.holds.add(began.elapsed());
+            if done {
+                let snapshot = this.taking.take().expect("taken above").snapshot;
+                return Poll::Ready((snapshot, this.holds));
+            }
+            this.yielding = Some(yield_to_the_sessions());
         }
-        let snapshot = this.taking.take().expect("taken above").snapshot;
-        Poll::Ready((snapshot, this.holds))
     }
 }
 
 /// Commits one slice, leaves the thread free for a while, and so on until
 /// the last one.
 fn commit_in_slices(staged: StagedCommit, declared: Arc<Settings>, holds: ThreadHolds) -> Applying {
-    SlicedCommit { staged: Some((staged, declared)), holds, pause: Pause::Yield { yielded: false } }.boxed_local()
+    SlicedCommit { staged: Some((staged, declared)), holds, pause: Pause::Yield(yield_to_the_sessions()) }.boxed_local()
 }
 
 /// The commit as one future that loops: slice, pause, slice. Chaining a
@@ -231,7 +238,7 @@ struct SlicedCommit {
 /// What comes before the next slice.
 enum Pause {
     /// Before the first slice: the end of the plan's own hold.
-    Yield { yielded: bool },
+    Yield(Pin<Box<dyn Future<Output = ()>>>),
     /// After a slice: a share of the thread for everything else.
     Sleep(Pin<Box<tokio::time::Sleep>>),
 }
@@ -248,12 +255,7 @@ impl ActorFuture<Topology> for SlicedCommit {
         let this = self.get_mut();
         loop {
             match &mut this.pause {
-                Pause::Yield { yielded: false } => {
-                    this.pause = Pause::Yield { yielded: true };
-                    task.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                Pause::Yield { yielded: true } => {}
+                Pause::Yield(yielding) => ready!(yielding.as_mut().poll(task)),
                 Pause::Sleep(sleep) => ready!(sleep.as_mut().poll(task)),
             }
             let began = Instant::now();
@@ -264,7 +266,7 @@ impl ActorFuture<Topology> for SlicedCommit {
                 let until = tokio::time::Instant::now() + pause_after(hold);
                 match &mut this.pause {
                     Pause::Sleep(sleep) => sleep.as_mut().reset(until),
-                    Pause::Yield { .. } => this.pause = Pause::Sleep(Box::pin(tokio::time::sleep_until(until))),
+                    Pause::Yield(_) => this.pause = Pause::Sleep(Box::pin(tokio::time::sleep_until(until))),
                 }
                 continue;
             }
@@ -275,6 +277,15 @@ impl ActorFuture<Topology> for SlicedCommit {
             return Poll::Ready(Ok((summary, this.holds)));
         }
     }
+}
+
+/// A yield that lets the sessions in: tokio's `yield_now` wakes the task
+/// only after the runtime has polled its I/O driver. A future that wakes
+/// itself at once is polled again before that (the runtime polls the
+/// driver every 61 tasks), so its parts ran back to back, 4 ms in a row
+/// with 10 000 servers, while the sessions' reads waited (`perf record`).
+fn yield_to_the_sessions() -> Pin<Box<dyn Future<Output = ()>>> {
+    Box::pin(tokio::task::yield_now())
 }
 
 /// How long the thread is left free after a slice that held it for `hold`.
