@@ -36,12 +36,18 @@ impl MasterWorker {
     /// bind its frontend to `addr`, and waits until a worker accepts there.
     /// `config_text` is completed with the global lines a seamless reload
     /// needs.
-    pub fn start(exe: &Path, stem: &Path, addr: SocketAddr, config_text: &str) -> anyhow::Result<MasterWorker> {
+    pub fn start(
+        exe: &Path,
+        stem: &Path,
+        addr: SocketAddr,
+        config_text: &str,
+        cpus: Option<&str>,
+    ) -> anyhow::Result<MasterWorker> {
         let config = stem.with_extension("cfg");
         std::fs::write(&config, with_socket(config_text, stem))?;
         let log = std::fs::File::create(stem.with_extension("log"))?;
         // The master dies with the bench; its workers leave when it is gone.
-        let mut cmd = crate::proxies::guarded(exe);
+        let mut cmd = crate::proxies::pinned_and_guarded(cpus, exe);
         cmd.arg("-W").arg("-db").arg("-f").arg(&config);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         let master = cmd.spawn().with_context(|| format!("cannot start {cmd:?}"))?;

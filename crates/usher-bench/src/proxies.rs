@@ -352,7 +352,8 @@ pub fn guarded(program: &Path) -> Command {
     pinned_and_guarded(None, program)
 }
 
-fn pinned_and_guarded(cpus: Option<&str>, program: &Path) -> Command {
+/// `program` under `taskset -c CPUS` when `cpus` is given, and guarded.
+pub fn pinned_and_guarded(cpus: Option<&str>, program: &Path) -> Command {
     let mut argv: Vec<std::ffi::OsString> = Vec::new();
     if let Some(cpus) = cpus {
         argv.extend(["taskset".into(), "-c".into(), cpus.into()]);

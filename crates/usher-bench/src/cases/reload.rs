@@ -22,7 +22,15 @@
 //! ([`crate::master_worker`]); its apply time is from the signal until the
 //! old worker has left (it takes the same 10 000 servers, parses them in
 //! a new process and hands the listening socket over). It has no
-//! "longest hold". Both proxies have one thread and are unpinned.
+//! "longest hold". Both proxies have one thread, on CPU 0, and the load
+//! and its backend on CPU 1, as in connrate (when the machine can pin):
+//! unpinned, the scheduler put the load's thread and the proxy's thread
+//! on one core for hundreds of milliseconds at a time, before or during
+//! a reload alike, and each then waited ~0.2 ms for the other at every
+//! wake (`perf sched timehist`) — which decided a window's p99 more than
+//! the reload did. usher's planning thread inherits CPU 0 (it yields to
+//! the broker there); HAProxy's new process starts on CPU 0 beside its
+//! old one.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,7 +43,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::Harness;
+use super::{Harness, REFERENCE};
 use crate::backends::{Backend, Behavior};
 use crate::master_worker::MasterWorker;
 use crate::proxies::{self, ProxyKind};
@@ -91,8 +99,9 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
             let servers = backends * per_backend;
             let title = format!(
                 "reload: {servers} servers in {backends} backend(s), every backend's servers renamed or changed, \
-                 under {} through another backend; usher in process, 1 worker; HAProxy 1 thread; unpinned",
-                load.describe()
+                 under {} through another backend; usher in process, 1 worker; HAProxy 1 thread; {}",
+                load.describe(),
+                h.describe(&REFERENCE)
             );
             let metrics = vec![
                 Metric::lower("apply ms", 1),
@@ -108,7 +117,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
             let proxies = h.only(&[ProxyKind::Usher, ProxyKind::Haproxy]);
             h.alternate("reload", title, metrics, proxies, |kind| match kind {
                 ProxyKind::Haproxy => haproxy_run(h, backends, per_backend, load),
-                _ => usher_run(backends, per_backend, load),
+                _ => usher_run(h, backends, per_backend, load),
             })
         })
         .collect()
@@ -159,20 +168,21 @@ fn haproxy_config(bind: SocketAddr, app: SocketAddr, backends: usize, per_backen
 
 fn haproxy_run(h: &Harness, backends: usize, per_backend: usize, load: Load) -> anyhow::Result<Vec<f64>> {
     let exe = h.launcher.haproxy.as_ref().context("haproxy not found")?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = h.load_runtime(&REFERENCE)?;
     let backend = Backend::start(rt.handle(), Behavior::Reply { request: REQUEST, reply: REPLY })?;
     let addr = proxies::free_port()?;
     let stem = h.scratch("haproxy-reload");
     let first = haproxy_config(addr, backend.addr, backends, per_backend, 0);
     let second = haproxy_config(addr, backend.addr, backends, per_backend, 1);
-    let proxy = MasterWorker::start(exe, &stem, addr, &first)?;
+    let proxy = MasterWorker::start(exe, &stem, addr, &first, h.pinned.then_some(REFERENCE.proxy_cpus))?;
     let measured = rt.block_on(under_load(addr, load, proxy.reload(&second, &stem)))?;
     // The reload's round trip is its apply time; it holds no shared thread.
     Ok([measured[0], f64::NAN].into_iter().chain(measured).collect())
 }
 
-fn usher_run(backends: usize, per_backend: usize, load: Load) -> anyhow::Result<Vec<f64>> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+fn usher_run(h: &Harness, backends: usize, per_backend: usize, load: Load) -> anyhow::Result<Vec<f64>> {
+    let rt = h.load_runtime(&REFERENCE)?;
+    let broker_cpu = h.pinned.then(|| REFERENCE.proxy_cpus.parse::<usize>()).transpose()?;
     let backend = Backend::start(rt.handle(), Behavior::Reply { request: REQUEST, reply: REPLY })?;
     let first = usher_config(backend.addr, backends, per_backend, 0)?;
     let second = usher_config(backend.addr, backends, per_backend, 1)?;
@@ -183,6 +193,14 @@ fn usher_run(backends: usize, per_backend: usize, load: Load) -> anyhow::Result<
     let (started, handle) = std::sync::mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let broker = std::thread::spawn(move || {
+        if let Some(cpu) = broker_cpu {
+            // This thread only (the load's stay where `load_runtime` put
+            // them); the threads usher starts from it inherit it.
+            let mut set = rustix::thread::CpuSet::new();
+            set.set(cpu);
+            rustix::thread::sched_setaffinity(None, &set)
+                .map_err(|e| anyhow!("pinning the broker to CPU {cpu}: {e}"))?;
+        }
         let extensions = usher_core::Extensions {
             on_start: Some(Box::new(move |handle: usher_core::BrokerHandle| {
                 let _ = started.send(handle);
