@@ -1,7 +1,7 @@
 //! Where a reload's heavy steps run — reading the files, expanding DNS
-//! templates, planning: a thread of their own per reload, in the kernel's
-//! idle scheduling class (`SCHED_IDLE`), so that they take only the CPU
-//! the sessions leave.
+//! templates, planning: a thread of their own per reload, at the lowest
+//! CPU priority (nice 19), so that they take little of the CPU the
+//! sessions need.
 //!
 //! Why the priority: with two cores, a plan of 10 000 servers took one
 //! for ~10 ms, and the scheduler moved the actors' thread (which also runs
@@ -13,19 +13,16 @@
 //! the apply time did not change (~340 ms). On a saturated machine the
 //! plan waits for spare CPU instead of taking it from the sessions.
 //!
-//! Why the idle class, and the yield: the thread starts at the usual
-//! priority and may run before a thread woken on its core just before it
-//! (the broker's, as it hands the plan over, or a client's); lowering its
-//! own priority does not make it give way, so that thread waited for the
-//! next scheduler tick: `perf sched timehist` showed waits of 2.9-3.2 ms
-//! while the other core was idle. Once lowered, the plan thread yields;
-//! in the idle class it is preempted at once by any thread that wakes on
-//! its core (nice 19 only weighs its share), and a core that runs only it
-//! counts as idle when a woken thread looks for one. A reload to the same
-//! 10 000 servers (only the plan runs, ~11 ms; 6 rounds each, alternated):
-//! p99 of the sessions in flight 2.61 ms (1.43-5.71) at nice 19, 1.04
-//! (0.92-1.40) now, against 0.89 in windows as long without a reload. Nice
-//! 19 stays as the fallback where the class cannot be set.
+//! Why the yield: the thread starts at the usual priority and may run
+//! before a thread woken on its core just before it (the broker's, as it
+//! hands the plan over, or a client's); lowering its own priority does
+//! not make it give way, so that thread waited for the next scheduler
+//! tick: `perf sched timehist` showed waits of 2.9-3.2 ms while the other
+//! core was idle. Once lowered, the plan thread yields. The kernel's idle
+//! class (`SCHED_IDLE`) was tried too: with the proxy pinned to a core
+//! that a closed loop keeps busy it starved the plan (a reload of 10 000
+//! servers applied in 0.6-3.0 s against 0.67-1.18 s at nice 19), for no
+//! better p99 (5 rounds each alternated, docs/benchmarks.md).
 //!
 //! Why a thread of its own, not tokio's blocking pool: an unprivileged
 //! thread cannot raise its priority back, so a pool thread lowered once
@@ -34,26 +31,17 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// The lowest priority of `setpriority(2)`: the fallback.
+/// The lowest priority of `setpriority(2)`.
 const LOWEST: i32 = 19;
 
-/// Puts the calling thread in the idle scheduling class, or at nice 19
-/// where it cannot be (best effort: otherwise it runs as it was).
+/// Puts the calling thread at nice 19 and lets anything woken meanwhile
+/// run first (best effort: otherwise it runs as it was).
 fn lower_this_thread() {
-    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
-    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-    if thread_priority::set_thread_priority_and_policy(thread_priority::thread_native_id(), ThreadPriority::Min, idle)
-        .is_err()
-    {
-        let _ = rustix::process::setpriority_process(None, LOWEST);
-    }
-    // Entering the idle class does not make the running thread give way:
-    // a thread woken meanwhile on this core (the broker's, as it handed
-    // the plan over) waited until the next tick, 2.9 ms (`perf sched`).
+    let _ = rustix::process::setpriority_process(None, LOWEST);
     std::thread::yield_now();
 }
 
-/// Runs `work` on a new thread of the idle class: its result, or its panic.
+/// Runs `work` on a new low-priority thread: its result, or its panic.
 /// If no thread can be started, `work` runs on tokio's blocking pool at
 /// the usual priority instead.
 pub(super) fn off_the_actors_thread<T, W>(work: W) -> impl Future<Output = std::thread::Result<T>>
@@ -96,19 +84,18 @@ mod tests {
     use super::*;
 
     #[actix_rt::test]
-    async fn the_work_runs_in_the_idle_class_on_another_thread() {
-        use thread_priority::{thread_schedule_policy, NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+    async fn the_work_runs_at_the_lowest_priority_on_another_thread() {
         let caller = std::thread::current().id();
-        let own = thread_schedule_policy().expect("this thread's policy");
-        let (thread, policy) =
-            off_the_actors_thread(|| (std::thread::current().id(), thread_schedule_policy().expect("its policy")))
-                .await
-                .expect("no panic");
+        let own = rustix::process::getpriority_process(None).expect("getpriority");
+        let (thread, nice) = off_the_actors_thread(|| {
+            (std::thread::current().id(), rustix::process::getpriority_process(None).expect("getpriority"))
+        })
+        .await
+        .expect("no panic");
         assert_ne!(thread, caller);
-        assert_eq!(policy, ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle));
-        // This thread's own class is untouched.
-        assert_eq!(thread_schedule_policy().expect("this thread's policy"), own);
-        assert_ne!(own, policy);
+        assert_eq!(nice, LOWEST);
+        // This thread's own priority is untouched.
+        assert_eq!(rustix::process::getpriority_process(None).expect("getpriority"), own);
     }
 
     #[actix_rt::test]

@@ -8,7 +8,7 @@
 //! (no other change can interleave, as before), while every other actor
 //! keeps running:
 //! 1. re-reading the configuration files, expanding the servers from DNS
-//!    and planning run on a thread of their own in the idle scheduling class
+//!    and planning run on a thread of their own at the lowest priority
 //!    ([`plan_thread`]), from an owned snapshot of what runs (shared
 //!    settings, taken [`SNAPSHOT_SERVERS`] servers at a time);
 //! 2. the new addresses are opened on the actor thread (fallible, before
