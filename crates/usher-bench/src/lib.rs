@@ -4,6 +4,7 @@
 //! - [`cases`]: the cases and the harness (placement, alternation, repeats).
 //! - [`proxies`]: starting usher (`serve-usher` child), HAProxy and nginx, pinned.
 //! - [`layout`]: the frontends and backends a proxy is configured with.
+//! - [`in_process`]: usher on a thread of the bench process, for its handle.
 //! - [`master_worker`]: HAProxy in master-worker mode, reloaded by `SIGUSR2`.
 //! - [`nginx`]: finding nginx's stream module and writing its configuration.
 //! - [`backends`]: built-in tokio backends that count their peak concurrency.
@@ -16,6 +17,7 @@
 
 pub mod backends;
 pub mod cases;
+pub mod in_process;
 pub mod layout;
 pub mod load;
 pub mod master_worker;

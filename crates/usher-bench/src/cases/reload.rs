@@ -45,6 +45,7 @@ use tokio::time::Instant;
 
 use super::{Harness, REFERENCE};
 use crate::backends::{Backend, Behavior};
+use crate::in_process::InProcess;
 use crate::master_worker::MasterWorker;
 use crate::proxies::{self, ProxyKind};
 use crate::report::{CaseResult, Metric};
@@ -190,9 +191,7 @@ fn usher_run(h: &Harness, backends: usize, per_backend: usize, load: Load) -> an
     let addr = listeners.0.values().flatten().next().context("a listener")?.local_addr()?;
     let apply_ms = ApplyTime::default();
     let log = slog::Logger::root(apply_ms.clone(), slog::o!());
-    let (started, handle) = std::sync::mpsc::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let broker = std::thread::spawn(move || {
+    let broker = InProcess::start(first, listeners, log, move || {
         if let Some(cpu) = broker_cpu {
             // This thread only (the load's stay where `load_runtime` put
             // them); the threads usher starts from it inherit it.
@@ -201,22 +200,12 @@ fn usher_run(h: &Harness, backends: usize, per_backend: usize, load: Load) -> an
             rustix::thread::sched_setaffinity(None, &set)
                 .map_err(|e| anyhow!("pinning the broker to CPU {cpu}: {e}"))?;
         }
-        let extensions = usher_core::Extensions {
-            on_start: Some(Box::new(move |handle: usher_core::BrokerHandle| {
-                let _ = started.send(handle);
-            })),
-            ..usher_core::Extensions::default()
-        };
-        actix_rt::System::new().block_on(usher_core::run(first, listeners, log, extensions, async {
-            let _ = stopped.await;
-        }))
-    });
-    let handle = handle.recv_timeout(STEP_LIMIT).context("the broker did not start")?;
-
+        Ok(())
+    })?;
+    let handle = &broker.handle;
     let reload = async { handle.reload_with(second).await.map(drop).map_err(|e| anyhow!("the reload failed: {e}")) };
     let measured = rt.block_on(under_load(addr, load, reload));
-    let _ = stop.send(());
-    broker.join().map_err(|_| anyhow!("the broker thread panicked"))??;
+    broker.stop()?;
     let (apply, hold) = apply_ms.0.lock().map_err(|_| anyhow!("poisoned"))?.unwrap_or((f64::NAN, f64::NAN));
     Ok([apply, hold].into_iter().chain(measured?).collect())
 }

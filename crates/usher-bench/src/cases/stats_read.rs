@@ -22,6 +22,7 @@ use hdrhistogram::Histogram;
 use usher_core::backend::server::GetServerReport;
 
 use super::Harness;
+use crate::in_process::InProcess;
 use crate::proxies::ProxyKind;
 use crate::report::{CaseResult, Metric};
 
@@ -33,7 +34,6 @@ const QUICK_SHAPES: [(usize, usize); 2] = [(25, 20), (1, 500)];
 /// Reads per run, one after another.
 const READS: usize = 20;
 const QUICK_READS: usize = 3;
-const STEP_LIMIT: Duration = Duration::from_secs(10);
 /// How long the probe runs alone first: its round trips with nothing else
 /// on the actors' thread, to set the ones during the reads against.
 const IDLE_PROBE: Duration = Duration::from_millis(500);
@@ -88,25 +88,10 @@ fn reads_of(backends: usize, per_backend: usize, reads: usize) -> anyhow::Result
     let settings = config(backends, per_backend)?;
     let listeners = usher_core::bind_all(&settings)?;
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    let (started, handle) = std::sync::mpsc::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let broker = std::thread::spawn(move || {
-        // With one worker, this thread is the whole broker: actors and sessions.
-        let actors_thread = rustix::thread::gettid().as_raw_nonzero().get();
-        let extensions = usher_core::Extensions {
-            on_start: Some(Box::new(move |handle: usher_core::BrokerHandle| {
-                let _ = started.send((handle, actors_thread));
-            })),
-            ..usher_core::Extensions::default()
-        };
-        actix_rt::System::new().block_on(usher_core::run(settings, listeners, log, extensions, async {
-            let _ = stopped.await;
-        }))
-    });
-    let (handle, actors_thread) = handle.recv_timeout(STEP_LIMIT).context("the broker did not start")?;
-    let measured = measure(&handle, actors_thread, reads);
-    let _ = stop.send(());
-    broker.join().map_err(|_| anyhow!("the broker thread panicked"))??;
+    // With one worker, the broker's thread is the whole broker: actors and sessions.
+    let broker = InProcess::start(settings, listeners, log, || Ok(()))?;
+    let measured = measure(&broker.handle, broker.tid, reads);
+    broker.stop()?;
     measured
 }
 
