@@ -13,9 +13,11 @@
 //! of a stall. Reported: from the broker's `reload done` record,
 //! the apply time (`apply_ms`: from the request to the end of the commit)
 //! and the longest time the reload held the actor thread at once
-//! (`longest_hold_ms`), the reload's round trip, and the p99 and max
-//! latency of the sessions before the reload and of those that overlapped
-//! it.
+//! (`longest_hold_ms`), the reload's round trip, the p99 and max latency
+//! of the sessions before the reload and of those that overlapped it, and
+//! against what: the median and worst p99 of windows as long as the
+//! reload before it, and the share of those windows at least as slow as
+//! the reload's (about 50 % when a reload costs nothing).
 //!
 //! HAProxy runs the same case the way its operators reload it: in
 //! master-worker mode, the file rewritten and `SIGUSR2` sent to the master
@@ -112,6 +114,7 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
                 Metric::lower("p99 ms during", 2),
                 Metric::lower("p99 ms quiet windows", 2),
                 Metric::lower("p99 ms worst quiet window", 2),
+                Metric::higher("quiet windows as slow %", 0),
                 Metric::lower("max ms during", 2),
                 Metric::zero("errors"),
             ];
@@ -213,8 +216,9 @@ fn usher_run(h: &Harness, backends: usize, per_backend: usize, load: Load) -> an
 /// Runs `load` through `addr`, then `reload`, then the load a while more:
 /// the reload's round trip in ms, the p99 of the sessions before it, the
 /// p99 of those that overlapped it, the median and the worst p99 of
-/// windows as long as the reload before it ([`quiet_windows`]), the max of
-/// those that overlapped the reload, and the failed sessions.
+/// windows as long as the reload before it ([`quiet_windows`]), the share
+/// of those windows at least as slow as the reload's ([`share_at_least`]),
+/// the max of those that overlapped the reload, and the failed sessions.
 async fn under_load(
     addr: SocketAddr,
     load: Load,
@@ -245,12 +249,14 @@ async fn under_load(
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let quiet = quiet_windows(&sessions, begin + SKIPPED, reload_start, reload_end - reload_start);
     let quiet_p99: Vec<f64> = quiet.iter().map(|h| ms(h, 0.99)).collect();
+    let during_p99 = ms(&during, 0.99);
     Ok(vec![
         (reload_end - reload_start).as_secs_f64() * 1e3,
         ms(&before, 0.99),
-        ms(&during, 0.99),
+        during_p99,
         crate::report::median(quiet_p99.clone()).unwrap_or(f64::NAN),
         quiet_p99.iter().copied().fold(f64::NAN, f64::max),
+        share_at_least(&quiet_p99, during_p99),
         ms(&during, 1.0),
         errors as f64,
     ])
@@ -289,6 +295,18 @@ fn quiet_windows(
         start += length;
     }
     windows
+}
+
+/// The share of `windows` (in %) whose p99 is at least `during`: where
+/// the reload's window ranks among windows without a reload. Around 50 %
+/// when a reload costs nothing, whatever the machine's own bursts; 0 %
+/// when the reload's window is slower than every window before it.
+fn share_at_least(windows: &[f64], during: f64) -> f64 {
+    if windows.is_empty() {
+        return f64::NAN;
+    }
+    let as_slow = windows.iter().filter(|p99| **p99 >= during).count();
+    as_slow as f64 * 100.0 / windows.len() as f64
 }
 
 fn latencies<'a>(sessions: impl Iterator<Item = &'a (Instant, Duration)>) -> Histogram<u64> {
@@ -386,5 +404,20 @@ impl slog::Serializer for ApplyField {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share_at_least;
+
+    #[test]
+    fn the_share_counts_windows_at_least_as_slow_as_the_reloads() {
+        let windows = [0.6, 0.7, 0.8, 2.5];
+        assert_eq!(share_at_least(&windows, 0.75), 50.0);
+        assert_eq!(share_at_least(&windows, 0.8), 50.0);
+        assert_eq!(share_at_least(&windows, 3.0), 0.0);
+        assert_eq!(share_at_least(&windows, 0.1), 100.0);
+        assert!(share_at_least(&[], 1.0).is_nan());
     }
 }
