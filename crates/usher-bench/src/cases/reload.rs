@@ -17,7 +17,10 @@
 //! of the sessions before the reload and of those that overlapped it, and
 //! against what: the median and worst p99 of windows as long as the
 //! reload before it, and the share of those windows at least as slow as
-//! the reload's (about 50 % when a reload costs nothing).
+//! the reload's (about 50 % when a reload costs nothing). For usher, a
+//! probe also asks the actors' thread for a report every millisecond
+//! ([`Probe`]): the p99 of its round trips before the reload, and their
+//! p99 and max during it — the stall of the actors as a message sees it.
 //!
 //! HAProxy runs the same case the way its operators reload it: in
 //! master-worker mode, the file rewritten and `SIGUSR2` sent to the master
@@ -44,6 +47,7 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use usher_core::backend::server::GetServerReport;
 
 use super::{Harness, REFERENCE};
 use crate::backends::{Backend, Behavior};
@@ -117,6 +121,9 @@ pub fn run(h: &Harness) -> Vec<CaseResult> {
                 Metric::higher("quiet windows as slow %", 0),
                 Metric::lower("max ms during", 2),
                 Metric::zero("errors"),
+                Metric::lower("probe p99 µs before", 0),
+                Metric::lower("probe p99 µs during", 0),
+                Metric::lower("probe max µs during", 0),
             ];
             let proxies = h.only(&[ProxyKind::Usher, ProxyKind::Haproxy]);
             h.alternate("reload", title, metrics, proxies, |kind| match kind {
@@ -179,9 +186,11 @@ fn haproxy_run(h: &Harness, backends: usize, per_backend: usize, load: Load) -> 
     let first = haproxy_config(addr, backend.addr, backends, per_backend, 0);
     let second = haproxy_config(addr, backend.addr, backends, per_backend, 1);
     let proxy = MasterWorker::start(exe, &stem, addr, &first, h.pinned.then_some(REFERENCE.proxy_cpus))?;
-    let measured = rt.block_on(under_load(addr, load, proxy.reload(&second, &stem)))?;
-    // The reload's round trip is its apply time; it holds no shared thread.
-    Ok([measured[0], f64::NAN].into_iter().chain(measured).collect())
+    let (measured, _) = rt.block_on(under_load(addr, load, proxy.reload(&second, &stem)))?;
+    // The reload's round trip is its apply time; it holds no shared thread,
+    // and it has no actors to probe.
+    let unprobed = [f64::NAN; 3];
+    Ok([measured[0], f64::NAN].into_iter().chain(measured).chain(unprobed).collect())
 }
 
 fn usher_run(h: &Harness, backends: usize, per_backend: usize, load: Load) -> anyhow::Result<Vec<f64>> {
@@ -206,11 +215,68 @@ fn usher_run(h: &Harness, backends: usize, per_backend: usize, load: Load) -> an
         Ok(())
     })?;
     let handle = &broker.handle;
+    let actors = rt.block_on(handle.actors()).context("the broker does not answer")?;
+    let probe = Probe::start(&rt, actors.server("app", "s1").context("server app/s1")?.clone());
     let reload = async { handle.reload_with(second).await.map(drop).map_err(|e| anyhow!("the reload failed: {e}")) };
     let measured = rt.block_on(under_load(addr, load, reload));
+    let trips = probe.stop(&rt);
     broker.stop()?;
+    let (measured, window) = measured?;
+    let trips = trips?;
     let (apply, hold) = apply_ms.0.lock().map_err(|_| anyhow!("poisoned"))?.unwrap_or((f64::NAN, f64::NAN));
-    Ok([apply, hold].into_iter().chain(measured?).collect())
+    let before = latencies(trips.iter().filter(|(at, _)| *at >= window.from && *at < window.reload_start));
+    let during = latencies(overlapping(&trips, window.reload_start, window.reload_end));
+    let micros = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64;
+    let probed = [micros(&before, 0.99), micros(&during, 0.99), micros(&during, 1.0)];
+    Ok([apply, hold].into_iter().chain(measured).chain(probed).collect())
+}
+
+/// How often the probe asks.
+const PROBE_EVERY: Duration = Duration::from_millis(1);
+
+/// What a message to the actors' thread waits, before and during the
+/// reload: a task of the load's runtime (on its thread: a thread of its
+/// own beside the load's made the load's sessions wait for it) asks the
+/// server every session goes to for its report, once per
+/// [`PROBE_EVERY`], and keeps each round trip. The reload's own "longest
+/// hold" is what its steps measured of themselves; the probe also sees
+/// the work they leave behind (actors starting and stopping, the parts
+/// sent to the queues) and the plan's thread when it has the core.
+struct Probe {
+    running: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<anyhow::Result<Vec<(Instant, Duration)>>>,
+}
+
+impl Probe {
+    fn start(rt: &tokio::runtime::Runtime, server: actix::Addr<usher_core::backend::server::Server>) -> Probe {
+        let running = Arc::new(AtomicBool::new(true));
+        let asking = running.clone();
+        let task = rt.spawn(async move {
+            let mut trips = Vec::new();
+            let mut every = tokio::time::interval(PROBE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while asking.load(Ordering::Relaxed) {
+                every.tick().await;
+                let at = Instant::now();
+                server.send(GetServerReport).await.map_err(|e| anyhow!("probe: {e}"))?;
+                trips.push((at, at.elapsed()));
+            }
+            Ok(trips)
+        });
+        Probe { running, task }
+    }
+
+    fn stop(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<Vec<(Instant, Duration)>> {
+        self.running.store(false, Ordering::Relaxed);
+        rt.block_on(self.task)?
+    }
+}
+
+/// Where [`under_load`]'s reload fell: the measured load from `from`.
+struct Window {
+    from: Instant,
+    reload_start: Instant,
+    reload_end: Instant,
 }
 
 /// Runs `load` through `addr`, then `reload`, then the load a while more:
@@ -223,7 +289,7 @@ async fn under_load(
     addr: SocketAddr,
     load: Load,
     reload: impl std::future::Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<(Vec<f64>, Window)> {
     let running = Arc::new(AtomicBool::new(true));
     let loops: Vec<_> = match load {
         Load::Closed => (0..CLIENTS).map(|_| tokio::spawn(client_loop(addr, running.clone()))).collect(),
@@ -250,7 +316,8 @@ async fn under_load(
     let quiet = quiet_windows(&sessions, begin + SKIPPED, reload_start, reload_end - reload_start);
     let quiet_p99: Vec<f64> = quiet.iter().map(|h| ms(h, 0.99)).collect();
     let during_p99 = ms(&during, 0.99);
-    Ok(vec![
+    let window = Window { from: begin + SKIPPED, reload_start, reload_end };
+    let measured = vec![
         (reload_end - reload_start).as_secs_f64() * 1e3,
         ms(&before, 0.99),
         during_p99,
@@ -259,7 +326,8 @@ async fn under_load(
         share_at_least(&quiet_p99, during_p99),
         ms(&during, 1.0),
         errors as f64,
-    ])
+    ];
+    Ok((measured, window))
 }
 
 /// The sessions that were in flight at some time in `[from, to)`.
