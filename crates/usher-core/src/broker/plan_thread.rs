@@ -63,6 +63,8 @@ const LONG_SLICE: Duration = Duration::from_millis(100);
 /// anything woken meanwhile run first (best effort: otherwise it runs as
 /// it was).
 fn lower_this_thread() {
+    // First on its own: where `sched_setattr` is refused (a seccomp
+    // filter), the thread still runs at nice 19.
     let _ = rustix::process::setpriority_process(None, LOWEST);
     let _ = ask_for_a_long_slice();
     std::thread::yield_now();
@@ -102,25 +104,10 @@ where
     W: FnOnce() -> T + Send + 'static,
 {
     let (done, result) = tokio::sync::oneshot::channel();
-    // Handed over once the thread runs, so that a failed start keeps it.
-    let (hand_over, handed) = std::sync::mpsc::channel::<W>();
-    let started = std::thread::Builder::new().name("usher-plan".into()).spawn(move || {
-        let Ok(work) = handed.recv() else { return };
-        lower_this_thread();
+    run_lowered("usher-plan", move || {
         let _ = done.send(catch_unwind(AssertUnwindSafe(work)));
     });
-    let run_on_pool = match started {
-        Ok(_) => hand_over.send(work).err().map(|unsent| unsent.0),
-        Err(_) => Some(work),
-    };
-    async move {
-        match run_on_pool {
-            None => result.await.unwrap_or_else(|_| Err(Box::new("the plan thread ended without a result"))),
-            Some(work) => actix_rt::task::spawn_blocking(move || catch_unwind(AssertUnwindSafe(work)))
-                .await
-                .unwrap_or_else(|_| Err(Box::new("the plan was cancelled"))),
-        }
-    }
+    async move { result.await.unwrap_or_else(|_| Err(Box::new("the plan ended without a result"))) }
 }
 
 /// Drops `value` on a new thread at the plan's priority: for what is big
@@ -131,19 +118,27 @@ where
 /// at the end of every reload, with the sessions waiting behind it. If
 /// no thread can be started, the pool drops it.
 pub(super) fn drop_off_the_actors_thread<T: Send + 'static>(value: T) {
-    let (hand_over, handed) = std::sync::mpsc::channel::<T>();
-    let started = std::thread::Builder::new().name("usher-drop".into()).spawn(move || {
-        if let Ok(value) = handed.recv() {
+    run_lowered("usher-drop", move || drop(value));
+}
+
+/// Runs `job` on a new thread named `name` once that thread has lowered
+/// itself ([`lower_this_thread`]); on tokio's blocking pool, at the usual
+/// priority, if no thread can be started. The job is handed over only
+/// once the thread runs, so that a failed start keeps it.
+fn run_lowered<J: FnOnce() + Send + 'static>(name: &str, job: J) {
+    let (hand_over, handed) = std::sync::mpsc::channel::<J>();
+    let started = std::thread::Builder::new().name(name.into()).spawn(move || {
+        if let Ok(job) = handed.recv() {
             lower_this_thread();
-            drop(value);
+            job();
         }
     });
     let unsent = match started {
-        Ok(_) => hand_over.send(value).err().map(|unsent| unsent.0),
-        Err(_) => Some(value),
+        Ok(_) => hand_over.send(job).err().map(|unsent| unsent.0),
+        Err(_) => Some(job),
     };
-    if let Some(value) = unsent {
-        drop(actix_rt::task::spawn_blocking(move || drop(value)));
+    if let Some(job) = unsent {
+        drop(actix_rt::task::spawn_blocking(job));
     }
 }
 
